@@ -1,0 +1,117 @@
+"""The seam between the server and whatever generates text: requests, events, and the Backend protocol."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from appliance.engine.params import SamplingParams
+from appliance.engine.tools import ToolCall
+
+
+@dataclass(frozen=True)
+class ChatParams:
+    """A chat request in the core's terms (validated wire data, OpenAI semantics)."""
+
+    messages: list[dict[str, Any]]
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    max_tokens: int | None = None
+    stop: tuple[str, ...] = ()
+    top_logprobs: int | None = None  # None: no logprobs; 0: the chosen token's only
+    json_schema: dict[str, Any] | None = None
+    tools: list[dict[str, Any]] = field(default_factory=list)
+    tool_choice: Any = None
+    parallel_tool_calls: bool = True
+
+
+@dataclass(frozen=True)
+class CompletionParams:
+    """A text completion request: a raw prompt, no chat template."""
+
+    prompt: str | list[int]
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    max_tokens: int | None = 16
+    stop: tuple[str, ...] = ()
+    top_logprobs: int | None = None
+    echo: bool = False
+    json_schema: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    token: str
+    token_bytes: bytes
+    logprob: float
+    top: tuple[tuple[str, bytes, float], ...] = ()
+
+
+@dataclass(frozen=True)
+class Usage:
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(frozen=True)
+class TextDelta:
+    """New output text, with the log-probabilities of the tokens generated since the last delta."""
+
+    text: str
+    logprobs: tuple[TokenLogprob, ...] = ()
+
+
+FinishReason = Literal["stop", "length", "tool_calls"]
+
+
+@dataclass(frozen=True)
+class Finished:
+    """The end of a generation."""
+
+    finish_reason: FinishReason
+    usage: Usage
+    tool_calls: tuple[ToolCall, ...] = ()
+
+
+Event = TextDelta | Finished
+
+
+@dataclass(frozen=True)
+class Embeddings:
+    vectors: list[list[float]]
+    prompt_tokens: int
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    chat: bool = True
+    completions: bool = True
+    embeddings: bool = True
+    tools: bool = True
+    structured_output: bool = True
+    logprobs: bool = True
+
+
+class Backend(Protocol):
+    """Something that serves one model id: the local llama.cpp engine, or (later) a remote host."""
+
+    model_id: str
+
+    @property
+    def capabilities(self) -> Capabilities: ...
+
+    def chat(self, params: ChatParams) -> AsyncIterator[Event]:
+        """Stream the reply to a chat. Raises typed errors before the first event on bad input."""
+        ...
+
+    def complete(self, params: CompletionParams) -> AsyncIterator[Event]:
+        """Stream a raw completion."""
+        ...
+
+    async def embed(self, inputs: list[str] | list[list[int]]) -> Embeddings:
+        """One normalised vector per input."""
+        ...

@@ -1,0 +1,146 @@
+"""Configuration: one pydantic-settings model.
+
+Precedence, lowest to highest: defaults, ``config.toml``, ``APPLIANCE_*`` environment variables (nested
+with ``__``), then values passed in by the CLI. ``APPLIANCE_HOME`` relocates every state directory.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import platformdirs
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+APP_NAME = "llm-appliance"
+
+
+@dataclass(frozen=True)
+class StateDirs:
+    """Where the appliance keeps its state."""
+
+    config: Path
+    data: Path
+    cache: Path
+    logs: Path
+
+    @property
+    def config_file(self) -> Path:
+        return self.config / "config.toml"
+
+
+def state_dirs(environ: dict[str, str] | None = None) -> StateDirs:
+    """The state directories: under ``APPLIANCE_HOME`` when set, else platformdirs' user dirs."""
+    env = os.environ if environ is None else environ
+    home = env.get("APPLIANCE_HOME")
+    if home:
+        root = Path(home).expanduser()
+        return StateDirs(config=root, data=root / "data", cache=root / "cache", logs=root / "logs")
+    dirs = platformdirs.PlatformDirs(APP_NAME, appauthor=False)
+    return StateDirs(
+        config=Path(dirs.user_config_dir),
+        data=Path(dirs.user_data_dir),
+        cache=Path(dirs.user_cache_dir),
+        logs=Path(dirs.user_log_dir),
+    )
+
+
+class ServerSettings(BaseModel):
+    host: str = "127.0.0.1"
+    """Address the daemon listens on."""
+    port: int = Field(11435, ge=0, le=65535)
+    """TCP port of the HTTP API (0 picks a free one)."""
+    api_key: SecretStr | None = None
+    """When set, every API request needs `Authorization: Bearer <key>` (health stays open)."""
+    max_queue: int = Field(64, ge=1)
+    """Requests that may wait for the model at once; one more gets 429 with Retry-After."""
+
+
+class ModelSettings(BaseModel):
+    default: str | None = None
+    """Model served when `serve` gets none: a .gguf path. Empty means the embedded default model."""
+    alias: str | None = None
+    """Model id clients use; derived from the file name when empty."""
+    n_ctx: int | None = Field(None, ge=64)
+    """Context length in tokens; empty means 4096, capped at the model's trained context."""
+    n_parallel: int = Field(1, ge=1)
+    """Sequences served at once (1 until the batching engine lands)."""
+    n_threads: int | None = Field(None, ge=1)
+    """Threads for generation; empty means the physical core count."""
+    n_batch: int = Field(512, ge=1)
+    """Logical batch size for prompt processing."""
+    n_ubatch: int = Field(512, ge=1)
+    """Physical batch size for prompt processing."""
+    n_gpu_layers: int = -1
+    """Layers offloaded to a GPU when the build has one (-1: all)."""
+    flash_attn: Literal["auto", "on", "off"] = "auto"
+    """Flash attention: auto lets llama.cpp decide per backend."""
+
+
+class Settings(BaseSettings):
+    """The appliance's configuration."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="APPLIANCE_",
+        env_nested_delimiter="__",
+        extra="ignore",
+    )
+
+    server: ServerSettings = ServerSettings()
+    model: ModelSettings = ModelSettings()
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    """Log level of the daemon."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml_file = settings_cls.model_config.get("toml_file") or state_dirs().config_file
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build the settings from the file, the environment and ``overrides`` (CLI flags, nested dicts).
+
+    ``overrides`` with value None are dropped so an absent CLI flag never masks the file or environment.
+    """
+    cls = Settings
+    if config_file is not None:
+        if not config_file.is_file():
+            raise FileNotFoundError(f"config file not found: {config_file}")
+
+        class FileSettings(Settings):
+            model_config = SettingsConfigDict(toml_file=config_file)
+
+        cls = FileSettings
+    return cls(**_drop_none(overrides))
+
+
+def _drop_none(values: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            nested = _drop_none(value)
+            if nested:
+                out[key] = nested
+        elif value is not None:
+            out[key] = value
+    return out
+
+
+def masked(settings: Settings) -> dict[str, Any]:
+    """The settings as plain data with secrets masked, for `appliance config show`."""
+    return settings.model_dump(mode="json")

@@ -1,0 +1,395 @@
+"""The one module that talks to llama.cpp (through llama-cpp-python's ctypes bindings).
+
+It owns a model and its context and exposes plain Python: tokenize, generate token by token with a
+per-request sampler chain, embed. Not thread-safe: one thread (the engine's worker) drives it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import llama_cpp
+import numpy as np
+from llama_cpp import llama_grammar
+
+from appliance.engine.params import GeneratedToken, LoadOptions, SamplingParams
+from appliance.errors import ContextOverflow, EngineFailure, InvalidRequest, ModelLoadFailed
+
+log = logging.getLogger(__name__)
+
+_FLASH_ATTN = {
+    "auto": llama_cpp.LLAMA_FLASH_ATTN_TYPE_AUTO,
+    "on": llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED,
+    "off": llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED,
+}
+
+
+DEFAULT_N_CTX = 4096
+
+
+class _LogBridge:
+    """Routes llama.cpp's log lines into Python logging, keeping recent errors for messages."""
+
+    def __init__(self) -> None:
+        self.recent_errors: deque[str] = deque(maxlen=8)
+        self._partial = ""
+        self._level = 2
+        self._lock = threading.Lock()
+        self.callback = llama_cpp.llama_log_callback(self._on_log)
+
+    def _on_log(self, level: int, text: bytes, _user_data: ctypes.c_void_p) -> None:
+        # ggml_log_level: 1 debug, 2 info, 3 warn, 4 error, 5 continues the previous line.
+        message = text.decode("utf-8", errors="replace")
+        with self._lock:
+            if level != 5:
+                self._level = level
+            self._partial += message
+            if not self._partial.endswith("\n"):
+                return
+            line, self._partial = self._partial.rstrip("\n"), ""
+            level = self._level
+        if level >= 4:
+            self.recent_errors.append(line)
+            log.warning("llama.cpp: %s", line)
+        else:
+            log.debug("llama.cpp: %s", line)
+
+
+_BRIDGE: _LogBridge | None = None
+_INIT_LOCK = threading.Lock()
+
+
+def _init_backend() -> _LogBridge:
+    global _BRIDGE
+    with _INIT_LOCK:
+        if _BRIDGE is None:
+            _BRIDGE = _LogBridge()
+            llama_cpp.llama_log_set(_BRIDGE.callback, ctypes.c_void_p(0))
+            llama_cpp.llama_backend_init()
+        return _BRIDGE
+
+
+def supports_gpu_offload() -> bool:
+    """Whether the installed llama.cpp build can offload layers to a GPU."""
+    _init_backend()
+    return bool(llama_cpp.llama_supports_gpu_offload())
+
+
+def system_info() -> str:
+    """llama.cpp's one-line summary of the CPU features it was built to use."""
+    _init_backend()
+    return llama_cpp.llama_print_system_info().decode("utf-8", errors="replace").strip()
+
+
+def json_schema_grammar(schema: dict[str, object]) -> str:
+    """A GBNF grammar accepting exactly the JSON documents valid under ``schema``."""
+    import json
+
+    try:
+        return llama_grammar.json_schema_to_gbnf(json.dumps(schema))
+    except Exception as exc:  # the converter raises bare Exceptions for schemas it cannot handle
+        raise InvalidRequest(f"unsupported JSON schema: {exc}", param="response_format") from exc
+
+
+JSON_OBJECT_GRAMMAR: str = json_schema_grammar({"type": "object"})
+
+
+class LlamaModel:
+    """A loaded model with one context. Only one thread may use an instance."""
+
+    def __init__(self, path: Path, options: LoadOptions) -> None:
+        bridge = _init_backend()
+        self.path = path
+        self.options = options
+        mparams = llama_cpp.llama_model_default_params()
+        mparams.n_gpu_layers = options.n_gpu_layers
+        bridge.recent_errors.clear()
+        model = llama_cpp.llama_model_load_from_file(str(path).encode("utf-8"), mparams)
+        if not model:
+            detail = "; ".join(bridge.recent_errors) or "llama.cpp could not read it"
+            raise ModelLoadFailed(f"cannot load model {path}: {detail}")
+        self._model = model
+        self._vocab = llama_cpp.llama_model_get_vocab(model)
+        self.n_ctx_train = int(llama_cpp.llama_model_n_ctx_train(model))
+        if options.n_ctx is not None and options.n_ctx > self.n_ctx_train:
+            llama_cpp.llama_model_free(model)
+            raise ModelLoadFailed(
+                f"a context of {options.n_ctx} tokens exceeds what {path.name} was trained for "
+                f"({self.n_ctx_train})"
+            )
+        cparams = llama_cpp.llama_context_default_params()
+        cparams.n_ctx = options.n_ctx or min(DEFAULT_N_CTX, self.n_ctx_train)
+        cparams.n_batch = options.n_batch
+        cparams.n_ubatch = min(options.n_ubatch, options.n_batch)
+        cparams.n_seq_max = options.n_seq_max
+        cparams.n_threads = options.n_threads
+        cparams.n_threads_batch = options.n_threads_batch
+        cparams.flash_attn_type = _FLASH_ATTN[options.flash_attn]
+        cparams.swa_full = False  # libllama defaults it on; llama-server turns it off (windows stay small)
+        cparams.no_perf = True
+        ctx = llama_cpp.llama_init_from_model(model, cparams)
+        if not ctx:
+            llama_cpp.llama_model_free(model)
+            detail = "; ".join(bridge.recent_errors) or "not enough memory for the context?"
+            raise ModelLoadFailed(f"cannot create a context for {path}: {detail}")
+        self._ctx = ctx
+        self._memory = llama_cpp.llama_get_memory(ctx)
+        self.n_ctx = int(llama_cpp.llama_n_ctx(ctx))
+        self.n_vocab = int(llama_cpp.llama_vocab_n_tokens(self._vocab))
+        self.n_embd = int(llama_cpp.llama_model_n_embd(model))
+        self._batch = llama_cpp.llama_batch_init(options.n_batch, 0, 1)
+        self._pieces: dict[int, bytes] = {}
+        # Tokens whose KV is in the cache for sequence 0, in order: the prefix the next request may reuse.
+        self._cached_tokens: list[int] = []
+        self._prefix_reuse = not (
+            llama_cpp.llama_model_is_recurrent(model)
+            or llama_cpp.llama_model_is_hybrid(model)
+            or llama_cpp.llama_model_n_swa(model) > 0
+        )
+        self.metadata = self._read_metadata()
+
+    # -- metadata and vocabulary ------------------------------------------------------------
+
+    def _read_metadata(self) -> dict[str, str]:
+        out: dict[str, str] = {}
+        size = 4096
+        buf = ctypes.create_string_buffer(size)
+        for i in range(llama_cpp.llama_model_meta_count(self._model)):
+            llama_cpp.llama_model_meta_key_by_index(self._model, i, buf, size)
+            key = buf.value.decode("utf-8", errors="replace")
+            needed = llama_cpp.llama_model_meta_val_str_by_index(self._model, i, buf, size)
+            if needed >= size:
+                big = ctypes.create_string_buffer(needed + 1)
+                llama_cpp.llama_model_meta_val_str_by_index(self._model, i, big, needed + 1)
+                out[key] = big.value.decode("utf-8", errors="replace")
+            else:
+                out[key] = buf.value.decode("utf-8", errors="replace")
+        return out
+
+    @property
+    def chat_template(self) -> str | None:
+        return self.metadata.get("tokenizer.chat_template")
+
+    @property
+    def add_bos(self) -> bool:
+        return bool(llama_cpp.llama_vocab_get_add_bos(self._vocab))
+
+    @property
+    def bos_token(self) -> int:
+        return int(llama_cpp.llama_vocab_bos(self._vocab))
+
+    @property
+    def eos_token(self) -> int:
+        return int(llama_cpp.llama_vocab_eos(self._vocab))
+
+    def token_text(self, token: int) -> str:
+        """The vocabulary entry of ``token`` as stored (special tokens included)."""
+        if token < 0:
+            return ""
+        return llama_cpp.llama_vocab_get_text(self._vocab, token).decode("utf-8", errors="replace")
+
+    def is_end_of_generation(self, token: int) -> bool:
+        return bool(llama_cpp.llama_vocab_is_eog(self._vocab, token))
+
+    def tokenize(self, text: str, *, add_special: bool, parse_special: bool) -> list[int]:
+        """Token ids for ``text``. Thread-safe: it only reads the vocabulary."""
+        data = text.encode("utf-8")
+        capacity = len(data) + 8
+        while True:
+            tokens = (llama_cpp.llama_token * capacity)()
+            n = llama_cpp.llama_tokenize(
+                self._vocab, data, len(data), tokens, capacity, add_special, parse_special
+            )
+            if n >= 0:
+                return list(tokens[:n])
+            capacity = -n
+
+    def piece(self, token: int) -> bytes:
+        """The bytes ``token`` adds to the output text (special tokens render as nothing)."""
+        cached = self._pieces.get(token)
+        if cached is not None:
+            return cached
+        buf = ctypes.create_string_buffer(64)
+        n = llama_cpp.llama_token_to_piece(self._vocab, token, buf, 64, 0, False)
+        if n < 0:
+            buf = ctypes.create_string_buffer(-n)
+            n = llama_cpp.llama_token_to_piece(self._vocab, token, buf, -n, 0, False)
+        value = buf.raw[:n]
+        self._pieces[token] = value
+        return value
+
+    # -- generation ---------------------------------------------------------------------------
+
+    def _decode(self, tokens: list[int], start_pos: int, *, output_all: bool = False) -> None:
+        """Decode ``tokens`` at positions from ``start_pos`` in chunks of n_batch, for sequence 0."""
+        step = self.options.n_batch
+        for offset in range(0, len(tokens), step):
+            chunk = tokens[offset : offset + step]
+            batch = self._batch
+            batch.n_tokens = len(chunk)
+            last_chunk = offset + step >= len(tokens)
+            for i, tok in enumerate(chunk):
+                batch.token[i] = tok
+                batch.pos[i] = start_pos + offset + i
+                batch.n_seq_id[i] = 1
+                batch.seq_id[i][0] = 0
+                batch.logits[i] = output_all or (last_chunk and i == len(chunk) - 1)
+            rc = llama_cpp.llama_decode(self._ctx, batch)
+            if rc != 0:
+                self._forget_cache()
+                raise EngineFailure(f"llama_decode failed with code {rc}")
+            self._cached_tokens.extend(chunk)
+
+    def _forget_cache(self) -> None:
+        llama_cpp.llama_memory_clear(self._memory, True)
+        self._cached_tokens = []
+
+    def _reuse_prefix(self, prompt: list[int]) -> int:
+        """Keep the cached KV that matches the start of ``prompt``; return how many tokens that is."""
+        if not self._prefix_reuse:
+            self._forget_cache()
+            return 0
+        common = 0
+        for cached, new in zip(self._cached_tokens, prompt, strict=False):
+            if cached != new:
+                break
+            common += 1
+        common = min(common, len(prompt) - 1)  # at least one token is decoded, to get fresh logits
+        if common <= 0 or not llama_cpp.llama_memory_seq_rm(self._memory, 0, common, -1):
+            self._forget_cache()
+            return 0
+        del self._cached_tokens[common:]
+        return common
+
+    def _make_sampler(self, params: SamplingParams) -> ctypes.c_void_p:
+        chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
+
+        def add(sampler: ctypes.c_void_p | None) -> None:
+            if not sampler:
+                llama_cpp.llama_sampler_free(chain)
+                raise InvalidRequest("invalid sampling settings (grammar could not be parsed?)")
+            llama_cpp.llama_sampler_chain_add(chain, sampler)
+
+        if params.logit_bias:
+            bias = (llama_cpp.llama_logit_bias * len(params.logit_bias))()
+            for i, (tok, value) in enumerate(params.logit_bias.items()):
+                bias[i] = llama_cpp.llama_logit_bias(tok, value)
+            add(llama_cpp.llama_sampler_init_logit_bias(self.n_vocab, len(params.logit_bias), bias))
+        if params.repeat_penalty != 1.0 or params.presence_penalty or params.frequency_penalty:
+            add(
+                llama_cpp.llama_sampler_init_penalties(
+                    self.n_vocab,
+                    params.repeat_last_n,
+                    params.repeat_penalty,
+                    params.frequency_penalty,
+                    params.presence_penalty,
+                )
+            )
+        if params.grammar:
+            add(llama_cpp.llama_sampler_init_grammar(self._vocab, params.grammar.encode(), b"root"))
+        if params.temperature <= 0:
+            add(llama_cpp.llama_sampler_init_greedy())
+        else:
+            add(llama_cpp.llama_sampler_init_top_k(params.top_k))
+            add(llama_cpp.llama_sampler_init_top_p(params.top_p, 1))
+            add(llama_cpp.llama_sampler_init_min_p(params.min_p, 1))
+            add(llama_cpp.llama_sampler_init_temp(params.temperature))
+            seed = llama_cpp.LLAMA_DEFAULT_SEED if params.seed is None else params.seed & 0xFFFFFFFF
+            add(llama_cpp.llama_sampler_init_dist(seed))
+        return chain
+
+    def _logprobs(self, token: int, top_n: int) -> GeneratedToken:
+        ptr = llama_cpp.llama_get_logits_ith(self._ctx, -1)
+        logits = np.ctypeslib.as_array(ptr, shape=(self.n_vocab,)).astype(np.float64)
+        peak = logits.max()
+        logsum = peak + np.log(np.exp(logits - peak).sum())
+        top: tuple[tuple[int, float], ...] = ()
+        if top_n > 0:
+            idx = np.argpartition(-logits, top_n - 1)[:top_n]
+            idx = idx[np.argsort(-logits[idx])]
+            top = tuple((int(i), float(logits[i] - logsum)) for i in idx)
+        return GeneratedToken(token, float(logits[token] - logsum), top)
+
+    def generate(
+        self,
+        prompt: list[int],
+        params: SamplingParams,
+        max_tokens: int,
+        *,
+        top_logprobs: int | None = None,
+        should_stop: Callable[[], bool] = lambda: False,
+    ) -> Iterator[GeneratedToken]:
+        """Sample up to ``max_tokens`` tokens after ``prompt``, one at a time.
+
+        Stops early at an end-of-generation token (which is yielded) or when ``should_stop`` says so.
+        The caller counts ``reused_prefix_tokens`` afterwards for usage reporting.
+        """
+        if not prompt:
+            raise InvalidRequest("the prompt is empty")
+        if len(prompt) + max_tokens > self.n_ctx:
+            raise ContextOverflow(
+                f"this model's context is {self.n_ctx} tokens; the prompt has {len(prompt)} "
+                f"and {max_tokens} more were requested"
+            )
+        sampler = self._make_sampler(params)
+        try:
+            reused = self._reuse_prefix(prompt)
+            self.reused_prefix_tokens = reused
+            if should_stop():
+                return
+            self._decode(prompt[reused:], reused)
+            for _ in range(max_tokens):
+                if should_stop():
+                    return
+                token = int(llama_cpp.llama_sampler_sample(sampler, self._ctx, -1))
+                if top_logprobs is not None:
+                    yield self._logprobs(token, top_logprobs)
+                else:
+                    yield GeneratedToken(token)
+                if self.is_end_of_generation(token):
+                    return
+                self._decode([token], len(self._cached_tokens))
+        finally:
+            llama_cpp.llama_sampler_free(sampler)
+
+    reused_prefix_tokens: int = 0
+
+    # -- embeddings -----------------------------------------------------------------------------
+
+    def embed(self, tokens: list[int]) -> list[float]:
+        """Mean of the final hidden states over ``tokens``, L2-normalised."""
+        if not tokens:
+            raise InvalidRequest("cannot embed an empty input", param="input")
+        if len(tokens) > self.n_ctx:
+            raise ContextOverflow(
+                f"this model's context is {self.n_ctx} tokens; the input has {len(tokens)}", param="input"
+            )
+        self._forget_cache()
+        llama_cpp.llama_set_embeddings(self._ctx, True)
+        try:
+            total = np.zeros(self.n_embd, dtype=np.float64)
+            step = self.options.n_batch
+            for offset in range(0, len(tokens), step):
+                chunk = tokens[offset : offset + step]
+                self._decode(chunk, offset, output_all=True)
+                for i in range(len(chunk)):
+                    ptr = llama_cpp.llama_get_embeddings_ith(self._ctx, i)
+                    total += np.ctypeslib.as_array(ptr, shape=(self.n_embd,))
+        finally:
+            llama_cpp.llama_set_embeddings(self._ctx, False)
+            self._forget_cache()
+        mean = total / len(tokens)
+        norm = float(np.linalg.norm(mean))
+        return (mean / norm if norm > 0 else mean).tolist()
+
+    def close(self) -> None:
+        if getattr(self, "_ctx", None):
+            llama_cpp.llama_batch_free(self._batch)
+            llama_cpp.llama_free(self._ctx)
+            llama_cpp.llama_model_free(self._model)
+            self._ctx = None

@@ -1,0 +1,483 @@
+"""The local backend: one llama.cpp model driven by one worker thread, fed by a bounded FIFO queue.
+
+Requests never interrupt each other: each waits its turn (up to ``max_queue`` may wait) and runs to its
+end, or until its client goes away, which stops it within one token. The event loop never blocks on
+llama.cpp: the worker hands events back through ``call_soon_threadsafe``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from appliance.backend import (
+    Capabilities,
+    ChatParams,
+    CompletionParams,
+    Embeddings,
+    Finished,
+    TextDelta,
+    TokenLogprob,
+    Usage,
+)
+from appliance.engine import tools as toolfmt
+from appliance.engine.chat_template import ChatTemplate, TemplateError
+from appliance.engine.params import GeneratedToken, LoadOptions, SamplingParams
+from appliance.engine.text import StopScanner
+from appliance.errors import (
+    ApplianceError,
+    ContextOverflow,
+    EngineFailure,
+    InvalidRequest,
+    ModelLoadFailed,
+    ModelLoading,
+    QueueFull,
+)
+
+log = logging.getLogger(__name__)
+
+
+class ModelState(str, enum.Enum):
+    LOADING = "loading"
+    READY = "ready"
+    FAILED = "failed"
+
+
+_DONE = object()
+
+
+class JobStream:
+    """The events of one queued job, consumed on the event loop. ``cancel()`` stops the job."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._events: asyncio.Queue[Any] = asyncio.Queue()
+        self.cancelled = threading.Event()
+        self.started = threading.Event()
+
+    # Worker side.
+    def emit(self, item: Any) -> None:
+        try:
+            self._loop.call_soon_threadsafe(self._events.put_nowait, item)
+        except RuntimeError:  # the loop is gone (shutdown): nobody is listening any more
+            self.cancelled.set()
+
+    # Loop side.
+    def cancel(self) -> None:
+        self.cancelled.set()
+
+    def __aiter__(self) -> JobStream:
+        return self
+
+    async def __anext__(self) -> Any:
+        item = await self._events.get()
+        if item is _DONE:
+            self._events.put_nowait(_DONE)  # stay exhausted
+            raise StopAsyncIteration
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    async def result(self) -> Any:
+        """The single value a non-streaming job produces."""
+        try:
+            return await self.__anext__()
+        finally:
+            self.cancel()
+
+
+@dataclass
+class _Job:
+    run: Callable[[Any, JobStream], None]
+    stream: JobStream
+
+
+class LocalLlamaBackend:
+    """Serves one GGUF model through llama.cpp, one request at a time, in arrival order."""
+
+    def __init__(
+        self,
+        path: Path,
+        model_id: str,
+        options: LoadOptions,
+        *,
+        max_queue: int = 64,
+        on_load_failed: Callable[[str], None] | None = None,
+    ) -> None:
+        self.path = path
+        self.model_id = model_id
+        self.options = options
+        self.max_queue = max_queue
+        self.state = ModelState.LOADING
+        self.error: str | None = None
+        self._model: Any = None  # appliance.engine.llama.LlamaModel once loaded
+        self._template: ChatTemplate | None = None
+        self._jobs: queue.Queue[_Job | None] = queue.Queue()
+        self._lock = threading.Lock()
+        self._waiting = 0
+        self._running = False
+        self._job_seconds = 1.0  # moving average, for Retry-After
+        self._loaded = threading.Event()
+        self._worker = threading.Thread(target=self._work, name="llama-worker", daemon=True)
+        self.load_seconds: float | None = None
+        self._on_load_failed = on_load_failed
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start loading in the worker thread; requests get 503 until it is ready."""
+        self._worker.start()
+
+    def wait_loaded(self, timeout_s: float | None = None) -> bool:
+        return self._loaded.wait(timeout_s)
+
+    def close(self) -> None:
+        self._jobs.put(None)
+        if self._worker.is_alive():
+            self._worker.join(timeout=30)
+        if self._model is not None:
+            self._model.close()
+            self._model = None
+
+    def _load(self) -> None:
+        from appliance.engine.llama import LlamaModel  # the only place llama.cpp is loaded
+
+        started = time.monotonic()
+        try:
+            model = LlamaModel(self.path, self.options)
+            self._template = ChatTemplate(
+                model.chat_template,
+                bos_token=model.token_text(model.bos_token),
+                eos_token=model.token_text(model.eos_token),
+            )
+        except (ApplianceError, ValueError) as exc:
+            self.error = getattr(exc, "message", str(exc))
+            self.state = ModelState.FAILED
+            log.error("model failed to load: %s", self.error)
+            if self._on_load_failed is not None:
+                self._on_load_failed(self.error)
+            return
+        finally:
+            self._loaded.set()
+        self._model = model
+        self.load_seconds = time.monotonic() - started
+        self.state = ModelState.READY
+        log.info(
+            "model %s ready in %.1f s (n_ctx %d)",
+            self.model_id,
+            self.load_seconds,
+            model.n_ctx,
+            extra={"model": self.model_id, "n_ctx": model.n_ctx},
+        )
+
+    def _work(self) -> None:
+        self._load()
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            with self._lock:
+                self._waiting -= 1
+                self._running = True
+            started = time.monotonic()
+            try:
+                if job.stream.cancelled.is_set():
+                    continue
+                job.stream.started.set()
+                job.run(self._model, job.stream)
+            except ApplianceError as exc:
+                job.stream.emit(exc)
+            except Exception as exc:  # a bug or a llama.cpp failure: report it, keep serving
+                log.exception("generation failed")
+                job.stream.emit(EngineFailure(f"generation failed: {exc}"))
+            finally:
+                job.stream.emit(_DONE)
+                elapsed = time.monotonic() - started
+                self._job_seconds = 0.8 * self._job_seconds + 0.2 * elapsed
+                with self._lock:
+                    self._running = False
+
+    # -- introspection ------------------------------------------------------------------------
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities()
+
+    @property
+    def queue_depth(self) -> int:
+        with self._lock:
+            return self._waiting
+
+    @property
+    def busy(self) -> bool:
+        with self._lock:
+            return self._running
+
+    @property
+    def n_ctx(self) -> int | None:
+        return self._model.n_ctx if self._model is not None else None
+
+    def describe(self) -> dict[str, Any]:
+        """What is loaded, for logs and status."""
+        model = self._model
+        info: dict[str, Any] = {"id": self.model_id, "path": str(self.path), "state": self.state.value}
+        if model is not None:
+            info.update(
+                n_ctx=model.n_ctx,
+                n_ctx_train=model.n_ctx_train,
+                architecture=model.metadata.get("general.architecture"),
+                chat_template="gguf" if not self._template or not self._template.is_fallback else "chatml",
+            )
+        if self.error:
+            info["error"] = self.error
+        return info
+
+    def _require_ready(self) -> Any:
+        if self.state is ModelState.LOADING:
+            raise ModelLoading(f"model {self.model_id} is still loading")
+        if self.state is ModelState.FAILED:
+            raise ModelLoadFailed(f"model {self.model_id} failed to load: {self.error}")
+        return self._model
+
+    # -- queueing -------------------------------------------------------------------------------
+
+    def _submit(self, run: Callable[[Any, JobStream], None]) -> JobStream:
+        stream = JobStream(asyncio.get_running_loop())
+        with self._lock:
+            if self._waiting >= self.max_queue:
+                retry = max(1, round(self._job_seconds * (self._waiting + 1)))
+                raise QueueFull(
+                    f"{self._waiting} requests are already waiting for {self.model_id}; retry later",
+                    retry_after_s=retry,
+                )
+            self._waiting += 1
+        self._jobs.put(_Job(run, stream))
+        return stream
+
+    # -- requests -------------------------------------------------------------------------------
+
+    async def chat(self, params: ChatParams) -> JobStream:
+        """Validate and queue a chat; the returned stream yields TextDelta then Finished."""
+        model = self._require_ready()
+        choice = toolfmt.resolve_choice(params.tools, params.tool_choice)
+        prompt_text = self._render_chat(params, choice)
+        prompt = await asyncio.to_thread(self._tokenize_prompt, model, prompt_text)
+        grammar = None
+        if choice is not None:
+            grammar = self._grammar(
+                toolfmt.reply_schema(params.tools, choice, parallel=params.parallel_tool_calls)
+            )
+        elif params.json_schema is not None:
+            grammar = self._grammar(params.json_schema)
+        return self._queue_generation(
+            model,
+            prompt,
+            params.sampling,
+            grammar,
+            params.max_tokens,
+            params.stop,
+            params.top_logprobs,
+            tool_mode=choice is not None,
+        )
+
+    async def complete(self, params: CompletionParams) -> JobStream:
+        """Validate and queue a raw completion (no chat template)."""
+        model = self._require_ready()
+        if isinstance(params.prompt, str):
+            prompt = await asyncio.to_thread(
+                model.tokenize, params.prompt, add_special=True, parse_special=False
+            )
+        else:
+            prompt = list(params.prompt)
+            if any(t < 0 or t >= model.n_vocab for t in prompt):
+                raise InvalidRequest("prompt contains token ids outside the vocabulary", param="prompt")
+        grammar = self._grammar(params.json_schema) if params.json_schema is not None else None
+        echo = b"".join(model.piece(t) for t in prompt).decode("utf-8", "replace") if params.echo else ""
+        return self._queue_generation(
+            model,
+            prompt,
+            params.sampling,
+            grammar,
+            params.max_tokens,
+            params.stop,
+            params.top_logprobs,
+            prefix_text=echo,
+        )
+
+    async def embed(self, inputs: list[str] | list[list[int]]) -> Embeddings:
+        model = self._require_ready()
+        token_lists: list[list[int]] = []
+        for item in inputs:
+            if isinstance(item, str):
+                token_lists.append(
+                    await asyncio.to_thread(model.tokenize, item, add_special=True, parse_special=False)
+                )
+            else:
+                token_lists.append(list(item))
+        for tokens in token_lists:
+            if not tokens:
+                raise InvalidRequest("an input is empty", param="input")
+            if len(tokens) > model.n_ctx:
+                raise ContextOverflow(
+                    f"an input has {len(tokens)} tokens; this model's context is {model.n_ctx}", param="input"
+                )
+
+        def run(m: Any, stream: JobStream) -> None:
+            vectors = []
+            for tokens in token_lists:
+                if stream.cancelled.is_set():
+                    return
+                vectors.append(m.embed(tokens))
+            stream.emit(Embeddings(vectors, sum(len(t) for t in token_lists)))
+
+        result: Embeddings = await self._submit(run).result()
+        return result
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    def _render_chat(self, params: ChatParams, choice: str | None) -> str:
+        assert self._template is not None
+        messages = [dict(m) for m in params.messages]
+        for message in messages:
+            if message.get("role") == "assistant" and message.get("tool_calls"):
+                message["content"] = toolfmt.history_content(
+                    message.pop("tool_calls"), message.get("content")
+                )
+        if choice is not None:
+            instructions = toolfmt.system_instructions(params.tools, choice)
+            if messages and messages[0].get("role") == "system":
+                messages[0]["content"] = f"{messages[0].get('content') or ''}\n\n{instructions}".strip()
+            else:
+                messages.insert(0, {"role": "system", "content": instructions})
+        try:
+            return self._template.render(messages)
+        except TemplateError:
+            if not any(m.get("role") == "tool" for m in messages):
+                raise
+        # Some templates know no "tool" role: hand results back as user turns instead.
+        for message in messages:
+            if message.get("role") == "tool":
+                message["role"] = "user"
+                message["content"] = (
+                    f"Tool result ({message.get('tool_call_id', '')}): {message.get('content')}"
+                )
+        return self._template.render(messages)
+
+    @staticmethod
+    def _tokenize_prompt(model: Any, text: str) -> list[int]:
+        bos_text = model.token_text(model.bos_token)
+        # The template may already start with BOS; adding another would change the model's output.
+        add_bos = model.add_bos and not (bos_text and text.startswith(bos_text))
+        tokens: list[int] = model.tokenize(text, add_special=add_bos, parse_special=True)
+        return tokens
+
+    @staticmethod
+    def _grammar(schema: dict[str, Any]) -> str:
+        from appliance.engine.llama import json_schema_grammar
+
+        return json_schema_grammar(schema)
+
+    def _queue_generation(
+        self,
+        model: Any,
+        prompt: list[int],
+        sampling: SamplingParams,
+        grammar: str | None,
+        max_tokens: int | None,
+        stop: tuple[str, ...],
+        top_logprobs: int | None,
+        *,
+        tool_mode: bool = False,
+        prefix_text: str = "",
+    ) -> JobStream:
+        n_ctx = model.n_ctx
+        if not prompt:
+            raise InvalidRequest("the prompt is empty", param="prompt")
+        if max_tokens is None:
+            max_tokens = n_ctx - len(prompt)
+        if max_tokens < 1 or len(prompt) + max_tokens > n_ctx:
+            raise ContextOverflow(
+                f"this model's maximum context length is {n_ctx} tokens; the prompt has {len(prompt)} tokens "
+                f"and {max_tokens} more were requested ({len(prompt) + max_tokens} in all)",
+                param="messages",
+            )
+        if grammar is not None:
+            sampling = SamplingParams(**{**sampling.__dict__, "grammar": grammar})
+
+        def run(m: Any, stream: JobStream) -> None:
+            _generate(m, stream, prompt, sampling, max_tokens, stop, top_logprobs, tool_mode, prefix_text)
+
+        return self._submit(run)
+
+
+def _token_logprob(model: Any, step: GeneratedToken) -> TokenLogprob:
+    def entry(token: int) -> tuple[str, bytes]:
+        data = model.piece(token) or model.token_text(token).encode("utf-8")
+        return data.decode("utf-8", "replace"), data
+
+    text, data = entry(step.token)
+    top = tuple((*entry(t), lp) for t, lp in step.top_logprobs)
+    return TokenLogprob(text, data, step.logprob if step.logprob is not None else 0.0, top)
+
+
+def _generate(
+    model: Any,
+    stream: JobStream,
+    prompt: list[int],
+    sampling: SamplingParams,
+    max_tokens: int,
+    stop: tuple[str, ...],
+    top_logprobs: int | None,
+    tool_mode: bool,
+    prefix_text: str,
+) -> None:
+    scanner = StopScanner(stop)
+    finish = "length"
+    generated = 0
+    logprobs: list[TokenLogprob] = []
+    buffered: list[str] = []
+    if prefix_text:
+        stream.emit(TextDelta(prefix_text))
+    steps = model.generate(
+        prompt, sampling, max_tokens, top_logprobs=top_logprobs, should_stop=stream.cancelled.is_set
+    )
+    with contextlib.closing(steps):
+        for step in steps:
+            generated += 1
+            if top_logprobs is not None:
+                logprobs.append(_token_logprob(model, step))
+            if model.is_end_of_generation(step.token):
+                finish = "stop"
+                break
+            text = scanner.feed(model.piece(step.token))
+            if tool_mode:
+                buffered.append(text)
+            elif text or logprobs:
+                stream.emit(TextDelta(text, tuple(logprobs)))
+                logprobs = []
+            if scanner.stopped:
+                finish = "stop"
+                break
+    if stream.cancelled.is_set():
+        return
+    rest = scanner.flush()
+    usage = Usage(len(prompt), generated, model.reused_prefix_tokens)
+    if tool_mode:
+        reply = toolfmt.parse_reply("".join(buffered) + rest)
+        if reply.content:
+            stream.emit(TextDelta(reply.content))
+        if reply.tool_calls:
+            stream.emit(Finished("tool_calls", usage, reply.tool_calls))
+            return
+    elif rest or logprobs:
+        stream.emit(TextDelta(rest, tuple(logprobs)))
+    stream.emit(Finished("stop" if finish == "stop" else "length", usage))

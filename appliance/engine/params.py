@@ -1,0 +1,45 @@
+"""Plain data passed to and from the llama.cpp module (importable without llama.cpp)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """How to load a model: context size, batch sizes, threads, offload."""
+
+    n_ctx: int | None = None  # None: 4096, or the trained context if smaller
+    n_batch: int = 512
+    n_ubatch: int = 512
+    n_threads: int = 1
+    n_threads_batch: int = 1
+    n_gpu_layers: int = 0
+    flash_attn: str = "auto"
+    n_seq_max: int = 1
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """One request's sampling settings. Defaults are llama-server's."""
+
+    temperature: float = 0.8
+    top_k: int = 40
+    top_p: float = 0.95
+    min_p: float = 0.05
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    repeat_penalty: float = 1.0
+    repeat_last_n: int = 64
+    seed: int | None = None
+    grammar: str | None = None
+    logit_bias: dict[int, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class GeneratedToken:
+    """A sampled token, with its log-probability and the top alternatives when asked for."""
+
+    token: int
+    logprob: float | None = None
+    top_logprobs: tuple[tuple[int, float], ...] = ()

@@ -1,0 +1,77 @@
+"""Typed errors raised by the core. The server maps each to an OpenAI error in one place."""
+
+from __future__ import annotations
+
+
+class ApplianceError(Exception):
+    """Base of every error the appliance reports to a user."""
+
+    status = 500
+    error_type = "server_error"
+    code: str | None = None
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+
+
+class InvalidRequest(ApplianceError):
+    """The request is malformed or asks for something impossible."""
+
+    status = 400
+    error_type = "invalid_request_error"
+
+
+class ContextOverflow(InvalidRequest):
+    """Prompt plus requested tokens do not fit in the context. Never truncated silently."""
+
+    code = "context_length_exceeded"
+
+
+class Unauthorized(ApplianceError):
+    status = 401
+    error_type = "authentication_error"
+    code = "invalid_api_key"
+
+
+class ModelNotFound(ApplianceError):
+    status = 404
+    error_type = "invalid_request_error"
+    code = "model_not_found"
+
+
+class QueueFull(ApplianceError):
+    """Too many requests are already waiting."""
+
+    status = 429
+    error_type = "rate_limit_error"
+    code = "queue_full"
+
+    def __init__(self, message: str, *, retry_after_s: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class ModelLoading(ApplianceError):
+    """The model is still loading (or failed to load)."""
+
+    status = 503
+    error_type = "server_error"
+    code = "model_loading"
+
+
+class ModelLoadFailed(ApplianceError):
+    """The model file could not be loaded."""
+
+    status = 503
+    error_type = "server_error"
+    code = "model_load_failed"
+
+
+class EngineFailure(ApplianceError):
+    """llama.cpp reported an error while generating."""
+
+    status = 500
+    error_type = "server_error"
+    code = "engine_failure"

@@ -1,0 +1,1 @@
+"""Hardware detection: one small module per source, each returning frozen plain data."""

@@ -1,0 +1,1 @@
+"""Model files: naming, the embedded default model (and later the store, GGUF headers, pulls)."""

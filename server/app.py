@@ -1,0 +1,108 @@
+"""The FastAPI application: state built in the lifespan, thin routers, one error handler."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from appliance.config import Settings
+from appliance.engine.local import ModelState
+from appliance.errors import Unauthorized
+from appliance.registry import ModelRegistry
+from server.errors import appliance_error_body, install_error_handlers
+from server.openai_routes import router as openai_router
+
+log = logging.getLogger(__name__)
+
+_OPEN_PATHS = ("/health",)
+
+
+class BackendHeader:
+    """Names who served each response (`X-Appliance-Backend`); local until remotes exist."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_header(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-appliance-backend", b"local")]
+            await send(message)
+
+        await self.app(scope, receive, send_with_header)
+
+
+class ApiKeyGuard:
+    """Requires the configured API key (Bearer or x-api-key) on everything but health."""
+
+    def __init__(self, app: ASGIApp, api_key: str) -> None:
+        self.app = app
+        self.api_key = api_key.encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in _OPEN_PATHS:
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        given = headers.get(b"x-api-key", b"")
+        auth = headers.get(b"authorization", b"")
+        if auth[:7].lower() == b"bearer ":
+            given = auth[7:].strip()
+        if not hmac.compare_digest(given, self.api_key):
+            message = "missing API key" if not given else "incorrect API key"
+            response = JSONResponse(appliance_error_body(Unauthorized(message)), status_code=401)
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+def create_app(settings: Settings, registry: ModelRegistry) -> FastAPI:
+    """The daemon's app. The lifespan starts loading every model and closes them at shutdown."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        for backend in registry:
+            backend.start()
+        try:
+            yield
+        finally:
+            registry.close()
+
+    app = FastAPI(title="llm-appliance", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.state.settings = settings
+    app.state.registry = registry
+    app.state.started_at = int(time.time())
+    install_error_handlers(app)
+    app.include_router(openai_router)
+
+    @app.get("/health")
+    async def health() -> JSONResponse:
+        models = [b.describe() for b in registry]
+        states = {b.state for b in registry}
+        if ModelState.FAILED in states:
+            status, code = "error", 503
+        elif ModelState.LOADING in states:
+            status, code = "loading", 503
+        else:
+            status, code = "ok", 200
+        body: dict[str, Any] = {"status": status, "models": models}
+        return JSONResponse(body, status_code=code)
+
+    api_key = settings.server.api_key
+    if api_key is not None and api_key.get_secret_value():
+        app.add_middleware(ApiKeyGuard, api_key=api_key.get_secret_value())
+    app.add_middleware(BackendHeader)
+    return app

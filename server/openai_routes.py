@@ -1,0 +1,236 @@
+"""OpenAI-compatible routes: thin handlers that validate, call a backend, and shape the answer."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import time
+import uuid
+from typing import Any, TypeVar, cast
+
+import numpy as np
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import ValidationError
+
+from appliance.backend import ChatParams, CompletionParams
+from appliance.engine.local import JobStream
+from appliance.engine.params import SamplingParams
+from appliance.errors import InvalidRequest
+from appliance.registry import ModelRegistry
+from server import openai_payloads as payloads
+from server.errors import validation_message
+from server.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, ResponseFormat, _Open
+from server.sse import sse_response
+
+log = logging.getLogger(__name__)
+router = APIRouter()
+
+_DISCONNECT_POLL_S = 0.25
+_Body = TypeVar("_Body", bound=_Open)
+
+
+async def _parse(request: Request, schema: type[_Body]) -> _Body:
+    """The JSON body as ``schema``, whatever Content-Type the client sent (curl -d sends a form type)."""
+    raw = await request.body()
+    try:
+        return schema.model_validate_json(raw)
+    except ValidationError as exc:
+        message, param = validation_message(exc.errors())
+        raise InvalidRequest(message, param=param) from None
+
+
+def _registry(request: Request) -> ModelRegistry:
+    registry: ModelRegistry = request.app.state.registry
+    return registry
+
+
+def _note_unknown(body: _Open, route: str) -> None:
+    unknown = body.unknown_fields()
+    if unknown:
+        log.info(
+            "%s: ignoring unknown fields %s", route, ", ".join(unknown), extra={"ignored_fields": unknown}
+        )
+
+
+def _sampling(body: ChatCompletionRequest | CompletionRequest, n_vocab: int | None) -> SamplingParams:
+    default = SamplingParams()
+    bias: dict[int, float] = {}
+    for key, value in (body.logit_bias or {}).items():
+        try:
+            token = int(key)
+        except ValueError:
+            raise InvalidRequest(f"logit_bias keys are token ids; got {key!r}", param="logit_bias") from None
+        if token < 0 or (n_vocab is not None and token >= n_vocab):
+            raise InvalidRequest(
+                f"logit_bias names token {token}, outside the vocabulary", param="logit_bias"
+            )
+        bias[token] = max(-100.0, min(100.0, value))
+
+    def pick(value: Any, fallback: Any) -> Any:
+        return fallback if value is None else value
+
+    return SamplingParams(
+        temperature=pick(body.temperature, default.temperature),
+        top_k=pick(body.top_k, default.top_k),
+        top_p=pick(body.top_p, default.top_p),
+        min_p=pick(body.min_p, default.min_p),
+        presence_penalty=pick(body.presence_penalty, default.presence_penalty),
+        frequency_penalty=pick(body.frequency_penalty, default.frequency_penalty),
+        repeat_penalty=pick(body.repeat_penalty, default.repeat_penalty),
+        seed=body.seed,
+        logit_bias=bias,
+    )
+
+
+def _schema(response_format: ResponseFormat | None) -> dict[str, Any] | None:
+    if response_format is None or response_format.type == "text":
+        return None
+    if response_format.type == "json_object":
+        return {"type": "object"}
+    assert response_format.json_schema is not None
+    return response_format.json_schema.schema_
+
+
+def _messages(body: ChatCompletionRequest) -> list[dict[str, Any]]:
+    out = []
+    for index, message in enumerate(body.messages):
+        try:
+            text = message.text()
+        except ValueError as exc:
+            raise InvalidRequest(str(exc), param=f"messages.{index}.content") from None
+        item: dict[str, Any] = {
+            # Templates know "system"; OpenAI's newer "developer" role means the same to them.
+            "role": "system" if message.role == "developer" else message.role,
+            "content": text,
+        }
+        if message.name:
+            item["name"] = message.name
+        if message.tool_calls:
+            item["tool_calls"] = [call.model_dump(exclude_none=True) for call in message.tool_calls]
+        if message.tool_call_id:
+            item["tool_call_id"] = message.tool_call_id
+        out.append(item)
+    return out
+
+
+async def _gather(stream: JobStream, request: Request) -> payloads.Collected | None:
+    """Collect a whole generation; None (and the generation stopped) if the client went away."""
+    task = asyncio.ensure_future(payloads.collect(stream))
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=_DISCONNECT_POLL_S)
+            if done:
+                return task.result()
+            if await request.is_disconnected():
+                task.cancel()
+                return None
+    finally:
+        stream.cancel()
+
+
+def _meta(prefix: str, model: str) -> payloads.Meta:
+    return payloads.Meta(id=f"{prefix}-{uuid.uuid4().hex}", created=int(time.time()), model=model)
+
+
+@router.post("/v1/chat/completions")
+async def chat_completions(request: Request) -> Response:
+    body = await _parse(request, ChatCompletionRequest)
+    _note_unknown(body, "chat")
+    backend = _registry(request).get(body.model)
+    params = ChatParams(
+        messages=_messages(body),
+        sampling=_sampling(body, None),
+        max_tokens=body.max_completion_tokens or body.max_tokens,
+        stop=body.stop_list(),
+        top_logprobs=(body.top_logprobs or 0) if body.logprobs else None,
+        json_schema=_schema(body.response_format),
+        tools=[tool.model_dump(exclude_none=True) for tool in body.tools or []],
+        tool_choice=body.tool_choice,
+        parallel_tool_calls=body.parallel_tool_calls,
+    )
+    stream = await backend.chat(params)
+    meta = _meta("chatcmpl", backend.model_id)
+    if body.stream:
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        chunks = payloads.chat_chunks(stream, meta, logprobs=body.logprobs, include_usage=include_usage)
+        return sse_response(chunks, stream.cancel)
+    collected = await _gather(stream, request)
+    if collected is None:
+        return Response(status_code=499)
+    return JSONResponse(payloads.chat_completion(collected, meta, logprobs=body.logprobs))
+
+
+@router.post("/v1/completions")
+async def completions(request: Request) -> Response:
+    body = await _parse(request, CompletionRequest)
+    _note_unknown(body, "completions")
+    backend = _registry(request).get(body.model)
+    # The validator reduced the prompt to one: text or token ids.
+    prompt = cast("str | list[int]", body.prompt)
+    params = CompletionParams(
+        prompt=prompt,
+        sampling=_sampling(body, None),
+        max_tokens=body.max_tokens,
+        stop=body.stop_list(),
+        top_logprobs=body.logprobs,
+        echo=body.echo,
+        json_schema=_schema(body.response_format),
+    )
+    stream = await backend.complete(params)
+    meta = _meta("cmpl", backend.model_id)
+    want_logprobs = body.logprobs is not None
+    if body.stream:
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        chunks = payloads.completion_chunks(stream, meta, logprobs=want_logprobs, include_usage=include_usage)
+        return sse_response(chunks, stream.cancel)
+    collected = await _gather(stream, request)
+    if collected is None:
+        return Response(status_code=499)
+    return JSONResponse(payloads.completion(collected, meta, logprobs=want_logprobs))
+
+
+@router.post("/v1/embeddings")
+async def embeddings(request: Request) -> Response:
+    body = await _parse(request, EmbeddingRequest)
+    _note_unknown(body, "embeddings")
+    backend = _registry(request).get(body.model)
+    result = await backend.embed(body.inputs())
+    data = []
+    for index, vector in enumerate(result.vectors):
+        value: Any = vector
+        if body.encoding_format == "base64":
+            value = base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode("ascii")
+        data.append({"object": "embedding", "index": index, "embedding": value})
+    return JSONResponse(
+        {
+            "object": "list",
+            "data": data,
+            "model": backend.model_id,
+            "usage": {"prompt_tokens": result.prompt_tokens, "total_tokens": result.prompt_tokens},
+        }
+    )
+
+
+def _model_card(backend: Any, created: int) -> dict[str, Any]:
+    info = backend.describe()
+    return {
+        "id": backend.model_id,
+        "object": "model",
+        "created": created,
+        "owned_by": "llm-appliance",
+        "state": info["state"],
+        "meta": {k: v for k, v in info.items() if k not in ("id", "state")},
+    }
+
+
+@router.get("/v1/models")
+async def list_models(request: Request) -> dict[str, Any]:
+    created = request.app.state.started_at
+    return {"object": "list", "data": [_model_card(b, created) for b in _registry(request)]}
+
+
+@router.get("/v1/models/{model_id:path}")
+async def get_model(model_id: str, request: Request) -> dict[str, Any]:
+    return _model_card(_registry(request).get(model_id), request.app.state.started_at)
