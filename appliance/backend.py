@@ -22,7 +22,8 @@ class ChatParams:
     json_schema: dict[str, Any] | None = None
     tools: list[dict[str, Any]] = field(default_factory=list)
     tool_choice: Any = None
-    parallel_tool_calls: bool = True
+    # llama-server's default: small models asked for a list of calls tend to repeat one forever.
+    parallel_tool_calls: bool = False
 
 
 @dataclass(frozen=True)

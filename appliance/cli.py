@@ -25,7 +25,13 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="appliance", description="A local LLM appliance on llama.cpp.")
     parser.add_argument("--version", action="version", version=f"llm-appliance {__version__}")
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", type=Path, help="config file (default: config.toml in the config dir)")
+    # SUPPRESS: a nested command's own --config must not reset one given before it (`config --config F show`).
+    common.add_argument(
+        "--config",
+        type=Path,
+        default=argparse.SUPPRESS,
+        help="config file (default: config.toml in the config dir)",
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = commands.add_parser(
@@ -51,7 +57,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _settings(args: argparse.Namespace, **overrides: Any) -> Settings:
     try:
-        return load_settings(args.config, **overrides)
+        return load_settings(getattr(args, "config", None), **overrides)
     except FileNotFoundError as exc:
         raise UserError(str(exc)) from None
     except ValidationError as exc:

@@ -142,7 +142,8 @@ class ChatCompletionRequest(_Sampling):
     response_format: ResponseFormat | None = None
     tools: list[Tool] | None = None
     tool_choice: Literal["none", "auto", "required"] | dict[str, Any] | None = None
-    parallel_tool_calls: bool = True
+    # llama-server's default: small models asked for a list of calls tend to repeat one forever.
+    parallel_tool_calls: bool = False
 
     @model_validator(mode="after")
     def _consistent(self) -> ChatCompletionRequest:

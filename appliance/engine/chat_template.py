@@ -57,7 +57,7 @@ class ChatTemplate:
 
     def __init__(self, source: str | None, *, bos_token: str, eos_token: str) -> None:
         self.source = source or CHATML_TEMPLATE
-        self.is_fallback = source is None
+        self.is_fallback = not source
         self.bos_token = bos_token
         self.eos_token = eos_token
         try:

@@ -7,16 +7,20 @@ per-request sampler chain, embed. Not thread-safe: one thread (the engine's work
 from __future__ import annotations
 
 import ctypes
+import json
 import logging
+import math
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import llama_cpp
 import numpy as np
 from llama_cpp import llama_grammar
 
+from appliance.engine.int_range import integer_range_rule
 from appliance.engine.params import GeneratedToken, LoadOptions, SamplingParams
 from appliance.errors import ContextOverflow, EngineFailure, InvalidRequest, ModelLoadFailed
 
@@ -86,12 +90,37 @@ def system_info() -> str:
     return llama_cpp.llama_print_system_info().decode("utf-8", errors="replace").strip()
 
 
-def json_schema_grammar(schema: dict[str, object]) -> str:
-    """A GBNF grammar accepting exactly the JSON documents valid under ``schema``."""
-    import json
+class _SchemaConverter(llama_grammar.SchemaConverter):
+    """llama-cpp-python's converter, plus the integer bounds it leaves out."""
 
+    def visit(self, schema: Any, name: str) -> str:
+        bounds = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
+        if isinstance(schema, dict) and schema.get("type") == "integer" and any(b in schema for b in bounds):
+            low = schema.get("minimum")
+            if "exclusiveMinimum" in schema:
+                low = max(low if low is not None else -(10**18), math.floor(schema["exclusiveMinimum"]) + 1)
+            high = schema.get("maximum")
+            if "exclusiveMaximum" in schema:
+                high = min(high if high is not None else 10**18, math.ceil(schema["exclusiveMaximum"]) - 1)
+            low = None if low is None else math.ceil(low)
+            high = None if high is None else math.floor(high)
+            rule_name = name or "root"
+            if rule_name in llama_grammar.RESERVED_NAMES:
+                rule_name += "-"
+            rule: str = self._add_rule(rule_name, f"({integer_range_rule(low, high)}) space")
+            return rule
+        result: str = super().visit(schema, name)
+        return result
+
+
+def json_schema_grammar(schema: dict[str, Any]) -> str:
+    """A GBNF grammar accepting exactly the JSON documents valid under ``schema``."""
     try:
-        return llama_grammar.json_schema_to_gbnf(json.dumps(schema))
+        converter = _SchemaConverter(prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False)
+        resolved = converter.resolve_refs(json.loads(json.dumps(schema)), "request")
+        converter.visit(resolved, "")
+        grammar: str = converter.format_grammar()
+        return grammar
     except Exception as exc:  # the converter raises bare Exceptions for schemas it cannot handle
         raise InvalidRequest(f"unsupported JSON schema: {exc}", param="response_format") from exc
 

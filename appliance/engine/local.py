@@ -229,7 +229,13 @@ class LocalLlamaBackend:
     def describe(self) -> dict[str, Any]:
         """What is loaded, for logs and status."""
         model = self._model
-        info: dict[str, Any] = {"id": self.model_id, "path": str(self.path), "state": self.state.value}
+        info: dict[str, Any] = {
+            "id": self.model_id,
+            "path": str(self.path),
+            "state": self.state.value,
+            "busy": self.busy,
+            "queue_depth": self.queue_depth,
+        }
         if model is not None:
             info.update(
                 n_ctx=model.n_ctx,

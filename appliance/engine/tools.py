@@ -110,7 +110,7 @@ def parse_reply(text: str) -> ToolReply:
         data = json.loads(text)
     except json.JSONDecodeError:
         return ToolReply(content=text, tool_calls=())
-    if not isinstance(data, dict):
+    if not isinstance(data, dict) or not ({"tool_calls", "response"} & data.keys()):
         return ToolReply(content=text, tool_calls=())
     calls = tuple(
         ToolCall(

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import psutil
 
-_X86_FEATURES = ("avx", "avx2", "avx512f", "avx512bw", "avx512vnni", "avx_vnni", "f16c", "fma", "amx_int8")
+_X86_FEATURES = ("avx", "avx2", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "f16c", "fma", "amx_int8")
 _ARM_FEATURES = {"asimd": "neon", "asimddp": "dotprod", "sve": "sve", "i8mm": "i8mm"}
 
 

@@ -1,0 +1,23 @@
+"""Fixtures for every test: no test reads or writes the real user's appliance state."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def appliance_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Point ``APPLIANCE_HOME`` at a fresh empty directory and drop every other ``APPLIANCE_*`` variable.
+
+    As simonw/llm isolates its user dir: settings a developer exported in their shell, or a real
+    ``config.toml``, must not change what a test sees.
+    """
+    for name in list(os.environ):
+        if name.startswith("APPLIANCE_"):
+            monkeypatch.delenv(name)
+    home = tmp_path_factory.mktemp("appliance-home")
+    monkeypatch.setenv("APPLIANCE_HOME", str(home))
+    return home

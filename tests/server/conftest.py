@@ -1,0 +1,92 @@
+"""A real daemon process on a free loopback port, serving the embedded default model."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+MODEL_ID = "smollm2-135m-instruct"
+# SmolLM2's end-of-generation tokens (<|endoftext|>, <|im_end|>): banning them makes a generation
+# run to max_tokens, for tests that need a long one.
+NO_EOS_BIAS = {"0": -100, "2": -100}
+
+
+@dataclass
+class Daemon:
+    url: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def v1(self) -> str:
+        return f"{self.url}/v1"
+
+    def client(self, api_key: str = "unused", **kwargs: object) -> openai.OpenAI:
+        return openai.OpenAI(base_url=self.v1, api_key=api_key, max_retries=0, **kwargs)  # type: ignore[arg-type]
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_daemon(home: Path, *args: str, env: dict[str, str] | None = None) -> Daemon:
+    port = free_port()
+    log_path = home / "daemon.log"
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE_")}
+    full_env.update({"APPLIANCE_HOME": str(home), **(env or {})})
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "appliance", "serve", "--port", str(port), *args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=full_env,
+        )
+    daemon = Daemon(f"http://127.0.0.1:{port}", process, log_path)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"daemon exited with {process.returncode}:\n{daemon.log()}")
+        try:
+            if httpx.get(f"{daemon.url}/health", timeout=2).status_code == 200:
+                return daemon
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    stop_daemon(daemon)
+    raise RuntimeError(f"daemon did not become healthy:\n{daemon.log()}")
+
+
+def stop_daemon(daemon: Daemon) -> None:
+    daemon.process.terminate()
+    try:
+        daemon.process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        daemon.process.kill()
+        daemon.process.wait()
+
+
+@pytest.fixture(scope="session")
+def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    d = start_daemon(tmp_path_factory.mktemp("daemon"))
+    yield d
+    stop_daemon(d)
+
+
+@pytest.fixture(scope="session")
+def client(daemon: Daemon) -> openai.OpenAI:
+    return daemon.client()

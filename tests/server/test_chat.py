@@ -1,0 +1,349 @@
+"""Chat completions against the real daemon, through the official openai client and raw HTTP."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import jsonschema
+import openai
+import pytest
+
+from tests.server.conftest import MODEL_ID, NO_EOS_BIAS, Daemon
+
+HELLO = [{"role": "user", "content": "Tell me about the sea."}]
+
+
+def test_models_lists_the_default_model(client: openai.OpenAI, daemon: Daemon) -> None:
+    ids = [m.id for m in client.models.list().data]
+    assert ids == [MODEL_ID]
+    card = httpx.get(f"{daemon.v1}/models/{MODEL_ID}").json()
+    assert card["id"] == MODEL_ID and card["object"] == "model" and card["state"] == "ready"
+
+
+def test_health_and_backend_header(daemon: Daemon) -> None:
+    response = httpx.get(f"{daemon.url}/health")
+    assert response.status_code == 200
+    assert response.json()["status"] == "ok"
+    assert response.headers["x-appliance-backend"] == "local"
+
+
+def test_chat_answers_with_exact_usage(client: openai.OpenAI) -> None:
+    reply = client.chat.completions.create(
+        model=MODEL_ID, messages=HELLO, max_tokens=12, temperature=0, logprobs=True
+    )
+    choice = reply.choices[0]
+    assert reply.object == "chat.completion" and reply.model == MODEL_ID
+    assert choice.message.role == "assistant" and choice.message.content
+    assert choice.finish_reason in ("stop", "length")
+    assert reply.usage is not None
+    # One logprob entry per generated token: the completion count is exact.
+    assert choice.logprobs is not None and choice.logprobs.content is not None
+    assert reply.usage.completion_tokens == len(choice.logprobs.content)
+    assert reply.usage.total_tokens == reply.usage.prompt_tokens + reply.usage.completion_tokens
+    # Rendered through SmolLM2's template: its default system prompt is part of the prompt.
+    longer = client.chat.completions.create(
+        model=MODEL_ID,
+        messages=[{"role": "user", "content": "Tell me about the sea. Tell me about the sea."}],
+        max_tokens=1,
+        temperature=0,
+    )
+    assert longer.usage is not None and longer.usage.prompt_tokens > reply.usage.prompt_tokens > 20
+
+
+def test_max_tokens_and_max_completion_tokens(client: openai.OpenAI) -> None:
+    for kwargs in ({"max_tokens": 5}, {"max_completion_tokens": 5}):
+        reply = client.chat.completions.create(
+            model=MODEL_ID,
+            messages=HELLO,
+            logit_bias=NO_EOS_BIAS,
+            **kwargs,  # type: ignore[arg-type]
+        )
+        assert reply.usage is not None and reply.usage.completion_tokens == 5
+        assert reply.choices[0].finish_reason == "length"
+
+
+def test_temperature_zero_is_deterministic(client: openai.OpenAI) -> None:
+    texts = {
+        client.chat.completions.create(model=MODEL_ID, messages=HELLO, max_tokens=16, temperature=0)
+        .choices[0]
+        .message.content
+        for _ in range(2)
+    }
+    assert len(texts) == 1
+
+
+def test_seed_makes_sampling_repeatable(client: openai.OpenAI) -> None:
+    def sample(seed: int) -> str | None:
+        return (
+            client.chat.completions.create(
+                model=MODEL_ID, messages=HELLO, max_tokens=24, temperature=1.2, top_p=1, seed=seed
+            )
+            .choices[0]
+            .message.content
+        )
+
+    assert sample(1234) == sample(1234)
+    assert len({sample(s) for s in range(4)}) > 1
+
+
+def test_sampling_options_are_accepted(client: openai.OpenAI) -> None:
+    reply = client.chat.completions.create(
+        model=MODEL_ID,
+        messages=HELLO,
+        max_tokens=4,
+        temperature=0.7,
+        top_p=0.9,
+        presence_penalty=0.5,
+        frequency_penalty=0.5,
+        extra_body={"top_k": 20, "min_p": 0.1, "repeat_penalty": 1.1},
+    )
+    assert reply.choices[0].message.content is not None
+
+
+def test_stop_strings_cut_the_output(client: openai.OpenAI) -> None:
+    full = (
+        client.chat.completions.create(
+            model=MODEL_ID, messages=HELLO, max_tokens=40, temperature=0, logit_bias=NO_EOS_BIAS
+        )
+        .choices[0]
+        .message.content
+    )
+    assert full
+    words = full.split()
+    stop_word = words[len(words) // 2]
+    expected = full[: full.index(stop_word)]
+    for stop in (stop_word, [stop_word, "zzzz-never"]):
+        reply = client.chat.completions.create(
+            model=MODEL_ID, messages=HELLO, max_tokens=40, temperature=0, logit_bias=NO_EOS_BIAS, stop=stop
+        )
+        assert reply.choices[0].message.content == expected
+        assert reply.choices[0].finish_reason == "stop"
+
+
+def test_top_logprobs(client: openai.OpenAI) -> None:
+    reply = client.chat.completions.create(
+        model=MODEL_ID,
+        messages=HELLO,
+        max_tokens=4,
+        temperature=0,
+        logprobs=True,
+        top_logprobs=3,
+        logit_bias=NO_EOS_BIAS,
+    )
+    content = reply.choices[0].logprobs.content  # type: ignore[union-attr]
+    assert content is not None and len(content) == 4
+    for entry in content:
+        assert entry.logprob <= 0
+        assert len(entry.top_logprobs) == 3
+        values = [t.logprob for t in entry.top_logprobs]
+        assert values == sorted(values, reverse=True)
+        # Greedy: the chosen token is the most likely one.
+        assert entry.token == entry.top_logprobs[0].token
+        assert bytes(entry.bytes or []).decode() == entry.token
+
+
+def test_unknown_fields_are_accepted(client: openai.OpenAI) -> None:
+    reply = client.chat.completions.create(
+        model=MODEL_ID, messages=HELLO, max_tokens=2, extra_body={"some_new_openai_field": {"x": 1}}
+    )
+    assert reply.choices[0].message.content is not None
+
+
+def test_roles_and_content_parts(client: openai.OpenAI) -> None:
+    reply = client.chat.completions.create(
+        model=MODEL_ID,
+        max_tokens=4,
+        messages=[
+            {"role": "developer", "content": "Be brief."},
+            {"role": "user", "content": [{"type": "text", "text": "Hi"}, {"type": "text", "text": " there"}]},
+            {"role": "assistant", "content": "Hello!"},
+            {"role": "user", "content": "Bye"},
+        ],
+    )
+    assert reply.choices[0].message.content is not None
+
+
+def test_json_object(client: openai.OpenAI) -> None:
+    # A free-form object may loop in a 135M model until max_tokens; every one that ends must parse.
+    finished = 0
+    for seed in range(4):
+        reply = client.chat.completions.create(
+            model=MODEL_ID,
+            messages=[{"role": "user", "content": "Describe a cat as JSON."}],
+            response_format={"type": "json_object"},
+            max_tokens=200,
+            seed=seed,
+        )
+        content = reply.choices[0].message.content or ""
+        assert content.lstrip().startswith("{")
+        if reply.choices[0].finish_reason == "stop":
+            finished += 1
+            assert isinstance(json.loads(content), dict)
+    assert finished >= 1
+
+
+PERSON = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "maxLength": 20},
+        "age": {"type": "integer", "minimum": 0, "maximum": 120},
+        "tags": {"type": "array", "items": {"type": "string", "enum": ["a", "b"]}, "maxItems": 3},
+    },
+    "required": ["name", "age", "tags"],
+    "additionalProperties": False,
+}
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_json_schema_is_enforced(client: openai.OpenAI, seed: int) -> None:
+    reply = client.chat.completions.create(
+        model=MODEL_ID,
+        messages=[{"role": "user", "content": "Invent a person."}],
+        response_format={"type": "json_schema", "json_schema": {"name": "person", "schema": PERSON}},
+        max_tokens=150,
+        temperature=1.0,
+        seed=seed,
+    )
+    assert reply.choices[0].finish_reason == "stop"
+    jsonschema.validate(json.loads(reply.choices[0].message.content or ""), PERSON)
+
+
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Current weather in a city",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}, "unit": {"type": "string", "enum": ["c", "f"]}},
+            "required": ["city", "unit"],
+        },
+    },
+}
+TIME = {
+    "type": "function",
+    "function": {
+        "name": "get_time",
+        "parameters": {"type": "object", "properties": {"zone": {"type": "string"}}, "required": ["zone"]},
+    },
+}
+ASK = [{"role": "user", "content": "What is the weather in Paris?"}]
+
+
+def _calls(reply: openai.types.chat.ChatCompletion) -> list[tuple[str, dict[str, object]]]:
+    calls = reply.choices[0].message.tool_calls or []
+    return [(c.function.name, json.loads(c.function.arguments)) for c in calls]  # type: ignore[union-attr]
+
+
+def test_tool_choice_required(client: openai.OpenAI) -> None:
+    reply = client.chat.completions.create(
+        model=MODEL_ID,
+        messages=ASK,
+        tools=[WEATHER, TIME],
+        tool_choice="required",
+        max_tokens=120,
+        temperature=0,  # type: ignore[list-item]
+    )
+    assert reply.choices[0].finish_reason == "tool_calls"
+    calls = _calls(reply)
+    assert calls
+    for name, arguments in calls:
+        schema = {"get_weather": WEATHER, "get_time": TIME}[name]["function"]["parameters"]  # type: ignore[index]
+        jsonschema.validate(arguments, schema)
+    first = reply.choices[0].message.tool_calls[0]  # type: ignore[index]
+    assert first.id.startswith("call_") and first.type == "function"
+
+
+def test_tool_choice_named(client: openai.OpenAI) -> None:
+    reply = client.chat.completions.create(
+        model=MODEL_ID,
+        messages=ASK,
+        tools=[WEATHER, TIME],  # type: ignore[list-item]
+        tool_choice={"type": "function", "function": {"name": "get_time"}},
+        parallel_tool_calls=False,
+        max_tokens=120,
+        temperature=0,
+    )
+    calls = _calls(reply)
+    assert [name for name, _ in calls] == ["get_time"]
+    jsonschema.validate(calls[0][1], TIME["function"]["parameters"])  # type: ignore[index]
+
+
+def test_tool_choice_none_and_auto(client: openai.OpenAI) -> None:
+    plain = client.chat.completions.create(
+        model=MODEL_ID,
+        messages=ASK,
+        tools=[WEATHER],
+        tool_choice="none",
+        max_tokens=8,  # type: ignore[list-item]
+    )
+    assert not plain.choices[0].message.tool_calls and plain.choices[0].message.content
+    auto = client.chat.completions.create(
+        model=MODEL_ID,
+        messages=ASK,
+        tools=[WEATHER],
+        max_tokens=120,
+        temperature=0,  # type: ignore[list-item]
+    )
+    message = auto.choices[0].message
+    assert message.tool_calls or message.content
+    if message.tool_calls:
+        assert auto.choices[0].finish_reason == "tool_calls"
+
+
+def test_tool_results_in_history(client: openai.OpenAI) -> None:
+    reply = client.chat.completions.create(
+        model=MODEL_ID,
+        max_tokens=16,
+        tools=[WEATHER],  # type: ignore[list-item]
+        messages=[
+            *ASK,
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": "call_1",
+                        "type": "function",
+                        "function": {"name": "get_weather", "arguments": '{"city": "Paris", "unit": "c"}'},
+                    }
+                ],
+            },
+            {"role": "tool", "tool_call_id": "call_1", "content": '{"temperature": 18}'},
+        ],
+    )
+    assert reply.choices[0].message.content or reply.choices[0].message.tool_calls
+
+
+def test_streamed_tool_calls(client: openai.OpenAI) -> None:
+    stream = client.chat.completions.create(
+        model=MODEL_ID,
+        messages=ASK,
+        tools=[WEATHER],
+        tool_choice="required",
+        max_tokens=120,
+        temperature=0,
+        stream=True,  # type: ignore[list-item]
+    )
+    calls, finish = [], None
+    for chunk in stream:
+        if chunk.choices:
+            calls.extend(chunk.choices[0].delta.tool_calls or [])
+            finish = chunk.choices[0].finish_reason or finish
+    assert finish == "tool_calls"
+    assert calls and calls[0].function.name == "get_weather"  # type: ignore[union-attr]
+    json.loads(calls[0].function.arguments)  # type: ignore[union-attr,arg-type]
+
+
+def test_prefix_reuse_reports_cached_tokens(client: openai.OpenAI) -> None:
+    system = {"role": "system", "content": "You are a terse assistant that answers about oceans. " * 4}
+    first = client.chat.completions.create(
+        model=MODEL_ID, messages=[system, {"role": "user", "content": "Hi"}], max_tokens=2, temperature=0
+    )
+    second = client.chat.completions.create(
+        model=MODEL_ID, messages=[system, {"role": "user", "content": "Hello"}], max_tokens=2, temperature=0
+    )
+    assert first.usage is not None and second.usage is not None
+    cached = second.usage.prompt_tokens_details.cached_tokens  # type: ignore[union-attr]
+    assert cached is not None and 40 < cached < second.usage.prompt_tokens

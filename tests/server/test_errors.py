@@ -1,0 +1,208 @@
+"""Every kind of bad input gets OpenAI's error shape with the right status; never a 500."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from tests.server.conftest import MODEL_ID, NO_EOS_BIAS, Daemon, start_daemon, stop_daemon
+
+OK_MESSAGES = [{"role": "user", "content": "Hi"}]
+
+
+def _assert_error(response: httpx.Response, status: int, code: str | None = None) -> dict[str, object]:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error"}
+    error = body["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert isinstance(error["message"], str) and error["message"]
+    assert "Traceback" not in response.text
+    if code is not None:
+        assert error["code"] == code
+    return error  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize(
+    ("path", "content", "param"),
+    [
+        ("chat/completions", b"{not json", None),
+        ("chat/completions", b'{"model": "x"', None),
+        ("chat/completions", b"[]", None),
+        ("chat/completions", b'{"model": "smollm2-135m-instruct"}', "messages"),
+        ("chat/completions", b'{"messages": []}', "messages"),
+        ("chat/completions", b'{"messages": [{"role": "wizard", "content": "x"}]}', "messages.0.role"),
+        ("chat/completions", b'{"messages": [{"role": "user"}]}', None),
+        (
+            "chat/completions",
+            b'{"messages": [{"role": "user", "content": "x"}], "max_tokens": -1}',
+            "max_tokens",
+        ),
+        (
+            "chat/completions",
+            b'{"messages": [{"role": "user", "content": "x"}], "max_tokens": "ten"}',
+            "max_tokens",
+        ),
+        (
+            "chat/completions",
+            b'{"messages": [{"role": "user", "content": "x"}], "temperature": 9}',
+            "temperature",
+        ),
+        ("chat/completions", b'{"messages": [{"role": "user", "content": "x"}], "n": 2}', "n"),
+        (
+            "chat/completions",
+            b'{"messages": [{"role": "user", "content": "x"}], "tool_choice": "required"}',
+            None,
+        ),
+        (
+            "chat/completions",
+            b'{"messages": [{"role": "user", "content": "x"}], "logprobs": false, "top_logprobs": 2}',
+            None,
+        ),
+        (
+            "chat/completions",
+            b'{"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]}',
+            "messages.0.content",
+        ),
+        (
+            "chat/completions",
+            b'{"messages": [{"role": "user", "content": "x"}], "logit_bias": {"abc": 1}}',
+            None,
+        ),
+        (
+            "chat/completions",
+            b'{"messages": [{"role": "user", "content": "x"}], "response_format": {"type": "json_schema"}}',
+            None,
+        ),
+        ("completions", b'{"prompt": ""}', "prompt"),
+        ("completions", b'{"prompt": ["a", "b"]}', "prompt"),
+        ("completions", b'{"prompt": [1, 99999999]}', "prompt"),
+        ("completions", b"{}", "prompt"),
+        ("embeddings", b'{"input": ""}', "input"),
+        ("embeddings", b"{}", "input"),
+        ("embeddings", b'{"input": "x", "dimensions": 8}', "dimensions"),
+    ],
+)
+def test_bad_requests_are_400(daemon: Daemon, path: str, content: bytes, param: str | None) -> None:
+    response = httpx.post(
+        f"{daemon.v1}/{path}", content=content, headers={"content-type": "application/json"}
+    )
+    error = _assert_error(response, 400)
+    assert error["type"] == "invalid_request_error"
+    if param is not None:
+        assert error["param"] == param
+
+
+def test_unknown_model_is_404(daemon: Daemon) -> None:
+    for path, body in (
+        ("chat/completions", {"model": "gpt-9", "messages": OK_MESSAGES}),
+        ("completions", {"model": "gpt-9", "prompt": "x"}),
+        ("embeddings", {"model": "gpt-9", "input": "x"}),
+    ):
+        _assert_error(httpx.post(f"{daemon.v1}/{path}", json=body), 404, "model_not_found")
+    _assert_error(httpx.get(f"{daemon.v1}/models/gpt-9"), 404, "model_not_found")
+    _assert_error(httpx.get(f"{daemon.url}/no/such/route"), 404)
+
+
+def test_context_overflow_is_stated_not_truncated(daemon: Daemon, client: openai.OpenAI) -> None:
+    huge = "word " * 5000
+    for body in (
+        {"messages": [{"role": "user", "content": huge}], "max_tokens": 1},
+        {"messages": OK_MESSAGES, "max_tokens": 4096},
+    ):
+        error = _assert_error(
+            httpx.post(f"{daemon.v1}/chat/completions", json=body), 400, "context_length_exceeded"
+        )
+        assert "4096" in str(error["message"])
+    _assert_error(httpx.post(f"{daemon.v1}/embeddings", json={"input": huge}), 400, "context_length_exceeded")
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.completions.create(model=MODEL_ID, prompt=huge, max_tokens=1)
+    assert caught.value.code == "context_length_exceeded"
+
+
+def test_form_content_type_is_read_as_json(daemon: Daemon) -> None:
+    # `curl -d` sends application/x-www-form-urlencoded; the README's curl example must work.
+    response = httpx.post(
+        f"{daemon.v1}/chat/completions",
+        content=b'{"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}',
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
+    assert response.status_code == 200
+
+
+@pytest.fixture(scope="module")
+def small_queue_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    d = start_daemon(tmp_path_factory.mktemp("queue"), "--max-queue", "1", "--api-key", "sekrit")
+    yield d
+    stop_daemon(d)
+
+
+def test_api_key(small_queue_daemon: Daemon) -> None:
+    url = f"{small_queue_daemon.v1}/models"
+    _assert_error(httpx.get(url), 401, "invalid_api_key")
+    _assert_error(httpx.get(url, headers={"Authorization": "Bearer wrong"}), 401, "invalid_api_key")
+    assert httpx.get(url, headers={"Authorization": "Bearer sekrit"}).status_code == 200
+    assert httpx.get(url, headers={"x-api-key": "sekrit"}).status_code == 200
+    assert httpx.get(f"{small_queue_daemon.url}/health").status_code == 200
+    with pytest.raises(openai.AuthenticationError):
+        small_queue_daemon.client(api_key="wrong").models.list()
+
+
+def test_queue_full_is_429_with_retry_after(small_queue_daemon: Daemon) -> None:
+    headers = {"Authorization": "Bearer sekrit"}
+    long_body = {"messages": OK_MESSAGES, "max_tokens": 3000, "stream": True, "logit_bias": NO_EOS_BIAS}
+    url = f"{small_queue_daemon.v1}/chat/completions"
+    release = threading.Event()
+
+    def hold() -> None:
+        with httpx.stream("POST", url, json=long_body, headers=headers, timeout=120) as response:
+            for _ in response.iter_lines():
+                if release.is_set():
+                    return
+
+    running = threading.Thread(target=hold)
+    running.start()
+    waiting = threading.Thread(target=hold)
+    waiting.start()
+    try:
+        for _ in range(100):  # until one generates and the other waits
+            model = httpx.get(f"{small_queue_daemon.url}/health").json()["models"][0]
+            if model["busy"] and model["queue_depth"] == 1:
+                break
+            time.sleep(0.1)
+        rejected = httpx.post(url, json={"messages": OK_MESSAGES, "max_tokens": 1}, headers=headers)
+        _assert_error(rejected, 429, "queue_full")
+        assert int(rejected.headers["retry-after"]) >= 1
+    finally:
+        release.set()
+        running.join(60)
+        waiting.join(60)
+    after = httpx.post(url, json={"messages": OK_MESSAGES, "max_tokens": 1}, headers=headers, timeout=30)
+    assert after.status_code == 200
+
+
+def test_loading_is_503(tmp_path: Path) -> None:
+    """Requests that arrive while the model loads get 503 (the backend is not started here)."""
+    from fastapi.testclient import TestClient
+
+    from appliance.config import Settings
+    from appliance.engine.local import LocalLlamaBackend
+    from appliance.engine.params import LoadOptions
+    from appliance.registry import ModelRegistry
+    from models.embedded import embedded_model_path
+    from server.app import create_app
+
+    path = embedded_model_path()
+    assert path is not None
+    registry = ModelRegistry()
+    registry.add(LocalLlamaBackend(path, MODEL_ID, LoadOptions()))
+    client = TestClient(create_app(Settings(), registry))  # no `with`: the lifespan never starts loading
+    health = client.get("/health")
+    assert health.status_code == 503 and health.json()["status"] == "loading"
+    _assert_error(client.post("/v1/chat/completions", json={"messages": OK_MESSAGES}), 503, "model_loading")
