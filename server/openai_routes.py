@@ -81,6 +81,7 @@ def _sampling(body: ChatCompletionRequest | CompletionRequest, n_vocab: int | No
         repeat_penalty=pick(body.repeat_penalty, default.repeat_penalty),
         seed=body.seed,
         logit_bias=bias,
+        ignore_eos=body.ignore_eos,
     )
 
 

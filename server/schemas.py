@@ -112,6 +112,8 @@ class _Sampling(_Open):
     stream: bool = False
     stream_options: StreamOptions | None = None
     logit_bias: dict[str, float] | None = None
+    ignore_eos: bool = False
+    """llama.cpp's extension: keep generating past end-of-text (benchmarks use it)."""
     user: str | None = None
 
     @field_validator("n")

@@ -173,6 +173,7 @@ class LlamaModel:
         self.n_embd = int(llama_cpp.llama_model_n_embd(model))
         self._batch = llama_cpp.llama_batch_init(options.n_batch, 0, 1)
         self._pieces: dict[int, bytes] = {}
+        self._eog_tokens: list[int] | None = None
         # Tokens whose KV is in the cache for sequence 0, in order: the prefix the next request may reuse.
         self._cached_tokens: list[int] = []
         self._prefix_reuse = not (
@@ -224,6 +225,11 @@ class LlamaModel:
 
     def is_end_of_generation(self, token: int) -> bool:
         return bool(llama_cpp.llama_vocab_is_eog(self._vocab, token))
+
+    def _end_of_generation_tokens(self) -> list[int]:
+        if self._eog_tokens is None:
+            self._eog_tokens = [t for t in range(self.n_vocab) if self.is_end_of_generation(t)]
+        return self._eog_tokens
 
     def tokenize(self, text: str, *, add_special: bool, parse_special: bool) -> list[int]:
         """Token ids for ``text``. Thread-safe: it only reads the vocabulary."""
@@ -304,11 +310,14 @@ class LlamaModel:
                 raise InvalidRequest("invalid sampling settings (grammar could not be parsed?)")
             llama_cpp.llama_sampler_chain_add(chain, sampler)
 
-        if params.logit_bias:
-            bias = (llama_cpp.llama_logit_bias * len(params.logit_bias))()
-            for i, (tok, value) in enumerate(params.logit_bias.items()):
+        biases = dict(params.logit_bias)
+        if params.ignore_eos:
+            biases.update((tok, -math.inf) for tok in self._end_of_generation_tokens())
+        if biases:
+            bias = (llama_cpp.llama_logit_bias * len(biases))()
+            for i, (tok, value) in enumerate(biases.items()):
                 bias[i] = llama_cpp.llama_logit_bias(tok, value)
-            add(llama_cpp.llama_sampler_init_logit_bias(self.n_vocab, len(params.logit_bias), bias))
+            add(llama_cpp.llama_sampler_init_logit_bias(self.n_vocab, len(biases), bias))
         if params.repeat_penalty != 1.0 or params.presence_penalty or params.frequency_penalty:
             add(
                 llama_cpp.llama_sampler_init_penalties(

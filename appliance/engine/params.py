@@ -34,6 +34,7 @@ class SamplingParams:
     seed: int | None = None
     grammar: str | None = None
     logit_bias: dict[int, float] = field(default_factory=dict)
+    ignore_eos: bool = False  # llama.cpp's extension: never sample an end-of-generation token
 
 
 @dataclass(frozen=True)

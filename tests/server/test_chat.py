@@ -63,6 +63,18 @@ def test_max_tokens_and_max_completion_tokens(client: openai.OpenAI) -> None:
         assert reply.choices[0].finish_reason == "length"
 
 
+def test_ignore_eos_generates_exactly_max_tokens(client: openai.OpenAI) -> None:
+    reply = client.chat.completions.create(
+        model=MODEL_ID,
+        messages=[{"role": "user", "content": "Say OK."}],
+        max_tokens=40,
+        temperature=0,
+        extra_body={"ignore_eos": True},
+    )
+    assert reply.usage is not None and reply.usage.completion_tokens == 40
+    assert reply.choices[0].finish_reason == "length"
+
+
 def test_temperature_zero_is_deterministic(client: openai.OpenAI) -> None:
     texts = {
         client.chat.completions.create(model=MODEL_ID, messages=HELLO, max_tokens=16, temperature=0)
