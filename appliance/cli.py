@@ -7,12 +7,15 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
 from appliance import __version__
 from appliance.config import Settings, load_settings, masked
+
+if TYPE_CHECKING:
+    from appliance.hardware.profile import HardwareProfile
 
 log = logging.getLogger("appliance")
 
@@ -46,6 +49,34 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--api-key", help="require this key from clients")
     serve.add_argument("--max-queue", type=int, help="requests that may wait at once (default 64)")
     serve.add_argument("--threads", type=int, help="generation threads (default: physical cores)")
+    budgets = argparse.ArgumentParser(add_help=False)
+    budgets.add_argument("--max-ram", metavar="SIZE", help="cap the RAM a model may use, e.g. 6GiB")
+    budgets.add_argument("--max-vram", metavar="SIZE", help="cap the GPU memory a model may use, e.g. 20GiB")
+    for action in budgets._actions:
+        serve._add_action(action)
+
+    plan = commands.add_parser(
+        "plan",
+        parents=[common, budgets],
+        help="show what would be loaded and why, without loading it",
+        description="Plan a model for this machine: quantization, context, GPU layers, memory, and why.",
+    )
+    plan.add_argument(
+        "model", metavar="MODEL", help="a .gguf file, or a directory of one model's quantizations"
+    )
+    plan.add_argument("--ctx", type=int, help="context length in tokens (default: 4096, less if needed)")
+    plan.add_argument("--parallel", type=int, help="sequences served at once")
+    plan.add_argument("--json", action="store_true", help="print the plan as JSON")
+    plan.add_argument("--no-dry-run", action="store_true", help="skip llama.cpp's dry-run check")
+
+    hw = commands.add_parser(
+        "hw",
+        parents=[common],
+        help="show the detected hardware",
+        description="Show what was detected: CPU, memory (and a container's limit), GPUs, and what the "
+        "installed llama.cpp build can offload to.",
+    )
+    hw.add_argument("--json", action="store_true", help="print the hardware profile as JSON")
 
     config = commands.add_parser("config", parents=[common], help="inspect the configuration")
     config_commands = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
@@ -63,13 +94,86 @@ def _settings(args: argparse.Namespace, **overrides: Any) -> Settings:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
-        raise UserError(f"invalid setting {where}: {first['msg']}") from None
+        message = str(first["msg"]).removeprefix("Value error, ")
+        raise UserError(f"invalid setting {where}: {message}") from None
     except ValueError as exc:  # a TOML syntax error
         raise UserError(f"cannot read the configuration: {exc}") from None
 
 
 def _cmd_config_show(args: argparse.Namespace) -> int:
     print(json.dumps(masked(_settings(args)), indent=2))
+    return 0
+
+
+def _gib(n: int) -> str:
+    return f"{n / (1 << 30):.1f} GiB"
+
+
+def _hw_summary(profile: HardwareProfile) -> list[str]:
+    cpu, memory = profile.cpu, profile.memory
+    features = " ".join(cpu.features) or "no SIMD extensions llama.cpp uses"
+    lines = [
+        f"CPU      {cpu.model} ({cpu.arch}, {cpu.cores_physical} cores, {cpu.cores_logical} threads; "
+        f"{features})",
+        f"Memory   {_gib(memory.total_bytes)} total, {_gib(memory.available_bytes)} available"
+        + (f" (cgroup limit {_gib(memory.limit_bytes)})" if memory.limit_bytes is not None else ""),
+    ]
+    for gpu in profile.gpus:
+        details = [gpu.backend]
+        if gpu.compute_capability:
+            details.append(f"compute {gpu.compute_capability}")
+        if gpu.driver:
+            details.append(f"driver {gpu.driver}")
+        if gpu.unified_memory:
+            details.append("unified memory")
+        lines.append(
+            f"GPU {gpu.index}    {gpu.name}: {_gib(gpu.free_bytes)} free of {_gib(gpu.total_bytes)} "
+            f"({', '.join(details)})"
+        )
+    if profile.offload.supported:
+        backends = ", ".join(profile.offload.backends) or "a GPU backend"
+        lines.append(f"Offload  {backends} (the installed llama.cpp build)")
+    else:
+        lines.append("Offload  none: the installed llama.cpp build runs on the CPU only")
+    unused = [g for g in profile.gpus if g not in profile.usable_gpus]
+    if unused:
+        lines.append(
+            f"         ({', '.join(sorted({g.backend for g in unused}))} GPU unused by this build: "
+            "rebuild llama-cpp-python for it, see docs/GPU.md)"
+        )
+    if profile.board:
+        lines.append(f"Board    {profile.board}")
+    lines.append(f"OS       {profile.os}")
+    return lines
+
+
+def _cmd_hw(args: argparse.Namespace) -> int:
+    from appliance.hardware.detect import detect_hardware
+
+    _settings(args)  # a broken --config is reported here as for every command
+    profile = detect_hardware()
+    if args.json:
+        print(json.dumps(profile.to_json(), indent=2))
+    else:
+        print("\n".join(_hw_summary(profile)))
+    return 0
+
+
+def _cmd_plan(args: argparse.Namespace) -> int:
+    from appliance.cli_plan import PlanError, make_plan, plan_json, plan_text
+
+    settings = _settings(
+        args,
+        model={"n_ctx": args.ctx, "n_parallel": args.parallel},
+        planner={"max_ram": args.max_ram, "max_vram": args.max_vram},
+    )
+    try:
+        chosen, figures = make_plan(settings, Path(args.model).expanduser(), dry_run=not args.no_dry_run)
+    except PlanError as exc:
+        raise UserError(str(exc)) from None
+    print(plan_json(chosen, figures) if args.json else plan_text(chosen, figures))
+    if not chosen.fits:
+        raise UserError(chosen.reasons[0])
     return 0
 
 
@@ -87,6 +191,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             "n_parallel": args.parallel,
             "n_threads": args.threads,
         },
+        planner={"max_ram": args.max_ram, "max_vram": args.max_vram},
     )
     return run_daemon(settings, args.model)
 
@@ -96,6 +201,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "serve":
             return _cmd_serve(args)
+        if args.command == "hw":
+            return _cmd_hw(args)
+        if args.command == "plan":
+            return _cmd_plan(args)
         if args.command == "config":
             return _cmd_config_show(args)
     except UserError as exc:

@@ -12,13 +12,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import platformdirs
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+from appliance.units import parse_size
 
 APP_NAME = "llm-appliance"
 
@@ -79,10 +81,30 @@ class ModelSettings(BaseModel):
     """Logical batch size for prompt processing."""
     n_ubatch: int = Field(512, ge=1)
     """Physical batch size for prompt processing."""
-    n_gpu_layers: int = -1
-    """Layers offloaded to a GPU when the build has one (-1: all)."""
+    n_gpu_layers: int | None = None
+    """Layers offloaded to a GPU (-1: all, 0: none); empty lets the planner choose."""
     flash_attn: Literal["auto", "on", "off"] = "auto"
     """Flash attention: auto lets llama.cpp decide per backend."""
+
+
+class PlannerSettings(BaseModel):
+    max_ram: str | None = None
+    """Cap on the RAM a model may use, e.g. "6GiB" (no further margin is taken off a cap)."""
+    max_vram: str | None = None
+    """Cap on the GPU memory a model may use, e.g. "20GiB"."""
+    ram_margin: str | None = None
+    """RAM kept free for the system and other apps; empty: 10% of RAM, between 256 MiB and 2 GiB."""
+    vram_margin: str = "512MiB"
+    """GPU memory kept free beyond the planner's estimate."""
+    quality_floor_bpw: float = 3.3
+    """Quantizations below this many bits per weight are chosen only when nothing better fits."""
+
+    @field_validator("max_ram", "max_vram", "ram_margin", "vram_margin")
+    @classmethod
+    def _size(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_size(value)
+        return value
 
 
 class Settings(BaseSettings):
@@ -96,6 +118,7 @@ class Settings(BaseSettings):
 
     server: ServerSettings = ServerSettings()
     model: ModelSettings = ModelSettings()
+    planner: PlannerSettings = PlannerSettings()
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     """Log level of the daemon."""
 

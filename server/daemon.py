@@ -9,13 +9,16 @@ import uvicorn
 
 from appliance.config import Settings
 from appliance.engine.local import LocalLlamaBackend
-from appliance.engine.params import LoadOptions
-from appliance.hardware.cpu import detect_cpu
-from appliance.hardware.memory import detect_memory
+from appliance.hardware.detect import detect_hardware
+from appliance.hardware.profile import HardwareProfile
+from appliance.planner.model_info import read_model_info
+from appliance.planner.plan import Plan, plan
+from appliance.planning import describe_options, fallback_ladder, load_options, plan_request
 from appliance.registry import ModelRegistry
 from models.embedded import MODEL_ID as EMBEDDED_ID
 from models.embedded import embedded_model_path
 from models.gguf_file import check_gguf
+from models.gguf_header import GGUFError
 from models.naming import model_id_from_path
 from server.app import create_app
 
@@ -46,47 +49,52 @@ def resolve_model(settings: Settings, model_arg: str | None) -> tuple[Path, str]
     return embedded, settings.model.alias or EMBEDDED_ID
 
 
-def _hardware_line(n_threads: int) -> str:
-    from appliance.engine.llama import supports_gpu_offload
-
-    cpu = detect_cpu()
-    memory = detect_memory()
+def _hardware_line(hardware: HardwareProfile, n_threads: int) -> str:
+    cpu, memory = hardware.cpu, hardware.memory
     simd = ",".join(cpu.features) or "no SIMD extensions"
     limit = f", limit {memory.limit_bytes / _GIB:.1f} GiB" if memory.limit_bytes else ""
-    gpu = (
-        "GPU offload available"
-        if supports_gpu_offload()
+    gpus = ", ".join(
+        f"{g.name} ({g.backend}, {g.free_bytes / _GIB:.1f} GiB free)" for g in hardware.usable_gpus
+    )
+    gpu = gpus or (
+        "no usable GPU"
+        if hardware.offload.supported
         else "CPU only (this llama.cpp build has no GPU backend)"
     )
+    board = f"{hardware.board}, " if hardware.board else ""
     return (
-        f"{cpu.model} ({cpu.cores_physical} cores/{cpu.cores_logical} threads, {simd}), "
+        f"{board}{cpu.model} ({cpu.cores_physical} cores/{cpu.cores_logical} threads, {simd}), "
         f"RAM {memory.total_bytes / _GIB:.1f} GiB ({memory.available_bytes / _GIB:.1f} free{limit}), {gpu}; "
         f"using {n_threads} threads"
     )
 
 
+def plan_model(settings: Settings, path: Path, hardware: HardwareProfile) -> Plan:
+    """The planner's choice for serving ``path`` here; ServeError when it cannot fit or be read."""
+    try:
+        info = read_model_info(path)
+    except GGUFError as exc:
+        raise ServeError(str(exc)) from None
+    chosen = plan([info], hardware, plan_request(settings))
+    if not chosen.fits:
+        raise ServeError(f"{path.name}: {chosen.reasons[0]}")
+    return chosen
+
+
 def run_daemon(settings: Settings, model_arg: str | None) -> int:
-    """Serve until interrupted. Raises UserError-like ServeError for problems the user can fix."""
+    """Serve until interrupted. Problems the user can fix become one-line UserErrors."""
     from appliance.cli import UserError
 
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    hardware = detect_hardware()
     try:
         path, model_id = resolve_model(settings, model_arg)
+        chosen = plan_model(settings, path, hardware)
     except ServeError as exc:
         raise UserError(str(exc)) from None
-    cpu = detect_cpu()
-    n_threads = settings.model.n_threads or cpu.cores_physical
-    options = LoadOptions(
-        n_ctx=settings.model.n_ctx,
-        n_batch=settings.model.n_batch,
-        n_ubatch=settings.model.n_ubatch,
-        n_threads=n_threads,
-        n_threads_batch=max(n_threads, cpu.cores_logical),
-        n_gpu_layers=settings.model.n_gpu_layers,
-        flash_attn=settings.model.flash_attn,
-    )
+    options = load_options(chosen, hardware, settings.model.n_threads)
     load_errors: list[str] = []
     server: uvicorn.Server | None = None
 
@@ -99,14 +107,21 @@ def run_daemon(settings: Settings, model_arg: str | None) -> int:
     registry = ModelRegistry()
     registry.add(
         LocalLlamaBackend(
-            path, model_id, options, max_queue=settings.server.max_queue, on_load_failed=load_failed
+            path,
+            model_id,
+            options,
+            max_queue=settings.server.max_queue,
+            on_load_failed=load_failed,
+            fallbacks=fallback_ladder(options, chosen.model),
         )
     )
     app = create_app(settings, registry)
     host, port = settings.server.host, settings.server.port
-    log.info("detected %s", _hardware_line(n_threads))
-    ctx = settings.model.n_ctx or "4096 (or the model's trained context if smaller)"
-    log.info("serving %s from %s, context %s, at http://%s:%d/v1", model_id, path, ctx, host, port)
+    log.info("detected %s", _hardware_line(hardware, options.n_threads))
+    log.info("plan for %s: %s", model_id, "; ".join(chosen.reasons))
+    log.info(
+        "serving %s from %s (%s) at http://%s:%d/v1", model_id, path, describe_options(options), host, port
+    )
     if settings.model.n_parallel > 1:
         log.warning(
             "--parallel %d: requests are served one at a time in arrival order in this version",

@@ -10,9 +10,11 @@ import ctypes
 import json
 import logging
 import math
+import re
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,11 +38,19 @@ _FLASH_ATTN = {
 DEFAULT_N_CTX = 4096
 
 
+_KV_TYPES = {
+    "f16": llama_cpp.GGML_TYPE_F16,
+    "q8_0": llama_cpp.GGML_TYPE_Q8_0,
+    "q4_0": llama_cpp.GGML_TYPE_Q4_0,
+}
+
+
 class _LogBridge:
     """Routes llama.cpp's log lines into Python logging, keeping recent errors for messages."""
 
     def __init__(self) -> None:
         self.recent_errors: deque[str] = deque(maxlen=8)
+        self.captured: list[str] | None = None  # every line, while a dry run listens
         self._partial = ""
         self._level = 2
         self._lock = threading.Lock()
@@ -57,6 +67,8 @@ class _LogBridge:
                 return
             line, self._partial = self._partial.rstrip("\n"), ""
             level = self._level
+            if self.captured is not None:
+                self.captured.append(line)
         if level >= 4:
             self.recent_errors.append(line)
             log.warning("llama.cpp: %s", line)
@@ -88,6 +100,66 @@ def system_info() -> str:
     """llama.cpp's one-line summary of the CPU features it was built to use."""
     _init_backend()
     return llama_cpp.llama_print_system_info().decode("utf-8", errors="replace").strip()
+
+
+# enum ggml_backend_dev_type, in ggml-backend.h's order
+_DEVICE_TYPES = ("cpu", "gpu", "igpu", "accel")
+
+
+def _ggml_function(name: str, restype: Any, *argtypes: Any) -> Any:
+    """A private ctypes binding of a ggml function (argtypes set on it bind nothing of llama_cpp's).
+
+    llama_cpp._ggml loads libggml (the backend registry); the device calls live in libggml-base, which
+    libggml links, so the dynamic linker finds them through it; where it does not (Windows), load it.
+    """
+    from llama_cpp import _ctypes_extensions, _ggml
+
+    prototype = ctypes.CFUNCTYPE(restype, *argtypes)
+    try:
+        return prototype((name, _ggml.libggml))
+    except AttributeError:
+        base = _ctypes_extensions.load_shared_library("ggml-base", Path(_ggml.libggml_base_path))
+        return prototype((name, base))
+
+
+def backend_devices() -> list[tuple[str, str, str, int, int]]:
+    """The devices llama.cpp's build can run on, as ggml's backend registry reports them.
+
+    Each is (name, description, type, free_bytes, total_bytes), e.g. ("CUDA0", "NVIDIA GeForce RTX 4090",
+    "gpu", ...) or ("CPU", "AMD Ryzen 9 7950X 16-Core Processor", "cpu", ...); type is cpu, gpu, igpu
+    (integrated, sharing host memory) or accel (BLAS, AMX: they help the CPU, they hold no layers).
+    Raises OSError or AttributeError where the library lacks the registry (not this pinned release).
+    """
+    _init_backend()  # llama_backend_init loads the backends of a build with dynamic backends
+    size_t, device = ctypes.c_size_t, ctypes.c_void_p
+    if _ggml_function("ggml_backend_reg_count", size_t)() == 0:
+        _ggml_function("ggml_backend_load_all", None)()
+    count = _ggml_function("ggml_backend_dev_count", size_t)
+    get = _ggml_function("ggml_backend_dev_get", device, size_t)
+    name = _ggml_function("ggml_backend_dev_name", ctypes.c_char_p, device)
+    description = _ggml_function("ggml_backend_dev_description", ctypes.c_char_p, device)
+    dev_type = _ggml_function("ggml_backend_dev_type", ctypes.c_int, device)
+    memory = _ggml_function(
+        "ggml_backend_dev_memory", None, device, ctypes.POINTER(size_t), ctypes.POINTER(size_t)
+    )
+    devices = []
+    for i in range(count()):
+        dev = get(i)
+        if not dev:
+            continue
+        free, total = size_t(0), size_t(0)
+        memory(dev, ctypes.byref(free), ctypes.byref(total))
+        kind = dev_type(dev)
+        devices.append(
+            (
+                (name(dev) or b"").decode("utf-8", errors="replace"),
+                (description(dev) or b"").decode("utf-8", errors="replace"),
+                _DEVICE_TYPES[kind] if 0 <= kind < len(_DEVICE_TYPES) else "unknown",
+                int(free.value),
+                int(total.value),
+            )
+        )
+    return devices
 
 
 class _SchemaConverter(llama_grammar.SchemaConverter):
@@ -128,6 +200,73 @@ def json_schema_grammar(schema: dict[str, Any]) -> str:
 JSON_OBJECT_GRAMMAR: str = json_schema_grammar({"type": "object"})
 
 
+@dataclass(frozen=True)
+class DryRun:
+    """llama.cpp's own figures for a load, from a dry run that allocates nothing."""
+
+    kv_bytes: int
+    compute_bytes: dict[str, int]  # per backend buffer ("CPU", "CUDA0", "CUDA_Host", ...)
+    output_bytes: int
+
+
+_MIB = 1 << 20
+_BUFFER_LINE = re.compile(r"(\S+)\s+(compute|output) buffer size =\s+([\d.]+) MiB")
+_KV_LINE = re.compile(r"llama_kv_cache: size =\s+([\d.]+) MiB")
+
+
+def dry_run(path: Path, options: LoadOptions) -> DryRun:
+    """Plan the buffers of a load without allocating them (``no_alloc``), and read llama.cpp's sizes."""
+    bridge = _init_backend()
+    mparams = llama_cpp.llama_model_default_params()
+    mparams.n_gpu_layers = options.n_gpu_layers
+    mparams.no_alloc = True
+    mparams.load_mode = 0  # LLAMA_LOAD_MODE_NONE: the dry run needs mmap off
+    with _INIT_LOCK:
+        bridge.captured = []
+        try:
+            model = llama_cpp.llama_model_load_from_file(str(path).encode("utf-8"), mparams)
+            if not model:
+                raise ModelLoadFailed(f"cannot read model {path}: " + "; ".join(bridge.recent_errors))
+            try:
+                ctx = llama_cpp.llama_init_from_model(model, _context_params(options, model))
+                if not ctx:
+                    raise ModelLoadFailed(f"llama.cpp cannot plan a context for {path}")
+                llama_cpp.llama_free(ctx)
+            finally:
+                llama_cpp.llama_model_free(model)
+            lines = bridge.captured
+        finally:
+            bridge.captured = None
+    kv = sum(float(m.group(1)) for line in lines if (m := _KV_LINE.search(line)))
+    compute: dict[str, int] = {}
+    output = 0.0
+    for line in lines:
+        match = _BUFFER_LINE.search(line)
+        if not match:
+            continue
+        if match.group(2) == "compute":
+            compute[match.group(1)] = compute.get(match.group(1), 0) + int(float(match.group(3)) * _MIB)
+        else:
+            output += float(match.group(3))
+    return DryRun(int(kv * _MIB), compute, int(output * _MIB))
+
+
+def _context_params(options: LoadOptions, model: Any) -> Any:
+    n_ctx_train = int(llama_cpp.llama_model_n_ctx_train(model))
+    cparams = llama_cpp.llama_context_default_params()
+    cparams.n_ctx = options.n_ctx or min(DEFAULT_N_CTX, n_ctx_train)
+    cparams.n_batch = options.n_batch
+    cparams.n_ubatch = min(options.n_ubatch, options.n_batch)
+    cparams.n_seq_max = options.n_seq_max
+    cparams.n_threads = options.n_threads
+    cparams.n_threads_batch = options.n_threads_batch
+    cparams.flash_attn_type = _FLASH_ATTN[options.flash_attn]
+    cparams.type_k = cparams.type_v = _KV_TYPES[options.kv_type]
+    cparams.swa_full = False  # libllama defaults it on; llama-server turns it off (windows stay small)
+    cparams.no_perf = True
+    return cparams
+
+
 class LlamaModel:
     """A loaded model with one context. Only one thread may use an instance."""
 
@@ -151,17 +290,7 @@ class LlamaModel:
                 f"a context of {options.n_ctx} tokens exceeds what {path.name} was trained for "
                 f"({self.n_ctx_train})"
             )
-        cparams = llama_cpp.llama_context_default_params()
-        cparams.n_ctx = options.n_ctx or min(DEFAULT_N_CTX, self.n_ctx_train)
-        cparams.n_batch = options.n_batch
-        cparams.n_ubatch = min(options.n_ubatch, options.n_batch)
-        cparams.n_seq_max = options.n_seq_max
-        cparams.n_threads = options.n_threads
-        cparams.n_threads_batch = options.n_threads_batch
-        cparams.flash_attn_type = _FLASH_ATTN[options.flash_attn]
-        cparams.swa_full = False  # libllama defaults it on; llama-server turns it off (windows stay small)
-        cparams.no_perf = True
-        ctx = llama_cpp.llama_init_from_model(model, cparams)
+        ctx = llama_cpp.llama_init_from_model(model, _context_params(options, model))
         if not ctx:
             llama_cpp.llama_model_free(model)
             detail = "; ".join(bridge.recent_errors) or "not enough memory for the context?"

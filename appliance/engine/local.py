@@ -112,10 +112,13 @@ class LocalLlamaBackend:
         *,
         max_queue: int = 64,
         on_load_failed: Callable[[str], None] | None = None,
+        fallbacks: list[LoadOptions] | None = None,
     ) -> None:
         self.path = path
         self.model_id = model_id
         self.options = options
+        # Tried in order when a load fails (for memory, usually): see appliance.planning.fallback_ladder.
+        self._fallbacks = fallbacks or []
         self.max_queue = max_queue
         self.state = ModelState.LOADING
         self.error: str | None = None
@@ -153,7 +156,7 @@ class LocalLlamaBackend:
 
         started = time.monotonic()
         try:
-            model = LlamaModel(self.path, self.options)
+            model = self._load_with_fallbacks(LlamaModel)
             self._template = ChatTemplate(
                 model.chat_template,
                 bos_token=model.token_text(model.bos_token),
@@ -178,6 +181,27 @@ class LocalLlamaBackend:
             model.n_ctx,
             extra={"model": self.model_id, "n_ctx": model.n_ctx},
         )
+
+    def _load_with_fallbacks(self, loader: Callable[[Path, LoadOptions], Any]) -> Any:
+        attempts = [self.options, *(o for o in self._fallbacks if o != self.options)]
+        for index, options in enumerate(attempts):
+            try:
+                model = loader(self.path, options)
+            except ModelLoadFailed as exc:
+                if index + 1 == len(attempts):
+                    raise
+                following = attempts[index + 1]
+                log.warning(
+                    "load failed (%s); retrying with context %s, KV %s, %s GPU layers",
+                    exc.message,
+                    following.n_ctx,
+                    following.kv_type,
+                    following.n_gpu_layers,
+                )
+                continue
+            self.options = options
+            return model
+        raise ModelLoadFailed(f"cannot load {self.path}")
 
     def _work(self) -> None:
         self._load()

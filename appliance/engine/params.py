@@ -17,6 +17,7 @@ class LoadOptions:
     n_gpu_layers: int = 0
     flash_attn: str = "auto"
     n_seq_max: int = 1
+    kv_type: str = "f16"  # f16 | q8_0 | q4_0 (quantized V needs flash attention)
 
 
 @dataclass(frozen=True)

@@ -3,13 +3,46 @@
 from __future__ import annotations
 
 import platform
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
 
+from appliance.hardware.sysctl import read_sysctl
+
 _X86_FEATURES = ("avx", "avx2", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "f16c", "fma", "amx_int8")
 _ARM_FEATURES = {"asimd": "neon", "asimddp": "dotprod", "sve": "sve", "i8mm": "i8mm"}
+# macOS names the same ARM features in sysctl keys (what ggml-cpu itself reads on Apple silicon).
+_DARWIN_ARM_FEATURES = {
+    "hw.optional.neon": "neon",
+    "hw.optional.arm.FEAT_DotProd": "dotprod",
+    "hw.optional.arm.FEAT_SVE": "sve",
+    "hw.optional.arm.FEAT_I8MM": "i8mm",
+}
+# ARM's own cores by "CPU part" (implementer 0x41), as lscpu names them: Linux on ARM boards often
+# prints no model name at all.
+_ARM_PARTS = {
+    "0xd03": "Cortex-A53",
+    "0xd04": "Cortex-A35",
+    "0xd05": "Cortex-A55",
+    "0xd07": "Cortex-A57",
+    "0xd08": "Cortex-A72",
+    "0xd09": "Cortex-A73",
+    "0xd0a": "Cortex-A75",
+    "0xd0b": "Cortex-A76",
+    "0xd0c": "Neoverse-N1",
+    "0xd0d": "Cortex-A77",
+    "0xd40": "Neoverse-V1",
+    "0xd41": "Cortex-A78",
+    "0xd44": "Cortex-X1",
+    "0xd46": "Cortex-A510",
+    "0xd47": "Cortex-A710",
+    "0xd48": "Cortex-X2",
+    "0xd49": "Neoverse-N2",
+    "0xd4f": "Neoverse-V2",
+}
 
 
 @dataclass(frozen=True)
@@ -38,13 +71,61 @@ def parse_cpuinfo(text: str, arch: str) -> tuple[str, tuple[str, ...]]:
     return model, features
 
 
-def detect_cpu(cpuinfo_path: Path = Path("/proc/cpuinfo")) -> CpuInfo:
+def arm_core_name(text: str) -> str:
+    """The core's name from the "CPU part" lines of an ARM /proc/cpuinfo ("Cortex-A76"), or ""."""
+    implementer = re.search(r"^CPU implementer\s*:\s*(0x[0-9a-f]+)", text, re.M | re.I)
+    if implementer is None or implementer.group(1).lower() != "0x41":
+        return ""
+    parts = re.findall(r"^CPU part\s*:\s*(0x[0-9a-f]+)", text, re.M | re.I)
+    names = dict.fromkeys(_ARM_PARTS.get(p.lower(), "") for p in parts)
+    return " + ".join(n for n in names if n)
+
+
+def cpu_from_cpuinfo(text: str, arch: str, cores_physical: int, cores_logical: int) -> CpuInfo:
+    """A Linux CPU from the text of /proc/cpuinfo and the core counts the OS reports."""
+    arch = arch.lower()
+    model, features = parse_cpuinfo(text, arch)
+    return CpuInfo(model or arm_core_name(text) or arch, arch, cores_physical, cores_logical, features)
+
+
+def cpu_from_sysctl(sysctl: Callable[[str], str | None], arch: str) -> CpuInfo:
+    """A macOS CPU from sysctl values (``sysctl`` returns a key's value, or None where it is absent)."""
+    arch = arch.lower()
+    logical = _int(sysctl("hw.logicalcpu")) or 1
+    physical = _int(sysctl("hw.physicalcpu")) or logical
+    model = (sysctl("machdep.cpu.brand_string") or "").strip() or arch
+    if arch in ("arm64", "aarch64"):
+        features = tuple(name for key, name in _DARWIN_ARM_FEATURES.items() if _int(sysctl(key)))
+    else:  # Intel Macs list CPUID flags in upper case, AVX as "AVX1.0"
+        words = f"{sysctl('machdep.cpu.features') or ''} {sysctl('machdep.cpu.leaf7_features') or ''}"
+        flags = {w.lower().replace("avx1.0", "avx").replace("_", "") for w in words.split()}
+        features = tuple(f for f in _X86_FEATURES if f.replace("_", "") in flags)
+    return CpuInfo(model, arch, physical, logical, features)
+
+
+def _int(value: str | None) -> int:
+    try:
+        return int((value or "").strip())
+    except ValueError:
+        return 0
+
+
+def detect_cpu(
+    cpuinfo_path: Path = Path("/proc/cpuinfo"),
+    sysctl: Callable[[str], str | None] = read_sysctl,
+    system: str | None = None,
+) -> CpuInfo:
     """This machine's CPU. Missing sources give empty fields, never an error."""
     arch = platform.machine().lower()
+    if (system or platform.system()) == "Darwin":
+        return cpu_from_sysctl(sysctl, arch)
     try:
-        model, features = parse_cpuinfo(cpuinfo_path.read_text(errors="replace"), arch)
+        text = cpuinfo_path.read_text(errors="replace")
     except OSError:
-        model, features = "", ()
+        text = ""
     logical = psutil.cpu_count(logical=True) or 1
     physical = psutil.cpu_count(logical=False) or logical
-    return CpuInfo(model or platform.processor() or arch, arch, physical, logical, features)
+    cpu = cpu_from_cpuinfo(text, arch, physical, logical)
+    if cpu.model == arch and platform.processor():
+        return CpuInfo(platform.processor(), arch, physical, logical, cpu.features)
+    return cpu

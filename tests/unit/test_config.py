@@ -24,7 +24,7 @@ DEFAULTS = [
     ("model", "n_threads", None),
     ("model", "n_batch", 512),
     ("model", "n_ubatch", 512),
-    ("model", "n_gpu_layers", -1),
+    ("model", "n_gpu_layers", None),
     ("model", "flash_attn", "auto"),
 ]
 

@@ -1,0 +1,1 @@
+"""The memory planner: GGUF header -> ModelInfo, (model, hardware, request) -> Plan with reasons."""

@@ -1,0 +1,217 @@
+"""Memory a model needs when loaded with given settings, per device, derived from llama.cpp's code.
+
+- Weights: each tensor's bytes from its ggml type. With ``n_gpu_layers = N`` llama.cpp puts the output
+  layer and the last N-1 repeating blocks on the GPU; ``token_embd`` stays on the host (llama-model.cpp).
+- KV cache (llama-kv-cache.cpp, llama-kv-cache-iswa.cpp): per layer, cells x n_head_kv x
+  (head_dim_k x bytes(K) + head_dim_v x bytes(V)); cells = n_ctx padded to 256, and for sliding-window
+  layers pad(min(n_ctx, n_swa x n_seq + n_ubatch), 256). Recurrent layers keep a fixed f32 state per
+  sequence instead.
+- Compute buffers (llama-context.cpp's graph reservation): llama.cpp reserves the worst ubatch, whose
+  largest live set is the logits of n_ubatch outputs (4 x n_ubatch x n_vocab) or, without flash attention,
+  the attention scores (4 x n_ubatch x n_head x n_ctx). A GPU backend allocates all of it. On the CPU the
+  reservation is only virtual: pages are touched by what really runs, which for generation (one output
+  per sequence) is the activations of a full ubatch, not the logits of 512 outputs.
+- Runtime: the vocabulary and other model structures on the host; the CUDA context and libraries on an
+  NVIDIA GPU.
+
+The constants marked "measured" were fitted on this project's accuracy benchmark
+(benchmarks/plan_accuracy.py, docs/BENCHMARKS.md) against llama.cpp's own dry-run figures and RSS.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from appliance.planner.model_info import ModelInfo
+
+MIB = 1 << 20
+KV_TYPE_BYTES = {"f16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32}
+KV_PAD = 256
+
+# Measured: host memory of model structures (vocabulary, token-to-piece cache, graph metadata).
+HOST_RUNTIME_BYTES = 8 * MIB
+HOST_BYTES_PER_VOCAB_TOKEN = 200
+# Measured: activations live at once in a CPU forward pass, in units of 4 x n_ubatch x width.
+CPU_ACTIVATION_EMBD_FACTOR = 10
+CPU_ACTIVATION_FF_FACTOR = 3
+# The CUDA context, cuBLAS workspace and kernels take this much device memory before any buffer
+# (llama-server's fitting leaves 1 GiB per device; Ollama reserves ~457 MiB). Measured on an H100.
+GPU_RUNTIME_BYTES = {"cuda": 450 * MIB, "metal": 64 * MIB}
+DEFAULT_GPU_RUNTIME_BYTES = 256 * MIB
+
+
+@dataclass(frozen=True)
+class LoadSettings:
+    """The llama.cpp settings a plan chooses."""
+
+    n_ctx: int
+    n_batch: int = 512
+    n_ubatch: int = 512
+    n_parallel: int = 1
+    n_gpu_layers: int = 0
+    flash_attn: bool = True
+    kv_type: str = "f16"
+    gpu_backend: str | None = None  # None: CPU only
+    unified_memory: bool = False  # the GPU shares host RAM (Apple silicon)
+    cpu_repack_types: frozenset[str] = frozenset()  # see cpu_repack_types()
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    weights_host: int
+    weights_gpu: int
+    kv_host: int
+    kv_gpu: int
+    compute_host: int
+    compute_gpu: int
+    runtime_host: int
+    runtime_gpu: int
+
+    @property
+    def weights_bytes(self) -> int:
+        return self.weights_host + self.weights_gpu
+
+    @property
+    def kv_bytes(self) -> int:
+        return self.kv_host + self.kv_gpu
+
+    @property
+    def compute_bytes(self) -> int:
+        return self.compute_host + self.compute_gpu
+
+    @property
+    def ram_bytes(self) -> int:
+        """Host memory this plan adds (on unified memory, everything)."""
+        return self.weights_host + self.kv_host + self.compute_host + self.runtime_host
+
+    @property
+    def vram_bytes(self) -> int:
+        return self.weights_gpu + self.kv_gpu + self.compute_gpu + self.runtime_gpu
+
+
+def cpu_repack_types(cpu_features: tuple[str, ...]) -> frozenset[str]:
+    """Weight types llama.cpp's CPU backend repacks for faster matmuls on a CPU with these features
+    (ggml-cpu/repack.cpp, ggml_repack_get_optimal_repack_type). A repacked matrix lives twice in RSS:
+    its file pages, read once while loading, and the repacked copy."""
+    features = set(cpu_features)
+    types: set[str] = set()
+    if "avx2" in features:
+        types |= {"Q4_0", "Q4_K", "IQ4_NL", "MXFP4"}
+    if "avx512f" in features:
+        types.add("Q2_K")
+    if "neon" in features and ("dotprod" in features or "i8mm" in features):
+        types |= {"Q4_0", "Q4_K", "Q5_K", "Q6_K", "IQ4_NL", "MXFP4"}
+    if "neon" in features and "i8mm" in features:
+        types.add("Q8_0")
+    return frozenset(types)
+
+
+def _pad(value: int, to: int) -> int:
+    return -(-value // to) * to
+
+
+def kv_cells(model: ModelInfo, settings: LoadSettings) -> tuple[int, int]:
+    """KV cells of full-attention layers and of sliding-window layers."""
+    full = _pad(settings.n_ctx, KV_PAD)
+    if model.n_swa <= 0:
+        return full, full
+    window = _pad(min(full, model.n_swa * settings.n_parallel + settings.n_ubatch), KV_PAD)
+    return full, window
+
+
+def kv_layer_bytes(model: ModelInfo, settings: LoadSettings) -> list[int]:
+    """KV cache bytes of each layer (recurrent state included)."""
+    k_bytes = KV_TYPE_BYTES[settings.kv_type]
+    v_bytes = KV_TYPE_BYTES[settings.kv_type]
+    full, window = kv_cells(model, settings)
+    recurrent_layers = sum(1 for h in model.n_head_kv if h == 0) or model.n_layer
+    state = model.recurrent_state_bytes_per_seq * settings.n_parallel // max(recurrent_layers, 1)
+    out = []
+    for il in range(model.n_layer):
+        heads = model.n_head_kv[il]
+        if heads == 0:
+            out.append(state)
+            continue
+        cells = window if model.swa_layers[il] else full
+        out.append(int(cells * heads * (model.head_dim_k * k_bytes + model.head_dim_v * v_bytes)))
+    return out
+
+
+def compute_reserved_bytes(model: ModelInfo, settings: LoadSettings) -> int:
+    """llama.cpp's compute buffer reservation for one backend running the whole graph."""
+    t = min(settings.n_ubatch, settings.n_ctx)
+    logits = 4 * t * (model.n_vocab + 2 * model.n_embd)
+    ffn = 4 * t * (2 * model.n_embd + 2 * model.n_ff)
+    attention = 0
+    if not settings.flash_attn and model.has_attention:
+        # Scores and mask over all KV cells, beside one layer's activations (measured in dry runs).
+        full, _ = kv_cells(model, settings)
+        kv_width = 2 * max(model.n_head_kv) * model.head_dim_k
+        attention = 4 * t * (max(model.n_head) * full + full + model.n_ff + model.n_embd + kv_width)
+    return max(logits, ffn, attention)
+
+
+def compute_touched_cpu_bytes(model: ModelInfo, settings: LoadSettings) -> int:
+    """The part of a CPU compute buffer that generation really writes (see the module docstring)."""
+    t = min(settings.n_ubatch, settings.n_ctx)
+    activations = 4 * t * (CPU_ACTIVATION_EMBD_FACTOR * model.n_embd + CPU_ACTIVATION_FF_FACTOR * model.n_ff)
+    logits = 4 * model.n_vocab * settings.n_parallel
+    attention = 0
+    if not settings.flash_attn and model.has_attention:
+        full, _ = kv_cells(model, settings)
+        attention = 4 * t * (max(model.n_head) + 1) * full
+    return activations + logits + attention
+
+
+def estimate(model: ModelInfo, settings: LoadSettings) -> MemoryEstimate:
+    """Bytes on the host and on the GPU for ``model`` loaded with ``settings``, serving."""
+    n_layer = model.n_layer
+    gpu = settings.gpu_backend is not None and settings.n_gpu_layers != 0
+    n_gpu = (
+        (n_layer + 1 if settings.n_gpu_layers < 0 else min(settings.n_gpu_layers, n_layer + 1)) if gpu else 0
+    )
+    first_gpu_layer = n_layer + 1 - n_gpu  # repeating layers from here on are on the GPU
+    output_on_gpu = n_gpu >= 1
+    kv_layers = kv_layer_bytes(model, settings)
+
+    gpu_layers = sum(b for il, b in enumerate(model.layer_bytes) if il >= first_gpu_layer)
+    kv_gpu = sum(b for il, b in enumerate(kv_layers) if il >= first_gpu_layer)
+    output = model.output_bytes + model.other_bytes
+    weights_host = model.token_embd_bytes + sum(model.layer_bytes) - gpu_layers
+    weights_gpu = gpu_layers
+    if not output_on_gpu:
+        weights_host += output
+    else:
+        weights_gpu += output
+        if model.output_bytes == 0:  # tied embeddings: the GPU gets its own copy for the output projection
+            weights_gpu += model.token_embd_bytes
+    kv_host = sum(kv_layers) - kv_gpu
+
+    if settings.cpu_repack_types:
+        weights_host += sum(
+            size
+            for layer, type_name, size in model.repackable
+            if type_name in settings.cpu_repack_types
+            and (layer < first_gpu_layer if layer >= 0 else not output_on_gpu)
+        )
+    runtime_host = HOST_RUNTIME_BYTES + HOST_BYTES_PER_VOCAB_TOKEN * model.n_vocab
+    if not gpu:
+        compute_host, compute_gpu, runtime_gpu = compute_touched_cpu_bytes(model, settings), 0, 0
+    else:
+        assert settings.gpu_backend is not None
+        compute_gpu = compute_reserved_bytes(model, settings)
+        # The host still embeds tokens and runs whatever layers stayed on the CPU.
+        cpu_share = (first_gpu_layer if first_gpu_layer > 0 else 0) / max(n_layer, 1)
+        compute_host = 4 * settings.n_ubatch * model.n_embd * 2 + int(
+            cpu_share * compute_touched_cpu_bytes(model, settings)
+        )
+        runtime_gpu = GPU_RUNTIME_BYTES.get(settings.gpu_backend, DEFAULT_GPU_RUNTIME_BYTES)
+    if settings.unified_memory:
+        # One pool: what the GPU holds is host memory too.
+        return MemoryEstimate(
+            weights_host + weights_gpu, 0, kv_host + kv_gpu, 0, compute_host + compute_gpu, 0,
+            runtime_host + runtime_gpu, 0,
+        )  # fmt: skip
+    return MemoryEstimate(
+        weights_host, weights_gpu, kv_host, kv_gpu, compute_host, compute_gpu, runtime_host, runtime_gpu
+    )

@@ -1,0 +1,224 @@
+"""What the planner needs to know about a model, read from its GGUF header alone."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from models.gguf_header import ArrayInfo, GGUFError, GGUFHeader, read_gguf_file
+
+# llama_ftype (llama.h) -> the quantization's usual name.
+FILE_TYPES = {
+    0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 7: "Q8_0", 8: "Q5_0", 9: "Q5_1", 10: "Q2_K", 11: "Q3_K_S",
+    12: "Q3_K_M", 13: "Q3_K_L", 14: "Q4_K_S", 15: "Q4_K_M", 16: "Q5_K_S", 17: "Q5_K_M", 18: "Q6_K",
+    19: "IQ2_XXS", 20: "IQ2_XS", 21: "Q2_K_S", 22: "IQ3_XS", 23: "IQ3_XXS", 24: "IQ1_S", 25: "IQ4_NL",
+    26: "IQ3_S", 27: "IQ3_M", 28: "IQ2_S", 29: "IQ2_M", 30: "IQ4_XS", 31: "IQ1_M", 32: "BF16",
+    36: "TQ1_0", 37: "TQ2_0", 38: "MXFP4_MOE", 39: "NVFP4", 40: "Q1_0", 41: "Q2_0",
+}  # fmt: skip
+
+# Architectures whose sliding-window layers follow a fixed pattern unless the file says otherwise
+# (llama.cpp's load_swa_pattern calls): pattern n -> layer il is SWA when il % n < n - 1
+# (or, "dense first", when il % n != 0).
+SWA_PATTERNS: dict[str, tuple[int, bool]] = {
+    "gemma2": (2, False), "gemma3": (6, False), "gemma3n": (5, False), "gemma-embedding": (6, False),
+    "cohere2": (4, False), "cohere2moe": (4, True), "llama4": (4, False), "gpt-oss": (2, False),
+    "exaone4": (4, False), "exaone-moe": (4, False), "olmo2": (4, False), "plamo3": (8, False),
+    "afmoe": (4, False), "smallthinker": (4, True), "modern-bert": (3, True),
+}  # fmt: skip
+
+RECURRENT_ARCHS = {"mamba", "mamba2", "rwkv6", "rwkv6qwen2", "rwkv7", "arwkv7"}
+
+_LAYER_TENSOR = re.compile(r"^blk\.(\d+)\.")
+
+
+class ModelInfoError(GGUFError):
+    """The header lacks something the planner needs (an unknown or incomplete architecture)."""
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Shapes and sizes of a GGUF model: enough to estimate its memory on any device."""
+
+    path: str
+    name: str
+    architecture: str
+    quant: str
+    file_bytes: int
+    n_params: int
+    n_layer: int
+    n_embd: int
+    n_ff: int
+    n_vocab: int
+    n_ctx_train: int
+    n_head: tuple[int, ...]  # per layer
+    n_head_kv: tuple[int, ...]  # per layer; 0 = no attention (a recurrent layer of a hybrid model)
+    head_dim_k: int
+    head_dim_v: int
+    n_swa: int
+    swa_layers: tuple[bool, ...]
+    recurrent_state_bytes_per_seq: int  # conv + SSM/WKV state of all recurrent layers (f32)
+    is_mla: bool
+    layer_bytes: tuple[int, ...]  # weights of each repeating block
+    token_embd_bytes: int
+    output_bytes: int  # the output projection (0 when tied to the embeddings)
+    other_bytes: int  # norms and the rest outside the blocks
+    tensor_types: tuple[tuple[str, int], ...]  # ggml type name -> bytes, largest first
+    # Matrices the CPU backend may repack into its own buffer: (layer or -1 for the output, type, bytes).
+    repackable: tuple[tuple[int, str, int], ...] = ()
+
+    @property
+    def weights_bytes(self) -> int:
+        return sum(self.layer_bytes) + self.token_embd_bytes + self.output_bytes + self.other_bytes
+
+    @property
+    def bits_per_weight(self) -> float:
+        return 8 * self.weights_bytes / max(self.n_params, 1)
+
+    @property
+    def has_attention(self) -> bool:
+        return any(self.n_head_kv)
+
+
+def _per_layer(value: Any, n_layer: int, default: int) -> tuple[int, ...]:
+    if isinstance(value, list):
+        if len(value) != n_layer:
+            raise ModelInfoError(f"a per-layer value has {len(value)} entries for {n_layer} layers")
+        return tuple(int(v) for v in value)
+    if value is None:
+        return (default,) * n_layer
+    return (int(value),) * n_layer
+
+
+def _swa_layers(header: GGUFHeader, arch: str, n_layer: int, n_swa: int) -> tuple[bool, ...]:
+    if n_swa <= 0:
+        return (False,) * n_layer
+    pattern = header.arch_value("attention.sliding_window_pattern")
+    if isinstance(pattern, list):
+        return tuple(bool(v) for v in pattern[:n_layer])
+    n_pattern, dense_first = SWA_PATTERNS.get(arch, (0, False))
+    if isinstance(pattern, int):
+        n_pattern = pattern
+    if n_pattern == 0:
+        return (True,) * n_layer
+    if dense_first:
+        return tuple(il % n_pattern != 0 for il in range(n_layer))
+    return tuple(il % n_pattern < n_pattern - 1 for il in range(n_layer))
+
+
+def _recurrent_state_bytes(
+    header: GGUFHeader, arch: str, n_layer: int, n_embd: int, kv: tuple[int, ...]
+) -> int:
+    """f32 state per sequence of the recurrent layers (llama.cpp's r and s caches)."""
+    recurrent_layers = n_layer if arch in RECURRENT_ARCHS else sum(1 for h in kv if h == 0)
+    if recurrent_layers == 0:
+        return 0
+    if arch.startswith(("rwkv", "arwkv")):
+        head_size = int(header.arch_value("wkv.head_size", 64))
+        per_layer = 2 * n_embd + n_embd * head_size  # token shifts + wkv state
+    else:  # mamba-style SSM
+        d_conv = int(header.arch_value("ssm.conv_kernel", 4))
+        d_inner = int(header.arch_value("ssm.inner_size", 2 * n_embd))
+        d_state = int(header.arch_value("ssm.state_size", 16))
+        n_group = int(header.arch_value("ssm.group_count", 0))
+        per_layer = (d_conv - 1) * (d_inner + 2 * n_group * d_state) + d_state * d_inner
+    return 4 * per_layer * recurrent_layers
+
+
+def _quant_label(header: GGUFHeader, type_bytes: Counter[str]) -> str:
+    file_type = header.metadata.get("general.file_type")
+    if isinstance(file_type, int) and file_type in FILE_TYPES:
+        return FILE_TYPES[file_type]
+    return type_bytes.most_common(1)[0][0] if type_bytes else "unknown"
+
+
+def model_info(header: GGUFHeader, path: Path | str = "", file_bytes: int | None = None) -> ModelInfo:
+    """Summarise ``header`` for the planner. Raises ModelInfoError when a needed key is missing."""
+    arch = header.architecture
+
+    def need(key: str) -> int:
+        value = header.arch_value(key)
+        if value is None:
+            raise ModelInfoError(f"the {arch} model lacks {arch}.{key}; this architecture is not supported")
+        return int(value)
+
+    n_layer = need("block_count")
+    n_embd = need("embedding_length")
+    n_head = _per_layer(header.arch_value("attention.head_count"), n_layer, 0)
+    n_head_kv = _per_layer(header.arch_value("attention.head_count_kv"), n_layer, 0)
+    if header.arch_value("attention.head_count_kv") is None:
+        n_head_kv = n_head
+    first_heads = next((h for h in n_head if h), 1)
+    head_dim_k = int(header.arch_value("attention.key_length", n_embd // first_heads))
+    head_dim_v = int(header.arch_value("attention.value_length", n_embd // first_heads))
+    kv_lora_rank = header.arch_value("attention.kv_lora_rank")
+    is_mla = kv_lora_rank is not None
+    if is_mla:
+        # llama.cpp caches the compressed latent plus the rope part, as one K row, for one "head".
+        head_dim_k = int(kv_lora_rank) + int(header.arch_value("rope.dimension_count", 64))
+        head_dim_v = 0
+        n_head_kv = tuple(1 if h else 0 for h in n_head_kv)
+    ff = header.arch_value("feed_forward_length", 4 * n_embd)
+    n_ff = max(ff) if isinstance(ff, list) else int(ff)
+    vocab = header.arch_value("vocab_size")
+    if vocab is None:
+        tokens = header.metadata.get("tokenizer.ggml.tokens")
+        vocab = len(tokens) if isinstance(tokens, (list, ArrayInfo)) else 0
+    n_swa = int(header.arch_value("attention.sliding_window", 0) or 0)
+
+    layer_bytes = [0] * n_layer
+    token_embd = output = other = n_params = 0
+    type_bytes: Counter[str] = Counter()
+    repackable: list[tuple[int, str, int]] = []
+    for tensor in header.tensors:
+        size = tensor.n_bytes
+        n_params += tensor.n_elements
+        type_bytes[tensor.type_name] += size
+        match = _LAYER_TENSOR.match(tensor.name)
+        layer = int(match.group(1)) if match else -1
+        # Repacking wants rows in groups of 8 (ggml-cpu/repack.cpp); token_embd is only read by row.
+        if len(tensor.shape) == 2 and tensor.shape[1] % 8 == 0 and tensor.name != "token_embd.weight":
+            repackable.append((layer if layer < n_layer else -1, tensor.type_name, size))
+        if match and layer < n_layer:
+            layer_bytes[layer] += size
+        elif tensor.name == "token_embd.weight":
+            token_embd += size
+        elif tensor.name == "output.weight":
+            output += size
+        else:
+            other += size
+    return ModelInfo(
+        path=str(path),
+        name=str(header.metadata.get("general.name") or Path(str(path)).stem),
+        architecture=arch,
+        quant=_quant_label(header, type_bytes),
+        file_bytes=file_bytes if file_bytes is not None else header.file_bytes,
+        n_params=n_params,
+        n_layer=n_layer,
+        n_embd=n_embd,
+        n_ff=n_ff,
+        n_vocab=int(vocab),
+        n_ctx_train=int(header.arch_value("context_length", 2048)),
+        n_head=n_head,
+        n_head_kv=n_head_kv,
+        head_dim_k=head_dim_k,
+        head_dim_v=head_dim_v,
+        n_swa=n_swa,
+        swa_layers=_swa_layers(header, arch, n_layer, n_swa),
+        recurrent_state_bytes_per_seq=_recurrent_state_bytes(header, arch, n_layer, n_embd, n_head_kv),
+        is_mla=is_mla,
+        layer_bytes=tuple(layer_bytes),
+        token_embd_bytes=token_embd,
+        output_bytes=output,
+        other_bytes=other,
+        tensor_types=tuple(type_bytes.most_common()),
+        repackable=tuple(repackable),
+    )
+
+
+def read_model_info(path: Path) -> ModelInfo:
+    """Read a local GGUF file's header and summarise it."""
+    header = read_gguf_file(path)
+    return model_info(header, path, path.stat().st_size)

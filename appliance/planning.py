@@ -1,0 +1,84 @@
+"""Glue between the pure planner and the world: settings, files, hardware and llama.cpp's dry run."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+
+from appliance.config import Settings
+from appliance.engine.params import LoadOptions
+from appliance.hardware.profile import HardwareProfile
+from appliance.planner.model_info import ModelInfo
+from appliance.planner.plan import Plan, PlanRequest
+from appliance.units import parse_size
+
+log = logging.getLogger(__name__)
+
+
+def plan_request(settings: Settings) -> PlanRequest:
+    """The planner's request from the merged settings (config file, environment, CLI flags)."""
+    planner, model = settings.planner, settings.model
+
+    def size(value: str | None) -> int | None:
+        return parse_size(value) if value is not None else None
+
+    return PlanRequest(
+        n_ctx=model.n_ctx,
+        n_parallel=model.n_parallel,
+        n_batch=model.n_batch,
+        n_ubatch=model.n_ubatch,
+        flash_attn=model.flash_attn,
+        n_gpu_layers=model.n_gpu_layers,
+        max_ram_bytes=size(planner.max_ram),
+        max_vram_bytes=size(planner.max_vram),
+        ram_margin_bytes=size(planner.ram_margin),
+        vram_margin_bytes=parse_size(planner.vram_margin),
+        quality_floor_bpw=planner.quality_floor_bpw,
+    )
+
+
+def load_options(plan: Plan, hardware: HardwareProfile, n_threads: int | None) -> LoadOptions:
+    """llama.cpp settings that carry out ``plan``."""
+    s = plan.settings
+    threads = n_threads or hardware.cpu.cores_physical
+    return LoadOptions(
+        n_ctx=s.n_ctx,
+        n_batch=s.n_batch,
+        n_ubatch=s.n_ubatch,
+        n_threads=threads,
+        n_threads_batch=max(threads, hardware.cpu.cores_logical),
+        n_gpu_layers=s.n_gpu_layers if s.gpu_backend else 0,
+        flash_attn="on" if s.flash_attn else "off",
+        n_seq_max=s.n_parallel,
+        kv_type=s.kv_type,
+    )
+
+
+def fallback_ladder(options: LoadOptions, model: ModelInfo) -> list[LoadOptions]:
+    """What to try, in order, if a load still fails for memory: the plan, then half the context
+    (down to 1024), then a q8_0 KV cache, then half the GPU layers, then the CPU alone."""
+    ladder = [options]
+    current = options
+    n_ctx = current.n_ctx or 4096
+    while n_ctx // 2 >= 1024:
+        n_ctx //= 2
+        current = replace(current, n_ctx=n_ctx)
+        ladder.append(current)
+    if current.kv_type == "f16" and current.flash_attn != "off":
+        current = replace(current, kv_type="q8_0")
+        ladder.append(current)
+    layers = current.n_gpu_layers if current.n_gpu_layers >= 0 else model.n_layer + 1
+    while layers > 1:
+        layers //= 2
+        current = replace(current, n_gpu_layers=layers)
+        ladder.append(current)
+    if current.n_gpu_layers != 0:
+        ladder.append(replace(current, n_gpu_layers=0))
+    return ladder
+
+
+def describe_options(options: LoadOptions) -> str:
+    return (
+        f"context {options.n_ctx}, KV {options.kv_type}, "
+        f"{'all' if options.n_gpu_layers < 0 else options.n_gpu_layers} GPU layers"
+    )

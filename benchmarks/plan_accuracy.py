@@ -1,0 +1,125 @@
+"""How close the planner's memory prediction is to what a real load uses.
+
+For each model and context: the planner's ``ram_bytes`` (CPU plan at that context), llama.cpp's own
+figures from a dry run (KV and compute buffers), and the measured peak RSS increase of a fresh process
+that loads the model with the plan's settings, processes a prompt longer than one ubatch and generates
+a few tokens. The baseline is taken after llama.cpp is imported and initialised, so the interpreter and
+the libraries are not counted (INTERFACES.md: ram_bytes is what the plan adds).
+
+    python benchmarks/plan_accuracy.py MODEL.gguf [MODEL.gguf ...] [--ctx 2048,8192,32768] [--json OUT]
+
+Goal (issue 4): every row within +-10%, never under-predicting by more than 5%.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from appliance.engine.llama import dry_run
+from appliance.engine.params import LoadOptions
+from appliance.hardware.cpu import detect_cpu
+from appliance.hardware.memory import detect_memory
+from appliance.hardware.profile import HardwareProfile
+from appliance.planner.model_info import read_model_info
+from appliance.planner.plan import PlanRequest, plan
+
+MIB = 1 << 20
+
+# Runs in a fresh interpreter so each measurement starts from the same baseline.
+CHILD = r"""
+import json, resource, sys
+from pathlib import Path
+from appliance.engine.llama import LlamaModel, system_info
+from appliance.engine.params import LoadOptions, SamplingParams
+system_info()  # loads and initialises llama.cpp before the baseline
+with open("/proc/self/status") as f:
+    base_kib = next(int(l.split()[1]) for l in f if l.startswith("VmRSS:"))
+options = LoadOptions(**json.loads(sys.argv[2]))
+model = LlamaModel(Path(sys.argv[1]), options)
+text = "The sea is wide and the ships sail on it, carrying cargo from port to port. " * 60
+prompt = model.tokenize(text, add_special=True, parse_special=False)[: options.n_ubatch + 100]
+for _ in model.generate(prompt, SamplingParams(temperature=0), 8):
+    pass
+peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"peak_increase_bytes": (peak_kib - base_kib) * 1024, "prompt_tokens": len(prompt)}))
+"""
+
+
+def measure(path: Path, options: LoadOptions) -> dict[str, int]:
+    args = {k: v for k, v in options.__dict__.items()}
+    out = subprocess.run(
+        [sys.executable, "-c", CHILD, str(path), json.dumps(args)], capture_output=True, text=True, check=True
+    )
+    result: dict[str, int] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+def row(path: Path, n_ctx: int, hardware: HardwareProfile, threads: int) -> dict[str, object]:
+    info = read_model_info(path)
+    chosen = plan([info], hardware, PlanRequest(n_ctx=n_ctx))
+    s = chosen.settings
+    options = LoadOptions(
+        n_ctx=s.n_ctx, n_batch=s.n_batch, n_ubatch=s.n_ubatch, n_threads=threads, n_threads_batch=threads,
+        n_gpu_layers=0, flash_attn="on" if s.flash_attn else "off", kv_type=s.kv_type,
+    )  # fmt: skip
+    figures = dry_run(path, options)
+    measured = measure(path, options)["peak_increase_bytes"]
+    predicted = chosen.memory.ram_bytes
+    return {
+        "model": path.name,
+        "quant": info.quant,
+        "n_ctx": n_ctx,
+        "kv_type": s.kv_type,
+        "predicted_ram_bytes": predicted,
+        "measured_peak_rss_increase_bytes": measured,
+        "error_pct": round(100 * (predicted - measured) / measured, 1),
+        "weights_bytes": chosen.memory.weights_bytes,
+        "kv_bytes": chosen.memory.kv_bytes,
+        "llama_cpp_kv_bytes": figures.kv_bytes,
+        "compute_bytes": chosen.memory.compute_bytes,
+        "llama_cpp_compute_reserved_bytes": sum(figures.compute_bytes.values()),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("models", nargs="+", type=Path)
+    parser.add_argument("--ctx", default="2048,8192,32768")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    hardware = HardwareProfile(detect_cpu(), detect_memory())
+    rows = []
+    print(
+        "| model | quant | n_ctx | predicted MiB | measured MiB | error | KV MiB (llama.cpp) | compute MiB |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for path in args.models:
+        for n_ctx in (int(c) for c in args.ctx.split(",")):
+            if n_ctx > read_model_info(path).n_ctx_train:
+                print(f"| {path.name} | | {n_ctx} | skipped: beyond the trained context | | | | |")
+                continue
+            r = row(path, n_ctx, hardware, args.threads)
+            rows.append(r)
+            print(
+                f"| {r['model']} | {r['quant']} | {n_ctx} | {r['predicted_ram_bytes'] / MIB:.0f} "  # type: ignore[operator]
+                f"| {r['measured_peak_rss_increase_bytes'] / MIB:.0f} | {r['error_pct']:+.1f}% "  # type: ignore[operator]
+                f"| {r['kv_bytes'] / MIB:.0f} ({r['llama_cpp_kv_bytes'] / MIB:.0f}) "  # type: ignore[operator]
+                f"| {r['compute_bytes'] / MIB:.0f} |",  # type: ignore[operator]
+                flush=True,
+            )
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2))
+    worst = [r for r in rows if not -5 <= float(r["error_pct"]) <= 10]  # type: ignore[arg-type]
+    print(f"\n{len(rows) - len(worst)} of {len(rows)} rows within -5%..+10%")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,244 @@
+"""The planner, table-tested over recorded machines and synthetic model headers."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from functools import cache
+
+import pytest
+from gguf import GGMLQuantizationType as T
+
+from appliance.planner.memory import LoadSettings, estimate, kv_layer_bytes
+from appliance.planner.model_info import ModelInfo, model_info
+from appliance.planner.plan import GIB, Plan, PlanRequest, plan
+from models.gguf_header import GGUFHeader, TensorInfo
+from tests.hardware_profiles import profile
+
+MIB = 1 << 20
+
+# Per quantization, as llama-quantize assigns them: the type of most matrices, of ffn_down/attn_v, of
+# token_embd, of output; and the llama_ftype.
+QUANTS = {
+    "Q8_0": (T.Q8_0, T.Q8_0, T.Q8_0, T.Q8_0, 7),
+    "Q6_K": (T.Q6_K, T.Q6_K, T.Q6_K, T.Q6_K, 18),
+    "Q4_K_M": (T.Q4_K, T.Q6_K, T.Q4_K, T.Q6_K, 15),
+    "Q3_K_M": (T.Q3_K, T.Q4_K, T.Q3_K, T.Q6_K, 12),
+    "Q2_K": (T.Q2_K, T.Q3_K, T.Q2_K, T.Q6_K, 10),
+}
+SHAPES = {  # n_layer, n_embd, n_ff, n_head, n_head_kv, vocab, trained context
+    "1b": (16, 2048, 8192, 32, 8, 128256, 131072),
+    "8b": (32, 4096, 14336, 32, 8, 128256, 131072),
+    "70b": (80, 8192, 28672, 64, 8, 128256, 131072),
+}
+
+
+@cache
+def llama(size: str, quant: str) -> ModelInfo:
+    """A Llama-3-shaped model header (no weights), as a GGUF file of that shape would have."""
+    n_layer, n_embd, n_ff, n_head, n_head_kv, vocab, ctx = SHAPES[size]
+    main, strong, embd, output, ftype = QUANTS[quant]
+    kv = n_embd // n_head * n_head_kv
+    tensors = [
+        TensorInfo("token_embd.weight", (n_embd, vocab), embd, 0),
+        TensorInfo("output_norm.weight", (n_embd,), T.F32, 0),
+        TensorInfo("output.weight", (n_embd, vocab), output, 0),
+    ]
+    for il in range(n_layer):
+        for name, shape, kind in (
+            ("attn_norm", (n_embd,), T.F32),
+            ("attn_q", (n_embd, n_embd), main),
+            ("attn_k", (n_embd, kv), main),
+            ("attn_v", (n_embd, kv), strong),
+            ("attn_output", (n_embd, n_embd), main),
+            ("ffn_norm", (n_embd,), T.F32),
+            ("ffn_gate", (n_embd, n_ff), main),
+            ("ffn_up", (n_embd, n_ff), main),
+            ("ffn_down", (n_ff, n_embd), strong),
+        ):
+            tensors.append(TensorInfo(f"blk.{il}.{name}.weight", shape, kind, 0))
+    metadata = {
+        "general.architecture": "llama",
+        "general.name": f"Llama {size}",
+        "general.file_type": ftype,
+        "llama.block_count": n_layer,
+        "llama.embedding_length": n_embd,
+        "llama.feed_forward_length": n_ff,
+        "llama.attention.head_count": n_head,
+        "llama.attention.head_count_kv": n_head_kv,
+        "llama.context_length": ctx,
+        "llama.vocab_size": vocab,
+    }
+    return model_info(GGUFHeader(3, metadata, tuple(tensors), 0), f"llama-{size}.{quant}.gguf")
+
+
+def all_quants(size: str) -> list[ModelInfo]:
+    return [llama(size, q) for q in QUANTS]
+
+
+def test_model_info_sizes() -> None:
+    m = llama("8b", "Q8_0")
+    assert m.n_layer == 32 and m.n_vocab == 128256 and m.head_dim_k == 128
+    assert 7.9e9 < m.n_params < 8.1e9
+    assert 8.4 < m.bits_per_weight < 8.6  # Q8_0 is 8.5 bits per weight
+    assert 4.5 < llama("8b", "Q4_K_M").bits_per_weight < 5.3
+    assert m.quant == "Q8_0"
+
+
+def test_kv_cache_matches_reference_points() -> None:
+    # Llama-3.1-8B: 128 KiB per token at f16, 512 MiB at 4096 (notes/llama-memory.md).
+    settings = LoadSettings(n_ctx=4096)
+    assert sum(kv_layer_bytes(llama("8b", "Q8_0"), settings)) == 512 * MIB
+    q8 = sum(kv_layer_bytes(llama("8b", "Q8_0"), replace(settings, kv_type="q8_0")))
+    assert q8 == 512 * MIB * 34 // 64
+    # Context padding to 256 cells.
+    assert sum(kv_layer_bytes(llama("8b", "Q8_0"), LoadSettings(n_ctx=4000))) == 512 * MIB
+
+
+def test_sliding_window_layers_hold_only_the_window() -> None:
+    base = llama("1b", "Q8_0")
+    gemma_like = replace(
+        base, architecture="gemma3", n_swa=512, swa_layers=tuple(il % 6 < 5 for il in range(16))
+    )
+    settings = LoadSettings(n_ctx=32768)
+    full = sum(kv_layer_bytes(base, settings))
+    windowed = sum(kv_layer_bytes(gemma_like, settings))
+    per_cell_layer = full // (32768 * 16)
+    # Layers 5 and 11 are global and keep 32768 cells; 14 windowed ones keep pad(512 + 512, 256).
+    assert windowed == per_cell_layer * (2 * 32768 + 14 * 1024)
+
+
+def test_offload_puts_output_and_last_layers_on_the_gpu() -> None:
+    m = llama("8b", "Q4_K_M")
+    none = estimate(m, LoadSettings(n_ctx=4096, gpu_backend="cuda", n_gpu_layers=0))
+    assert none.weights_gpu == 0 and none.vram_bytes == 0
+    output_only = estimate(m, LoadSettings(n_ctx=4096, gpu_backend="cuda", n_gpu_layers=1))
+    assert output_only.weights_gpu == m.output_bytes + m.other_bytes
+    half = estimate(m, LoadSettings(n_ctx=4096, gpu_backend="cuda", n_gpu_layers=17))
+    assert half.weights_gpu == m.output_bytes + m.other_bytes + sum(m.layer_bytes[16:])
+    assert half.kv_gpu == half.kv_host
+    full = estimate(m, LoadSettings(n_ctx=4096, gpu_backend="cuda", n_gpu_layers=-1))
+    assert full.weights_host == m.token_embd_bytes  # token_embd stays on the host
+    assert full.kv_host == 0 and full.kv_gpu == 512 * MIB
+
+
+def _check(chosen: Plan, quant: str, where: str, n_ctx: int, kv: str = "f16") -> None:
+    assert chosen.fits, chosen.reasons
+    assert (chosen.model.quant, chosen.settings.n_ctx, chosen.settings.kv_type) == (quant, n_ctx, kv), (
+        chosen.reasons
+    )
+    gpu_layers = chosen.settings.n_gpu_layers if chosen.settings.gpu_backend else 0
+    placement = "gpu" if gpu_layers < 0 else "cpu" if gpu_layers == 0 else "split"
+    assert placement == where, chosen.reasons
+    assert chosen.memory.ram_bytes <= chosen.budget.ram_bytes
+    assert chosen.memory.vram_bytes <= chosen.budget.vram_bytes or chosen.settings.unified_memory
+
+
+# machine, model size, expected quant, where, context, KV type
+TABLE = [
+    ("rtx4090-box", "8b", "Q8_0", "gpu", 4096, "f16"),
+    ("rtx4090-box", "1b", "Q8_0", "gpu", 4096, "f16"),
+    # Even Q2_K (26 GiB) exceeds 24 GiB: no quant fits the GPU whole, so keep quality and split.
+    ("rtx4090-box", "70b", "Q8_0", "split", 4096, "f16"),
+    ("h100-device", "70b", "Q8_0", "cpu", 4096, "f16"),  # recorded with a CPU-only llama.cpp build
+    ("laptop-8gb", "1b", "Q8_0", "cpu", 4096, "f16"),
+    ("m2-16gb", "8b", "Q3_K_M", "gpu", 4096, "f16"),  # 6.5 GiB available of 16 (unified memory)
+    ("m2-16gb", "1b", "Q8_0", "gpu", 4096, "f16"),
+    # ARM repacks Q4_K and Q6_K matrices: they count twice (file pages and the copy), so Q3_K_M.
+    ("rpi5-8gb", "8b", "Q3_K_M", "cpu", 4096, "f16"),
+    ("rpi5-8gb", "1b", "Q8_0", "cpu", 4096, "f16"),
+    ("container-2gb", "1b", "Q6_K", "cpu", 4096, "f16"),  # Q8_0 needs 1.57 GiB of a 1.45 GiB budget
+]
+
+
+@pytest.mark.parametrize(("machine", "size", "quant", "where", "n_ctx", "kv"), TABLE)
+def test_plan_table(machine: str, size: str, quant: str, where: str, n_ctx: int, kv: str) -> None:
+    chosen = plan(all_quants(size), profile(machine))
+    _check(chosen, quant, where, n_ctx, kv)
+    assert len(chosen.alternatives) == len(QUANTS)
+    assert chosen.reasons[0].startswith(quant)
+
+
+@pytest.mark.parametrize("machine", ["container-2gb", "laptop-8gb"])
+def test_too_big(machine: str) -> None:
+    chosen = plan(all_quants("8b"), profile(machine))
+    assert not chosen.fits
+    assert chosen.reasons[0].startswith("does not fit: the smallest option (Q2_K")
+    assert all(not option.fits for option in chosen.alternatives)
+
+
+def test_container_budget_comes_from_its_limit() -> None:
+    chosen = plan([llama("1b", "Q8_0")], profile("container-2gb"))
+    assert chosen.budget.ram_bytes < 2 * GIB
+    assert any("container memory limit 2.00 GiB" in r for r in chosen.reasons)
+
+
+def test_quality_floor_is_stated() -> None:
+    chosen = plan(all_quants("8b"), profile("rpi5-8gb"), PlanRequest(max_ram_bytes=4 * GIB))
+    assert chosen.fits and chosen.model.quant == "Q2_K"
+    assert any("below the quality floor" in r for r in chosen.reasons)
+    above = plan(all_quants("8b"), profile("rpi5-8gb"))
+    assert not any("quality floor" in r for r in above.reasons)
+
+
+def test_kv_is_quantized_before_quality_drops() -> None:
+    laptop = profile("laptop-8gb")
+    better, worse = llama("1b", "Q8_0"), llama("1b", "Q4_K_M")
+    base = plan([better], laptop).settings
+    need_q8_kv = estimate(better, replace(base, kv_type="q8_0")).ram_bytes
+    chosen = plan([worse, better], laptop, PlanRequest(max_ram_bytes=need_q8_kv))
+    assert (chosen.model.quant, chosen.settings.kv_type, chosen.settings.n_ctx) == ("Q8_0", "q8_0", 4096)
+
+
+def test_explicit_caps_are_respected_without_margin() -> None:
+    box = profile("rtx4090-box")
+    capped = plan(all_quants("8b"), box, PlanRequest(max_vram_bytes=6 * GIB))
+    assert capped.fits
+    assert capped.memory.vram_bytes <= 6 * GIB
+    assert capped.budget.vram_bytes == 6 * GIB
+    assert any("--max-vram" in r for r in capped.reasons)
+    ram_capped = plan(all_quants("1b"), profile("rpi5-8gb"), PlanRequest(max_ram_bytes=1 * GIB))
+    assert ram_capped.memory.ram_bytes <= 1 * GIB and ram_capped.budget.ram_bytes == 1 * GIB
+
+
+def test_kv_quantized_then_context_shrinks_only_when_not_requested() -> None:
+    laptop, model = profile("laptop-8gb"), llama("1b", "Q8_0")
+    base = plan([model], laptop).settings
+
+    def need(n_ctx: int, kv: str) -> int:
+        return estimate(model, replace(base, n_ctx=n_ctx, kv_type=kv)).ram_bytes
+
+    # First q8_0 KV at the useful context...
+    chosen = plan([model], laptop, PlanRequest(max_ram_bytes=need(4096, "q8_0")))
+    assert (chosen.settings.n_ctx, chosen.settings.kv_type) == (4096, "q8_0")
+    assert any("KV cache quantized to q8_0" in r for r in chosen.reasons)
+    # ...then a shorter context, said so.
+    chosen = plan([model], laptop, PlanRequest(max_ram_bytes=need(2048, "f16")))
+    assert (chosen.settings.n_ctx, chosen.settings.kv_type) == (2048, "f16")
+    assert any("context reduced to 2048" in r for r in chosen.reasons)
+    fixed = plan([model], laptop, PlanRequest(max_ram_bytes=need(2048, "f16"), n_ctx=4096))
+    assert not fixed.fits and fixed.settings.n_ctx == 4096
+
+
+def test_context_beyond_training_is_refused() -> None:
+    chosen = plan([llama("1b", "Q8_0")], profile("rtx4090-box"), PlanRequest(n_ctx=200_000))
+    assert not chosen.fits
+    assert "exceeds what Llama 1b was trained for (131072)" in chosen.reasons[0]
+
+
+def test_requested_gpu_layers_are_kept() -> None:
+    chosen = plan([llama("8b", "Q4_K_M")], profile("rtx4090-box"), PlanRequest(n_gpu_layers=10))
+    assert chosen.fits and chosen.settings.n_gpu_layers == 10
+    cpu = plan([llama("8b", "Q4_K_M")], profile("rtx4090-box"), PlanRequest(n_gpu_layers=0))
+    assert cpu.settings.gpu_backend is None and cpu.memory.vram_bytes == 0
+
+
+def test_plan_json_has_the_documented_fields() -> None:
+    data = plan(all_quants("8b"), profile("rtx4090-box")).to_json()
+    assert set(data) >= {
+        "model", "file", "quant", "n_ctx", "n_batch", "n_ubatch", "n_parallel", "n_gpu_layers", "n_layers",
+        "flash_attn", "kv_type", "memory", "budget", "fits", "reasons", "alternatives",
+    }  # fmt: skip
+    assert set(data["memory"]) == {"weights_bytes", "kv_bytes", "compute_bytes", "ram_bytes", "vram_bytes"}
+    assert set(data["budget"]) == {"ram_bytes", "vram_bytes"}
+    for alternative in data["alternatives"]:
+        assert {"quant", "n_ctx", "n_gpu_layers", "ram_bytes", "vram_bytes", "fits"} <= set(alternative)
