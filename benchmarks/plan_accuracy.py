@@ -7,6 +7,8 @@ a few tokens. The baseline is taken after llama.cpp is imported and initialised,
 the libraries are not counted (INTERFACES.md: ram_bytes is what the plan adds).
 
     python benchmarks/plan_accuracy.py MODEL.gguf [MODEL.gguf ...] [--ctx 2048,8192,32768] [--json OUT]
+    python benchmarks/plan_accuracy.py --gpu MODEL.gguf ...   # plan for the GPU; also compare vram_bytes
+                                                             # with the GPU memory the load took (NVML)
 
 Goal (issue 4): every row within +-10%, never under-predicting by more than 5%.
 """
@@ -22,6 +24,7 @@ from pathlib import Path
 from appliance.engine.llama import dry_run
 from appliance.engine.params import LoadOptions
 from appliance.hardware.cpu import detect_cpu
+from appliance.hardware.detect import detect_hardware
 from appliance.hardware.memory import detect_memory
 from appliance.hardware.profile import HardwareProfile
 from appliance.planner.model_info import read_model_info
@@ -38,6 +41,13 @@ from appliance.engine.params import LoadOptions, SamplingParams
 system_info()  # loads and initialises llama.cpp before the baseline
 with open("/proc/self/status") as f:
     base_kib = next(int(l.split()[1]) for l in f if l.startswith("VmRSS:"))
+gpu_used = None
+if json.loads(sys.argv[2])["n_gpu_layers"] != 0:
+    import pynvml
+    pynvml.nvmlInit()
+    handle = pynvml.nvmlDeviceGetHandleByIndex(0)
+    gpu_used = lambda: pynvml.nvmlDeviceGetMemoryInfo(handle).used
+    gpu_base = gpu_used()
 options = LoadOptions(**json.loads(sys.argv[2]))
 model = LlamaModel(Path(sys.argv[1]), options)
 text = "The sea is wide and the ships sail on it, carrying cargo from port to port. " * 60
@@ -45,7 +55,10 @@ prompt = model.tokenize(text, add_special=True, parse_special=False)[: options.n
 for _ in model.generate(prompt, SamplingParams(temperature=0), 8):
     pass
 peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({"peak_increase_bytes": (peak_kib - base_kib) * 1024, "prompt_tokens": len(prompt)}))
+result = {"peak_increase_bytes": (peak_kib - base_kib) * 1024, "prompt_tokens": len(prompt)}
+if gpu_used is not None:
+    result["gpu_increase_bytes"] = gpu_used() - gpu_base
+print(json.dumps(result))
 """
 
 
@@ -64,12 +77,25 @@ def row(path: Path, n_ctx: int, hardware: HardwareProfile, threads: int) -> dict
     s = chosen.settings
     options = LoadOptions(
         n_ctx=s.n_ctx, n_batch=s.n_batch, n_ubatch=s.n_ubatch, n_threads=threads, n_threads_batch=threads,
-        n_gpu_layers=0, flash_attn="on" if s.flash_attn else "off", kv_type=s.kv_type,
+        n_gpu_layers=s.n_gpu_layers if s.gpu_backend else 0, flash_attn="on" if s.flash_attn else "off",
+        kv_type=s.kv_type,
     )  # fmt: skip
     figures = dry_run(path, options)
-    measured = measure(path, options)["peak_increase_bytes"]
+    result = measure(path, options)
+    measured = result["peak_increase_bytes"]
     predicted = chosen.memory.ram_bytes
+    gpu: dict[str, object] = {}
+    if "gpu_increase_bytes" in result:
+        gpu_measured = result["gpu_increase_bytes"]
+        gpu = {
+            "n_gpu_layers": options.n_gpu_layers,
+            "predicted_vram_bytes": chosen.memory.vram_bytes,
+            "measured_gpu_increase_bytes": gpu_measured,
+            "vram_error_pct": round(100 * (chosen.memory.vram_bytes - gpu_measured) / gpu_measured, 1),
+            "llama_cpp_compute_by_buffer": figures.compute_bytes,
+        }
     return {
+        **gpu,
         "model": path.name,
         "quant": info.quant,
         "n_ctx": n_ctx,
@@ -93,8 +119,9 @@ def main() -> int:
     parser.add_argument("--ctx", default="2048,8192,32768")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--gpu", action="store_true", help="plan for the detected GPU (default: CPU only)")
     args = parser.parse_args()
-    hardware = HardwareProfile(detect_cpu(), detect_memory())
+    hardware = detect_hardware() if args.gpu else HardwareProfile(detect_cpu(), detect_memory())
     rows = []
     print(
         "| model | quant | n_ctx | predicted MiB | measured MiB | error | KV MiB (llama.cpp) | compute MiB |"
@@ -114,6 +141,13 @@ def main() -> int:
                 f"| {r['compute_bytes'] / MIB:.0f} |",  # type: ignore[operator]
                 flush=True,
             )
+            if "predicted_vram_bytes" in r:
+                print(
+                    f"|   GPU ({r['n_gpu_layers']} layers) | | | {r['predicted_vram_bytes'] / MIB:.0f} "  # type: ignore[operator]
+                    f"| {r['measured_gpu_increase_bytes'] / MIB:.0f} | {r['vram_error_pct']:+.1f}% | | "  # type: ignore[operator]
+                    f"{r['llama_cpp_compute_by_buffer']} |",
+                    flush=True,
+                )
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
     worst = [r for r in rows if not -5 <= float(r["error_pct"]) <= 10]  # type: ignore[arg-type]

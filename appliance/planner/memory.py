@@ -36,7 +36,9 @@ CPU_ACTIVATION_EMBD_FACTOR = 10
 CPU_ACTIVATION_FF_FACTOR = 3
 # The CUDA context, cuBLAS workspace and kernels take this much device memory before any buffer
 # (llama-server's fitting leaves 1 GiB per device; Ollama reserves ~457 MiB). Measured on an H100.
-GPU_RUNTIME_BYTES = {"cuda": 450 * MIB, "metal": 64 * MIB}
+GPU_RUNTIME_BYTES = {"cuda": 600 * MIB, "metal": 64 * MIB}
+# Measured on an H100: host memory the CUDA runtime and its libraries add to the process.
+GPU_HOST_RUNTIME_BYTES = {"cuda": 100 * MIB}
 DEFAULT_GPU_RUNTIME_BYTES = 256 * MIB
 
 
@@ -66,6 +68,9 @@ class MemoryEstimate:
     compute_gpu: int
     runtime_host: int
     runtime_gpu: int
+    # File pages of weights that loading read and llama.cpp keeps mapped (the GPU's share, matrices the
+    # CPU repacked): resident, so counted in RSS and ram_bytes, but clean, so reclaimable under pressure.
+    file_cache_host: int = 0
 
     @property
     def weights_bytes(self) -> int:
@@ -81,7 +86,12 @@ class MemoryEstimate:
 
     @property
     def ram_bytes(self) -> int:
-        """Host memory this plan adds (on unified memory, everything)."""
+        """Host memory (RSS) this plan adds (on unified memory, everything)."""
+        return self.ram_required_bytes + self.file_cache_host
+
+    @property
+    def ram_required_bytes(self) -> int:
+        """Host memory that cannot be reclaimed: what must fit the budget."""
         return self.weights_host + self.kv_host + self.compute_host + self.runtime_host
 
     @property
@@ -187,8 +197,9 @@ def estimate(model: ModelInfo, settings: LoadSettings) -> MemoryEstimate:
             weights_gpu += model.token_embd_bytes
     kv_host = sum(kv_layers) - kv_gpu
 
+    file_cache = 0
     if settings.cpu_repack_types:
-        weights_host += sum(
+        file_cache += sum(
             size
             for layer, type_name, size in model.repackable
             if type_name in settings.cpu_repack_types
@@ -206,12 +217,24 @@ def estimate(model: ModelInfo, settings: LoadSettings) -> MemoryEstimate:
             cpu_share * compute_touched_cpu_bytes(model, settings)
         )
         runtime_gpu = GPU_RUNTIME_BYTES.get(settings.gpu_backend, DEFAULT_GPU_RUNTIME_BYTES)
+        runtime_host += GPU_HOST_RUNTIME_BYTES.get(settings.gpu_backend, 0)
+        if not settings.unified_memory:
+            # Weights were read through the file mapping to be copied to the GPU; the pages stay mapped.
+            file_cache += gpu_layers + (output if output_on_gpu else 0)
     if settings.unified_memory:
         # One pool: what the GPU holds is host memory too.
         return MemoryEstimate(
             weights_host + weights_gpu, 0, kv_host + kv_gpu, 0, compute_host + compute_gpu, 0,
-            runtime_host + runtime_gpu, 0,
+            runtime_host + runtime_gpu, 0, file_cache,
         )  # fmt: skip
     return MemoryEstimate(
-        weights_host, weights_gpu, kv_host, kv_gpu, compute_host, compute_gpu, runtime_host, runtime_gpu
+        weights_host,
+        weights_gpu,
+        kv_host,
+        kv_gpu,
+        compute_host,
+        compute_gpu,
+        runtime_host,
+        runtime_gpu,
+        file_cache,
     )

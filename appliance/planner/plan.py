@@ -39,6 +39,8 @@ class Budget:
     ram_bytes: int
     vram_bytes: int
     reasons: tuple[str, ...]
+    # An explicit --max-ram holds for everything the plan adds, reclaimable file pages included.
+    ram_cap_bytes: int | None = None
 
 
 @dataclass(frozen=True)
@@ -139,7 +141,7 @@ def budget_for(hardware: HardwareProfile, request: PlanRequest) -> Budget:
     if gpu is not None and request.max_vram_bytes is not None and request.max_vram_bytes < vram:
         vram = request.max_vram_bytes
         reasons.append(f"VRAM capped at {gib(vram)} (--max-vram)")
-    return Budget(ram, vram, tuple(reasons))
+    return Budget(ram, vram, tuple(reasons), request.max_ram_bytes)
 
 
 def main_gpu(hardware: HardwareProfile) -> GpuInfo | None:
@@ -149,9 +151,13 @@ def main_gpu(hardware: HardwareProfile) -> GpuInfo | None:
 
 
 def _fits(memory: MemoryEstimate, budget: Budget, unified: bool) -> bool:
+    # File pages the kernel can reclaim (ram_bytes - ram_required_bytes) do not have to fit the
+    # detected budget; an explicit cap covers them too.
+    if budget.ram_cap_bytes is not None and memory.ram_bytes > budget.ram_cap_bytes:
+        return False
     if unified:  # one pool: everything counts as RAM, and the GPU's share is capped by its working set
-        return memory.ram_bytes <= min(budget.ram_bytes, budget.vram_bytes or budget.ram_bytes)
-    return memory.ram_bytes <= budget.ram_bytes and memory.vram_bytes <= budget.vram_bytes
+        return memory.ram_required_bytes <= min(budget.ram_bytes, budget.vram_bytes or budget.ram_bytes)
+    return memory.ram_required_bytes <= budget.ram_bytes and memory.vram_bytes <= budget.vram_bytes
 
 
 def _contexts(model: ModelInfo, request: PlanRequest, *, short: bool) -> list[int]:
