@@ -44,8 +44,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--alias", help="model id clients use (default: derived from the file name)")
     serve.add_argument("--host", help="listen address (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="listen port (default 11435)")
-    serve.add_argument("--ctx", type=int, help="context length in tokens (default 4096, capped by the model)")
-    serve.add_argument("--parallel", type=int, help="sequences served at once")
+    serve.add_argument(
+        "--ctx",
+        type=int,
+        help="KV cache tokens, shared by the slots (default: 4096 per slot, capped by the model)",
+    )
+    serve.add_argument("--parallel", type=int, help="requests generated at once (default 1)")
     serve.add_argument("--api-key", help="require this key from clients")
     serve.add_argument("--max-queue", type=int, help="requests that may wait at once (default 64)")
     serve.add_argument("--threads", type=int, help="generation threads (default: physical cores)")

@@ -72,9 +72,10 @@ class ModelSettings(BaseModel):
     alias: str | None = None
     """Model id clients use; derived from the file name when empty."""
     n_ctx: int | None = Field(None, ge=64)
-    """Context length in tokens; empty means 4096, capped at the model's trained context."""
-    n_parallel: int = Field(1, ge=1)
-    """Sequences served at once (1 until the batching engine lands)."""
+    """KV cache size in tokens, shared by the parallel slots; empty: 4096 per slot (less if the model was
+    trained on less or memory is short)."""
+    n_parallel: int = Field(1, ge=1, le=64)
+    """Requests generated at once (continuous batching slots)."""
     n_threads: int | None = Field(None, ge=1)
     """Threads for generation; empty means the physical core count."""
     n_batch: int = Field(512, ge=1)

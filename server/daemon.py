@@ -122,11 +122,6 @@ def run_daemon(settings: Settings, model_arg: str | None) -> int:
     log.info(
         "serving %s from %s (%s) at http://%s:%d/v1", model_id, path, describe_options(options), host, port
     )
-    if settings.model.n_parallel > 1:
-        log.warning(
-            "--parallel %d: requests are served one at a time in arrival order in this version",
-            settings.model.n_parallel,
-        )
     config = uvicorn.Config(app, host=host, port=port, log_level=settings.log_level, access_log=False)
     server = uvicorn.Server(config)
     try:

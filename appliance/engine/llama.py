@@ -13,7 +13,7 @@ import math
 import re
 import threading
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -263,6 +263,9 @@ def _context_params(options: LoadOptions, model: Any) -> Any:
     cparams.flash_attn_type = _FLASH_ATTN[options.flash_attn]
     cparams.type_k = cparams.type_v = _KV_TYPES[options.kv_type]
     cparams.swa_full = False  # libllama defaults it on; llama-server turns it off (windows stay small)
+    # One KV stream of n_ctx / n_seq_max cells per slot: a slot attends to its own cells only, so batching
+    # does not change its output (and llama.cpp caps a unified cache at the trained context).
+    cparams.kv_unified = False
     cparams.no_perf = True
     return cparams
 
@@ -284,11 +287,11 @@ class LlamaModel:
         self._model = model
         self._vocab = llama_cpp.llama_model_get_vocab(model)
         self.n_ctx_train = int(llama_cpp.llama_model_n_ctx_train(model))
-        if options.n_ctx is not None and options.n_ctx > self.n_ctx_train:
+        if options.n_ctx is not None and options.n_ctx // options.n_seq_max > self.n_ctx_train:
             llama_cpp.llama_model_free(model)
             raise ModelLoadFailed(
-                f"a context of {options.n_ctx} tokens exceeds what {path.name} was trained for "
-                f"({self.n_ctx_train})"
+                f"a context of {options.n_ctx // options.n_seq_max} tokens per slot exceeds what {path.name} "
+                f"was trained for ({self.n_ctx_train})"
             )
         ctx = llama_cpp.llama_init_from_model(model, _context_params(options, model))
         if not ctx:
@@ -300,11 +303,11 @@ class LlamaModel:
         self.n_ctx = int(llama_cpp.llama_n_ctx(ctx))
         self.n_vocab = int(llama_cpp.llama_vocab_n_tokens(self._vocab))
         self.n_embd = int(llama_cpp.llama_model_n_embd(model))
-        self._batch = llama_cpp.llama_batch_init(options.n_batch, 0, 1)
+        self._batch = llama_cpp.llama_batch_init(max(options.n_batch, options.n_seq_max), 0, 1)
         self._pieces: dict[int, bytes] = {}
         self._eog_tokens: list[int] | None = None
-        # Tokens whose KV is in the cache for sequence 0, in order: the prefix the next request may reuse.
-        self._cached_tokens: list[int] = []
+        # Per sequence, the tokens whose KV is in the cache, in order: the prefix a next request may reuse.
+        self._cached: list[list[int]] = [[] for _ in range(options.n_seq_max)]
         self._prefix_reuse = not (
             llama_cpp.llama_model_is_recurrent(model)
             or llama_cpp.llama_model_is_hybrid(model)
@@ -387,48 +390,87 @@ class LlamaModel:
         self._pieces[token] = value
         return value
 
-    # -- generation ---------------------------------------------------------------------------
+    # -- sequences: the batching engine's primitives -------------------------------------------
 
-    def _decode(self, tokens: list[int], start_pos: int, *, output_all: bool = False) -> None:
-        """Decode ``tokens`` at positions from ``start_pos`` in chunks of n_batch, for sequence 0."""
-        step = self.options.n_batch
-        for offset in range(0, len(tokens), step):
-            chunk = tokens[offset : offset + step]
-            batch = self._batch
-            batch.n_tokens = len(chunk)
-            last_chunk = offset + step >= len(tokens)
-            for i, tok in enumerate(chunk):
-                batch.token[i] = tok
-                batch.pos[i] = start_pos + offset + i
-                batch.n_seq_id[i] = 1
-                batch.seq_id[i][0] = 0
-                batch.logits[i] = output_all or (last_chunk and i == len(chunk) - 1)
-            rc = llama_cpp.llama_decode(self._ctx, batch)
-            if rc != 0:
-                self._forget_cache()
-                raise EngineFailure(f"llama_decode failed with code {rc}")
-            self._cached_tokens.extend(chunk)
+    @property
+    def n_seq(self) -> int:
+        return self.options.n_seq_max
 
-    def _forget_cache(self) -> None:
-        llama_cpp.llama_memory_clear(self._memory, True)
-        self._cached_tokens = []
+    @property
+    def n_ctx_per_seq(self) -> int:
+        """Tokens one sequence may hold: the context is shared equally by the parallel slots."""
+        return self.n_ctx // self.options.n_seq_max
 
-    def _reuse_prefix(self, prompt: list[int]) -> int:
-        """Keep the cached KV that matches the start of ``prompt``; return how many tokens that is."""
+    def cached_tokens(self, seq: int) -> list[int]:
+        return self._cached[seq]
+
+    def forget(self, seq: int | None = None) -> None:
+        """Drop the KV cache of one sequence, or of all."""
+        if seq is None:
+            llama_cpp.llama_memory_clear(self._memory, True)
+            self._cached = [[] for _ in range(self.n_seq)]
+        else:
+            llama_cpp.llama_memory_seq_rm(self._memory, seq, -1, -1)
+            self._cached[seq] = []
+
+    def reuse_prefix(self, seq: int, prompt: list[int]) -> int:
+        """Keep the cached KV of ``seq`` that matches the start of ``prompt``; return its length."""
         if not self._prefix_reuse:
-            self._forget_cache()
+            self.forget(seq)
             return 0
+        cached = self._cached[seq]
         common = 0
-        for cached, new in zip(self._cached_tokens, prompt, strict=False):
-            if cached != new:
+        for old, new in zip(cached, prompt, strict=False):
+            if old != new:
                 break
             common += 1
         common = min(common, len(prompt) - 1)  # at least one token is decoded, to get fresh logits
-        if common <= 0 or not llama_cpp.llama_memory_seq_rm(self._memory, 0, common, -1):
-            self._forget_cache()
+        if common <= 0 or not llama_cpp.llama_memory_seq_rm(self._memory, seq, common, -1):
+            self.forget(seq)
             return 0
-        del self._cached_tokens[common:]
+        del cached[common:]
         return common
+
+    def decode(self, entries: list[tuple[int, list[int], bool]], *, output_all: bool = False) -> list[int]:
+        """One llama_decode of several sequences' tokens (at most n_batch in all), each appended at its
+        sequence's next position. Returns, per entry, the batch index of its last token's output
+        (-1 where none was asked for)."""
+        batch = self._batch
+        n = 0
+        indices = []
+        for seq, tokens, want_output in entries:
+            start = len(self._cached[seq])
+            for i, tok in enumerate(tokens):
+                batch.token[n] = tok
+                batch.pos[n] = start + i
+                batch.n_seq_id[n] = 1
+                batch.seq_id[n][0] = seq
+                batch.logits[n] = output_all or (want_output and i == len(tokens) - 1)
+                n += 1
+            indices.append(n - 1 if want_output else -1)
+        batch.n_tokens = n
+        rc = llama_cpp.llama_decode(self._ctx, batch)
+        if rc != 0:
+            self.forget()
+            raise EngineFailure(f"llama_decode failed with code {rc}")
+        for seq, tokens, _ in entries:
+            self._cached[seq].extend(tokens)
+        return indices
+
+    def new_sampler(self, params: SamplingParams) -> Any:
+        """A sampler chain for one request (free it with free_sampler)."""
+        return self._make_sampler(params)
+
+    @staticmethod
+    def free_sampler(sampler: Any) -> None:
+        llama_cpp.llama_sampler_free(sampler)
+
+    def sample(self, sampler: Any, index: int, top_logprobs: int | None) -> GeneratedToken:
+        """Sample from the logits at batch ``index`` (the sampler accepts the token)."""
+        token = int(llama_cpp.llama_sampler_sample(sampler, self._ctx, index))
+        if top_logprobs is None:
+            return GeneratedToken(token)
+        return self._logprobs(token, top_logprobs, index)
 
     def _make_sampler(self, params: SamplingParams) -> ctypes.c_void_p:
         chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
@@ -470,8 +512,8 @@ class LlamaModel:
             add(llama_cpp.llama_sampler_init_dist(seed))
         return chain
 
-    def _logprobs(self, token: int, top_n: int) -> GeneratedToken:
-        ptr = llama_cpp.llama_get_logits_ith(self._ctx, -1)
+    def _logprobs(self, token: int, top_n: int, index: int = -1) -> GeneratedToken:
+        ptr = llama_cpp.llama_get_logits_ith(self._ctx, index)
         logits = np.ctypeslib.as_array(ptr, shape=(self.n_vocab,)).astype(np.float64)
         peak = logits.max()
         logsum = peak + np.log(np.exp(logits - peak).sum())
@@ -489,42 +531,25 @@ class LlamaModel:
         max_tokens: int,
         *,
         top_logprobs: int | None = None,
-        should_stop: Callable[[], bool] = lambda: False,
     ) -> Iterator[GeneratedToken]:
-        """Sample up to ``max_tokens`` tokens after ``prompt``, one at a time.
-
-        Stops early at an end-of-generation token (which is yielded) or when ``should_stop`` says so.
-        The caller counts ``reused_prefix_tokens`` afterwards for usage reporting.
-        """
-        if not prompt:
-            raise InvalidRequest("the prompt is empty")
-        if len(prompt) + max_tokens > self.n_ctx:
-            raise ContextOverflow(
-                f"this model's context is {self.n_ctx} tokens; the prompt has {len(prompt)} "
-                f"and {max_tokens} more were requested"
-            )
+        """Sample up to ``max_tokens`` tokens after ``prompt`` on sequence 0, alone (benchmarks use it;
+        serving goes through the batching engine). Stops after an end-of-generation token."""
+        if not prompt or len(prompt) + max_tokens > self.n_ctx_per_seq:
+            raise ContextOverflow(f"{len(prompt)} + {max_tokens} tokens do not fit {self.n_ctx_per_seq}")
         sampler = self._make_sampler(params)
         try:
-            reused = self._reuse_prefix(prompt)
-            self.reused_prefix_tokens = reused
-            if should_stop():
-                return
-            self._decode(prompt[reused:], reused)
+            pending = prompt[self.reuse_prefix(0, prompt) :]
+            while pending:
+                chunk, pending = pending[: self.options.n_batch], pending[self.options.n_batch :]
+                index = self.decode([(0, chunk, not pending)])[0]
             for _ in range(max_tokens):
-                if should_stop():
+                step = self.sample(sampler, index, top_logprobs)
+                yield step
+                if self.is_end_of_generation(step.token):
                     return
-                token = int(llama_cpp.llama_sampler_sample(sampler, self._ctx, -1))
-                if top_logprobs is not None:
-                    yield self._logprobs(token, top_logprobs)
-                else:
-                    yield GeneratedToken(token)
-                if self.is_end_of_generation(token):
-                    return
-                self._decode([token], len(self._cached_tokens))
+                index = self.decode([(0, [step.token], True)])[0]
         finally:
             llama_cpp.llama_sampler_free(sampler)
-
-    reused_prefix_tokens: int = 0
 
     # -- embeddings -----------------------------------------------------------------------------
 
@@ -532,24 +557,25 @@ class LlamaModel:
         """Mean of the final hidden states over ``tokens``, L2-normalised."""
         if not tokens:
             raise InvalidRequest("cannot embed an empty input", param="input")
-        if len(tokens) > self.n_ctx:
+        if len(tokens) > self.n_ctx_per_seq:
             raise ContextOverflow(
-                f"this model's context is {self.n_ctx} tokens; the input has {len(tokens)}", param="input"
+                f"this model's context is {self.n_ctx_per_seq} tokens; the input has {len(tokens)}",
+                param="input",
             )
-        self._forget_cache()
+        self.forget()
         llama_cpp.llama_set_embeddings(self._ctx, True)
         try:
             total = np.zeros(self.n_embd, dtype=np.float64)
             step = self.options.n_batch
             for offset in range(0, len(tokens), step):
                 chunk = tokens[offset : offset + step]
-                self._decode(chunk, offset, output_all=True)
+                self.decode([(0, chunk, True)], output_all=True)
                 for i in range(len(chunk)):
                     ptr = llama_cpp.llama_get_embeddings_ith(self._ctx, i)
                     total += np.ctypeslib.as_array(ptr, shape=(self.n_embd,))
         finally:
             llama_cpp.llama_set_embeddings(self._ctx, False)
-            self._forget_cache()
+            self.forget()
         mean = total / len(tokens)
         norm = float(np.linalg.norm(mean))
         return (mean / norm if norm > 0 else mean).tolist()

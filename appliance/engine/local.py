@@ -8,14 +8,13 @@ llama.cpp: the worker hands events back through ``call_soon_threadsafe``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import enum
 import logging
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,15 +23,12 @@ from appliance.backend import (
     ChatParams,
     CompletionParams,
     Embeddings,
-    Finished,
-    TextDelta,
-    TokenLogprob,
-    Usage,
 )
 from appliance.engine import tools as toolfmt
+from appliance.engine.batching import BatchingEngine
 from appliance.engine.chat_template import ChatTemplate, TemplateError
-from appliance.engine.params import GeneratedToken, LoadOptions, SamplingParams
-from appliance.engine.text import StopScanner
+from appliance.engine.jobs import DONE, ExclusiveJob, GenerationJob, Job, JobStream
+from appliance.engine.params import LoadOptions, SamplingParams
 from appliance.errors import (
     ApplianceError,
     ContextOverflow,
@@ -50,55 +46,6 @@ class ModelState(str, enum.Enum):
     LOADING = "loading"
     READY = "ready"
     FAILED = "failed"
-
-
-_DONE = object()
-
-
-class JobStream:
-    """The events of one queued job, consumed on the event loop. ``cancel()`` stops the job."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self._events: asyncio.Queue[Any] = asyncio.Queue()
-        self.cancelled = threading.Event()
-        self.started = threading.Event()
-
-    # Worker side.
-    def emit(self, item: Any) -> None:
-        try:
-            self._loop.call_soon_threadsafe(self._events.put_nowait, item)
-        except RuntimeError:  # the loop is gone (shutdown): nobody is listening any more
-            self.cancelled.set()
-
-    # Loop side.
-    def cancel(self) -> None:
-        self.cancelled.set()
-
-    def __aiter__(self) -> JobStream:
-        return self
-
-    async def __anext__(self) -> Any:
-        item = await self._events.get()
-        if item is _DONE:
-            self._events.put_nowait(_DONE)  # stay exhausted
-            raise StopAsyncIteration
-        if isinstance(item, BaseException):
-            raise item
-        return item
-
-    async def result(self) -> Any:
-        """The single value a non-streaming job produces."""
-        try:
-            return await self.__anext__()
-        finally:
-            self.cancel()
-
-
-@dataclass
-class _Job:
-    run: Callable[[Any, JobStream], None]
-    stream: JobStream
 
 
 class LocalLlamaBackend:
@@ -124,10 +71,10 @@ class LocalLlamaBackend:
         self.error: str | None = None
         self._model: Any = None  # appliance.engine.llama.LlamaModel once loaded
         self._template: ChatTemplate | None = None
-        self._jobs: queue.Queue[_Job | None] = queue.Queue()
+        self._jobs: queue.Queue[Job | None] = queue.Queue()
+        self._engine: BatchingEngine | None = None
         self._lock = threading.Lock()
         self._waiting = 0
-        self._running = False
         self._job_seconds = 1.0  # moving average, for Retry-After
         self._loaded = threading.Event()
         self._worker = threading.Thread(target=self._work, name="llama-worker", daemon=True)
@@ -205,30 +152,77 @@ class LocalLlamaBackend:
 
     def _work(self) -> None:
         self._load()
+        model = self._model
+        engine = BatchingEngine(model) if model is not None else None
+        self._engine = engine
+        pending: deque[Job] = deque()  # arrived, not yet admitted, in arrival order
         while True:
-            job = self._jobs.get()
-            if job is None:
-                return
-            with self._lock:
-                self._waiting -= 1
-                self._running = True
-            started = time.monotonic()
+            idle = engine is None or (engine.active == 0 and not pending)
             try:
-                if job.stream.cancelled.is_set():
-                    continue
-                job.stream.started.set()
-                job.run(self._model, job.stream)
-            except ApplianceError as exc:
-                job.stream.emit(exc)
-            except Exception as exc:  # a bug or a llama.cpp failure: report it, keep serving
-                log.exception("generation failed")
-                job.stream.emit(EngineFailure(f"generation failed: {exc}"))
-            finally:
-                job.stream.emit(_DONE)
-                elapsed = time.monotonic() - started
-                self._job_seconds = 0.8 * self._job_seconds + 0.2 * elapsed
-                with self._lock:
-                    self._running = False
+                job = self._jobs.get() if idle else self._jobs.get_nowait()
+                while True:
+                    if job is None:
+                        self._shutdown(engine, pending)
+                        return
+                    pending.append(job)
+                    job = self._jobs.get_nowait()
+            except queue.Empty:
+                pass
+            if engine is None:  # the model failed to load: nothing will run
+                continue
+            self._admit(engine, pending)
+            if engine.active:
+                engine.step()
+
+    def _admit(self, engine: BatchingEngine, pending: deque[Job]) -> None:
+        """Start waiting jobs in arrival order while slots are free. An exclusive job (embeddings)
+        waits for the running generations to end, and later jobs wait behind it."""
+        while pending:
+            job = pending[0]
+            if job.stream.cancelled.is_set():
+                pending.popleft()
+                self._left_queue()
+                job.stream.emit(DONE)
+                continue
+            if isinstance(job, ExclusiveJob):
+                if engine.active:
+                    return
+                pending.popleft()
+                self._left_queue()
+                self._run_exclusive(job)
+                continue
+            if not engine.has_free_slot():
+                return
+            pending.popleft()
+            self._left_queue()
+            engine.start(job)
+
+    def _run_exclusive(self, job: ExclusiveJob) -> None:
+        started = time.monotonic()
+        job.stream.started.set()
+        try:
+            job.run(self._model, job.stream)
+        except ApplianceError as exc:
+            job.stream.emit(exc)
+        except Exception as exc:  # a bug or a llama.cpp failure: report it, keep serving
+            log.exception("job failed")
+            job.stream.emit(EngineFailure(f"request failed: {exc}"))
+        finally:
+            job.stream.emit(DONE)
+            self._job_seconds = 0.8 * self._job_seconds + 0.2 * (time.monotonic() - started)
+
+    def _left_queue(self) -> None:
+        with self._lock:
+            self._waiting -= 1
+
+    def _shutdown(self, engine: BatchingEngine | None, pending: deque[Job]) -> None:
+        for job in pending:
+            job.stream.emit(ModelLoading(f"model {self.model_id} is shutting down"))
+            job.stream.emit(DONE)
+        if engine is not None:
+            for slot in engine.slots:
+                if slot.job is not None:
+                    slot.release(engine.model)
 
     # -- introspection ------------------------------------------------------------------------
 
@@ -243,12 +237,20 @@ class LocalLlamaBackend:
 
     @property
     def busy(self) -> bool:
-        with self._lock:
-            return self._running
+        return self.slots_busy > 0
+
+    @property
+    def slots_busy(self) -> int:
+        engine = self._engine
+        return engine.active if engine is not None else 0
+
+    @property
+    def slots_total(self) -> int:
+        return self.options.n_seq_max
 
     @property
     def n_ctx(self) -> int | None:
-        return self._model.n_ctx if self._model is not None else None
+        return self._model.n_ctx_per_seq if self._model is not None else None
 
     def describe(self) -> dict[str, Any]:
         """What is loaded, for logs and status."""
@@ -258,11 +260,14 @@ class LocalLlamaBackend:
             "path": str(self.path),
             "state": self.state.value,
             "busy": self.busy,
+            "slots_busy": self.slots_busy,
+            "slots_total": self.slots_total,
             "queue_depth": self.queue_depth,
         }
         if model is not None:
             info.update(
                 n_ctx=model.n_ctx,
+                n_ctx_per_slot=model.n_ctx_per_seq,
                 n_ctx_train=model.n_ctx_train,
                 architecture=model.metadata.get("general.architecture"),
                 chat_template="gguf" if not self._template or not self._template.is_fallback else "chatml",
@@ -280,17 +285,17 @@ class LocalLlamaBackend:
 
     # -- queueing -------------------------------------------------------------------------------
 
-    def _submit(self, run: Callable[[Any, JobStream], None]) -> JobStream:
+    def _submit(self, make: Callable[[JobStream], Job]) -> JobStream:
         stream = JobStream(asyncio.get_running_loop())
         with self._lock:
             if self._waiting >= self.max_queue:
-                retry = max(1, round(self._job_seconds * (self._waiting + 1)))
+                retry = max(1, round(self._job_seconds * (self._waiting + 1) / self.slots_total))
                 raise QueueFull(
                     f"{self._waiting} requests are already waiting for {self.model_id}; retry later",
                     retry_after_s=retry,
                 )
             self._waiting += 1
-        self._jobs.put(_Job(run, stream))
+        self._jobs.put(make(stream))
         return stream
 
     # -- requests -------------------------------------------------------------------------------
@@ -356,9 +361,10 @@ class LocalLlamaBackend:
         for tokens in token_lists:
             if not tokens:
                 raise InvalidRequest("an input is empty", param="input")
-            if len(tokens) > model.n_ctx:
+            if len(tokens) > model.n_ctx_per_seq:
                 raise ContextOverflow(
-                    f"an input has {len(tokens)} tokens; this model's context is {model.n_ctx}", param="input"
+                    f"an input has {len(tokens)} tokens; this model's context is {model.n_ctx_per_seq}",
+                    param="input",
                 )
 
         def run(m: Any, stream: JobStream) -> None:
@@ -369,7 +375,7 @@ class LocalLlamaBackend:
                 vectors.append(m.embed(tokens))
             stream.emit(Embeddings(vectors, sum(len(t) for t in token_lists)))
 
-        result: Embeddings = await self._submit(run).result()
+        result: Embeddings = await self._submit(lambda stream: ExclusiveJob(stream, run)).result()
         return result
 
     # -- helpers --------------------------------------------------------------------------------
@@ -429,7 +435,7 @@ class LocalLlamaBackend:
         tool_mode: bool = False,
         prefix_text: str = "",
     ) -> JobStream:
-        n_ctx = model.n_ctx
+        n_ctx = model.n_ctx_per_seq
         if not prompt:
             raise InvalidRequest("the prompt is empty", param="prompt")
         if max_tokens is None:
@@ -442,72 +448,8 @@ class LocalLlamaBackend:
             )
         if grammar is not None:
             sampling = SamplingParams(**{**sampling.__dict__, "grammar": grammar})
-
-        def run(m: Any, stream: JobStream) -> None:
-            _generate(m, stream, prompt, sampling, max_tokens, stop, top_logprobs, tool_mode, prefix_text)
-
-        return self._submit(run)
-
-
-def _token_logprob(model: Any, step: GeneratedToken) -> TokenLogprob:
-    def entry(token: int) -> tuple[str, bytes]:
-        data = model.piece(token) or model.token_text(token).encode("utf-8")
-        return data.decode("utf-8", "replace"), data
-
-    text, data = entry(step.token)
-    top = tuple((*entry(t), lp) for t, lp in step.top_logprobs)
-    return TokenLogprob(text, data, step.logprob if step.logprob is not None else 0.0, top)
-
-
-def _generate(
-    model: Any,
-    stream: JobStream,
-    prompt: list[int],
-    sampling: SamplingParams,
-    max_tokens: int,
-    stop: tuple[str, ...],
-    top_logprobs: int | None,
-    tool_mode: bool,
-    prefix_text: str,
-) -> None:
-    scanner = StopScanner(stop)
-    finish = "length"
-    generated = 0
-    logprobs: list[TokenLogprob] = []
-    buffered: list[str] = []
-    if prefix_text:
-        stream.emit(TextDelta(prefix_text))
-    steps = model.generate(
-        prompt, sampling, max_tokens, top_logprobs=top_logprobs, should_stop=stream.cancelled.is_set
-    )
-    with contextlib.closing(steps):
-        for step in steps:
-            generated += 1
-            if top_logprobs is not None:
-                logprobs.append(_token_logprob(model, step))
-            if model.is_end_of_generation(step.token):
-                finish = "stop"
-                break
-            text = scanner.feed(model.piece(step.token))
-            if tool_mode:
-                buffered.append(text)
-            elif text or logprobs:
-                stream.emit(TextDelta(text, tuple(logprobs)))
-                logprobs = []
-            if scanner.stopped:
-                finish = "stop"
-                break
-    if stream.cancelled.is_set():
-        return
-    rest = scanner.flush()
-    usage = Usage(len(prompt), generated, model.reused_prefix_tokens)
-    if tool_mode:
-        reply = toolfmt.parse_reply("".join(buffered) + rest)
-        if reply.content:
-            stream.emit(TextDelta(reply.content))
-        if reply.tool_calls:
-            stream.emit(Finished("tool_calls", usage, reply.tool_calls))
-            return
-    elif rest or logprobs:
-        stream.emit(TextDelta(rest, tuple(logprobs)))
-    stream.emit(Finished("stop" if finish == "stop" else "length", usage))
+        return self._submit(
+            lambda stream: GenerationJob(
+                stream, prompt, sampling, max_tokens, stop, top_logprobs, tool_mode, prefix_text
+            )
+        )

@@ -21,7 +21,9 @@ USEFUL_CTX = 4096
 class PlanRequest:
     """What the user asked for, and the budget policy."""
 
-    n_ctx: int | None = None  # None: USEFUL_CTX (or the trained context if smaller), reduced if needed
+    # The KV cache's total tokens, shared equally by the parallel slots (llama-server's -c). None:
+    # USEFUL_CTX per slot (or the trained context if smaller), reduced if needed.
+    n_ctx: int | None = None
     n_parallel: int = 1
     n_batch: int = 512
     n_ubatch: int = 512
@@ -165,13 +167,14 @@ def _contexts(model: ModelInfo, request: PlanRequest, *, short: bool) -> list[in
     context first (``short`` False), then smaller ones down to 512 as a last resort (``short`` True)."""
     if request.n_ctx is not None:
         return [] if short else [request.n_ctx]
+    slots = request.n_parallel
     useful = min(USEFUL_CTX, model.n_ctx_train)
     if not short:
-        return [useful]
+        return [useful * slots]
     out = []
     n_ctx = useful // 2
     while n_ctx >= 512:
-        out.append(n_ctx)
+        out.append(n_ctx * slots)
         n_ctx //= 2
     return out
 
@@ -265,14 +268,16 @@ def plan(
         cpu_repack_types=cpu_repack_types(hardware.cpu.features),
     )
     ranked = sorted(candidates, key=lambda m: m.bits_per_weight, reverse=True)
-    if request.n_ctx is not None and all(request.n_ctx > m.n_ctx_train for m in ranked):
+    per_slot = request.n_ctx // request.n_parallel if request.n_ctx is not None else None
+    if request.n_ctx is not None and per_slot is not None and all(per_slot > m.n_ctx_train for m in ranked):
         option = _option(ranked[0], replace(base, n_ctx=request.n_ctx), budget)
+        slots = f" per slot ({request.n_parallel} slots)" if request.n_parallel > 1 else ""
         reason = (
-            f"a context of {request.n_ctx} tokens exceeds what {ranked[0].name} was trained for "
+            f"a context of {per_slot} tokens{slots} exceeds what {ranked[0].name} was trained for "
             f"({ranked[0].n_ctx_train})"
         )
         return Plan(option.model, option.settings, option.memory, budget, False, (reason,), ())
-    ranked = [m for m in ranked if request.n_ctx is None or request.n_ctx <= m.n_ctx_train]
+    ranked = [m for m in ranked if per_slot is None or per_slot <= m.n_ctx_train]
     above_floor = [m for m in ranked if m.bits_per_weight >= request.quality_floor_bpw]
     below_floor = [m for m in ranked if m.bits_per_weight < request.quality_floor_bpw]
     reasons: list[str] = []
@@ -301,8 +306,15 @@ def plan(
     chosen, mode = found
     settings = chosen.settings
     reasons.insert(0, _summary(chosen, mode, len(candidates)))
-    if request.n_ctx is None and settings.n_ctx < min(USEFUL_CTX, chosen.model.n_ctx_train):
+    if (
+        request.n_ctx is None
+        and settings.n_ctx < min(USEFUL_CTX, chosen.model.n_ctx_train) * request.n_parallel
+    ):
         reasons.append(f"context reduced to {settings.n_ctx} tokens to fit")
+    if settings.n_parallel > 1:
+        reasons.append(
+            f"{settings.n_parallel} parallel slots of {settings.n_ctx // settings.n_parallel} tokens each"
+        )
     if settings.kv_type != "f16":
         reasons.append(f"KV cache quantized to {settings.kv_type} to fit")
     if chosen.model.n_swa and any(chosen.model.swa_layers):

@@ -1,0 +1,78 @@
+"""Jobs handed to the engine's thread, and the stream that carries their events back to the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from appliance.engine.params import SamplingParams
+
+DONE = object()
+
+
+class JobStream:
+    """The events of one queued job, consumed on the event loop. ``cancel()`` stops the job."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._events: asyncio.Queue[Any] = asyncio.Queue()
+        self.cancelled = threading.Event()
+        self.started = threading.Event()
+
+    # Worker side.
+    def emit(self, item: Any) -> None:
+        try:
+            self._loop.call_soon_threadsafe(self._events.put_nowait, item)
+        except RuntimeError:  # the loop is gone (shutdown): nobody is listening any more
+            self.cancelled.set()
+
+    # Loop side.
+    def cancel(self) -> None:
+        self.cancelled.set()
+
+    def __aiter__(self) -> JobStream:
+        return self
+
+    async def __anext__(self) -> Any:
+        item = await self._events.get()
+        if item is DONE:
+            self._events.put_nowait(DONE)  # stay exhausted
+            raise StopAsyncIteration
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    async def result(self) -> Any:
+        """The single value a non-streaming job produces."""
+        try:
+            return await self.__anext__()
+        finally:
+            self.cancel()
+
+
+@dataclass
+class GenerationJob:
+    """Generate after ``prompt`` in a slot of the batching engine."""
+
+    stream: JobStream
+    prompt: list[int]
+    sampling: SamplingParams
+    max_tokens: int
+    stop: tuple[str, ...] = ()
+    top_logprobs: int | None = None
+    tool_mode: bool = False
+    prefix_text: str = ""
+
+
+@dataclass
+class ExclusiveJob:
+    """Run ``run(model, stream)`` with the model to itself (embeddings), between batches."""
+
+    stream: JobStream
+    run: Callable[[Any, JobStream], None]
+
+
+Job = GenerationJob | ExclusiveJob

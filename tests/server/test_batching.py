@@ -1,0 +1,89 @@
+"""Continuous batching: several requests at once give the same answers as one at a time."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from tests.server.conftest import MODEL_ID, NO_EOS_BIAS, Daemon, start_daemon, stop_daemon
+
+
+@pytest.fixture(scope="module")
+def batching_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    d = start_daemon(tmp_path_factory.mktemp("batching"), "--parallel", "4")
+    yield d
+    stop_daemon(d)
+
+
+def _chat(daemon: Daemon, content: str, max_tokens: int = 48, **extra: object) -> dict[str, object]:
+    body = {"model": MODEL_ID, "messages": [{"role": "user", "content": content}], "max_tokens": max_tokens,
+            "temperature": 0, **extra}  # fmt: skip
+    response = httpx.post(f"{daemon.v1}/chat/completions", json=body, timeout=120)
+    assert response.status_code == 200, response.text
+    return response.json()  # type: ignore[no-any-return]
+
+
+def _stream_text(daemon: Daemon, content: str, max_tokens: int) -> str:
+    body = {"model": MODEL_ID, "messages": [{"role": "user", "content": content}], "max_tokens": max_tokens,
+            "temperature": 0, "stream": True, "logit_bias": NO_EOS_BIAS}  # fmt: skip
+    parts = []
+    with httpx.stream("POST", f"{daemon.v1}/chat/completions", json=body, timeout=120) as response:
+        for line in response.iter_lines():
+            if line.startswith("data: {"):
+                choices = json.loads(line[6:])["choices"]
+                if choices:
+                    parts.append(choices[0]["delta"].get("content") or "")
+    return "".join(parts)
+
+
+def test_slots_are_reported(batching_daemon: Daemon) -> None:
+    model = httpx.get(f"{batching_daemon.url}/health").json()["models"][0]
+    assert model["slots_total"] == 4 and model["n_ctx_per_slot"] == 4096
+
+
+def test_eight_concurrent_streams_match_one_at_a_time(batching_daemon: Daemon) -> None:
+    prompts = [f"Write about subject number {i}." for i in range(8)]
+    alone = [_stream_text(batching_daemon, p, 40) for p in prompts]
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        together = list(pool.map(lambda p: _stream_text(batching_daemon, p, 40), prompts))
+    assert together == alone
+    assert all(text for text in alone)
+
+
+def test_prefix_reuse_gives_identical_output(batching_daemon: Daemon) -> None:
+    question = "Name three things found in the sea, and describe each one briefly."
+    first = _chat(batching_daemon, question)
+    again = _chat(batching_daemon, question)
+    assert again["choices"][0]["message"]["content"] == first["choices"][0]["message"]["content"]  # type: ignore[index]
+    cached = again["usage"]["prompt_tokens_details"]["cached_tokens"]  # type: ignore[index]
+    assert cached == again["usage"]["prompt_tokens"] - 1  # type: ignore[index]
+
+
+def test_long_prompt_does_not_freeze_a_stream(batching_daemon: Daemon) -> None:
+    """A 3000-token prompt read in chunks while another request generates: both finish correctly."""
+    long_text = "The tide comes in and the tide goes out along the quiet harbour. " * 200
+    alone = _chat(batching_daemon, "Count to ten.", max_tokens=24)
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        big = pool.submit(_chat, batching_daemon, long_text, 8)
+        time.sleep(0.05)
+        small = pool.submit(_chat, batching_daemon, "Count to ten.", 24)
+        assert small.result()["choices"][0]["message"]["content"] == alone["choices"][0]["message"]["content"]  # type: ignore[index]
+        assert big.result()["usage"]["prompt_tokens"] > 2500  # type: ignore[index]
+
+
+def test_disconnect_frees_the_slot(batching_daemon: Daemon) -> None:
+    body = {"model": MODEL_ID, "messages": [{"role": "user", "content": "Go on."}], "max_tokens": 3500,
+            "stream": True, "logit_bias": NO_EOS_BIAS}  # fmt: skip
+    with httpx.stream("POST", f"{batching_daemon.v1}/chat/completions", json=body, timeout=60) as response:
+        for i, _ in enumerate(response.iter_lines()):
+            if i > 6:
+                break
+    deadline = time.monotonic() + 10
+    while httpx.get(f"{batching_daemon.url}/health").json()["models"][0]["slots_busy"]:
+        assert time.monotonic() < deadline, "the abandoned request still holds its slot"
+        time.sleep(0.05)
