@@ -64,6 +64,8 @@ class ServerSettings(BaseModel):
     """When set, every API request needs `Authorization: Bearer <key>` (health stays open)."""
     max_queue: int = Field(64, ge=1)
     """Requests that may wait for the model at once; one more gets 429 with Retry-After."""
+    request_deadline_s: float | None = Field(None, gt=0)
+    """Longest a request may take from arrival; past it, generation stops with finish_reason "length"."""
 
 
 class ModelSettings(BaseModel):

@@ -111,6 +111,7 @@ def run_daemon(settings: Settings, model_arg: str | None) -> int:
             model_id,
             options,
             max_queue=settings.server.max_queue,
+            request_deadline_s=settings.server.request_deadline_s,
             on_load_failed=load_failed,
             fallbacks=fallback_ladder(options, chosen.model),
         )

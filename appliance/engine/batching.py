@@ -8,6 +8,7 @@ Driven by one thread (the backend's worker), which owns the model.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from appliance.backend import Finished, TextDelta, TokenLogprob, Usage
@@ -146,9 +147,13 @@ class BatchingEngine:
     def step(self) -> None:
         """One decode of the next tokens of every busy slot, then sampling for those that need it."""
         model = self.model
+        now = time.monotonic()
         for slot in self.slots:
             if slot.job is not None and slot.job.stream.cancelled.is_set():
                 slot.release(model)  # the client went away: stop at once
+            elif slot.job is not None and slot.job.deadline is not None and now > slot.job.deadline:
+                log.info("request in slot %d passed its deadline after %d tokens", slot.seq, slot.generated)
+                slot.finish(model, "length")
         entries: list[tuple[int, list[int], bool]] = []
         owners: list[Slot] = []
         budget = self.n_batch

@@ -65,6 +65,7 @@ class GenerationJob:
     top_logprobs: int | None = None
     tool_mode: bool = False
     prefix_text: str = ""
+    deadline: float | None = None  # time.monotonic() after which generation stops ("length")
 
 
 @dataclass

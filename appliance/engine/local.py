@@ -58,6 +58,7 @@ class LocalLlamaBackend:
         options: LoadOptions,
         *,
         max_queue: int = 64,
+        request_deadline_s: float | None = None,
         on_load_failed: Callable[[str], None] | None = None,
         fallbacks: list[LoadOptions] | None = None,
     ) -> None:
@@ -67,6 +68,7 @@ class LocalLlamaBackend:
         # Tried in order when a load fails (for memory, usually): see appliance.planning.fallback_ladder.
         self._fallbacks = fallbacks or []
         self.max_queue = max_queue
+        self.request_deadline_s = request_deadline_s
         self.state = ModelState.LOADING
         self.error: str | None = None
         self._model: Any = None  # appliance.engine.llama.LlamaModel once loaded
@@ -448,8 +450,9 @@ class LocalLlamaBackend:
             )
         if grammar is not None:
             sampling = SamplingParams(**{**sampling.__dict__, "grammar": grammar})
+        deadline = time.monotonic() + self.request_deadline_s if self.request_deadline_s else None
         return self._submit(
             lambda stream: GenerationJob(
-                stream, prompt, sampling, max_tokens, stop, top_logprobs, tool_mode, prefix_text
+                stream, prompt, sampling, max_tokens, stop, top_logprobs, tool_mode, prefix_text, deadline
             )
         )

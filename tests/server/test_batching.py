@@ -87,3 +87,15 @@ def test_disconnect_frees_the_slot(batching_daemon: Daemon) -> None:
     while httpx.get(f"{batching_daemon.url}/health").json()["models"][0]["slots_busy"]:
         assert time.monotonic() < deadline, "the abandoned request still holds its slot"
         time.sleep(0.05)
+
+
+def test_deadline_cuts_generation_with_length(tmp_path_factory: pytest.TempPathFactory) -> None:
+    daemon = start_daemon(
+        tmp_path_factory.mktemp("deadline"), env={"APPLIANCE_SERVER__REQUEST_DEADLINE_S": "0.5"}
+    )
+    try:
+        reply = _chat(daemon, "Go on.", max_tokens=3000, logit_bias=NO_EOS_BIAS)
+        assert reply["choices"][0]["finish_reason"] == "length"  # type: ignore[index]
+        assert 0 < reply["usage"]["completion_tokens"] < 3000  # type: ignore[index]
+    finally:
+        stop_daemon(daemon)
