@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from appliance.backend import Finished, TextDelta, TokenLogprob, Usage
@@ -42,6 +43,7 @@ class Slot:
     def start(self, model: Any, job: GenerationJob) -> None:
         self._sampler = model.new_sampler(job.sampling)  # raises InvalidRequest for a bad grammar
         self.job = job
+        self.started_at = time.monotonic()
         self.reused = model.reuse_prefix(self.seq, job.prompt)
         self.pending = job.prompt[self.reused :]
         self.next_token: int | None = None
@@ -111,10 +113,11 @@ class Slot:
 
 
 class BatchingEngine:
-    def __init__(self, model: Any) -> None:
+    def __init__(self, model: Any, on_request_done: Callable[[float], None] = lambda _s: None) -> None:
         self.model = model
         self.slots = [Slot(seq) for seq in range(model.n_seq)]
         self.n_batch = model.options.n_batch
+        self._on_request_done = on_request_done  # seconds a request held its slot (for Retry-After)
 
     @property
     def active(self) -> int:
@@ -146,8 +149,15 @@ class BatchingEngine:
 
     def step(self) -> None:
         """One decode of the next tokens of every busy slot, then sampling for those that need it."""
-        model = self.model
         now = time.monotonic()
+        busy = {slot.seq: slot.started_at for slot in self.slots if slot.job is not None}
+        self._step(now)
+        for slot in self.slots:
+            if slot.seq in busy and slot.job is None:
+                self._on_request_done(time.monotonic() - busy[slot.seq])
+
+    def _step(self, now: float) -> None:
+        model = self.model
         for slot in self.slots:
             if slot.job is not None and slot.job.stream.cancelled.is_set():
                 slot.release(model)  # the client went away: stop at once

@@ -155,7 +155,7 @@ class LocalLlamaBackend:
     def _work(self) -> None:
         self._load()
         model = self._model
-        engine = BatchingEngine(model) if model is not None else None
+        engine = BatchingEngine(model, self._request_done) if model is not None else None
         self._engine = engine
         pending: deque[Job] = deque()  # arrived, not yet admitted, in arrival order
         while True:
@@ -212,6 +212,9 @@ class LocalLlamaBackend:
         finally:
             job.stream.emit(DONE)
             self._job_seconds = 0.8 * self._job_seconds + 0.2 * (time.monotonic() - started)
+
+    def _request_done(self, seconds: float) -> None:
+        self._job_seconds = 0.8 * self._job_seconds + 0.2 * seconds
 
     def _left_queue(self) -> None:
         with self._lock:
