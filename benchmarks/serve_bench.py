@@ -81,6 +81,22 @@ def appliance_cmd(a: argparse.Namespace, port: int) -> list[str]:
     return [a.appliance, "serve", a.model, *flags.split()]
 
 
+def llama_cpp_python_cmd(a: argparse.Namespace, port: int) -> list[str]:
+    # Its server runs one request at a time whatever the concurrency (a new request aborts a stream).
+    flags = f"--host 127.0.0.1 --port {port} --n_threads {a.threads} --n_threads_batch {a.threads}"
+    flags += f" --n_ctx {a.ctx}"
+    return [sys.executable, "-m", "llama_cpp.server", "--model", a.model, *flags.split()]
+
+
+def end_of_text_bias(a: argparse.Namespace) -> dict[str, Any]:
+    """Ban the model's end-of-text tokens through logit_bias, for servers without ignore_eos."""
+    from models.gguf_header import read_gguf_file
+
+    meta = read_gguf_file(Path(a.model)).metadata
+    ids = {meta.get("tokenizer.ggml.eos_token_id"), meta.get("tokenizer.ggml.eot_token_id"), 0}
+    return {"logit_bias": {str(i): -100 for i in ids if isinstance(i, int)}}
+
+
 SERVERS = {
     "llama-server": ServerSpec(
         "llama-server", llama_server_cmd, extra_body=lambda a: {"ignore_eos": True, "n_predict": a.tokens}
@@ -91,6 +107,7 @@ SERVERS = {
         env=lambda a, tmp: {"APPLIANCE_MODEL__N_THREADS": str(a.threads), "APPLIANCE_HOME": tmp},
         extra_body=lambda a: {"ignore_eos": True},
     ),
+    "llama-cpp-python": ServerSpec("llama-cpp-python", llama_cpp_python_cmd, extra_body=end_of_text_bias),
 }
 OURS, REFERENCE = "appliance", "llama-server"
 
@@ -148,7 +165,11 @@ async def wait_healthy(proc: subprocess.Popen, base: str, timeout: float) -> Non
             if proc.poll() is not None:
                 raise RuntimeError(f"server exited with code {proc.returncode} before becoming healthy")
             try:
-                if (await client.get(f"{base}/health")).status_code == 200:
+                # llama-cpp-python's server has no /health (404): its model list answering means ready.
+                health = (await client.get(f"{base}/health")).status_code
+                if health == 200 or (
+                    health == 404 and (await client.get(f"{base}/v1/models")).status_code == 200
+                ):
                     return
             except httpx.HTTPError:
                 pass
