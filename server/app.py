@@ -10,15 +10,18 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from appliance.config import Settings
 from appliance.engine.local import ModelState
 from appliance.errors import Unauthorized
+from appliance.hardware.profile import HardwareProfile
 from appliance.registry import ModelRegistry
 from server.errors import appliance_error_body, install_error_handlers
+from server.metrics import Metrics, RequestCounter
 from server.openai_routes import router as openai_router
+from server.status_routes import router as status_router
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +72,9 @@ class ApiKeyGuard:
         await self.app(scope, receive, send)
 
 
-def create_app(settings: Settings, registry: ModelRegistry) -> FastAPI:
+def create_app(
+    settings: Settings, registry: ModelRegistry, hardware: HardwareProfile | None = None
+) -> FastAPI:
     """The daemon's app. The lifespan starts loading every model and closes them at shutdown."""
 
     @asynccontextmanager
@@ -85,8 +90,15 @@ def create_app(settings: Settings, registry: ModelRegistry) -> FastAPI:
     app.state.settings = settings
     app.state.registry = registry
     app.state.started_at = int(time.time())
+    app.state.hardware = hardware
+    app.state.metrics = metrics = Metrics(registry)
     install_error_handlers(app)
     app.include_router(openai_router)
+    app.include_router(status_router)
+
+    @app.get("/metrics")
+    async def prometheus_metrics() -> Response:
+        return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     @app.get("/health")
     async def health() -> JSONResponse:
@@ -104,5 +116,6 @@ def create_app(settings: Settings, registry: ModelRegistry) -> FastAPI:
     api_key = settings.server.api_key
     if api_key is not None and api_key.get_secret_value():
         app.add_middleware(ApiKeyGuard, api_key=api_key.get_secret_value())
+    app.add_middleware(RequestCounter, metrics=metrics)
     app.add_middleware(BackendHeader)
     return app

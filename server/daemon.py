@@ -116,7 +116,7 @@ def run_daemon(settings: Settings, model_arg: str | None) -> int:
             fallbacks=fallback_ladder(options, chosen.model),
         )
     )
-    app = create_app(settings, registry)
+    app = create_app(settings, registry, hardware)
     host, port = settings.server.host, settings.server.port
     log.info("detected %s", _hardware_line(hardware, options.n_threads))
     log.info("plan for %s: %s", model_id, "; ".join(chosen.reasons))

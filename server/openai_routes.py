@@ -7,6 +7,7 @@ import base64
 import logging
 import time
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any, TypeVar, cast
 
 import numpy as np
@@ -14,13 +15,14 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
-from appliance.backend import ChatParams, CompletionParams
+from appliance.backend import ChatParams, CompletionParams, Event
 from appliance.engine.local import JobStream
 from appliance.engine.params import SamplingParams
 from appliance.errors import InvalidRequest
 from appliance.registry import ModelRegistry
 from server import openai_payloads as payloads
 from server.errors import validation_message
+from server.metrics import Metrics
 from server.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, ResponseFormat, _Open
 from server.sse import sse_response
 
@@ -39,6 +41,11 @@ async def _parse(request: Request, schema: type[_Body]) -> _Body:
     except ValidationError as exc:
         message, param = validation_message(exc.errors())
         raise InvalidRequest(message, param=param) from None
+
+
+def _metrics(request: Request) -> Metrics:
+    metrics: Metrics = request.app.state.metrics
+    return metrics
 
 
 def _registry(request: Request) -> ModelRegistry:
@@ -116,9 +123,11 @@ def _messages(body: ChatCompletionRequest) -> list[dict[str, Any]]:
     return out
 
 
-async def _gather(stream: JobStream, request: Request) -> payloads.Collected | None:
+async def _gather(
+    stream: JobStream, events: AsyncIterator[Event], request: Request
+) -> payloads.Collected | None:
     """Collect a whole generation; None (and the generation stopped) if the client went away."""
-    task = asyncio.ensure_future(payloads.collect(stream))
+    task = asyncio.ensure_future(payloads.collect(events))
     try:
         while True:
             done, _ = await asyncio.wait({task}, timeout=_DISCONNECT_POLL_S)
@@ -151,13 +160,17 @@ async def chat_completions(request: Request) -> Response:
         tool_choice=body.tool_choice,
         parallel_tool_calls=body.parallel_tool_calls,
     )
+    request.state.model = backend.model_id
     stream = await backend.chat(params)
+    events = _metrics(request).observe(
+        stream, request.scope["state"], "/v1/chat/completions", backend.model_id
+    )
     meta = _meta("chatcmpl", backend.model_id)
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        chunks = payloads.chat_chunks(stream, meta, logprobs=body.logprobs, include_usage=include_usage)
+        chunks = payloads.chat_chunks(events, meta, logprobs=body.logprobs, include_usage=include_usage)
         return sse_response(chunks, stream.cancel)
-    collected = await _gather(stream, request)
+    collected = await _gather(stream, events, request)
     if collected is None:
         return Response(status_code=499)
     return JSONResponse(payloads.chat_completion(collected, meta, logprobs=body.logprobs))
@@ -179,14 +192,16 @@ async def completions(request: Request) -> Response:
         echo=body.echo,
         json_schema=_schema(body.response_format),
     )
+    request.state.model = backend.model_id
     stream = await backend.complete(params)
+    events = _metrics(request).observe(stream, request.scope["state"], "/v1/completions", backend.model_id)
     meta = _meta("cmpl", backend.model_id)
     want_logprobs = body.logprobs is not None
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        chunks = payloads.completion_chunks(stream, meta, logprobs=want_logprobs, include_usage=include_usage)
+        chunks = payloads.completion_chunks(events, meta, logprobs=want_logprobs, include_usage=include_usage)
         return sse_response(chunks, stream.cancel)
-    collected = await _gather(stream, request)
+    collected = await _gather(stream, events, request)
     if collected is None:
         return Response(status_code=499)
     return JSONResponse(payloads.completion(collected, meta, logprobs=want_logprobs))
@@ -197,7 +212,9 @@ async def embeddings(request: Request) -> Response:
     body = await _parse(request, EmbeddingRequest)
     _note_unknown(body, "embeddings")
     backend = _registry(request).get(body.model)
+    request.state.model = backend.model_id
     result = await backend.embed(body.inputs())
+    _metrics(request).count_embeddings(backend.model_id, result.prompt_tokens)
     data = []
     for index, vector in enumerate(result.vectors):
         value: Any = vector

@@ -1,0 +1,178 @@
+"""Prometheus metrics (`GET /metrics`) and the one-line-per-request log.
+
+Per-request figures are recorded by wrapping a generation's event stream; the state of each model
+(queue, slots, load) is read when scraped. Every app gets its own CollectorRegistry: no globals.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from appliance.backend import Event, Finished, TextDelta
+from appliance.engine.local import ModelState
+from appliance.registry import ModelRegistry
+
+request_log = logging.getLogger("appliance.requests")
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+_ITL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28)
+
+
+class _ModelsCollector(Collector):
+    """Queue, slots and load state of every served model, read at scrape time."""
+
+    def __init__(self, models: ModelRegistry) -> None:
+        self._models = models
+
+    def collect(self) -> Iterable[Metric]:
+        families = {
+            "queue": GaugeMetricFamily(
+                "appliance_queue_length", "Requests waiting for a slot", labels=["model"]
+            ),
+            "busy": GaugeMetricFamily("appliance_slots_busy", "Slots generating", labels=["model"]),
+            "total": GaugeMetricFamily("appliance_slots_total", "Parallel slots", labels=["model"]),
+            "ready": GaugeMetricFamily("appliance_model_ready", "1 when the model serves", labels=["model"]),
+            "load": GaugeMetricFamily("appliance_model_load_seconds", "Time the load took", labels=["model"]),
+        }
+        for backend in self._models:
+            name = [backend.model_id]
+            families["queue"].add_metric(name, backend.queue_depth)
+            families["busy"].add_metric(name, backend.slots_busy)
+            families["total"].add_metric(name, backend.slots_total)
+            families["ready"].add_metric(name, 1 if backend.state is ModelState.READY else 0)
+            if backend.load_seconds is not None:
+                families["load"].add_metric(name, backend.load_seconds)
+        yield from families.values()
+
+
+class Metrics:
+    def __init__(self, models: ModelRegistry) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "appliance_requests", "Requests by endpoint, model, backend and status",
+            ["endpoint", "model", "backend", "status"], registry=r,
+        )  # fmt: skip
+        self.ttft = Histogram(
+            "appliance_time_to_first_token_seconds", "From arrival to the first generated text",
+            ["model", "backend"], buckets=_LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.itl = Histogram(
+            "appliance_inter_token_latency_seconds", "Between two streamed pieces of text",
+            ["model", "backend"], buckets=_ITL_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.prompt_tokens = Counter("appliance_prompt_tokens", "Prompt tokens", ["model"], registry=r)
+        self.cached_tokens = Counter(
+            "appliance_cached_prompt_tokens", "Prompt tokens reused from the KV cache", ["model"], registry=r
+        )
+        self.generation_tokens = Counter(
+            "appliance_generation_tokens", "Generated tokens", ["model"], registry=r
+        )
+        self.tokens_per_second = Gauge(
+            "appliance_tokens_per_second", "Generation speed of the last request", ["model"], registry=r
+        )
+        r.register(_ModelsCollector(models))
+
+    def count_embeddings(self, model: str, prompt_tokens: int) -> None:
+        self.prompt_tokens.labels(model).inc(prompt_tokens)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+    async def observe(
+        self, events: AsyncIterator[Event], scope_state: dict[str, Any], endpoint: str, model: str
+    ) -> AsyncIterator[Event]:
+        """Pass ``events`` through, recording TTFT, inter-token latency, tokens and the request log line."""
+        started = scope_state.setdefault("started_at", time.monotonic())
+        first: float | None = None
+        last: float | None = None
+        finished: Finished | None = None
+        status = "error"
+        try:
+            async for event in events:
+                now = time.monotonic()
+                if isinstance(event, TextDelta) and event.text:
+                    if first is None:
+                        first = now
+                        self.ttft.labels(model, "local").observe(now - started)
+                    elif last is not None:
+                        self.itl.labels(model, "local").observe(now - last)
+                    last = now
+                elif isinstance(event, Finished):
+                    finished = event
+                yield event
+            status = "ok"
+        except (GeneratorExit, asyncio.CancelledError):
+            status = "cancelled"  # the client went away
+            raise
+        finally:
+            if status == "error":
+                scope_state["stream_failed"] = True
+            self._log(endpoint, model, started, first, finished, status)
+
+    def _log(
+        self,
+        endpoint: str,
+        model: str,
+        started: float,
+        first: float | None,
+        finished: Finished | None,
+        status: str,
+    ) -> None:
+        done = time.monotonic()
+        prompt = generated = 0
+        speed = 0.0
+        if finished is not None:
+            usage = finished.usage
+            prompt, generated = usage.prompt_tokens, usage.completion_tokens
+            self.prompt_tokens.labels(model).inc(prompt)
+            self.cached_tokens.labels(model).inc(usage.cached_tokens)
+            self.generation_tokens.labels(model).inc(generated)
+            if first is not None and done > first and generated > 1:
+                speed = (generated - 1) / (done - first)
+                self.tokens_per_second.labels(model).set(speed)
+        ttft_ms = round(1000 * (first - started)) if first is not None else None
+        fields = {"endpoint": endpoint, "model": model, "backend": "local", "prompt_tokens": prompt,
+                  "generated_tokens": generated, "ttft_ms": ttft_ms, "tokens_per_s": round(speed, 1),
+                  "status": status, "duration_s": round(done - started, 2)}  # fmt: skip
+        request_log.info(" ".join(f"{k}={v}" for k, v in fields.items()), extra=fields)
+
+
+class RequestCounter:
+    """Counts every API request by endpoint and final status (a failed stream counts as "error")."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or not path.startswith("/v1/"):
+            await self.app(scope, receive, send)
+            return
+        scope.setdefault("state", {})["started_at"] = time.monotonic()
+        status = "500"
+
+        async def record_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = str(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, record_status)
+        finally:
+            state = scope.get("state", {})
+            if state.get("stream_failed"):
+                status = "error"
+            endpoint = "/v1/models" if path.startswith("/v1/models") else path
+            self.metrics.requests.labels(endpoint, state.get("model", ""), "local", status).inc()

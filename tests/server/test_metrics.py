@@ -1,0 +1,72 @@
+"""`/metrics` and `/appliance/v1/status` change as requests are served."""
+
+from __future__ import annotations
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.server.conftest import MODEL_ID, Daemon
+
+HELLO = [{"role": "user", "content": "Hello"}]
+
+
+def _samples(daemon: Daemon) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    text = httpx.get(f"{daemon.url}/metrics").text
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return out
+
+
+def _value(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def test_metrics_follow_requests(daemon: Daemon) -> None:
+    before = _samples(daemon)
+    chat = httpx.post(f"{daemon.v1}/chat/completions", json={"messages": HELLO, "max_tokens": 4}).json()
+    with httpx.stream(
+        "POST", f"{daemon.v1}/chat/completions", json={"messages": HELLO, "max_tokens": 4, "stream": True}
+    ) as response:
+        for _ in response.iter_lines():
+            pass
+    embedded = httpx.post(f"{daemon.v1}/embeddings", json={"input": "Hello there"}).json()
+    assert (
+        httpx.post(f"{daemon.v1}/chat/completions", json={"model": "nope", "messages": HELLO}).status_code
+        == 404
+    )
+    after = _samples(daemon)
+
+    def grew(name: str, **labels: str) -> float:
+        return _value(after, name, **labels) - _value(before, name, **labels)
+
+    ok = {"backend": "local", "model": MODEL_ID, "status": "200"}
+    assert grew("appliance_requests_total", endpoint="/v1/chat/completions", **ok) == 2
+    assert grew("appliance_requests_total", endpoint="/v1/embeddings", **ok) == 1
+    missing = {"backend": "local", "model": "", "status": "404", "endpoint": "/v1/chat/completions"}
+    assert grew("appliance_requests_total", **missing) == 1
+    assert grew("appliance_time_to_first_token_seconds_count", backend="local", model=MODEL_ID) == 2
+    generated = grew("appliance_generation_tokens_total", model=MODEL_ID)
+    assert generated >= chat["usage"]["completion_tokens"] + 1
+    prompt = grew("appliance_prompt_tokens_total", model=MODEL_ID)
+    assert prompt == 2 * chat["usage"]["prompt_tokens"] + embedded["usage"]["prompt_tokens"]
+    for gauge in (
+        "appliance_queue_length",
+        "appliance_slots_busy",
+        "appliance_slots_total",
+        "appliance_model_ready",
+    ):
+        assert (gauge, (("model", MODEL_ID),)) in after
+    assert _value(after, "appliance_model_ready", model=MODEL_ID) == 1
+
+
+def test_status(daemon: Daemon) -> None:
+    status = httpx.get(f"{daemon.url}/appliance/v1/status").json()
+    assert status["version"] and status["uptime_s"] >= 0
+    assert status["hardware"]["cpu"]["cores_logical"] >= 1
+    assert [m["id"] for m in status["models"]] == [MODEL_ID]
+    assert status["slots"]["total"] == 1 and status["queue"] == 0
+    assert status["requests"].get("200", 0) >= 1
+    models = httpx.get(f"{daemon.url}/appliance/v1/models").json()["models"]
+    assert models[0]["state"] == "ready"
