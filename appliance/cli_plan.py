@@ -9,8 +9,8 @@ from typing import Any
 from appliance.config import Settings
 from appliance.hardware.detect import detect_hardware
 from appliance.planner.model_info import ModelInfo, read_model_info
-from appliance.planner.plan import Plan, plan
-from appliance.planning import load_options, plan_request
+from appliance.planner.plan import Plan
+from appliance.planning import choose_plan, load_options
 from models.gguf_header import GGUFError
 from models.naming import model_id_from_path
 
@@ -45,7 +45,7 @@ def make_plan(
 ) -> tuple[Plan, dict[str, Any] | None]:
     """The plan for ``target`` on this machine, and llama.cpp's own figures from a dry run."""
     hardware = detect_hardware()
-    chosen = plan(candidates(target), hardware, plan_request(settings))
+    chosen = choose_plan(candidates(target), hardware, settings)
     figures = None
     if dry_run and chosen.fits:
         from appliance.engine.llama import dry_run as llama_dry_run

@@ -76,8 +76,8 @@ class ModelSettings(BaseModel):
     n_ctx: int | None = Field(None, ge=64)
     """KV cache size in tokens, shared by the parallel slots; empty: 4096 per slot (less if the model was
     trained on less or memory is short)."""
-    n_parallel: int = Field(1, ge=1, le=64)
-    """Requests generated at once (continuous batching slots)."""
+    n_parallel: int | None = Field(None, ge=1, le=64)
+    """Requests generated at once (continuous batching slots); empty: as many as memory allows, up to 4."""
     n_threads: int | None = Field(None, ge=1)
     """Threads for generation; empty means the physical core count."""
     n_batch: int = Field(512, ge=1)

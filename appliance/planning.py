@@ -9,7 +9,7 @@ from appliance.config import Settings
 from appliance.engine.params import LoadOptions
 from appliance.hardware.profile import HardwareProfile
 from appliance.planner.model_info import ModelInfo
-from appliance.planner.plan import Plan, PlanRequest
+from appliance.planner.plan import Plan, PlanRequest, plan, plan_auto_parallel
 from appliance.units import parse_size
 
 log = logging.getLogger(__name__)
@@ -24,7 +24,7 @@ def plan_request(settings: Settings) -> PlanRequest:
 
     return PlanRequest(
         n_ctx=model.n_ctx,
-        n_parallel=model.n_parallel,
+        n_parallel=model.n_parallel or 1,
         n_batch=model.n_batch,
         n_ubatch=model.n_ubatch,
         flash_attn=model.flash_attn,
@@ -35,6 +35,14 @@ def plan_request(settings: Settings) -> PlanRequest:
         vram_margin_bytes=parse_size(planner.vram_margin),
         quality_floor_bpw=planner.quality_floor_bpw,
     )
+
+
+def choose_plan(candidates: list[ModelInfo], hardware: HardwareProfile, settings: Settings) -> Plan:
+    """The plan for the settings; the planner picks the number of slots unless they are configured."""
+    request = plan_request(settings)
+    if settings.model.n_parallel is None:
+        return plan_auto_parallel(candidates, hardware, request)
+    return plan(candidates, hardware, request)
 
 
 def load_options(plan: Plan, hardware: HardwareProfile, n_threads: int | None) -> LoadOptions:

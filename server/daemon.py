@@ -12,8 +12,8 @@ from appliance.engine.local import LocalLlamaBackend
 from appliance.hardware.detect import detect_hardware
 from appliance.hardware.profile import HardwareProfile
 from appliance.planner.model_info import read_model_info
-from appliance.planner.plan import Plan, plan
-from appliance.planning import describe_options, fallback_ladder, load_options, plan_request
+from appliance.planner.plan import Plan
+from appliance.planning import choose_plan, describe_options, fallback_ladder, load_options
 from appliance.registry import ModelRegistry
 from models.embedded import MODEL_ID as EMBEDDED_ID
 from models.embedded import embedded_model_path
@@ -75,7 +75,7 @@ def plan_model(settings: Settings, path: Path, hardware: HardwareProfile) -> Pla
         info = read_model_info(path)
     except GGUFError as exc:
         raise ServeError(str(exc)) from None
-    chosen = plan([info], hardware, plan_request(settings))
+    chosen = choose_plan([info], hardware, settings)
     if not chosen.fits:
         raise ServeError(f"{path.name}: {chosen.reasons[0]}")
     return chosen

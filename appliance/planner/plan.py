@@ -249,6 +249,36 @@ def _search(
     return None
 
 
+AUTO_PARALLEL = (4, 2)  # slots tried when the request leaves n_parallel to the planner
+
+
+def plan_auto_parallel(
+    candidates: list[ModelInfo], hardware: HardwareProfile, request: PlanRequest = PlanRequest()
+) -> Plan:
+    """``plan`` with the number of slots chosen too: as many as memory allows (4, else 2, else 1)
+    without giving up anything the one-slot plan has (quantization, context per slot, KV type, GPU
+    layers). An explicit context is the total, so more slots would shrink each: then one slot."""
+    single = plan(candidates, hardware, replace(request, n_parallel=1))
+    if not single.fits or request.n_ctx is not None:
+        return single
+    base = single.settings
+    for slots in AUTO_PARALLEL:
+        wider = plan([single.model], hardware, replace(request, n_parallel=slots))
+        s = wider.settings
+        same = (s.kv_type, s.n_gpu_layers, s.gpu_backend) == (
+            base.kv_type,
+            base.n_gpu_layers,
+            base.gpu_backend,
+        )
+        if wider.fits and same and s.n_ctx == base.n_ctx * slots:
+            reason = (
+                f"{slots} parallel slots: memory holds their KV cache without giving up quality or context"
+            )
+            reasons = (*wider.reasons[:1], reason, *wider.reasons[1:])
+            return replace(wider, reasons=reasons, alternatives=single.alternatives)
+    return single
+
+
 def plan(
     candidates: list[ModelInfo], hardware: HardwareProfile, request: PlanRequest = PlanRequest()
 ) -> Plan:

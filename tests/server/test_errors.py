@@ -138,7 +138,9 @@ def test_form_content_type_is_read_as_json(daemon: Daemon) -> None:
 
 @pytest.fixture(scope="module")
 def small_queue_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
-    d = start_daemon(tmp_path_factory.mktemp("queue"), "--max-queue", "1", "--api-key", "sekrit")
+    d = start_daemon(
+        tmp_path_factory.mktemp("queue"), "--max-queue", "1", "--api-key", "sekrit", "--parallel", "1"
+    )
     yield d
     stop_daemon(d)
 

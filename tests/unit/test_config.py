@@ -20,7 +20,7 @@ DEFAULTS = [
     ("model", "default", None),
     ("model", "alias", None),
     ("model", "n_ctx", None),
-    ("model", "n_parallel", 1),
+    ("model", "n_parallel", None),
     ("model", "n_threads", None),
     ("model", "n_batch", 512),
     ("model", "n_ubatch", 512),

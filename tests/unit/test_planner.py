@@ -10,7 +10,7 @@ from gguf import GGMLQuantizationType as T
 
 from appliance.planner.memory import LoadSettings, estimate, kv_layer_bytes
 from appliance.planner.model_info import ModelInfo, model_info
-from appliance.planner.plan import GIB, Plan, PlanRequest, plan
+from appliance.planner.plan import GIB, Plan, PlanRequest, plan, plan_auto_parallel
 from models.gguf_header import GGUFHeader, TensorInfo
 from tests.hardware_profiles import profile
 
@@ -243,3 +243,19 @@ def test_plan_json_has_the_documented_fields() -> None:
     assert set(data["budget"]) == {"ram_bytes", "vram_bytes"}
     for alternative in data["alternatives"]:
         assert {"quant", "n_ctx", "n_gpu_layers", "ram_bytes", "vram_bytes", "fits"} <= set(alternative)
+
+
+def test_parallel_slots_when_memory_allows() -> None:
+    roomy = plan_auto_parallel([llama("1b", "Q8_0")], profile("rtx4090-box"))
+    assert roomy.settings.n_parallel == 4 and roomy.settings.n_ctx == 4 * 4096
+    assert any("4 parallel slots" in r for r in roomy.reasons)
+    # On the CPU: room for one more slot's KV (and its logits) only, so 2 slots; no room at all, so 1.
+    laptop = profile("laptop-8gb")
+    one = plan([llama("1b", "Q8_0")], laptop).memory
+    room_for_two = PlanRequest(max_ram_bytes=one.ram_bytes + one.kv_bytes + 8 * MIB)
+    assert plan_auto_parallel([llama("1b", "Q8_0")], laptop, room_for_two).settings.n_parallel == 2
+    single = plan_auto_parallel([llama("1b", "Q8_0")], laptop, PlanRequest(max_ram_bytes=one.ram_bytes))
+    assert single.settings.n_parallel == 1 and single.settings.n_ctx == 4096
+    # An explicit context is the total: it is not split further.
+    fixed = plan_auto_parallel([llama("1b", "Q8_0")], profile("rtx4090-box"), PlanRequest(n_ctx=8192))
+    assert fixed.settings.n_parallel == 1
