@@ -25,6 +25,16 @@ request_log = logging.getLogger("appliance.requests")
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 _ITL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28)
+# Label values must stay few: any other /v1 path (a typo, a scanner) is counted as "other".
+_ENDPOINTS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
+
+
+def _endpoint(path: str) -> str:
+    if path in _ENDPOINTS:
+        return path
+    if path == "/v1/models" or path.startswith("/v1/models/"):
+        return "/v1/models"
+    return "other"
 
 
 class _ModelsCollector(Collector):
@@ -148,7 +158,7 @@ class Metrics:
 
 
 class RequestCounter:
-    """Counts every API request by endpoint and final status (a failed stream counts as "error")."""
+    """Counts every /v1 request by endpoint and final status; a stream failing after its 200 is "error"."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
@@ -172,7 +182,7 @@ class RequestCounter:
             await self.app(scope, receive, record_status)
         finally:
             state = scope.get("state", {})
-            if state.get("stream_failed"):
+            # Only a stream that already sent its 200 fails as "error"; otherwise the status says it.
+            if state.get("stream_failed") and status == "200":
                 status = "error"
-            endpoint = "/v1/models" if path.startswith("/v1/models") else path
-            self.metrics.requests.labels(endpoint, state.get("model", ""), "local", status).inc()
+            self.metrics.requests.labels(_endpoint(path), state.get("model", ""), "local", status).inc()

@@ -36,6 +36,7 @@ def test_metrics_follow_requests(daemon: Daemon) -> None:
         httpx.post(f"{daemon.v1}/chat/completions", json={"model": "nope", "messages": HELLO}).status_code
         == 404
     )
+    assert httpx.get(f"{daemon.v1}/no/such/path").status_code == 404
     after = _samples(daemon)
 
     def grew(name: str, **labels: str) -> float:
@@ -46,6 +47,9 @@ def test_metrics_follow_requests(daemon: Daemon) -> None:
     assert grew("appliance_requests_total", endpoint="/v1/embeddings", **ok) == 1
     missing = {"backend": "local", "model": "", "status": "404", "endpoint": "/v1/chat/completions"}
     assert grew("appliance_requests_total", **missing) == 1
+    unknown = {"backend": "local", "model": "", "status": "404", "endpoint": "other"}
+    assert grew("appliance_requests_total", **unknown) == 1
+    assert not any(labels and ("endpoint", "/v1/no/such/path") in labels for _, labels in after)
     assert grew("appliance_time_to_first_token_seconds_count", backend="local", model=MODEL_ID) == 2
     generated = grew("appliance_generation_tokens_total", model=MODEL_ID)
     assert generated >= chat["usage"]["completion_tokens"] + 1
