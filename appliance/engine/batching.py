@@ -139,7 +139,6 @@ class BatchingEngine:
             return n
 
         slot = max(idle, key=shared)
-        job.stream.started.set()
         try:
             slot.start(self.model, job)
         except ApplianceError as exc:

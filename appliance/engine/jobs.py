@@ -20,7 +20,6 @@ class JobStream:
         self._loop = loop
         self._events: asyncio.Queue[Any] = asyncio.Queue()
         self.cancelled = threading.Event()
-        self.started = threading.Event()
 
     # Worker side.
     def emit(self, item: Any) -> None:

@@ -197,9 +197,6 @@ def json_schema_grammar(schema: dict[str, Any]) -> str:
         raise InvalidRequest(f"unsupported JSON schema: {exc}", param="response_format") from exc
 
 
-JSON_OBJECT_GRAMMAR: str = json_schema_grammar({"type": "object"})
-
-
 @dataclass(frozen=True)
 class DryRun:
     """llama.cpp's own figures for a load, from a dry run that allocates nothing."""

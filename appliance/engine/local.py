@@ -78,7 +78,6 @@ class LocalLlamaBackend:
         self._lock = threading.Lock()
         self._waiting = 0
         self._job_seconds = 1.0  # moving average, for Retry-After
-        self._loaded = threading.Event()
         self._worker = threading.Thread(target=self._work, name="llama-worker", daemon=True)
         self.load_seconds: float | None = None
         self._on_load_failed = on_load_failed
@@ -88,9 +87,6 @@ class LocalLlamaBackend:
     def start(self) -> None:
         """Start loading in the worker thread; requests get 503 until it is ready."""
         self._worker.start()
-
-    def wait_loaded(self, timeout_s: float | None = None) -> bool:
-        return self._loaded.wait(timeout_s)
 
     def close(self) -> None:
         self._jobs.put(None)
@@ -118,8 +114,6 @@ class LocalLlamaBackend:
             if self._on_load_failed is not None:
                 self._on_load_failed(self.error)
             return
-        finally:
-            self._loaded.set()
         self._model = model
         self.load_seconds = time.monotonic() - started
         self.state = ModelState.READY
@@ -201,7 +195,6 @@ class LocalLlamaBackend:
 
     def _run_exclusive(self, job: ExclusiveJob) -> None:
         started = time.monotonic()
-        job.stream.started.set()
         try:
             job.run(self._model, job.stream)
         except ApplianceError as exc:
@@ -252,10 +245,6 @@ class LocalLlamaBackend:
     @property
     def slots_total(self) -> int:
         return self.options.n_seq_max
-
-    @property
-    def n_ctx(self) -> int | None:
-        return self._model.n_ctx_per_seq if self._model is not None else None
 
     def describe(self) -> dict[str, Any]:
         """What is loaded, for logs and status."""
