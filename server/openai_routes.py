@@ -19,7 +19,7 @@ from appliance.backend import ChatParams, CompletionParams, Event
 from appliance.engine.local import JobStream
 from appliance.engine.params import SamplingParams
 from appliance.errors import InvalidRequest
-from appliance.registry import ModelRegistry
+from appliance.manager import ModelManager
 from server import openai_payloads as payloads
 from server.errors import validation_message
 from server.metrics import Metrics
@@ -48,9 +48,14 @@ def _metrics(request: Request) -> Metrics:
     return metrics
 
 
-def _registry(request: Request) -> ModelRegistry:
-    registry: ModelRegistry = request.app.state.registry
-    return registry
+def _manager(request: Request) -> ModelManager:
+    manager: ModelManager = request.app.state.manager
+    return manager
+
+
+def _wait_for_load(request: Request) -> bool:
+    """False when the client asked for a 503 rather than waiting for its model to load."""
+    return request.headers.get("x-appliance-wait-for-load", "").strip().lower() not in ("false", "0", "no")
 
 
 def _note_unknown(body: _Open, route: str) -> None:
@@ -148,7 +153,6 @@ def _meta(prefix: str, model: str) -> payloads.Meta:
 async def chat_completions(request: Request) -> Response:
     body = await _parse(request, ChatCompletionRequest)
     _note_unknown(body, "chat")
-    backend = _registry(request).get(body.model)
     params = ChatParams(
         messages=_messages(body),
         sampling=_sampling(body, None),
@@ -160,8 +164,9 @@ async def chat_completions(request: Request) -> Response:
         tool_choice=body.tool_choice,
         parallel_tool_calls=body.parallel_tool_calls,
     )
-    request.state.model = backend.model_id
-    stream = await backend.chat(params)
+    async with _manager(request).use(body.model, wait=_wait_for_load(request)) as backend:
+        request.state.model = backend.model_id
+        stream = await backend.chat(params)
     events = _metrics(request).observe(
         stream, request.scope["state"], "/v1/chat/completions", backend.model_id
     )
@@ -180,7 +185,6 @@ async def chat_completions(request: Request) -> Response:
 async def completions(request: Request) -> Response:
     body = await _parse(request, CompletionRequest)
     _note_unknown(body, "completions")
-    backend = _registry(request).get(body.model)
     # The validator reduced the prompt to one: text or token ids.
     prompt = cast("str | list[int]", body.prompt)
     params = CompletionParams(
@@ -192,8 +196,9 @@ async def completions(request: Request) -> Response:
         echo=body.echo,
         json_schema=_schema(body.response_format),
     )
-    request.state.model = backend.model_id
-    stream = await backend.complete(params)
+    async with _manager(request).use(body.model, wait=_wait_for_load(request)) as backend:
+        request.state.model = backend.model_id
+        stream = await backend.complete(params)
     events = _metrics(request).observe(stream, request.scope["state"], "/v1/completions", backend.model_id)
     meta = _meta("cmpl", backend.model_id)
     want_logprobs = body.logprobs is not None
@@ -211,9 +216,9 @@ async def completions(request: Request) -> Response:
 async def embeddings(request: Request) -> Response:
     body = await _parse(request, EmbeddingRequest)
     _note_unknown(body, "embeddings")
-    backend = _registry(request).get(body.model)
-    request.state.model = backend.model_id
-    result = await backend.embed(body.inputs())
+    async with _manager(request).use(body.model, wait=_wait_for_load(request)) as backend:
+        request.state.model = backend.model_id
+        result = await backend.embed(body.inputs())
     _metrics(request).count_embeddings(backend.model_id, result.prompt_tokens)
     data = []
     for index, vector in enumerate(result.vectors):
@@ -231,24 +236,30 @@ async def embeddings(request: Request) -> Response:
     )
 
 
-def _model_card(backend: Any, created: int) -> dict[str, Any]:
-    info = backend.describe()
+def _model_card(info: dict[str, Any], created: int) -> dict[str, Any]:
+    """An OpenAI model object, plus whether it is loaded and what the appliance knows of it."""
     return {
-        "id": backend.model_id,
+        "id": info["id"],
         "object": "model",
         "created": created,
         "owned_by": "llm-appliance",
+        "loaded": info["loaded"],
         "state": info["state"],
-        "meta": {k: v for k, v in info.items() if k not in ("id", "state")},
+        "meta": {k: v for k, v in info.items() if k not in ("id", "state", "loaded", "plan")},
     }
 
 
 @router.get("/v1/models")
 async def list_models(request: Request) -> dict[str, Any]:
     created = request.app.state.started_at
-    return {"object": "list", "data": [_model_card(b, created) for b in _registry(request)]}
+    installed = await asyncio.to_thread(_manager(request).describe_installed)
+    return {"object": "list", "data": [_model_card(info, created) for info in installed]}
 
 
 @router.get("/v1/models/{model_id:path}")
 async def get_model(model_id: str, request: Request) -> dict[str, Any]:
-    return _model_card(_registry(request).get(model_id), request.app.state.started_at)
+    manager = _manager(request)
+    wanted = manager.resolve(model_id).id
+    installed = await asyncio.to_thread(manager.describe_installed)
+    info = next(i for i in installed if i["id"] == wanted)
+    return _model_card(info, request.app.state.started_at)

@@ -16,13 +16,17 @@ DONE = object()
 class JobStream:
     """The events of one queued job, consumed on the event loop. ``cancel()`` stops the job."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, on_done: Callable[[], None] | None = None) -> None:
         self._loop = loop
         self._events: asyncio.Queue[Any] = asyncio.Queue()
         self.cancelled = threading.Event()
+        self._on_done = on_done  # called once, on the worker, when DONE is first emitted
 
     # Worker side.
     def emit(self, item: Any) -> None:
+        if item is DONE and self._on_done is not None:
+            on_done, self._on_done = self._on_done, None
+            on_done()
         try:
             self._loop.call_soon_threadsafe(self._events.put_nowait, item)
         except RuntimeError:  # the loop is gone (shutdown): nobody is listening any more

@@ -398,6 +398,11 @@ class LlamaModel:
         """Tokens one sequence may hold: the context is shared equally by the parallel slots."""
         return self.n_ctx // self.options.n_seq_max
 
+    @property
+    def kv_cells_used(self) -> int:
+        """Tokens held in the KV cache, all sequences together (read from any thread: a snapshot)."""
+        return sum(len(tokens) for tokens in self._cached)
+
     def cached_tokens(self, seq: int) -> list[int]:
         return self._cached[seq]
 

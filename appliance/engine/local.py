@@ -41,6 +41,8 @@ from appliance.errors import (
 
 log = logging.getLogger(__name__)
 
+_DRAIN = object()  # close() with drain: stop once the submitted requests are done
+
 
 class ModelState(str, enum.Enum):
     LOADING = "loading"
@@ -59,7 +61,7 @@ class LocalLlamaBackend:
         *,
         max_queue: int = 64,
         request_deadline_s: float | None = None,
-        on_load_failed: Callable[[str], None] | None = None,
+        on_settled: Callable[[LocalLlamaBackend], None] | None = None,
         fallbacks: list[LoadOptions] | None = None,
     ) -> None:
         self.path = path
@@ -73,14 +75,17 @@ class LocalLlamaBackend:
         self.error: str | None = None
         self._model: Any = None  # appliance.engine.llama.LlamaModel once loaded
         self._template: ChatTemplate | None = None
-        self._jobs: queue.Queue[Job | None] = queue.Queue()
+        self._jobs: queue.Queue[Any] = queue.Queue()  # jobs, _DRAIN or None (stop)
         self._engine: BatchingEngine | None = None
         self._lock = threading.Lock()
         self._waiting = 0
+        self._in_flight = 0  # submitted and not yet done: waiting, running, or being cancelled
+        self.idle_since = time.monotonic()
+        self._closing = False
         self._job_seconds = 1.0  # moving average, for Retry-After
         self._worker = threading.Thread(target=self._work, name="llama-worker", daemon=True)
         self.load_seconds: float | None = None
-        self._on_load_failed = on_load_failed
+        self._on_settled = on_settled  # called from the worker once the load succeeded or failed
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -88,10 +93,14 @@ class LocalLlamaBackend:
         """Start loading in the worker thread; requests get 503 until it is ready."""
         self._worker.start()
 
-    def close(self) -> None:
-        self._jobs.put(None)
+    def close(self, *, drain: bool = False) -> None:
+        """Stop the worker and free the model. With ``drain``, requests already submitted finish
+        first; without, waiting ones get 503 and running ones stop. New requests get 503 at once."""
+        with self._lock:
+            self._closing = True
+        self._jobs.put(_DRAIN if drain else None)
         if self._worker.is_alive():
-            self._worker.join(timeout=30)
+            self._worker.join(timeout=None if drain else 30)
         if self._model is not None:
             self._model.close()
             self._model = None
@@ -110,20 +119,20 @@ class LocalLlamaBackend:
         except (ApplianceError, ValueError) as exc:
             self.error = getattr(exc, "message", str(exc))
             self.state = ModelState.FAILED
-            log.error("model failed to load: %s", self.error)
-            if self._on_load_failed is not None:
-                self._on_load_failed(self.error)
-            return
-        self._model = model
-        self.load_seconds = time.monotonic() - started
-        self.state = ModelState.READY
-        log.info(
-            "model %s ready in %.1f s (n_ctx %d)",
-            self.model_id,
-            self.load_seconds,
-            model.n_ctx,
-            extra={"model": self.model_id, "n_ctx": model.n_ctx},
-        )
+            log.error("model %s failed to load: %s", self.model_id, self.error)
+        else:
+            self._model = model
+            self.load_seconds = time.monotonic() - started
+            self.state = ModelState.READY
+            log.info(
+                "model %s ready in %.1f s (n_ctx %d)",
+                self.model_id,
+                self.load_seconds,
+                model.n_ctx,
+                extra={"model": self.model_id, "n_ctx": model.n_ctx},
+            )
+        if self._on_settled is not None:
+            self._on_settled(self)
 
     def _load_with_fallbacks(self, loader: Callable[[Path, LoadOptions], Any]) -> Any:
         attempts = [self.options, *(o for o in self._fallbacks if o != self.options)]
@@ -152,19 +161,30 @@ class LocalLlamaBackend:
         engine = BatchingEngine(model, self._request_done) if model is not None else None
         self._engine = engine
         pending: deque[Job] = deque()  # arrived, not yet admitted, in arrival order
+        draining = False
         while True:
             idle = engine is None or (engine.active == 0 and not pending)
+            if draining and idle:
+                self._shutdown(engine, pending)
+                return
             try:
                 job = self._jobs.get() if idle else self._jobs.get_nowait()
                 while True:
                     if job is None:
                         self._shutdown(engine, pending)
                         return
-                    pending.append(job)
+                    if job is _DRAIN:
+                        draining = True
+                    else:
+                        pending.append(job)
                     job = self._jobs.get_nowait()
             except queue.Empty:
                 pass
             if engine is None:  # the model failed to load: nothing will run
+                for job in pending:
+                    job.stream.emit(ModelLoadFailed(f"model {self.model_id} failed to load: {self.error}"))
+                    job.stream.emit(DONE)
+                pending.clear()
                 continue
             self._admit(engine, pending)
             if engine.active:
@@ -238,6 +258,18 @@ class LocalLlamaBackend:
         return self.slots_busy > 0
 
     @property
+    def idle(self) -> bool:
+        """No request is waiting, running or finishing."""
+        with self._lock:
+            return self._in_flight == 0
+
+    @property
+    def kv_cache_usage(self) -> float:
+        """Share of the KV cache's cells holding tokens (kept prefixes included), 0 to 1."""
+        model = self._model
+        return model.kv_cells_used / model.n_ctx if model is not None and model.n_ctx else 0.0
+
+    @property
     def slots_busy(self) -> int:
         engine = self._engine
         return engine.active if engine is not None else 0
@@ -279,9 +311,17 @@ class LocalLlamaBackend:
 
     # -- queueing -------------------------------------------------------------------------------
 
-    def _submit(self, make: Callable[[JobStream], Job]) -> JobStream:
-        stream = JobStream(asyncio.get_running_loop())
+    def _job_done(self) -> None:
         with self._lock:
+            self._in_flight -= 1
+            if self._in_flight == 0:
+                self.idle_since = time.monotonic()
+
+    def _submit(self, make: Callable[[JobStream], Job]) -> JobStream:
+        stream = JobStream(asyncio.get_running_loop(), on_done=self._job_done)
+        with self._lock:
+            if self._closing:
+                raise ModelLoading(f"model {self.model_id} is being unloaded; retry")
             if self._waiting >= self.max_queue:
                 retry = max(1, round(self._job_seconds * (self._waiting + 1) / self.slots_total))
                 raise QueueFull(
@@ -289,7 +329,8 @@ class LocalLlamaBackend:
                     retry_after_s=retry,
                 )
             self._waiting += 1
-        self._jobs.put(make(stream))
+            self._in_flight += 1
+            self._jobs.put(make(stream))
         return stream
 
     # -- requests -------------------------------------------------------------------------------

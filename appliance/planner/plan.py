@@ -152,7 +152,7 @@ def main_gpu(hardware: HardwareProfile) -> GpuInfo | None:
     return max(gpus, key=lambda g: g.free_bytes) if gpus else None
 
 
-def _fits(memory: MemoryEstimate, budget: Budget, unified: bool) -> bool:
+def fits_budget(memory: MemoryEstimate, budget: Budget, unified: bool) -> bool:
     # File pages the kernel can reclaim (ram_bytes - ram_required_bytes) do not have to fit the
     # detected budget; an explicit cap covers them too.
     if budget.ram_cap_bytes is not None and memory.ram_bytes > budget.ram_cap_bytes:
@@ -181,7 +181,7 @@ def _contexts(model: ModelInfo, request: PlanRequest, *, short: bool) -> list[in
 
 def _option(model: ModelInfo, settings: LoadSettings, budget: Budget) -> Option:
     memory = estimate(model, settings)
-    return Option(model, settings, memory, _fits(memory, budget, settings.unified_memory))
+    return Option(model, settings, memory, fits_budget(memory, budget, settings.unified_memory))
 
 
 def _kv_types(settings: LoadSettings) -> list[str]:

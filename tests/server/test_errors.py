@@ -5,7 +5,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import openai
@@ -189,22 +188,35 @@ def test_queue_full_is_429_with_retry_after(small_queue_daemon: Daemon) -> None:
     assert after.status_code == 200
 
 
-def test_loading_is_503(tmp_path: Path) -> None:
-    """Requests that arrive while the model loads get 503 (the backend is not started here)."""
+def test_loading_is_503(monkeypatch: pytest.MonkeyPatch) -> None:
+    """While the model loads, health is 503 "loading"; a request waits up to model.load_timeout_s, then
+    gets 503, and one that asked not to wait gets 503 at once. (The load is made to never finish.)"""
     from fastapi.testclient import TestClient
 
     from appliance.config import Settings
     from appliance.engine.local import LocalLlamaBackend
-    from appliance.engine.params import LoadOptions
-    from appliance.registry import ModelRegistry
+    from appliance.hardware.detect import detect_hardware
+    from appliance.manager import ModelManager
+    from models.catalog import LocalModel
     from models.embedded import embedded_model_path
     from server.app import create_app
 
     path = embedded_model_path()
     assert path is not None
-    registry = ModelRegistry()
-    registry.add(LocalLlamaBackend(path, MODEL_ID, LoadOptions()))
-    client = TestClient(create_app(Settings(), registry))  # no `with`: the lifespan never starts loading
-    health = client.get("/health")
-    assert health.status_code == 503 and health.json()["status"] == "loading"
-    _assert_error(client.post("/v1/chat/completions", json={"messages": OK_MESSAGES}), 503, "model_loading")
+    monkeypatch.setattr(LocalLlamaBackend, "start", lambda self: None)
+    settings = Settings(model={"load_timeout_s": 0.5})
+    manager = ModelManager(
+        settings, detect_hardware(), [LocalModel(MODEL_ID, path, "embedded")], default_id=MODEL_ID
+    )
+    with TestClient(create_app(settings, manager)) as client:
+        health = client.get("/health")
+        assert health.status_code == 503 and health.json()["status"] == "loading"
+        waited = client.post("/v1/chat/completions", json={"messages": OK_MESSAGES})
+        _assert_error(waited, 503, "model_loading")
+        assert "still loading after 0.5 s" in waited.json()["error"]["message"]
+        no_wait = client.post(
+            "/v1/chat/completions",
+            json={"messages": OK_MESSAGES},
+            headers={"X-Appliance-Wait-For-Load": "false"},
+        )
+        _assert_error(no_wait, 503, "model_loading")

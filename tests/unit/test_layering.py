@@ -18,7 +18,7 @@ PACKAGES = ("appliance", "server", "models", "tui")
 def test_importing_the_core_loads_no_web_or_ui_framework() -> None:
     code = (
         "import json, sys\n"
-        "import appliance, appliance.config, appliance.engine.local, appliance.registry, models.embedded\n"
+        "import appliance, appliance.config, appliance.engine.local, appliance.manager, models.embedded\n"
         "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))\n"
     )
     result = subprocess.run(

@@ -1,0 +1,374 @@
+"""Which models are loaded, and when they load and unload.
+
+A request names a model; one that is installed but not loaded is loaded on demand while its clients wait.
+Each model is planned against the whole machine's budget, as if nothing else were loaded, so its plan does
+not depend on what happens to be loaded. Loaded models then make room: the least recently used idle one
+is unloaded first, and the budget is never exceeded; a load waits for busy models to finish rather than
+overcommit. Models loaded on demand unload after ``model.keep_alive`` without requests; the model `serve`
+started with stays until its memory is needed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from appliance.config import Settings
+from appliance.engine.local import LocalLlamaBackend, ModelState
+from appliance.errors import ModelLoadFailed, ModelLoading, ModelNotFound, ModelTooLarge
+from appliance.hardware.profile import HardwareProfile
+from appliance.planner.model_info import read_model_info
+from appliance.planner.plan import Budget, Plan, fits_budget
+from appliance.planning import choose_plan, fallback_ladder, load_options
+from appliance.units import parse_duration
+from models.catalog import LocalModel
+
+log = logging.getLogger(__name__)
+
+_REAP_INTERVAL_S = 1.0
+_ROOM_POLL_S = 0.2
+
+
+@dataclass(eq=False)
+class Loaded:
+    """A model with a backend: loading, ready, failed, or being unloaded."""
+
+    model: LocalModel
+    backend: LocalLlamaBackend
+    plan: Plan
+    keep_alive_s: float | None  # None: stays until its memory is needed
+    settled: asyncio.Event  # set once the load succeeded or failed
+    leases: int = 0  # requests between choosing this model and queueing on it
+    last_used: float = field(default_factory=time.monotonic)
+    unloading: bool = False
+    closed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def idle(self) -> bool:
+        return self.leases == 0 and self.backend.idle
+
+    def idle_seconds(self, now: float) -> float:
+        return now - max(self.last_used, self.backend.idle_since)
+
+    def describe(self, now: float) -> dict[str, Any]:
+        memory, settings = self.plan.memory, self.plan.settings
+        info = self.backend.describe()
+        info.update(
+            source=self.model.source,
+            quant=self.plan.model.quant,
+            plan={
+                "n_ctx": settings.n_ctx,
+                "n_parallel": settings.n_parallel,
+                "n_gpu_layers": settings.n_gpu_layers,
+                "kv_type": settings.kv_type,
+                "ram_bytes": memory.ram_bytes,
+                "vram_bytes": memory.vram_bytes,
+            },
+            keep_alive_s=self.keep_alive_s,
+            idle_s=round(self.idle_seconds(now), 1) if self.idle else 0.0,
+        )
+        if self.unloading:
+            info["state"] = "unloading"
+        return info
+
+
+class ModelManager:
+    """The installed models by id, and the loaded ones among them."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        hardware: HardwareProfile,
+        models: list[LocalModel],
+        *,
+        default_id: str,
+        plans: dict[str, Plan] | None = None,
+        on_default_failed: Callable[[str], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.hardware = hardware  # detected before any model loaded: every plan sees the whole machine
+        self._models = {m.id: m for m in models}
+        self.default_id = default_id
+        self._plans: dict[Path, Plan] = {}
+        for model_id, plan in (plans or {}).items():
+            self._plans[self._models[model_id].path] = plan
+        self._on_default_failed = on_default_failed
+        self._loaded: dict[str, Loaded] = {}
+        self._lock = asyncio.Lock()  # one load decision at a time
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._reaper: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.keep_alive_s = parse_duration(settings.model.keep_alive)
+        self.loads: Counter[tuple[str, str]] = Counter()  # (model, "ok" | "failed")
+        self.unloads: Counter[tuple[str, str]] = Counter()  # (model, reason)
+
+    # -- what exists ----------------------------------------------------------------------------
+
+    @property
+    def models(self) -> list[LocalModel]:
+        return list(self._models.values())
+
+    def __iter__(self) -> Iterator[LocalLlamaBackend]:
+        """The loaded models' backends (loading and failed ones included)."""
+        return iter([entry.backend for entry in self._loaded.values()])
+
+    def loaded(self) -> list[Loaded]:
+        return list(self._loaded.values())
+
+    def resolve(self, name: str | None) -> LocalModel:
+        """The installed model ``name`` (the default one for None); ModelNotFound names the others."""
+        model = self._models.get(name or self.default_id)
+        if model is None:
+            installed = ", ".join(sorted(self._models)) or "none"
+            raise ModelNotFound(f"the model '{name}' does not exist (installed: {installed})", param="model")
+        return model
+
+    def plan_for(self, model: LocalModel) -> Plan:
+        """The planner's choice for ``model`` on this whole machine (cached; reads the GGUF header)."""
+        plan = self._plans.get(model.path)
+        if plan is None:
+            plan = choose_plan([read_model_info(model.path)], self.hardware, self.settings)
+            self._plans[model.path] = plan
+        return plan
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """On the event loop: load the default model and start unloading idle ones."""
+        self._loop = asyncio.get_running_loop()
+        default = self._models[self.default_id]
+        self._spawn(default, self.plan_for(default), keep_alive_s=None, first=True)
+        self._reaper = asyncio.create_task(self._reap())
+
+    def close(self) -> None:
+        if self._reaper is not None:
+            self._reaper.cancel()
+        for entry in list(self._loaded.values()):
+            entry.backend.close()
+        self._loaded.clear()
+
+    # -- requests -------------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def use(self, name: str | None, *, wait: bool = True) -> AsyncIterator[LocalLlamaBackend]:
+        """The ready backend of ``name``, loading it first if needed. It is not unloaded while the
+        block runs (queue the request inside it). ``wait=False``: 503 at once while it loads."""
+        entry = await self._acquire(self.resolve(name), wait)
+        try:
+            yield entry.backend
+        finally:
+            entry.leases -= 1
+            entry.last_used = time.monotonic()
+
+    async def load(
+        self, name: str, *, keep_alive_s: float | None = None, set_keep_alive: bool = False
+    ) -> Loaded:
+        """Load ``name`` (if needed) and wait until it is ready. With ``set_keep_alive``, ``keep_alive_s``
+        becomes its keep-alive (None: until its memory is needed)."""
+        entry = await self._acquire(self.resolve(name), wait=True)
+        entry.leases -= 1
+        entry.last_used = time.monotonic()
+        if set_keep_alive:
+            entry.keep_alive_s = keep_alive_s
+        return entry
+
+    async def unload(self, name: str) -> bool:
+        """Unload ``name`` once its running requests are done; False if it was not loaded."""
+        entry = self._loaded.get(self.resolve(name).id)
+        if entry is None:
+            return False
+        await self._unload(entry, "request")
+        return True
+
+    # -- internals ------------------------------------------------------------------------------
+
+    async def _acquire(self, model: LocalModel, wait: bool) -> Loaded:
+        deadline = time.monotonic() + self.settings.model.load_timeout_s
+        while True:
+            entry = self._loaded.get(model.id)
+            if entry is None:
+                if not wait:
+                    self._background(self._start_load(model, deadline))
+                    raise ModelLoading(f"model {model.id} is loading; retry shortly")
+                entry = await self._start_load(model, deadline)
+            if entry.unloading:
+                await self._until(entry.closed, deadline, f"model {model.id} is being unloaded")
+                continue
+            if not entry.settled.is_set():
+                if not wait:
+                    raise ModelLoading(f"model {model.id} is loading; retry shortly")
+                await self._until(entry.settled, deadline, f"model {model.id} is still loading")
+            if entry.backend.state is ModelState.FAILED:
+                error = entry.backend.error
+                if not entry.unloading:
+                    await self._unload(entry, "failed")  # a later request may try again
+                raise ModelLoadFailed(f"model {model.id} failed to load: {error}")
+            entry.leases += 1
+            return entry
+
+    async def _until(self, event: asyncio.Event, deadline: float, what: str) -> None:
+        try:
+            await asyncio.wait_for(event.wait(), max(deadline - time.monotonic(), 0.001))
+        except TimeoutError:
+            waited = self.settings.model.load_timeout_s
+            raise ModelLoading(f"{what} after {waited:g} s; retry later") from None
+
+    async def _start_load(self, model: LocalModel, deadline: float) -> Loaded:
+        async with self._lock:
+            entry = self._loaded.get(model.id)
+            if entry is not None:
+                return entry
+            plan = await asyncio.to_thread(self.plan_for, model)
+            if not plan.fits:
+                raise ModelTooLarge(f"the model {model.id} does not fit this machine: {plan.reasons[0]}")
+            await self._make_room(model, plan, deadline)
+            keep_alive = None if model.id == self.default_id else self.keep_alive_s
+            return self._spawn(model, plan, keep_alive_s=keep_alive)
+
+    async def _make_room(self, model: LocalModel, plan: Plan, deadline: float) -> None:
+        """Unload idle models, least recently used first, until ``plan`` fits beside the rest; wait for
+        busy ones to finish while it does not."""
+        while True:
+            entries = list(self._loaded.values())  # models being unloaded still hold their memory
+            if not entries or (len(entries) < self.settings.model.max_loaded and self._room(plan, entries)):
+                return
+            idle = [e for e in entries if not e.unloading and e.idle]
+            if idle:
+                victim = min(idle, key=lambda e: e.last_used)
+                log.info("unloading %s to make room for %s", victim.model.id, model.id)
+                await self._unload(victim, "memory")
+                continue
+            if time.monotonic() > deadline:
+                busy = ", ".join(e.model.id for e in entries)
+                raise ModelLoading(
+                    f"not enough memory to load {model.id} while {busy} serve requests; retry later"
+                )
+            await asyncio.sleep(_ROOM_POLL_S)
+
+    @staticmethod
+    def _room(plan: Plan, entries: list[Loaded]) -> bool:
+        used = [e.plan.memory for e in entries]
+        budget = plan.budget
+        cap = budget.ram_cap_bytes
+        left = Budget(
+            ram_bytes=budget.ram_bytes - sum(m.ram_required_bytes for m in used),
+            vram_bytes=budget.vram_bytes - sum(m.vram_bytes for m in used),
+            reasons=(),
+            ram_cap_bytes=None if cap is None else cap - sum(m.ram_bytes for m in used),
+        )
+        return fits_budget(plan.memory, left, plan.settings.unified_memory)
+
+    def _spawn(
+        self, model: LocalModel, plan: Plan, *, keep_alive_s: float | None, first: bool = False
+    ) -> Loaded:
+        loop = self._loop
+        assert loop is not None, "start() first"
+        settled = asyncio.Event()
+
+        def on_settled(backend: LocalLlamaBackend) -> None:  # on the worker thread
+            ok = backend.state is ModelState.READY
+            self.loads[(model.id, "ok" if ok else "failed")] += 1
+            if first and not ok and self._on_default_failed is not None:
+                self._on_default_failed(backend.error or "load failed")
+            with contextlib.suppress(RuntimeError):  # the loop is closed: shutting down
+                loop.call_soon_threadsafe(settled.set)
+
+        options = load_options(plan, self.hardware, self.settings.model.n_threads)
+        backend = LocalLlamaBackend(
+            model.path,
+            model.id,
+            options,
+            max_queue=self.settings.server.max_queue,
+            request_deadline_s=self.settings.server.request_deadline_s,
+            on_settled=on_settled,
+            fallbacks=fallback_ladder(options, plan.model),
+        )
+        entry = Loaded(model, backend, plan, keep_alive_s, settled)
+        self._loaded[model.id] = entry
+        log.info("loading %s from %s", model.id, model.path)
+        backend.start()
+        return entry
+
+    async def _unload(self, entry: Loaded, reason: str) -> None:
+        if entry.unloading:
+            await entry.closed.wait()
+            return
+        entry.unloading = True
+        try:
+            await asyncio.to_thread(entry.backend.close, drain=True)
+        finally:
+            if self._loaded.get(entry.model.id) is entry:
+                del self._loaded[entry.model.id]
+            entry.closed.set()
+            self.unloads[(entry.model.id, reason)] += 1
+            log.info("unloaded %s (%s)", entry.model.id, reason, extra={"model": entry.model.id})
+
+    async def _reap(self) -> None:
+        """Unload models idle for longer than their keep-alive."""
+        while True:
+            await asyncio.sleep(_REAP_INTERVAL_S)
+            now = time.monotonic()
+            for entry in list(self._loaded.values()):
+                keep = entry.keep_alive_s
+                if (
+                    keep is not None
+                    and not entry.unloading
+                    and entry.settled.is_set()
+                    and entry.idle
+                    and entry.idle_seconds(now) >= keep
+                ):
+                    self._background(self._unload(entry, "idle"))
+
+    def _background(self, coroutine: Any) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._tasks.add(task)
+
+        def done(t: asyncio.Task[Any]) -> None:
+            self._tasks.discard(t)
+            if not t.cancelled() and t.exception() is not None:
+                log.warning("background model task failed: %s", t.exception())
+
+        task.add_done_callback(done)
+
+    # -- reporting ------------------------------------------------------------------------------
+
+    def health(self) -> tuple[str, int]:
+        """("ok" | "loading" | "error", HTTP status) from the default model's state."""
+        entry = self._loaded.get(self.default_id)
+        if entry is not None and entry.backend.state is ModelState.LOADING:
+            return "loading", 503
+        if entry is not None and entry.backend.state is ModelState.FAILED:
+            return "error", 503
+        return "ok", 200
+
+    def describe_loaded(self) -> list[dict[str, Any]]:
+        now = time.monotonic()
+        return [entry.describe(now) for entry in self._loaded.values()]
+
+    def describe_installed(self) -> list[dict[str, Any]]:
+        """Every installed model, loaded or not, with the plan it would be loaded with."""
+        out = []
+        for model in self._models.values():
+            entry = self._loaded.get(model.id)
+            info: dict[str, Any] = {
+                "id": model.id,
+                "path": str(model.path),
+                "source": model.source,
+                "default": model.id == self.default_id,
+                "loaded": entry is not None and entry.backend.state is ModelState.READY,
+                "state": "unloaded" if entry is None else entry.describe(time.monotonic())["state"],
+            }
+            try:
+                info["size_bytes"] = model.path.stat().st_size
+                info["plan"] = self.plan_for(model).to_json()
+            except (OSError, ValueError) as exc:
+                info["error"] = str(exc)
+            out.append(info)
+        return out

@@ -1,0 +1,204 @@
+"""Several models: on-demand loads, keep-alive, least-recently-used eviction under the memory budget,
+and the load/unload API. The second model is a copy of the default one under another name in the store."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from models.embedded import embedded_model_path
+from tests.server.conftest import MODEL_ID, NO_EOS_BIAS, Daemon, start_daemon, stop_daemon
+
+SECOND = "second-model"
+# The default model's plan takes about 0.48 GiB (4 slots of 4096 tokens): two do not fit in 800 MiB.
+MAX_RAM = "800MiB"
+KEEP_ALIVE_S = 2
+
+
+def _store_with_second_model(home: Path) -> None:
+    source = embedded_model_path()
+    assert source is not None, "the [default-model] extra is needed"
+    store = home / "data" / "models"
+    store.mkdir(parents=True)
+    shutil.copyfile(source, store / f"{SECOND}.Q4_1.gguf")
+
+
+@pytest.fixture(scope="module")
+def models_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    home = tmp_path_factory.mktemp("models")
+    _store_with_second_model(home)
+    d = start_daemon(home, "--max-ram", MAX_RAM, env={"APPLIANCE_MODEL__KEEP_ALIVE": f"{KEEP_ALIVE_S}s"})
+    yield d
+    stop_daemon(d)
+
+
+def _post(daemon: Daemon, path: str, **kwargs: Any) -> httpx.Response:
+    return httpx.post(f"{daemon.url}{path}", timeout=120, **kwargs)
+
+
+def _chat(daemon: Daemon, model: str, max_tokens: int = 8, **kwargs: Any) -> httpx.Response:
+    body = {"model": model, "messages": [{"role": "user", "content": "Say hi."}], "max_tokens": max_tokens,
+            "temperature": 0}  # fmt: skip
+    return httpx.post(f"{daemon.v1}/chat/completions", json=body, timeout=120, **kwargs)
+
+
+def _status(daemon: Daemon) -> dict[str, Any]:
+    return httpx.get(f"{daemon.url}/appliance/v1/status", timeout=10).json()  # type: ignore[no-any-return]
+
+
+def _loaded(daemon: Daemon) -> list[str]:
+    return [m["id"] for m in _status(daemon)["models"]]
+
+
+def _metric(daemon: Daemon, line_start: str) -> float:
+    for line in httpx.get(f"{daemon.url}/metrics", timeout=10).text.splitlines():
+        if line.startswith(line_start):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def _only_default_loaded(daemon: Daemon) -> None:
+    _post(daemon, f"/appliance/v1/models/{SECOND}/unload")
+    assert _post(daemon, f"/appliance/v1/models/{MODEL_ID}/load").status_code == 200
+    assert _loaded(daemon) == [MODEL_ID]
+
+
+def _wait_until(condition: Any, timeout: float = 15) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_v1_models_lists_installed_models_and_which_are_loaded(models_daemon: Daemon) -> None:
+    _only_default_loaded(models_daemon)
+    data = httpx.get(f"{models_daemon.v1}/models", timeout=10).json()["data"]
+    cards = {card["id"]: card for card in data}
+    assert set(cards) == {MODEL_ID, SECOND}
+    assert cards[MODEL_ID]["loaded"] is True and cards[MODEL_ID]["meta"]["default"] is True
+    assert cards[SECOND]["loaded"] is False and cards[SECOND]["state"] == "unloaded"
+    assert cards[SECOND]["meta"]["source"] == "store"
+    installed = httpx.get(f"{models_daemon.url}/appliance/v1/models", timeout=10).json()["models"]
+    plans = {m["id"]: m["plan"] for m in installed}
+    assert plans[SECOND]["fits"] is True and plans[SECOND]["quant"] == "Q4_1"
+
+
+def test_a_request_loads_its_model_and_the_least_recently_used_idle_one_makes_room(
+    models_daemon: Daemon,
+) -> None:
+    _only_default_loaded(models_daemon)
+    evicted = f'appliance_model_unloads_total{{model="{MODEL_ID}",reason="memory"}}'
+    evicted_before = _metric(models_daemon, evicted)
+    response = _chat(models_daemon, SECOND)
+    assert response.status_code == 200, response.text
+    assert response.json()["model"] == SECOND
+    status = _status(models_daemon)
+    assert [m["id"] for m in status["models"]] == [SECOND]  # both would pass the 800 MiB cap
+    assert 0 < status["memory"]["models_ram_bytes"] <= status["memory"]["budget_ram_bytes"]
+    assert _metric(models_daemon, evicted) == evicted_before + 1
+    # A request naming no model goes to the default one, which comes back in the same way.
+    body = {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4}
+    back = httpx.post(f"{models_daemon.v1}/chat/completions", json=body, timeout=120)
+    assert back.status_code == 200 and back.json()["model"] == MODEL_ID
+    assert _loaded(models_daemon) == [MODEL_ID]
+
+
+def test_a_client_that_will_not_wait_gets_503_while_its_model_loads(models_daemon: Daemon) -> None:
+    _only_default_loaded(models_daemon)
+    response = _chat(models_daemon, SECOND, headers={"X-Appliance-Wait-For-Load": "false"})
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "model_loading"
+    # The load it started goes on without it.
+    assert _wait_until(lambda: SECOND in _loaded(models_daemon))
+    assert _chat(models_daemon, SECOND).status_code == 200
+
+
+def test_a_model_loaded_on_demand_unloads_after_its_keep_alive(models_daemon: Daemon) -> None:
+    _only_default_loaded(models_daemon)
+    assert _chat(models_daemon, SECOND).status_code == 200
+    loaded = {m["id"]: m for m in _status(models_daemon)["models"]}
+    assert loaded[SECOND]["keep_alive_s"] == KEEP_ALIVE_S
+    started = time.monotonic()
+    assert _wait_until(lambda: SECOND not in _loaded(models_daemon))
+    assert time.monotonic() - started >= KEEP_ALIVE_S - 1
+    assert _metric(models_daemon, f'appliance_model_unloads_total{{model="{SECOND}",reason="idle"}}') >= 1
+    # The model serve started with has no keep-alive: it stays.
+    default = _post(models_daemon, f"/appliance/v1/models/{MODEL_ID}/load").json()["model"]
+    assert default["keep_alive_s"] is None
+    time.sleep(KEEP_ALIVE_S + 1.5)
+    assert _loaded(models_daemon) == [MODEL_ID]
+
+
+def test_a_busy_model_is_not_unloaded_the_new_one_waits_for_it(models_daemon: Daemon) -> None:
+    _only_default_loaded(models_daemon)
+    first_token = concurrent.futures.Future[float]()
+
+    def stream_default() -> tuple[str | None, int, float]:
+        body = {"model": MODEL_ID, "messages": [{"role": "user", "content": "Tell a story."}],
+                "max_tokens": 200, "temperature": 0, "stream": True, "logit_bias": NO_EOS_BIAS,
+                "stream_options": {"include_usage": True}}  # fmt: skip
+        finish, tokens = None, 0
+        with httpx.stream("POST", f"{models_daemon.v1}/chat/completions", json=body, timeout=120) as r:
+            for line in r.iter_lines():
+                if not line.startswith("data: {"):
+                    continue
+                chunk = json.loads(line[6:])
+                if not first_token.done():
+                    first_token.set_result(time.monotonic())
+                if chunk["choices"] and chunk["choices"][0]["finish_reason"]:
+                    finish = chunk["choices"][0]["finish_reason"]
+                if chunk.get("usage"):
+                    tokens = chunk["usage"]["completion_tokens"]
+        return finish, tokens, time.monotonic()
+
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        streaming = pool.submit(stream_default)
+        first_token.result(timeout=60)
+        other = pool.submit(lambda: (_chat(models_daemon, SECOND), time.monotonic()))
+        finish, tokens, stream_ended = streaming.result(timeout=120)
+        response, answered = other.result(timeout=120)
+    assert (finish, tokens) == ("length", 200)  # never cut short to make room
+    assert response.status_code == 200, response.text
+    assert answered > stream_ended  # loaded only once the default model was done and unloaded
+    assert _loaded(models_daemon) == [SECOND]
+
+
+def test_load_and_unload_endpoints(models_daemon: Daemon) -> None:
+    _only_default_loaded(models_daemon)
+    loaded = _post(models_daemon, f"/appliance/v1/models/{SECOND}/load", json={"keep_alive": -1})
+    assert loaded.status_code == 200, loaded.text
+    assert loaded.json()["model"]["state"] == "ready"
+    assert loaded.json()["model"]["keep_alive_s"] is None
+    time.sleep(KEEP_ALIVE_S + 1.5)
+    assert SECOND in _loaded(models_daemon)  # keep-alive -1: stays
+    assert _post(models_daemon, f"/appliance/v1/models/{SECOND}/unload").json() == {
+        "model": SECOND, "unloaded": True,
+    }  # fmt: skip
+    assert _post(models_daemon, f"/appliance/v1/models/{SECOND}/unload").json()["unloaded"] is False
+    missing = _post(models_daemon, "/appliance/v1/models/no-such-model/load")
+    assert missing.status_code == 404
+    assert missing.json()["error"]["code"] == "model_not_found"
+    assert SECOND in missing.json()["error"]["message"]  # names what is installed
+    bad = _post(models_daemon, f"/appliance/v1/models/{SECOND}/load", json={"keep_alive": "soon"})
+    assert bad.status_code == 400 and "keep_alive" in bad.json()["error"]["message"]
+
+
+def test_serve_takes_a_store_name(tmp_path: Path) -> None:
+    _store_with_second_model(tmp_path)
+    daemon = start_daemon(tmp_path, SECOND, "--parallel", "1", "--ctx", "2048")
+    try:
+        data = httpx.get(f"{daemon.v1}/models", timeout=10).json()["data"]
+        default = next(card for card in data if card["meta"]["default"])
+        assert default["id"] == SECOND and default["loaded"] is True
+    finally:
+        stop_daemon(daemon)
