@@ -267,6 +267,67 @@ def _context_params(options: LoadOptions, model: Any) -> Any:
     return cparams
 
 
+_TOKEN_DATA = np.dtype([("id", "<i4"), ("logit", "<f4"), ("p", "<f4")])  # llama_token_data
+
+
+class Sampler:
+    """A request's sampler chain, and its grammar kept apart from it, as llama.cpp's own server does
+    (common/sampling.cpp, common_sampler_sample): the chain picks a token from the raw logits and the
+    grammar only checks that one token; only when the grammar rejects it is the whole vocabulary run
+    through the grammar and sampled again. Constraining every token over the whole vocabulary halves the
+    speed of structured output; this way most tokens cost one check. At temperature 0 the result is the
+    same token: the best token, when the grammar allows it, is also the best allowed one."""
+
+    def __init__(self, chain: Any, grammar: Any = None, n_vocab: int = 0) -> None:
+        self.chain = chain
+        self.grammar = grammar
+        if grammar is None:
+            return
+        self._ids = np.arange(n_vocab, dtype=np.int32)
+        self._view, self._array = self._candidates(n_vocab)
+        self._one, self._one_array = self._candidates(1)
+
+    def sample_checked(self, logits: Any) -> int:
+        """Sample with the grammar checking the chain's choice (see the class); accepts the token."""
+        chain, grammar = self.chain, self.grammar
+        candidates = ctypes.byref(self._array)
+        self._reset(logits)
+        llama_cpp.llama_sampler_apply(chain, candidates)
+        token = int(self._view["id"][self._array.selected])
+        self._one[0] = (token, 1.0, 0.0)
+        self._one_array.size, self._one_array.selected, self._one_array.sorted = 1, -1, False
+        llama_cpp.llama_sampler_apply(grammar, ctypes.byref(self._one_array))
+        if self._one["logit"][0] == -math.inf:  # rejected: constrain the whole vocabulary, sample again
+            self._reset(logits)
+            llama_cpp.llama_sampler_apply(grammar, candidates)
+            llama_cpp.llama_sampler_apply(chain, candidates)
+            token = int(self._view["id"][self._array.selected])
+        llama_cpp.llama_sampler_accept(grammar, token)
+        llama_cpp.llama_sampler_accept(chain, token)
+        return token
+
+    @staticmethod
+    def _candidates(n: int) -> tuple[np.ndarray[Any, Any], Any]:
+        """A llama_token_data_array of ``n`` entries, and a numpy view of its data (which keeps the
+        data alive)."""
+        data = (llama_cpp.llama_token_data * n)()
+        view = np.frombuffer(memoryview(data).cast("B"), dtype=_TOKEN_DATA)
+        pointer = ctypes.cast(data, llama_cpp.llama_token_data_p)
+        return view, llama_cpp.llama_token_data_array(pointer, n, -1, False)
+
+    def _reset(self, logits: Any) -> None:
+        n = len(self._ids)
+        self._view["id"] = self._ids  # samplers sort and shrink the array in place
+        self._view["logit"] = np.ctypeslib.as_array(logits, shape=(n,))
+        self._view["p"] = 0.0
+        self._array.size, self._array.selected, self._array.sorted = n, -1, False
+
+    def free(self) -> None:
+        llama_cpp.llama_sampler_free(self.chain)
+        if self.grammar is not None:
+            llama_cpp.llama_sampler_free(self.grammar)
+
+
 class LlamaModel:
     """A loaded model with one context. Only one thread may use an instance."""
 
@@ -459,28 +520,39 @@ class LlamaModel:
             self._cached[seq].extend(tokens)
         return indices
 
-    def new_sampler(self, params: SamplingParams) -> Any:
-        """A sampler chain for one request (free it with free_sampler)."""
-        return self._make_sampler(params)
+    def new_sampler(self, params: SamplingParams) -> Sampler:
+        """A sampler for one request (free it with free_sampler)."""
+        chain = self._make_chain(params)
+        if not params.grammar:
+            return Sampler(chain)
+        grammar = llama_cpp.llama_sampler_init_grammar(self._vocab, params.grammar.encode(), b"root")
+        if not grammar:
+            llama_cpp.llama_sampler_free(chain)
+            raise InvalidRequest("invalid grammar: llama.cpp could not parse it", param="response_format")
+        return Sampler(chain, grammar, self.n_vocab)
 
     @staticmethod
-    def free_sampler(sampler: Any) -> None:
-        llama_cpp.llama_sampler_free(sampler)
+    def free_sampler(sampler: Sampler) -> None:
+        sampler.free()
 
-    def sample(self, sampler: Any, index: int, top_logprobs: int | None) -> GeneratedToken:
-        """Sample from the logits at batch ``index`` (the sampler accepts the token)."""
-        token = int(llama_cpp.llama_sampler_sample(sampler, self._ctx, index))
+    def sample(self, sampler: Sampler, index: int, top_logprobs: int | None) -> GeneratedToken:
+        """Sample from the logits at batch ``index``; the sampler accepts the token."""
+        if sampler.grammar is None:
+            token = int(llama_cpp.llama_sampler_sample(sampler.chain, self._ctx, index))
+        else:
+            token = sampler.sample_checked(llama_cpp.llama_get_logits_ith(self._ctx, index))
         if top_logprobs is None:
             return GeneratedToken(token)
         return self._logprobs(token, top_logprobs, index)
 
-    def _make_sampler(self, params: SamplingParams) -> ctypes.c_void_p:
+    def _make_chain(self, params: SamplingParams) -> ctypes.c_void_p:
+        """The request's sampler chain, without its grammar (see Sampler)."""
         chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
 
         def add(sampler: ctypes.c_void_p | None) -> None:
             if not sampler:
                 llama_cpp.llama_sampler_free(chain)
-                raise InvalidRequest("invalid sampling settings (grammar could not be parsed?)")
+                raise InvalidRequest("invalid sampling settings")
             llama_cpp.llama_sampler_chain_add(chain, sampler)
 
         biases = dict(params.logit_bias)
@@ -501,8 +573,6 @@ class LlamaModel:
                     params.presence_penalty,
                 )
             )
-        if params.grammar:
-            add(llama_cpp.llama_sampler_init_grammar(self._vocab, params.grammar.encode(), b"root"))
         if params.temperature <= 0:
             add(llama_cpp.llama_sampler_init_greedy())
         else:
@@ -538,7 +608,7 @@ class LlamaModel:
         serving goes through the batching engine). Stops after an end-of-generation token."""
         if not prompt or len(prompt) + max_tokens > self.n_ctx_per_seq:
             raise ContextOverflow(f"{len(prompt)} + {max_tokens} tokens do not fit {self.n_ctx_per_seq}")
-        sampler = self._make_sampler(params)
+        sampler = self.new_sampler(params)
         try:
             pending = prompt[self.reuse_prefix(0, prompt) :]
             while pending:
@@ -551,7 +621,7 @@ class LlamaModel:
                     return
                 index = self.decode([(0, [step.token], True)])[0]
         finally:
-            llama_cpp.llama_sampler_free(sampler)
+            sampler.free()
 
     # -- embeddings -----------------------------------------------------------------------------
 

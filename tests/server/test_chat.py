@@ -221,6 +221,35 @@ def test_json_schema_is_enforced(client: openai.OpenAI, seed: int) -> None:
     jsonschema.validate(json.loads(reply.choices[0].message.content or ""), PERSON)
 
 
+UNLIKELY = {
+    "type": "object",
+    "properties": {
+        "code": {"type": "string", "enum": ["xq-17", "zz-99"]},
+        "n": {"type": "integer", "minimum": 0, "maximum": 99},
+    },
+    "required": ["code", "n"],
+    "additionalProperties": False,
+}
+
+
+@pytest.mark.parametrize(("temperature", "seed"), [(0.0, None), (2.0, 1), (2.0, 2)])
+def test_json_schema_holds_where_the_model_would_write_something_else(
+    client: openai.OpenAI, temperature: float, seed: int | None
+) -> None:
+    """The grammar checks each sampled token and resamples under the grammar when it rejects one:
+    with values the model would never write, and a hot temperature, most tokens are rejected."""
+    reply = client.chat.completions.create(
+        model=MODEL_ID,
+        messages=[{"role": "user", "content": "Write a poem about the sea."}],
+        response_format={"type": "json_schema", "json_schema": {"name": "code", "schema": UNLIKELY}},
+        max_tokens=60,
+        temperature=temperature,
+        seed=seed,
+    )
+    assert reply.choices[0].finish_reason == "stop"
+    jsonschema.validate(json.loads(reply.choices[0].message.content or ""), UNLIKELY)
+
+
 WEATHER = {
     "type": "function",
     "function": {
