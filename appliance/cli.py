@@ -82,6 +82,30 @@ def _parser() -> argparse.ArgumentParser:
     )
     hw.add_argument("--json", action="store_true", help="print the hardware profile as JSON")
 
+    listing = commands.add_parser(
+        "list",
+        parents=[common, budgets],
+        help="list installed models and whether they fit here",
+        description="List the installed models (the store, the embedded model, other tools' stores) "
+        "with whether each fits this machine: full, partial (split between GPU and CPU) or no.",
+    )
+    listing.add_argument("--json", action="store_true", help="print the list as JSON")
+    rm = commands.add_parser(
+        "rm", parents=[common], help="remove a stored model", description="Remove a model from the store."
+    )
+    rm.add_argument("name", metavar="NAME", help="name:tag as `appliance list` shows it")
+    rm.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
+    imp = commands.add_parser(
+        "import",
+        parents=[common],
+        help="add an existing .gguf to the store without copying it",
+        description="Register an existing GGUF file in the store, without copying it.",
+    )
+    imp.add_argument("path", type=Path, metavar="PATH", help="a .gguf file")
+    imp.add_argument("--name", help="store name (default: from the file name)")
+    imp.add_argument("--tag", help="tag (default: the quantization)")
+    imp.add_argument("--json", action="store_true", help="print the stored manifest as JSON")
+
     config = commands.add_parser("config", parents=[common], help="inspect the configuration")
     config_commands = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
     config_commands.add_parser(
@@ -200,6 +224,27 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return run_daemon(settings, args.model)
 
 
+def _cmd_store(args: argparse.Namespace) -> int:
+    from appliance import cli_store
+
+    if args.command == "list":
+        from appliance.hardware.detect import detect_hardware
+
+        settings = _settings(args, planner={"max_ram": args.max_ram, "max_vram": args.max_vram})
+        entries = cli_store.list_entries(settings, detect_hardware())
+        print(json.dumps(entries, indent=2) if args.json else cli_store.list_text(entries))
+        return 0
+    _settings(args)
+    try:
+        if args.command == "rm":
+            print(cli_store.remove(args.name, yes=args.yes))
+        else:
+            print(cli_store.import_file(args.path, args.name, args.tag, args.json))
+    except cli_store.StoreCommandError as exc:
+        raise UserError(str(exc)) from None
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -211,6 +256,8 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_plan(args)
         if args.command == "config":
             return _cmd_config_show(args)
+        if args.command in ("list", "rm", "import"):
+            return _cmd_store(args)
     except UserError as exc:
         print(f"appliance: {exc}", file=sys.stderr)
         return 1

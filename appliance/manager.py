@@ -22,7 +22,7 @@ from typing import Any
 
 from appliance.config import Settings
 from appliance.engine.local import LocalLlamaBackend, ModelState
-from appliance.errors import ModelLoadFailed, ModelLoading, ModelNotFound, ModelTooLarge
+from appliance.errors import InvalidRequest, ModelLoadFailed, ModelLoading, ModelNotFound, ModelTooLarge
 from appliance.hardware.profile import HardwareProfile
 from appliance.planner.model_info import read_model_info
 from appliance.planner.plan import Budget, Plan, fits_budget
@@ -123,11 +123,43 @@ class ModelManager:
         return list(self._loaded.values())
 
     def resolve(self, name: str | None) -> LocalModel:
-        """The installed model ``name`` (the default one for None); ModelNotFound names the others."""
-        model = self._models.get(name or self.default_id)
+        """The installed model ``name`` (the default one for None). A bare ``name`` whose tags are
+        installed (``name:q4_k_m``, ``name:q8_0``) means the one the planner likes best here.
+        ModelNotFound names the installed models."""
+        wanted = name or self.default_id
+        model = self._models.get(wanted)
+        if model is None and ":" not in wanted:
+            tags = [m for m in self._models.values() if m.name == wanted]
+            model = self._best_tag(tags) if tags else None
         if model is None:
             installed = ", ".join(sorted(self._models)) or "none"
             raise ModelNotFound(f"the model '{name}' does not exist (installed: {installed})", param="model")
+        return model
+
+    def _best_tag(self, tags: list[LocalModel]) -> LocalModel:
+        if len(tags) == 1:
+            return tags[0]
+        try:
+            infos = [read_model_info(m.path) for m in tags]
+        except (OSError, ValueError):
+            return tags[0]
+        chosen = choose_plan(infos, self.hardware, self.settings)
+        return next((m for m in tags if str(m.path) == chosen.model.path), tags[0])
+
+    def add_model(self, model: LocalModel) -> None:
+        """A model newly installed (pulled or imported) while the daemon runs."""
+        self._models[model.id] = model
+        self._plans.pop(model.path, None)
+
+    async def remove_model(self, name: str) -> LocalModel:
+        """Forget an installed model, unloading it first; the caller deletes its files."""
+        model = self.resolve(name)
+        if model.id == self.default_id:
+            raise InvalidRequest(f"{model.id} is the model the daemon was started with; it cannot be removed")
+        entry = self._loaded.get(model.id)
+        if entry is not None:
+            await self._unload(entry, "request")
+        self._models.pop(model.id, None)
         return model
 
     def plan_for(self, model: LocalModel) -> Plan:

@@ -90,3 +90,14 @@ def describe_options(options: LoadOptions) -> str:
         f"context {options.n_ctx}, KV {options.kv_type}, "
         f"{'all' if options.n_gpu_layers < 0 else options.n_gpu_layers} GPU layers"
     )
+
+
+def fit_label(plan: Plan) -> str:
+    """``full`` (fits, wholly on the GPU if there is one), ``partial`` (fits split between GPU and CPU)
+    or ``no``: the `fits` of `appliance list`."""
+    if not plan.fits:
+        return "no"
+    s = plan.settings
+    all_on_gpu = bool(s.gpu_backend) and (s.n_gpu_layers < 0 or s.n_gpu_layers > plan.model.n_layer)
+    has_gpu = plan.budget.vram_bytes > 0
+    return "partial" if has_gpu and not all_on_gpu else "full"

