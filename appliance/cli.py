@@ -66,21 +66,32 @@ def _parser() -> argparse.ArgumentParser:
         description="Plan a model for this machine: quantization, context, GPU layers, memory, and why.",
     )
     plan.add_argument(
-        "model", metavar="MODEL", help="a .gguf file, or a directory of one model's quantizations"
+        "model",
+        metavar="MODEL",
+        help="a .gguf file, or a directory of one model's quantizations",
     )
     plan.add_argument("--ctx", type=int, help="context length in tokens (default: 4096, less if needed)")
     plan.add_argument("--parallel", type=int, help="sequences served at once")
     plan.add_argument("--json", action="store_true", help="print the plan as JSON")
     plan.add_argument("--no-dry-run", action="store_true", help="skip llama.cpp's dry-run check")
 
-    hw = commands.add_parser(
+    def shows(name: str, help_text: str, description: str) -> None:
+        """A command that prints data, as text or with --json."""
+        command = commands.add_parser(name, parents=[common], help=help_text, description=description)
+        command.add_argument("--json", action="store_true", help="print as JSON")
+
+    shows(
         "hw",
-        parents=[common],
-        help="show the detected hardware",
-        description="Show what was detected: CPU, memory (and a container's limit), GPUs, and what the "
-        "installed llama.cpp build can offload to.",
+        "show the detected hardware",
+        "Show what was detected: CPU, memory (and a container's limit), GPUs, and what the installed "
+        "llama.cpp build can offload to.",
     )
-    hw.add_argument("--json", action="store_true", help="print the hardware profile as JSON")
+    shows(
+        "remotes",
+        "show the remote GPU hosts: health, load, models",
+        "Show the configured remotes (and Tailscale targets) with their health, breaker, load and models, "
+        "as the running daemon sees them (or probed now if none runs).",
+    )
 
     listing = commands.add_parser(
         "list",
@@ -256,6 +267,12 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_plan(args)
         if args.command == "config":
             return _cmd_config_show(args)
+        if args.command == "remotes":
+            from appliance.cli_remotes import remotes, remotes_text
+
+            data = remotes(_settings(args))
+            print(json.dumps(data, indent=2) if args.json else remotes_text(data))
+            return 0
         if args.command in ("list", "rm", "import"):
             return _cmd_store(args)
     except UserError as exc:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import platformdirs
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -108,6 +108,81 @@ class ModelSettings(BaseModel):
         return value
 
 
+class TailscaleSettings(BaseModel):
+    socket: str = "/var/run/tailscale/tailscaled.sock"
+    """tailscaled's LocalAPI socket; when it is absent, Tailscale targets are reported unavailable."""
+
+
+class TailscaleTarget(BaseModel):
+    """A remote found on the tailnet: by host name, or the first online peer with a tag."""
+
+    hostname: str | None = None
+    tag: str | None = None
+    port: int = Field(8000, ge=1, le=65535)
+    scheme: Literal["http", "https"] = "http"
+
+    @model_validator(mode="after")
+    def _one_way(self) -> TailscaleTarget:
+        if (self.hostname is None) == (self.tag is None):
+            raise ValueError("a tailscale target needs exactly one of hostname or tag")
+        return self
+
+
+class RemoteTimeouts(BaseModel):
+    connect_s: float = Field(3.0, gt=0)
+    """Connecting to the remote."""
+    first_byte_s: float = Field(60.0, gt=0)
+    """From sending a request to the first byte of the answer (prompt processing happens here)."""
+    between_chunks_s: float = Field(30.0, gt=0)
+    """Longest silence inside a streamed answer before it counts as failed."""
+
+
+class RemoteSettings(BaseModel):
+    """A remote OpenAI-compatible server (vLLM, SGLang, another appliance) to escalate to."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    kind: Literal["vllm", "sglang", "openai"] = "openai"
+    base_url: str | None = None
+    tailscale: TailscaleTarget | None = None
+    api_key_file: Path | None = None
+    api_key_env: str | None = None
+    models: dict[str, str] = {}
+    """Local model name -> the remote's name for it; a model served under the same name needs no entry."""
+    timeouts: RemoteTimeouts = RemoteTimeouts()
+
+    @model_validator(mode="after")
+    def _one_address(self) -> RemoteSettings:
+        if (self.base_url is None) == (self.tailscale is None):
+            raise ValueError(f"remote {self.name}: give exactly one of base_url or tailscale")
+        return self
+
+    def api_key(self) -> SecretStr | None:
+        """The key from api_key_file or api_key_env, read when asked (files can be rotated)."""
+        if self.api_key_file is not None:
+            try:
+                return SecretStr(self.api_key_file.expanduser().read_text().strip())
+            except OSError:
+                return None
+        if self.api_key_env is not None:
+            value = os.environ.get(self.api_key_env)
+            return SecretStr(value) if value else None
+        return None
+
+
+class RoutingSettings(BaseModel):
+    escalation: Literal["auto", "never"] = "auto"
+    """never: everything stays on this machine (remotes are still probed and listed)."""
+    models: dict[str, Literal["auto", "never", "always"]] = {}
+    """Per local model: auto, never (always local), always (always a remote while one is healthy)."""
+    max_queue_wait_s: float = Field(10.0, ge=0)
+    """Escalate for load when a request would wait longer than this for a local slot."""
+
+
+class StoreSettings(BaseModel):
+    ollama_registry: str = "https://registry.ollama.ai"
+    """Registry `appliance pull ollama:NAME[:TAG]` pulls from."""
+
+
 class PlannerSettings(BaseModel):
     max_ram: str | None = None
     """Cap on the RAM a model may use, e.g. "6GiB" (no further margin is taken off a cap)."""
@@ -140,6 +215,10 @@ class Settings(BaseSettings):
     server: ServerSettings = ServerSettings()
     model: ModelSettings = ModelSettings()
     planner: PlannerSettings = PlannerSettings()
+    store: StoreSettings = StoreSettings()
+    tailscale: TailscaleSettings = TailscaleSettings()
+    remotes: list[RemoteSettings] = []
+    routing: RoutingSettings = RoutingSettings()
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     """Log level of the daemon."""
 

@@ -40,7 +40,7 @@ def store_models(directory: Path) -> list[LocalModel]:
     """The store's models: those with a manifest, then loose GGUF files directly in ``directory`` or one
     folder down, named from their file names (``name:quant`` when several files give one name)."""
     store = Store(directory)
-    found = [_from_manifest(store, m) for m in store.manifests()]
+    found = [from_manifest(store, m) for m in store.manifests()]
     if not directory.is_dir():
         return found
     paths = sorted(
@@ -60,7 +60,7 @@ def store_models(directory: Path) -> list[LocalModel]:
     return found
 
 
-def _from_manifest(store: Store, manifest: Manifest) -> LocalModel:
+def from_manifest(store: Store, manifest: Manifest) -> LocalModel:
     source = manifest.source
     kind = source.get("kind")
     if kind == "huggingface":

@@ -17,6 +17,7 @@ from appliance.config import Settings
 from appliance.errors import Unauthorized
 from appliance.hardware.profile import HardwareProfile
 from appliance.manager import ModelManager
+from appliance.remotes.pool import RemotePool
 from server.errors import appliance_error_body, install_error_handlers
 from server.metrics import Metrics, RequestCounter
 from server.openai_routes import router as openai_router
@@ -28,7 +29,8 @@ _OPEN_PATHS = ("/health",)
 
 
 class BackendHeader:
-    """Names who served each response (`X-Appliance-Backend`); local until remotes exist."""
+    """Names who served each response (`X-Appliance-Backend: local | remote:NAME`), and why a request was
+    escalated (`X-Appliance-Escalation-Reason`), from what the route recorded in the request's state."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -40,8 +42,13 @@ class BackendHeader:
 
         async def send_with_header(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message.setdefault("headers", [])
-                message["headers"] = [*message["headers"], (b"x-appliance-backend", b"local")]
+                state = scope.get("state", {})
+                headers = [(b"x-appliance-backend", str(state.get("backend", "local")).encode())]
+                if state.get("escalation_reason"):
+                    headers.append(
+                        (b"x-appliance-escalation-reason", str(state["escalation_reason"]).encode())
+                    )
+                message["headers"] = [*message.get("headers", []), *headers]
             await send(message)
 
         await self.app(scope, receive, send_with_header)
@@ -75,20 +82,25 @@ def create_app(settings: Settings, manager: ModelManager, hardware: HardwareProf
     """The daemon's app. The lifespan starts loading the default model and closes every model at
     shutdown."""
 
+    remotes = RemotePool(settings)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         manager.start()
+        await remotes.start()
         try:
             yield
         finally:
+            await remotes.close()
             manager.close()
 
     app = FastAPI(title="llm-appliance", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.settings = settings
     app.state.manager = manager
+    app.state.remotes = remotes
     app.state.started_at = int(time.time())
     app.state.hardware = hardware
-    app.state.metrics = metrics = Metrics(manager)
+    app.state.metrics = metrics = Metrics(manager, remotes)
     install_error_handlers(app)
     app.include_router(openai_router)
     app.include_router(status_router)

@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from appliance.backend import Event, Finished, TextDelta
 from appliance.engine.local import ModelState
 from appliance.manager import ModelManager
+from appliance.remotes.pool import RemotePool
 
 request_log = logging.getLogger("appliance.requests")
 
@@ -86,8 +87,34 @@ class _ModelsCollector(Collector):
         yield unloads
 
 
+class _RemotesCollector(Collector):
+    """Each remote's health, breaker and load, read at scrape time."""
+
+    def __init__(self, remotes: RemotePool) -> None:
+        self._remotes = remotes
+
+    def collect(self) -> Iterable[Metric]:
+        healthy = GaugeMetricFamily("appliance_remote_healthy", "1 when the remote answers its probes",
+                                    labels=["remote"])  # fmt: skip
+        usable = GaugeMetricFamily("appliance_remote_usable", "1 when healthy and its breaker is not open",
+                                   labels=["remote"])  # fmt: skip
+        running = GaugeMetricFamily("appliance_remote_requests_running", "Requests running on the remote",
+                                    labels=["remote"])  # fmt: skip
+        waiting = GaugeMetricFamily("appliance_remote_requests_waiting", "Requests queued on the remote",
+                                    labels=["remote"])  # fmt: skip
+        for remote in self._remotes.remotes:
+            healthy.add_metric([remote.name], 1 if remote.healthy else 0)
+            usable.add_metric([remote.name], 1 if remote.usable else 0)
+            load = remote.last_probe.load if remote.last_probe is not None else None
+            if load is not None and load.running is not None:
+                running.add_metric([remote.name], load.running)
+            if load is not None and load.waiting is not None:
+                waiting.add_metric([remote.name], load.waiting)
+        yield from (healthy, usable, running, waiting)
+
+
 class Metrics:
-    def __init__(self, models: ModelManager) -> None:
+    def __init__(self, models: ModelManager, remotes: RemotePool | None = None) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter(
@@ -112,7 +139,13 @@ class Metrics:
         self.tokens_per_second = Gauge(
             "appliance_tokens_per_second", "Generation speed of the last request", ["model"], registry=r
         )
+        self.escalations = Counter(
+            "appliance_escalations", "Requests sent to a remote, by reason and remote", ["reason", "remote"],
+            registry=r,
+        )  # fmt: skip
         r.register(_ModelsCollector(models))
+        if remotes is not None:
+            r.register(_RemotesCollector(remotes))
 
     def count_embeddings(self, model: str, prompt_tokens: int) -> None:
         self.prompt_tokens.labels(model).inc(prompt_tokens)
@@ -207,4 +240,5 @@ class RequestCounter:
             # Only a stream that already sent its 200 fails as "error"; otherwise the status says it.
             if state.get("stream_failed") and status == "200":
                 status = "error"
-            self.metrics.requests.labels(_endpoint(path), state.get("model", ""), "local", status).inc()
+            backend = str(state.get("backend", "local"))
+            self.metrics.requests.labels(_endpoint(path), state.get("model", ""), backend, status).inc()

@@ -22,6 +22,7 @@ from appliance.errors import InvalidRequest
 from appliance.manager import ModelManager
 from server import openai_payloads as payloads
 from server.errors import validation_message
+from server.escalation import escalate
 from server.metrics import Metrics
 from server.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, ResponseFormat, _Open
 from server.sse import sse_response
@@ -153,6 +154,9 @@ def _meta(prefix: str, model: str) -> payloads.Meta:
 async def chat_completions(request: Request) -> Response:
     body = await _parse(request, ChatCompletionRequest)
     _note_unknown(body, "chat")
+    escalated = await escalate(request, "/v1/chat/completions", body.model)
+    if escalated is not None:
+        return escalated
     params = ChatParams(
         messages=_messages(body),
         sampling=_sampling(body, None),
@@ -185,6 +189,9 @@ async def chat_completions(request: Request) -> Response:
 async def completions(request: Request) -> Response:
     body = await _parse(request, CompletionRequest)
     _note_unknown(body, "completions")
+    escalated = await escalate(request, "/v1/completions", body.model)
+    if escalated is not None:
+        return escalated
     # The validator reduced the prompt to one: text or token ids.
     prompt = cast("str | list[int]", body.prompt)
     params = CompletionParams(
@@ -216,6 +223,9 @@ async def completions(request: Request) -> Response:
 async def embeddings(request: Request) -> Response:
     body = await _parse(request, EmbeddingRequest)
     _note_unknown(body, "embeddings")
+    escalated = await escalate(request, "/v1/embeddings", body.model)
+    if escalated is not None:
+        return escalated
     async with _manager(request).use(body.model, wait=_wait_for_load(request)) as backend:
         request.state.model = backend.model_id
         result = await backend.embed(body.inputs())

@@ -12,6 +12,7 @@ from fastapi import APIRouter, Request
 from appliance import __version__
 from appliance.errors import InvalidRequest
 from appliance.manager import ModelManager
+from appliance.remotes.pool import RemotePool
 from appliance.units import parse_duration
 
 router = APIRouter(prefix="/appliance/v1")
@@ -92,3 +93,11 @@ async def status(request: Request) -> dict[str, Any]:
         },
         "requests": {status: int(count) for status, count in sorted(totals.items())},
     }
+
+
+@router.get("/remotes")
+async def remotes(request: Request) -> dict[str, Any]:
+    """Each remote: address and how it was found, health, breaker, load, models, latency; and the
+    tailnet's peers when Tailscale targets are configured."""
+    pool: RemotePool = request.app.state.remotes
+    return pool.describe()

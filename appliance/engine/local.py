@@ -281,6 +281,15 @@ class LocalLlamaBackend:
             return self._in_flight == 0
 
     @property
+    def predicted_wait_s(self) -> float:
+        """Roughly how long a request arriving now would wait for a slot."""
+        with self._lock:
+            waiting = self._waiting
+        if waiting == 0 and self.slots_busy < self.slots_total:
+            return 0.0
+        return self._job_seconds * (waiting + 1) / max(self.slots_total, 1)
+
+    @property
     def kv_cache_usage(self) -> float:
         """Share of the KV cache's cells holding tokens (kept prefixes included), 0 to 1."""
         model = self._model

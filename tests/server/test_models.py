@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from models.embedded import embedded_model_path
-from tests.server.conftest import MODEL_ID, NO_EOS_BIAS, Daemon, start_daemon, stop_daemon
+from tests.server.conftest import MODEL_ID, NO_EOS_BIAS, Daemon, start_daemon, stop_daemon, wait_until
 
 SECOND = "second-model"
 # The default model's plan takes about 0.48 GiB (4 slots of 4096 tokens): two do not fit in 800 MiB.
@@ -74,15 +74,6 @@ def _only_default_loaded(daemon: Daemon) -> None:
     assert _loaded(daemon) == [MODEL_ID]
 
 
-def _wait_until(condition: Any, timeout: float = 15) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.2)
-    return False
-
-
 def test_v1_models_lists_installed_models_and_which_are_loaded(models_daemon: Daemon) -> None:
     _only_default_loaded(models_daemon)
     data = httpx.get(f"{models_daemon.v1}/models", timeout=10).json()["data"]
@@ -122,7 +113,7 @@ def test_a_client_that_will_not_wait_gets_503_while_its_model_loads(models_daemo
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "model_loading"
     # The load it started goes on without it.
-    assert _wait_until(lambda: SECOND in _loaded(models_daemon))
+    assert wait_until(lambda: SECOND in _loaded(models_daemon))
     assert _chat(models_daemon, SECOND).status_code == 200
 
 
@@ -132,7 +123,7 @@ def test_a_model_loaded_on_demand_unloads_after_its_keep_alive(models_daemon: Da
     loaded = {m["id"]: m for m in _status(models_daemon)["models"]}
     assert loaded[SECOND]["keep_alive_s"] == KEEP_ALIVE_S
     started = time.monotonic()
-    assert _wait_until(lambda: SECOND not in _loaded(models_daemon))
+    assert wait_until(lambda: SECOND not in _loaded(models_daemon))
     assert time.monotonic() - started >= KEEP_ALIVE_S - 1
     assert _metric(models_daemon, f'appliance_model_unloads_total{{model="{SECOND}",reason="idle"}}') >= 1
     # The model serve started with has no keep-alive: it stays.
