@@ -68,7 +68,8 @@ def _parser() -> argparse.ArgumentParser:
     plan.add_argument(
         "model",
         metavar="MODEL",
-        help="a .gguf file, or a directory of one model's quantizations",
+        help="a .gguf file, a directory of one model's quantizations, an installed name, "
+        "a hub repo owner/name[:QUANT] or ollama:NAME[:TAG]",
     )
     plan.add_argument("--ctx", type=int, help="context length in tokens (default: 4096, less if needed)")
     plan.add_argument("--parallel", type=int, help="sequences served at once")
@@ -92,6 +93,18 @@ def _parser() -> argparse.ArgumentParser:
         "Show the configured remotes (and Tailscale targets) with their health, breaker, load and models, "
         "as the running daemon sees them (or probed now if none runs).",
     )
+
+    pull = commands.add_parser(
+        "pull",
+        parents=[common, budgets],
+        help="download a model: the quantization that fits this machine",
+        description="Pull a GGUF model from Hugging Face (owner/name[:QUANT]; honours HF_ENDPOINT and "
+        "HF_TOKEN) or Ollama's registry (ollama:NAME[:TAG]). Without QUANT, the planner reads each "
+        "quantization's header remotely and picks the best that fits, before downloading. Resumable.",
+    )
+    pull.add_argument("ref", metavar="REF", help="owner/name[:QUANT] or ollama:NAME[:TAG]")
+    pull.add_argument("--ctx", type=int, help="plan for this context length (default: 4096)")
+    pull.add_argument("--json", action="store_true", help="print the stored manifest as JSON at the end")
 
     listing = commands.add_parser(
         "list",
@@ -207,7 +220,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         planner={"max_ram": args.max_ram, "max_vram": args.max_vram},
     )
     try:
-        chosen, figures = make_plan(settings, Path(args.model).expanduser(), dry_run=not args.no_dry_run)
+        chosen, figures = make_plan(settings, args.model, dry_run=not args.no_dry_run)
     except PlanError as exc:
         raise UserError(str(exc)) from None
     print(plan_json(chosen, figures) if args.json else plan_text(chosen, figures))
@@ -245,6 +258,18 @@ def _cmd_store(args: argparse.Namespace) -> int:
         entries = cli_store.list_entries(settings, detect_hardware())
         print(json.dumps(entries, indent=2) if args.json else cli_store.list_text(entries))
         return 0
+    if args.command == "pull":
+        from appliance.cli_pull import run_pull
+        from appliance.pulls import PullError
+
+        settings = _settings(
+            args, model={"n_ctx": args.ctx}, planner={"max_ram": args.max_ram, "max_vram": args.max_vram}
+        )
+        try:
+            print(run_pull(settings, args.ref, args.json))
+        except PullError as exc:
+            raise UserError(str(exc)) from None
+        return 0
     _settings(args)
     try:
         if args.command == "rm":
@@ -273,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
             data = remotes(_settings(args))
             print(json.dumps(data, indent=2) if args.json else remotes_text(data))
             return 0
-        if args.command in ("list", "rm", "import"):
+        if args.command in ("pull", "list", "rm", "import"):
             return _cmd_store(args)
     except UserError as exc:
         print(f"appliance: {exc}", file=sys.stderr)

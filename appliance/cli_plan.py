@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,44 @@ class PlanError(Exception):
     """The model cannot be planned (missing, not GGUF, truncated, unknown architecture)."""
 
 
+def candidates_for(model: str) -> list[ModelInfo]:
+    """What ``model`` names: a .gguf file or a directory of one model's quantizations, an installed
+    name (a bare name: every installed tag), or a hub repo ``owner/name[:QUANT]`` (every quantization,
+    read from its remote header) or ``ollama:NAME[:TAG]``."""
+    path = Path(model).expanduser()
+    if path.exists():
+        return candidates(path)
+    from appliance.inventory import installed_models
+
+    installed = installed_models()
+    named = [m for m in installed if m.id == model] or [m for m in installed if m.name == model]
+    if named:
+        return candidates_of([m.path for m in named])
+    if model.startswith("ollama:") or re.match(r"^[\w.\-]+/[\w.\-]+(:[\w.\-]+)?$", model):
+        return _remote_candidates(model)
+    raise PlanError(f"no such file or installed model: {model} (`appliance list` shows what is installed)")
+
+
+def _remote_candidates(ref: str) -> list[ModelInfo]:
+    from appliance.pulls import PullError, hf_candidates, ollama_candidate
+    from models import hf, ollama
+
+    try:
+        if ref.startswith("ollama:"):
+            return [ollama_candidate(ref)[2]]
+        _, infos = hf_candidates(*hf.parse_repo_ref(ref))
+    except (PullError, hf.HubError, ollama.OllamaError, GGUFError) as exc:
+        raise PlanError(str(exc)) from None
+    return [info for _, info in infos.values()]
+
+
+def candidates_of(files: list[Path]) -> list[ModelInfo]:
+    try:
+        return [read_model_info(p) for p in files]
+    except GGUFError as exc:
+        raise PlanError(str(exc)) from None
+
+
 def candidates(target: Path) -> list[ModelInfo]:
     """One file, or every quantization of one model in a directory (one file = one choice)."""
     if target.is_dir():
@@ -34,20 +73,16 @@ def candidates(target: Path) -> list[ModelInfo]:
         files = [target]
     else:
         raise PlanError(f"no such file: {target}")
-    try:
-        return [read_model_info(p) for p in files]
-    except GGUFError as exc:
-        raise PlanError(str(exc)) from None
+    return candidates_of(files)
 
 
-def make_plan(
-    settings: Settings, target: Path, *, dry_run: bool = True
-) -> tuple[Plan, dict[str, Any] | None]:
-    """The plan for ``target`` on this machine, and llama.cpp's own figures from a dry run."""
+def make_plan(settings: Settings, target: str, *, dry_run: bool = True) -> tuple[Plan, dict[str, Any] | None]:
+    """The plan for ``target`` on this machine, and llama.cpp's own figures from a dry run (only for
+    a local file)."""
     hardware = detect_hardware()
-    chosen = choose_plan(candidates(target), hardware, settings)
+    chosen = choose_plan(candidates_for(target), hardware, settings)
     figures = None
-    if dry_run and chosen.fits:
+    if dry_run and chosen.fits and Path(chosen.model.path).is_file():
         from appliance.engine.llama import dry_run as llama_dry_run
         from appliance.errors import ModelLoadFailed
 

@@ -8,8 +8,9 @@ vocabulary) only as their length.
 
 from __future__ import annotations
 
+import re
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -209,3 +210,32 @@ def read_gguf_file(path: Path) -> GGUFHeader:
     if header.file_bytes > size:
         raise GGUFError(f"{path}: truncated GGUF file ({size} bytes; its tensors need {header.file_bytes})")
     return header
+
+
+_SPLIT_NAME = re.compile(r"^(?P<prefix>.*)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$")
+
+
+def split_parts(first: Path) -> list[Path]:
+    """The files of a split model given its first part (``name-00001-of-00003.gguf``, as llama.cpp's
+    gguf-split names them); ``[first]`` for an ordinary file. GGUFError when a part is missing."""
+    match = _SPLIT_NAME.match(first.name)
+    if match is None:
+        return [first]
+    count = int(match.group("count"))
+    prefix = match.group("prefix")
+    parts = [first.with_name(f"{prefix}-{i:05d}-of-{count:05d}.gguf") for i in range(1, count + 1)]
+    missing = [p.name for p in parts if not p.is_file()]
+    if missing:
+        raise GGUFError(f"{first.name}: split model with missing parts: {', '.join(missing)}")
+    return parts
+
+
+def merge_split_headers(headers: Sequence[GGUFHeader]) -> GGUFHeader:
+    """One header for a split model: the first part's metadata with every part's tensors (each part of
+    a gguf-split model lists only its own tensors; split.tensors.count says how many there are in all)."""
+    first = headers[0]
+    tensors = tuple(t for h in headers for t in h.tensors)
+    expected = first.metadata.get("split.tensors.count")
+    if isinstance(expected, int) and expected != len(tensors):
+        raise GGUFError(f"split model: {len(tensors)} tensors in {len(headers)} parts, expected {expected}")
+    return GGUFHeader(first.version, first.metadata, tensors, first.data_offset)

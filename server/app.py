@@ -21,6 +21,7 @@ from appliance.remotes.pool import RemotePool
 from server.errors import appliance_error_body, install_error_handlers
 from server.metrics import Metrics, RequestCounter
 from server.openai_routes import router as openai_router
+from server.pull_routes import router as pull_router
 from server.status_routes import router as status_router
 
 log = logging.getLogger(__name__)
@@ -104,6 +105,7 @@ def create_app(settings: Settings, manager: ModelManager, hardware: HardwareProf
     install_error_handlers(app)
     app.include_router(openai_router)
     app.include_router(status_router)
+    app.include_router(pull_router)
 
     @app.get("/metrics")
     async def prometheus_metrics() -> Response:

@@ -8,7 +8,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from models.gguf_header import ArrayInfo, GGUFError, GGUFHeader, read_gguf_file
+from models.gguf_header import (
+    ArrayInfo,
+    GGUFError,
+    GGUFHeader,
+    merge_split_headers,
+    read_gguf_file,
+    split_parts,
+)
 
 # llama_ftype (llama.h) -> the quantization's usual name.
 FILE_TYPES = {
@@ -219,6 +226,8 @@ def model_info(header: GGUFHeader, path: Path | str = "", file_bytes: int | None
 
 
 def read_model_info(path: Path) -> ModelInfo:
-    """Read a local GGUF file's header and summarise it."""
-    header = read_gguf_file(path)
-    return model_info(header, path, path.stat().st_size)
+    """Read a local GGUF file's header and summarise it (every part's, for a split model's first part)."""
+    parts = split_parts(path)
+    headers = [read_gguf_file(p) for p in parts]
+    header = merge_split_headers(headers) if len(headers) > 1 else headers[0]
+    return model_info(header, path, sum(p.stat().st_size for p in parts))

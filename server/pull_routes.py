@@ -1,0 +1,177 @@
+"""Pulls over HTTP, for the TUI and scripts: `POST /appliance/v1/models/pull` streams progress as NDJSON
+(Ollama's /api/pull style), `GET /appliance/v1/models/pulls` lists pulls, `DELETE
+/appliance/v1/models/{name}` removes a stored model.
+
+A pull runs in its own thread on the daemon, not in the request: a client that goes away (a TUI leaving
+its screen) leaves it running, and a second request for the same model follows the same pull.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from appliance.errors import InvalidRequest
+from appliance.inventory import store
+from appliance.manager import ModelManager
+from appliance.pulls import PullError, PullEvent, pull
+from models.catalog import from_manifest
+from models.store import StoreError
+
+router = APIRouter(prefix="/appliance/v1")
+
+
+class PullJob:
+    """One pull in a thread; its events are kept and fanned out to whoever follows it."""
+
+    def __init__(self, ref: str, loop: asyncio.AbstractEventLoop) -> None:
+        self.ref = ref
+        self.started_at = time.time()
+        self.events: list[dict[str, Any]] = []
+        self.state = "running"  # running | done | failed
+        self._loop = loop
+        self._followers: set[asyncio.Queue[dict[str, Any] | None]] = set()
+        self._lock = threading.Lock()
+
+    def emit(self, event: PullEvent) -> None:  # on the pull's thread
+        self._publish(event.to_json())
+
+    def finish(self, state: str, last: dict[str, Any] | None = None) -> None:
+        if last is not None:
+            self._publish(last)
+        with self._lock:
+            self.state = state
+            followers = list(self._followers)
+        for queue in followers:
+            self._loop.call_soon_threadsafe(queue.put_nowait, None)
+
+    def _publish(self, data: dict[str, Any]) -> None:
+        with self._lock:
+            # Keep what a late follower needs: every status line, and only the latest progress.
+            if (
+                data.get("status") == "downloading"
+                and self.events
+                and self.events[-1].get("status") == "downloading"
+            ):
+                self.events[-1] = data
+            else:
+                self.events.append(data)
+            followers = list(self._followers)
+        for queue in followers:
+            self._loop.call_soon_threadsafe(queue.put_nowait, data)
+
+    async def follow(self) -> AsyncIterator[dict[str, Any]]:
+        queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        with self._lock:
+            history = list(self.events)
+            running = self.state == "running"
+            if running:
+                self._followers.add(queue)
+        try:
+            for data in history:
+                yield data
+            while running:
+                item = await queue.get()
+                if item is None:
+                    return
+                yield item
+        finally:
+            with self._lock:
+                self._followers.discard(queue)
+
+    def describe(self) -> dict[str, Any]:
+        with self._lock:
+            last = self.events[-1] if self.events else None
+            return {"model": self.ref, "state": self.state, "started_at": int(self.started_at), "last": last}
+
+
+def _jobs(request: Request) -> dict[str, PullJob]:
+    jobs: dict[str, PullJob] | None = getattr(request.app.state, "pulls", None)
+    if jobs is None:
+        jobs = request.app.state.pulls = {}
+    return jobs
+
+
+def _start(request: Request, ref: str) -> PullJob:
+    jobs = _jobs(request)
+    job = jobs.get(ref)
+    if job is not None and job.state == "running":
+        return job
+    job = jobs[ref] = PullJob(ref, asyncio.get_running_loop())
+    manager: ModelManager = request.app.state.manager
+    settings, hardware = request.app.state.settings, request.app.state.hardware
+    loop = asyncio.get_running_loop()
+
+    def run() -> None:
+        try:
+            target = store()
+            manifest = pull(ref, settings, hardware, target, job.emit)
+        except PullError as exc:
+            job.finish("failed", {"status": "error", "error": str(exc)})
+            return
+        except Exception as exc:  # a bug: report it on the stream rather than leave followers hanging
+            job.finish("failed", {"status": "error", "error": f"pull failed: {exc}"})
+            return
+        loop.call_soon_threadsafe(manager.add_model, from_manifest(target, manifest))
+        job.finish("done")
+
+    threading.Thread(target=run, name=f"pull {ref}", daemon=True).start()
+    return job
+
+
+@router.post("/models/pull")
+async def pull_model(request: Request) -> Response:
+    """Body ``{"model": "owner/name[:QUANT]" | "ollama:NAME[:TAG]", "stream": true}``."""
+    try:
+        body = json.loads(await request.body() or b"{}")
+        ref, stream = body["model"], body.get("stream", True)
+        if not isinstance(ref, str) or not ref:
+            raise TypeError
+    except (ValueError, TypeError, KeyError):
+        raise InvalidRequest(
+            'expected {"model": "owner/name[:QUANT]", "stream": true}', param="model"
+        ) from None
+    job = _start(request, ref)
+    if stream:
+
+        async def lines() -> AsyncIterator[bytes]:
+            async for data in job.follow():
+                yield json.dumps(data).encode() + b"\n"
+
+        return StreamingResponse(lines(), media_type="application/x-ndjson")
+    last: dict[str, Any] = {}
+    async for data in job.follow():
+        last = data
+    if last.get("status") == "error":
+        raise InvalidRequest(last["error"], param="model")
+    return JSONResponse(last)
+
+
+@router.get("/models/pulls")
+async def pulls(request: Request) -> dict[str, Any]:
+    return {"pulls": [job.describe() for job in _jobs(request).values()]}
+
+
+@router.delete("/models/{name:path}")
+async def remove_model(name: str, request: Request) -> dict[str, Any]:
+    """Remove a stored model (unloading it first). Models of other tools and the embedded one stay."""
+    manager: ModelManager = request.app.state.manager
+    model = manager.resolve(name)
+    if model.external or model.source in ("embedded", "argument"):
+        raise InvalidRequest(f"{model.id} is not in the store ({model.source}); it cannot be removed here")
+    await manager.remove_model(model.id)
+    try:
+        if store().get(model.id) is not None:
+            store().remove(model.id)
+        else:
+            model.path.unlink(missing_ok=True)
+    except (StoreError, OSError) as exc:
+        raise InvalidRequest(f"cannot remove {model.id}: {exc}") from None
+    return {"model": model.id, "removed": True}

@@ -1,0 +1,137 @@
+"""Real GGUF files served by a local fake Hub/registry (tests/pulls/fakehub.py): the embedded default
+model, tiny synthetic llama models quantized three ways by llama.cpp, and a split model."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+import gguf
+import numpy as np
+import pytest
+
+from models.embedded import embedded_model_path
+from tests.pulls.fakehub import FakeHub, serve
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY_QUANTS = ("Q8_0", "Q4_K_M", "Q2_K")
+TOKEN = "hf_test_token_123"
+# Ollama library's smollm2 template (ollama.com/library/smollm2, template layer) and params layer.
+OLLAMA_TEMPLATE = (
+    "{{- if .Messages }}{{- range $i, $_ := .Messages }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n"
+    "{{ end }}<|im_start|>assistant\n{{ else }}{{ .Prompt }}{{ end }}"
+)
+OLLAMA_PARAMS = {"stop": ["<|im_start|>", "<|im_end|>"]}
+
+
+def _make_models() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("make_models", ROOT / "benchmarks" / "make_models.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["make_models"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@dataclass
+class Files:
+    smollm2: Path
+    tiny: dict[str, Path]  # quant -> file
+    split: list[Path]
+
+
+def _write_split(mm: ModuleType, dest_dir: Path, tokenizer: Path, shape: object) -> list[Path]:
+    """A tiny F16 model written as 3 split parts by gguf-py's writer (the format llama.cpp's gguf-split
+    writes: split.no / split.count / split.tensors.count in every part)."""
+    reader = gguf.GGUFReader(tokenizer)
+    base = dest_dir / "tiny-split-F16.gguf"
+    n_vocab = len(reader.fields["tokenizer.ggml.tokens"].data)
+    tensors = mm.tensor_shapes(shape, n_vocab)
+    writer = gguf.GGUFWriter(base, arch="llama", split_max_tensors=(len(tensors) + 2) // 3)
+    writer.add_name("tiny-split")
+    writer.add_file_type(1)
+    mm.copy_tokenizer(reader, writer)
+    writer.add_vocab_size(n_vocab)
+    writer.add_context_length(shape.context_length)  # type: ignore[attr-defined]
+    writer.add_embedding_length(shape.n_embd)  # type: ignore[attr-defined]
+    writer.add_block_count(shape.n_layer)  # type: ignore[attr-defined]
+    writer.add_feed_forward_length(shape.n_ff)  # type: ignore[attr-defined]
+    writer.add_head_count(shape.n_head)  # type: ignore[attr-defined]
+    writer.add_head_count_kv(shape.n_head_kv)  # type: ignore[attr-defined]
+    writer.add_rope_dimension_count(shape.head_dim)  # type: ignore[attr-defined]
+    writer.add_layer_norm_rms_eps(1e-5)
+    rng = np.random.default_rng(1)
+    for name, dims in tensors:
+        writer.add_tensor(name, mm.random_tensor(rng, dims))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return sorted(dest_dir.glob("tiny-split-F16-*-of-*.gguf"))
+
+
+@pytest.fixture(scope="session")
+def files(tmp_path_factory: pytest.TempPathFactory) -> Files:
+    smollm2 = embedded_model_path()
+    assert smollm2 is not None, "the [default-model] extra is needed"
+    out = tmp_path_factory.mktemp("hubfiles")
+    mm = _make_models()
+    shape = mm.Shape(n_embd=256, n_layer=2, n_head=4, n_head_kv=2, n_ff=512, context_length=8192)
+    f16 = out / "tiny-F16.gguf"
+    mm.write_f16(f16, "tiny", shape, smollm2, seed=0)
+    tiny = {}
+    for quant in TINY_QUANTS:
+        tiny[quant] = out / f"Tiny-{quant}.gguf"
+        mm.quantize(f16, tiny[quant], quant, 2)
+    split_dir = out / "split"
+    split_dir.mkdir()
+    return Files(smollm2, tiny, _write_split(mm, split_dir, smollm2, shape))
+
+
+@pytest.fixture
+def hub(files: Files, tmp_path: Path) -> Iterator[FakeHub]:
+    fake = FakeHub()
+    readme = tmp_path / "README.md"
+    readme.write_text("# a model card\n")
+    mmproj = tmp_path / "mmproj-model-f16.gguf"
+    shutil.copyfile(files.tiny["Q8_0"], mmproj)
+    tiny = {f"Tiny-{q}.gguf": p for q, p in files.tiny.items()}
+    fake.add_repo("acme/Tiny-GGUF", {**tiny, "mmproj-model-f16.gguf": mmproj, "README.md": readme})
+    fake.add_repo("acme/SmolLM2-135M-Instruct-GGUF", {"SmolLM2-135M-Instruct-Q4_1.gguf": files.smollm2})
+    fake.add_repo("acme/Split-GGUF", {p.name: p for p in files.split})
+    fake.add_repo("acme/Private-GGUF", {"Tiny-Q4_K_M.gguf": files.tiny["Q4_K_M"]}, private_token=TOKEN)
+    fake.add_repo("acme/Docs-Only", {"README.md": readme})
+    fake.add_ollama("library/smollm2:135m", files.smollm2, OLLAMA_TEMPLATE, OLLAMA_PARAMS, "Apache-2.0")
+    yield from serve(fake)
+
+
+def run_cli(home: Path, hub: FakeHub, *args: str, env: dict[str, str] | None = None,
+            timeout: float = 300) -> subprocess.CompletedProcess[str]:  # fmt: skip
+    """``appliance ARGS`` with its state in ``home``, talking to the fake hub."""
+    full = {k: v for k, v in os.environ.items() if not k.startswith(("APPLIANCE_", "HF_"))}
+    full.update({"APPLIANCE_HOME": str(home), "HF_ENDPOINT": hub.url, "HF_HUB_DISABLE_TELEMETRY": "1",
+                 "HF_HOME": str(home / "hf"), "APPLIANCE_STORE__OLLAMA_REGISTRY": hub.url})  # fmt: skip
+    full.update(env or {})
+    return subprocess.run([sys.executable, "-m", "appliance", *args], capture_output=True, text=True,
+                          env=full, timeout=timeout)  # fmt: skip
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real 32 MiB filesystem (tmpfs; needs root, as the remote tests do)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    mount = tmp_path / "small"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32m", "tmpfs", str(mount)], check=True)
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)
