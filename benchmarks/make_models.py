@@ -1,8 +1,8 @@
 """Synthetic llama-architecture GGUF models for the memory-planner accuracy benchmark.
 
-The weights are random (the models speak gibberish) but the shapes are those of Llama 3.2 1B / 3B,
-and the tokenizer and chat template are SmolLM2's real ones, so the files load, tokenize, apply a
-chat template and generate exactly as a real model of that size would, and their RAM use is real.
+The weights are random (the models speak gibberish) but the shapes are those of Llama 3.2 1B / 3B and
+Llama 3.1 8B, and the tokenizer and chat template are SmolLM2's real ones, so the files load, tokenize,
+apply a chat template and generate exactly as a real model of that size would, and their RAM use is real.
 
 Usage:
     python benchmarks/make_models.py --out DIR [--sizes 1b,3b] [--quants Q8_0,Q4_K_M,Q2_K]
@@ -12,7 +12,8 @@ Writes DIR/synthetic-{size}.{quant}.gguf. Each size is first written as DIR/synt
 (streamed tensor by tensor, so memory stays around one tensor), quantized by llama.cpp's own
 quantizer, and the F16 is deleted unless --keep-f16. Existing outputs are skipped, and files are
 written under a temporary name and renamed, so an interrupted run leaves nothing that looks done.
-Every output is loaded with llama_cpp.Llama and asked for a few tokens. Disk: the 3b F16 is 6.5 GB.
+Every output is loaded with llama_cpp.Llama and asked for a few tokens. Disk: the 3b F16 is 6.5 GB, the
+8b F16 14.8 GB.
 """
 
 from __future__ import annotations
@@ -79,6 +80,8 @@ class Shape:
 SHAPES = {
     "1b": Shape(n_embd=2048, n_layer=16, n_head=32, n_head_kv=8, n_ff=8192),
     "3b": Shape(n_embd=3072, n_layer=28, n_head=24, n_head_kv=8, n_ff=8192),
+    # Llama 3.1 8B's shape (with SmolLM2's 49k vocabulary, so 7.4B parameters, not 8.0B).
+    "8b": Shape(n_embd=4096, n_layer=32, n_head=32, n_head_kv=8, n_ff=14336),
 }
 
 

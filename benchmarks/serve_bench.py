@@ -10,7 +10,7 @@ Run from the repository root:
     . .venv/bin/activate
     python benchmarks/serve_bench.py --model PATH.gguf --llama-server PATH/TO/llama-server \\
         [--servers llama-server,appliance] [--threads 2] [--ctx 4096] [--tokens 128] \\
-        [--concurrency 1] [--requests 5] [--prompt short|long] [--json OUT.json]
+        [--concurrency 1] [--requests 5] [--prompt short|long] [--json OUT.json] [--log-dir DIR]
 
 Metrics, per server:
   decode tok/s   per request (tokens - 1) / (last token time - first token time); median over requests
@@ -292,6 +292,10 @@ async def bench_server(spec: ServerSpec, args: argparse.Namespace, prompt: str) 
             return {"command": cmd, "failed": str(exc), "log_tail": tail}
         finally:
             stop(proc)
+            if args.log_dir and log_path.exists():
+                Path(args.log_dir).mkdir(parents=True, exist_ok=True)
+                label = f"{spec.name}-{Path(args.model).stem}-{args.prompt}-{args.tokens}-c{args.concurrency}"
+                shutil.copy(log_path, Path(args.log_dir) / f"{label}.log")
 
 
 def stop(proc: subprocess.Popen | None) -> None:
@@ -351,6 +355,7 @@ def main() -> int:
     p.add_argument("--requests", type=int, default=5, help="measured requests per server")
     p.add_argument("--prompt", choices=["short", "long"], default="short")
     p.add_argument("--json", help="also write the results to this JSON file")
+    p.add_argument("--log-dir", help="keep each server's log in this directory")
     p.add_argument("--startup-timeout", type=float, default=300)
     p.add_argument("--request-timeout", type=float, default=600)
     args = p.parse_args()
