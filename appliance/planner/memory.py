@@ -37,8 +37,9 @@ CPU_ACTIVATION_FF_FACTOR = 3
 # The CUDA context, cuBLAS workspace and kernels take this much device memory before any buffer
 # (llama-server's fitting leaves 1 GiB per device; Ollama reserves ~457 MiB). Measured on an H100.
 GPU_RUNTIME_BYTES = {"cuda": 600 * MIB, "metal": 64 * MIB}
-# Measured on an H100: host memory the CUDA runtime and its libraries add to the process.
-GPU_HOST_RUNTIME_BYTES = {"cuda": 100 * MIB}
+# Measured on an H100: host memory the CUDA runtime and its libraries add to the process (fitted to
+# 100 MiB on synthetic models; the confirming run's SmolLM2 rows needed 125: docs/BENCHMARKS.md).
+GPU_HOST_RUNTIME_BYTES = {"cuda": 125 * MIB}
 DEFAULT_GPU_RUNTIME_BYTES = 256 * MIB
 
 
@@ -198,7 +199,9 @@ def estimate(model: ModelInfo, settings: LoadSettings) -> MemoryEstimate:
     kv_host = sum(kv_layers) - kv_gpu
 
     file_cache = 0
-    if settings.cpu_repack_types:
+    # With a GPU, the CPU's weights go to the GPU backend's pinned host buffer, which comes before the
+    # CPU's repack types in llama.cpp's buffer list (llama-model.cpp, make_cpu_buft_list): no repacking.
+    if settings.cpu_repack_types and not gpu:
         file_cache += sum(
             size
             for layer, type_name, size in model.repackable
@@ -218,9 +221,15 @@ def estimate(model: ModelInfo, settings: LoadSettings) -> MemoryEstimate:
         )
         runtime_gpu = GPU_RUNTIME_BYTES.get(settings.gpu_backend, DEFAULT_GPU_RUNTIME_BYTES)
         runtime_host += GPU_HOST_RUNTIME_BYTES.get(settings.gpu_backend, 0)
-        if not settings.unified_memory:
+        if not settings.unified_memory and first_gpu_layer <= 0:
             # Weights were read through the file mapping to be copied to the GPU; the pages stay mapped.
             file_cache += gpu_layers + (output if output_on_gpu else 0)
+        elif not settings.unified_memory:
+            # Split: loading reads the whole file through the mapping (about the file's size resident),
+            # then llama.cpp unmaps it and the CPU's share lives in pinned host memory. Peak RSS is the
+            # larger of the two (measured on an H100, docs/BENCHMARKS.md).
+            serving = weights_host + kv_host + compute_host + runtime_host
+            file_cache += max(0, model.file_bytes + runtime_host - serving)
     if settings.unified_memory:
         # One pool: what the GPU holds is host memory too.
         return MemoryEstimate(
