@@ -42,7 +42,7 @@ def list_entries(settings: Settings, hardware: HardwareProfile) -> list[dict[str
             "fits": _fits(m, hardware, settings),
             "kind": m.source,
         }
-        for m in installed_models()
+        for m in installed_models(discover_external=settings.store.discover)
     ]
 
 

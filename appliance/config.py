@@ -181,6 +181,8 @@ class RoutingSettings(BaseModel):
 class StoreSettings(BaseModel):
     ollama_registry: str = "https://registry.ollama.ai"
     """Registry `appliance pull ollama:NAME[:TAG]` pulls from."""
+    discover: bool = True
+    """List and serve GGUFs the Hugging Face cache, Ollama and LM Studio already hold (never deleted)."""
 
 
 class PlannerSettings(BaseModel):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from appliance.config import state_dirs
 from models.catalog import LocalModel, local_models
+from models.discover import discover
 from models.store import Store
 
 
@@ -11,6 +12,15 @@ def store() -> Store:
     return Store(state_dirs().models)
 
 
-def installed_models(served: LocalModel | None = None) -> list[LocalModel]:
+def discovered_models() -> list[LocalModel]:
+    """Models other tools (Hugging Face cache, Ollama, LM Studio) hold here, marked external."""
+    return [
+        LocalModel(m.name, m.path, m.source, m.quant, m.size_bytes, m.sha256, m.origin, external=True)
+        for m in discover()
+    ]
+
+
+def installed_models(served: LocalModel | None = None, *, discover_external: bool = True) -> list[LocalModel]:
     """Every servable model, ``served`` (the model `serve` was given) first."""
-    return local_models(state_dirs().models, served)
+    external = discovered_models() if discover_external else []
+    return local_models(state_dirs().models, served, discovered=external)

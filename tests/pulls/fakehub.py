@@ -160,7 +160,11 @@ class FakeHub:
                                     headers={"X-Error-Code": "EntryNotFound"})  # fmt: skip
             sha = hub.sha(path)
             size = str(path.stat().st_size)
-            return RedirectResponse(f"/cdn/{owner}/{name}/{filename}", status_code=302, headers={
+            # To another host name, as the Hub's redirect to its CDN is (huggingface_hub reads a file's
+            # metadata from this response and does not follow it off the Hub; Authorization stays here).
+            port = request.url.port
+            cdn = f"http://localhost:{port}/cdn/{owner}/{name}/{filename}"
+            return RedirectResponse(cdn, status_code=302, headers={
                 "X-Repo-Commit": COMMIT, "X-Linked-Etag": f'"{sha}"', "X-Linked-Size": size,
                 "ETag": f'"{sha[:40]}"'})  # fmt: skip
 

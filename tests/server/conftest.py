@@ -57,8 +57,9 @@ def free_port() -> int:
 def start_daemon(home: Path, *args: str, env: dict[str, str] | None = None) -> Daemon:
     port = free_port()
     log_path = home / "daemon.log"
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE_")}
-    full_env.update({"APPLIANCE_HOME": str(home), **(env or {})})
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("APPLIANCE_", "HF_"))}
+    full_env.update({"APPLIANCE_HOME": str(home), "HF_HOME": str(home / "hf"), "HOME": str(home),
+                     "OLLAMA_MODELS": str(home / "ollama"), **(env or {})})  # fmt: skip
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "appliance", "serve", "--port", str(port), *args],
