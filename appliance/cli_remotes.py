@@ -45,7 +45,7 @@ def remotes(settings: Settings) -> dict[str, Any]:
 
 def remotes_text(data: dict[str, Any]) -> str:
     if not data["remotes"]:
-        return "no remotes configured: add [[remotes]] to config.toml (see docs/REMOTES.md)"
+        return "no remotes configured: add [[remotes]] to config.toml (see docs/ESCALATION.md)"
     lines = []
     for r in data["remotes"]:
         state = "healthy" if r["healthy"] else "down"

@@ -38,6 +38,11 @@ class Standin:
             )
             response.raise_for_status()
 
+    def pids(self) -> list[int]:
+        """The processes of the "remote host" (everything in its namespace)."""
+        out = subprocess.run(["ip", "netns", "pids", NETNS], capture_output=True, text=True, check=True)
+        return [int(pid) for pid in out.stdout.split()]
+
     def running(self) -> float:
         """vLLM's requests in flight, from its /metrics."""
         for line in httpx.get(f"{self.url}/metrics", timeout=5).text.splitlines():

@@ -4,6 +4,8 @@ address found through (fake) tailscaled, the link cut and restored under it."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -34,7 +36,7 @@ name = "gpu-box"
 kind = "vllm"
 tailscale = {{ hostname = "gpu-box", port = 8000 }}
 models = {{ "big-model" = "{REMOTE_MODEL}" }}
-timeouts = {{ connect_s = 1, first_byte_s = 30, between_chunks_s = 3 }}
+timeouts = {{ connect_s = 1, first_byte_s = 8, between_chunks_s = 3 }}
 """)
     d = start_daemon(home, "--ctx", "1024", "--parallel", "1")
     try:
@@ -185,9 +187,34 @@ def test_the_link_cut_mid_stream_ends_it_with_an_error_then_requests_stay_local(
         assert "offline" in _remote(daemon)["unavailable"]
         missing = _chat(daemon, "big-model")
         assert missing.status_code == 404 and missing.headers["x-appliance-backend"] == "local"
+        standin.set_peer(online=True)  # back on the tailnet, still unreachable: the breaker opens
+        assert wait_until(lambda: _remote(daemon)["breaker"] != "closed", 60), _remote(daemon)
+        assert (
+            _chat(daemon, MODEL_ID, headers={"X-Escalate": "always"}).headers["x-appliance-backend"]
+            == "local"
+        )
     finally:
         standin.netns("restore")
         standin.set_peer(online=True)
     assert wait_until(lambda: _remote(daemon)["healthy"], 40)
     back = _chat(daemon, "big-model")
     assert back.status_code == 200 and back.headers["x-appliance-backend"] == "remote:gpu-box"
+
+
+def test_a_silent_remote_times_out_before_the_first_byte_and_fails_over(
+    daemon: Daemon, standin: Standin
+) -> None:
+    assert wait_until(lambda: _remote(daemon)["healthy"] and _remote(daemon)["breaker"] == "closed", 60)
+    pids = standin.pids()
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)  # the host hangs: connections open, nothing answers
+    try:
+        started = time.monotonic()
+        response = _chat(daemon, MODEL_ID, headers={"X-Escalate": "always"})
+        waited = time.monotonic() - started
+        assert response.status_code == 200 and response.headers["x-appliance-backend"] == "local"
+        assert 7 < waited < 30  # first_byte_s (8 s), then served here
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
+    assert wait_until(lambda: _remote(daemon)["healthy"], 60)

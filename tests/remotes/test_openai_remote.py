@@ -1,0 +1,80 @@
+"""Another appliance as an `openai` remote (the cheap stand-in the issue allows): keys from a file and
+from the environment, a wrong key reported as the remote being down, and requests that stay local."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.server.conftest import MODEL_ID, Daemon, start_daemon, stop_daemon, wait_until
+
+KEY = "sekrit-key"
+
+
+@pytest.fixture(scope="module")
+def remote_appliance(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    d = start_daemon(tmp_path_factory.mktemp("remote"), "--api-key", KEY, "--parallel", "1", "--ctx", "2048")
+    yield d
+    stop_daemon(d)
+
+
+def _front(home: Path, remote: Daemon, key_line: str) -> Daemon:
+    (home / "config.toml").write_text(f"""
+[[remotes]]
+name = "peer"
+kind = "openai"
+base_url = "{remote.url}"
+{key_line}
+models = {{ "far-model" = "{MODEL_ID}" }}
+timeouts = {{ connect_s = 1, first_byte_s = 20, between_chunks_s = 5 }}
+""")
+    return start_daemon(home, "--parallel", "1", "--ctx", "2048", env={"PEER_KEY": KEY})
+
+
+def _remote(front: Daemon) -> dict[str, Any]:
+    return httpx.get(f"{front.url}/appliance/v1/remotes", timeout=10).json()["remotes"][0]  # type: ignore[no-any-return]
+
+
+def test_keys_from_a_file_or_the_environment(remote_appliance: Daemon, tmp_path: Path) -> None:
+    key_file = tmp_path / "key"
+    key_file.write_text(KEY + "\n")
+    for home, line in (
+        (tmp_path / "a", f'api_key_file = "{key_file}"'),
+        (tmp_path / "b", 'api_key_env = "PEER_KEY"'),
+    ):
+        home.mkdir()
+        front = _front(home, remote_appliance, line)
+        try:
+            assert wait_until(lambda f=front: _remote(f)["healthy"], 20), _remote(front)
+            body = {"model": "far-model", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4}
+            reply = httpx.post(f"{front.v1}/chat/completions", json=body, timeout=60)
+            assert reply.status_code == 200, reply.text
+            assert reply.headers["x-appliance-backend"] == "remote:peer"
+            assert reply.headers["x-appliance-escalation-reason"] == "capability"
+            assert reply.headers.get("x-appliance-backend") and reply.json()["model"] == MODEL_ID
+        finally:
+            stop_daemon(front)
+
+
+def test_a_wrong_key_shows_the_remote_down_and_requests_stay_local(
+    remote_appliance: Daemon, tmp_path: Path
+) -> None:
+    front = _front(tmp_path, remote_appliance, 'api_key_env = "NO_SUCH_VARIABLE"')
+    try:
+        assert wait_until(lambda: _remote(front)["error"] is not None, 20)
+        remote = _remote(front)
+        assert not remote["healthy"] and "401" in remote["error"]
+        body = {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4}
+        url = f"{front.v1}/chat/completions"
+        forced = httpx.post(url, json=body, headers={"X-Escalate": "always"}, timeout=60)
+        assert forced.status_code == 200 and forced.headers["x-appliance-backend"] == "local"
+        named = httpx.post(url, json={**body, "model": f"peer/{MODEL_ID}"}, timeout=60)
+        assert named.status_code == 503 and named.json()["error"]["code"] == "remote_unavailable"
+        missing = httpx.post(url, json={**body, "model": "far-model"}, timeout=60)
+        assert missing.status_code == 404  # not here, and the only remote serving it is down
+    finally:
+        stop_daemon(front)
