@@ -208,7 +208,7 @@ class DryRun:
 
 _MIB = 1 << 20
 _BUFFER_LINE = re.compile(r"(\S+)\s+(compute|output) buffer size =\s+([\d.]+) MiB")
-_KV_LINE = re.compile(r"llama_kv_cache: size =\s+([\d.]+) MiB")
+_KV_LINE = re.compile(r"(?:llama_kv_cache|llama_memory_recurrent): size =\s+([\d.]+) MiB")
 
 
 def dry_run(path: Path, options: LoadOptions) -> DryRun:

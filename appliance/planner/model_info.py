@@ -161,10 +161,15 @@ def model_info(header: GGUFHeader, path: Path | str = "", file_bytes: int | None
     head_dim_k = int(header.arch_value("attention.key_length", n_embd // first_heads))
     head_dim_v = int(header.arch_value("attention.value_length", n_embd // first_heads))
     kv_lora_rank = header.arch_value("attention.kv_lora_rank")
-    is_mla = kv_lora_rank is not None
+    # llama_hparams::is_mla(): the MLA head sizes are given. Older DeepSeek-2 files (one wkv_b tensor, no
+    # key_length_mla) run as ordinary multi-head attention and cache full K and V rows.
+    is_mla = kv_lora_rank is not None and bool(header.arch_value("attention.key_length_mla"))
+    is_mla = is_mla and bool(header.arch_value("attention.value_length_mla"))
     if is_mla:
-        # llama.cpp caches the compressed latent plus the rope part, as one K row, for one "head".
-        head_dim_k = int(kv_lora_rank) + int(header.arch_value("rope.dimension_count", 64))
+        # llama.cpp caches the compressed latent plus the rope part, as one K row, for one "head", and
+        # no V (llama-kv-cache.cpp: has_v = !is_mla).
+        default_k = int(kv_lora_rank) + int(header.arch_value("rope.dimension_count", 64))
+        head_dim_k = int(header.arch_value("attention.key_length", default_k))
         head_dim_v = 0
         n_head_kv = tuple(1 if h else 0 for h in n_head_kv)
     ff = header.arch_value("feed_forward_length", 4 * n_embd)
