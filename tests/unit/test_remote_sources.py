@@ -47,3 +47,62 @@ def test_tailscale_peers_and_targets() -> None:
     assert resolve(TailscaleTarget(tag="tag:gpu"), peers) is gpu  # online first, then by name
     assert resolve(TailscaleTarget(hostname="nope"), peers) is None
     assert resolve(TailscaleTarget(tag="tag:none"), peers) is None
+
+
+def test_sglang_is_probed_on_health_generate_with_its_metrics() -> None:
+    """A server answering as SGLang does: /health_generate (which really generates, unlike /health),
+    /v1/models, and /metrics in its dialect."""
+    import asyncio
+    import threading
+    import time
+
+    import httpx
+    import uvicorn
+    from fastapi import FastAPI
+    from fastapi.responses import JSONResponse, PlainTextResponse
+
+    from appliance.remotes.probe import Probe, probe
+    from tests.server.conftest import free_port
+
+    app = FastAPI()
+    seen: list[str] = []
+
+    @app.get("/health_generate")
+    async def health_generate() -> PlainTextResponse:
+        seen.append("/health_generate")
+        return PlainTextResponse("")
+
+    @app.get("/health")
+    async def health() -> JSONResponse:  # the process is up: not proof it can generate
+        seen.append("/health")
+        return JSONResponse({})
+
+    @app.get("/v1/models")
+    async def models() -> JSONResponse:
+        card = {"id": "meta-llama/Llama-3.1-8B-Instruct", "object": "model", "owned_by": "sglang",
+                "max_model_len": 131072}  # fmt: skip
+        return JSONResponse({"object": "list", "data": [card]})
+
+    @app.get("/metrics")
+    async def metrics() -> PlainTextResponse:
+        return PlainTextResponse((FIXTURES / "sglang-metrics.txt").read_text())
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.02)
+
+    async def run() -> Probe:
+        async with httpx.AsyncClient() as client:
+            return await probe(client, f"http://127.0.0.1:{port}", "sglang", {}, 5.0)
+
+    try:
+        result = asyncio.run(run())
+    finally:
+        server.should_exit = True
+        thread.join(5)
+    assert seen == ["/health_generate"]
+    assert result.healthy and result.models == {"meta-llama/Llama-3.1-8B-Instruct": 131072}
+    assert result.load == Load(running=3.0, waiting=0.0, kv_cache_usage=0.41)
