@@ -130,6 +130,15 @@ def _parser() -> argparse.ArgumentParser:
     imp.add_argument("--tag", help="tag (default: the quantization)")
     imp.add_argument("--json", action="store_true", help="print the stored manifest as JSON")
 
+    tui = commands.add_parser(
+        "tui",
+        parents=[common],
+        help="the terminal UI, attached to a running daemon",
+        description="Dashboard, models (load/unload) and remotes of a running daemon, over its HTTP API.",
+    )
+    tui.add_argument("--url", help="daemon URL (default: this machine's configured host and port)")
+    tui.add_argument("--api-key", help="the daemon's API key, if it needs one")
+
     config = commands.add_parser("config", parents=[common], help="inspect the configuration")
     config_commands = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
     config_commands.add_parser(
@@ -254,6 +263,19 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return run_daemon(settings, args.model)
 
 
+def _cmd_tui(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    server = settings.server
+    host = server.host if server.host not in ("0.0.0.0", "::") else "127.0.0.1"
+    url = args.url or f"http://{host}:{server.port}"
+    key = args.api_key or (server.api_key.get_secret_value() if server.api_key is not None else None)
+    # The composition root may reach the UI layer, lazily: importing `appliance` never loads Textual.
+    from tui.app import ApplianceApp
+
+    ApplianceApp(url, key).run()
+    return 0
+
+
 def _cmd_store(args: argparse.Namespace) -> int:
     from appliance import cli_store
 
@@ -304,6 +326,8 @@ def main(argv: list[str] | None = None) -> int:
             data = remotes(_settings(args))
             print(json.dumps(data, indent=2) if args.json else remotes_text(data))
             return 0
+        if args.command == "tui":
+            return _cmd_tui(args)
         if args.command in ("pull", "list", "rm", "import"):
             return _cmd_store(args)
     except UserError as exc:

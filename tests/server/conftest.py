@@ -54,8 +54,10 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_daemon(home: Path, *args: str, env: dict[str, str] | None = None) -> Daemon:
-    port = free_port()
+def start_daemon(
+    home: Path, *args: str, env: dict[str, str] | None = None, port: int | None = None
+) -> Daemon:
+    port = port or free_port()
     log_path = home / "daemon.log"
     full_env = {k: v for k, v in os.environ.items() if not k.startswith(("APPLIANCE_", "HF_"))}
     full_env.update({"APPLIANCE_HOME": str(home), "HF_HOME": str(home / "hf"), "HOME": str(home),

@@ -1,0 +1,82 @@
+"""The Textual app driven by its Pilot against a real daemon on a loopback port."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from pathlib import Path
+
+from textual.widgets import DataTable, Static, TabbedContent
+
+from models.embedded import embedded_model_path
+from tests.server.conftest import MODEL_ID, start_daemon, stop_daemon
+from tui.app import ApplianceApp
+
+SECOND = "second-model"
+
+
+def _rows(app: ApplianceApp, table_id: str) -> list[list[str]]:
+    table = app.query_one(table_id, DataTable)
+    return [[str(cell) for cell in table.get_row_at(i)] for i in range(table.row_count)]
+
+
+def _state(app: ApplianceApp, name: str) -> str | None:
+    return next((r[4] for r in _rows(app, "#installed") if r[0] == name), None)
+
+
+async def _until(pilot: object, condition: object, timeout: float = 30) -> bool:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        if condition():  # type: ignore[operator]
+            return True
+        await pilot.pause(0.2)  # type: ignore[attr-defined]
+    return False
+
+
+def test_dashboard_models_load_unload_and_reconnect(tmp_path: Path) -> None:
+    store = tmp_path / "data" / "models"
+    store.mkdir(parents=True)
+    source = embedded_model_path()
+    assert source is not None
+    shutil.copyfile(source, store / f"{SECOND}.Q4_1.gguf")
+    daemon = start_daemon(tmp_path, "--parallel", "1", "--ctx", "2048")
+    port = int(daemon.url.rsplit(":", 1)[1])
+
+    async def scenario() -> None:
+        nonlocal daemon
+        app = ApplianceApp(daemon.url)
+        async with app.run_test(size=(120, 40)) as pilot:
+            assert await _until(pilot, lambda: any(r[0] == MODEL_ID for r in _rows(app, "#loaded")))
+            hardware = str(app.query_one("#hardware", Static).render())
+            assert "CPU" in hardware and "RAM" in hardware
+            await pilot.press("m")
+            assert app.query_one(TabbedContent).active == "models"
+            assert await _until(pilot, lambda: {r[0] for r in _rows(app, "#installed")} >= {MODEL_ID, SECOND})
+            names = [r[0] for r in _rows(app, "#installed")]
+            table = app.query_one("#installed", DataTable)
+            table.move_cursor(row=names.index(SECOND))
+            await pilot.press("l")
+            assert await _until(
+                pilot, lambda: any(r[0] == SECOND and r[4] == "ready" for r in _rows(app, "#installed"))
+            )
+            await pilot.press("u")
+            assert await _until(
+                pilot, lambda: any(r[0] == SECOND and r[4] == "unloaded" for r in _rows(app, "#installed"))
+            )
+            # The daemon goes away: a banner says so, and the app keeps running.
+            stop_daemon(daemon)
+            assert await _until(pilot, lambda: app.connected is False, 10)
+            banner = app.query_one("#banner", Static)
+            assert banner.has_class("down") and "not answering" in str(banner.render())
+            # It comes back on the same port: the app reconnects by itself.
+            daemon = await asyncio.to_thread(
+                start_daemon, tmp_path, "--parallel", "1", "--ctx", "2048", port=port
+            )
+            assert await _until(pilot, lambda: app.connected is True, 30)
+            assert not app.query_one("#banner", Static).has_class("down")
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        stop_daemon(daemon)

@@ -1,0 +1,186 @@
+"""`appliance tui`: the daemon at a glance, over its HTTP API. Dashboard (hardware, loaded models,
+slots, queue, requests), Models (installed, fits, load/unload) and Remotes; a banner when the daemon is
+not answering, and it reconnects by itself."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.widgets import DataTable, Footer, Header, Static, TabbedContent, TabPane
+
+from tui.client import DaemonClient, DaemonUnreachable
+
+GIB = 1 << 30
+REFRESH_S = 1.0
+
+
+def _gib(n: int | None) -> str:
+    return "?" if n is None else f"{n / GIB:.1f} GiB"
+
+
+def hardware_lines(status: dict[str, Any]) -> str:
+    hw = status.get("hardware") or {}
+    cpu, memory = hw.get("cpu") or {}, hw.get("memory") or {}
+    budget = status.get("memory") or {}
+    lines = [
+        f"CPU  {cpu.get('model', '?')} ({cpu.get('cores_physical', '?')} cores)",
+        f"RAM  {_gib(memory.get('available_bytes'))} free of {_gib(memory.get('total_bytes'))}; models "
+        f"{_gib(budget.get('models_ram_bytes'))} of a {_gib(budget.get('budget_ram_bytes'))} budget",
+    ]
+    for gpu in hw.get("gpus") or []:
+        lines.append(
+            f"GPU  {gpu.get('name')}: {_gib(gpu.get('free_bytes'))} free of {_gib(gpu.get('total_bytes'))}"
+        )
+    slots = status.get("slots") or {}
+    requests = status.get("requests") or {}
+    done = ", ".join(f"{count} {code}" for code, count in requests.items()) or "none yet"
+    lines.append(
+        f"Slots {slots.get('busy', 0)}/{slots.get('total', 0)} busy, queue {status.get('queue', 0)}; "
+        f"requests: {done}"
+    )
+    return "\n".join(lines)
+
+
+def loaded_row(m: dict[str, Any]) -> tuple[str, ...]:
+    plan = m.get("plan") or {}
+    slots = f"{m.get('slots_busy', 0)}/{m.get('slots_total', 0)}"
+    ram, vram = _gib(plan.get("ram_bytes")), _gib(plan.get("vram_bytes"))
+    return (m["id"], m.get("state", "?"), str(m.get("quant") or "?"), str(plan.get("n_ctx", "?")), slots,
+            str(m.get("queue_depth", 0)), ram, vram)  # fmt: skip
+
+
+def installed_row(m: dict[str, Any]) -> tuple[str, ...]:
+    fits = (m.get("plan") or {}).get("fits")
+    verdict = "yes" if fits else ("no" if fits is False else "?")
+    return (m["id"], m.get("source", "?"), _gib(m.get("size_bytes")), verdict, m.get("state", "?"))
+
+
+def remote_row(r: dict[str, Any]) -> tuple[str, ...]:
+    load = r.get("load") or {}
+    busy = f"{load.get('running')} running, {load.get('waiting')} queued" if load else "-"
+    health = "healthy" if r.get("healthy") else "down"
+    address = r.get("address") or str(r.get("unavailable"))
+    models = ", ".join(r.get("models") or {}) or "-"
+    return (r["name"], r.get("kind", "?"), address, health, r.get("breaker", "?"), models, busy)
+
+
+class ApplianceApp(App[None]):
+    TITLE = "llm-appliance"
+    CSS = """
+    #banner { background: $error; color: $text; padding: 0 1; display: none; }
+    #banner.down { display: block; }
+    #hardware { padding: 0 1; height: auto; }
+    """
+    BINDINGS = [
+        Binding("d", "show('dashboard')", "Dashboard"),
+        Binding("m", "show('models')", "Models"),
+        Binding("r", "show('remotes')", "Remotes"),
+        Binding("l", "load", "Load"),
+        Binding("u", "unload", "Unload"),
+        Binding("q", "quit", "Quit"),
+    ]
+
+    def __init__(self, url: str, api_key: str | None = None) -> None:
+        super().__init__()
+        self.client = DaemonClient(url, api_key)
+        self.connected: bool | None = None
+        self.models: list[dict[str, Any]] = []
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Static("", id="banner")
+        with TabbedContent(initial="dashboard"):
+            with TabPane("Dashboard", id="dashboard"), Vertical():
+                yield Static("connecting...", id="hardware")
+                yield DataTable(id="loaded", cursor_type="row")
+            with TabPane("Models", id="models"):
+                yield DataTable(id="installed", cursor_type="row")
+            with TabPane("Remotes", id="remotes"):
+                yield DataTable(id="remote-table", cursor_type="row")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#loaded", DataTable).add_columns(
+            "model", "state", "quant", "context", "slots", "queue", "RAM", "VRAM"
+        )
+        self.query_one("#installed", DataTable).add_columns("name", "source", "size", "fits", "state")
+        self.query_one("#remote-table", DataTable).add_columns(
+            "name", "kind", "address", "health", "breaker", "models", "load"
+        )
+        self.set_interval(REFRESH_S, self.refresh_data)
+        self.call_later(self.refresh_data)
+
+    async def refresh_data(self) -> None:
+        try:
+            status = await self.client.status()
+            models = await self.client.models()
+            remotes = await self.client.remotes()
+        except DaemonUnreachable as exc:
+            self._set_connected(False, f"The daemon is not answering ({exc}); retrying every second.")
+            return
+        self._set_connected(True)
+        self.query_one("#hardware", Static).update(hardware_lines(status))
+        self._fill_loaded(status.get("models") or [])
+        self.models = models
+        self._fill_installed(models)
+        self._fill_remotes(remotes.get("remotes") or [])
+
+    def _set_connected(self, up: bool, message: str = "") -> None:
+        banner = self.query_one("#banner", Static)
+        banner.update(message)
+        banner.set_class(not up, "down")
+        self.connected = up
+        self.sub_title = self.client.url if up else "disconnected"
+
+    @staticmethod
+    def _replace(table: DataTable[str], rows: Sequence[tuple[Any, ...]]) -> None:
+        cursor = table.cursor_row
+        table.clear()
+        for row in rows:
+            table.add_row(*(str(cell) for cell in row), key=str(row[0]))
+        if rows:
+            table.move_cursor(row=min(cursor, len(rows) - 1))
+
+    def _fill_loaded(self, loaded: list[dict[str, Any]]) -> None:
+        self._replace(self.query_one("#loaded", DataTable), [loaded_row(m) for m in loaded])
+
+    def _fill_installed(self, models: list[dict[str, Any]]) -> None:
+        self._replace(self.query_one("#installed", DataTable), [installed_row(m) for m in models])
+
+    def _fill_remotes(self, remotes: list[dict[str, Any]]) -> None:
+        self._replace(self.query_one("#remote-table", DataTable), [remote_row(r) for r in remotes])
+
+    def action_show(self, tab: str) -> None:
+        self.query_one(TabbedContent).active = tab
+
+    def _selected_model(self) -> str | None:
+        table = self.query_one("#installed", DataTable)
+        if not self.models or table.row_count == 0:
+            return None
+        return str(table.get_row_at(table.cursor_row)[0])
+
+    async def action_load(self) -> None:
+        await self._model_action("load")
+
+    async def action_unload(self) -> None:
+        await self._model_action("unload")
+
+    async def _model_action(self, verb: str) -> None:
+        name = self._selected_model()
+        if name is None:
+            return
+        self.notify(f"{verb}ing {name}...")
+        try:
+            await (self.client.load(name) if verb == "load" else self.client.unload(name))
+        except (DaemonUnreachable, RuntimeError) as exc:
+            self.notify(f"{verb} {name}: {exc}", severity="error")
+            return
+        self.notify(f"{name} {verb}ed")
+        await self.refresh_data()
+
+    async def on_unmount(self) -> None:
+        await self.client.close()

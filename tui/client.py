@@ -1,0 +1,58 @@
+"""The TUI's only way to the daemon: its HTTP API (what the TUI shows, a script can get too)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+
+class DaemonUnreachable(Exception):
+    """The daemon is not answering; one line why."""
+
+
+class DaemonClient:
+    def __init__(self, url: str, api_key: str | None = None, timeout_s: float = 5.0) -> None:
+        self.url = url.rstrip("/")
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._http = httpx.AsyncClient(base_url=self.url, headers=headers, timeout=timeout_s)
+
+    async def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = await self._http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise DaemonUnreachable(f"{self.url}: {type(exc).__name__}") from None
+        if response.status_code == 401:
+            raise DaemonUnreachable(f"{self.url}: the API key is missing or wrong (--api-key)")
+        try:
+            data = response.json()
+        except ValueError:
+            raise DaemonUnreachable(
+                f"{self.url}: not an appliance daemon (answered {response.status_code})"
+            ) from None
+        if response.status_code >= 400:
+            error = data.get("error") if isinstance(data, dict) else None
+            message = error.get("message") if isinstance(error, dict) else str(data)
+            raise RuntimeError(message)
+        return data
+
+    async def status(self) -> dict[str, Any]:
+        result: dict[str, Any] = await self._request("GET", "/appliance/v1/status")
+        return result
+
+    async def models(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = (await self._request("GET", "/appliance/v1/models"))["models"]
+        return result
+
+    async def remotes(self) -> dict[str, Any]:
+        result: dict[str, Any] = await self._request("GET", "/appliance/v1/remotes")
+        return result
+
+    async def load(self, name: str) -> None:
+        await self._request("POST", f"/appliance/v1/models/{name}/load", timeout=600)
+
+    async def unload(self, name: str) -> None:
+        await self._request("POST", f"/appliance/v1/models/{name}/unload", timeout=600)
+
+    async def close(self) -> None:
+        await self._http.aclose()
