@@ -176,6 +176,8 @@ class RoutingSettings(BaseModel):
     """Per local model: auto, never (always local), always (always a remote while one is healthy)."""
     max_queue_wait_s: float = Field(10.0, ge=0)
     """Escalate for load when a request would wait longer than this for a local slot."""
+    probe_interval_s: float = Field(5.0, gt=0)
+    """How often remotes are probed (health, models, load) and Tailscale targets resolved."""
 
 
 class StoreSettings(BaseModel):

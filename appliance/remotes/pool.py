@@ -20,8 +20,6 @@ from appliance.routing import RemoteOption
 
 log = logging.getLogger(__name__)
 
-PROBE_INTERVAL_S = 5.0
-
 
 @dataclass
 class Remote:
@@ -125,7 +123,7 @@ class RemotePool:
                 await self.refresh()
             except Exception:  # never let the poller die
                 log.exception("refreshing remotes failed")
-            await asyncio.sleep(PROBE_INTERVAL_S)
+            await asyncio.sleep(self.settings.routing.probe_interval_s)
 
     async def refresh(self) -> None:
         """Resolve Tailscale targets, then probe every remote with an address, all at once."""
@@ -182,6 +180,6 @@ class RemotePool:
                 "error": self.tailscale_error,
                 "peers": [p.to_json() for p in self.peers],
             },
-            "checked_every_s": PROBE_INTERVAL_S,
+            "checked_every_s": self.settings.routing.probe_interval_s,
             "at": time.time(),
         }

@@ -3,6 +3,7 @@ from the environment, a wrong key reported as the remote being down, and request
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
+from models.embedded import embedded_model_path
 from tests.server.conftest import MODEL_ID, Daemon, start_daemon, stop_daemon, wait_until
 
 KEY = "sekrit-key"
@@ -17,13 +19,21 @@ KEY = "sekrit-key"
 
 @pytest.fixture(scope="module")
 def remote_appliance(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
-    d = start_daemon(tmp_path_factory.mktemp("remote"), "--api-key", KEY, "--parallel", "1", "--ctx", "2048")
+    home = tmp_path_factory.mktemp("remote")
+    source = embedded_model_path()
+    assert source is not None
+    (home / "data" / "models").mkdir(parents=True)
+    shutil.copyfile(source, home / "data" / "models" / "second-model.Q4_1.gguf")
+    d = start_daemon(home, "--api-key", KEY, "--parallel", "1", "--ctx", "2048")
     yield d
     stop_daemon(d)
 
 
 def _front(home: Path, remote: Daemon, key_line: str) -> Daemon:
     (home / "config.toml").write_text(f"""
+[routing]
+probe_interval_s = 30
+
 [[remotes]]
 name = "peer"
 kind = "openai"
@@ -76,5 +86,25 @@ def test_a_wrong_key_shows_the_remote_down_and_requests_stay_local(
         assert named.status_code == 503 and named.json()["error"]["code"] == "remote_unavailable"
         missing = httpx.post(url, json={**body, "model": "far-model"}, timeout=60)
         assert missing.status_code == 404  # not here, and the only remote serving it is down
+    finally:
+        stop_daemon(front)
+
+
+def test_a_404_from_the_remote_goes_back_as_it_is(remote_appliance: Daemon, tmp_path: Path) -> None:
+    """The remote stopped serving a model since it was last probed: its 404 is the client's answer,
+    not a reason to fail over."""
+    front = _front(tmp_path, remote_appliance, 'api_key_env = "PEER_KEY"')
+    try:
+        assert wait_until(lambda: "second-model" in (_remote(front)["models"] or {}), 20)
+        body = {"model": "second-model", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4}
+        url = f"{front.v1}/chat/completions"
+        first = httpx.post(url, json=body, timeout=60)
+        assert first.status_code == 200 and first.headers["x-appliance-backend"] == "remote:peer"
+        removed = httpx.delete(f"{remote_appliance.url}/appliance/v1/models/second-model",
+                               headers={"Authorization": f"Bearer {KEY}"}, timeout=30)  # fmt: skip
+        assert removed.status_code == 200
+        gone = httpx.post(url, json=body, timeout=60)  # the front's last probe still lists it
+        assert gone.status_code == 404 and gone.headers["x-appliance-backend"] == "remote:peer"
+        assert gone.json()["error"]["code"] == "model_not_found"
     finally:
         stop_daemon(front)
