@@ -4,13 +4,17 @@ not answering, and it reconnects by itself."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import time
 from collections.abc import Sequence
 from typing import Any
 
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
-from textual.widgets import DataTable, Footer, Header, Static, TabbedContent, TabPane
+from textual.css.query import NoMatches
+from textual.widgets import DataTable, Footer, Header, Input, RichLog, Select, Static, TabbedContent, TabPane
 
 from tui.client import DaemonClient, DaemonUnreachable
 
@@ -68,17 +72,26 @@ def remote_row(r: dict[str, Any]) -> tuple[str, ...]:
     return (r["name"], r.get("kind", "?"), address, health, r.get("breaker", "?"), models, busy)
 
 
+def remote_models(remotes: list[dict[str, Any]]) -> tuple[str, ...]:
+    """What the healthy remotes serve, as `REMOTE/NAME` (a request naming one goes there)."""
+    return tuple(f"{r['name']}/{name}" for r in remotes if r.get("healthy") for name in r.get("models") or {})
+
+
 class ApplianceApp(App[None]):
     TITLE = "llm-appliance"
     CSS = """
     #banner { background: $error; color: $text; padding: 0 1; display: none; }
     #banner.down { display: block; }
     #hardware { padding: 0 1; height: auto; }
+    #transcript { height: 1fr; }
+    #reply { height: auto; padding: 0 1; }
     """
     BINDINGS = [
         Binding("d", "show('dashboard')", "Dashboard"),
         Binding("m", "show('models')", "Models"),
         Binding("r", "show('remotes')", "Remotes"),
+        Binding("c", "show('chat')", "Chat"),
+        Binding("escape", "cancel_chat", "Stop reply", show=False),
         Binding("l", "load", "Load"),
         Binding("u", "unload", "Unload"),
         Binding("q", "quit", "Quit"),
@@ -89,6 +102,8 @@ class ApplianceApp(App[None]):
         self.client = DaemonClient(url, api_key)
         self.connected: bool | None = None
         self.models: list[dict[str, Any]] = []
+        self.history: list[dict[str, str]] = []
+        self._model_choices: tuple[str, ...] = ()
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -101,6 +116,11 @@ class ApplianceApp(App[None]):
                 yield DataTable(id="installed", cursor_type="row")
             with TabPane("Remotes", id="remotes"):
                 yield DataTable(id="remote-table", cursor_type="row")
+            with TabPane("Chat", id="chat"), Vertical():
+                yield Select[str]([], prompt="model (default: the daemon's)", id="chat-model")
+                yield RichLog(id="transcript", wrap=True, markup=False)
+                yield Static("", id="reply")
+                yield Input(placeholder="Say something, Enter to send, Escape to stop the reply", id="prompt")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -128,6 +148,15 @@ class ApplianceApp(App[None]):
         self.models = models
         self._fill_installed(models)
         self._fill_remotes(remotes.get("remotes") or [])
+        choices = tuple(m["id"] for m in models) + tuple(
+            f"{r['name']}/{name}"
+            for r in remotes.get("remotes") or []
+            if r.get("healthy")
+            for name in r.get("models") or {}
+        )
+        if choices != self._model_choices:
+            self._model_choices = choices
+            self.query_one("#chat-model", Select).set_options((c, c) for c in choices)
 
     def _set_connected(self, up: bool, message: str = "") -> None:
         banner = self.query_one("#banner", Static)
@@ -181,6 +210,49 @@ class ApplianceApp(App[None]):
             return
         self.notify(f"{name} {verb}ed")
         await self.refresh_data()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        text = event.value.strip()
+        if not text:
+            return
+        event.input.value = ""
+        self.query_one("#transcript", RichLog).write(f"you: {text}")
+        self.history.append({"role": "user", "content": text})
+        self.run_worker(self._reply(), exclusive=True, group="chat")
+
+    async def _reply(self) -> None:
+        """Stream the reply into view; its TTFT and speed go under it."""
+        selected = self.query_one("#chat-model", Select).value
+        model = selected if isinstance(selected, str) else None
+        reply, started = self.query_one("#reply", Static), time.monotonic()
+        parts: list[str] = []
+        first: float | None = None
+        outcome = ""
+        try:
+            async for text in self.client.chat_stream(model, self.history):
+                first = first or time.monotonic()
+                parts.append(text)
+                reply.update("".join(parts))
+        except asyncio.CancelledError:
+            outcome = " (stopped)"
+            raise
+        except (DaemonUnreachable, RuntimeError) as exc:
+            outcome = f" (failed: {exc})"
+        finally:
+            answer = "".join(parts)
+            done = time.monotonic()
+            stats = ""
+            if first is not None:
+                speed = (len(parts) - 1) / (done - first) if len(parts) > 1 and done > first else 0.0
+                stats = f"  [TTFT {1000 * (first - started):.0f} ms, {speed:.1f} tok/s]"
+            if answer:
+                self.history.append({"role": "assistant", "content": answer})
+            with contextlib.suppress(NoMatches):  # the app is closing
+                self.query_one("#transcript", RichLog).write(f"assistant: {answer}{outcome}{stats}")
+                reply.update("")
+
+    def action_cancel_chat(self) -> None:
+        self.workers.cancel_group(self, "chat")
 
     async def on_unmount(self) -> None:
         await self.client.close()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -53,6 +55,29 @@ class DaemonClient:
 
     async def unload(self, name: str) -> None:
         await self._request("POST", f"/appliance/v1/models/{name}/unload", timeout=600)
+
+    async def chat_stream(self, model: str | None, messages: list[dict[str, str]]) -> AsyncIterator[str]:
+        """The reply's text as it streams (OpenAI chat completions over SSE)."""
+        body: dict[str, Any] = {"messages": messages, "stream": True}
+        if model:
+            body["model"] = model
+        try:
+            async with self._http.stream("POST", "/v1/chat/completions", json=body, timeout=None) as response:
+                if response.status_code != 200:
+                    await response.aread()
+                    raise RuntimeError(response.json().get("error", {}).get("message", response.text))
+                async for line in response.aiter_lines():
+                    if not line.startswith("data: ") or line == "data: [DONE]":
+                        continue
+                    chunk = json.loads(line[6:])
+                    if "error" in chunk:
+                        raise RuntimeError(chunk["error"].get("message", "the stream failed"))
+                    for choice in chunk.get("choices") or []:
+                        text = (choice.get("delta") or {}).get("content")
+                        if text:
+                            yield text
+        except httpx.HTTPError as exc:
+            raise DaemonUnreachable(f"{self.url}: {type(exc).__name__}") from None
 
     async def close(self) -> None:
         await self._http.aclose()

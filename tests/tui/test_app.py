@@ -24,7 +24,7 @@ def _state(app: ApplianceApp, name: str) -> str | None:
     return next((r[4] for r in _rows(app, "#installed") if r[0] == name), None)
 
 
-async def _until(pilot: object, condition: object, timeout: float = 30) -> bool:
+async def _until(pilot: object, condition: object, timeout: float = 60) -> bool:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while loop.time() < deadline:
@@ -66,15 +66,55 @@ def test_dashboard_models_load_unload_and_reconnect(tmp_path: Path) -> None:
             )
             # The daemon goes away: a banner says so, and the app keeps running.
             stop_daemon(daemon)
-            assert await _until(pilot, lambda: app.connected is False, 10)
+            assert await _until(pilot, lambda: app.connected is False, 20)
             banner = app.query_one("#banner", Static)
             assert banner.has_class("down") and "not answering" in str(banner.render())
             # It comes back on the same port: the app reconnects by itself.
             daemon = await asyncio.to_thread(
                 start_daemon, tmp_path, "--parallel", "1", "--ctx", "2048", port=port
             )
-            assert await _until(pilot, lambda: app.connected is True, 30)
+            assert await _until(pilot, lambda: app.connected is True, 60)
             assert not app.query_one("#banner", Static).has_class("down")
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        stop_daemon(daemon)
+
+
+def test_chat_streams_a_reply_with_its_speed_and_escape_stops_a_long_one(tmp_path: Path) -> None:
+    from textual.widgets import Input, RichLog
+
+    daemon = start_daemon(tmp_path, "--parallel", "1", "--ctx", "2048")
+
+    def transcript(app: ApplianceApp) -> str:
+        return "\n".join(str(line.text) for line in app.query_one("#transcript", RichLog).lines)
+
+    async def scenario() -> None:
+        app = ApplianceApp(daemon.url)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await pilot.press("c")
+            assert app.query_one(TabbedContent).active == "chat"
+            app.query_one("#prompt", Input).focus()
+            await pilot.press(*"Say hello", "enter")
+            assert await _until(pilot, lambda: "tok/s" in transcript(app))
+            assert "you: Say hello" in transcript(app) and "assistant: " in transcript(app)
+            assert [m["role"] for m in app.history] == ["user", "assistant"]
+            # Escape stops a reply in the middle (a tiny model may finish first: then ask again).
+            for _ in range(3):
+                answers = transcript(app).count("assistant: ")
+                await pilot.press(*"Write a long story about a dragon and a lighthouse.", "enter")
+
+                def streaming_or_done(before: int = answers) -> bool:
+                    reply = str(app.query_one("#reply", Static).render())
+                    return bool(reply) or transcript(app).count("assistant: ") > before
+
+                assert await _until(pilot, streaming_or_done)
+                if str(app.query_one("#reply", Static).render()):
+                    await pilot.press("escape")
+                    assert await _until(pilot, lambda: "(stopped)" in transcript(app))
+                    break
+            assert "(stopped)" in transcript(app)
 
     try:
         asyncio.run(scenario())
