@@ -107,6 +107,8 @@ async def escalate(request: Request, path: str, name: str | None) -> Response | 
         request.state.escalation_reason = decision.reason
         request.state.model = local_name or manager.default_id
         metrics.escalations.labels(decision.reason or "", remote.name).inc()
+        metrics.record({"endpoint": path, "model": local_name or manager.default_id, "backend": backend,
+                        "reason": decision.reason, "status": response.status_code})  # fmt: skip
         log.info("escalated to %s (%s): %s", remote.name, decision.reason, decision.why)
         return response
     raise RemoteUnavailable("no backend could take the request: " + "; ".join(failures or [decision.why]))

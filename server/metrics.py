@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
@@ -23,6 +24,7 @@ from appliance.manager import ModelManager
 from appliance.remotes.pool import RemotePool
 
 request_log = logging.getLogger("appliance.requests")
+RECENT_REQUESTS = 200  # request log lines kept for the TUI's Logs screen
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 _ITL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28)
@@ -116,6 +118,7 @@ class _RemotesCollector(Collector):
 class Metrics:
     def __init__(self, models: ModelManager, remotes: RemotePool | None = None) -> None:
         self.registry = CollectorRegistry()
+        self.recent: deque[dict[str, Any]] = deque(maxlen=RECENT_REQUESTS)
         r = self.registry
         self.requests = Counter(
             "appliance_requests", "Requests by endpoint, model, backend and status",
@@ -209,6 +212,11 @@ class Metrics:
         fields = {"endpoint": endpoint, "model": model, "backend": "local", "prompt_tokens": prompt,
                   "generated_tokens": generated, "ttft_ms": ttft_ms, "tokens_per_s": round(speed, 1),
                   "status": status, "duration_s": round(done - started, 2)}  # fmt: skip
+        self.record(fields)
+
+    def record(self, fields: dict[str, Any]) -> None:
+        """Log one request's line and keep it for `GET /appliance/v1/logs`."""
+        self.recent.append({"time": round(time.time(), 3), **fields})
         request_log.info(" ".join(f"{k}={v}" for k, v in fields.items()), extra=fields)
 
 

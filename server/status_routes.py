@@ -101,3 +101,10 @@ async def remotes(request: Request) -> dict[str, Any]:
     tailnet's peers when Tailscale targets are configured."""
     pool: RemotePool = request.app.state.remotes
     return pool.describe()
+
+
+@router.get("/logs")
+async def logs(request: Request, limit: int = 100) -> dict[str, Any]:
+    """The most recent request log lines (newest last): what `appliance.requests` logs, as JSON."""
+    recent = list(request.app.state.metrics.recent)
+    return {"requests": recent[-max(1, min(limit, len(recent) or 1)) :] if recent else []}

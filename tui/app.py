@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
@@ -14,12 +15,24 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.css.query import NoMatches
-from textual.widgets import DataTable, Footer, Header, Input, RichLog, Select, Static, TabbedContent, TabPane
+from textual.widgets import (
+    DataTable,
+    Footer,
+    Header,
+    Input,
+    RichLog,
+    Select,
+    Sparkline,
+    Static,
+    TabbedContent,
+    TabPane,
+)
 
 from tui.client import DaemonClient, DaemonUnreachable
 
 GIB = 1 << 30
 REFRESH_S = 1.0
+HISTORY = 120  # samples in the dashboard's plots: two minutes at one a second
 
 
 def _gib(n: int | None) -> str:
@@ -72,6 +85,13 @@ def remote_row(r: dict[str, Any]) -> tuple[str, ...]:
     return (r["name"], r.get("kind", "?"), address, health, r.get("breaker", "?"), models, busy)
 
 
+def log_row(e: dict[str, Any]) -> tuple[str, ...]:
+    when = time.strftime("%H:%M:%S", time.localtime(e.get("time", 0)))
+    fields = ("endpoint", "model", "backend", "prompt_tokens", "generated_tokens", "ttft_ms", "tokens_per_s")
+    values = tuple("-" if e.get(k) is None else str(e[k]) for k in fields)
+    return (when, *values, str(e.get("status", "?")))
+
+
 def remote_models(remotes: list[dict[str, Any]]) -> tuple[str, ...]:
     """What the healthy remotes serve, as `REMOTE/NAME` (a request naming one goes there)."""
     return tuple(f"{r['name']}/{name}" for r in remotes if r.get("healthy") for name in r.get("models") or {})
@@ -84,6 +104,8 @@ class ApplianceApp(App[None]):
     #banner.down { display: block; }
     #hardware { padding: 0 1; height: auto; }
     #transcript { height: 1fr; }
+    Sparkline { height: 2; margin: 0 1; }
+    .caption { padding: 0 1; color: $text-muted; }
     #reply { height: auto; padding: 0 1; }
     """
     BINDINGS = [
@@ -91,7 +113,8 @@ class ApplianceApp(App[None]):
         Binding("m", "show('models')", "Models"),
         Binding("r", "show('remotes')", "Remotes"),
         Binding("c", "show('chat')", "Chat"),
-        Binding("escape", "cancel_chat", "Stop reply", show=False),
+        Binding("o", "show('logs')", "Logs"),
+        Binding("escape", "cancel_chat", "Stop reply / leave the prompt", show=False),
         Binding("l", "load", "Load"),
         Binding("u", "unload", "Unload"),
         Binding("q", "quit", "Quit"),
@@ -103,6 +126,9 @@ class ApplianceApp(App[None]):
         self.connected: bool | None = None
         self.models: list[dict[str, Any]] = []
         self.history: list[dict[str, str]] = []
+        self.speeds: deque[float] = deque([0.0] * HISTORY, maxlen=HISTORY)
+        self.ttfts: deque[float] = deque([0.0] * HISTORY, maxlen=HISTORY)
+        self._last_log_time = 0.0
         self._model_choices: tuple[str, ...] = ()
 
     def compose(self) -> ComposeResult:
@@ -111,11 +137,17 @@ class ApplianceApp(App[None]):
         with TabbedContent(initial="dashboard"):
             with TabPane("Dashboard", id="dashboard"), Vertical():
                 yield Static("connecting...", id="hardware")
+                yield Static("tokens/s of finished requests, last 2 minutes", classes="caption")
+                yield Sparkline([], id="speed")
+                yield Static("time to first token (ms), last 2 minutes", classes="caption")
+                yield Sparkline([], id="ttft")
                 yield DataTable(id="loaded", cursor_type="row")
             with TabPane("Models", id="models"):
                 yield DataTable(id="installed", cursor_type="row")
             with TabPane("Remotes", id="remotes"):
                 yield DataTable(id="remote-table", cursor_type="row")
+            with TabPane("Logs", id="logs"):
+                yield DataTable(id="log-table", cursor_type="row")
             with TabPane("Chat", id="chat"), Vertical():
                 yield Select[str]([], prompt="model (default: the daemon's)", id="chat-model")
                 yield RichLog(id="transcript", wrap=True, markup=False)
@@ -128,6 +160,9 @@ class ApplianceApp(App[None]):
             "model", "state", "quant", "context", "slots", "queue", "RAM", "VRAM"
         )
         self.query_one("#installed", DataTable).add_columns("name", "source", "size", "fits", "state")
+        self.query_one("#log-table", DataTable).add_columns(
+            "time", "endpoint", "model", "backend", "prompt", "generated", "TTFT ms", "tok/s", "status"
+        )
         self.query_one("#remote-table", DataTable).add_columns(
             "name", "kind", "address", "health", "breaker", "models", "load"
         )
@@ -139,6 +174,7 @@ class ApplianceApp(App[None]):
             status = await self.client.status()
             models = await self.client.models()
             remotes = await self.client.remotes()
+            logs = await self.client.logs()
         except DaemonUnreachable as exc:
             self._set_connected(False, f"The daemon is not answering ({exc}); retrying every second.")
             return
@@ -148,12 +184,8 @@ class ApplianceApp(App[None]):
         self.models = models
         self._fill_installed(models)
         self._fill_remotes(remotes.get("remotes") or [])
-        choices = tuple(m["id"] for m in models) + tuple(
-            f"{r['name']}/{name}"
-            for r in remotes.get("remotes") or []
-            if r.get("healthy")
-            for name in r.get("models") or {}
-        )
+        self._fill_logs(logs)
+        choices = tuple(m["id"] for m in models) + remote_models(remotes.get("remotes") or [])
         if choices != self._model_choices:
             self._model_choices = choices
             self.query_one("#chat-model", Select).set_options((c, c) for c in choices)
@@ -182,6 +214,20 @@ class ApplianceApp(App[None]):
 
     def _fill_remotes(self, remotes: list[dict[str, Any]]) -> None:
         self._replace(self.query_one("#remote-table", DataTable), [remote_row(r) for r in remotes])
+
+    def _fill_logs(self, logs: list[dict[str, Any]]) -> None:
+        """The Logs table (newest first), and one sample a refresh for the dashboard's plots: the mean
+        speed and TTFT of the requests that finished since the last refresh (0 when none did)."""
+        self._replace(self.query_one("#log-table", DataTable), [log_row(e) for e in reversed(logs)])
+        new = [e for e in logs if e.get("time", 0) > self._last_log_time]
+        if logs:
+            self._last_log_time = max(self._last_log_time, max(e.get("time", 0) for e in logs))
+        speeds = [e["tokens_per_s"] for e in new if e.get("tokens_per_s")]
+        ttfts = [e["ttft_ms"] for e in new if e.get("ttft_ms") is not None]
+        self.speeds.append(sum(speeds) / len(speeds) if speeds else 0.0)
+        self.ttfts.append(sum(ttfts) / len(ttfts) if ttfts else 0.0)
+        self.query_one("#speed", Sparkline).data = list(self.speeds)
+        self.query_one("#ttft", Sparkline).data = list(self.ttfts)
 
     def action_show(self, tab: str) -> None:
         self.query_one(TabbedContent).active = tab
@@ -252,7 +298,9 @@ class ApplianceApp(App[None]):
                 reply.update("")
 
     def action_cancel_chat(self) -> None:
+        """Escape: stop the reply being written, and leave the prompt so letters switch screens again."""
         self.workers.cancel_group(self, "chat")
+        self.set_focus(None)
 
     async def on_unmount(self) -> None:
         await self.client.close()

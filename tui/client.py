@@ -50,6 +50,12 @@ class DaemonClient:
         result: dict[str, Any] = await self._request("GET", "/appliance/v1/remotes")
         return result
 
+    async def logs(self, limit: int = 100) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = (await self._request("GET", f"/appliance/v1/logs?limit={limit}"))[
+            "requests"
+        ]
+        return result
+
     async def load(self, name: str) -> None:
         await self._request("POST", f"/appliance/v1/models/{name}/load", timeout=600)
 

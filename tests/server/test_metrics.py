@@ -74,3 +74,15 @@ def test_status(daemon: Daemon) -> None:
     assert status["requests"].get("200", 0) >= 1
     models = httpx.get(f"{daemon.url}/appliance/v1/models").json()["models"]
     assert models[0]["state"] == "ready"
+
+
+def test_recent_request_log_lines_are_served_as_json(daemon: Daemon) -> None:
+    body = {"model": MODEL_ID, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 5}
+    assert httpx.post(f"{daemon.v1}/chat/completions", json=body, timeout=60).status_code == 200
+    entries = httpx.get(f"{daemon.url}/appliance/v1/logs", params={"limit": 5}, timeout=10).json()["requests"]
+    assert 1 <= len(entries) <= 5
+    last = entries[-1]
+    assert (last["endpoint"], last["model"], last["backend"], last["status"]) == (
+        "/v1/chat/completions", MODEL_ID, "local", "ok",
+    )  # fmt: skip
+    assert last["generated_tokens"] >= 1 and last["ttft_ms"] is not None and last["time"] > 0

@@ -100,6 +100,15 @@ def test_chat_streams_a_reply_with_its_speed_and_escape_stops_a_long_one(tmp_pat
             assert await _until(pilot, lambda: "tok/s" in transcript(app))
             assert "you: Say hello" in transcript(app) and "assistant: " in transcript(app)
             assert [m["role"] for m in app.history] == ["user", "assistant"]
+            # The request shows in Logs, and its speed in the dashboard's plot (Escape leaves the prompt).
+            await pilot.press("escape", "o")
+            assert app.query_one(TabbedContent).active == "logs"
+            assert await _until(
+                pilot, lambda: any(r[1] == "/v1/chat/completions" for r in _rows(app, "#log-table"))
+            )
+            assert await _until(pilot, lambda: max(app.speeds) > 0)
+            await pilot.press("c")
+            app.query_one("#prompt", Input).focus()
             # Escape stops a reply in the middle (a tiny model may finish first: then ask again).
             for _ in range(3):
                 answers = transcript(app).count("assistant: ")
