@@ -15,11 +15,13 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.css.query import NoMatches
+from textual.screen import ModalScreen
 from textual.widgets import (
     DataTable,
     Footer,
     Header,
     Input,
+    ProgressBar,
     RichLog,
     Select,
     Sparkline,
@@ -104,6 +106,9 @@ class ApplianceApp(App[None]):
     #banner.down { display: block; }
     #hardware { padding: 0 1; height: auto; }
     #transcript { height: 1fr; }
+    #installed { height: 1fr; }
+    #pull-status { height: auto; padding: 0 1; }
+    #pull-progress { padding: 0 1; }
     Sparkline { height: 2; margin: 0 1; }
     .caption { padding: 0 1; color: $text-muted; }
     #reply { height: auto; padding: 0 1; }
@@ -117,6 +122,8 @@ class ApplianceApp(App[None]):
         Binding("escape", "cancel_chat", "Stop reply / leave the prompt", show=False),
         Binding("l", "load", "Load"),
         Binding("u", "unload", "Unload"),
+        Binding("p", "pull", "Pull"),
+        Binding("x", "remove", "Remove"),
         Binding("q", "quit", "Quit"),
     ]
 
@@ -142,8 +149,10 @@ class ApplianceApp(App[None]):
                 yield Static("time to first token (ms), last 2 minutes", classes="caption")
                 yield Sparkline([], id="ttft")
                 yield DataTable(id="loaded", cursor_type="row")
-            with TabPane("Models", id="models"):
+            with TabPane("Models", id="models"), Vertical():
                 yield DataTable(id="installed", cursor_type="row")
+                yield Static("", id="pull-status")
+                yield ProgressBar(id="pull-progress", show_eta=True)
             with TabPane("Remotes", id="remotes"):
                 yield DataTable(id="remote-table", cursor_type="row")
             with TabPane("Logs", id="logs"):
@@ -257,7 +266,56 @@ class ApplianceApp(App[None]):
         self.notify(f"{name} {verb}ed")
         await self.refresh_data()
 
+    def action_pull(self) -> None:
+        def start(ref: str | None) -> None:
+            if ref:
+                self.run_worker(self._pull(ref), group="pull")
+
+        self.push_screen(PullScreen(), start)
+
+    async def _pull(self, ref: str) -> None:
+        """Follow a pull's progress; it runs on the daemon, so leaving this screen does not stop it."""
+        status = self.query_one("#pull-status", Static)
+        bar = self.query_one("#pull-progress", ProgressBar)
+        status.update(f"pulling {ref}...")
+        try:
+            async for event in self.client.pull_stream(ref):
+                kind = event.get("status")
+                if kind == "downloading":
+                    bar.update(total=event.get("total"), progress=event.get("completed", 0))
+                    speed = (event.get("bytes_per_s") or 0) / (1 << 20)
+                    status.update(f"{ref}: {event.get('file')} at {speed:.1f} MiB/s")
+                elif kind == "error":
+                    status.update(f"{ref}: {event.get('error')}")
+                    return
+                elif event.get("message"):
+                    status.update(f"{ref}: {event['message']}")
+        except (DaemonUnreachable, RuntimeError) as exc:
+            status.update(f"{ref}: {exc}")
+            return
+        await self.refresh_data()
+
+    def action_remove(self) -> None:
+        name = self._selected_model()
+        if name is None:
+            return
+
+        async def confirmed(yes: bool | None) -> None:
+            if not yes:
+                return
+            try:
+                await self.client.remove(name)
+            except (DaemonUnreachable, RuntimeError) as exc:
+                self.notify(f"remove {name}: {exc}", severity="error")
+                return
+            self.notify(f"{name} removed")
+            await self.refresh_data()
+
+        self.push_screen(ConfirmScreen(f"Remove {name} from the store? (y/n)"), confirmed)
+
     def on_input_submitted(self, event: Input.Submitted) -> None:
+        if event.input.id != "prompt":
+            return
         text = event.value.strip()
         if not text:
             return
@@ -304,3 +362,31 @@ class ApplianceApp(App[None]):
 
     async def on_unmount(self) -> None:
         await self.client.close()
+
+
+class PullScreen(ModalScreen[str | None]):
+    """Asks what to pull: owner/name[:QUANT] or ollama:NAME[:TAG]."""
+
+    BINDINGS = [Binding("escape", "dismiss(None)", "Cancel")]
+    DEFAULT_CSS = "PullScreen { align: center middle; } PullScreen Input { width: 70; }"
+
+    def compose(self) -> ComposeResult:
+        yield Input(placeholder="owner/name[:QUANT] or ollama:NAME[:TAG], Enter to pull", id="pull-ref")
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        self.dismiss(event.value.strip() or None)
+
+
+class ConfirmScreen(ModalScreen[bool]):
+    BINDINGS = [Binding("y", "dismiss(True)", "Yes"), Binding("n,escape", "dismiss(False)", "No")]
+    DEFAULT_CSS = (
+        "ConfirmScreen { align: center middle; } ConfirmScreen Static { width: 60; border: round $error; }"
+    )
+
+    def __init__(self, question: str) -> None:
+        super().__init__()
+        self.question = question
+
+    def compose(self) -> ComposeResult:
+        yield Static(self.question)

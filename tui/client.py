@@ -85,5 +85,23 @@ class DaemonClient:
         except httpx.HTTPError as exc:
             raise DaemonUnreachable(f"{self.url}: {type(exc).__name__}") from None
 
+    async def pull_stream(self, ref: str) -> AsyncIterator[dict[str, Any]]:
+        """The daemon's pull progress events (NDJSON); the pull goes on if we stop reading."""
+        try:
+            async with self._http.stream(
+                "POST", "/appliance/v1/models/pull", json={"model": ref}, timeout=None
+            ) as response:
+                if response.status_code != 200:
+                    await response.aread()
+                    raise RuntimeError(response.json().get("error", {}).get("message", response.text))
+                async for line in response.aiter_lines():
+                    if line.strip():
+                        yield json.loads(line)
+        except httpx.HTTPError as exc:
+            raise DaemonUnreachable(f"{self.url}: {type(exc).__name__}") from None
+
+    async def remove(self, name: str) -> None:
+        await self._request("DELETE", f"/appliance/v1/models/{name}", timeout=60)
+
     async def close(self) -> None:
         await self._http.aclose()

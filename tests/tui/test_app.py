@@ -97,7 +97,7 @@ def test_chat_streams_a_reply_with_its_speed_and_escape_stops_a_long_one(tmp_pat
             assert app.query_one(TabbedContent).active == "chat"
             app.query_one("#prompt", Input).focus()
             await pilot.press(*"Say hello", "enter")
-            assert await _until(pilot, lambda: "tok/s" in transcript(app))
+            assert await _until(pilot, lambda: "tok/s" in transcript(app), 120)
             assert "you: Say hello" in transcript(app) and "assistant: " in transcript(app)
             assert [m["role"] for m in app.history] == ["user", "assistant"]
             # The request shows in Logs, and its speed in the dashboard's plot (Escape leaves the prompt).
