@@ -8,14 +8,15 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from functools import partial
 from typing import Any
 
-from textual.app import App, ComposeResult
+from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.css.query import NoMatches
-from textual.screen import ModalScreen
+from textual.screen import ModalScreen, Screen
 from textual.widgets import (
     DataTable,
     Footer,
@@ -87,6 +88,30 @@ def remote_row(r: dict[str, Any]) -> tuple[str, ...]:
     return (r["name"], r.get("kind", "?"), address, health, r.get("breaker", "?"), models, busy)
 
 
+def plan_text(model: dict[str, Any]) -> str:
+    """A model's plan as `appliance plan` prints it, shortly: choice, memory, reasons, alternatives."""
+    plan = model.get("plan")
+    if not plan:
+        return f"{model.get('id')}: {model.get('error', 'no plan')}"
+    memory = plan.get("memory") or {}
+    where = (
+        "all layers on the GPU"
+        if plan.get("n_gpu_layers", 0) < 0
+        else f"{plan.get('n_gpu_layers')} GPU layers"
+    )
+    lines = [
+        f"{model['id']}: {plan.get('quant')}, context {plan.get('n_ctx')} in {plan.get('n_parallel')} slots, "
+        f"{where}, KV {plan.get('kv_type')}; {_gib(memory.get('ram_bytes'))} RAM, "
+        f"{_gib(memory.get('vram_bytes'))} VRAM; {'fits' if plan.get('fits') else 'does not fit'}",
+        *(f"  - {reason}" for reason in plan.get("reasons") or []),
+    ]
+    for alt in plan.get("alternatives") or []:
+        verdict = "fits" if alt.get("fits") else "does not fit"
+        ram = _gib(alt.get("ram_bytes"))
+        lines.append(f"  alternative {alt.get('quant')}: context {alt.get('n_ctx')}, {ram} RAM, {verdict}")
+    return "\n".join(lines)
+
+
 def log_row(e: dict[str, Any]) -> tuple[str, ...]:
     when = time.strftime("%H:%M:%S", time.localtime(e.get("time", 0)))
     fields = ("endpoint", "model", "backend", "prompt_tokens", "generated_tokens", "ttft_ms", "tokens_per_s")
@@ -108,6 +133,7 @@ class ApplianceApp(App[None]):
     #transcript { height: 1fr; }
     #installed { height: 1fr; }
     #pull-status { height: auto; padding: 0 1; }
+    #plan-detail { height: auto; max-height: 12; padding: 0 1; border-top: solid $primary; }
     #pull-progress { padding: 0 1; }
     Sparkline { height: 2; margin: 0 1; }
     .caption { padding: 0 1; color: $text-muted; }
@@ -151,6 +177,7 @@ class ApplianceApp(App[None]):
                 yield DataTable(id="loaded", cursor_type="row")
             with TabPane("Models", id="models"), Vertical():
                 yield DataTable(id="installed", cursor_type="row")
+                yield Static("", id="plan-detail")
                 yield Static("", id="pull-status")
                 yield ProgressBar(id="pull-progress", show_eta=True)
             with TabPane("Remotes", id="remotes"):
@@ -220,6 +247,7 @@ class ApplianceApp(App[None]):
 
     def _fill_installed(self, models: list[dict[str, Any]]) -> None:
         self._replace(self.query_one("#installed", DataTable), [installed_row(m) for m in models])
+        self._show_plan()
 
     def _fill_remotes(self, remotes: list[dict[str, Any]]) -> None:
         self._replace(self.query_one("#remote-table", DataTable), [remote_row(r) for r in remotes])
@@ -237,6 +265,32 @@ class ApplianceApp(App[None]):
         self.ttfts.append(sum(ttfts) / len(ttfts) if ttfts else 0.0)
         self.query_one("#speed", Sparkline).data = list(self.speeds)
         self.query_one("#ttft", Sparkline).data = list(self.ttfts)
+
+    def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
+        """The command palette (ctrl+p): Textual's own (themes, keys, quit) and the appliance's."""
+        yield from super().get_system_commands(screen)
+        for tab in ("dashboard", "models", "remotes", "logs", "chat"):
+            yield SystemCommand(f"Show {tab}", f"Switch to the {tab} screen", partial(self.action_show, tab))
+        selected = "the model selected in Models"
+        yield SystemCommand(
+            "Pull a model", "Download owner/name[:QUANT] or ollama:NAME[:TAG]", self.action_pull
+        )
+        yield SystemCommand("Load the selected model", f"Load {selected}", self.action_load)
+        yield SystemCommand("Unload the selected model", f"Unload {selected}", self.action_unload)
+        yield SystemCommand(
+            "Remove the selected model", f"Delete {selected} (asks first)", self.action_remove
+        )
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        if event.data_table.id == "installed":
+            self._show_plan()
+
+    def _show_plan(self) -> None:
+        """The selected model's plan here: the planner's choice, its reasons and the alternatives."""
+        name = self._selected_model()
+        model = next((m for m in self.models if m.get("id") == name), None)
+        detail = self.query_one("#plan-detail", Static)
+        detail.update(plan_text(model) if model is not None else "")
 
     def action_show(self, tab: str) -> None:
         self.query_one(TabbedContent).active = tab

@@ -56,6 +56,10 @@ def test_dashboard_models_load_unload_and_reconnect(tmp_path: Path) -> None:
             names = [r[0] for r in _rows(app, "#installed")]
             table = app.query_one("#installed", DataTable)
             table.move_cursor(row=names.index(SECOND))
+            # The selected model's plan, with the planner's reasons, shows under the table.
+            assert await _until(pilot, lambda: SECOND in str(app.query_one("#plan-detail", Static).render()))
+            detail = str(app.query_one("#plan-detail", Static).render())
+            assert "Q4_1" in detail and "fits" in detail and "RAM budget" in detail
             await pilot.press("l")
             assert await _until(
                 pilot, lambda: any(r[0] == SECOND and r[4] == "ready" for r in _rows(app, "#installed"))
@@ -124,6 +128,25 @@ def test_chat_streams_a_reply_with_its_speed_and_escape_stops_a_long_one(tmp_pat
                     assert await _until(pilot, lambda: "(stopped)" in transcript(app))
                     break
             assert "(stopped)" in transcript(app)
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        stop_daemon(daemon)
+
+
+def test_the_command_palette_offers_the_appliance_s_commands(tmp_path: Path) -> None:
+    daemon = start_daemon(tmp_path, "--parallel", "1", "--ctx", "2048")
+
+    async def scenario() -> None:
+        app = ApplianceApp(daemon.url)
+        async with app.run_test(size=(120, 40)) as pilot:
+            titles = [command.title for command in app.get_system_commands(app.screen)]
+            assert {"Pull a model", "Show models", "Load the selected model", "Quit"} <= set(titles)
+            command = next(c for c in app.get_system_commands(app.screen) if c.title == "Show logs")
+            command.callback()
+            await pilot.pause(0.2)
+            assert app.query_one(TabbedContent).active == "logs"
 
     try:
         asyncio.run(scenario())
