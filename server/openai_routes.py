@@ -269,7 +269,5 @@ async def list_models(request: Request) -> dict[str, Any]:
 @router.get("/v1/models/{model_id:path}")
 async def get_model(model_id: str, request: Request) -> dict[str, Any]:
     manager = _manager(request)
-    wanted = manager.resolve(model_id).id
-    installed = await asyncio.to_thread(manager.describe_installed)
-    info = next(i for i in installed if i["id"] == wanted)
+    info = await asyncio.to_thread(manager.describe_model, manager.resolve(model_id))
     return _model_card(info, request.app.state.started_at)

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
+from textual.pilot import Pilot
 from textual.widgets import DataTable, Input, ProgressBar, Static, TabbedContent
 
 from tests.pulls.fakehub import FakeHub
-from tests.server.conftest import start_daemon, stop_daemon
-from tests.tui.test_app import _rows, _until
+from tests.server.conftest import start_daemon
+from tests.tui.test_app import _rows, _until, drive
 from tui.app import ApplianceApp, PullScreen
 
 PULLED = "smollm2-135m-instruct:q4_1"
@@ -20,30 +20,25 @@ def test_pull_with_progress_then_remove(hub: FakeHub, tmp_path: Path) -> None:
     daemon = start_daemon(tmp_path, "--parallel", "1", "--ctx", "2048",
                           env={"HF_ENDPOINT": hub.url, "HF_HOME": str(tmp_path / "hf")})  # fmt: skip
 
-    async def scenario() -> None:
-        app = ApplianceApp(daemon.url)
-        async with app.run_test(size=(120, 40)) as pilot:
-            await pilot.press("m")
-            assert app.query_one(TabbedContent).active == "models"
-            await pilot.press("p")
-            assert isinstance(app.screen, PullScreen)
-            app.screen.query_one(Input).focus()
-            await pilot.press(*"acme/SmolLM2-135M-Instruct-GGUF", "enter")
-            bar = app.query_one("#pull-progress", ProgressBar)
-            assert await _until(pilot, lambda: 0 < (bar.progress or 0) < (bar.total or 0))  # moving
-            await pilot.press("d")  # leaving the screen does not stop it
-            assert await _until(pilot, lambda: any(r[0] == PULLED for r in _rows(app, "#installed")))
-            await pilot.press("m")
-            assert "pulled" in str(app.query_one("#pull-status", Static).render())
-            names = [r[0] for r in _rows(app, "#installed")]
-            app.query_one("#installed", DataTable).move_cursor(row=names.index(PULLED))
-            await pilot.press("x", "n")  # asked, and declined
-            await pilot.pause(1.5)
-            assert PULLED in [r[0] for r in _rows(app, "#installed")]
-            await pilot.press("x", "y")
-            assert await _until(pilot, lambda: PULLED not in [r[0] for r in _rows(app, "#installed")])
+    async def scenario(app: ApplianceApp, pilot: Pilot[None]) -> None:
+        await pilot.press("m")
+        assert app.query_one(TabbedContent).active == "models"
+        await pilot.press("p")
+        assert isinstance(app.screen, PullScreen)
+        app.screen.query_one(Input).focus()
+        await pilot.press(*"acme/SmolLM2-135M-Instruct-GGUF", "enter")
+        bar = app.query_one("#pull-progress", ProgressBar)
+        assert await _until(pilot, lambda: 0 < (bar.progress or 0) < (bar.total or 0))  # moving
+        await pilot.press("d")  # leaving the screen does not stop it
+        assert await _until(pilot, lambda: any(r[0] == PULLED for r in _rows(app, "#installed")))
+        await pilot.press("m")
+        assert "pulled" in str(app.query_one("#pull-status", Static).render())
+        names = [r[0] for r in _rows(app, "#installed")]
+        app.query_one("#installed", DataTable).move_cursor(row=names.index(PULLED))
+        await pilot.press("x", "n")  # asked, and declined
+        await pilot.pause(1.5)
+        assert PULLED in [r[0] for r in _rows(app, "#installed")]
+        await pilot.press("x", "y")
+        assert await _until(pilot, lambda: PULLED not in [r[0] for r in _rows(app, "#installed")])
 
-    try:
-        asyncio.run(scenario())
-    finally:
-        stop_daemon(daemon)
+    drive(daemon, scenario)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from textual.pilot import Pilot
 from textual.widgets import DataTable, Static, TabbedContent
 
 from models.embedded import embedded_model_path
-from tests.server.conftest import MODEL_ID, start_daemon, stop_daemon
+from tests.server.conftest import MODEL_ID, Daemon, start_daemon, stop_daemon
 from tui.app import ApplianceApp
 
 SECOND = "second-model"
@@ -18,6 +20,20 @@ SECOND = "second-model"
 def _rows(app: ApplianceApp, table_id: str) -> list[list[str]]:
     table = app.query_one(table_id, DataTable)
     return [[str(cell) for cell in table.get_row_at(i)] for i in range(table.row_count)]
+
+
+def drive(daemon: Daemon, scenario: Callable[[ApplianceApp, Pilot[None]], Awaitable[None]]) -> None:
+    """Run ``scenario`` with the app attached to ``daemon`` in a 120x40 test terminal; stop the daemon."""
+
+    async def run() -> None:
+        app = ApplianceApp(daemon.url)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await scenario(app, pilot)
+
+    try:
+        asyncio.run(run())
+    finally:
+        stop_daemon(daemon)
 
 
 def _state(app: ApplianceApp, name: str) -> str | None:
@@ -89,66 +105,52 @@ def test_dashboard_models_load_unload_and_reconnect(tmp_path: Path) -> None:
 def test_chat_streams_a_reply_with_its_speed_and_escape_stops_a_long_one(tmp_path: Path) -> None:
     from textual.widgets import Input, RichLog
 
-    daemon = start_daemon(tmp_path, "--parallel", "1", "--ctx", "2048")
-
     def transcript(app: ApplianceApp) -> str:
         return "\n".join(str(line.text) for line in app.query_one("#transcript", RichLog).lines)
 
-    async def scenario() -> None:
-        app = ApplianceApp(daemon.url)
-        async with app.run_test(size=(120, 40)) as pilot:
-            await pilot.press("c")
-            assert app.query_one(TabbedContent).active == "chat"
-            app.query_one("#prompt", Input).focus()
-            await pilot.press(*"Say hello", "enter")
-            assert await _until(pilot, lambda: "tok/s" in transcript(app), 120)
-            assert "you: Say hello" in transcript(app) and "assistant: " in transcript(app)
-            assert [m["role"] for m in app.history] == ["user", "assistant"]
-            # The request shows in Logs, and its speed in the dashboard's plot (Escape leaves the prompt).
-            await pilot.press("escape", "o")
-            assert app.query_one(TabbedContent).active == "logs"
-            assert await _until(
-                pilot, lambda: any(r[1] == "/v1/chat/completions" for r in _rows(app, "#log-table"))
-            )
-            assert await _until(pilot, lambda: max(app.speeds) > 0)
-            await pilot.press("c")
-            app.query_one("#prompt", Input).focus()
-            # Escape stops a reply in the middle (a tiny model may finish first: then ask again).
-            for _ in range(3):
-                answers = transcript(app).count("assistant: ")
-                await pilot.press(*"Write a long story about a dragon and a lighthouse.", "enter")
+    async def scenario(app: ApplianceApp, pilot: Pilot[None]) -> None:
+        await pilot.press("c")
+        assert app.query_one(TabbedContent).active == "chat"
+        app.query_one("#prompt", Input).focus()
+        await pilot.press(*"Say hello", "enter")
+        assert await _until(pilot, lambda: "tok/s" in transcript(app), 120)
+        assert "you: Say hello" in transcript(app) and "assistant: " in transcript(app)
+        assert [m["role"] for m in app.history] == ["user", "assistant"]
+        # The request shows in Logs, and its speed in the dashboard's plot (Escape leaves the prompt).
+        await pilot.press("escape", "o")
+        assert app.query_one(TabbedContent).active == "logs"
+        assert await _until(
+            pilot, lambda: any(r[1] == "/v1/chat/completions" for r in _rows(app, "#log-table"))
+        )
+        assert await _until(pilot, lambda: max(app.speeds) > 0)
+        await pilot.press("c")
+        app.query_one("#prompt", Input).focus()
+        # Escape stops a reply in the middle (a tiny model may finish first: then ask again).
+        for _ in range(3):
+            answers = transcript(app).count("assistant: ")
+            await pilot.press(*"Write a long story about a dragon and a lighthouse.", "enter")
 
-                def streaming_or_done(before: int = answers) -> bool:
-                    reply = str(app.query_one("#reply", Static).render())
-                    return bool(reply) or transcript(app).count("assistant: ") > before
+            def streaming_or_done(before: int = answers) -> bool:
+                reply = str(app.query_one("#reply", Static).render())
+                return bool(reply) or transcript(app).count("assistant: ") > before
 
-                assert await _until(pilot, streaming_or_done)
-                if str(app.query_one("#reply", Static).render()):
-                    await pilot.press("escape")
-                    assert await _until(pilot, lambda: "(stopped)" in transcript(app))
-                    break
-            assert "(stopped)" in transcript(app)
+            assert await _until(pilot, streaming_or_done)
+            if str(app.query_one("#reply", Static).render()):
+                await pilot.press("escape")
+                assert await _until(pilot, lambda: "(stopped)" in transcript(app))
+                break
+        assert "(stopped)" in transcript(app)
 
-    try:
-        asyncio.run(scenario())
-    finally:
-        stop_daemon(daemon)
+    drive(start_daemon(tmp_path, "--parallel", "1", "--ctx", "2048"), scenario)
 
 
 def test_the_command_palette_offers_the_appliance_s_commands(tmp_path: Path) -> None:
-    daemon = start_daemon(tmp_path, "--parallel", "1", "--ctx", "2048")
+    async def scenario(app: ApplianceApp, pilot: Pilot[None]) -> None:
+        titles = [command.title for command in app.get_system_commands(app.screen)]
+        assert {"Pull a model", "Show models", "Load the selected model", "Quit"} <= set(titles)
+        command = next(c for c in app.get_system_commands(app.screen) if c.title == "Show logs")
+        command.callback()
+        await pilot.pause(0.2)
+        assert app.query_one(TabbedContent).active == "logs"
 
-    async def scenario() -> None:
-        app = ApplianceApp(daemon.url)
-        async with app.run_test(size=(120, 40)) as pilot:
-            titles = [command.title for command in app.get_system_commands(app.screen)]
-            assert {"Pull a model", "Show models", "Load the selected model", "Quit"} <= set(titles)
-            command = next(c for c in app.get_system_commands(app.screen) if c.title == "Show logs")
-            command.callback()
-            await pilot.pause(0.2)
-            assert app.query_one(TabbedContent).active == "logs"
-
-    try:
-        asyncio.run(scenario())
-    finally:
-        stop_daemon(daemon)
+    drive(start_daemon(tmp_path, "--parallel", "1", "--ctx", "2048"), scenario)
