@@ -15,7 +15,7 @@ from appliance.errors import ApplianceError, ModelNotFound
 from appliance.manager import ModelManager
 from appliance.remotes.pool import RemotePool
 from appliance.routing import LOCAL, LocalOption, NoRoute, route
-from server.proxy import Failover, forward
+from server.proxy import Exchange, Failover, forward
 
 log = logging.getLogger(__name__)
 
@@ -97,18 +97,24 @@ async def escalate(request: Request, path: str, name: str | None) -> Response | 
             if pool_remote is not None:
                 pool_remote.ttft_s.append(seconds)
 
+        def log_line(exchange: Exchange, label: str = backend, reason: str | None = decision.reason) -> None:
+            metrics.record({"endpoint": path, "model": local_name or manager.default_id, "backend": label,
+                            "reason": reason, **exchange.fields()})  # fmt: skip
+
+        exchange = Exchange(on_end=log_line)
         try:
-            response = await forward(pool.client, remote, path, {**body, "model": model}, request, first_byte)
+            response = await forward(
+                pool.client, remote, path, {**body, "model": model}, request, first_byte, exchange
+            )
         except Failover as exc:
             failures.append(str(exc))
             log.warning("remote failed before answering: %s", exc)
             continue
         request.state.backend = backend
+        request.state.logged = True  # by the exchange, when the answer ends
         request.state.escalation_reason = decision.reason
         request.state.model = local_name or manager.default_id
         metrics.escalations.labels(decision.reason or "", remote.name).inc()
-        metrics.record({"endpoint": path, "model": local_name or manager.default_id, "backend": backend,
-                        "reason": decision.reason, "status": response.status_code})  # fmt: skip
         log.info("escalated to %s (%s): %s", remote.name, decision.reason, decision.why)
         return response
     raise RemoteUnavailable("no backend could take the request: " + "; ".join(failures or [decision.why]))

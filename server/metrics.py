@@ -150,8 +150,12 @@ class Metrics:
         if remotes is not None:
             r.register(_RemotesCollector(remotes))
 
-    def count_embeddings(self, model: str, prompt_tokens: int) -> None:
+    def count_embeddings(self, model: str, prompt_tokens: int, scope_state: dict[str, Any]) -> None:
         self.prompt_tokens.labels(model).inc(prompt_tokens)
+        started = scope_state.get("started_at", time.monotonic())
+        self.record({"endpoint": "/v1/embeddings", "model": model, "backend": "local",
+                     "prompt_tokens": prompt_tokens, "status": "ok",
+                     "duration_s": round(time.monotonic() - started, 2)}, scope_state)  # fmt: skip
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -185,7 +189,7 @@ class Metrics:
         finally:
             if status == "error":
                 scope_state["stream_failed"] = True
-            self._log(endpoint, model, started, first, finished, status)
+            self._log(endpoint, model, started, first, finished, status, scope_state)
 
     def _log(
         self,
@@ -195,6 +199,7 @@ class Metrics:
         first: float | None,
         finished: Finished | None,
         status: str,
+        scope_state: dict[str, Any],
     ) -> None:
         done = time.monotonic()
         prompt = generated = 0
@@ -212,10 +217,13 @@ class Metrics:
         fields = {"endpoint": endpoint, "model": model, "backend": "local", "prompt_tokens": prompt,
                   "generated_tokens": generated, "ttft_ms": ttft_ms, "tokens_per_s": round(speed, 1),
                   "status": status, "duration_s": round(done - started, 2)}  # fmt: skip
-        self.record(fields)
+        self.record(fields, scope_state)
 
-    def record(self, fields: dict[str, Any]) -> None:
-        """Log one request's line and keep it for `GET /appliance/v1/logs`."""
+    def record(self, fields: dict[str, Any], scope_state: dict[str, Any] | None = None) -> None:
+        """Log one request's line and keep it for `GET /appliance/v1/logs`. ``status`` is "ok", "error"
+        (failed after its 200), "cancelled" (the client left) or the HTTP status of a refused request."""
+        if scope_state is not None:
+            scope_state["logged"] = True
         self.recent.append({"time": round(time.time(), 3), **fields})
         request_log.info(" ".join(f"{k}={v}" for k, v in fields.items()), extra=fields)
 
@@ -250,3 +258,9 @@ class RequestCounter:
                 status = "error"
             backend = str(state.get("backend", "local"))
             self.metrics.requests.labels(_endpoint(path), state.get("model", ""), backend, status).inc()
+            if path in _ENDPOINTS and not state.get("logged"):  # refused before it was served: say so too
+                started = state.get("started_at", time.monotonic())
+                model = state.get("model") or state.get("asked_model") or ""
+                self.metrics.record({"endpoint": path, "model": model, "backend": backend,
+                                     "status": "ok" if status == "200" else status,
+                                     "duration_s": round(time.monotonic() - started, 2)})  # fmt: skip

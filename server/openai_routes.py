@@ -38,10 +38,12 @@ async def _parse(request: Request, schema: type[_Body]) -> _Body:
     """The JSON body as ``schema``, whatever Content-Type the client sent (curl -d sends a form type)."""
     raw = await request.body()
     try:
-        return schema.model_validate_json(raw)
+        body = schema.model_validate_json(raw)
     except ValidationError as exc:
         message, param = validation_message(exc.errors())
         raise InvalidRequest(message, param=param) from None
+    request.state.asked_model = getattr(body, "model", None)  # for the log line of a refused request
+    return body
 
 
 def _metrics(request: Request) -> Metrics:
@@ -229,7 +231,7 @@ async def embeddings(request: Request) -> Response:
     async with _manager(request).use(body.model, wait=_wait_for_load(request)) as backend:
         request.state.model = backend.model_id
         result = await backend.embed(body.inputs())
-    _metrics(request).count_embeddings(backend.model_id, result.prompt_tokens)
+    _metrics(request).count_embeddings(backend.model_id, result.prompt_tokens, request.scope["state"])
     data = []
     for index, vector in enumerate(result.vectors):
         value: Any = vector

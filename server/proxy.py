@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -29,6 +30,55 @@ class Failover(Exception):
     """The remote cannot answer this request; nothing was sent to the client yet."""
 
 
+@dataclass
+class Exchange:
+    """One forwarded request as its log line tells it, filled in while the answer goes to the client;
+    ``on_end`` gets it once, when the client has the whole answer (or it failed, or the client left)."""
+
+    on_end: Callable[[Exchange], None] | None = None
+    started: float = field(default_factory=time.monotonic)
+    first_byte: float | None = None
+    last_byte: float | None = None
+    usage: dict[str, Any] | None = None
+    status: str = "error"
+
+    def end(self, status: str) -> None:
+        self.status = status
+        if self.on_end is not None:
+            self.on_end(self)
+            self.on_end = None
+
+    def fields(self) -> dict[str, Any]:
+        """prompt and generated tokens (when the remote said), TTFT, tokens/s, status and duration."""
+        prompt = (self.usage or {}).get("prompt_tokens")
+        generated = (self.usage or {}).get("completion_tokens")
+        speed = None
+        if (
+            generated
+            and generated > 1
+            and self.first_byte
+            and self.last_byte
+            and self.last_byte > self.first_byte
+        ):
+            speed = round((generated - 1) / (self.last_byte - self.first_byte), 1)
+        ttft = round(1000 * (self.first_byte - self.started)) if self.first_byte is not None else None
+        return {"prompt_tokens": prompt, "generated_tokens": generated, "ttft_ms": ttft,
+                "tokens_per_s": speed, "status": self.status,
+                "duration_s": round(time.monotonic() - self.started, 2)}  # fmt: skip
+
+
+def _usage(event: bytes) -> dict[str, Any] | None:
+    """The token counts in an SSE event or a JSON body, if it has them."""
+    if b'"usage"' not in event:
+        return None
+    try:
+        data = json.loads(event.removeprefix(b"data: ") if event.startswith(b"data: ") else event)
+    except ValueError:
+        return None
+    usage = data.get("usage") if isinstance(data, dict) else None
+    return usage if isinstance(usage, dict) else None
+
+
 def error_event(message: str) -> bytes:
     body = {"error": {"message": message, "type": "server_error", "param": None, "code": "remote_failed"}}
     return b"data: " + json.dumps(body).encode() + b"\n\n"
@@ -41,13 +91,21 @@ async def forward(
     body: dict[str, Any],
     request: Request,
     on_first_byte: Any = None,
+    exchange: Exchange | None = None,
 ) -> Response:
-    """Send ``body`` to ``remote``; the client's response, or Failover before any byte of it."""
+    """Send ``body`` to ``remote``; the client's response, or Failover before any byte of it. A stream
+    asks the remote for its token counts (``include_usage``) and passes them on only if the client did."""
     assert remote.base_url is not None
     t = remote.settings.timeouts
     timeout = httpx.Timeout(connect=t.connect_s, read=max(t.first_byte_s, t.between_chunks_s),
                             write=t.connect_s + 10, pool=t.connect_s)  # fmt: skip
-    started = time.monotonic()
+    exchange = exchange or Exchange()
+    started = exchange.started = time.monotonic()
+    asked = body.get("stream_options")
+    options: dict[str, Any] = asked if isinstance(asked, dict) else {}
+    client_wants_usage = bool(options.get("include_usage"))
+    if body.get("stream"):
+        body = {**body, "stream_options": {**options, "include_usage": True}}
     upstream = client.build_request("POST", remote.base_url + path, json=body, headers=remote.headers(),
                                     timeout=timeout)  # fmt: skip
     try:
@@ -60,7 +118,7 @@ async def forward(
         remote.breaker.failure()
         raise Failover(f"{remote.name} answered {response.status_code}")
     if not body.get("stream"):
-        return await _whole(remote, response, request, t.first_byte_s, started, on_first_byte)
+        return await _whole(remote, response, request, t.first_byte_s, exchange, on_first_byte)
     chunks = response.aiter_raw()
     try:
         first = await asyncio.wait_for(anext(chunks), t.first_byte_s)
@@ -72,12 +130,13 @@ async def forward(
     if response.status_code != 200:  # an error for the client (400/404/422): as it is
         rest = b"".join([first, *[c async for c in chunks]])
         await response.aclose()
+        exchange.end(str(response.status_code))
         return Response(rest, status_code=response.status_code, media_type="application/json")
+    exchange.first_byte = time.monotonic()
     if on_first_byte is not None:
-        on_first_byte(time.monotonic() - started)
-    return StreamingResponse(
-        _relay(remote, response, chunks, first, t.between_chunks_s), media_type="text/event-stream"
-    )
+        on_first_byte(exchange.first_byte - started)
+    relay = _relay(remote, response, chunks, first, t.between_chunks_s, exchange, client_wants_usage)
+    return StreamingResponse(relay, media_type="text/event-stream")
 
 
 async def _whole(
@@ -85,7 +144,7 @@ async def _whole(
     response: httpx.Response,
     request: Request,
     timeout_s: float,
-    started: float,
+    exchange: Exchange,
     on_first_byte: Any,
 ) -> Response:
     """A non-streamed answer, read while watching for the client going away."""
@@ -95,6 +154,7 @@ async def _whole(
         while not reading.done():
             if await request.is_disconnected():
                 reading.cancel()
+                exchange.end("cancelled")
                 return Response(status_code=499)
             if time.monotonic() > deadline:
                 reading.cancel()
@@ -108,20 +168,31 @@ async def _whole(
     finally:
         await response.aclose()
     remote.breaker.success()
+    exchange.first_byte = exchange.last_byte = time.monotonic()
     if on_first_byte is not None:
-        on_first_byte(time.monotonic() - started)
+        on_first_byte(exchange.first_byte - exchange.started)
     media = response.headers.get("content-type", "application/json")
     if response.status_code == 200 or media.startswith("application/json"):
+        exchange.usage = _usage(content) if response.status_code == 200 else None
+        exchange.end("ok" if response.status_code == 200 else str(response.status_code))
         return Response(content, status_code=response.status_code, media_type=media)
+    exchange.end("502")
     return JSONResponse({"error": {"message": content.decode(errors="replace")[:500], "type": "server_error",
                                    "param": None, "code": "remote_failed"}}, status_code=502)  # fmt: skip
 
 
 async def _relay(
-    remote: Remote, response: httpx.Response, chunks: AsyncIterator[bytes], first: bytes, gap_s: float
+    remote: Remote,
+    response: httpx.Response,
+    chunks: AsyncIterator[bytes],
+    first: bytes,
+    gap_s: float,
+    exchange: Exchange,
+    pass_usage: bool,
 ) -> AsyncIterator[bytes]:
-    """SSE events as they come, ``[DONE]`` held back until the stream is known to have finished."""
-    buffer, finished = first, False
+    """SSE events as they come, ``[DONE]`` held back until the stream is known to have finished; the
+    usage-only event the client did not ask for is kept for the log line and not passed on."""
+    buffer, finished, status = first, False, "error"
     try:
         while True:
             while b"\n\n" in buffer:
@@ -130,6 +201,12 @@ async def _relay(
                     continue
                 if b'"finish_reason":"' in event.replace(b" ", b""):
                     finished = True
+                usage = _usage(event)
+                if usage is not None:
+                    exchange.usage = usage
+                    if not pass_usage and b'"choices":[]' in event.replace(b" ", b""):
+                        continue
+                exchange.last_byte = time.monotonic()
                 yield event + b"\n\n"
             try:
                 buffer += await asyncio.wait_for(anext(chunks), gap_s)
@@ -146,6 +223,12 @@ async def _relay(
         if not finished:
             remote.breaker.failure()
             yield error_event(f"the remote {remote.name} ended the stream before the answer was complete")
+        else:
+            status = "ok"
         yield _DONE + b"\n\n"
+    except (GeneratorExit, asyncio.CancelledError):
+        status = "cancelled"  # the client went away
+        raise
     finally:
+        exchange.end(status)
         await response.aclose()

@@ -133,10 +133,11 @@ def test_x_escalate_never_and_the_remotes_client_errors(daemon: Daemon) -> None:
     assert too_long.headers["x-appliance-backend"] == "remote:gpu-box"
 
 
-def _stream(daemon: Daemon, model: str, max_tokens: int) -> httpx.Response:
+def _stream(daemon: Daemon, model: str, max_tokens: int, usage: bool = True) -> httpx.Response:
     body = {"model": model, "messages": [{"role": "user", "content": "Tell a long story."}],
-            "stream": True, "max_tokens": max_tokens, "ignore_eos": True,
-            "stream_options": {"include_usage": True}}  # fmt: skip
+            "stream": True, "max_tokens": max_tokens, "ignore_eos": True}  # fmt: skip
+    if usage:
+        body["stream_options"] = {"include_usage": True}
     client = httpx.Client(timeout=60)
     return client.send(client.build_request("POST", f"{daemon.v1}/chat/completions", json=body), stream=True)
 
@@ -151,6 +152,20 @@ def test_streams_pass_through_with_usage_and_a_disconnect_cancels_upstream(
     chunks = [json.loads(e) for e in events[:-1]]
     assert chunks[-1]["usage"]["completion_tokens"] == 12
     assert any(c["choices"] and c["choices"][0]["finish_reason"] == "length" for c in chunks)
+    # The log line has the remote's token counts and timings, whether or not the client asked for usage
+    # (the appliance always asks the remote; the client gets the usage chunk only if it asked).
+    response = _stream(daemon, "big-model", 10, usage=False)
+    events = [line[6:] for line in response.iter_lines() if line.startswith("data: ")]
+    response.close()
+    assert events[-1] == "[DONE]" and not any('"usage":{' in e.replace(" ", "") for e in events)
+    line = httpx.get(f"{daemon.url}/appliance/v1/logs", params={"limit": 1}, timeout=10).json()["requests"][
+        -1
+    ]
+    assert (line["backend"], line["model"], line["reason"], line["status"]) == (
+        "remote:gpu-box", "big-model", "capability", "ok",
+    )  # fmt: skip
+    assert line["generated_tokens"] == 10 and line["prompt_tokens"] > 0
+    assert line["ttft_ms"] is not None and line["tokens_per_s"] > 0 and line["duration_s"] >= 0
 
     response = _stream(daemon, "big-model", 1500)
     lines = response.iter_lines()

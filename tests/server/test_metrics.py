@@ -86,3 +86,21 @@ def test_recent_request_log_lines_are_served_as_json(daemon: Daemon) -> None:
         "/v1/chat/completions", MODEL_ID, "local", "ok",
     )  # fmt: skip
     assert last["generated_tokens"] >= 1 and last["ttft_ms"] is not None and last["time"] > 0
+
+
+def test_refused_requests_and_embeddings_have_log_lines_too(daemon: Daemon) -> None:
+    body = {"model": "no-such-model", "messages": [{"role": "user", "content": "Hi"}]}
+    assert httpx.post(f"{daemon.v1}/chat/completions", json=body, timeout=60).status_code == 404
+    logs = f"{daemon.url}/appliance/v1/logs"
+    refused = httpx.get(logs, params={"limit": 1}, timeout=10).json()["requests"][-1]
+    assert (refused["endpoint"], refused["model"], refused["status"]) == (
+        "/v1/chat/completions", "no-such-model", "404",
+    )  # fmt: skip
+    embedded = httpx.post(f"{daemon.v1}/embeddings", json={"model": MODEL_ID, "input": "a b c"}, timeout=60)
+    assert embedded.status_code == 200
+    line = httpx.get(logs, params={"limit": 1}, timeout=10).json()["requests"][-1]
+    assert (line["endpoint"], line["model"], line["status"]) == ("/v1/embeddings", MODEL_ID, "ok")
+    assert line["prompt_tokens"] == embedded.json()["usage"]["prompt_tokens"]
+    before = len(httpx.get(logs, params={"limit": 200}, timeout=10).json()["requests"])
+    assert httpx.get(f"{daemon.v1}/models", timeout=10).status_code == 200  # not a request to log
+    assert len(httpx.get(logs, params={"limit": 200}, timeout=10).json()["requests"]) == before
