@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 from functools import partial
 from typing import Any
 
+import httpx
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Vertical
@@ -79,13 +80,27 @@ def installed_row(m: dict[str, Any]) -> tuple[str, ...]:
     return (m["id"], m.get("source", "?"), _gib(m.get("size_bytes")), verdict, m.get("state", "?"))
 
 
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f} ms"
+
+
 def remote_row(r: dict[str, Any]) -> tuple[str, ...]:
     load = r.get("load") or {}
-    busy = f"{load.get('running')} running, {load.get('waiting')} queued" if load else "-"
-    health = "healthy" if r.get("healthy") else "down"
-    address = r.get("address") or str(r.get("unavailable"))
+    busy = f"{load.get('running', 0):.0f} run, {load.get('waiting', 0):.0f} wait" if load else "-"
+    health = "healthy" if r.get("healthy") else f"down: {r.get('error') or r.get('unavailable') or '?'}"
+    address = (r.get("address") or "-").removeprefix("http://")
     models = ", ".join(r.get("models") or {}) or "-"
-    return (r["name"], r.get("kind", "?"), address, health, r.get("breaker", "?"), models, busy)
+    probe, ttft = r.get("probe_latency_ms"), r.get("ttft_p50_ms")
+    latency = f"{'-' if probe is None else probe} / {_ms(ttft)}"
+    return (r["name"], r.get("kind", "?"), r.get("found_via") or "config", address, health,
+            r.get("breaker", "?"), models, busy, latency)  # fmt: skip
+
+
+def routing_row(e: dict[str, Any]) -> tuple[str, ...]:
+    """A request the router sent to a remote: when, what, where and why."""
+    when = time.strftime("%H:%M:%S", time.localtime(e.get("time", 0)))
+    return (when, str(e.get("model")), str(e.get("backend")), str(e.get("reason")), _ms(e.get("ttft_ms")),
+            str(e.get("status", "?")))  # fmt: skip
 
 
 def plan_text(model: dict[str, Any]) -> str:
@@ -127,14 +142,17 @@ def remote_models(remotes: list[dict[str, Any]]) -> tuple[str, ...]:
 class ApplianceApp(App[None]):
     TITLE = "llm-appliance"
     CSS = """
+    TabbedContent, TabbedContent > ContentSwitcher { height: 1fr; }
     #banner { background: $error; color: $text; padding: 0 1; display: none; }
     #banner.down { display: block; }
     #hardware { padding: 0 1; height: auto; }
     #transcript { height: 1fr; }
     #installed { height: 1fr; }
+    #remote-table { height: auto; max-height: 50%; }
     #pull-status { height: auto; padding: 0 1; }
     #plan-detail { height: auto; max-height: 12; padding: 0 1; border-top: solid $primary; }
-    #pull-progress { padding: 0 1; }
+    #pull-progress { padding: 0 1; display: none; }
+    #pull-progress.pulling { display: block; }
     Sparkline { height: 2; margin: 0 1; }
     .caption { padding: 0 1; color: $text-muted; }
     #reply { height: auto; padding: 0 1; }
@@ -153,15 +171,24 @@ class ApplianceApp(App[None]):
         Binding("q", "quit", "Quit"),
     ]
 
-    def __init__(self, url: str, api_key: str | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        api_key: str | None = None,
+        *,
+        refresh_s: float = REFRESH_S,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        """``transport`` replaces the network (the snapshot tests replay recorded answers through it)."""
         super().__init__()
-        self.client = DaemonClient(url, api_key)
+        self.client = DaemonClient(url, api_key, transport=transport)
+        self.refresh_s = refresh_s
         self.connected: bool | None = None
         self.models: list[dict[str, Any]] = []
         self.history: list[dict[str, str]] = []
         self.speeds: deque[float] = deque([0.0] * HISTORY, maxlen=HISTORY)
         self.ttfts: deque[float] = deque([0.0] * HISTORY, maxlen=HISTORY)
-        self._last_log_time = 0.0
+        self._last_log_time: float | None = None  # no refresh yet
         self._model_choices: tuple[str, ...] = ()
 
     def compose(self) -> ComposeResult:
@@ -180,8 +207,10 @@ class ApplianceApp(App[None]):
                 yield Static("", id="plan-detail")
                 yield Static("", id="pull-status")
                 yield ProgressBar(id="pull-progress", show_eta=True)
-            with TabPane("Remotes", id="remotes"):
+            with TabPane("Remotes", id="remotes"), Vertical():
                 yield DataTable(id="remote-table", cursor_type="row")
+                yield Static("requests sent to remotes, and why (newest first)", classes="caption")
+                yield DataTable(id="routing-table", cursor_type="row")
             with TabPane("Logs", id="logs"):
                 yield DataTable(id="log-table", cursor_type="row")
             with TabPane("Chat", id="chat"), Vertical():
@@ -200,9 +229,12 @@ class ApplianceApp(App[None]):
             "time", "endpoint", "model", "backend", "prompt", "generated", "TTFT ms", "tok/s", "status"
         )
         self.query_one("#remote-table", DataTable).add_columns(
-            "name", "kind", "address", "health", "breaker", "models", "load"
+            "name", "kind", "found", "address", "health", "breaker", "models", "load", "probe / TTFT"
         )
-        self.set_interval(REFRESH_S, self.refresh_data)
+        self.query_one("#routing-table", DataTable).add_columns(
+            "time", "model", "backend", "reason", "TTFT", "status"
+        )
+        self.set_interval(self.refresh_s, self.refresh_data)
         self.call_later(self.refresh_data)
 
     async def refresh_data(self) -> None:
@@ -234,11 +266,13 @@ class ApplianceApp(App[None]):
         self.sub_title = self.client.url if up else "disconnected"
 
     @staticmethod
-    def _replace(table: DataTable[str], rows: Sequence[tuple[Any, ...]]) -> None:
+    def _replace(table: DataTable[str], rows: Sequence[tuple[Any, ...]], keyed: bool = True) -> None:
+        """The table's rows, keyed by their first cell when it names them (not log lines: two requests
+        can end in the same second)."""
         cursor = table.cursor_row
         table.clear()
         for row in rows:
-            table.add_row(*(str(cell) for cell in row), key=str(row[0]))
+            table.add_row(*(str(cell) for cell in row), key=str(row[0]) if keyed else None)
         if rows:
             table.move_cursor(row=min(cursor, len(rows) - 1))
 
@@ -254,15 +288,19 @@ class ApplianceApp(App[None]):
 
     def _fill_logs(self, logs: list[dict[str, Any]]) -> None:
         """The Logs table (newest first), and one sample a refresh for the dashboard's plots: the mean
-        speed and TTFT of the requests that finished since the last refresh (0 when none did)."""
-        self._replace(self.query_one("#log-table", DataTable), [log_row(e) for e in reversed(logs)])
-        new = [e for e in logs if e.get("time", 0) > self._last_log_time]
-        if logs:
-            self._last_log_time = max(self._last_log_time, max(e.get("time", 0) for e in logs))
-        speeds = [e["tokens_per_s"] for e in new if e.get("tokens_per_s")]
-        ttfts = [e["ttft_ms"] for e in new if e.get("ttft_ms") is not None]
-        self.speeds.append(sum(speeds) / len(speeds) if speeds else 0.0)
-        self.ttfts.append(sum(ttfts) / len(ttfts) if ttfts else 0.0)
+        speed and TTFT of the requests that finished since the last refresh (0 when none did). The
+        first refresh only sets where the plots start: what finished before the TUI came is history."""
+        self._replace(self.query_one("#log-table", DataTable), [log_row(e) for e in reversed(logs)], False)
+        routed = [routing_row(e) for e in reversed(logs) if e.get("reason")]
+        self._replace(self.query_one("#routing-table", DataTable), routed, False)
+        since = self._last_log_time
+        self._last_log_time = max([since or 0.0, *(e.get("time", 0) for e in logs)])
+        if since is not None:
+            new = [e for e in logs if e.get("time", 0) > since]
+            speeds = [e["tokens_per_s"] for e in new if e.get("tokens_per_s")]
+            ttfts = [e["ttft_ms"] for e in new if e.get("ttft_ms") is not None]
+            self.speeds.append(sum(speeds) / len(speeds) if speeds else 0.0)
+            self.ttfts.append(sum(ttfts) / len(ttfts) if ttfts else 0.0)
         self.query_one("#speed", Sparkline).data = list(self.speeds)
         self.query_one("#ttft", Sparkline).data = list(self.ttfts)
 
@@ -293,7 +331,11 @@ class ApplianceApp(App[None]):
         detail.update(plan_text(model) if model is not None else "")
 
     def action_show(self, tab: str) -> None:
+        """Switch screens, and put the keyboard on the screen's main widget (the prompt in Chat)."""
         self.query_one(TabbedContent).active = tab
+        main = {"dashboard": "#loaded", "models": "#installed", "remotes": "#remote-table",
+                "logs": "#log-table", "chat": "#prompt"}[tab]  # fmt: skip
+        self.query_one(main).focus()
 
     def _selected_model(self) -> str | None:
         table = self.query_one("#installed", DataTable)
@@ -332,6 +374,8 @@ class ApplianceApp(App[None]):
         status = self.query_one("#pull-status", Static)
         bar = self.query_one("#pull-progress", ProgressBar)
         status.update(f"pulling {ref}...")
+        bar.update(total=None, progress=0)
+        bar.add_class("pulling")
         try:
             async for event in self.client.pull_stream(ref):
                 kind = event.get("status")
@@ -347,6 +391,8 @@ class ApplianceApp(App[None]):
         except (DaemonUnreachable, RuntimeError) as exc:
             status.update(f"{ref}: {exc}")
             return
+        finally:
+            bar.remove_class("pulling")
         await self.refresh_data()
 
     def action_remove(self) -> None:

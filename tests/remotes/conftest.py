@@ -4,6 +4,7 @@ how each piece behaves). Needs root for the namespace; setup.sh builds vLLM once
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -60,11 +61,9 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
         process.wait()
 
 
-@pytest.fixture(scope="session")
-def standin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Standin]:
-    if os.geteuid() != 0 or shutil.which("ip") is None:
-        pytest.skip("the remote stand-in needs root and iproute2 for its network namespace")
-    tmp = tmp_path_factory.mktemp("standin")
+@contextlib.contextmanager
+def run_standin(tmp: Path) -> Iterator[Standin]:
+    """vLLM in its namespace and the fake tailscaled, up until the block ends (needs root)."""
     subprocess.run([str(STANDIN / "setup.sh")], check=True, capture_output=True, timeout=900)
     netns = str(STANDIN / "netns.sh")
     subprocess.run([netns, "down", NETNS], capture_output=True, timeout=30)
@@ -99,3 +98,11 @@ def standin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Standin]:
         _stop(fake)
         subprocess.run([str(STANDIN / "netns.sh"), "crash", NETNS], capture_output=True, timeout=30)
         subprocess.run([str(STANDIN / "netns.sh"), "down", NETNS], capture_output=True, timeout=30)
+
+
+@pytest.fixture(scope="session")
+def standin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Standin]:
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        pytest.skip("the remote stand-in needs root and iproute2 for its network namespace")
+    with run_standin(tmp_path_factory.mktemp("standin")) as standin:
+        yield standin
