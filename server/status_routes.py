@@ -68,11 +68,14 @@ async def status(request: Request) -> dict[str, Any]:
     hardware = request.app.state.hardware
     loaded = manager.describe_loaded()
     totals: dict[str, float] = {}
+    by_backend: dict[str, dict[str, int]] = {}
     for family in request.app.state.metrics.requests.collect():
         for sample in family.samples:
             if sample.name.endswith("_total"):
                 key = sample.labels["status"]
                 totals[key] = totals.get(key, 0) + sample.value
+                counts = by_backend.setdefault(sample.labels["backend"], {})
+                counts[key] = counts.get(key, 0) + int(sample.value)
     budget = manager.plan_for(manager.resolve(None)).budget
     return {
         "version": __version__,
@@ -92,6 +95,7 @@ async def status(request: Request) -> dict[str, Any]:
             "models_vram_bytes": sum(m["plan"]["vram_bytes"] for m in loaded),
         },
         "requests": {status: int(count) for status, count in sorted(totals.items())},
+        "requests_by_backend": {b: dict(sorted(c.items())) for b, c in sorted(by_backend.items())},
     }
 
 

@@ -57,13 +57,24 @@ def hardware_lines(status: dict[str, Any]) -> str:
             f"GPU  {gpu.get('name')}: {_gib(gpu.get('free_bytes'))} free of {_gib(gpu.get('total_bytes'))}"
         )
     slots = status.get("slots") or {}
-    requests = status.get("requests") or {}
-    done = ", ".join(f"{count} {code}" for code, count in requests.items()) or "none yet"
-    lines.append(
-        f"Slots {slots.get('busy', 0)}/{slots.get('total', 0)} busy, queue {status.get('queue', 0)}; "
-        f"requests: {done}"
-    )
+    lines.append(f"Slots {slots.get('busy', 0)}/{slots.get('total', 0)} busy, queue {status.get('queue', 0)}")
+    lines.append(f"Requests  {requests_line(status)}")
     return "\n".join(lines)
+
+
+def requests_line(status: dict[str, Any]) -> str:
+    """Requests so far per backend (this machine, each remote): how many answered, how many failed."""
+    by_backend: dict[str, dict[str, int]] = status.get("requests_by_backend") or {
+        "all": status.get("requests") or {}
+    }
+    parts = []
+    for backend, counts in by_backend.items():
+        ok = sum(n for code, n in counts.items() if code.startswith("2"))
+        failed = sum(counts.values()) - ok
+        detail = ", ".join(f"{n} {code}" for code, n in counts.items() if not code.startswith("2"))
+        name = backend.removeprefix("remote:")
+        parts.append(f"{name}: {ok} ok" + (f", {failed} failed ({detail})" if failed else ""))
+    return "; ".join(parts) or "none yet"
 
 
 def loaded_row(m: dict[str, Any]) -> tuple[str, ...]:

@@ -166,6 +166,8 @@ def test_streams_pass_through_with_usage_and_a_disconnect_cancels_upstream(
     )  # fmt: skip
     assert line["generated_tokens"] == 10 and line["prompt_tokens"] > 0
     assert line["ttft_ms"] is not None and line["tokens_per_s"] > 0 and line["duration_s"] >= 0
+    status = httpx.get(f"{daemon.url}/appliance/v1/status", timeout=10).json()
+    assert status["requests_by_backend"]["remote:gpu-box"]["200"] >= 3
 
     response = _stream(daemon, "big-model", 1500)
     lines = response.iter_lines()

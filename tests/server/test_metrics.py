@@ -72,6 +72,7 @@ def test_status(daemon: Daemon) -> None:
     assert [m["id"] for m in status["models"]] == [MODEL_ID]
     assert status["slots"]["total"] == 4 and status["queue"] == 0  # the planner's choice here
     assert status["requests"].get("200", 0) >= 1
+    assert status["requests_by_backend"]["local"].get("200", 0) >= 1
     models = httpx.get(f"{daemon.url}/appliance/v1/models").json()["models"]
     assert models[0]["state"] == "ready"
 
