@@ -82,6 +82,8 @@ SHAPES = {
     "3b": Shape(n_embd=3072, n_layer=28, n_head=24, n_head_kv=8, n_ff=8192),
     # Llama 3.1 8B's shape (with SmolLM2's 49k vocabulary, so 7.4B parameters, not 8.0B).
     "8b": Shape(n_embd=4096, n_layer=32, n_head=32, n_head_kv=8, n_ff=14336),
+    # Between the two; none of the planner's constants were fitted on it (a confirming shape).
+    "mid": Shape(n_embd=2048, n_layer=20, n_head=16, n_head_kv=4, n_ff=5632),
 }
 
 

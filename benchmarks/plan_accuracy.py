@@ -43,15 +43,15 @@ from pathlib import Path
 from appliance.engine.llama import LlamaModel, system_info
 from appliance.engine.params import LoadOptions, SamplingParams
 system_info()  # loads and initialises llama.cpp before the baseline
-with open("/proc/self/status") as f:
-    base_kib = next(int(l.split()[1]) for l in f if l.startswith("VmRSS:"))
 gpu_used = None
-if json.loads(sys.argv[2])["n_gpu_layers"] != 0:
+if json.loads(sys.argv[2])["n_gpu_layers"] != 0:  # NVML too (its ~18 MiB are not the model's)
     import pynvml
     pynvml.nvmlInit()
     handle = pynvml.nvmlDeviceGetHandleByIndex(0)
     gpu_used = lambda: pynvml.nvmlDeviceGetMemoryInfo(handle).used
     gpu_base = gpu_used()
+with open("/proc/self/status") as f:
+    base_kib = next(int(l.split()[1]) for l in f if l.startswith("VmRSS:"))
 options = LoadOptions(**json.loads(sys.argv[2]))
 model = LlamaModel(Path(sys.argv[1]), options)
 text = "The sea is wide and the ships sail on it, carrying cargo from port to port. " * 60

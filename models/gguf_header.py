@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import struct
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -59,6 +59,7 @@ class TensorInfo:
     shape: tuple[int, ...]  # ggml order: shape[0] is the row length
     ggml_type: int
     offset: int  # from the start of the data section
+    part: int = 0  # which file of a split model holds it (offsets are per file)
 
     @property
     def n_elements(self) -> int:
@@ -234,7 +235,7 @@ def merge_split_headers(headers: Sequence[GGUFHeader]) -> GGUFHeader:
     """One header for a split model: the first part's metadata with every part's tensors (each part of
     a gguf-split model lists only its own tensors; split.tensors.count says how many there are in all)."""
     first = headers[0]
-    tensors = tuple(t for h in headers for t in h.tensors)
+    tensors = tuple(replace(t, part=i) for i, h in enumerate(headers) for t in h.tensors)
     expected = first.metadata.get("split.tensors.count")
     if isinstance(expected, int) and expected != len(tensors):
         raise GGUFError(f"split model: {len(tensors)} tensors in {len(headers)} parts, expected {expected}")

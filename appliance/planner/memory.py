@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from appliance.planner.model_info import ModelInfo
+from appliance.planner.model_info import INPUT_GROUP, OUTPUT_GROUP, ModelInfo
 
 MIB = 1 << 20
 KV_TYPE_BYTES = {"f16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32}
@@ -37,9 +37,11 @@ CPU_ACTIVATION_FF_FACTOR = 3
 # The CUDA context, cuBLAS workspace and kernels take this much device memory before any buffer
 # (llama-server's fitting leaves 1 GiB per device; Ollama reserves ~457 MiB). Measured on an H100.
 GPU_RUNTIME_BYTES = {"cuda": 600 * MIB, "metal": 64 * MIB}
-# Measured on an H100: host memory the CUDA runtime and its libraries add to the process (fitted to
-# 100 MiB on synthetic models; the confirming run's SmolLM2 rows needed 125: docs/BENCHMARKS.md).
-GPU_HOST_RUNTIME_BYTES = {"cuda": 125 * MIB}
+# Measured on H100s (benchmarks/host_memory.py, docs/BENCHMARKS.md): host memory the CUDA runtime and
+# its libraries add to the process, while the weights load (the context, the driver's pinned and
+# device mappings) and once serving (plus the kernels, loaded lazily on first use, and their heap).
+GPU_HOST_RUNTIME_LOAD_BYTES = {"cuda": 98 * MIB}
+GPU_HOST_RUNTIME_BYTES = {"cuda": 167 * MIB}
 DEFAULT_GPU_RUNTIME_BYTES = 256 * MIB
 
 
@@ -174,6 +176,41 @@ def compute_touched_cpu_bytes(model: ModelInfo, settings: LoadSettings) -> int:
     return activations + logits + attention
 
 
+def gpu_host_compute_bytes(model: ModelInfo, settings: LoadSettings) -> int:
+    """The GPU backend's pinned host compute buffer (llama.cpp's `CUDA_Host compute buffer`): the graph's
+    inputs, i.e. the attention masks over the KV cells (f16 with flash attention) and two n_embd-wide
+    f32 rows a token, plus the logits of one output a sequence. Matched llama.cpp to the KiB on four
+    models at 2k-64k contexts."""
+    t = min(settings.n_ubatch, settings.n_ctx)
+    full, window = kv_cells(model, settings)
+    mask_bytes = 2 if settings.flash_attn else 4
+    masks = 0
+    if model.has_attention:
+        swa = [s for s, h in zip(model.swa_layers, model.n_head_kv, strict=False) if h]
+        masks = (full if not all(swa) else 0) + (window if any(swa) else 0)
+    return t * (mask_bytes * masks + 8 * model.n_embd) + 4 * model.n_vocab * settings.n_parallel
+
+
+def cpu_mapped_bytes(model: ModelInfo, first_gpu_layer: int, output_on_gpu: bool) -> int:
+    """File bytes that stay mapped for the CPU's weights: llama.cpp maps, per file, one range from the
+    first CPU tensor to the end of the last, and unmaps the rest after loading. GPU tensors lying inside
+    that range were read through it while loading, so their pages stay resident too: with the tensor
+    order many converters write (blk.0, blk.1, blk.10, ..., token_embd last) a split keeps about the
+    whole file. Without the layout (a model described by hand), the CPU's tensors alone."""
+    spans: dict[int, tuple[int, int]] = {}
+    for part, group, start, end in model.group_ranges:
+        if group == INPUT_GROUP:
+            on_cpu = True
+        elif group == OUTPUT_GROUP:
+            on_cpu = not output_on_gpu
+        else:
+            on_cpu = group < first_gpu_layer
+        if on_cpu:
+            low, high = spans.get(part, (start, end))
+            spans[part] = (min(low, start), max(high, end))
+    return sum(high - low for low, high in spans.values())
+
+
 def estimate(model: ModelInfo, settings: LoadSettings) -> MemoryEstimate:
     """Bytes on the host and on the GPU for ``model`` loaded with ``settings``, serving."""
     n_layer = model.n_layer
@@ -211,7 +248,7 @@ def estimate(model: ModelInfo, settings: LoadSettings) -> MemoryEstimate:
     runtime_host = HOST_RUNTIME_BYTES + HOST_BYTES_PER_VOCAB_TOKEN * model.n_vocab
     if not gpu:
         compute_host, compute_gpu, runtime_gpu = compute_touched_cpu_bytes(model, settings), 0, 0
-    else:
+    elif settings.unified_memory:
         assert settings.gpu_backend is not None
         compute_gpu = compute_reserved_bytes(model, settings)
         # The host still embeds tokens and runs whatever layers stayed on the CPU.
@@ -221,15 +258,23 @@ def estimate(model: ModelInfo, settings: LoadSettings) -> MemoryEstimate:
         )
         runtime_gpu = GPU_RUNTIME_BYTES.get(settings.gpu_backend, DEFAULT_GPU_RUNTIME_BYTES)
         runtime_host += GPU_HOST_RUNTIME_BYTES.get(settings.gpu_backend, 0)
-        if not settings.unified_memory and first_gpu_layer <= 0:
-            # Weights were read through the file mapping to be copied to the GPU; the pages stay mapped.
-            file_cache += gpu_layers + (output if output_on_gpu else 0)
-        elif not settings.unified_memory:
-            # Split: loading reads the whole file through the mapping (about the file's size resident),
-            # then llama.cpp unmaps it and the CPU's share lives in pinned host memory. Peak RSS is the
-            # larger of the two (measured on an H100, docs/BENCHMARKS.md).
-            serving = weights_host + kv_host + compute_host + runtime_host
-            file_cache += max(0, model.file_bytes + runtime_host - serving)
+    else:
+        assert settings.gpu_backend is not None
+        compute_gpu = compute_reserved_bytes(model, settings)
+        # The CPU's layers compute in the GPU backend's pinned host buffer: no CPU compute buffer.
+        compute_host = gpu_host_compute_bytes(model, settings)
+        runtime_gpu = GPU_RUNTIME_BYTES.get(settings.gpu_backend, DEFAULT_GPU_RUNTIME_BYTES)
+        base = runtime_host
+        runtime_host = base + GPU_HOST_RUNTIME_BYTES.get(settings.gpu_backend, 0)
+        # Peak RSS is the larger of two phases (measured on H100s, docs/BENCHMARKS.md). Loading reads
+        # every tensor through the file mapping: about the whole file resident, beside the runtime.
+        # Serving: what stays mapped for the CPU's weights, the CPU's KV cache and the pinned compute
+        # buffer, beside the runtime with its kernels loaded. Mapped pages beyond the CPU's weights are
+        # clean file cache, reclaimable.
+        loading = model.file_bytes + base + GPU_HOST_RUNTIME_LOAD_BYTES.get(settings.gpu_backend, 0)
+        mapped = cpu_mapped_bytes(model, first_gpu_layer, output_on_gpu) if model.group_ranges else 0
+        serving = max(mapped, weights_host) + kv_host + compute_host + runtime_host
+        file_cache += max(loading, serving) - (weights_host + kv_host + compute_host + runtime_host)
     if settings.unified_memory:
         # One pool: what the GPU holds is host memory too.
         return MemoryEstimate(

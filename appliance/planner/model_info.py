@@ -39,6 +39,8 @@ SWA_PATTERNS: dict[str, tuple[int, bool]] = {
 RECURRENT_ARCHS = {"mamba", "mamba2", "rwkv6", "rwkv6qwen2", "rwkv7", "arwkv7"}
 
 _LAYER_TENSOR = re.compile(r"^blk\.(\d+)\.")
+INPUT_GROUP, OUTPUT_GROUP = -1, -2  # group_ranges' groups besides the layers
+_INPUT_TENSORS = ("token_embd.", "token_embd_norm.", "position_embd.", "token_types.")
 
 
 class ModelInfoError(GGUFError):
@@ -75,6 +77,10 @@ class ModelInfo:
     tensor_types: tuple[tuple[str, int], ...]  # ggml type name -> bytes, largest first
     # Matrices the CPU backend may repack into its own buffer: (layer or -1 for the output, type, bytes).
     repackable: tuple[tuple[int, str, int], ...] = ()
+    # Where each group of tensors lies in the files: (file part, group, first byte, end), the group being
+    # a repeating layer's index, INPUT_GROUP (token embeddings) or OUTPUT_GROUP (the rest). llama.cpp maps
+    # one range per file for the CPU's tensors, so their layout decides what stays resident.
+    group_ranges: tuple[tuple[int, int, int, int], ...] = ()
 
     @property
     def weights_bytes(self) -> int:
@@ -184,12 +190,18 @@ def model_info(header: GGUFHeader, path: Path | str = "", file_bytes: int | None
     token_embd = output = other = n_params = 0
     type_bytes: Counter[str] = Counter()
     repackable: list[tuple[int, str, int]] = []
+    ranges: dict[tuple[int, int], tuple[int, int]] = {}
     for tensor in header.tensors:
         size = tensor.n_bytes
         n_params += tensor.n_elements
         type_bytes[tensor.type_name] += size
         match = _LAYER_TENSOR.match(tensor.name)
         layer = int(match.group(1)) if match else -1
+        group = layer if match and layer < n_layer else OUTPUT_GROUP
+        if tensor.name.startswith(_INPUT_TENSORS):
+            group = INPUT_GROUP
+        start, end = ranges.get((tensor.part, group), (tensor.offset, tensor.offset + size))
+        ranges[(tensor.part, group)] = (min(start, tensor.offset), max(end, tensor.offset + size))
         # Repacking wants rows in groups of 8 (ggml-cpu/repack.cpp); token_embd is only read by row.
         if len(tensor.shape) == 2 and tensor.shape[1] % 8 == 0 and tensor.name != "token_embd.weight":
             repackable.append((layer if layer < n_layer else -1, tensor.type_name, size))
@@ -227,6 +239,7 @@ def model_info(header: GGUFHeader, path: Path | str = "", file_bytes: int | None
         other_bytes=other,
         tensor_types=tuple(type_bytes.most_common()),
         repackable=tuple(repackable),
+        group_ranges=tuple((part, group, a, b) for (part, group), (a, b) in sorted(ranges.items())),
     )
 
 

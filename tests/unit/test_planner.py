@@ -8,10 +8,16 @@ from functools import cache
 import pytest
 from gguf import GGMLQuantizationType as T
 
-from appliance.planner.memory import LoadSettings, estimate, kv_layer_bytes
+from appliance.planner.memory import (
+    LoadSettings,
+    cpu_mapped_bytes,
+    estimate,
+    gpu_host_compute_bytes,
+    kv_layer_bytes,
+)
 from appliance.planner.model_info import ModelInfo, model_info
 from appliance.planner.plan import GIB, Plan, PlanRequest, plan, plan_auto_parallel
-from models.gguf_header import GGUFHeader, TensorInfo
+from models.gguf_header import GGUFHeader, TensorInfo, merge_split_headers
 from tests.hardware_profiles import profile
 
 MIB = 1 << 20
@@ -33,8 +39,10 @@ SHAPES = {  # n_layer, n_embd, n_ff, n_head, n_head_kv, vocab, trained context
 
 
 @cache
-def llama(size: str, quant: str) -> ModelInfo:
-    """A Llama-3-shaped model header (no weights), as a GGUF file of that shape would have."""
+def llama(size: str, quant: str, order: str = "numeric") -> ModelInfo:
+    """A Llama-3-shaped model header (no weights), as a GGUF file of that shape would have. Tensors lie
+    in the file in llama.cpp's converter order (layer by layer) or, with ``order="lexicographic"``, in
+    name order as other converters write them (blk.0, blk.1, blk.10, ..., token_embd)."""
     n_layer, n_embd, n_ff, n_head, n_head_kv, vocab, ctx = SHAPES[size]
     main, strong, embd, output, ftype = QUANTS[quant]
     kv = n_embd // n_head * n_head_kv
@@ -56,6 +64,12 @@ def llama(size: str, quant: str) -> ModelInfo:
             ("ffn_down", (n_ff, n_embd), strong),
         ):
             tensors.append(TensorInfo(f"blk.{il}.{name}.weight", shape, kind, 0))
+    if order == "lexicographic":
+        tensors.sort(key=lambda t: t.name)
+    offset = 0
+    for i, t in enumerate(tensors):
+        tensors[i] = replace(t, offset=offset)
+        offset += -(-t.n_bytes // 32) * 32  # GGUF's default alignment
     metadata = {
         "general.architecture": "llama",
         "general.name": f"Llama {size}",
@@ -119,6 +133,73 @@ def test_offload_puts_output_and_last_layers_on_the_gpu() -> None:
     full = estimate(m, LoadSettings(n_ctx=4096, gpu_backend="cuda", n_gpu_layers=-1))
     assert full.weights_host == m.token_embd_bytes  # token_embd stays on the host
     assert full.kv_host == 0 and full.kv_gpu == 512 * MIB
+
+
+def test_a_split_keeps_mapped_the_file_range_of_the_cpus_tensors() -> None:
+    """llama.cpp maps one range per file for the CPU's tensors and unmaps the rest after loading; GPU
+    tensors inside the range were read through it, so stay resident (measured on an H100 with
+    SmolLM2, whose file is in name order: docs/BENCHMARKS.md)."""
+    settings = LoadSettings(n_ctx=8192, gpu_backend="cuda", n_gpu_layers=17)
+    ordered = estimate(llama("8b", "Q4_K_M"), settings)
+    by_name = estimate(llama("8b", "Q4_K_M", "lexicographic"), settings)
+    assert ordered.weights_host == by_name.weights_host and ordered.kv_host == by_name.kv_host
+    # In layer order the CPU's layers and token_embd are one stretch: loading (the whole file) is the peak.
+    m = llama("8b", "Q4_K_M")
+    loading = m.file_bytes + estimate(m, LoadSettings(n_ctx=8192)).runtime_host + 98 * MIB
+    assert ordered.ram_bytes == loading
+    # In name order token_embd comes after blk.9: the CPU's range spans about the whole file, and serving
+    # (that range, the CPU's KV cache and the runtime) is the peak.
+    assert by_name.ram_bytes > loading
+    stretch = by_name.ram_bytes - (by_name.kv_host + by_name.compute_host + by_name.runtime_host)
+    assert m.file_bytes * 0.99 < stretch <= m.file_bytes
+    assert by_name.ram_required_bytes == ordered.ram_required_bytes  # the extra pages are file cache
+    assert by_name.vram_bytes == ordered.vram_bytes
+
+
+def test_each_file_of_a_split_model_has_its_own_mapped_range() -> None:
+    """Offsets are per file: the CPU's range is measured in each part, never across parts."""
+    whole = llama("8b", "Q4_K_M")
+    header = GGUFHeader(3, {}, (), 0)
+    tensors = [
+        TensorInfo("token_embd.weight", (16, 16), T.F32, 0),
+        TensorInfo("blk.0.attn_q.weight", (16, 16), T.F32, 1024),
+        TensorInfo("blk.1.attn_q.weight", (16, 16), T.F32, 0),
+        TensorInfo("output.weight", (16, 16), T.F32, 1024),
+    ]
+    parts = [replace(header, tensors=tuple(tensors[:2])), replace(header, tensors=tuple(tensors[2:]))]
+    merged = merge_split_headers(parts)
+    assert [t.part for t in merged.tensors] == [0, 0, 1, 1]
+    m = replace(whole, n_layer=2, group_ranges=model_info(replace(merged, metadata=METADATA_2)).group_ranges)
+    # Layer 0 and token_embd on the CPU (part 0: bytes 0..2048); layer 1 and the output on the GPU.
+    assert cpu_mapped_bytes(m, first_gpu_layer=1, output_on_gpu=True) == 2048
+    # Everything on the CPU: part 0's 2048 bytes and part 1's 2048, not one range over both.
+    assert cpu_mapped_bytes(m, first_gpu_layer=2, output_on_gpu=False) == 4096
+
+
+METADATA_2 = {
+    "general.architecture": "llama", "llama.block_count": 2, "llama.embedding_length": 16,
+    "llama.attention.head_count": 1, "llama.vocab_size": 16,
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("n_embd", "n_vocab", "n_ctx", "recorded"),
+    [  # llama.cpp's "CUDA_Host compute buffer size", in bytes (H100 runs, flash attention on)
+        (576, 49152, 2048, 4466933),  # SmolLM2-135M
+        (3072, 49152, 4096, 16787701),  # synthetic 3B
+        (3072, 49152, 16384, 29370613),
+        (3072, 49152, 65536, 79702261),
+        (4096, 49152, 4096, 20982005),  # synthetic 8B
+        (2048, 49152, 8192, 16787701),  # synthetic "mid"
+    ],
+)
+def test_the_gpus_pinned_host_compute_buffer_matches_llama_cpp(
+    n_embd: int, n_vocab: int, n_ctx: int, recorded: int
+) -> None:
+    m = replace(llama("1b", "Q8_0"), n_embd=n_embd, n_vocab=n_vocab)
+    predicted = gpu_host_compute_bytes(m, LoadSettings(n_ctx=n_ctx, gpu_backend="cuda", n_gpu_layers=-1))
+    compute = predicted - 4 * n_vocab  # the rest is llama.cpp's separate output buffer
+    assert abs(compute - recorded) < 16 * 1024
 
 
 def _check(chosen: Plan, quant: str, where: str, n_ctx: int, kv: str = "f16") -> None:
