@@ -137,16 +137,17 @@ def kv_layer_bytes(model: ModelInfo, settings: LoadSettings) -> list[int]:
     k_bytes = KV_TYPE_BYTES[settings.kv_type]
     v_bytes = KV_TYPE_BYTES[settings.kv_type]
     full, window = kv_cells(model, settings)
-    recurrent_layers = sum(1 for h in model.n_head_kv if h == 0) or model.n_layer
-    state = model.recurrent_state_bytes_per_seq * settings.n_parallel // max(recurrent_layers, 1)
+    recurrent = model.recurrent_layers or tuple(h == 0 for h in model.n_head_kv)
+    attention = model.attention_layers or tuple(h != 0 for h in model.n_head_kv)
+    state = model.recurrent_state_bytes_per_seq * settings.n_parallel // max(sum(recurrent), 1)
     out = []
     for il in range(model.n_layer):
-        heads = model.n_head_kv[il]
-        if heads == 0:
-            out.append(state)
-            continue
-        cells = window if model.swa_layers[il] else full
-        out.append(int(cells * heads * (model.head_dim_k * k_bytes + model.head_dim_v * v_bytes)))
+        size = state if recurrent[il] else 0
+        if attention[il]:
+            cells = window if model.swa_layers[il] else full
+            heads = model.n_head_kv[il]
+            size += int(cells * heads * (model.head_dim_k * k_bytes + model.head_dim_v * v_bytes))
+        out.append(size)
     return out
 
 

@@ -37,6 +37,9 @@ SWA_PATTERNS: dict[str, tuple[int, bool]] = {
 }  # fmt: skip
 
 RECURRENT_ARCHS = {"mamba", "mamba2", "rwkv6", "rwkv6qwen2", "rwkv7", "arwkv7"}
+# Hybrids whose recurrent layers are listed (attention.recurrent_layers) or every full_attention_interval-th
+# layer is attention (llama.cpp's load_arch_hparams of each).
+INTERVAL_HYBRIDS = {"qwen3next", "qwen35", "qwen35moe", "qwen4exp", "minimax-01"}
 
 _LAYER_TENSOR = re.compile(r"^blk\.(\d+)\.")
 INPUT_GROUP, OUTPUT_GROUP = -1, -2  # group_ranges' groups besides the layers
@@ -77,6 +80,10 @@ class ModelInfo:
     tensor_types: tuple[tuple[str, int], ...]  # ggml type name -> bytes, largest first
     # Matrices the CPU backend may repack into its own buffer: (layer or -1 for the output, type, bytes).
     repackable: tuple[tuple[int, str, int], ...] = ()
+    # Which layers keep a recurrent state and which a KV cache (Falcon-H1's layers: both). Empty: the
+    # usual split, n_head_kv == 0 meaning recurrent (for recurrent architectures: every layer).
+    recurrent_layers: tuple[bool, ...] = ()
+    attention_layers: tuple[bool, ...] = ()
     # Where each group of tensors lies in the files: (file part, group, first byte, end), the group being
     # a repeating layer's index, INPUT_GROUP (token embeddings) or OUTPUT_GROUP (the rest). llama.cpp maps
     # one range per file for the CPU's tensors, so their layout decides what stays resident.
@@ -121,23 +128,47 @@ def _swa_layers(header: GGUFHeader, arch: str, n_layer: int, n_swa: int) -> tupl
     return tuple(il % n_pattern < n_pattern - 1 for il in range(n_layer))
 
 
-def _recurrent_state_bytes(
-    header: GGUFHeader, arch: str, n_layer: int, n_embd: int, kv: tuple[int, ...]
-) -> int:
-    """f32 state per sequence of the recurrent layers (llama.cpp's r and s caches)."""
-    recurrent_layers = n_layer if arch in RECURRENT_ARCHS else sum(1 for h in kv if h == 0)
-    if recurrent_layers == 0:
+def _layer_kinds(
+    header: GGUFHeader, arch: str, n_layer: int, kv: tuple[int, ...], ff: tuple[int, ...]
+) -> tuple[tuple[bool, ...], tuple[bool, ...]]:
+    """Per layer: keeps a recurrent state, keeps a KV cache; as llama.cpp decides (is_recr_impl in each
+    architecture's load_arch_hparams, and the hybrid memory's layer filters in llama-model.cpp)."""
+    if arch in RECURRENT_ARCHS:
+        return (True,) * n_layer, (False,) * n_layer
+    if arch == "falcon-h1":  # attention and an SSM side by side in every layer
+        return (True,) * n_layer, (True,) * n_layer
+    if arch in INTERVAL_HYBRIDS:
+        listed = header.arch_value("attention.recurrent_layers")
+        if isinstance(listed, list):
+            recurrent = tuple(bool(v) for v in listed[:n_layer])
+        else:
+            interval = int(header.arch_value("full_attention_interval", 4) or 4)
+            recurrent = tuple((il + 1) % interval != 0 for il in range(n_layer))
+        return recurrent, tuple(not r for r in recurrent)
+    if arch in ("nemotron_h", "nemotron_h_moe"):  # layers with an FFN have neither
+        recurrent = tuple(h == 0 and f == 0 for h, f in zip(kv, ff, strict=True))
+        return recurrent, tuple(h != 0 and f == 0 for h, f in zip(kv, ff, strict=True))
+    return tuple(h == 0 for h in kv), tuple(h != 0 for h in kv)
+
+
+def _recurrent_state_bytes(header: GGUFHeader, arch: str, n_embd: int, n_recurrent: int) -> int:
+    """f32 state per sequence of the recurrent layers: llama.cpp's r and s rows (llama-hparams.cpp,
+    n_embd_r and n_embd_s), with its defaults (0) for keys a file lacks."""
+    if n_recurrent == 0:
         return 0
-    if arch.startswith(("rwkv", "arwkv")):
-        head_size = int(header.arch_value("wkv.head_size", 64))
-        per_layer = 2 * n_embd + n_embd * head_size  # token shifts + wkv state
-    else:  # mamba-style SSM
-        d_conv = int(header.arch_value("ssm.conv_kernel", 4))
-        d_inner = int(header.arch_value("ssm.inner_size", 2 * n_embd))
-        d_state = int(header.arch_value("ssm.state_size", 16))
-        n_group = int(header.arch_value("ssm.group_count", 0))
-        per_layer = (d_conv - 1) * (d_inner + 2 * n_group * d_state) + d_state * d_inner
-    return 4 * per_layer * recurrent_layers
+    head_size = int(header.arch_value("wkv.head_size", 0) or 0)
+    l_cache = int(header.arch_value("shortconv.l_cache", 0) or 0)
+    if head_size:  # RWKV: token shifts + wkv state
+        per_layer = int(header.arch_value("token_shift_count", 2)) * n_embd + n_embd * head_size
+    elif l_cache:  # LFM2's short convolutions
+        per_layer = n_embd * (l_cache - 1)
+    else:  # Mamba-style conv + SSM state (Mamba 1/2, Jamba, Falcon-H1, gated delta nets)
+        d_conv = int(header.arch_value("ssm.conv_kernel", 0) or 0)
+        d_inner = int(header.arch_value("ssm.inner_size", 0) or 0)
+        d_state = int(header.arch_value("ssm.state_size", 0) or 0)
+        n_group = int(header.arch_value("ssm.group_count", 0) or 0)
+        per_layer = max(d_conv - 1, 0) * (d_inner + 2 * n_group * d_state) + d_state * d_inner
+    return 4 * per_layer * n_recurrent
 
 
 def _quant_label(header: GGUFHeader, type_bytes: Counter[str]) -> str:
@@ -180,6 +211,7 @@ def model_info(header: GGUFHeader, path: Path | str = "", file_bytes: int | None
         n_head_kv = tuple(1 if h else 0 for h in n_head_kv)
     ff = header.arch_value("feed_forward_length", 4 * n_embd)
     n_ff = max(ff) if isinstance(ff, list) else int(ff)
+    recurrent, attention = _layer_kinds(header, arch, n_layer, n_head_kv, _per_layer(ff, n_layer, 0))
     vocab = header.arch_value("vocab_size")
     if vocab is None:
         tokens = header.metadata.get("tokenizer.ggml.tokens")
@@ -231,7 +263,9 @@ def model_info(header: GGUFHeader, path: Path | str = "", file_bytes: int | None
         head_dim_v=head_dim_v,
         n_swa=n_swa,
         swa_layers=_swa_layers(header, arch, n_layer, n_swa),
-        recurrent_state_bytes_per_seq=_recurrent_state_bytes(header, arch, n_layer, n_embd, n_head_kv),
+        recurrent_state_bytes_per_seq=_recurrent_state_bytes(header, arch, n_embd, sum(recurrent)),
+        recurrent_layers=recurrent,
+        attention_layers=attention,
         is_mla=is_mla,
         layer_bytes=tuple(layer_bytes),
         token_embd_bytes=token_embd,
