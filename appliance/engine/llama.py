@@ -211,11 +211,23 @@ _BUFFER_LINE = re.compile(r"(\S+)\s+(compute|output) buffer size =\s+([\d.]+) Mi
 _KV_LINE = re.compile(r"(?:llama_kv_cache|llama_memory_recurrent): size =\s+([\d.]+) MiB")
 
 
+# An empty, NULL-terminated device list: llama.cpp then leaves every GPU alone (no offloaded layers, and
+# no GPU compute buffer for large batches, which it reserves even with 0 layers when it has a GPU).
+_NO_DEVICES = (ctypes.c_void_p * 1)(None)
+
+
+def _model_params(options: LoadOptions) -> Any:
+    mparams = llama_cpp.llama_model_default_params()
+    mparams.n_gpu_layers = options.n_gpu_layers
+    if options.n_gpu_layers == 0:  # a CPU plan stays off the GPU entirely
+        mparams.devices = ctypes.addressof(_NO_DEVICES)
+    return mparams
+
+
 def dry_run(path: Path, options: LoadOptions) -> DryRun:
     """Plan the buffers of a load without allocating them (``no_alloc``), and read llama.cpp's sizes."""
     bridge = _init_backend()
-    mparams = llama_cpp.llama_model_default_params()
-    mparams.n_gpu_layers = options.n_gpu_layers
+    mparams = _model_params(options)
     mparams.no_alloc = True
     mparams.load_mode = 0  # LLAMA_LOAD_MODE_NONE: the dry run needs mmap off
     with _INIT_LOCK:
@@ -335,8 +347,7 @@ class LlamaModel:
         bridge = _init_backend()
         self.path = path
         self.options = options
-        mparams = llama_cpp.llama_model_default_params()
-        mparams.n_gpu_layers = options.n_gpu_layers
+        mparams = _model_params(options)
         bridge.recent_errors.clear()
         model = llama_cpp.llama_model_load_from_file(str(path).encode("utf-8"), mparams)
         if not model:
