@@ -86,9 +86,11 @@ def loaded_row(m: dict[str, Any]) -> tuple[str, ...]:
 
 
 def installed_row(m: dict[str, Any]) -> tuple[str, ...]:
-    fits = (m.get("plan") or {}).get("fits")
+    plan = m.get("plan") or {}
+    fits = plan.get("fits")
     verdict = "yes" if fits else ("no" if fits is False else "?")
-    return (m["id"], m.get("source", "?"), _gib(m.get("size_bytes")), verdict, m.get("state", "?"))
+    quant = str(plan.get("quant") or m.get("quant") or "?")
+    return (m["id"], m.get("source", "?"), quant, _gib(m.get("size_bytes")), verdict, m.get("state", "?"))
 
 
 def _ms(value: float | None) -> str:
@@ -235,7 +237,9 @@ class ApplianceApp(App[None]):
         self.query_one("#loaded", DataTable).add_columns(
             "model", "state", "quant", "context", "slots", "queue", "RAM", "VRAM"
         )
-        self.query_one("#installed", DataTable).add_columns("name", "source", "size", "fits", "state")
+        self.query_one("#installed", DataTable).add_columns(
+            "name", "source", "quant", "size", "fits", "state"
+        )
         self.query_one("#log-table", DataTable).add_columns(
             "time", "endpoint", "model", "backend", "prompt", "generated", "TTFT ms", "tok/s", "status"
         )

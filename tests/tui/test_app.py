@@ -37,7 +37,7 @@ def drive(daemon: Daemon, scenario: Callable[[ApplianceApp, Pilot[None]], Awaita
 
 
 def _state(app: ApplianceApp, name: str) -> str | None:
-    return next((r[4] for r in _rows(app, "#installed") if r[0] == name), None)
+    return next((r[-1] for r in _rows(app, "#installed") if r[0] == name), None)
 
 
 async def _until(pilot: object, condition: object, timeout: float = 60) -> bool:
@@ -78,11 +78,11 @@ def test_dashboard_models_load_unload_and_reconnect(tmp_path: Path) -> None:
             assert "Q4_1" in detail and "fits" in detail and "RAM budget" in detail
             await pilot.press("l")
             assert await _until(
-                pilot, lambda: any(r[0] == SECOND and r[4] == "ready" for r in _rows(app, "#installed"))
+                pilot, lambda: any(r[0] == SECOND and r[-1] == "ready" for r in _rows(app, "#installed"))
             )
             await pilot.press("u")
             assert await _until(
-                pilot, lambda: any(r[0] == SECOND and r[4] == "unloaded" for r in _rows(app, "#installed"))
+                pilot, lambda: any(r[0] == SECOND and r[-1] == "unloaded" for r in _rows(app, "#installed"))
             )
             # The daemon goes away: a banner says so, and the app keeps running.
             stop_daemon(daemon)
