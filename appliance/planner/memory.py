@@ -59,6 +59,7 @@ class LoadSettings:
     gpu_backend: str | None = None  # None: CPU only
     unified_memory: bool = False  # the GPU shares host RAM (Apple silicon)
     cpu_repack_types: frozenset[str] = frozenset()  # see cpu_repack_types()
+    cpu_amx: bool = False  # the CPU has AMX: llama.cpp copies matrices into its AMX buffer first
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,57 @@ def cpu_repack_types(cpu_features: tuple[str, ...]) -> frozenset[str]:
     if "neon" in features and "i8mm" in features:
         types.add("Q8_0")
     return frozenset(types)
+
+
+# Bytes a block takes in AMX's packed layout beside its own (ggml-cpu/amx/mmq.cpp, get_row_size): Q8_0
+# keeps a compensation int32, Q4_K/Q5_K unpacked scales, IQ4_XS two more bytes.
+AMX_EXTRA_PER_BLOCK = {"Q8_0": (4, 34), "Q4_K": (4, 144), "Q5_K": (4, 176), "IQ4_XS": (2, 136)}
+
+
+def cpu_weight_copies(model: ModelInfo, settings: LoadSettings) -> tuple[int, int]:
+    """For a CPU plan: the bytes of the copies llama.cpp makes of matrices (AMX's buffer first, where
+    the CPU has AMX and the shape suits it, else the repack buffer for the repack types), and the file
+    bytes that stay mapped: per file, the range of the tensors not copied."""
+    copies = 0
+    copied: dict[int, list[tuple[int, int]]] = {}
+    for _layer, type_name, size, amx_shape, part, start in model.repackable:
+        if settings.cpu_amx and amx_shape:
+            extra, block = AMX_EXTRA_PER_BLOCK.get(type_name, (0, 1))
+            copies += size + size // block * extra
+        elif type_name in settings.cpu_repack_types:
+            copies += size
+        else:
+            continue
+        copied.setdefault(part, []).append((start, start + size))
+    if not copies:
+        return 0, model.file_bytes
+    mapped = 0
+    for part, _group, low, high in _part_extents(model):
+        runs = sorted(copied.get(part, []))
+        for start, end in runs:  # copied tensors at the start of the file are not in the range
+            if start - low > 64:
+                break
+            low = max(low, end)
+        for start, end in reversed(runs):  # nor those at its end
+            if high - end > 64:
+                break
+            high = min(high, start)
+        mapped += max(0, high - low)
+    return copies, mapped
+
+
+def _part_extents(model: ModelInfo) -> list[tuple[int, int, int, int]]:
+    """(part, 0, first byte, end) of every file's tensor data."""
+    extents: dict[int, tuple[int, int]] = {}
+    for part, _group, start, end in model.group_ranges:
+        low, high = extents.get(part, (start, end))
+        extents[part] = (min(low, start), max(high, end))
+    return [(part, 0, low, high) for part, (low, high) in sorted(extents.items())]
+
+
+def cpu_has_amx(cpu_features: tuple[str, ...]) -> bool:
+    """llama.cpp builds its AMX buffer type for CPUs with AMX int8 and AVX512-VNNI (ggml-cpu/amx)."""
+    return "amx_int8" in cpu_features and "avx512_vnni" in cpu_features
 
 
 def _pad(value: int, to: int) -> int:
@@ -237,18 +289,19 @@ def estimate(model: ModelInfo, settings: LoadSettings) -> MemoryEstimate:
     kv_host = sum(kv_layers) - kv_gpu
 
     file_cache = 0
-    # With a GPU, the CPU's weights go to the GPU backend's pinned host buffer, which comes before the
-    # CPU's repack types in llama.cpp's buffer list (llama-model.cpp, make_cpu_buft_list): no repacking.
-    if settings.cpu_repack_types and not gpu:
-        file_cache += sum(
-            size
-            for layer, type_name, size in model.repackable
-            if type_name in settings.cpu_repack_types
-            and (layer < first_gpu_layer if layer >= 0 else not output_on_gpu)
-        )
     runtime_host = HOST_RUNTIME_BYTES + HOST_BYTES_PER_VOCAB_TOKEN * model.n_vocab
     if not gpu:
         compute_host, compute_gpu, runtime_gpu = compute_touched_cpu_bytes(model, settings), 0, 0
+        # With a GPU, the CPU's weights go to the GPU backend's pinned host buffer, which comes before the
+        # CPU's extra buffers in llama.cpp's list (llama-model.cpp, make_cpu_buft_list): no copies then.
+        copies, mapped = cpu_weight_copies(model, settings)
+        if copies:
+            # Loading reads the whole file beside the copies; serving keeps mapped only the range of
+            # the tensors left in the file (as with a GPU, see cpu_mapped_bytes). Peak: the larger.
+            loading = model.file_bytes + copies + runtime_host
+            serving = mapped + copies + kv_host + compute_host + runtime_host
+            required = weights_host + kv_host + compute_host + runtime_host
+            file_cache = max(0, max(loading, serving) - required)
     elif settings.unified_memory:
         assert settings.gpu_backend is not None
         compute_gpu = compute_reserved_bytes(model, settings)

@@ -41,6 +41,10 @@ RECURRENT_ARCHS = {"mamba", "mamba2", "rwkv6", "rwkv6qwen2", "rwkv7", "arwkv7"}
 # layer is attention (llama.cpp's load_arch_hparams of each).
 INTERVAL_HYBRIDS = {"qwen3next", "qwen35", "qwen35moe", "qwen4exp", "minimax-01"}
 
+# Weight types with AMX kernels, and the row-length multiple each needs (ggml-cpu/amx).
+AMX_ROW_ALIGN = {"Q4_0": 32, "Q4_1": 32, "Q8_0": 32, "Q4_K": 256, "Q5_K": 256, "Q6_K": 256, "IQ4_XS": 256,
+                 "F16": 16}  # fmt: skip
+
 _LAYER_TENSOR = re.compile(r"^blk\.(\d+)\.")
 INPUT_GROUP, OUTPUT_GROUP = -1, -2  # group_ranges' groups besides the layers
 _INPUT_TENSORS = ("token_embd.", "token_embd_norm.", "position_embd.", "token_types.")
@@ -78,8 +82,9 @@ class ModelInfo:
     output_bytes: int  # the output projection (0 when tied to the embeddings)
     other_bytes: int  # norms and the rest outside the blocks
     tensor_types: tuple[tuple[str, int], ...]  # ggml type name -> bytes, largest first
-    # Matrices the CPU backend may repack into its own buffer: (layer or -1 for the output, type, bytes).
-    repackable: tuple[tuple[int, str, int], ...] = ()
+    # Matrices the CPU backend may copy into its own buffer: (layer or -1 for the output, type, bytes,
+    # whether the shape suits AMX's tiles, file part, offset).
+    repackable: tuple[tuple[int, str, int, bool, int, int], ...] = ()
     # Which layers keep a recurrent state and which a KV cache (Falcon-H1's layers: both). Empty: the
     # usual split, n_head_kv == 0 meaning recurrent (for recurrent architectures: every layer).
     recurrent_layers: tuple[bool, ...] = ()
@@ -221,7 +226,7 @@ def model_info(header: GGUFHeader, path: Path | str = "", file_bytes: int | None
     layer_bytes = [0] * n_layer
     token_embd = output = other = n_params = 0
     type_bytes: Counter[str] = Counter()
-    repackable: list[tuple[int, str, int]] = []
+    repackable: list[tuple[int, str, int, bool, int, int]] = []
     ranges: dict[tuple[int, int], tuple[int, int]] = {}
     for tensor in header.tensors:
         size = tensor.n_bytes
@@ -236,7 +241,12 @@ def model_info(header: GGUFHeader, path: Path | str = "", file_bytes: int | None
         ranges[(tensor.part, group)] = (min(start, tensor.offset), max(end, tensor.offset + size))
         # Repacking wants rows in groups of 8 (ggml-cpu/repack.cpp); token_embd is only read by row.
         if len(tensor.shape) == 2 and tensor.shape[1] % 8 == 0 and tensor.name != "token_embd.weight":
-            repackable.append((layer if layer < n_layer else -1, tensor.type_name, size))
+            # AMX (ggml-cpu/amx/amx.cpp, supports_op): rows in tiles of 32, row length a multiple of
+            # the type's block.
+            block = AMX_ROW_ALIGN.get(tensor.type_name)
+            amx = block is not None and tensor.shape[1] % 32 == 0 and tensor.shape[0] % block == 0
+            where = (tensor.part, tensor.offset)
+            repackable.append((layer if layer < n_layer else -1, tensor.type_name, size, amx, *where))
         if match and layer < n_layer:
             layer_bytes[layer] += size
         elif tensor.name == "token_embd.weight":

@@ -10,7 +10,14 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from appliance.hardware.profile import GpuInfo, HardwareProfile
-from appliance.planner.memory import MIB, LoadSettings, MemoryEstimate, cpu_repack_types, estimate
+from appliance.planner.memory import (
+    MIB,
+    LoadSettings,
+    MemoryEstimate,
+    cpu_has_amx,
+    cpu_repack_types,
+    estimate,
+)
 from appliance.planner.model_info import ModelInfo
 
 GIB = 1 << 30
@@ -296,6 +303,7 @@ def plan(
         gpu_backend=gpu.backend if gpu else None,
         unified_memory=bool(gpu and gpu.unified_memory),
         cpu_repack_types=cpu_repack_types(hardware.cpu.features),
+        cpu_amx=cpu_has_amx(hardware.cpu.features),
     )
     ranked = sorted(candidates, key=lambda m: m.bits_per_weight, reverse=True)
     per_slot = request.n_ctx // request.n_parallel if request.n_ctx is not None else None

@@ -11,6 +11,7 @@ from gguf import GGMLQuantizationType as T
 from appliance.planner.memory import (
     LoadSettings,
     cpu_mapped_bytes,
+    cpu_weight_copies,
     estimate,
     gpu_host_compute_bytes,
     kv_layer_bytes,
@@ -154,6 +155,29 @@ def test_a_split_keeps_mapped_the_file_range_of_the_cpus_tensors() -> None:
     assert m.file_bytes * 0.99 < stretch <= m.file_bytes
     assert by_name.ram_required_bytes == ordered.ram_required_bytes  # the extra pages are file cache
     assert by_name.vram_bytes == ordered.vram_bytes
+
+
+def test_amx_copies_matrices_in_its_packed_layout_and_they_leave_the_mapped_range() -> None:
+    """On a Xeon with AMX, llama.cpp copies Q8_0 matrices into AMX's buffer with 4 more bytes a block
+    (ggml-cpu/amx/mmq.cpp); the file keeps mapped only the range of the tensors left in it. Checked on
+    an H100 host's Xeon to the KiB of llama.cpp's AMX and CPU_Mapped figures (docs/BENCHMARKS.md)."""
+    m = llama("8b", "Q8_0")
+    eligible = sum(size for _l, _t, size, amx, _p, _s in m.repackable if amx)
+    assert eligible == sum(m.layer_bytes) - sum(4 * 4096 for _ in range(2 * 32)) + m.output_bytes
+    amx = LoadSettings(n_ctx=4096, cpu_amx=True)
+    copies, mapped = cpu_weight_copies(m, amx)
+    assert copies == eligible + eligible // 34 * 4
+    # The output (third in the file) stays inside the range; the last layer's matrices after its last
+    # norm (ffn_gate, ffn_up, ffn_down) are cut off the end.
+    last = sum(size for layer, _t, size, _a, _p, _s in m.repackable if layer == 31 and _t != "F32")
+    assert m.file_bytes - last - 1024 < mapped < m.file_bytes
+    # Without AMX, this CPU repacks no Q8_0: no copies, the whole file mapped.
+    assert cpu_weight_copies(m, LoadSettings(n_ctx=4096, cpu_repack_types=frozenset({"Q4_K"}))) == (
+        0, m.file_bytes,
+    )  # fmt: skip
+    with_amx, without = estimate(m, amx), estimate(m, LoadSettings(n_ctx=4096))
+    assert with_amx.ram_required_bytes == without.ram_required_bytes  # the copies' file pages reclaim
+    assert with_amx.ram_bytes > without.ram_bytes + copies * 0.8
 
 
 def test_each_file_of_a_split_model_has_its_own_mapped_range() -> None:
