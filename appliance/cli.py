@@ -139,6 +139,21 @@ def _parser() -> argparse.ArgumentParser:
     tui.add_argument("--url", help="daemon URL (default: this machine's configured host and port)")
     tui.add_argument("--api-key", help="the daemon's API key, if it needs one")
 
+    chat = commands.add_parser(
+        "chat",
+        parents=[common],
+        help="chat with the running daemon in the terminal",
+        description="Chat with a model the running daemon serves. On a terminal: type, Enter; /clear "
+        "forgets, /bye or Ctrl-D leaves, Ctrl-C stops a reply. Piped: stdin is one message, the reply "
+        "goes to stdout.",
+    )
+    chat.add_argument("model", nargs="?", help="a model the daemon serves (default: its default model)")
+    chat.add_argument("--url", help="daemon URL (default: this machine's configured host and port)")
+    chat.add_argument("--api-key", help="the daemon's API key, if it needs one")
+    chat.add_argument("--system", help="a system prompt")
+    chat.add_argument("--max-tokens", type=int, help="at most this many tokens a reply")
+    chat.add_argument("--temperature", type=float, help="sampling temperature (default: the daemon's)")
+
     config = commands.add_parser("config", parents=[common], help="inspect the configuration")
     config_commands = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
     config_commands.add_parser(
@@ -263,17 +278,35 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return run_daemon(settings, args.model)
 
 
-def _cmd_tui(args: argparse.Namespace) -> int:
-    settings = _settings(args)
-    server = settings.server
+def _daemon(args: argparse.Namespace) -> tuple[str, str | None]:
+    """The daemon's URL and API key: as given, else this machine's configured host, port and key."""
+    server = _settings(args).server
     host = server.host if server.host not in ("0.0.0.0", "::") else "127.0.0.1"
     url = args.url or f"http://{host}:{server.port}"
     key = args.api_key or (server.api_key.get_secret_value() if server.api_key is not None else None)
+    return url, key
+
+
+def _cmd_tui(args: argparse.Namespace) -> int:
+    url, key = _daemon(args)
     # The composition root may reach the UI layer, lazily: importing `appliance` never loads Textual.
     from tui.app import ApplianceApp
 
     ApplianceApp(url, key).run()
     return 0
+
+
+def _cmd_chat(args: argparse.Namespace) -> int:
+    from appliance.cli_chat import Chat, ChatError, run
+
+    url, key = _daemon(args)
+    if args.max_tokens is not None and args.max_tokens < 1:
+        raise UserError("--max-tokens must be at least 1")
+    chat = Chat(url, args.model, key, args.system, args.max_tokens, args.temperature)
+    try:
+        return run(chat)
+    except ChatError as exc:
+        raise UserError(str(exc)) from None
 
 
 def _cmd_store(args: argparse.Namespace) -> int:
@@ -328,6 +361,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "tui":
             return _cmd_tui(args)
+        if args.command == "chat":
+            return _cmd_chat(args)
         if args.command in ("pull", "list", "rm", "import"):
             return _cmd_store(args)
     except UserError as exc:
