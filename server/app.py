@@ -20,6 +20,7 @@ from appliance.manager import ModelManager
 from appliance.remotes.pool import RemotePool
 from server.errors import appliance_error_body, install_error_handlers
 from server.metrics import Metrics, RequestCounter
+from server.ollama_routes import router as ollama_router
 from server.openai_routes import router as openai_router
 from server.pull_routes import router as pull_router
 from server.status_routes import router as status_router
@@ -106,6 +107,7 @@ def create_app(settings: Settings, manager: ModelManager, hardware: HardwareProf
     app.include_router(openai_router)
     app.include_router(status_router)
     app.include_router(pull_router)
+    app.include_router(ollama_router)
 
     @app.get("/metrics")
     async def prometheus_metrics() -> Response:

@@ -29,7 +29,8 @@ RECENT_REQUESTS = 200  # request log lines kept for the TUI's Logs screen
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 _ITL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28)
 # Label values must stay few: any other /v1 path (a typo, a scanner) is counted as "other".
-_ENDPOINTS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
+_ENDPOINTS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/api/chat", "/api/generate",
+              "/api/embed")  # fmt: skip
 
 
 def _endpoint(path: str) -> str:
@@ -150,10 +151,12 @@ class Metrics:
         if remotes is not None:
             r.register(_RemotesCollector(remotes))
 
-    def count_embeddings(self, model: str, prompt_tokens: int, scope_state: dict[str, Any]) -> None:
+    def count_embeddings(
+        self, model: str, prompt_tokens: int, scope_state: dict[str, Any], endpoint: str = "/v1/embeddings"
+    ) -> None:
         self.prompt_tokens.labels(model).inc(prompt_tokens)
         started = scope_state.get("started_at", time.monotonic())
-        self.record({"endpoint": "/v1/embeddings", "model": model, "backend": "local",
+        self.record({"endpoint": endpoint, "model": model, "backend": "local",
                      "prompt_tokens": prompt_tokens, "status": "ok",
                      "duration_s": round(time.monotonic() - started, 2)}, scope_state)  # fmt: skip
 
@@ -237,7 +240,7 @@ class RequestCounter:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
-        if scope["type"] != "http" or not path.startswith("/v1/"):
+        if scope["type"] != "http" or not path.startswith(("/v1/", "/api/")):
             await self.app(scope, receive, send)
             return
         scope.setdefault("state", {})["started_at"] = time.monotonic()

@@ -1,0 +1,380 @@
+"""Ollama's API (`/api/*`), so Ollama clients work unchanged: tags, ps, show, version, chat, generate
+and embed, streamed as NDJSON by default as Ollama does. Errors are Ollama's `{"error": "..."}`.
+
+It maps onto the same models and engine as the OpenAI routes. Ollama's request options map to the
+sampler (`num_predict` is max tokens; `num_ctx` is not honoured per request: the planner sizes the
+context for the machine). Requests stay on this machine: remotes are reached through the OpenAI routes.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from datetime import datetime, timezone
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from appliance import __version__
+from appliance.backend import ChatParams, CompletionParams, Event, Finished, TextDelta
+from appliance.engine.params import SamplingParams
+from appliance.errors import ApplianceError
+from appliance.manager import ModelManager
+from models.catalog import LocalModel
+from server.metrics import Metrics
+
+router = APIRouter(prefix="/api")
+
+_SAMPLING_OPTIONS = {
+    "temperature": "temperature", "top_k": "top_k", "top_p": "top_p", "min_p": "min_p",
+    "repeat_penalty": "repeat_penalty", "repeat_last_n": "repeat_last_n", "seed": "seed",
+    "presence_penalty": "presence_penalty", "frequency_penalty": "frequency_penalty",
+}  # fmt: skip
+
+
+class _OllamaError(Exception):
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.message, self.status = message, status
+
+
+def _manager(request: Request) -> ModelManager:
+    manager: ModelManager = request.app.state.manager
+    return manager
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def _iso(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+async def _body(request: Request) -> dict[str, Any]:
+    try:
+        body = json.loads(await request.body() or b"{}")
+    except ValueError:
+        raise _OllamaError("the request body is not JSON") from None
+    if not isinstance(body, dict):
+        raise _OllamaError("the request body must be a JSON object")
+    request.state.asked_model = body.get("model") or body.get("name")
+    return body
+
+
+def _model_name(body: dict[str, Any]) -> str:
+    name = body.get("model") or body.get("name")
+    if not isinstance(name, str) or not name:
+        raise _OllamaError("model is required")
+    return name
+
+
+def _resolve(manager: ModelManager, name: str) -> LocalModel:
+    try:
+        return manager.resolve(name)
+    except ApplianceError:
+        raise _OllamaError(f"model '{name}' not found", 404) from None
+
+
+def _details(manager: ModelManager, model: LocalModel) -> dict[str, Any]:
+    info = manager.plan_for(model).model
+    params = info.n_params
+    size = f"{params / 1e9:.1f}B" if params >= 1e9 else f"{params / 1e6:.0f}M"
+    return {"parent_model": "", "format": "gguf", "family": info.architecture,
+            "families": [info.architecture], "parameter_size": size,
+            "quantization_level": info.quant}  # fmt: skip
+
+
+def _entry(manager: ModelManager, model: LocalModel) -> dict[str, Any]:
+    stat = model.path.stat()
+    entry = {"name": model.id, "model": model.id, "modified_at": _iso(stat.st_mtime), "size": stat.st_size,
+             "details": _details(manager, model)}  # fmt: skip
+    if model.sha256:
+        entry["digest"] = model.sha256
+    return entry
+
+
+def _options(body: dict[str, Any]) -> tuple[SamplingParams, int | None, tuple[str, ...]]:
+    options = body.get("options") or {}
+    if not isinstance(options, dict):
+        raise _OllamaError("options must be an object")
+    values: dict[str, Any] = {}
+    for key, field in _SAMPLING_OPTIONS.items():
+        if options.get(key) is not None:
+            values[field] = options[key]
+    try:
+        sampling = SamplingParams(**values)
+    except TypeError as exc:
+        raise _OllamaError(f"invalid options: {exc}") from None
+    predict = options.get("num_predict")
+    max_tokens = None if predict is None or int(predict) < 0 else int(predict)
+    stop = options.get("stop") or ()
+    stop = (stop,) if isinstance(stop, str) else tuple(str(s) for s in stop)
+    return sampling, max_tokens, stop
+
+
+def _format(body: dict[str, Any]) -> dict[str, Any] | None:
+    fmt = body.get("format")
+    if not fmt:
+        return None
+    if fmt == "json":
+        return {"type": "object"}
+    if isinstance(fmt, dict):
+        return fmt
+    raise _OllamaError('format must be "json" or a JSON schema')
+
+
+def _messages(raw: Any) -> list[dict[str, Any]]:
+    if not isinstance(raw, list):
+        raise _OllamaError("messages must be a list")
+    out = []
+    for index, message in enumerate(raw):
+        if not isinstance(message, dict) or message.get("role") not in (
+            "system",
+            "user",
+            "assistant",
+            "tool",
+        ):
+            raise _OllamaError(f"messages[{index}] needs a role: system, user, assistant or tool")
+        if message.get("images"):
+            raise _OllamaError("images are not supported: this model reads text only")
+        item: dict[str, Any] = {"role": message["role"], "content": str(message.get("content") or "")}
+        calls = message.get("tool_calls")
+        if calls:
+            item["tool_calls"] = [
+                {"id": f"call_{index}_{i}", "type": "function",
+                 "function": {"name": c["function"]["name"],
+                              "arguments": json.dumps(c["function"].get("arguments") or {})}}
+                for i, c in enumerate(calls)
+            ]  # fmt: skip
+        if message.get("tool_name"):
+            item["name"] = message["tool_name"]
+        out.append(item)
+    return out
+
+
+def _timings(started: int, first: int | None, done: int, finished: Finished | None) -> dict[str, Any]:
+    usage = finished.usage if finished is not None else None
+    first = first or done
+    return {
+        "done_reason": finished.finish_reason if finished is not None else "stop",
+        "total_duration": done - started, "load_duration": 0,
+        "prompt_eval_count": usage.prompt_tokens if usage else 0, "prompt_eval_duration": first - started,
+        "eval_count": usage.completion_tokens if usage else 0, "eval_duration": done - first,
+    }  # fmt: skip
+
+
+def _tool_calls(finished: Finished | None) -> list[dict[str, Any]]:
+    calls = []
+    for call in finished.tool_calls if finished is not None else ():
+        try:
+            arguments = json.loads(call.arguments or "{}")
+        except ValueError:
+            arguments = {}
+        calls.append({"function": {"name": call.name, "arguments": arguments}})
+    return calls
+
+
+async def _answer(
+    events: AsyncIterator[Event], cancel: Any, model: str, stream: bool, chat: bool, started: int
+) -> Response:
+    """The NDJSON stream (or one object) of a chat or generate request."""
+
+    def piece(text: str) -> dict[str, Any]:
+        if chat:
+            return {"model": model, "created_at": _now(), "message": {"role": "assistant", "content": text},
+                    "done": False}  # fmt: skip
+        return {"model": model, "created_at": _now(), "response": text, "done": False}
+
+    def last(text: str, first: int | None, finished: Finished | None) -> dict[str, Any]:
+        out = {**piece(text), "done": True, **_timings(started, first, time.monotonic_ns(), finished)}
+        calls = _tool_calls(finished)
+        if chat and calls:
+            out["message"]["tool_calls"] = calls
+        return out
+
+    if not stream:
+        parts: list[str] = []
+        first: int | None = None
+        finished: Finished | None = None
+        async for event in events:
+            if isinstance(event, TextDelta):
+                first = first or time.monotonic_ns()
+                parts.append(event.text)
+            elif isinstance(event, Finished):
+                finished = event
+        return JSONResponse(last("".join(parts), first, finished))
+
+    async def lines() -> AsyncIterator[bytes]:
+        first: int | None = None
+        finished: Finished | None = None
+        try:
+            async for event in events:
+                if isinstance(event, TextDelta) and event.text:
+                    first = first or time.monotonic_ns()
+                    yield json.dumps(piece(event.text)).encode() + b"\n"
+                elif isinstance(event, Finished):
+                    finished = event
+        except ApplianceError as exc:
+            yield json.dumps({"error": exc.message}).encode() + b"\n"
+            return
+        finally:
+            cancel()
+        yield json.dumps(last("", first, finished)).encode() + b"\n"
+
+    return StreamingResponse(lines(), media_type="application/x-ndjson")
+
+
+def _error(exc: _OllamaError | ApplianceError) -> JSONResponse:
+    status = exc.status
+    return JSONResponse({"error": exc.message}, status_code=status)
+
+
+@router.get("/version")
+async def version() -> dict[str, str]:
+    return {"version": __version__}
+
+
+@router.get("/tags")
+async def tags(request: Request) -> dict[str, Any]:
+    manager = _manager(request)
+    models = []
+    for model in manager.models:
+        try:
+            models.append(_entry(manager, model))
+        except (OSError, ValueError):
+            continue  # a file gone or unreadable since the scan: not listed
+    return {"models": models}
+
+
+@router.get("/ps")
+async def ps(request: Request) -> dict[str, Any]:
+    manager = _manager(request)
+    now = time.monotonic()
+    out = []
+    for entry in manager.loaded():
+        if entry.state != "ready":
+            continue
+        memory = entry.plan.memory
+        expires = (
+            _iso(time.time() + max(0.0, entry.keep_alive_s - entry.idle_seconds(now)))
+            if entry.keep_alive_s is not None
+            else "9999-12-31T23:59:59Z"  # stays until its memory is needed (as Ollama says "forever")
+        )
+        item = {**_entry(manager, entry.model), "size": memory.ram_bytes + memory.vram_bytes,
+                "size_vram": memory.vram_bytes, "expires_at": expires,
+                "context_length": entry.plan.settings.n_ctx}  # fmt: skip
+        out.append(item)
+    return {"models": out}
+
+
+@router.post("/show")
+async def show(request: Request) -> Response:
+    manager = _manager(request)
+    try:
+        model = _resolve(manager, _model_name(await _body(request)))
+        info = manager.plan_for(model).model
+    except _OllamaError as exc:
+        return _error(exc)
+    arch = info.architecture
+    model_info = {
+        "general.architecture": arch, "general.name": info.name, "general.parameter_count": info.n_params,
+        "general.file_type": info.quant, f"{arch}.context_length": info.n_ctx_train,
+        f"{arch}.embedding_length": info.n_embd, f"{arch}.block_count": info.n_layer,
+        f"{arch}.feed_forward_length": info.n_ff,
+        f"{arch}.attention.head_count": max(info.n_head, default=0),
+        f"{arch}.attention.head_count_kv": max(info.n_head_kv, default=0),
+        f"{arch}.vocab_size": info.n_vocab,
+    }  # fmt: skip
+    return JSONResponse({
+        "modelfile": f"FROM {model.path}\n", "parameters": "", "template": "", "license": "",
+        "details": _details(manager, model), "model_info": model_info,
+        "capabilities": ["completion", "tools", "embedding"],
+        "modified_at": _iso(model.path.stat().st_mtime),
+    })  # fmt: skip
+
+
+@router.post("/chat")
+async def chat(request: Request) -> Response:
+    try:
+        body = await _body(request)
+        name = _model_name(body)
+        sampling, max_tokens, stop = _options(body)
+        params = ChatParams(messages=_messages(body.get("messages") or []), sampling=sampling,
+                            max_tokens=max_tokens, stop=stop, json_schema=_format(body),
+                            tools=list(body.get("tools") or []))  # fmt: skip
+        return await _run(request, name, body, params, chat=True)
+    except (_OllamaError, ApplianceError) as exc:
+        return _error(exc)
+
+
+@router.post("/generate")
+async def generate(request: Request) -> Response:
+    try:
+        body = await _body(request)
+        name = _model_name(body)
+        prompt = body.get("prompt") or ""
+        if body.get("images"):
+            raise _OllamaError("images are not supported: this model reads text only")
+        if not prompt:  # Ollama's way to load a model: answer once it is ready
+            manager = _manager(request)
+            _resolve(manager, name)
+            async with manager.use(name):
+                pass
+            return JSONResponse({"model": name, "created_at": _now(), "response": "", "done": True,
+                                 "done_reason": "load"})  # fmt: skip
+        sampling, max_tokens, stop = _options(body)
+        params: ChatParams | CompletionParams
+        if body.get("raw"):
+            params = CompletionParams(prompt=str(prompt), sampling=sampling, max_tokens=max_tokens, stop=stop,
+                                      json_schema=_format(body))  # fmt: skip
+        else:
+            system = [{"role": "system", "content": str(body["system"])}] if body.get("system") else []
+            params = ChatParams(messages=[*system, {"role": "user", "content": str(prompt)}],
+                                sampling=sampling, max_tokens=max_tokens, stop=stop,
+                                json_schema=_format(body))  # fmt: skip
+        return await _run(request, name, body, params, chat=False)
+    except (_OllamaError, ApplianceError) as exc:
+        return _error(exc)
+
+
+async def _run(
+    request: Request, name: str, body: dict[str, Any], params: ChatParams | CompletionParams, chat: bool
+) -> Response:
+    started = time.monotonic_ns()
+    manager = _manager(request)
+    _resolve(manager, name)
+    async with manager.use(name) as backend:
+        request.state.model = backend.model_id
+        stream = await (backend.chat(params) if isinstance(params, ChatParams) else backend.complete(params))
+    metrics: Metrics = request.app.state.metrics
+    endpoint = "/api/chat" if chat else "/api/generate"
+    events = metrics.observe(stream, request.scope["state"], endpoint, backend.model_id)
+    return await _answer(events, stream.cancel, name, body.get("stream", True) is not False, chat, started)
+
+
+@router.post("/embed")
+async def embed(request: Request) -> Response:
+    try:
+        body = await _body(request)
+        name = _model_name(body)
+        inputs = body.get("input")
+        if isinstance(inputs, str):
+            inputs = [inputs]
+        if not isinstance(inputs, list) or not inputs or not all(isinstance(i, str) for i in inputs):
+            raise _OllamaError("input must be a string or a list of strings")
+        started = time.monotonic_ns()
+        manager = _manager(request)
+        _resolve(manager, name)
+        async with manager.use(name) as backend:
+            request.state.model = backend.model_id
+            result = await backend.embed(inputs)
+        metrics: Metrics = request.app.state.metrics
+        metrics.count_embeddings(backend.model_id, result.prompt_tokens, request.scope["state"], "/api/embed")
+        return JSONResponse({"model": name, "embeddings": result.vectors,
+                             "total_duration": time.monotonic_ns() - started, "load_duration": 0,
+                             "prompt_eval_count": result.prompt_tokens})  # fmt: skip
+    except (_OllamaError, ApplianceError) as exc:
+        return _error(exc)
