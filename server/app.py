@@ -18,6 +18,7 @@ from appliance.errors import Unauthorized
 from appliance.hardware.profile import HardwareProfile
 from appliance.manager import ModelManager
 from appliance.remotes.pool import RemotePool
+from server.anthropic_routes import router as anthropic_router
 from server.errors import appliance_error_body, install_error_handlers
 from server.metrics import Metrics, RequestCounter
 from server.ollama_routes import router as ollama_router
@@ -108,6 +109,7 @@ def create_app(settings: Settings, manager: ModelManager, hardware: HardwareProf
     app.include_router(status_router)
     app.include_router(pull_router)
     app.include_router(ollama_router)
+    app.include_router(anthropic_router)
 
     @app.get("/metrics")
     async def prometheus_metrics() -> Response:
