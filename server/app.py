@@ -28,7 +28,7 @@ from server.status_routes import router as status_router
 
 log = logging.getLogger(__name__)
 
-_OPEN_PATHS = ("/health",)
+_OPEN_PATHS = ("/", "/health")
 
 
 class BackendHeader:
@@ -114,6 +114,11 @@ def create_app(settings: Settings, manager: ModelManager, hardware: HardwareProf
     @app.get("/metrics")
     async def prometheus_metrics() -> Response:
         return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    @app.get("/")
+    async def root() -> Response:
+        """What Ollama's clients check to see a server is up (Ollama answers "Ollama is running")."""
+        return Response("llm-appliance is running", media_type="text/plain")
 
     @app.get("/health")
     async def health() -> JSONResponse:

@@ -1,5 +1,6 @@
-"""Ollama's API (`/api/*`), so Ollama clients work unchanged: tags, ps, show, version, chat, generate
-and embed, streamed as NDJSON by default as Ollama does. Errors are Ollama's `{"error": "..."}`.
+"""Ollama's API (`/api/*`), so Ollama clients work unchanged: tags, ps, show, version, chat, generate,
+embed, pull and delete, streamed as NDJSON by default as Ollama does. Errors are Ollama's
+`{"error": "..."}`.
 
 It maps onto the same models and engine as the OpenAI routes. Ollama's request options map to the
 sampler (`num_predict` is max tokens; `num_ctx` is not honoured per request: the planner sizes the
@@ -20,10 +21,11 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from appliance import __version__
 from appliance.backend import ChatParams, CompletionParams, Event, Finished, TextDelta
 from appliance.engine.params import SamplingParams
-from appliance.errors import ApplianceError
+from appliance.errors import ApplianceError, ModelNotFound
 from appliance.manager import ModelManager
 from models.catalog import LocalModel
 from server.metrics import Metrics
+from server.pull_routes import remove_stored, start_pull
 
 router = APIRouter(prefix="/api")
 
@@ -353,6 +355,65 @@ async def _run(
     endpoint = "/api/chat" if chat else "/api/generate"
     events = metrics.observe(stream, request.scope["state"], endpoint, backend.model_id)
     return await _answer(events, stream.cancel, name, body.get("stream", True) is not False, chat, started)
+
+
+def _pull_ref(name: str) -> str:
+    """Ollama's model names as the appliance pulls them: `hf.co/owner/repo[:quant]` from Hugging Face,
+    anything else from Ollama's registry."""
+    for prefix in ("hf.co/", "huggingface.co/"):
+        if name.startswith(prefix):
+            return name[len(prefix) :]
+    return name if name.startswith("ollama:") else f"ollama:{name}"
+
+
+def _progress(data: dict[str, Any]) -> dict[str, Any]:
+    """One of the appliance's pull events as Ollama's progress line."""
+    status = data.get("status")
+    if status == "downloading":
+        return {"status": f"pulling {data.get('file', '')}", "digest": data.get("file", ""),
+                "total": data.get("total"), "completed": data.get("completed")}  # fmt: skip
+    if status == "error":
+        return {"error": data.get("error", "the pull failed")}
+    if status == "success":
+        return {"status": "success"}
+    return {"status": data.get("message") or status}
+
+
+@router.post("/pull")
+async def pull(request: Request) -> Response:
+    """Pull into the store, with Ollama's progress lines; the pull runs on the daemon (it goes on if the
+    client leaves), as `/appliance/v1/models/pull`'s does."""
+    try:
+        body = await _body(request)
+        job = start_pull(request, _pull_ref(_model_name(body)))
+    except _OllamaError as exc:
+        return _error(exc)
+    if body.get("stream", True) is not False:
+
+        async def lines() -> AsyncIterator[bytes]:
+            async for data in job.follow():
+                yield json.dumps(_progress(data)).encode() + b"\n"
+
+        return StreamingResponse(lines(), media_type="application/x-ndjson")
+    last: dict[str, Any] = {}
+    async for data in job.follow():
+        last = _progress(data)
+    if "error" in last:
+        return JSONResponse(last, status_code=404 if "not found" in last["error"] else 500)
+    return JSONResponse(last)
+
+
+@router.delete("/delete")
+async def delete(request: Request) -> Response:
+    try:
+        name = _model_name(await _body(request))
+        try:
+            await remove_stored(_manager(request), name)
+        except ModelNotFound:
+            raise _OllamaError(f"model '{name}' not found", 404) from None
+    except (_OllamaError, ApplianceError) as exc:
+        return _error(exc)
+    return Response(status_code=200)
 
 
 @router.post("/embed")

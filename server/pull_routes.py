@@ -99,7 +99,8 @@ def _jobs(request: Request) -> dict[str, PullJob]:
     return jobs
 
 
-def _start(request: Request, ref: str) -> PullJob:
+def start_pull(request: Request, ref: str) -> PullJob:
+    """The running pull of ``ref``, or a new one (also used by Ollama's /api/pull)."""
     jobs = _jobs(request)
     job = jobs.get(ref)
     if job is not None and job.state == "running":
@@ -138,7 +139,7 @@ async def pull_model(request: Request) -> Response:
         raise InvalidRequest(
             'expected {"model": "owner/name[:QUANT]", "stream": true}', param="model"
         ) from None
-    job = _start(request, ref)
+    job = start_pull(request, ref)
     if stream:
 
         async def lines() -> AsyncIterator[bytes]:
@@ -162,7 +163,12 @@ async def pulls(request: Request) -> dict[str, Any]:
 @router.delete("/models/{name:path}")
 async def remove_model(name: str, request: Request) -> dict[str, Any]:
     """Remove a stored model (unloading it first). Models of other tools and the embedded one stay."""
-    manager: ModelManager = request.app.state.manager
+    return {"model": await remove_stored(request.app.state.manager, name), "removed": True}
+
+
+async def remove_stored(manager: ModelManager, name: str) -> str:
+    """Unload and delete the stored model ``name``; its id. ModelNotFound, or InvalidRequest for a model
+    that is not the store's to delete."""
     model = manager.resolve(name)
     if model.external or model.source in ("embedded", "argument"):
         raise InvalidRequest(f"{model.id} is not in the store ({model.source}); it cannot be removed here")
@@ -174,4 +180,4 @@ async def remove_model(name: str, request: Request) -> dict[str, Any]:
             model.path.unlink(missing_ok=True)
     except (StoreError, OSError) as exc:
         raise InvalidRequest(f"cannot remove {model.id}: {exc}") from None
-    return {"model": model.id, "removed": True}
+    return model.id

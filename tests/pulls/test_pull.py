@@ -12,6 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import ollama
+import pytest
 
 from appliance.config import Settings
 from appliance.hardware.detect import detect_hardware
@@ -178,5 +180,37 @@ def test_the_daemon_pulls_with_streamed_progress_and_serves_the_result(hub: Fake
         assert removed.status_code == 200
         ids = [m["id"] for m in httpx.get(f"{daemon.v1}/models", timeout=10).json()["data"]]
         assert name not in ids
+    finally:
+        stop_daemon(daemon)
+
+
+def test_ollama_clients_pull_and_delete_through_the_daemon(hub: FakeHub, tmp_path: Path) -> None:
+    """Ollama's /api/pull and /api/delete, driven by the official client: the model comes from the
+    (fake) Ollama registry into the store, with Ollama's progress lines, then serves and is deleted."""
+    env = {
+        "APPLIANCE_STORE__OLLAMA_REGISTRY": hub.url,
+        "HF_ENDPOINT": hub.url,
+        "HF_HOME": str(tmp_path / "hf"),
+    }
+    daemon = start_daemon(tmp_path, "--parallel", "1", "--ctx", "2048", env=env)
+    try:
+        assert httpx.get(f"{daemon.url}/", timeout=10).text == "llm-appliance is running"
+        client = ollama.Client(host=daemon.url, timeout=120)
+        progress = list(client.pull("smollm2:135m", stream=True))
+        assert progress[-1].status == "success"
+        moving = [p for p in progress if p.status and p.status.startswith("pulling ") and p.total]
+        assert moving and moving[-1].completed == moving[-1].total
+        assert "smollm2:135m" in [m.model for m in client.list().models]
+        answer = client.chat("smollm2:135m", messages=[{"role": "user", "content": "Hi"}],
+                             options={"num_predict": 4}, stream=False)  # fmt: skip
+        assert answer.done and answer.eval_count
+        with pytest.raises(ollama.ResponseError) as missing:
+            client.pull("no-such-model:1b", stream=False)
+        assert missing.value.status_code == 404
+        client.delete("smollm2:135m")
+        assert "smollm2:135m" not in [m.model for m in client.list().models]
+        with pytest.raises(ollama.ResponseError) as gone:
+            client.delete("smollm2:135m")
+        assert gone.value.status_code == 404
     finally:
         stop_daemon(daemon)
