@@ -154,6 +154,36 @@ def _parser() -> argparse.ArgumentParser:
     chat.add_argument("--max-tokens", type=int, help="at most this many tokens a reply")
     chat.add_argument("--temperature", type=float, help="sampling temperature (default: the daemon's)")
 
+    evaluate = commands.add_parser(
+        "eval",
+        parents=[common],
+        help="score a model on a golden set; with --against, its drift from another quantization",
+        description="Answer a golden set greedily and report the pass rate. With --against, also load "
+        "both models here, one after the other, and report how far MODEL's next-token distributions are "
+        "from MODEL2's on a text: KL divergence, top-1 agreement and perplexity (as llama-perplexity "
+        "--kl-divergence). See docs/EVAL.md.",
+    )
+    evaluate.add_argument(
+        "model",
+        metavar="MODEL",
+        help="a .gguf file, an installed name, or (with --url) a model the daemon serves",
+    )
+    evaluate.add_argument(
+        "--golden", type=Path, metavar="FILE.jsonl", help="golden set (default: the built-in one)"
+    )
+    evaluate.add_argument(
+        "--against", metavar="MODEL2", help="the reference quantization: a .gguf or installed name"
+    )
+    evaluate.add_argument(
+        "--url", help="answer the golden set through this daemon instead of loading MODEL here"
+    )
+    evaluate.add_argument("--api-key", help="the daemon's API key, if it needs one")
+    evaluate.add_argument(
+        "--text", type=Path, metavar="FILE", help="text drift is measured on (default: built-in)"
+    )
+    evaluate.add_argument("--chunk", type=int, default=512, help="tokens per drift chunk (default 512)")
+    evaluate.add_argument("--json", action="store_true", help="print the results as JSON")
+
     config = commands.add_parser("config", parents=[common], help="inspect the configuration")
     config_commands = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
     config_commands.add_parser(
@@ -309,6 +339,18 @@ def _cmd_chat(args: argparse.Namespace) -> int:
         raise UserError(str(exc)) from None
 
 
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from appliance import cli_eval
+
+    settings = _settings(args)
+    key = args.api_key or (settings.server.api_key.get_secret_value() if settings.server.api_key else None)
+    run = cli_eval.EvalRun(args.model, args.golden, args.against, args.url, key, args.text, args.chunk)
+    try:
+        return cli_eval.main(run, settings, args.json)
+    except cli_eval.EvalError as exc:
+        raise UserError(str(exc)) from None
+
+
 def _cmd_store(args: argparse.Namespace) -> int:
     from appliance import cli_store
 
@@ -363,6 +405,8 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_tui(args)
         if args.command == "chat":
             return _cmd_chat(args)
+        if args.command == "eval":
+            return _cmd_eval(args)
         if args.command in ("pull", "list", "rm", "import"):
             return _cmd_store(args)
     except UserError as exc:

@@ -53,7 +53,7 @@ class Chat:
                               headers=headers, timeout=httpx.Timeout(10, read=None)) as response:  # fmt: skip
                 if response.status_code != 200:
                     response.read()
-                    raise ChatError(_error_line(response))
+                    raise ChatError(error_line(response))
                 for line in response.iter_lines():
                     if not line.startswith("data: ") or line == "data: [DONE]":
                         continue
@@ -79,7 +79,7 @@ class Chat:
                 self.history.append({"role": "assistant", "content": "".join(parts)})
 
 
-def _error_line(response: httpx.Response) -> str:
+def error_line(response: httpx.Response) -> str:
     try:
         message = response.json().get("error", {}).get("message")
     except ValueError:

@@ -696,6 +696,31 @@ class LlamaModel:
         norm = float(np.linalg.norm(mean))
         return (mean / norm if norm > 0 else mean).tolist()
 
+    # -- scoring --------------------------------------------------------------------------------
+
+    def score(self, tokens: list[int], first: int, step: int = 64) -> Iterator[np.ndarray[Any, Any]]:
+        """The model's next-token log-probabilities at each position of ``tokens`` from ``first`` to the
+        last but one, read as one sequence from an empty cache: float32 arrays of ``[rows, n_vocab]``,
+        ``step`` rows at a time (llama.cpp's output buffer holds only those). Perplexity and
+        quantization drift are computed from them."""
+        if len(tokens) > self.n_ctx_per_seq:
+            raise ContextOverflow(f"{len(tokens)} tokens do not fit this context ({self.n_ctx_per_seq})")
+        step = max(1, min(step, self.options.n_batch))
+        self.forget()
+        try:
+            for offset in range(0, first, self.options.n_batch):
+                self.decode([(0, tokens[offset : min(first, offset + self.options.n_batch)], False)])
+            for offset in range(first, len(tokens) - 1, step):
+                part = tokens[offset : min(offset + step, len(tokens) - 1)]
+                self.decode([(0, part, True)], output_all=True)
+                pointer = llama_cpp.llama_get_logits(self._ctx)
+                rows = np.ctypeslib.as_array(pointer, shape=(len(part), self.n_vocab)).astype(np.float32)
+                rows -= rows.max(axis=1, keepdims=True)
+                rows -= np.log(np.exp(rows).sum(axis=1, keepdims=True))
+                yield rows
+        finally:
+            self.forget()
+
     def close(self) -> None:
         if getattr(self, "_ctx", None):
             llama_cpp.llama_batch_free(self._batch)

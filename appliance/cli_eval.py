@@ -1,0 +1,235 @@
+"""`appliance eval MODEL [--golden FILE.jsonl] [--against MODEL2] [--url URL] [--json]`.
+
+The golden set is answered by the daemon at ``--url`` (MODEL is then any id it serves, a remote's
+included) or by MODEL loaded here (a .gguf path or an installed name), planned as `serve` plans it.
+Drift (``--against``) needs logits, which no HTTP API returns whole: both models are loaded here, one
+after the other, each planned for one sequence of ``--chunk`` tokens.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from appliance.config import Settings, state_dirs
+from appliance.evaluation.drift import Drift, DriftError, measure
+from appliance.evaluation.golden import Case, GoldenError, Outcome, builtin_golden, judge, load_golden
+from appliance.evaluation.replies import CaseError, DaemonReplies, EvalError, LocalReplies
+from appliance.hardware.profile import HardwareProfile
+from appliance.planner.plan import Plan
+
+__all__ = ["EvalError", "EvalRun", "builtin_text", "run_eval"]
+
+
+def builtin_text() -> Path:
+    """The text drift is measured on unless another is given: 1,400 words of plain English prose, a
+    letter, instructions, a dialogue and a little code (about 1,700 tokens for a 49k vocabulary)."""
+    return builtin_golden().with_name("drift.txt")
+
+
+@dataclass
+class EvalRun:
+    model: str
+    golden: Path | None = None
+    against: str | None = None
+    url: str | None = None
+    api_key: str | None = None
+    text: Path | None = None
+    chunk: int = 512
+    outcomes: list[Outcome] = field(default_factory=list)
+    drift: Drift | None = None
+    file: Path | None = None  # the model's file, when it was loaded here
+    against_file: Path | None = None
+
+
+def _local(settings: Settings, hardware: HardwareProfile, target: str, **model: Any) -> Plan:
+    """The plan for ``target`` (a .gguf file or an installed name) on this machine, as `serve` plans."""
+    from appliance.cli_plan import PlanError, candidates, candidates_of
+    from appliance.inventory import installed_models
+    from appliance.planning import choose_plan
+
+    path = Path(target).expanduser()
+    try:
+        if path.exists():
+            found = candidates(path)
+        else:
+            installed = installed_models()
+            named = [m for m in installed if m.id == target] or [m for m in installed if m.name == target]
+            if not named:
+                raise EvalError(
+                    f"no such file or installed model: {target} (`appliance list` shows what is installed; "
+                    "with --url, MODEL is a model the daemon serves)"
+                )
+            found = candidates_of([m.path for m in named])
+    except PlanError as exc:
+        raise EvalError(str(exc)) from None
+    planned = settings.model_copy(update={"model": settings.model.model_copy(update=model)})
+    chosen = choose_plan(found, hardware, planned)
+    if not chosen.fits:
+        raise EvalError(f"{Path(chosen.model.path).name} does not fit this machine: {chosen.reasons[0]}")
+    return chosen
+
+
+def _answer_golden(
+    run: EvalRun,
+    cases: list[tuple[str, Case]],
+    settings: Settings,
+    hardware: HardwareProfile,
+    progress: TextIO | None,
+) -> None:
+    if run.url is not None:
+        replies: Any = DaemonReplies(run.url, run.model, run.api_key)
+    else:
+        from appliance.planning import fallback_ladder, load_options
+        from models.naming import model_id_from_path
+
+        chosen = _local(settings, hardware, run.model, n_parallel=1)
+        run.file = Path(chosen.model.path)
+        options = load_options(chosen, hardware, settings.model.n_threads)
+        replies = LocalReplies(
+            run.file, model_id_from_path(run.file), options, fallback_ladder(options, chosen.model)
+        )
+    with replies:
+        for case_id, case in cases:
+            try:
+                outcome = judge(case_id, case, replies.reply(case))
+            except CaseError as exc:
+                outcome = Outcome(case_id, False, "", f"error: {exc}")
+            run.outcomes.append(outcome)
+            if progress is not None:
+                progress.write(_outcome_line(outcome) + "\n")
+                progress.flush()
+
+
+def _drift_plans(run: EvalRun, settings: Settings, hardware: HardwareProfile) -> dict[str, Plan]:
+    """Both models planned for one sequence of a chunk, before anything loads."""
+    assert run.against is not None
+    return {
+        which: _local(settings, hardware, target, n_ctx=run.chunk, n_parallel=1)
+        for which, target in (("model", run.model), ("against", run.against))
+    }
+
+
+def _measure_drift(
+    run: EvalRun, text: str, plans: dict[str, Plan], settings: Settings, hardware: HardwareProfile
+) -> None:
+    from appliance.engine.llama import LlamaModel
+    from appliance.errors import ModelLoadFailed
+    from appliance.planning import load_options
+
+    run.file = Path(plans["model"].model.path)
+    run.against_file = Path(plans["against"].model.path)
+    by_path = {Path(p.model.path): p for p in plans.values()}
+
+    @contextlib.contextmanager
+    def open_model(path: Path) -> Iterator[LlamaModel]:
+        try:
+            model = LlamaModel(path, load_options(by_path[path], hardware, settings.model.n_threads))
+        except ModelLoadFailed as exc:
+            raise EvalError(exc.message) from None
+        try:
+            yield model
+        finally:
+            model.close()
+
+    scratch = state_dirs().cache
+    scratch.mkdir(parents=True, exist_ok=True)
+    try:
+        run.drift = measure(
+            open_model, run.file, run.against_file, text, chunk=run.chunk, scratch_dir=scratch
+        )
+    except DriftError as exc:
+        raise EvalError(str(exc)) from None
+
+
+def run_eval(run: EvalRun, settings: Settings, progress: TextIO | None = None) -> EvalRun:
+    """Answer the golden set, then (with ``against``) measure drift; ``progress`` gets a line a case."""
+    from appliance.hardware.detect import detect_hardware
+
+    if run.chunk < 16:
+        raise EvalError("--chunk must be at least 16 tokens")
+    try:
+        cases = load_golden(run.golden or builtin_golden())
+    except GoldenError as exc:
+        raise EvalError(str(exc)) from None
+    text = ""
+    if run.against is not None:
+        text_path = run.text or builtin_text()
+        try:
+            text = text_path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise EvalError(f"cannot read {text_path}: {exc.strerror or exc}") from None
+        except UnicodeDecodeError:
+            raise EvalError(f"{text_path} is not UTF-8 text") from None
+    hardware = detect_hardware()
+    plans = _drift_plans(run, settings, hardware) if run.against is not None else {}
+    if progress is not None:
+        progress.write(f"golden set {run.golden or 'built-in'} ({len(cases)} cases):\n")
+    _answer_golden(run, cases, settings, hardware, progress)
+    if run.against is not None:
+        _measure_drift(run, text, plans, settings, hardware)
+    return run
+
+
+def pass_rate(run: EvalRun) -> float:
+    return sum(o.passed for o in run.outcomes) / len(run.outcomes)
+
+
+def _outcome_line(outcome: Outcome) -> str:
+    if outcome.passed:
+        return f"  pass  {outcome.case}"
+    reply = " ".join(outcome.reply.split())
+    reply = reply if len(reply) <= 60 else reply[:57] + "..."
+    return f"  FAIL  {outcome.case}: {outcome.why} in {reply!r}"
+
+
+def eval_json(run: EvalRun) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "model": run.model,
+        "file": str(run.file) if run.file else None,
+        "url": run.url,
+        "golden": str(run.golden or builtin_golden()),
+        "cases": [o.to_json() for o in run.outcomes],
+        "passed": sum(o.passed for o in run.outcomes),
+        "pass_rate": pass_rate(run),
+    }
+    if run.drift is not None:
+        data.update(
+            against=run.against,
+            against_file=str(run.against_file),
+            text=str(run.text or builtin_text()),
+            **run.drift.to_json(),
+        )
+    return data
+
+
+def eval_summary(run: EvalRun) -> str:
+    """What follows the per-case lines in text output."""
+    where = f"served at {run.url}" if run.url else f"{run.file.name if run.file else run.model}, loaded here"
+    lines = [
+        f"{run.model} ({where}): {sum(o.passed for o in run.outcomes)} of {len(run.outcomes)} golden cases "
+        f"passed, pass rate {pass_rate(run):.2f}"
+    ]
+    d = run.drift
+    if d is not None:
+        assert run.against_file is not None
+        lines += [
+            f"drift against {run.against} ({run.against_file.name}), {d.tokens} tokens scored in {d.chunks} "
+            f"chunks of {d.chunk}:",
+            f"  KL divergence  mean {d.kld_mean:.4f}, median {d.kld_median:.4f}, p99 {d.kld_p99:.4f}, "
+            f"max {d.kld_max:.4f}",
+            f"  top-1 agreement {d.top1_agreement:.1%}",
+            f"  perplexity     {d.ppl:.3f} (the reference: {d.ppl_against:.3f})",
+        ]
+    return "\n".join(lines)
+
+
+def main(run: EvalRun, settings: Settings, as_json: bool) -> int:
+    run_eval(run, settings, None if as_json else sys.stdout)
+    print(json.dumps(eval_json(run), indent=2) if as_json else eval_summary(run))
+    return 0

@@ -1,0 +1,1 @@
+"""`appliance eval`: how well a model answers a golden set, and how far a quantization drifts from another."""
