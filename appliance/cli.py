@@ -184,6 +184,45 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--chunk", type=int, default=512, help="tokens per drift chunk (default 512)")
     evaluate.add_argument("--json", action="store_true", help="print the results as JSON")
 
+    bench = commands.add_parser(
+        "bench",
+        parents=[common],
+        help="measure serving speed: tokens/s, TTFT, inter-token latency, side by side with llama-server",
+        description="Send streaming chat requests at a concurrency and report decode and aggregate "
+        "tokens/s, TTFT and inter-token latency. With --url, measure a running server (this daemon or any "
+        "OpenAI-compatible one). Without, start each of --servers in turn on the same GGUF with the same "
+        "threads, context and slots, and compare them. See docs/BENCHMARKS.md.",
+    )
+    bench.add_argument(
+        "model",
+        nargs="?",
+        metavar="MODEL",
+        help="a .gguf or installed name (default: the embedded model); with --url, a model the server serves",
+    )
+    bench.add_argument("--url", help="measure this running server instead of starting any")
+    bench.add_argument("--api-key", help="the server's API key, with --url")
+    bench.add_argument(
+        "--servers",
+        help="servers to start, in turn: comma list of appliance, llama-server, llama-cpp-python "
+        "(default: appliance)",
+    )
+    bench.add_argument("--llama-server", metavar="BIN", help="llama-server binary (default: on PATH)")
+    bench.add_argument(
+        "--threads", type=int, help="threads every started server uses (default: physical cores)"
+    )
+    bench.add_argument("--ctx", type=int, default=4096, help="context of every started server (default 4096)")
+    bench.add_argument("--tokens", type=int, default=128, help="tokens generated per request (default 128)")
+    bench.add_argument("--concurrency", type=int, default=1, help="requests in flight at once (default 1)")
+    bench.add_argument("--requests", type=int, default=5, help="measured requests per server (default 5)")
+    bench.add_argument("--prompt", choices=["short", "long"], default="short", help="short, or ~2000 tokens")
+    bench.add_argument("--json", action="store_true", help="print the results as JSON")
+    bench.add_argument("--out", type=Path, metavar="FILE", help="also write the results to FILE as JSON")
+    bench.add_argument("--log-dir", type=Path, help="keep each started server's log in this directory")
+    bench.add_argument(
+        "--startup-timeout", type=float, default=300, help="seconds a server may take to start"
+    )
+    bench.add_argument("--request-timeout", type=float, default=600, help="seconds a request may take")
+
     config = commands.add_parser("config", parents=[common], help="inspect the configuration")
     config_commands = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
     config_commands.add_parser(
@@ -351,6 +390,33 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         raise UserError(str(exc)) from None
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    import psutil
+
+    from appliance import cli_bench
+    from appliance.bench.load import Load
+
+    _settings(args)
+    load = Load(args.tokens, args.concurrency, args.requests, args.prompt, args.request_timeout)
+    servers = [n.strip() for n in args.servers.split(",") if n.strip()] if args.servers else None
+    try:
+        report = cli_bench.run(
+            args.model,
+            load,
+            url=args.url,
+            api_key=args.api_key,
+            servers=servers,
+            threads=args.threads or psutil.cpu_count(logical=False) or 1,
+            ctx=args.ctx,
+            llama_server=args.llama_server,
+            startup_timeout_s=args.startup_timeout,
+            log_dir=args.log_dir,
+        )
+        return cli_bench.main(report, as_json=args.json, out=args.out)
+    except cli_bench.BenchError as exc:
+        raise UserError(str(exc)) from None
+
+
 def _cmd_store(args: argparse.Namespace) -> int:
     from appliance import cli_store
 
@@ -405,6 +471,8 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_tui(args)
         if args.command == "chat":
             return _cmd_chat(args)
+        if args.command == "bench":
+            return _cmd_bench(args)
         if args.command == "eval":
             return _cmd_eval(args)
         if args.command in ("pull", "list", "rm", "import"):

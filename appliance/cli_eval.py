@@ -50,7 +50,7 @@ class EvalRun:
 def _local(settings: Settings, hardware: HardwareProfile, target: str, **model: Any) -> Plan:
     """The plan for ``target`` (a .gguf file or an installed name) on this machine, as `serve` plans."""
     from appliance.cli_plan import PlanError, candidates, candidates_of
-    from appliance.inventory import installed_models
+    from appliance.inventory import installed_named
     from appliance.planning import choose_plan
 
     path = Path(target).expanduser()
@@ -58,8 +58,7 @@ def _local(settings: Settings, hardware: HardwareProfile, target: str, **model: 
         if path.exists():
             found = candidates(path)
         else:
-            installed = installed_models()
-            named = [m for m in installed if m.id == target] or [m for m in installed if m.name == target]
+            named = installed_named(target)
             if not named:
                 raise EvalError(
                     f"no such file or installed model: {target} (`appliance list` shows what is installed; "

@@ -29,10 +29,9 @@ def candidates_for(model: str) -> list[ModelInfo]:
     path = Path(model).expanduser()
     if path.exists():
         return candidates(path)
-    from appliance.inventory import installed_models
+    from appliance.inventory import installed_named
 
-    installed = installed_models()
-    named = [m for m in installed if m.id == model] or [m for m in installed if m.name == model]
+    named = installed_named(model)
     if named:
         return candidates_of([m.path for m in named])
     if model.startswith("ollama:") or re.match(r"^[\w.\-]+/[\w.\-]+(:[\w.\-]+)?$", model):

@@ -24,3 +24,9 @@ def installed_models(*, discover_external: bool = True) -> list[LocalModel]:
     """Every servable model: the store's, the embedded one, and (unless turned off) other tools'."""
     external = discovered_models() if discover_external else []
     return local_models(state_dirs().models, discovered=external)
+
+
+def installed_named(name: str) -> list[LocalModel]:
+    """The installed model ``name:tag``, or every installed tag of a bare ``name``."""
+    installed = installed_models()
+    return [m for m in installed if m.id == name] or [m for m in installed if m.name == name]

