@@ -26,7 +26,7 @@ from appliance.errors import InvalidRequest, ModelLoadFailed, ModelLoading, Mode
 from appliance.hardware.profile import HardwareProfile
 from appliance.planner.model_info import read_model_info
 from appliance.planner.plan import Budget, Plan, fits_budget
-from appliance.planning import choose_plan, fallback_ladder, load_options
+from appliance.planning import choose_plan, fallback_ladder, fit_label, load_options
 from appliance.units import parse_duration
 from models.catalog import LocalModel
 
@@ -112,6 +112,7 @@ class ModelManager:
         self.keep_alive_s = parse_duration(settings.model.keep_alive)
         self.loads: Counter[tuple[str, str]] = Counter()  # (model, "ok" | "failed")
         self.unloads: Counter[tuple[str, str]] = Counter()  # (model, reason)
+        self.fit_decisions: Counter[tuple[str, str]] = Counter()  # (model, "full" | "partial" | "no")
 
     # -- what exists ----------------------------------------------------------------------------
 
@@ -180,13 +181,19 @@ class ModelManager:
             self._plans[model.path] = plan
         return plan
 
+    def _decide(self, model: LocalModel) -> Plan:
+        """The plan a load goes by, counted by its verdict (`appliance list`'s fits)."""
+        plan = self.plan_for(model)
+        self.fit_decisions[(model.id, fit_label(plan))] += 1
+        return plan
+
     # -- lifecycle ------------------------------------------------------------------------------
 
     def start(self) -> None:
         """On the event loop: load the default model and start unloading idle ones."""
         self._loop = asyncio.get_running_loop()
         default = self._models[self.default_id]
-        self._spawn(default, self.plan_for(default), keep_alive_s=None, first=True)
+        self._spawn(default, self._decide(default), keep_alive_s=None, first=True)
         self._reaper = asyncio.create_task(self._reap())
 
     def close(self) -> None:
@@ -267,7 +274,7 @@ class ModelManager:
             entry = self._loaded.get(model.id)
             if entry is not None:
                 return entry
-            plan = await asyncio.to_thread(self.plan_for, model)
+            plan = await asyncio.to_thread(self._decide, model)
             if not plan.fits:
                 raise ModelTooLarge(f"the model {model.id} does not fit this machine: {plan.reasons[0]}")
             await self._make_room(model, plan, deadline)

@@ -22,6 +22,7 @@ import argparse
 import ctypes
 import importlib.metadata
 import logging
+import os
 import sys
 import time
 from collections import Counter
@@ -151,8 +152,12 @@ def random_tensor(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarra
     return out
 
 
-def write_f16(path: Path, size: str, shape: Shape, tokenizer_source: Path, seed: int) -> None:
-    """Write an F16 llama model with random weights, one tensor in memory at a time."""
+def write_f16(
+    path: Path, size: str, shape: Shape, tokenizer_source: Path, seed: int, *, sparse: bool = False
+) -> None:
+    """Write an F16 llama model with random weights, one tensor in memory at a time. ``sparse``: the
+    weights are a hole in the file instead (it takes no disk and reads as zeros): a model of any size
+    for the planner to refuse, never to load."""
     reader = gguf.GGUFReader(tokenizer_source)
     tmp = path.with_name(path.name + ".part")
     writer = gguf.GGUFWriter(tmp, arch="llama")
@@ -176,6 +181,14 @@ def write_f16(path: Path, size: str, shape: Shape, tokenizer_source: Path, seed:
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_ti_data_to_file()
+    if sparse:
+        writer.close()
+        align = gguf.GGUF_DEFAULT_ALIGNMENT
+        data_start = -(-tmp.stat().st_size // align) * align
+        sizes = (int(np.prod(dims)) * (4 if len(dims) == 1 else 2) for _, dims in tensors)
+        os.truncate(tmp, data_start + sum(-(-n // align) * align for n in sizes))
+        tmp.rename(path)
+        return
     rng = np.random.default_rng(seed)
     for _name, dims in tensors:
         writer.write_tensor_data(random_tensor(rng, dims))

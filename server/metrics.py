@@ -88,6 +88,14 @@ class _ModelsCollector(Collector):
         for (model, reason), count in list(self._models.unloads.items()):
             unloads.add_metric([model, reason], count)
         yield unloads
+        fits = CounterMetricFamily(
+            "appliance_fit_decisions", "The planner's verdict on each model load: full (all on the GPU, "
+            "or a machine without one), partial (split between GPU and CPU), no (refused: too large)",
+            labels=["model", "fit"],
+        )  # fmt: skip
+        for (model, fit), count in list(self._models.fit_decisions.items()):
+            fits.add_metric([model, fit], count)
+        yield fits
 
 
 class _RemotesCollector(Collector):

@@ -3,7 +3,6 @@ model, tiny synthetic llama models quantized three ways by llama.cpp, and a spli
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import subprocess
@@ -18,9 +17,9 @@ import numpy as np
 import pytest
 
 from models.embedded import embedded_model_path
+from tests.benchmark_scripts import load_script
 from tests.pulls.fakehub import FakeHub, serve
 
-ROOT = Path(__file__).resolve().parents[2]
 TINY_QUANTS = ("Q8_0", "Q4_K_M", "Q2_K")
 TOKEN = "hf_test_token_123"
 # Ollama library's smollm2 template (ollama.com/library/smollm2, template layer) and params layer.
@@ -29,15 +28,6 @@ OLLAMA_TEMPLATE = (
     "{{ end }}<|im_start|>assistant\n{{ else }}{{ .Prompt }}{{ end }}"
 )
 OLLAMA_PARAMS = {"stop": ["<|im_start|>", "<|im_end|>"]}
-
-
-def _make_models() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("make_models", ROOT / "benchmarks" / "make_models.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["make_models"] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 @dataclass
@@ -82,7 +72,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> Files:
     smollm2 = embedded_model_path()
     assert smollm2 is not None, "the [default-model] extra is needed"
     out = tmp_path_factory.mktemp("hubfiles")
-    mm = _make_models()
+    mm = load_script("make_models")
     shape = mm.Shape(n_embd=256, n_layer=2, n_head=4, n_head_kv=2, n_ff=512, context_length=8192)
     f16 = out / "tiny-F16.gguf"
     mm.write_f16(f16, "tiny", shape, smollm2, seed=0)

@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from models.embedded import embedded_model_path
+from tests.benchmark_scripts import load_script
 from tests.server.conftest import MODEL_ID, NO_EOS_BIAS, Daemon, start_daemon, stop_daemon, wait_until
 
 SECOND = "second-model"
@@ -241,5 +242,33 @@ def test_an_installed_model_that_fails_its_smoke_test_answers_503_and_is_not_kep
         assert _loaded(daemon) == [MODEL_ID]
         assert httpx.get(f"{daemon.url}/health", timeout=10).status_code == 200
         assert _metric(daemon, 'appliance_model_loads_total{model="broken-model",result="failed"}') == 1
+    finally:
+        stop_daemon(daemon)
+
+
+def test_an_installed_model_too_large_for_the_budget_is_refused_before_loading(tmp_path: Path) -> None:
+    # Llama 3.1 8B's shape in F16 (14.8 GB), its weights a hole in the file: the planner reads only the
+    # header, so the file needs no disk, and nothing may ever load it.
+    models = tmp_path / "data" / "models"
+    models.mkdir(parents=True)
+    make_models = load_script("make_models")
+    tokenizer = embedded_model_path()
+    assert tokenizer is not None
+    huge = models / "huge-model.F16.gguf"
+    make_models.write_f16(huge, "8b", make_models.SHAPES["8b"], tokenizer, seed=0, sparse=True)
+    assert huge.stat().st_size > 13 << 30 and huge.stat().st_blocks * 512 < 16 << 20
+    daemon = start_daemon(tmp_path, "--parallel", "1", "--ctx", "2048", "--max-ram", MAX_RAM)
+    try:
+        response = _chat(daemon, "huge-model")
+        assert response.status_code == 400
+        error = response.json()["error"]
+        assert error["code"] == "model_too_large"
+        assert "huge-model does not fit this machine" in error["message"] and "GiB" in error["message"]
+        assert _loaded(daemon) == [MODEL_ID]
+        assert _metric(daemon, f'appliance_fit_decisions_total{{fit="full",model="{MODEL_ID}"}}') == 1
+        assert _metric(daemon, 'appliance_fit_decisions_total{fit="no",model="huge-model"}') == 1
+        assert _metric(daemon, 'appliance_model_loads_total{model="huge-model"') == 0
+        listed = {card["id"]: card for card in httpx.get(f"{daemon.v1}/models", timeout=10).json()["data"]}
+        assert listed["huge-model"]["loaded"] is False
     finally:
         stop_daemon(daemon)

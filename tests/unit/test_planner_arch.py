@@ -5,8 +5,6 @@ hybrids whose layers hold one or the other (Jamba by head_count_kv, Qwen3.5 by a
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,20 +12,14 @@ import pytest
 from appliance.cli_plan import make_plan
 from appliance.config import Settings
 from models.embedded import embedded_model_path
+from tests.benchmark_scripts import load_script
 
-ROOT = Path(__file__).resolve().parents[2]
 MIB = 1 << 20
 
 
 @pytest.fixture(scope="module")
 def arch_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    spec = importlib.util.spec_from_file_location(
-        "make_arch_models", ROOT / "benchmarks" / "make_arch_models.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["make_arch_models"] = module
-    spec.loader.exec_module(module)
+    module = load_script("make_arch_models")
     tokenizer = embedded_model_path()
     assert tokenizer is not None
     out = tmp_path_factory.mktemp("arch")
