@@ -347,11 +347,16 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return run_daemon(settings, args.model)
 
 
+def _base_url(url: str | None) -> str | None:
+    """A server's root URL, also when given as the OpenAI base URL (``http://host:port/v1``)."""
+    return url.rstrip("/").removesuffix("/v1") if url else url
+
+
 def _daemon(args: argparse.Namespace) -> tuple[str, str | None]:
     """The daemon's URL and API key: as given, else this machine's configured host, port and key."""
     server = _settings(args).server
     host = server.host if server.host not in ("0.0.0.0", "::") else "127.0.0.1"
-    url = args.url or f"http://{host}:{server.port}"
+    url = _base_url(args.url) or f"http://{host}:{server.port}"
     key = args.api_key or (server.api_key.get_secret_value() if server.api_key is not None else None)
     return url, key
 
@@ -383,7 +388,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     key = args.api_key or (settings.server.api_key.get_secret_value() if settings.server.api_key else None)
-    run = cli_eval.EvalRun(args.model, args.golden, args.against, args.url, key, args.text, args.chunk)
+    url = _base_url(args.url)
+    run = cli_eval.EvalRun(args.model, args.golden, args.against, url, key, args.text, args.chunk)
     try:
         return cli_eval.main(run, settings, args.json)
     except cli_eval.EvalError as exc:
@@ -403,7 +409,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         report = cli_bench.run(
             args.model,
             load,
-            url=args.url,
+            url=_base_url(args.url),
             api_key=args.api_key,
             servers=servers,
             threads=args.threads or psutil.cpu_count(logical=False) or 1,

@@ -30,7 +30,7 @@ _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
 _ITL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28)
 # Label values must stay few: any other /v1 path (a typo, a scanner) is counted as "other".
 _ENDPOINTS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/messages", "/api/chat",
-              "/api/generate", "/api/embed")  # fmt: skip
+              "/api/generate", "/api/embed", "/api/embeddings")  # fmt: skip
 
 
 def _endpoint(path: str) -> str:

@@ -19,7 +19,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from appliance import __version__
-from appliance.backend import ChatParams, CompletionParams, Event, Finished, TextDelta
+from appliance.backend import ChatParams, CompletionParams, Embeddings, Event, Finished, TextDelta
 from appliance.engine.params import SamplingParams
 from appliance.errors import ApplianceError, ModelNotFound
 from appliance.manager import ModelManager
@@ -416,6 +416,18 @@ async def delete(request: Request) -> Response:
     return Response(status_code=200)
 
 
+async def _embed(request: Request, name: str, inputs: list[str], endpoint: str) -> tuple[Embeddings, int]:
+    started = time.monotonic_ns()
+    manager = _manager(request)
+    _resolve(manager, name)
+    async with manager.use(name) as backend:
+        request.state.model = backend.model_id
+        result = await backend.embed(inputs)
+    metrics: Metrics = request.app.state.metrics
+    metrics.count_embeddings(backend.model_id, result.prompt_tokens, request.scope["state"], endpoint)
+    return result, time.monotonic_ns() - started
+
+
 @router.post("/embed")
 async def embed(request: Request) -> Response:
     try:
@@ -426,16 +438,24 @@ async def embed(request: Request) -> Response:
             inputs = [inputs]
         if not isinstance(inputs, list) or not inputs or not all(isinstance(i, str) for i in inputs):
             raise _OllamaError("input must be a string or a list of strings")
-        started = time.monotonic_ns()
-        manager = _manager(request)
-        _resolve(manager, name)
-        async with manager.use(name) as backend:
-            request.state.model = backend.model_id
-            result = await backend.embed(inputs)
-        metrics: Metrics = request.app.state.metrics
-        metrics.count_embeddings(backend.model_id, result.prompt_tokens, request.scope["state"], "/api/embed")
-        return JSONResponse({"model": name, "embeddings": result.vectors,
-                             "total_duration": time.monotonic_ns() - started, "load_duration": 0,
-                             "prompt_eval_count": result.prompt_tokens})  # fmt: skip
+        result, took = await _embed(request, name, inputs, "/api/embed")
+        return JSONResponse({"model": name, "embeddings": result.vectors, "total_duration": took,
+                             "load_duration": 0, "prompt_eval_count": result.prompt_tokens})  # fmt: skip
+    except (_OllamaError, ApplianceError) as exc:
+        return _error(exc)
+
+
+@router.post("/embeddings")
+async def embeddings(request: Request) -> Response:
+    """Ollama's older embedding endpoint (one ``prompt``, one ``embedding``), still used by clients such
+    as LangChain's OllamaEmbeddings before 0.3. The vector is normalised, as /api/embed's are."""
+    try:
+        body = await _body(request)
+        name = _model_name(body)
+        prompt = body.get("prompt")
+        if not isinstance(prompt, str) or not prompt:
+            raise _OllamaError("prompt must be a non-empty string")
+        result, _ = await _embed(request, name, [prompt], "/api/embeddings")
+        return JSONResponse({"embedding": result.vectors[0]})
     except (_OllamaError, ApplianceError) as exc:
         return _error(exc)

@@ -24,8 +24,9 @@ def _bench(home: Path, *args: str, env: dict[str, str] | None = None) -> subproc
 
 
 def test_a_running_daemon_is_measured(daemon: Daemon, tmp_path: Path) -> None:
+    # Given as an OpenAI base URL (.../v1/), as clients are configured: the server's root is measured.
     done = _bench(
-        tmp_path, "--url", daemon.url, "--requests", "3", "--tokens", "8", "--concurrency", "2", "--json"
+        tmp_path, "--url", f"{daemon.v1}/", "--requests", "3", "--tokens", "8", "--concurrency", "2", "--json"
     )
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)

@@ -61,6 +61,13 @@ def test_embed(client: ollama.Client) -> None:
     result = client.embed(MODEL_ID, input=["first text", "second text"])
     assert len(result.embeddings) == 2 and len(result.embeddings[0]) == 576
     assert abs(sum(x * x for x in result.embeddings[0]) - 1.0) < 1e-3  # normalised, as Ollama's are
+    # The older endpoint (one prompt, one vector), which the client still offers: the same vector.
+    legacy = client.embeddings(MODEL_ID, prompt="first text")
+    assert len(legacy.embedding) == 576
+    assert max(abs(a - b) for a, b in zip(legacy.embedding, result.embeddings[0], strict=True)) < 1e-6
+    with pytest.raises(ollama.ResponseError) as empty:
+        client.embeddings(MODEL_ID, prompt="")
+    assert empty.value.status_code == 400 and "prompt" in empty.value.error
 
 
 def test_errors_are_ollamas_shape(client: ollama.Client, daemon: Daemon) -> None:
