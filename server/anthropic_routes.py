@@ -16,6 +16,7 @@ from appliance.backend import ChatParams, Event, Finished, TextDelta
 from appliance.engine.params import SamplingParams
 from appliance.errors import ApplianceError, ModelNotFound, Unauthorized
 from appliance.manager import ModelManager
+from server.compat_schemas import AnthropicParams, ValidationError, problem
 from server.metrics import Metrics
 
 router = APIRouter()
@@ -83,6 +84,8 @@ def _messages(body: dict[str, Any]) -> list[dict[str, Any]]:
             if kind == "text":
                 text.append(str(block.get("text", "")))
             elif kind == "tool_use" and message["role"] == "assistant":
+                if not isinstance(block.get("name"), str) or not block["name"]:
+                    raise _BadRequest(f"{where}: a tool_use block needs a name")
                 calls.append({"id": block.get("id"), "type": "function",
                               "function": {"name": block.get("name"),
                                            "arguments": json.dumps(block.get("input") or {})}})  # fmt: skip
@@ -100,11 +103,11 @@ def _messages(body: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def _tools(body: dict[str, Any]) -> tuple[list[dict[str, Any]], Any]:
+def _tools(body: dict[str, Any], params: AnthropicParams) -> tuple[list[dict[str, Any]], Any]:
     tools = [
-        {"type": "function", "function": {"name": t["name"], "description": t.get("description", ""),
-                                          "parameters": t.get("input_schema") or {"type": "object"}}}
-        for t in body.get("tools") or []
+        {"type": "function", "function": {"name": t.name, "description": t.description or "",
+                                          "parameters": t.input_schema or {"type": "object"}}}
+        for t in params.tools or []
     ]  # fmt: skip
     choice = body.get("tool_choice") or {}
     kind = choice.get("type") if isinstance(choice, dict) else None
@@ -118,14 +121,17 @@ def _tools(body: dict[str, Any]) -> tuple[list[dict[str, Any]], Any]:
 
 
 def _params(body: dict[str, Any]) -> ChatParams:
-    max_tokens = body.get("max_tokens")
-    if not isinstance(max_tokens, int) or max_tokens < 1:
+    if not isinstance(body.get("max_tokens"), int) or isinstance(body["max_tokens"], bool):
         raise _BadRequest("max_tokens: a positive integer is required")
-    values = {k: body[k] for k in ("temperature", "top_p", "top_k") if body.get(k) is not None}
-    tools, choice = _tools(body)
-    stop = body.get("stop_sequences") or ()
-    return ChatParams(messages=_messages(body), sampling=SamplingParams(**values), max_tokens=max_tokens,
-                      stop=tuple(stop), tools=tools, tool_choice=choice)  # fmt: skip
+    try:
+        params = AnthropicParams.model_validate(body)
+    except ValidationError as exc:
+        raise _BadRequest(problem(exc)) from None
+    values = {k: v for k in ("temperature", "top_p", "top_k") if (v := getattr(params, k)) is not None}
+    tools, choice = _tools(body, params)
+    return ChatParams(messages=_messages(body), sampling=SamplingParams(**values),
+                      max_tokens=params.max_tokens, stop=tuple(params.stop_sequences or ()), tools=tools,
+                      tool_choice=choice)  # fmt: skip
 
 
 def _content(text: str, finished: Finished | None) -> list[dict[str, Any]]:

@@ -24,6 +24,7 @@ from appliance.engine.params import SamplingParams
 from appliance.errors import ApplianceError, ModelNotFound
 from appliance.manager import ModelManager
 from models.catalog import LocalModel
+from server.compat_schemas import TOOLS, OllamaOptions, OllamaToolCall, ValidationError, problem
 from server.metrics import Metrics
 from server.pull_routes import remove_stored, start_pull
 
@@ -99,22 +100,27 @@ def _entry(manager: ModelManager, model: LocalModel) -> dict[str, Any]:
 
 
 def _options(body: dict[str, Any]) -> tuple[SamplingParams, int | None, tuple[str, ...]]:
-    options = body.get("options") or {}
-    if not isinstance(options, dict):
+    raw = body.get("options") or {}
+    if not isinstance(raw, dict):
         raise _OllamaError("options must be an object")
-    values: dict[str, Any] = {}
-    for key, field in _SAMPLING_OPTIONS.items():
-        if options.get(key) is not None:
-            values[field] = options[key]
     try:
-        sampling = SamplingParams(**values)
-    except TypeError as exc:
-        raise _OllamaError(f"invalid options: {exc}") from None
-    predict = options.get("num_predict")
-    max_tokens = None if predict is None or int(predict) < 0 else int(predict)
-    stop = options.get("stop") or ()
-    stop = (stop,) if isinstance(stop, str) else tuple(str(s) for s in stop)
-    return sampling, max_tokens, stop
+        options = OllamaOptions.model_validate(raw)
+    except ValidationError as exc:
+        raise _OllamaError(problem(exc, "options")) from None
+    values = {field: getattr(options, key) for key, field in _SAMPLING_OPTIONS.items()}
+    sampling = SamplingParams(**{k: v for k, v in values.items() if v is not None})
+    predict = options.num_predict
+    max_tokens = None if predict is None or predict < 0 else predict
+    stop = options.stop or ()
+    return sampling, max_tokens, (stop,) if isinstance(stop, str) else tuple(stop)
+
+
+def _tools(body: dict[str, Any]) -> list[dict[str, Any]]:
+    try:
+        tools = TOOLS.validate_python(body.get("tools") or [])
+    except ValidationError as exc:
+        raise _OllamaError(problem(exc, "tools")) from None
+    return [tool.model_dump(exclude_none=True) for tool in tools]
 
 
 def _format(body: dict[str, Any]) -> dict[str, Any] | None:
@@ -145,14 +151,19 @@ def _messages(raw: Any) -> list[dict[str, Any]]:
         item: dict[str, Any] = {"role": message["role"], "content": str(message.get("content") or "")}
         calls = message.get("tool_calls")
         if calls:
+            if not isinstance(calls, list):
+                raise _OllamaError(f"messages[{index}].tool_calls must be a list")
+            try:
+                parsed = [OllamaToolCall.model_validate(c) for c in calls]
+            except ValidationError as exc:
+                raise _OllamaError(problem(exc, f"messages[{index}].tool_calls")) from None
             item["tool_calls"] = [
                 {"id": f"call_{index}_{i}", "type": "function",
-                 "function": {"name": c["function"]["name"],
-                              "arguments": json.dumps(c["function"].get("arguments") or {})}}
-                for i, c in enumerate(calls)
+                 "function": {"name": c.function.name, "arguments": json.dumps(c.function.arguments or {})}}
+                for i, c in enumerate(parsed)
             ]  # fmt: skip
         if message.get("tool_name"):
-            item["name"] = message["tool_name"]
+            item["name"] = str(message["tool_name"])
         out.append(item)
     return out
 
@@ -306,7 +317,7 @@ async def chat(request: Request) -> Response:
         sampling, max_tokens, stop = _options(body)
         params = ChatParams(messages=_messages(body.get("messages") or []), sampling=sampling,
                             max_tokens=max_tokens, stop=stop, json_schema=_format(body),
-                            tools=list(body.get("tools") or []))  # fmt: skip
+                            tools=_tools(body))  # fmt: skip
         return await _run(request, name, body, params, chat=True)
     except (_OllamaError, ApplianceError) as exc:
         return _error(exc)

@@ -422,6 +422,8 @@ class LocalLlamaBackend:
         for tokens in token_lists:
             if not tokens:
                 raise InvalidRequest("an input is empty", param="input")
+            if any(t < 0 or t >= model.n_vocab for t in tokens):
+                raise InvalidRequest("input contains token ids outside the vocabulary", param="input")
             if len(tokens) > model.n_ctx_per_seq:
                 raise ContextOverflow(
                     f"an input has {len(tokens)} tokens; this model's context is {model.n_ctx_per_seq}",

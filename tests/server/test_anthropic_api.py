@@ -72,3 +72,27 @@ def test_errors_are_anthropics_shape(client: anthropic.Anthropic, daemon: Daemon
     image = [{"role": "user", "content": [{"type": "image", "source": {"type": "base64", "data": "x"}}]}]
     with pytest.raises(anthropic.BadRequestError):
         client.messages.create(model=MODEL_ID, max_tokens=8, messages=image)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ({"tools": ["search"]}, "tools.0: Input should be a valid dictionary"),
+        ({"tools": [{"description": "no name"}]}, "tools.0.name: Field required"),
+        ({"stop_sequences": 5}, "stop_sequences: Input should be a valid list"),
+        ({"temperature": 3}, "temperature: Input should be less than or equal to 1"),
+        ({"top_k": "ten"}, "top_k: Input should be a valid integer"),
+        ({"messages": [{"role": "assistant", "content": [{"type": "tool_use", "input": {}}]}]},
+         "messages.0: a tool_use block needs a name"),
+    ],
+)  # fmt: skip
+def test_wrong_types_are_400_in_anthropics_shape(
+    daemon: Daemon, extra: dict[str, object], expected: str
+) -> None:
+    # Found by fuzzing the live daemon: some of these were 500s.
+    body = {"model": MODEL_ID, "max_tokens": 4, "messages": ASK, **extra}
+    response = httpx.post(f"{daemon.url}/v1/messages", json=body, timeout=30)
+    assert response.status_code == 400, response.text
+    error = response.json()
+    assert error["type"] == "error" and error["error"]["type"] == "invalid_request_error"
+    assert expected in error["error"]["message"]

@@ -85,3 +85,30 @@ def test_errors_are_ollamas_shape(client: ollama.Client, daemon: Daemon) -> None
     assert images.value.status_code == 400 and "images" in images.value.error
     bad = httpx.post(f"{daemon.url}/api/chat", content=b"{not json", timeout=10)
     assert bad.status_code == 400 and "error" in bad.json()
+
+
+@pytest.mark.parametrize(
+    ("path", "extra", "expected"),
+    [
+        ("chat", {"tools": ["search"]}, "tools.0: Input should be a valid dictionary"),
+        ("chat", {"tools": [{"type": "function"}]}, "tools.0.function: Field required"),
+        ("chat", {"tools": {"a": 1}}, "tools: Input should be a valid list"),
+        ("chat", {"options": {"temperature": "hot"}}, "options.temperature: Input should be a valid number"),
+        ("generate", {"options": {"num_predict": "many"}}, "options.num_predict: Input should be"),
+        ("generate", {"options": {"stop": 5}}, "options.stop"),
+        ("generate", {"options": {"top_p": 7}}, "options.top_p: Input should be less than or equal to 1"),
+        ("chat", {"messages": [{"role": "assistant", "content": "", "tool_calls": [{"function": 3}]}]},
+         "messages[0].tool_calls.function: Input should be a valid dictionary"),
+        ("chat", {"messages": [{"role": "assistant", "content": "", "tool_calls": "call"}]},
+         "messages[0].tool_calls must be a list"),
+    ],
+)  # fmt: skip
+def test_wrong_types_are_400_in_ollamas_shape(
+    daemon: Daemon, path: str, extra: dict[str, object], expected: str
+) -> None:
+    # Found by fuzzing the live daemon: these were 500s.
+    hi = [{"role": "user", "content": "hi"}]
+    body = {"model": MODEL_ID, "messages": hi, "prompt": "hi", "stream": False, **extra}
+    response = httpx.post(f"{daemon.url}/api/{path}", json=body, timeout=30)
+    assert response.status_code == 400, response.text
+    assert set(response.json()) == {"error"} and expected in response.json()["error"]
