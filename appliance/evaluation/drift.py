@@ -73,6 +73,12 @@ def chunks_of(tokens: list[int], chunk: int, bos: int | None) -> list[list[int]]
     return out
 
 
+def _rows_at_once(n_vocab: int) -> int:
+    """Positions scored per step: about 4M log-probabilities (32 MiB as float64 while compared), so a
+    256k vocabulary takes 16 rows at a time and SmolLM2's 49k the usual 64."""
+    return max(1, min(64, (4 << 20) // n_vocab))
+
+
 def _tokens(model: Scorer, text: str) -> list[int]:
     return model.tokenize(text, add_special=True, parse_special=False)
 
@@ -105,7 +111,7 @@ def measure(
             ref_nll = np.empty(len(kept), dtype=np.float64)
             at = 0
             for part in chunks:
-                for rows in reference.score(part, first):
+                for rows in reference.score(part, first, _rows_at_once(n_vocab)):
                     targets = part[first + 1 + (at % rows_per_chunk) :][: len(rows)]
                     kept[at : at + len(rows)] = rows
                     ref_nll[at : at + len(rows)] = -rows[np.arange(len(rows)), targets]
@@ -122,7 +128,7 @@ def measure(
             agree = np.empty(len(kept), dtype=bool)
             at = 0
             for part in chunks:
-                for rows in model.score(part, first):
+                for rows in model.score(part, first, _rows_at_once(n_vocab)):
                     n = len(rows)
                     targets = part[first + 1 + (at % rows_per_chunk) :][:n]
                     ref = np.asarray(kept[at : at + n], dtype=np.float64)
