@@ -1,5 +1,5 @@
 import sys
 
-from appliance.cli import main
+from appliance.launch import main
 
 sys.exit(main())

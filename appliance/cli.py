@@ -385,9 +385,6 @@ def _cmd_chat(args: argparse.Namespace) -> int:
 
 def _cmd_eval(args: argparse.Namespace) -> int:
     from appliance import cli_eval
-    from appliance.engine.llama import system_info
-
-    system_info()  # llama.cpp and its GPU runtime initialised on the main thread first, as for `serve`
 
     settings = _settings(args)
     key = args.api_key or (settings.server.api_key.get_secret_value() if settings.server.api_key else None)

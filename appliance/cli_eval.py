@@ -94,6 +94,8 @@ def _answer_golden(
             run.file, model_id_from_path(run.file), options, fallback_ladder(options, chosen.model)
         )
     with replies:
+        if progress is not None:
+            progress.write(f"golden set {run.golden or 'built-in'} ({len(cases)} cases):\n")
         for case_id, case in cases:
             try:
                 outcome = judge(case_id, case, replies.reply(case))
@@ -167,8 +169,6 @@ def run_eval(run: EvalRun, settings: Settings, progress: TextIO | None = None) -
             raise EvalError(f"{text_path} is not UTF-8 text") from None
     hardware = detect_hardware()
     plans = _drift_plans(run, settings, hardware) if run.against is not None else {}
-    if progress is not None:
-        progress.write(f"golden set {run.golden or 'built-in'} ({len(cases)} cases):\n")
     _answer_golden(run, cases, settings, hardware, progress)
     if run.against is not None:
         _measure_drift(run, text, plans, settings, hardware)
