@@ -32,7 +32,7 @@ from textual.widgets import (
     TabPane,
 )
 
-from tui.client import DaemonClient, DaemonUnreachable
+from tui.client import ContextFull, DaemonClient, DaemonUnreachable
 
 GIB = 1 << 30
 REFRESH_S = 1.0
@@ -230,7 +230,10 @@ class ApplianceApp(App[None]):
                 yield Select[str]([], prompt="model (default: the daemon's)", id="chat-model")
                 yield RichLog(id="transcript", wrap=True, markup=False)
                 yield Static("", id="reply")
-                yield Input(placeholder="Say something, Enter to send, Escape to stop the reply", id="prompt")
+                yield Input(
+                    placeholder="Say something, Enter sends, Escape stops the reply, /clear starts over",
+                    id="prompt",
+                )
         yield Footer()
 
     def on_mount(self) -> None:
@@ -435,6 +438,10 @@ class ApplianceApp(App[None]):
         if not text:
             return
         event.input.value = ""
+        if text == "/clear":  # as in `appliance chat`: a long conversation fills the model's context
+            self.history.clear()
+            self.query_one("#transcript", RichLog).write("(conversation cleared: the model forgets it)")
+            return
         self.query_one("#transcript", RichLog).write(f"you: {text}")
         self.history.append({"role": "user", "content": text})
         self.run_worker(self._reply(), exclusive=True, group="chat")
@@ -455,6 +462,8 @@ class ApplianceApp(App[None]):
         except asyncio.CancelledError:
             outcome = " (stopped)"
             raise
+        except ContextFull as exc:
+            outcome = f" (failed: {exc}; /clear starts a new conversation)"
         except (DaemonUnreachable, RuntimeError) as exc:
             outcome = f" (failed: {exc})"
         finally:

@@ -13,6 +13,17 @@ class DaemonUnreachable(Exception):
     """The daemon is not answering; one line why."""
 
 
+class ContextFull(RuntimeError):
+    """The conversation no longer fits the model's context (OpenAI's ``context_length_exceeded``)."""
+
+
+def _chat_error(error: Any, fallback: str) -> RuntimeError:
+    if not isinstance(error, dict):
+        return RuntimeError(fallback)
+    kind = ContextFull if error.get("code") == "context_length_exceeded" else RuntimeError
+    return kind(error.get("message", fallback))
+
+
 class DaemonClient:
     def __init__(
         self,
@@ -79,13 +90,13 @@ class DaemonClient:
             async with self._http.stream("POST", "/v1/chat/completions", json=body, timeout=None) as response:
                 if response.status_code != 200:
                     await response.aread()
-                    raise RuntimeError(response.json().get("error", {}).get("message", response.text))
+                    raise _chat_error(response.json().get("error", {}), response.text)
                 async for line in response.aiter_lines():
                     if not line.startswith("data: ") or line == "data: [DONE]":
                         continue
                     chunk = json.loads(line[6:])
-                    if "error" in chunk:
-                        raise RuntimeError(chunk["error"].get("message", "the stream failed"))
+                    if "error" in chunk:  # a failure after the stream began
+                        raise _chat_error(chunk["error"], "the stream failed")
                     for choice in chunk.get("choices") or []:
                         text = (choice.get("delta") or {}).get("content")
                         if text:

@@ -502,6 +502,12 @@ class LocalLlamaBackend:
         if not prompt:
             raise InvalidRequest("the prompt is empty", param="prompt")
         if max_tokens is None:
+            if len(prompt) >= n_ctx:
+                raise ContextOverflow(
+                    f"this model's maximum context length is {n_ctx} tokens; the prompt has {len(prompt)} "
+                    "tokens, which leaves none to generate",
+                    param="messages",
+                )
             max_tokens = n_ctx - len(prompt)
         if max_tokens < 1 or len(prompt) + max_tokens > n_ctx:
             raise ContextOverflow(

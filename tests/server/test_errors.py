@@ -123,6 +123,13 @@ def test_context_overflow_is_stated_not_truncated(daemon: Daemon, client: openai
             httpx.post(f"{daemon.v1}/chat/completions", json=body), 400, "context_length_exceeded"
         )
         assert "4096" in str(error["message"])
+    unbounded = {
+        "messages": [{"role": "user", "content": huge}]
+    }  # no max_tokens: the prompt alone is too long
+    error = _assert_error(
+        httpx.post(f"{daemon.v1}/chat/completions", json=unbounded), 400, "context_length_exceeded"
+    )
+    assert str(error["message"]).endswith("tokens, which leaves none to generate")
     _assert_error(httpx.post(f"{daemon.v1}/embeddings", json={"input": huge}), 400, "context_length_exceeded")
     with pytest.raises(openai.BadRequestError) as caught:
         client.completions.create(model=MODEL_ID, prompt=huge, max_tokens=1)

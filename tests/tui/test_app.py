@@ -124,7 +124,20 @@ def test_chat_streams_a_reply_with_its_speed_and_escape_stops_a_long_one(tmp_pat
         )
         assert await _until(pilot, lambda: max(app.speeds) > 0)
         await pilot.press("c")
-        app.query_one("#prompt", Input).focus()
+        prompt = app.query_one("#prompt", Input)
+        prompt.focus()
+        # A conversation past the model's context fails, saying how to start over; /clear does.
+        prompt.value = "word " * 2100
+        await pilot.press("enter")
+
+        def said(words: str) -> bool:  # across the transcript's wrapped lines
+            return words.replace(" ", "") in "".join(transcript(app).split())
+
+        assert await _until(pilot, lambda: said("/clear starts a new conversation"), 60)
+        assert said("leaves none to generate")
+        await pilot.press(*"/clear", "enter")
+        assert await _until(pilot, lambda: "(conversation cleared" in transcript(app))
+        assert app.history == []
         # Escape stops a reply in the middle (a tiny model may finish first: then ask again).
         for _ in range(3):
             answers = transcript(app).count("assistant: ")
