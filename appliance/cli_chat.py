@@ -23,6 +23,10 @@ class ChatError(Exception):
     """The daemon could not answer: one readable line."""
 
 
+class ContextFull(ChatError):
+    """The conversation no longer fits the model's context."""
+
+
 @dataclass
 class Chat:
     url: str
@@ -53,7 +57,8 @@ class Chat:
                               headers=headers, timeout=httpx.Timeout(10, read=None)) as response:  # fmt: skip
                 if response.status_code != 200:
                     response.read()
-                    raise ChatError(error_line(response))
+                    full = _error_code(response) == "context_length_exceeded"
+                    raise (ContextFull if full else ChatError)(error_line(response))
                 for line in response.iter_lines():
                     if not line.startswith("data: ") or line == "data: [DONE]":
                         continue
@@ -77,6 +82,14 @@ class Chat:
         finally:
             if parts:
                 self.history.append({"role": "assistant", "content": "".join(parts)})
+
+
+def _error_code(response: httpx.Response) -> str | None:
+    try:
+        code = response.json().get("error", {}).get("code")
+    except (ValueError, AttributeError):
+        return None
+    return code if isinstance(code, str) else None
 
 
 def error_line(response: httpx.Response) -> str:
@@ -122,6 +135,9 @@ def run(chat: Chat, stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout) -> i
                 stdout.flush()
         except KeyboardInterrupt:
             stdout.write(" (stopped)")
+        except ContextFull as exc:
+            print(f"error: {exc}; /clear starts a new conversation", file=stdout)
+            continue
         except ChatError as exc:
             print(f"error: {exc}", file=stdout)
             continue

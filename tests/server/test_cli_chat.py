@@ -79,3 +79,26 @@ def test_interactive_in_a_terminal(daemon: Daemon, tmp_path: Path) -> None:
         if process.poll() is None:
             process.kill()
         os.close(master)
+
+
+def test_interactive_says_how_to_start_over_when_the_context_is_full(daemon: Daemon, tmp_path: Path) -> None:
+    master, slave = os.openpty()
+    # More tokens asked for than the context holds: the same error a conversation grown too long gets.
+    process = subprocess.Popen([*CHAT, "--url", daemon.url, "--max-tokens", "100000"],
+                               stdin=slave, stdout=slave, stderr=slave, env=_env(tmp_path))  # fmt: skip
+    os.close(slave)
+    seen = bytearray()
+    try:
+        assert _read_until(master, b">>> ", seen), seen.decode(errors="replace")
+        seen.clear()
+        os.write(master, b"Say hello.\n")
+        assert _read_until(master, b"/clear starts a new conversation", seen, 60), seen.decode(
+            errors="replace"
+        )
+        assert b"maximum context length" in seen
+        os.write(master, b"/bye\n")
+        assert process.wait(timeout=30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+        os.close(master)
