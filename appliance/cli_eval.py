@@ -49,24 +49,18 @@ class EvalRun:
 
 def _local(settings: Settings, hardware: HardwareProfile, target: str, **model: Any) -> Plan:
     """The plan for ``target`` (a .gguf file or an installed name) on this machine, as `serve` plans."""
-    from appliance.cli_plan import PlanError, candidates, candidates_of
-    from appliance.inventory import installed_named
+    from appliance.cli_plan import PlanError, local_candidates
     from appliance.planning import choose_plan
 
-    path = Path(target).expanduser()
     try:
-        if path.exists():
-            found = candidates(path)
-        else:
-            named = installed_named(target)
-            if not named:
-                raise EvalError(
-                    f"no such file or installed model: {target} (`appliance list` shows what is installed; "
-                    "with --url, MODEL is a model the daemon serves)"
-                )
-            found = candidates_of([m.path for m in named])
+        found = local_candidates(target)
     except PlanError as exc:
         raise EvalError(str(exc)) from None
+    if found is None:
+        raise EvalError(
+            f"no such file or installed model: {target} (`appliance list` shows what is installed; "
+            "with --url, MODEL is a model the daemon serves)"
+        )
     planned = settings.model_copy(update={"model": settings.model.model_copy(update=model)})
     chosen = choose_plan(found, hardware, planned)
     if not chosen.fits:

@@ -22,18 +22,24 @@ class PlanError(Exception):
     """The model cannot be planned (missing, not GGUF, truncated, unknown architecture)."""
 
 
-def candidates_for(model: str) -> list[ModelInfo]:
-    """What ``model`` names: a .gguf file or a directory of one model's quantizations, an installed
-    name (a bare name: every installed tag), or a hub repo ``owner/name[:QUANT]`` (every quantization,
-    read from its remote header) or ``ollama:NAME[:TAG]``."""
+def local_candidates(model: str) -> list[ModelInfo] | None:
+    """What ``model`` names on this machine: a .gguf file or a directory of one model's quantizations,
+    or an installed name (a bare name: every installed tag). None when it names nothing here."""
     path = Path(model).expanduser()
     if path.exists():
         return candidates(path)
     from appliance.inventory import installed_named
 
     named = installed_named(model)
-    if named:
-        return candidates_of([m.path for m in named])
+    return candidates_of([m.path for m in named]) if named else None
+
+
+def candidates_for(model: str) -> list[ModelInfo]:
+    """What ``model`` names: what :func:`local_candidates` finds, else a hub repo ``owner/name[:QUANT]``
+    (every quantization, read from its remote header) or ``ollama:NAME[:TAG]``."""
+    found = local_candidates(model)
+    if found is not None:
+        return found
     if model.startswith("ollama:") or re.match(r"^[\w.\-]+/[\w.\-]+(:[\w.\-]+)?$", model):
         return _remote_candidates(model)
     raise PlanError(f"no such file or installed model: {model} (`appliance list` shows what is installed)")
