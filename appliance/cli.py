@@ -352,13 +352,19 @@ def _base_url(url: str | None) -> str | None:
     return url.rstrip("/").removesuffix("/v1") if url else url
 
 
+def _api_key(args: argparse.Namespace, settings: Settings) -> str | None:
+    """The daemon's API key: as given, else this machine's configured one."""
+    key = settings.server.api_key
+    return args.api_key or (key.get_secret_value() if key is not None else None)
+
+
 def _daemon(args: argparse.Namespace) -> tuple[str, str | None]:
     """The daemon's URL and API key: as given, else this machine's configured host, port and key."""
-    server = _settings(args).server
+    settings = _settings(args)
+    server = settings.server
     host = server.host if server.host not in ("0.0.0.0", "::") else "127.0.0.1"
     url = _base_url(args.url) or f"http://{host}:{server.port}"
-    key = args.api_key or (server.api_key.get_secret_value() if server.api_key is not None else None)
-    return url, key
+    return url, _api_key(args, settings)
 
 
 def _cmd_tui(args: argparse.Namespace) -> int:
@@ -387,9 +393,10 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from appliance import cli_eval
 
     settings = _settings(args)
-    key = args.api_key or (settings.server.api_key.get_secret_value() if settings.server.api_key else None)
     url = _base_url(args.url)
-    run = cli_eval.EvalRun(args.model, args.golden, args.against, url, key, args.text, args.chunk)
+    run = cli_eval.EvalRun(
+        args.model, args.golden, args.against, url, _api_key(args, settings), args.text, args.chunk
+    )
     try:
         return cli_eval.main(run, settings, args.json)
     except cli_eval.EvalError as exc:
