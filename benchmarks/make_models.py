@@ -196,11 +196,13 @@ def write_f16(
     tmp.rename(path)
 
 
-def quantize(src: Path, dst: Path, quant: str, nthread: int) -> None:
-    """Quantize with llama.cpp's quantizer (the one llama-quantize uses), its default tensor-type mix."""
+def quantize(src: Path, dst: Path, quant: str, nthread: int, *, requantize: bool = False) -> None:
+    """Quantize with llama.cpp's quantizer (the one llama-quantize uses), its default tensor-type mix.
+    ``requantize``: ``src`` is quantized already (llama-quantize's --allow-requantize)."""
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = QUANT_FTYPES[quant]
     params.nthread = nthread
+    params.allow_requantize = requantize
     tmp = dst.with_name(dst.name + ".part")
     rc = llama_cpp.llama_model_quantize(str(src).encode(), str(tmp).encode(), ctypes.byref(params))
     if rc != 0:

@@ -3,17 +3,16 @@
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
-import llama_cpp
 import pytest
 
 from models.embedded import embedded_model_path
+from tests.benchmark_scripts import load_script
 from tests.server.conftest import MODEL_ID, Daemon
 
 EVAL = [sys.executable, "-m", "appliance", "eval"]
@@ -39,19 +38,9 @@ def requantized(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     assert source is not None, "the [default-model] extra is needed"
     out = tmp_path_factory.mktemp("requantized")
     files = {}
-    for name, ftype in (
-        ("Q8_0", llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0),
-        ("Q2_K", llama_cpp.LLAMA_FTYPE_MOSTLY_Q2_K),
-    ):
-        params = llama_cpp.llama_model_quantize_default_params()
-        params.ftype = ftype
-        params.nthread = 2
-        params.allow_requantize = True
+    for name in ("Q8_0", "Q2_K"):
         files[name] = out / f"SmolLM2-135M-Instruct.{name}.gguf"
-        rc = llama_cpp.llama_model_quantize(
-            str(source).encode(), str(files[name]).encode(), ctypes.byref(params)
-        )
-        assert rc == 0
+        load_script("make_models").quantize(source, files[name], name, 2, requantize=True)
     return files
 
 
