@@ -3,11 +3,13 @@ real pseudo-terminal (a reply, /clear, /bye), and its one-line errors."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from tests.server.conftest import MODEL_ID, Daemon
@@ -56,13 +58,27 @@ def _read_until(fd: int, marker: bytes, seen: bytearray, timeout: float = 60) ->
     return marker in seen
 
 
-def test_interactive_in_a_terminal(daemon: Daemon, tmp_path: Path) -> None:
+@contextlib.contextmanager
+def _chat_in_terminal(tmp_path: Path, *args: str) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
+    """`appliance chat ARGS` on a real pseudo-terminal: its master side and the process, killed if the
+    test leaves it running."""
     master, slave = os.openpty()
-    process = subprocess.Popen([*CHAT, "--url", daemon.url, "--max-tokens", "8", "--temperature", "0"],
-                               stdin=slave, stdout=slave, stderr=slave, env=_env(tmp_path))  # fmt: skip
+    process = subprocess.Popen([*CHAT, *args], stdin=slave, stdout=slave, stderr=slave, env=_env(tmp_path))
     os.close(slave)
-    seen = bytearray()
     try:
+        yield master, process
+    finally:
+        if process.poll() is None:
+            process.kill()
+        os.close(master)
+
+
+def test_interactive_in_a_terminal(daemon: Daemon, tmp_path: Path) -> None:
+    seen = bytearray()
+    with _chat_in_terminal(tmp_path, "--url", daemon.url, "--max-tokens", "8", "--temperature", "0") as (
+        master,
+        process,
+    ):
         assert _read_until(master, b">>> ", seen), seen.decode(errors="replace")
         assert b"/bye" in seen  # the help line
         seen.clear()
@@ -75,20 +91,12 @@ def test_interactive_in_a_terminal(daemon: Daemon, tmp_path: Path) -> None:
         assert _read_until(master, b"(conversation cleared)", seen)
         os.write(master, b"/bye\n")
         assert process.wait(timeout=30) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-        os.close(master)
 
 
 def test_interactive_says_how_to_start_over_when_the_context_is_full(daemon: Daemon, tmp_path: Path) -> None:
-    master, slave = os.openpty()
-    # More tokens asked for than the context holds: the same error a conversation grown too long gets.
-    process = subprocess.Popen([*CHAT, "--url", daemon.url, "--max-tokens", "100000"],
-                               stdin=slave, stdout=slave, stderr=slave, env=_env(tmp_path))  # fmt: skip
-    os.close(slave)
     seen = bytearray()
-    try:
+    # More tokens asked for than the context holds: the same error a conversation grown too long gets.
+    with _chat_in_terminal(tmp_path, "--url", daemon.url, "--max-tokens", "100000") as (master, process):
         assert _read_until(master, b">>> ", seen), seen.decode(errors="replace")
         seen.clear()
         os.write(master, b"Say hello.\n")
@@ -98,7 +106,3 @@ def test_interactive_says_how_to_start_over_when_the_context_is_full(daemon: Dae
         assert b"maximum context length" in seen
         os.write(master, b"/bye\n")
         assert process.wait(timeout=30) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-        os.close(master)
