@@ -7,6 +7,7 @@ with ``__``), then values passed in by the CLI. ``APPLIANCE_HOME`` relocates eve
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -39,6 +40,16 @@ class StateDirs:
         return self.config / "config.toml"
 
     @property
+    def api_keys_file(self) -> Path:
+        """Where `appliance key new` writes keys, and the daemon reads them when none is configured."""
+        return self.config / "api-keys"
+
+    @property
+    def lock_file(self) -> Path:
+        """Held by the running daemon, so a second one on the same state refuses to start."""
+        return self.data / "daemon.lock"
+
+    @property
     def models(self) -> Path:
         """The model store: GGUF files here (or one folder down) can be served by name."""
         return self.data / "models"
@@ -62,15 +73,55 @@ def state_dirs(environ: dict[str, str] | None = None) -> StateDirs:
 
 class ServerSettings(BaseModel):
     host: str = "127.0.0.1"
-    """Address the daemon listens on."""
+    """Address the daemon listens on. Any other than loopback needs an API key (or insecure_no_auth)."""
     port: int = Field(11435, ge=0, le=65535)
     """TCP port of the HTTP API (0 picks a free one)."""
     api_key: SecretStr | None = None
-    """When set, every API request needs `Authorization: Bearer <key>` (health stays open)."""
+    """When set, every API request needs `Authorization: Bearer <key>` or `x-api-key` (see public_paths)."""
+    api_keys: list[SecretStr] = []
+    """More keys, each as good as api_key (one per client, so one can be revoked alone)."""
+    api_keys_file: Path | None = None
+    """A file of keys, one per line (`#` starts a comment); empty: `api-keys` in the config directory,
+    where `appliance key new` writes. Read again on SIGHUP."""
+    insecure_no_auth: bool = False
+    """Serve a non-loopback address without any key: everyone who reaches the port may use every route."""
+    public_paths: list[str] = ["/health"]
+    """Paths that need no key even when keys are set."""
+    allowed_hosts: list[str] = []
+    """Host names clients may reach the daemon by, besides loopback, this machine's own names and addresses
+    and its tailnet name (`.example.com` also admits its subdomains; `*` turns the check off). Other Host
+    headers are refused, so a web page cannot reach the daemon through DNS rebinding."""
+    cors_origins: list[str] = []
+    """Web origins (`https://app.example`) whose pages may call the API from a browser; requests from
+    any other origin are refused. Empty: none (clients that send no Origin, like curl and SDKs, work)."""
+    max_body_size: str = "16MiB"
+    """Largest request body; a larger one gets 413."""
+    max_messages: int = Field(2048, ge=1)
+    """Most messages one chat request may hold."""
+    max_tokens_cap: int | None = Field(32768, ge=1)
+    """Most tokens one request may generate (and the limit when it names none); empty: its context."""
+    max_concurrent_per_key: int = Field(32, ge=1)
+    """Requests one API key may have in flight at once; one more gets 429 with Retry-After."""
     max_queue: int = Field(64, ge=1)
     """Requests that may wait for the model at once; one more gets 429 with Retry-After."""
-    request_deadline_s: float | None = Field(None, gt=0)
+    request_deadline_s: float | None = Field(1800, gt=0)
     """Longest a request may take from arrival; past it, generation stops with finish_reason "length"."""
+    log_prompts: bool = False
+    """Write prompt and reply text to the request log (off: only sizes, timings and status)."""
+
+    @field_validator("max_body_size")
+    @classmethod
+    def _body_size(cls, value: str) -> str:
+        parse_size(value)
+        return value
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            if origin != "*" and not re.fullmatch(r"[a-z][a-z0-9+.-]*://[^/?#\s]+", origin):
+                raise ValueError(f"not an origin: {origin!r} (scheme://host[:port], no path)")
+        return [o.lower() for o in value]
 
 
 class ModelSettings(BaseModel):

@@ -35,6 +35,24 @@ class Unauthorized(ApplianceError):
     code = "invalid_api_key"
 
 
+class Forbidden(ApplianceError):
+    """Refused whoever asks: a Host or an Origin that is not allowed."""
+
+    status = 403
+    error_type = "permission_error"
+
+    def __init__(self, message: str, *, code: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class RequestTooLarge(InvalidRequest):
+    """The request body is over the configured size."""
+
+    status = 413
+    code = "request_too_large"
+
+
 class ModelNotFound(ApplianceError):
     status = 404
     error_type = "invalid_request_error"
@@ -51,6 +69,12 @@ class QueueFull(ApplianceError):
     def __init__(self, message: str, *, retry_after_s: int = 1) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+
+
+class TooManyRequests(QueueFull):
+    """One API key already has as many requests in flight as it may."""
+
+    code = "too_many_concurrent_requests"
 
 
 class ModelLoading(ApplianceError):
@@ -75,6 +99,14 @@ class EngineFailure(ApplianceError):
     status = 500
     error_type = "server_error"
     code = "engine_failure"
+
+
+class InternalError(ApplianceError):
+    """A bug: reported to the client without details (they are in the daemon's log)."""
+
+    status = 500
+    error_type = "server_error"
+    code = "internal_error"
 
 
 class ModelTooLarge(InvalidRequest):

@@ -11,7 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from appliance.errors import ApplianceError, QueueFull
+from appliance.errors import ApplianceError, InternalError, QueueFull
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +24,41 @@ def error_body(
 
 def appliance_error_body(exc: ApplianceError) -> dict[str, Any]:
     return error_body(exc.message, exc.error_type, param=exc.param, code=exc.code)
+
+
+# Anthropic's error types by status (https://docs.anthropic.com/en/api/errors).
+_ANTHROPIC_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+                    404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error",
+                    503: "overloaded_error", 529: "overloaded_error"}  # fmt: skip
+
+
+def dialect(path: str) -> str:
+    """Which API a path belongs to, for the shape of its errors: "ollama", "anthropic" or "openai"."""
+    if path.startswith("/api/"):
+        return "ollama"
+    if path == "/v1/messages" or path.startswith("/v1/messages/"):
+        return "anthropic"
+    return "openai"
+
+
+def dialect_error_body(path: str, status: int, exc: ApplianceError) -> dict[str, Any]:
+    """``exc`` in the error shape of the API ``path`` belongs to: Ollama's ``{"error": "..."}``,
+    Anthropic's ``{"type": "error", "error": {...}}``, else OpenAI's."""
+    kind = dialect(path)
+    if kind == "ollama":
+        return {"error": exc.message}
+    if kind == "anthropic":
+        fallback = "api_error" if status >= 500 else "invalid_request_error"
+        error_type = _ANTHROPIC_TYPES.get(status, fallback)
+        return {"type": "error", "error": {"type": error_type, "message": exc.message}}
+    return appliance_error_body(exc)
+
+
+def error_response(path: str, exc: ApplianceError, headers: dict[str, str] | None = None) -> JSONResponse:
+    """The JSON response for ``exc`` on ``path``, in that API's shape, with Retry-After for a 429."""
+    if isinstance(exc, QueueFull):
+        headers = {"Retry-After": str(exc.retry_after_s), **(headers or {})}
+    return JSONResponse(dialect_error_body(path, exc.status, exc), status_code=exc.status, headers=headers)
 
 
 def validation_message(errors: Sequence[Any]) -> tuple[str, str | None]:
@@ -47,9 +82,8 @@ def install_error_handlers(app: FastAPI) -> None:
     """Register the handlers; after this no error reaches a client as a traceback or a bare 500."""
 
     @app.exception_handler(ApplianceError)
-    async def _appliance(_: Request, exc: ApplianceError) -> JSONResponse:
-        headers = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, QueueFull) else None
-        return JSONResponse(appliance_error_body(exc), status_code=exc.status, headers=headers)
+    async def _appliance(request: Request, exc: ApplianceError) -> JSONResponse:
+        return error_response(request.url.path, exc)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -63,8 +97,6 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(error_body(str(exc.detail), kind, code=code), status_code=exc.status_code)
 
     @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unexpected error")
-        return JSONResponse(
-            error_body("internal error; see the daemon's log", "server_error"), status_code=500
-        )
+        return error_response(request.url.path, InternalError("internal error; see the daemon's log"))

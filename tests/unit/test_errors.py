@@ -74,6 +74,16 @@ def client() -> Iterator[TestClient]:
     async def raise_runtime_error() -> None:
         raise RuntimeError(SECRET_DETAIL)
 
+    @app.get("/api/raise/{index}")
+    @app.get("/v1/messages/raise/{index}")
+    async def raise_in_a_dialect(index: int) -> None:
+        raise APPLIANCE_ERRORS[index][0]
+
+    @app.get("/api/runtime-error")
+    @app.get("/v1/messages/runtime-error")
+    async def raise_runtime_error_in_a_dialect() -> None:
+        raise RuntimeError(SECRET_DETAIL)
+
     @app.get("/sync-runtime-error")
     def raise_runtime_error_sync() -> None:
         raise RuntimeError(SECRET_DETAIL)
@@ -138,7 +148,7 @@ def test_unexpected_error_is_a_generic_500_without_traceback(client: TestClient,
     error = _assert_openai_error(response.json())
     assert error["type"] == "server_error"
     assert error["param"] is None
-    assert error["code"] is None
+    assert error["code"] == "internal_error"
     for leak in ("Traceback", "RuntimeError", SECRET_DETAIL, 'File "', ".py"):
         assert leak not in response.text
 
@@ -202,3 +212,32 @@ def test_http_errors_are_openai_errors(
     assert response.status_code == status
     error = _assert_openai_error(response.json())
     assert (error["type"], error["code"]) == (error_type, code)
+
+
+@pytest.mark.parametrize("index", range(len(APPLIANCE_ERRORS)))
+def test_ollama_and_anthropic_routes_get_their_own_error_shape(client: TestClient, index: int) -> None:
+    exc, status = APPLIANCE_ERRORS[index][0], APPLIANCE_ERRORS[index][1]
+
+    ollama = client.get(f"/api/raise/{index}")
+    anthropic = client.get(f"/v1/messages/raise/{index}")
+
+    assert ollama.status_code == anthropic.status_code == status
+    assert ollama.json() == {"error": exc.message}
+    body = anthropic.json()
+    assert body["type"] == "error"
+    assert body["error"]["message"] == exc.message
+    expected = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",
+                429: "rate_limit_error", 500: "api_error", 503: "overloaded_error"}  # fmt: skip
+    assert body["error"]["type"] == expected[status]
+    if isinstance(exc, QueueFull):
+        assert ollama.headers["retry-after"] == anthropic.headers["retry-after"] == "7"
+
+
+def test_an_unexpected_error_on_ollama_and_anthropic_routes_is_their_500(client: TestClient) -> None:
+    ollama = client.get("/api/runtime-error")
+    anthropic = client.get("/v1/messages/runtime-error")
+
+    assert ollama.status_code == anthropic.status_code == 500
+    assert ollama.json() == {"error": "internal error; see the daemon's log"}
+    assert anthropic.json()["error"]["type"] == "api_error"
+    assert SECRET_DETAIL not in ollama.text + anthropic.text
