@@ -22,6 +22,7 @@ from typing import Any
 
 from appliance.config import Settings
 from appliance.engine.local import LocalLlamaBackend, ModelState
+from appliance.engine.params import RequestLimits
 from appliance.errors import InvalidRequest, ModelLoadFailed, ModelLoading, ModelNotFound, ModelTooLarge
 from appliance.hardware.profile import HardwareProfile
 from appliance.planner.model_info import read_model_info
@@ -80,6 +81,17 @@ class Loaded:
     @property
     def state(self) -> str:
         return "unloading" if self.unloading else self.backend.state.value
+
+
+def request_limits(settings: Settings) -> RequestLimits:
+    """The limits the server settings put on each model's requests."""
+    server = settings.server
+    return RequestLimits(
+        max_queue=server.max_queue,
+        request_deadline_s=server.request_deadline_s,
+        max_messages=server.max_messages,
+        max_tokens_cap=server.max_tokens_cap,
+    )
 
 
 class ModelManager:
@@ -334,8 +346,7 @@ class ModelManager:
             model.path,
             model.id,
             options,
-            max_queue=self.settings.server.max_queue,
-            request_deadline_s=self.settings.server.request_deadline_s,
+            limits=request_limits(self.settings),
             on_settled=on_settled,
             fallbacks=fallback_ladder(options, plan.model),
         )

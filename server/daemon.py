@@ -11,6 +11,7 @@ from appliance.config import Settings
 from appliance.hardware.detect import detect_hardware
 from appliance.hardware.profile import HardwareProfile
 from appliance.inventory import installed_models
+from appliance.keys import KeyFileError, accepted_keys
 from appliance.manager import ModelManager
 from appliance.planner.model_info import read_model_info
 from appliance.planner.plan import Plan
@@ -22,6 +23,7 @@ from models.gguf_file import check_gguf
 from models.gguf_header import GGUFError
 from models.naming import model_id_from_path
 from server.app import create_app
+from server.security import exposure_problem
 
 log = logging.getLogger("appliance.daemon")
 
@@ -101,6 +103,12 @@ def run_daemon(settings: Settings, model_arg: str | None) -> int:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    try:
+        problem = exposure_problem(settings, accepted_keys(settings))
+    except KeyFileError as exc:
+        raise UserError(str(exc)) from None
+    if problem:
+        raise UserError(problem)
     hardware = detect_hardware()
     try:
         first, models = resolve_model(settings, model_arg)

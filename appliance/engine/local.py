@@ -11,6 +11,7 @@ import asyncio
 import enum
 import logging
 import queue
+import re
 import threading
 import time
 from collections import deque
@@ -28,7 +29,8 @@ from appliance.engine import tools as toolfmt
 from appliance.engine.batching import BatchingEngine
 from appliance.engine.chat_template import ChatTemplate, TemplateError
 from appliance.engine.jobs import DONE, ExclusiveJob, GenerationJob, Job, JobStream
-from appliance.engine.params import LoadOptions, SamplingParams
+from appliance.engine.literals import Literals, trie_pattern
+from appliance.engine.params import LoadOptions, RequestLimits, SamplingParams
 from appliance.errors import (
     ApplianceError,
     ContextOverflow,
@@ -59,8 +61,7 @@ class LocalLlamaBackend:
         model_id: str,
         options: LoadOptions,
         *,
-        max_queue: int = 64,
-        request_deadline_s: float | None = None,
+        limits: RequestLimits | None = None,
         on_settled: Callable[[LocalLlamaBackend], None] | None = None,
         fallbacks: list[LoadOptions] | None = None,
     ) -> None:
@@ -69,12 +70,12 @@ class LocalLlamaBackend:
         self.options = options
         # Tried in order when a load fails (for memory, usually): see appliance.planning.fallback_ladder.
         self._fallbacks = fallbacks or []
-        self.max_queue = max_queue
-        self.request_deadline_s = request_deadline_s
+        self.limits = limits or RequestLimits()  # replaced as a whole when the settings are reloaded
         self.state = ModelState.LOADING
         self.error: str | None = None
         self._model: Any = None  # appliance.engine.llama.LlamaModel once loaded
         self._template: ChatTemplate | None = None
+        self._control_texts: re.Pattern[str] | None = None  # control tokens' texts, to keep out of messages
         self._jobs: queue.Queue[Any] = queue.Queue()  # jobs, _DRAIN or None (stop)
         self._engine: BatchingEngine | None = None
         self._lock = threading.Lock()
@@ -117,6 +118,7 @@ class LocalLlamaBackend:
                     bos_token=model.token_text(model.bos_token),
                     eos_token=model.token_text(model.eos_token),
                 )
+                self._control_texts = trie_pattern(model.control_texts())
                 self._smoke_test(model)
             except BaseException:
                 model.close()
@@ -348,7 +350,7 @@ class LocalLlamaBackend:
         with self._lock:
             if self._closing:
                 raise ModelLoading(f"model {self.model_id} is being unloaded; retry")
-            if self._waiting >= self.max_queue:
+            if self._waiting >= self.limits.max_queue:
                 retry = max(1, round(self._job_seconds * (self._waiting + 1) / self.slots_total))
                 raise QueueFull(
                     f"{self._waiting} requests are already waiting for {self.model_id}; retry later",
@@ -364,9 +366,17 @@ class LocalLlamaBackend:
     async def chat(self, params: ChatParams) -> JobStream:
         """Validate and queue a chat; the returned stream yields TextDelta then Finished."""
         model = self._require_ready()
+        most = self.limits.max_messages
+        if most is not None and len(params.messages) > most:
+            raise InvalidRequest(
+                f"the chat has {len(params.messages)} messages; this server takes at most {most} "
+                "(server.max_messages)",
+                param="messages",
+            )
         choice = toolfmt.resolve_choice(params.tools, params.tool_choice)
-        prompt_text = self._render_chat(params, choice)
-        prompt = await asyncio.to_thread(self._tokenize_prompt, model, prompt_text)
+        literals = Literals(self._control_texts)
+        prompt_text = self._render_chat(params, choice, literals)
+        prompt = await asyncio.to_thread(self._tokenize_prompt, model, prompt_text, literals)
         grammar = None
         if choice is not None:
             grammar = self._grammar(
@@ -443,7 +453,8 @@ class LocalLlamaBackend:
 
     # -- helpers --------------------------------------------------------------------------------
 
-    def _render_chat(self, params: ChatParams, choice: str | None) -> str:
+    def _render_chat(self, params: ChatParams, choice: str | None, literals: Literals) -> str:
+        """The chat as the model's template renders it, every message's text protected by ``literals``."""
         assert self._template is not None
         messages = [dict(m) for m in params.messages]
         for message in messages:
@@ -457,6 +468,9 @@ class LocalLlamaBackend:
                 messages[0]["content"] = f"{messages[0].get('content') or ''}\n\n{instructions}".strip()
             else:
                 messages.insert(0, {"role": "system", "content": instructions})
+        for message in messages:
+            if isinstance(message.get("content"), str):
+                message["content"] = literals.protect(message["content"])
         try:
             return self._template.render(messages)
         except TemplateError:
@@ -472,11 +486,14 @@ class LocalLlamaBackend:
         return self._template.render(messages)
 
     @staticmethod
-    def _tokenize_prompt(model: Any, text: str) -> list[int]:
+    def _tokenize_prompt(model: Any, text: str, literals: Literals | None = None) -> list[int]:
         bos_text = model.token_text(model.bos_token)
         # The template may already start with BOS; adding another would change the model's output.
         add_bos = model.add_bos and not (bos_text and text.startswith(bos_text))
-        tokens: list[int] = model.tokenize(text, add_special=add_bos, parse_special=True)
+        pieces = literals.segments(text) if literals is not None else [(text, True)]
+        tokens: list[int] = []
+        for index, (piece, parse_special) in enumerate(pieces):
+            tokens += model.tokenize(piece, add_special=add_bos and index == 0, parse_special=parse_special)
         return tokens
 
     @staticmethod
@@ -501,6 +518,13 @@ class LocalLlamaBackend:
         n_ctx = model.n_ctx_per_seq
         if not prompt:
             raise InvalidRequest("the prompt is empty", param="prompt")
+        cap = self.limits.max_tokens_cap
+        if max_tokens is not None and cap is not None and max_tokens > cap:
+            raise InvalidRequest(
+                f"max_tokens is {max_tokens}; this server generates at most {cap} tokens a request "
+                "(server.max_tokens_cap)",
+                param="max_tokens",
+            )
         if max_tokens is None:
             if len(prompt) >= n_ctx:
                 raise ContextOverflow(
@@ -508,7 +532,7 @@ class LocalLlamaBackend:
                     "tokens, which leaves none to generate",
                     param="messages",
                 )
-            max_tokens = n_ctx - len(prompt)
+            max_tokens = min(n_ctx - len(prompt), cap or n_ctx)
         if max_tokens < 1 or len(prompt) + max_tokens > n_ctx:
             raise ContextOverflow(
                 f"this model's maximum context length is {n_ctx} tokens; the prompt has {len(prompt)} tokens "
@@ -517,7 +541,8 @@ class LocalLlamaBackend:
             )
         if grammar is not None:
             sampling = SamplingParams(**{**sampling.__dict__, "grammar": grammar})
-        deadline = time.monotonic() + self.request_deadline_s if self.request_deadline_s else None
+        deadline_s = self.limits.request_deadline_s
+        deadline = time.monotonic() + deadline_s if deadline_s else None
         return self._submit(
             lambda stream: GenerationJob(
                 stream, prompt, sampling, max_tokens, stop, top_logprobs, tool_mode, prefix_text, deadline
