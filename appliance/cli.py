@@ -440,7 +440,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     from appliance import cli_bench
     from appliance.bench.load import Load
 
-    _settings(args)
+    settings = _settings(args)
     load = Load(args.tokens, args.concurrency, args.requests, args.prompt, args.request_timeout)
     servers = [n.strip() for n in args.servers.split(",") if n.strip()] if args.servers else None
     try:
@@ -448,7 +448,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             args.model,
             load,
             url=_base_url(args.url),
-            api_key=args.api_key,
+            api_key=_api_key(args, settings) if args.url else None,
             servers=servers,
             threads=args.threads or psutil.cpu_count(logical=False) or 1,
             ctx=args.ctx,
