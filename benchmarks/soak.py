@@ -51,6 +51,7 @@ class Report:
     rss_max_bytes: int = 0
     latency_p50_s: float = 0.0
     latency_p99_s: float = 0.0
+    latency_p99_by_kind_s: dict[str, float] = field(default_factory=dict)
 
     @property
     def rss_growth(self) -> float:
@@ -138,7 +139,7 @@ def soak(url: str, pid: int, *, clients: int, duration_s: float, warmup_s: float
     """Run the soak against the daemon at ``url`` (process ``pid``) and report."""
     report = Report(clients, duration_s, warmup_s)
     lock = threading.Lock()
-    latencies: list[float] = []
+    latencies: list[tuple[str, float]] = []
     kinds: Counter[str] = Counter()
     started = time.monotonic()
     deadline = started + duration_s
@@ -171,7 +172,7 @@ def soak(url: str, pid: int, *, clients: int, duration_s: float, warmup_s: float
                     kinds[kind] += 1
                     if outcome == "ok":
                         report.ok += 1
-                        latencies.append(time.monotonic() - sent)
+                        latencies.append((kind, time.monotonic() - sent))
                     elif outcome == "429":
                         report.queue_full_429 += 1
                     else:
@@ -196,10 +197,15 @@ def soak(url: str, pid: int, *, clients: int, duration_s: float, warmup_s: float
         report.rss_end_bytes = max([b for t, b in after if t >= duration_s * 0.9] or [after[-1][1]])
         report.rss_max_bytes = max(b for _, b in rss)
     if latencies:
-        latencies.sort()
-        report.latency_p50_s = round(statistics.median(latencies), 3)
-        report.latency_p99_s = round(latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))], 3)
+        report.latency_p50_s = round(statistics.median(s for _, s in latencies), 3)
+        report.latency_p99_s = _p99([s for _, s in latencies])
+        report.latency_p99_by_kind_s = {k: _p99([s for kind, s in latencies if kind == k]) for k in kinds}
     return report
+
+
+def _p99(values: list[float]) -> float:
+    ordered = sorted(values) or [0.0]
+    return round(ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))], 3)
 
 
 def _free_port() -> int:
