@@ -18,6 +18,7 @@ from appliance.manager import ModelManager
 from appliance.remotes.pool import RemotePool
 from server.anthropic_routes import router as anthropic_router
 from server.errors import install_error_handlers
+from server.lifecycle import DrainGuard, Lifecycle
 from server.metrics import Metrics, RequestCounter
 from server.ollama_routes import router as ollama_router
 from server.openai_routes import router as openai_router
@@ -59,6 +60,7 @@ def create_app(settings: Settings, manager: ModelManager, hardware: HardwareProf
     shutdown."""
 
     remotes = RemotePool(settings)
+    lifecycle = Lifecycle(manager)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -67,6 +69,7 @@ def create_app(settings: Settings, manager: ModelManager, hardware: HardwareProf
         try:
             yield
         finally:
+            await lifecycle.drained()
             await remotes.close()
             manager.close()
 
@@ -77,6 +80,7 @@ def create_app(settings: Settings, manager: ModelManager, hardware: HardwareProf
     app.state.started_at = int(time.time())
     app.state.hardware = hardware
     app.state.metrics = metrics = Metrics(manager, remotes)
+    app.state.lifecycle = lifecycle
     install_error_handlers(app)
     app.include_router(openai_router)
     app.include_router(status_router)
@@ -109,4 +113,5 @@ def create_app(settings: Settings, manager: ModelManager, hardware: HardwareProf
     app.add_middleware(Guard, access=access)
     app.add_middleware(RequestCounter, metrics=metrics)
     app.add_middleware(BackendHeader)
+    app.add_middleware(DrainGuard, lifecycle=lifecycle)  # outermost: it sees every request first
     return app

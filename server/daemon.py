@@ -23,6 +23,7 @@ from models.gguf_file import check_gguf
 from models.gguf_header import GGUFError
 from models.naming import model_id_from_path
 from server.app import create_app
+from server.lifecycle import DaemonServer
 from server.security import exposure_problem
 
 log = logging.getLogger("appliance.daemon")
@@ -97,7 +98,8 @@ def plan_model(settings: Settings, path: Path, hardware: HardwareProfile) -> Pla
 
 
 def run_daemon(settings: Settings, model_arg: str | None) -> int:
-    """Serve until interrupted. Problems the user can fix become one-line UserErrors."""
+    """Serve until SIGTERM or Ctrl-C, then drain and return 0. Problems the user can fix become one-line
+    UserErrors."""
     from appliance.cli import UserError
 
     logging.basicConfig(
@@ -148,7 +150,7 @@ def run_daemon(settings: Settings, model_arg: str | None) -> int:
         f"; also installed, loaded on demand: {', '.join(others)}" if others else "",
     )
     config = uvicorn.Config(app, host=host, port=port, log_level=settings.log_level, access_log=False)
-    server = uvicorn.Server(config)
+    server = DaemonServer(config, app)
     try:
         server.run()
     except OSError as exc:
