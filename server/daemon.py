@@ -7,7 +7,7 @@ from pathlib import Path
 
 import uvicorn
 
-from appliance.config import Settings
+from appliance.config import Settings, state_dirs
 from appliance.hardware.detect import detect_hardware
 from appliance.hardware.profile import HardwareProfile
 from appliance.inventory import installed_models
@@ -16,6 +16,7 @@ from appliance.manager import ModelManager
 from appliance.planner.model_info import read_model_info
 from appliance.planner.plan import Plan
 from appliance.planning import choose_plan, describe_options, load_options
+from appliance.statelock import StateLock, StateLocked
 from models.catalog import LocalModel, unique
 from models.embedded import MODEL_ID as EMBEDDED_ID
 from models.embedded import embedded_model_path
@@ -100,6 +101,19 @@ def plan_model(settings: Settings, path: Path, hardware: HardwareProfile) -> Pla
 def run_daemon(settings: Settings, model_arg: str | None) -> int:
     """Serve until SIGTERM or Ctrl-C, then drain and return 0. Problems the user can fix become one-line
     UserErrors."""
+    from appliance.cli import UserError
+
+    try:  # before anything is loaded: a second daemon on the same state changes nothing
+        lock = StateLock.acquire(state_dirs().lock_file)
+    except StateLocked as exc:
+        raise UserError(str(exc)) from None
+    try:
+        return _serve(settings, model_arg)
+    finally:
+        lock.release()
+
+
+def _serve(settings: Settings, model_arg: str | None) -> int:
     from appliance.cli import UserError
 
     logging.basicConfig(
