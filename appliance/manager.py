@@ -216,6 +216,20 @@ class ModelManager:
         self._spawn(default, self._decide(default), keep_alive_s=None, first=True)
         self._reaper = asyncio.create_task(self._reap())
 
+    def reconfigure(self, settings: Settings) -> None:
+        """Settings reloaded (SIGHUP): keep-alive and the request limits (queue length, deadline, messages,
+        max_tokens cap) apply to new requests and loads from now on. What the plans depend on (context,
+        slots, budgets) needs a restart."""
+        old_keep_alive_s = self.keep_alive_s
+        self.settings = settings
+        self.keep_alive_s = parse_duration(settings.model.keep_alive)
+        limits = request_limits(settings)
+        for entry in self._loaded.values():
+            # Models loaded on demand had the configured keep-alive; one set through the load API stays.
+            if entry.model.id != self.default_id and entry.keep_alive_s == old_keep_alive_s:
+                entry.keep_alive_s = self.keep_alive_s
+            entry.backend.limits = limits
+
     def cut(self) -> None:
         """A shutdown's drain ran out of time: running generations end now (finish_reason "length"),
         waiting requests and new ones get ShuttingDown, and no model loads any more."""

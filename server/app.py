@@ -23,6 +23,7 @@ from server.metrics import Metrics, RequestCounter
 from server.ollama_routes import router as ollama_router
 from server.openai_routes import router as openai_router
 from server.pull_routes import router as pull_router
+from server.reload import router as reload_router
 from server.security import Access, Guard, build_policy, machine_names
 from server.status_routes import router as status_router
 
@@ -81,12 +82,16 @@ def create_app(settings: Settings, manager: ModelManager, hardware: HardwareProf
     app.state.hardware = hardware
     app.state.metrics = metrics = Metrics(manager, remotes)
     app.state.lifecycle = lifecycle
+    # Called in order with the new Settings after a reload (SIGHUP) replaced app.state.settings.
+    app.state.reloaders = [manager.reconfigure, remotes.reconfigure]
+    app.state.load_settings = None  # how to read the configuration again; set by `appliance serve`
     install_error_handlers(app)
     app.include_router(openai_router)
     app.include_router(status_router)
     app.include_router(pull_router)
     app.include_router(ollama_router)
     app.include_router(anthropic_router)
+    app.include_router(reload_router)
 
     @app.get("/metrics")
     async def prometheus_metrics() -> Response:
@@ -109,7 +114,7 @@ def create_app(settings: Settings, manager: ModelManager, hardware: HardwareProf
     def reload_access(new: Settings) -> None:
         access.policy = build_policy(new, machine_names(new.tailscale.socket))
 
-    app.state.reloaders = [reload_access]
+    app.state.reloaders.append(reload_access)
     app.add_middleware(Guard, access=access)
     app.add_middleware(RequestCounter, metrics=metrics)
     app.add_middleware(BackendHeader)

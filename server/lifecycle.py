@@ -170,11 +170,13 @@ def _closing_tail(path: str, media_type: bytes) -> bytes:
 
 class DaemonServer(uvicorn.Server):
     """uvicorn's server with the appliance's signals: SIGTERM and SIGINT drain (a second one exits at
-    once). After a drain the process exits 0, where uvicorn would re-raise the signal and die of it."""
+    once), SIGHUP calls ``on_reload``. After a drain the process exits 0, where uvicorn would re-raise the
+    signal and die of it."""
 
-    def __init__(self, config: uvicorn.Config, app: FastAPI) -> None:
+    def __init__(self, config: uvicorn.Config, app: FastAPI, on_reload: Callable[[], None]) -> None:
         super().__init__(config)
         self._app = app
+        self._on_reload = on_reload
 
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
@@ -183,6 +185,8 @@ class DaemonServer(uvicorn.Server):
             yield
             return
         wanted = [signal.SIGINT, signal.SIGTERM]
+        if hasattr(signal, "SIGHUP"):  # not on Windows
+            wanted.append(signal.SIGHUP)
         previous = {sig: signal.signal(sig, self._on_signal) for sig in wanted}
         try:
             yield
@@ -191,6 +195,9 @@ class DaemonServer(uvicorn.Server):
                 signal.signal(sig, handler)
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        if signum == getattr(signal, "SIGHUP", None):
+            _soon(self._on_reload)
+            return
         if self.should_exit:
             # Written straight to the file descriptor: the logging lock may be held by the code this
             # handler interrupted.
