@@ -356,19 +356,26 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     # importing `appliance` never loads FastAPI.
     from server.daemon import run_daemon
 
-    settings = _settings(
-        args,
-        server={"host": args.host, "port": args.port, "api_key": args.api_key, "max_queue": args.max_queue,
-                "insecure_no_auth": args.insecure_no_auth},
-        model={
-            "alias": args.alias,
-            "n_ctx": args.ctx,
-            "n_parallel": args.parallel,
-            "n_threads": args.threads,
-        },
-        planner={"max_ram": args.max_ram, "max_vram": args.max_vram},
-    )
-    return run_daemon(settings, args.model)
+    def load() -> Settings:  # again on SIGHUP: the flags still win over the file and the environment
+        return _settings(
+            args,
+            server={
+                "host": args.host,
+                "port": args.port,
+                "api_key": args.api_key,
+                "max_queue": args.max_queue,
+                "insecure_no_auth": args.insecure_no_auth,
+            },
+            model={
+                "alias": args.alias,
+                "n_ctx": args.ctx,
+                "n_parallel": args.parallel,
+                "n_threads": args.threads,
+            },
+            planner={"max_ram": args.max_ram, "max_vram": args.max_vram},
+        )
+
+    return run_daemon(load(), args.model, load)
 
 
 def _base_url(url: str | None) -> str | None:

@@ -18,10 +18,12 @@ from appliance.manager import ModelManager
 from appliance.remotes.pool import RemotePool
 from server.anthropic_routes import router as anthropic_router
 from server.errors import install_error_handlers
+from server.lifecycle import DrainGuard, Lifecycle
 from server.metrics import Metrics, RequestCounter
 from server.ollama_routes import router as ollama_router
 from server.openai_routes import router as openai_router
 from server.pull_routes import router as pull_router
+from server.reload import router as reload_router
 from server.security import Access, Guard, build_policy, machine_names
 from server.status_routes import router as status_router
 
@@ -59,6 +61,7 @@ def create_app(settings: Settings, manager: ModelManager, hardware: HardwareProf
     shutdown."""
 
     remotes = RemotePool(settings)
+    lifecycle = Lifecycle(manager)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -67,6 +70,7 @@ def create_app(settings: Settings, manager: ModelManager, hardware: HardwareProf
         try:
             yield
         finally:
+            await lifecycle.drained()
             await remotes.close()
             manager.close()
 
@@ -77,12 +81,17 @@ def create_app(settings: Settings, manager: ModelManager, hardware: HardwareProf
     app.state.started_at = int(time.time())
     app.state.hardware = hardware
     app.state.metrics = metrics = Metrics(manager, remotes)
+    app.state.lifecycle = lifecycle
+    # Called in order with the new Settings after a reload (SIGHUP) replaced app.state.settings.
+    app.state.reloaders = [manager.reconfigure, remotes.reconfigure]
+    app.state.load_settings = None  # how to read the configuration again; set by `appliance serve`
     install_error_handlers(app)
     app.include_router(openai_router)
     app.include_router(status_router)
     app.include_router(pull_router)
     app.include_router(ollama_router)
     app.include_router(anthropic_router)
+    app.include_router(reload_router)
 
     @app.get("/metrics")
     async def prometheus_metrics() -> Response:
@@ -105,8 +114,9 @@ def create_app(settings: Settings, manager: ModelManager, hardware: HardwareProf
     def reload_access(new: Settings) -> None:
         access.policy = build_policy(new, machine_names(new.tailscale.socket))
 
-    app.state.reloaders = [reload_access]
+    app.state.reloaders.append(reload_access)
     app.add_middleware(Guard, access=access)
     app.add_middleware(RequestCounter, metrics=metrics)
     app.add_middleware(BackendHeader)
+    app.add_middleware(DrainGuard, lifecycle=lifecycle)  # outermost: it sees every request first
     return app

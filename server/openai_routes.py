@@ -146,6 +146,7 @@ async def _gather(
                 return None
     finally:
         stream.cancel()
+        task.cancel()  # this request was cancelled (a shutdown cut it): nobody awaits the task any more
 
 
 def _meta(prefix: str, model: str) -> payloads.Meta:

@@ -39,11 +39,13 @@ from appliance.errors import (
     ModelLoadFailed,
     ModelLoading,
     QueueFull,
+    ShuttingDown,
 )
 
 log = logging.getLogger(__name__)
 
 _DRAIN = object()  # close() with drain: stop once the submitted requests are done
+_CUT = object()  # cut(): end the running generations now and refuse the waiting requests
 
 
 class ModelState(str, enum.Enum):
@@ -83,6 +85,7 @@ class LocalLlamaBackend:
         self._in_flight = 0  # submitted and not yet done: waiting, running, or being cancelled
         self.idle_since = time.monotonic()
         self._closing = False
+        self._cut = False  # the daemon is shutting down and its drain ran out: no new work
         self._job_seconds = 1.0  # moving average, for Retry-After
         self._worker = threading.Thread(target=self._work, name="llama-worker", daemon=True)
         self.load_seconds: float | None = None
@@ -102,9 +105,22 @@ class LocalLlamaBackend:
         self._jobs.put(_DRAIN if drain else None)
         if self._worker.is_alive():
             self._worker.join(timeout=None if drain else 30)
+        if self._worker.is_alive():
+            # Still inside llama.cpp (a long load or decode): freeing the model under it would crash
+            # the process; it is freed when the process exits.
+            log.warning("model %s: the worker did not stop; its memory is freed at exit", self.model_id)
+            return
         if self._model is not None:
             self._model.close()
             self._model = None
+
+    def cut(self) -> None:
+        """End this model's work now, for a shutdown whose drain ran out of time: running generations
+        finish at once as if they had reached max_tokens (finish_reason "length"), and waiting requests
+        and new ones get ShuttingDown (503)."""
+        with self._lock:
+            self._cut = True
+        self._jobs.put(_CUT)
 
     def _load(self) -> None:
         from appliance.engine.llama import LlamaModel  # the only place llama.cpp is loaded
@@ -180,7 +196,7 @@ class LocalLlamaBackend:
         engine = BatchingEngine(model, self._request_done) if model is not None else None
         self._engine = engine
         pending: deque[Job] = deque()  # arrived, not yet admitted, in arrival order
-        draining = False
+        draining = cut = False
         while True:
             idle = engine is None or (engine.active == 0 and not pending)
             if draining and idle:
@@ -194,11 +210,16 @@ class LocalLlamaBackend:
                         return
                     if job is _DRAIN:
                         draining = True
+                    elif job is _CUT:
+                        cut = True
                     else:
                         pending.append(job)
                     job = self._jobs.get_nowait()
             except queue.Empty:
                 pass
+            if cut:
+                cut = False
+                self._cut_short(engine, pending)
             if engine is None:  # the model failed to load: nothing will run
                 for job in pending:
                     job.stream.emit(ModelLoadFailed(f"model {self.model_id} failed to load: {self.error}"))
@@ -251,6 +272,15 @@ class LocalLlamaBackend:
     def _left_queue(self) -> None:
         with self._lock:
             self._waiting -= 1
+
+    def _cut_short(self, engine: BatchingEngine | None, pending: deque[Job]) -> None:
+        for job in pending:
+            self._left_queue()
+            job.stream.emit(ShuttingDown("the server is shutting down; retry once it is back"))
+            job.stream.emit(DONE)
+        pending.clear()
+        if engine is not None:
+            engine.finish_all()
 
     def _shutdown(self, engine: BatchingEngine | None, pending: deque[Job]) -> None:
         for job in pending:
@@ -348,6 +378,8 @@ class LocalLlamaBackend:
     def _submit(self, make: Callable[[JobStream], Job]) -> JobStream:
         stream = JobStream(asyncio.get_running_loop(), on_done=self._job_done)
         with self._lock:
+            if self._cut:
+                raise ShuttingDown("the server is shutting down; retry once it is back")
             if self._closing:
                 raise ModelLoading(f"model {self.model_id} is being unloaded; retry")
             if self._waiting >= self.limits.max_queue:
