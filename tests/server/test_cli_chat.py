@@ -95,8 +95,9 @@ def test_interactive_in_a_terminal(daemon: Daemon, tmp_path: Path) -> None:
 
 def test_interactive_says_how_to_start_over_when_the_context_is_full(daemon: Daemon, tmp_path: Path) -> None:
     seen = bytearray()
-    # More tokens asked for than the context holds: the same error a conversation grown too long gets.
-    with _chat_in_terminal(tmp_path, "--url", daemon.url, "--max-tokens", "100000") as (master, process):
+    # More tokens asked for than the context holds (4096 a slot; under server.max_tokens_cap, 32768, which
+    # would refuse first): the same error a conversation grown too long gets.
+    with _chat_in_terminal(tmp_path, "--url", daemon.url, "--max-tokens", "30000") as (master, process):
         assert _read_until(master, b">>> ", seen), seen.decode(errors="replace")
         seen.clear()
         os.write(master, b"Say hello.\n")
