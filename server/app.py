@@ -24,7 +24,7 @@ from server.ollama_routes import router as ollama_router
 from server.openai_routes import router as openai_router
 from server.pull_routes import router as pull_router
 from server.reload import router as reload_router
-from server.security import Access, Guard, build_policy, machine_names
+from server.security import Access, Guard
 from server.status_routes import router as status_router
 
 log = logging.getLogger(__name__)
@@ -108,13 +108,9 @@ def create_app(settings: Settings, manager: ModelManager, hardware: HardwareProf
         body: dict[str, Any] = {"status": status, "models": [b.describe() for b in manager]}
         return JSONResponse(body, status_code=code)
 
-    access = Access(build_policy(settings, machine_names(settings.tailscale.socket)))
+    access = Access.start(settings)
     app.state.access = access
-
-    def reload_access(new: Settings) -> None:
-        access.policy = build_policy(new, machine_names(new.tailscale.socket))
-
-    app.state.reloaders.append(reload_access)
+    app.state.reloaders.append(access.reload)
     app.add_middleware(Guard, access=access)
     app.add_middleware(RequestCounter, metrics=metrics)
     app.add_middleware(BackendHeader)

@@ -181,10 +181,33 @@ def build_policy(settings: Settings, own_names: Iterable[str] = ()) -> AccessPol
 
 @dataclass
 class Access:
-    """The policy in force (replaced on reload) and the requests each key has in flight."""
+    """The policy in force and the requests each key has in flight. ``reload`` replaces the policy."""
 
     policy: AccessPolicy
+    own_names: frozenset[str] = frozenset()  # machine_names(), as last looked up
     in_flight: Counter[bytes] = field(default_factory=Counter)
+    _generation: int = 0
+
+    @classmethod
+    def start(cls, settings: Settings) -> Access:
+        """The policy at start (looking this machine's names up, which may take a second)."""
+        names = machine_names(settings.tailscale.socket)
+        return cls(build_policy(settings, names), names)
+
+    def reload(self, settings: Settings) -> None:
+        """The new settings' keys, hosts, origins and limits at once; this machine's names looked up
+        again in a thread (a DNS or tailscaled lookup must not stall the event loop), then applied."""
+        self.policy = build_policy(settings, self.own_names)
+        self._generation += 1
+        generation = self._generation
+
+        def look_up() -> None:
+            names = machine_names(settings.tailscale.socket)
+            if generation == self._generation and names != self.own_names:  # no newer reload meanwhile
+                self.own_names = names
+                self.policy = build_policy(settings, names)
+
+        threading.Thread(target=look_up, name="host names", daemon=True).start()
 
 
 def exposure_problem(settings: Settings, keys: list[str]) -> str | None:
