@@ -274,6 +274,9 @@ class RequestCounter:
 
         try:
             await self.app(scope, receive, record_status)
+        except asyncio.CancelledError:  # cut by a shutdown's drain: the drain guard answers for it
+            status = "cancelled" if status in ("500", "200") else status
+            raise
         finally:
             state = scope.get("state", {})
             # Only a stream that already sent its 200 fails as "error"; otherwise the status says it.
