@@ -25,14 +25,14 @@ from appliance.backend import (
     Embeddings,
 )
 from appliance.engine import tools as toolfmt
-from appliance.engine.batching import BatchingEngine
+from appliance.engine.batching import BatchingEngine, failure
 from appliance.engine.chat_template import ChatTemplate, TemplateError
+from appliance.engine.faults import Faults
 from appliance.engine.jobs import DONE, ExclusiveJob, GenerationJob, Job, JobStream
 from appliance.engine.params import LoadOptions, SamplingParams
 from appliance.errors import (
     ApplianceError,
     ContextOverflow,
-    EngineFailure,
     InvalidRequest,
     ModelLoadFailed,
     ModelLoading,
@@ -77,6 +77,7 @@ class LocalLlamaBackend:
         self._template: ChatTemplate | None = None
         self._jobs: queue.Queue[Any] = queue.Queue()  # jobs, _DRAIN or None (stop)
         self._engine: BatchingEngine | None = None
+        self._faults: Faults | None = None  # injected faults, for tests (appliance.engine.faults)
         self._lock = threading.Lock()
         self._waiting = 0
         self._in_flight = 0  # submitted and not yet done: waiting, running, or being cancelled
@@ -175,7 +176,10 @@ class LocalLlamaBackend:
     def _work(self) -> None:
         self._load()
         model = self._model
-        engine = BatchingEngine(model, self._request_done) if model is not None else None
+        engine = None
+        if model is not None:
+            self._faults = Faults.from_environment(model)
+            engine = BatchingEngine(model, self._request_done, self._faults)
         self._engine = engine
         pending: deque[Job] = deque()  # arrived, not yet admitted, in arrival order
         draining = False
@@ -203,9 +207,12 @@ class LocalLlamaBackend:
                     job.stream.emit(DONE)
                 pending.clear()
                 continue
-            self._admit(engine, pending)
-            if engine.active:
-                engine.step()
+            try:
+                self._admit(engine, pending)
+                if engine.active:
+                    engine.step()
+            except Exception as exc:  # a bug no one request is to blame for: fail those running, go on
+                engine.fail_all(failure("an engine step", exc))
 
     def _admit(self, engine: BatchingEngine, pending: deque[Job]) -> None:
         """Start waiting jobs in arrival order while slots are free. An exclusive job (embeddings)
@@ -234,11 +241,8 @@ class LocalLlamaBackend:
         started = time.monotonic()
         try:
             job.run(self._model, job.stream)
-        except ApplianceError as exc:
-            job.stream.emit(exc)
-        except Exception as exc:  # a bug or a llama.cpp failure: report it, keep serving
-            log.exception("job failed")
-            job.stream.emit(EngineFailure(f"request failed: {exc}"))
+        except Exception as exc:  # a bad input, a bug or a llama.cpp failure: report it, keep serving
+            job.stream.emit(failure("the request", exc))
         finally:
             job.stream.emit(DONE)
             self._job_seconds = 0.8 * self._job_seconds + 0.2 * (time.monotonic() - started)
@@ -435,6 +439,8 @@ class LocalLlamaBackend:
             for tokens in token_lists:
                 if stream.cancelled.is_set():
                     return
+                if self._faults is not None:
+                    self._faults.check_embed(tokens)
                 vectors.append(m.embed(tokens))
             stream.emit(Embeddings(vectors, sum(len(t) for t in token_lists)))
 
