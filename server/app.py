@@ -19,6 +19,7 @@ from appliance.hardware.profile import HardwareProfile
 from appliance.manager import ModelManager
 from appliance.remotes.pool import RemotePool
 from server.anthropic_routes import router as anthropic_router
+from server.disconnects import CancelOnDisconnect
 from server.errors import appliance_error_body, install_error_handlers
 from server.metrics import Metrics, RequestCounter
 from server.ollama_routes import router as ollama_router
@@ -131,4 +132,5 @@ def create_app(settings: Settings, manager: ModelManager, hardware: HardwareProf
         app.add_middleware(ApiKeyGuard, api_key=api_key.get_secret_value())
     app.add_middleware(RequestCounter, metrics=metrics)
     app.add_middleware(BackendHeader)
+    app.add_middleware(CancelOnDisconnect)  # outermost: it reads the connection for everything inside
     return app

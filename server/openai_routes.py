@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
 import time
 import uuid
@@ -142,10 +143,14 @@ async def _gather(
             if done:
                 return task.result()
             if await request.is_disconnected():
-                task.cancel()
                 return None
     finally:
         stream.cancel()
+        # Also when this handler is cancelled (server.disconnects): the collecting task ends, and logs the
+        # request as cancelled, before the handler does.
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 def _meta(prefix: str, model: str) -> payloads.Meta:
