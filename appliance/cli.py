@@ -50,7 +50,13 @@ def _parser() -> argparse.ArgumentParser:
         help="KV cache tokens, shared by the slots (default: 4096 per slot, capped by the model)",
     )
     serve.add_argument("--parallel", type=int, help="requests generated at once (default 1)")
-    serve.add_argument("--api-key", help="require this key from clients")
+    serve.add_argument("--api-key", help="require this key from clients (also: appliance key new)")
+    serve.add_argument(
+        "--insecure-no-auth",
+        action="store_true",
+        default=None,
+        help="serve a non-loopback --host without any API key (everyone who reaches the port may use it)",
+    )
     serve.add_argument("--max-queue", type=int, help="requests that may wait at once (default 64)")
     serve.add_argument("--threads", type=int, help="generation threads (default: physical cores)")
     budgets = argparse.ArgumentParser(add_help=False)
@@ -223,6 +229,23 @@ def _parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--request-timeout", type=float, default=600, help="seconds a request may take")
 
+    key = commands.add_parser("key", parents=[common], help="make and list the daemon's API keys")
+    key_commands = key.add_subparsers(dest="key_command", required=True, metavar="ACTION")
+    key_new = key_commands.add_parser(
+        "new",
+        parents=[common],
+        help="make a new API key and add it to the keys file",
+        description="Make a new API key, add it to the keys file (server.api_keys_file, default api-keys "
+        "in the config directory, owner-only) and print it. A running daemon accepts it after SIGHUP or "
+        "a restart.",
+    )
+    key_new.add_argument("--name", default="", help="a name for the key, e.g. the client that uses it")
+    key_new.add_argument("--json", action="store_true", help="print the key and the file as JSON")
+    key_list = key_commands.add_parser(
+        "list", parents=[common], help="list the keys the daemon accepts (masked)"
+    )
+    key_list.add_argument("--json", action="store_true", help="print as JSON")
+
     config = commands.add_parser("config", parents=[common], help="inspect the configuration")
     config_commands = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
     config_commands.add_parser(
@@ -333,18 +356,26 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     # importing `appliance` never loads FastAPI.
     from server.daemon import run_daemon
 
-    settings = _settings(
-        args,
-        server={"host": args.host, "port": args.port, "api_key": args.api_key, "max_queue": args.max_queue},
-        model={
-            "alias": args.alias,
-            "n_ctx": args.ctx,
-            "n_parallel": args.parallel,
-            "n_threads": args.threads,
-        },
-        planner={"max_ram": args.max_ram, "max_vram": args.max_vram},
-    )
-    return run_daemon(settings, args.model)
+    def load() -> Settings:  # again on SIGHUP: the flags still win over the file and the environment
+        return _settings(
+            args,
+            server={
+                "host": args.host,
+                "port": args.port,
+                "api_key": args.api_key,
+                "max_queue": args.max_queue,
+                "insecure_no_auth": args.insecure_no_auth,
+            },
+            model={
+                "alias": args.alias,
+                "n_ctx": args.ctx,
+                "n_parallel": args.parallel,
+                "n_threads": args.threads,
+            },
+            planner={"max_ram": args.max_ram, "max_vram": args.max_vram},
+        )
+
+    return run_daemon(load(), args.model, load)
 
 
 def _base_url(url: str | None) -> str | None:
@@ -353,9 +384,16 @@ def _base_url(url: str | None) -> str | None:
 
 
 def _api_key(args: argparse.Namespace, settings: Settings) -> str | None:
-    """The daemon's API key: as given, else this machine's configured one."""
-    key = settings.server.api_key
-    return args.api_key or (key.get_secret_value() if key is not None else None)
+    """The daemon's API key: as given, else the first this machine's daemon accepts."""
+    from appliance.keys import KeyFileError, accepted_keys
+
+    if args.api_key:
+        return str(args.api_key)
+    try:
+        keys = accepted_keys(settings)
+    except KeyFileError as exc:
+        raise UserError(str(exc)) from None
+    return keys[0] if keys else None
 
 
 def _daemon(args: argparse.Namespace) -> tuple[str, str | None]:
@@ -409,7 +447,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     from appliance import cli_bench
     from appliance.bench.load import Load
 
-    _settings(args)
+    settings = _settings(args)
     load = Load(args.tokens, args.concurrency, args.requests, args.prompt, args.request_timeout)
     servers = [n.strip() for n in args.servers.split(",") if n.strip()] if args.servers else None
     try:
@@ -417,7 +455,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             args.model,
             load,
             url=_base_url(args.url),
-            api_key=args.api_key,
+            api_key=_api_key(args, settings) if args.url else None,
             servers=servers,
             threads=args.threads or psutil.cpu_count(logical=False) or 1,
             ctx=args.ctx,
@@ -474,6 +512,14 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_plan(args)
         if args.command == "config":
             return _cmd_config_show(args)
+        if args.command == "key":
+            from appliance.cli_keys import run_key_command
+            from appliance.keys import KeyFileError
+
+            try:
+                return run_key_command(args, _settings(args))
+            except KeyFileError as exc:
+                raise UserError(str(exc)) from None
         if args.command == "remotes":
             from appliance.cli_remotes import remotes, remotes_text
 

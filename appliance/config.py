@@ -106,6 +106,9 @@ class ServerSettings(BaseModel):
     """Requests that may wait for the model at once; one more gets 429 with Retry-After."""
     request_deadline_s: float | None = Field(1800, gt=0)
     """Longest a request may take from arrival; past it, generation stops with finish_reason "length"."""
+    shutdown_timeout_s: float = Field(30, ge=0)
+    """On SIGTERM or Ctrl-C, how long requests in flight may take to finish; then streams end with
+    finish_reason "length" and waiting requests get 503."""
     log_prompts: bool = False
     """Write prompt and reply text to the request log (off: only sizes, timings and status)."""
 

@@ -85,6 +85,15 @@ class ModelLoading(ApplianceError):
     code = "model_loading"
 
 
+class ShuttingDown(ApplianceError):
+    """The daemon is stopping: it takes no new work, and work still waiting when the drain ends is
+    refused with this."""
+
+    status = 503
+    error_type = "server_error"
+    code = "shutting_down"
+
+
 class ModelLoadFailed(ApplianceError):
     """The model file could not be loaded."""
 

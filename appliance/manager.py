@@ -22,7 +22,15 @@ from typing import Any
 
 from appliance.config import Settings
 from appliance.engine.local import LocalLlamaBackend, ModelState
-from appliance.errors import InvalidRequest, ModelLoadFailed, ModelLoading, ModelNotFound, ModelTooLarge
+from appliance.engine.params import RequestLimits
+from appliance.errors import (
+    InvalidRequest,
+    ModelLoadFailed,
+    ModelLoading,
+    ModelNotFound,
+    ModelTooLarge,
+    ShuttingDown,
+)
 from appliance.hardware.profile import HardwareProfile
 from appliance.planner.model_info import read_model_info
 from appliance.planner.plan import Budget, Plan, fits_budget
@@ -82,6 +90,17 @@ class Loaded:
         return "unloading" if self.unloading else self.backend.state.value
 
 
+def request_limits(settings: Settings) -> RequestLimits:
+    """The limits the server settings put on each model's requests."""
+    server = settings.server
+    return RequestLimits(
+        max_queue=server.max_queue,
+        request_deadline_s=server.request_deadline_s,
+        max_messages=server.max_messages,
+        max_tokens_cap=server.max_tokens_cap,
+    )
+
+
 class ModelManager:
     """The installed models by id, and the loaded ones among them."""
 
@@ -105,6 +124,7 @@ class ModelManager:
             self._plans[self._models[model_id].path] = plan
         self._on_default_failed = on_default_failed
         self._loaded: dict[str, Loaded] = {}
+        self._cut = False  # shutting down: no more loads, no more requests
         self._lock = asyncio.Lock()  # one load decision at a time
         self._loop: asyncio.AbstractEventLoop | None = None
         self._reaper: asyncio.Task[None] | None = None
@@ -196,6 +216,27 @@ class ModelManager:
         self._spawn(default, self._decide(default), keep_alive_s=None, first=True)
         self._reaper = asyncio.create_task(self._reap())
 
+    def reconfigure(self, settings: Settings) -> None:
+        """Settings reloaded (SIGHUP): keep-alive and the request limits (queue length, deadline, messages,
+        max_tokens cap) apply to new requests and loads from now on. What the plans depend on (context,
+        slots, budgets) needs a restart."""
+        old_keep_alive_s = self.keep_alive_s
+        self.settings = settings
+        self.keep_alive_s = parse_duration(settings.model.keep_alive)
+        limits = request_limits(settings)
+        for entry in self._loaded.values():
+            # Models loaded on demand had the configured keep-alive; one set through the load API stays.
+            if entry.model.id != self.default_id and entry.keep_alive_s == old_keep_alive_s:
+                entry.keep_alive_s = self.keep_alive_s
+            entry.backend.limits = limits
+
+    def cut(self) -> None:
+        """A shutdown's drain ran out of time: running generations end now (finish_reason "length"),
+        waiting requests and new ones get ShuttingDown, and no model loads any more."""
+        self._cut = True
+        for entry in self._loaded.values():
+            entry.backend.cut()
+
     def close(self) -> None:
         if self._reaper is not None:
             self._reaper.cancel()
@@ -241,6 +282,8 @@ class ModelManager:
     async def _acquire(self, model: LocalModel, wait: bool) -> Loaded:
         deadline = time.monotonic() + self.settings.model.load_timeout_s
         while True:
+            if self._cut:
+                raise ShuttingDown("the server is shutting down; retry once it is back")
             entry = self._loaded.get(model.id)
             if entry is None:
                 if not wait:
@@ -337,8 +380,7 @@ class ModelManager:
             model.path,
             model.id,
             options,
-            max_queue=self.settings.server.max_queue,
-            request_deadline_s=self.settings.server.request_deadline_s,
+            limits=request_limits(self.settings),
             on_settled=on_settled,
             fallbacks=fallback_ladder(options, plan.model),
         )

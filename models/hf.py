@@ -17,7 +17,7 @@ from huggingface_hub.errors import (
     RepositoryNotFoundError,
     RevisionNotFoundError,
 )
-from huggingface_hub.utils import build_hf_headers, get_token
+from huggingface_hub.utils import HFValidationError, build_hf_headers, get_token, validate_repo_id
 
 from models.naming import quant_from_path
 
@@ -55,11 +55,25 @@ class RepoListing:
 
 
 def parse_repo_ref(ref: str) -> tuple[str, str | None]:
-    """``owner/name[:QUANT]`` -> (repo, quant or None)."""
+    """``owner/name[:QUANT]`` -> (repo, quant or None); a repo id the Hub itself would accept, so it
+    cannot name another path of the Hub's API (``../..``)."""
     match = _REF.match(ref.strip())
     if match is None:
         raise HubError(f"not a Hugging Face repo: {ref!r} (expected owner/name or owner/name:QUANT)")
+    try:
+        validate_repo_id(match.group("repo"))
+    except HFValidationError:
+        raise HubError(f"not a Hugging Face repo id: {match.group('repo')!r}") from None
     return match.group("repo"), match.group("quant")
+
+
+def _safe_file_name(repo: str, name: str) -> str:
+    """``name`` when it is a plain relative path (a file, or one in the repo's folders): a listing that
+    names ``../x.gguf`` or ``/etc/x.gguf`` would have the pull write outside the store."""
+    parts = PurePosixPath(name).parts
+    if not parts or name.startswith("/") or "\\" in name or any(p in ("..", ".", "") for p in parts):
+        raise HubError(f"refusing {repo}: the Hub lists a file named {name!r}, which is not a safe path")
+    return name
 
 
 def auth_headers(token: str | None = None) -> dict[str, str]:
@@ -95,7 +109,7 @@ def list_gguf(
     groups: dict[str, list[RemoteFile]] = defaultdict(list)
     quants: dict[str, str] = {}
     for sibling in info.siblings or []:
-        name = sibling.rfilename
+        name = _safe_file_name(repo, sibling.rfilename)
         if not name.endswith(".gguf") or "mmproj" in PurePosixPath(name).name.lower():
             continue
         sha = sibling.lfs.sha256 if sibling.lfs is not None else None

@@ -19,6 +19,7 @@ MANIFEST_TYPE = "application/vnd.docker.distribution.manifest.v2+json"
 MODEL_LAYER = "application/vnd.ollama.image.model"
 _PART = r"[a-zA-Z0-9][a-zA-Z0-9._-]*"
 _NAME = re.compile(rf"^(?:(?P<ns>{_PART})/)?(?P<model>{_PART})(?::(?P<tag>{_PART}))?$")
+_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 _SMALL_LAYER_BYTES = 1 << 20
 
 
@@ -84,7 +85,8 @@ def _get(client: httpx.Client, url: str, what: str, **kwargs: Any) -> httpx.Resp
 
 
 def _layer(raw: Any) -> Layer:
-    if not isinstance(raw, dict) or not str(raw.get("digest", "")).startswith("sha256:"):
+    # The digest names the blob's URL and the stored file: nothing but a sha256 may pass.
+    if not isinstance(raw, dict) or not _DIGEST.match(str(raw.get("digest", ""))):
         raise OllamaError(f"bad layer in manifest: {raw!r}"[:200])
     return Layer(str(raw.get("mediaType", "")), str(raw["digest"]), int(raw.get("size", 0)))
 

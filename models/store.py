@@ -160,8 +160,8 @@ class Store:
 
     def get(self, ref: str) -> Manifest | None:
         name, tag = split_ref(ref)
-        if tag is None:
-            return None
+        if tag is None or not _NAME.match(name) or not _TAG.match(tag):
+            return None  # not a name the store can hold (and no path out of it)
         path = self._manifest_path(name, tag)
         if not path.is_file():
             return None
@@ -216,7 +216,8 @@ class Store:
             still_used = {self.file_path(f) for m in self.manifests() for f in m.files}
             for stored in manifest.files:
                 path = self.file_path(stored)
-                if path not in still_used:
+                # Only files the store holds: a manifest edited to name another path deletes nothing.
+                if path not in still_used and path.resolve().is_relative_to(self.files_dir.resolve()):
                     path.unlink(missing_ok=True)
             for directory in (self.model_dir(manifest.name), self.manifests_dir / manifest.name):
                 if directory.is_dir() and not any(directory.iterdir()):

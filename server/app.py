@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -14,22 +13,22 @@ from fastapi.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from appliance.config import Settings
-from appliance.errors import Unauthorized
 from appliance.hardware.profile import HardwareProfile
 from appliance.manager import ModelManager
 from appliance.remotes.pool import RemotePool
 from server.anthropic_routes import router as anthropic_router
 from server.disconnects import CancelOnDisconnect
-from server.errors import appliance_error_body, install_error_handlers
+from server.errors import install_error_handlers
+from server.lifecycle import DrainGuard, Lifecycle
 from server.metrics import Metrics, RequestCounter
 from server.ollama_routes import router as ollama_router
 from server.openai_routes import router as openai_router
 from server.pull_routes import router as pull_router
+from server.reload import router as reload_router
+from server.security import Access, Guard, build_policy, machine_names
 from server.status_routes import router as status_router
 
 log = logging.getLogger(__name__)
-
-_OPEN_PATHS = ("/", "/health")
 
 
 class BackendHeader:
@@ -58,35 +57,12 @@ class BackendHeader:
         await self.app(scope, receive, send_with_header)
 
 
-class ApiKeyGuard:
-    """Requires the configured API key (Bearer or x-api-key) on everything but health."""
-
-    def __init__(self, app: ASGIApp, api_key: str) -> None:
-        self.app = app
-        self.api_key = api_key.encode()
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in _OPEN_PATHS:
-            await self.app(scope, receive, send)
-            return
-        headers = dict(scope["headers"])
-        given = headers.get(b"x-api-key", b"")
-        auth = headers.get(b"authorization", b"")
-        if auth[:7].lower() == b"bearer ":
-            given = auth[7:].strip()
-        if not hmac.compare_digest(given, self.api_key):
-            message = "missing API key" if not given else "incorrect API key"
-            response = JSONResponse(appliance_error_body(Unauthorized(message)), status_code=401)
-            await response(scope, receive, send)
-            return
-        await self.app(scope, receive, send)
-
-
 def create_app(settings: Settings, manager: ModelManager, hardware: HardwareProfile | None = None) -> FastAPI:
     """The daemon's app. The lifespan starts loading the default model and closes every model at
     shutdown."""
 
     remotes = RemotePool(settings)
+    lifecycle = Lifecycle(manager)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -95,6 +71,7 @@ def create_app(settings: Settings, manager: ModelManager, hardware: HardwareProf
         try:
             yield
         finally:
+            await lifecycle.drained()
             await remotes.close()
             manager.close()
 
@@ -105,12 +82,17 @@ def create_app(settings: Settings, manager: ModelManager, hardware: HardwareProf
     app.state.started_at = int(time.time())
     app.state.hardware = hardware
     app.state.metrics = metrics = Metrics(manager, remotes)
+    app.state.lifecycle = lifecycle
+    # Called in order with the new Settings after a reload (SIGHUP) replaced app.state.settings.
+    app.state.reloaders = [manager.reconfigure, remotes.reconfigure]
+    app.state.load_settings = None  # how to read the configuration again; set by `appliance serve`
     install_error_handlers(app)
     app.include_router(openai_router)
     app.include_router(status_router)
     app.include_router(pull_router)
     app.include_router(ollama_router)
     app.include_router(anthropic_router)
+    app.include_router(reload_router)
 
     @app.get("/metrics")
     async def prometheus_metrics() -> Response:
@@ -127,10 +109,16 @@ def create_app(settings: Settings, manager: ModelManager, hardware: HardwareProf
         body: dict[str, Any] = {"status": status, "models": [b.describe() for b in manager]}
         return JSONResponse(body, status_code=code)
 
-    api_key = settings.server.api_key
-    if api_key is not None and api_key.get_secret_value():
-        app.add_middleware(ApiKeyGuard, api_key=api_key.get_secret_value())
+    access = Access(build_policy(settings, machine_names(settings.tailscale.socket)))
+    app.state.access = access
+
+    def reload_access(new: Settings) -> None:
+        access.policy = build_policy(new, machine_names(new.tailscale.socket))
+
+    app.state.reloaders.append(reload_access)
+    app.add_middleware(Guard, access=access)
     app.add_middleware(RequestCounter, metrics=metrics)
     app.add_middleware(BackendHeader)
-    app.add_middleware(CancelOnDisconnect)  # outermost: it reads the connection for everything inside
+    app.add_middleware(CancelOnDisconnect)  # it reads the connection for everything inside it
+    app.add_middleware(DrainGuard, lifecycle=lifecycle)  # outermost: it sees every request first
     return app

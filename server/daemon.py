@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import uvicorn
 
-from appliance.config import Settings
+from appliance.config import Settings, state_dirs
 from appliance.hardware.detect import detect_hardware
 from appliance.hardware.profile import HardwareProfile
 from appliance.inventory import installed_models
+from appliance.keys import KeyFileError, accepted_keys
 from appliance.manager import ModelManager
 from appliance.planner.model_info import read_model_info
 from appliance.planner.plan import Plan
 from appliance.planning import choose_plan, describe_options, load_options
+from appliance.statelock import StateLock, StateLocked
 from models.catalog import LocalModel, unique
 from models.embedded import MODEL_ID as EMBEDDED_ID
 from models.embedded import embedded_model_path
@@ -22,6 +26,9 @@ from models.gguf_file import check_gguf
 from models.gguf_header import GGUFError
 from models.naming import model_id_from_path
 from server.app import create_app
+from server.lifecycle import DaemonServer
+from server.reload import ReloadFailed, reload_configuration
+from server.security import exposure_problem
 
 log = logging.getLogger("appliance.daemon")
 
@@ -94,13 +101,42 @@ def plan_model(settings: Settings, path: Path, hardware: HardwareProfile) -> Pla
     return chosen
 
 
-def run_daemon(settings: Settings, model_arg: str | None) -> int:
-    """Serve until interrupted. Problems the user can fix become one-line UserErrors."""
+def set_log_level(settings: Settings) -> None:
+    """A reloaded log level, for the daemon and uvicorn's loggers (basicConfig set the first one)."""
+    level = settings.log_level.upper()
+    for name in ("", "uvicorn", "uvicorn.error"):
+        logging.getLogger(name).setLevel(level)
+
+
+def run_daemon(
+    settings: Settings, model_arg: str | None, load_settings: Callable[[], Settings] | None = None
+) -> int:
+    """Serve until SIGTERM or Ctrl-C, then drain and return 0. ``load_settings`` reads the configuration
+    again, for SIGHUP. Problems the user can fix become one-line UserErrors."""
+    from appliance.cli import UserError
+
+    try:  # before anything is loaded: a second daemon on the same state changes nothing
+        lock = StateLock.acquire(state_dirs().lock_file)
+    except StateLocked as exc:
+        raise UserError(str(exc)) from None
+    try:
+        return _serve(settings, model_arg, load_settings)
+    finally:
+        lock.release()
+
+
+def _serve(settings: Settings, model_arg: str | None, load_settings: Callable[[], Settings] | None) -> int:
     from appliance.cli import UserError
 
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    try:
+        problem = exposure_problem(settings, accepted_keys(settings))
+    except KeyFileError as exc:
+        raise UserError(str(exc)) from None
+    if problem:
+        raise UserError(problem)
     hardware = detect_hardware()
     try:
         first, models = resolve_model(settings, model_arg)
@@ -126,6 +162,8 @@ def run_daemon(settings: Settings, model_arg: str | None) -> int:
     )
     options = load_options(chosen, hardware, settings.model.n_threads)
     app = create_app(settings, manager, hardware)
+    app.state.load_settings = load_settings
+    app.state.reloaders.append(set_log_level)
     host, port = settings.server.host, settings.server.port
     log.info("detected %s", _hardware_line(hardware, options.n_threads))
     log.info("plan for %s: %s", first.id, "; ".join(chosen.reasons))
@@ -140,7 +178,12 @@ def run_daemon(settings: Settings, model_arg: str | None) -> int:
         f"; also installed, loaded on demand: {', '.join(others)}" if others else "",
     )
     config = uvicorn.Config(app, host=host, port=port, log_level=settings.log_level, access_log=False)
-    server = uvicorn.Server(config)
+
+    def on_sighup() -> None:
+        with contextlib.suppress(ReloadFailed):  # logged; the running configuration stays
+            reload_configuration(app)
+
+    server = DaemonServer(config, app, on_reload=on_sighup)
     try:
         server.run()
     except OSError as exc:

@@ -7,6 +7,7 @@ Per-request figures are recorded by wrapping a generation's event stream; the st
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections import deque
@@ -26,6 +27,7 @@ from appliance.remotes.pool import RemotePool
 request_log = logging.getLogger("appliance.requests")
 RECENT_REQUESTS = 200  # request log lines kept for the TUI's Logs screen
 
+_LOGGED_TEXT_CHARS = 4000  # of a prompt or reply, with server.log_prompts
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 _ITL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28)
 # Label values must stay few: any other /v1 path (a typo, a scanner) is counted as "other".
@@ -180,10 +182,14 @@ class Metrics:
         last: float | None = None
         finished: Finished | None = None
         status = "error"
+        # Only with server.log_prompts (the guard then keeps the request's text): the reply's text too.
+        reply: list[str] | None = [] if "request_text" in scope_state else None
         try:
             async for event in events:
                 now = time.monotonic()
                 if isinstance(event, TextDelta) and event.text:
+                    if reply is not None:
+                        reply.append(event.text)
                     if first is None:
                         first = now
                         self.ttft.labels(model, "local").observe(now - started)
@@ -200,6 +206,8 @@ class Metrics:
         finally:
             if status == "error":
                 scope_state["stream_failed"] = True
+            if reply is not None:
+                scope_state["reply_text"] = "".join(reply)
             self._log(endpoint, model, started, first, finished, status, scope_state)
 
     def _log(
@@ -235,6 +243,10 @@ class Metrics:
         (failed after its 200), "cancelled" (the client left) or the HTTP status of a refused request."""
         if scope_state is not None:
             scope_state["logged"] = True
+            # Present only when server.log_prompts is on: prompts and replies stay out of logs otherwise.
+            for key in ("request_text", "reply_text"):
+                if key in scope_state:  # quoted: the line stays one line
+                    fields[key.removesuffix("_text")] = json.dumps(scope_state[key][:_LOGGED_TEXT_CHARS])
         self.recent.append({"time": round(time.time(), 3), **fields})
         request_log.info(" ".join(f"{k}={v}" for k, v in fields.items()), extra=fields)
 

@@ -146,8 +146,8 @@ async def _gather(
                 return None
     finally:
         stream.cancel()
-        # Also when this handler is cancelled (server.disconnects): the collecting task ends, and logs the
-        # request as cancelled, before the handler does.
+        # Also when this handler is cancelled (its client left: server.disconnects; a shutdown cut it): the
+        # collecting task ends, and logs the request as cancelled, before the handler does.
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task

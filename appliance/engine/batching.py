@@ -168,6 +168,12 @@ class BatchingEngine:
             job.stream.emit(DONE)
             slot.release(self.model)
 
+    def finish_all(self) -> None:
+        """End every running generation now, with finish_reason "length" (a shutdown ran out of time)."""
+        for slot in self.slots:
+            if slot.job is not None:
+                slot.finish(self.model, "length")
+
     def step(self) -> None:
         """One decode of the next tokens of every busy slot, then sampling for those that need it."""
         now = time.monotonic()

@@ -437,6 +437,16 @@ class LlamaModel:
             return ""
         return llama_cpp.llama_vocab_get_text(self._vocab, token).decode("utf-8", errors="replace")
 
+    def control_texts(self) -> list[str]:
+        """The texts of the tokens that only a tokenization parsing special tokens produces (control and
+        unknown tokens: llama.cpp's tokenizer_st_partition matches user-defined ones in any case)."""
+        gated = llama_cpp.LLAMA_TOKEN_ATTR_CONTROL | llama_cpp.LLAMA_TOKEN_ATTR_UNKNOWN
+        return [
+            self.token_text(t)
+            for t in range(self.n_vocab)
+            if llama_cpp.llama_vocab_get_attr(self._vocab, t) & gated
+        ]
+
     def is_end_of_generation(self, token: int) -> bool:
         return bool(llama_cpp.llama_vocab_is_eog(self._vocab, token))
 

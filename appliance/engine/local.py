@@ -11,6 +11,7 @@ import asyncio
 import enum
 import logging
 import queue
+import re
 import threading
 import time
 from collections import deque
@@ -29,7 +30,8 @@ from appliance.engine.batching import BatchingEngine, failure
 from appliance.engine.chat_template import ChatTemplate, TemplateError
 from appliance.engine.faults import Faults
 from appliance.engine.jobs import DONE, ExclusiveJob, GenerationJob, Job, JobStream
-from appliance.engine.params import LoadOptions, SamplingParams
+from appliance.engine.literals import Literals, trie_pattern
+from appliance.engine.params import LoadOptions, RequestLimits, SamplingParams
 from appliance.errors import (
     ApplianceError,
     ContextOverflow,
@@ -37,11 +39,13 @@ from appliance.errors import (
     ModelLoadFailed,
     ModelLoading,
     QueueFull,
+    ShuttingDown,
 )
 
 log = logging.getLogger(__name__)
 
 _DRAIN = object()  # close() with drain: stop once the submitted requests are done
+_CUT = object()  # cut(): end the running generations now and refuse the waiting requests
 
 
 class ModelState(str, enum.Enum):
@@ -59,8 +63,7 @@ class LocalLlamaBackend:
         model_id: str,
         options: LoadOptions,
         *,
-        max_queue: int = 64,
-        request_deadline_s: float | None = None,
+        limits: RequestLimits | None = None,
         on_settled: Callable[[LocalLlamaBackend], None] | None = None,
         fallbacks: list[LoadOptions] | None = None,
     ) -> None:
@@ -69,12 +72,12 @@ class LocalLlamaBackend:
         self.options = options
         # Tried in order when a load fails (for memory, usually): see appliance.planning.fallback_ladder.
         self._fallbacks = fallbacks or []
-        self.max_queue = max_queue
-        self.request_deadline_s = request_deadline_s
+        self.limits = limits or RequestLimits()  # replaced as a whole when the settings are reloaded
         self.state = ModelState.LOADING
         self.error: str | None = None
         self._model: Any = None  # appliance.engine.llama.LlamaModel once loaded
         self._template: ChatTemplate | None = None
+        self._control_texts: re.Pattern[str] | None = None  # control tokens' texts, to keep out of messages
         self._jobs: queue.Queue[Any] = queue.Queue()  # jobs, _DRAIN or None (stop)
         self._engine: BatchingEngine | None = None
         self._faults: Faults | None = None  # injected faults, for tests (appliance.engine.faults)
@@ -83,6 +86,7 @@ class LocalLlamaBackend:
         self._in_flight = 0  # submitted and not yet done: waiting, running, or being cancelled
         self.idle_since = time.monotonic()
         self._closing = False
+        self._cut = False  # the daemon is shutting down and its drain ran out: no new work
         self._job_seconds = 1.0  # moving average, for Retry-After
         self._worker = threading.Thread(target=self._work, name="llama-worker", daemon=True)
         self.load_seconds: float | None = None
@@ -102,9 +106,22 @@ class LocalLlamaBackend:
         self._jobs.put(_DRAIN if drain else None)
         if self._worker.is_alive():
             self._worker.join(timeout=None if drain else 30)
+        if self._worker.is_alive():
+            # Still inside llama.cpp (a long load or decode): freeing the model under it would crash
+            # the process; it is freed when the process exits.
+            log.warning("model %s: the worker did not stop; its memory is freed at exit", self.model_id)
+            return
         if self._model is not None:
             self._model.close()
             self._model = None
+
+    def cut(self) -> None:
+        """End this model's work now, for a shutdown whose drain ran out of time: running generations
+        finish at once as if they had reached max_tokens (finish_reason "length"), and waiting requests
+        and new ones get ShuttingDown (503)."""
+        with self._lock:
+            self._cut = True
+        self._jobs.put(_CUT)
 
     def _load(self) -> None:
         from appliance.engine.llama import LlamaModel  # the only place llama.cpp is loaded
@@ -118,6 +135,7 @@ class LocalLlamaBackend:
                     bos_token=model.token_text(model.bos_token),
                     eos_token=model.token_text(model.eos_token),
                 )
+                self._control_texts = trie_pattern(model.control_texts())
                 self._smoke_test(model)
             except BaseException:
                 model.close()
@@ -182,7 +200,7 @@ class LocalLlamaBackend:
             engine = BatchingEngine(model, self._request_done, self._faults)
         self._engine = engine
         pending: deque[Job] = deque()  # arrived, not yet admitted, in arrival order
-        draining = False
+        draining = cut = False
         while True:
             idle = engine is None or (engine.active == 0 and not pending)
             if draining and idle:
@@ -196,11 +214,16 @@ class LocalLlamaBackend:
                         return
                     if job is _DRAIN:
                         draining = True
+                    elif job is _CUT:
+                        cut = True
                     else:
                         pending.append(job)
                     job = self._jobs.get_nowait()
             except queue.Empty:
                 pass
+            if cut:
+                cut = False
+                self._cut_short(engine, pending)
             if engine is None:  # the model failed to load: nothing will run
                 for job in pending:
                     job.stream.emit(ModelLoadFailed(f"model {self.model_id} failed to load: {self.error}"))
@@ -253,6 +276,15 @@ class LocalLlamaBackend:
     def _left_queue(self) -> None:
         with self._lock:
             self._waiting -= 1
+
+    def _cut_short(self, engine: BatchingEngine | None, pending: deque[Job]) -> None:
+        for job in pending:
+            self._left_queue()
+            job.stream.emit(ShuttingDown("the server is shutting down; retry once it is back"))
+            job.stream.emit(DONE)
+        pending.clear()
+        if engine is not None:
+            engine.finish_all()
 
     def _shutdown(self, engine: BatchingEngine | None, pending: deque[Job]) -> None:
         for job in pending:
@@ -350,9 +382,11 @@ class LocalLlamaBackend:
     def _submit(self, make: Callable[[JobStream], Job]) -> JobStream:
         stream = JobStream(asyncio.get_running_loop(), on_done=self._job_done)
         with self._lock:
+            if self._cut:
+                raise ShuttingDown("the server is shutting down; retry once it is back")
             if self._closing:
                 raise ModelLoading(f"model {self.model_id} is being unloaded; retry")
-            if self._waiting >= self.max_queue:
+            if self._waiting >= self.limits.max_queue:
                 retry = max(1, round(self._job_seconds * (self._waiting + 1) / self.slots_total))
                 raise QueueFull(
                     f"{self._waiting} requests are already waiting for {self.model_id}; retry later",
@@ -368,9 +402,17 @@ class LocalLlamaBackend:
     async def chat(self, params: ChatParams) -> JobStream:
         """Validate and queue a chat; the returned stream yields TextDelta then Finished."""
         model = self._require_ready()
+        most = self.limits.max_messages
+        if most is not None and len(params.messages) > most:
+            raise InvalidRequest(
+                f"the chat has {len(params.messages)} messages; this server takes at most {most} "
+                "(server.max_messages)",
+                param="messages",
+            )
         choice = toolfmt.resolve_choice(params.tools, params.tool_choice)
-        prompt_text = self._render_chat(params, choice)
-        prompt = await asyncio.to_thread(self._tokenize_prompt, model, prompt_text)
+        literals = Literals(self._control_texts)
+        prompt_text = self._render_chat(params, choice, literals)
+        prompt = await asyncio.to_thread(self._tokenize_prompt, model, prompt_text, literals)
         grammar = None
         if choice is not None:
             grammar = self._grammar(
@@ -449,7 +491,8 @@ class LocalLlamaBackend:
 
     # -- helpers --------------------------------------------------------------------------------
 
-    def _render_chat(self, params: ChatParams, choice: str | None) -> str:
+    def _render_chat(self, params: ChatParams, choice: str | None, literals: Literals) -> str:
+        """The chat as the model's template renders it, every message's text protected by ``literals``."""
         assert self._template is not None
         messages = [dict(m) for m in params.messages]
         for message in messages:
@@ -463,6 +506,9 @@ class LocalLlamaBackend:
                 messages[0]["content"] = f"{messages[0].get('content') or ''}\n\n{instructions}".strip()
             else:
                 messages.insert(0, {"role": "system", "content": instructions})
+        for message in messages:
+            if isinstance(message.get("content"), str):
+                message["content"] = literals.protect(message["content"])
         try:
             return self._template.render(messages)
         except TemplateError:
@@ -478,11 +524,14 @@ class LocalLlamaBackend:
         return self._template.render(messages)
 
     @staticmethod
-    def _tokenize_prompt(model: Any, text: str) -> list[int]:
+    def _tokenize_prompt(model: Any, text: str, literals: Literals | None = None) -> list[int]:
         bos_text = model.token_text(model.bos_token)
         # The template may already start with BOS; adding another would change the model's output.
         add_bos = model.add_bos and not (bos_text and text.startswith(bos_text))
-        tokens: list[int] = model.tokenize(text, add_special=add_bos, parse_special=True)
+        pieces = literals.segments(text) if literals is not None else [(text, True)]
+        tokens: list[int] = []
+        for index, (piece, parse_special) in enumerate(pieces):
+            tokens += model.tokenize(piece, add_special=add_bos and index == 0, parse_special=parse_special)
         return tokens
 
     @staticmethod
@@ -507,6 +556,13 @@ class LocalLlamaBackend:
         n_ctx = model.n_ctx_per_seq
         if not prompt:
             raise InvalidRequest("the prompt is empty", param="prompt")
+        cap = self.limits.max_tokens_cap
+        if max_tokens is not None and cap is not None and max_tokens > cap:
+            raise InvalidRequest(
+                f"max_tokens is {max_tokens}; this server generates at most {cap} tokens a request "
+                "(server.max_tokens_cap)",
+                param="max_tokens",
+            )
         if max_tokens is None:
             if len(prompt) >= n_ctx:
                 raise ContextOverflow(
@@ -514,7 +570,7 @@ class LocalLlamaBackend:
                     "tokens, which leaves none to generate",
                     param="messages",
                 )
-            max_tokens = n_ctx - len(prompt)
+            max_tokens = min(n_ctx - len(prompt), cap or n_ctx)
         if max_tokens < 1 or len(prompt) + max_tokens > n_ctx:
             raise ContextOverflow(
                 f"this model's maximum context length is {n_ctx} tokens; the prompt has {len(prompt)} tokens "
@@ -523,7 +579,8 @@ class LocalLlamaBackend:
             )
         if grammar is not None:
             sampling = SamplingParams(**{**sampling.__dict__, "grammar": grammar})
-        deadline = time.monotonic() + self.request_deadline_s if self.request_deadline_s else None
+        deadline_s = self.limits.request_deadline_s
+        deadline = time.monotonic() + deadline_s if deadline_s else None
         return self._submit(
             lambda stream: GenerationJob(
                 stream, prompt, sampling, max_tokens, stop, top_logprobs, tool_mode, prefix_text, deadline

@@ -21,6 +21,16 @@ class LoadOptions:
 
 
 @dataclass(frozen=True)
+class RequestLimits:
+    """What one model's requests may ask for (the server settings of the same names)."""
+
+    max_queue: int = 64  # requests waiting at once; one more is refused with 429
+    request_deadline_s: float | None = None  # generation stops (finish_reason "length") past it
+    max_messages: int | None = None  # messages in one chat
+    max_tokens_cap: int | None = None  # tokens one request may generate; the default when it names none
+
+
+@dataclass(frozen=True)
 class SamplingParams:
     """One request's sampling settings. Defaults are llama-server's."""
 

@@ -137,6 +137,22 @@ class RemotePool:
         if self.remotes:
             self._task = asyncio.create_task(self._loop())
 
+    def reconfigure(self, settings: Settings) -> None:
+        """Settings reloaded (SIGHUP): remotes added, removed or changed, and routing, take effect now. An
+        unchanged remote keeps its state (probe, breaker, latency); a changed one starts afresh. Requests
+        already forwarded keep the remote they hold and the shared client, so none is dropped."""
+        kept = {r.name: r for r in self.remotes}
+        self.settings = settings
+        self.remotes = [
+            kept[r.name] if r.name in kept and kept[r.name].settings == r else Remote(r)
+            for r in settings.remotes
+        ]
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+        if self.remotes:  # probe now, not a probe interval later, so new remotes serve at once
+            self._task = asyncio.create_task(self._loop())
+
     async def close(self) -> None:
         if self._task is not None:
             self._task.cancel()

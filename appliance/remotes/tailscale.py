@@ -47,40 +47,61 @@ class Peer:
         }  # fmt: skip
 
 
+def _peer(raw: dict[str, Any]) -> Peer:
+    return Peer(
+        hostname=str(raw.get("HostName", "")),
+        dns_name=str(raw.get("DNSName", "")).rstrip("."),
+        ips=tuple(raw.get("TailscaleIPs") or ()),
+        online=bool(raw.get("Online")),
+        tags=tuple(raw.get("Tags") or ()),
+        relay=str(raw.get("Relay", "")),
+        direct=bool(raw.get("CurAddr")),
+        os=str(raw.get("OS", "")),
+    )
+
+
 def parse_status(status: dict[str, Any]) -> list[Peer]:
     """Peers from a LocalAPI status document (``tailscale status --json``)."""
-    peers = []
-    for raw in (status.get("Peer") or {}).values():
-        peers.append(
-            Peer(
-                hostname=str(raw.get("HostName", "")),
-                dns_name=str(raw.get("DNSName", "")).rstrip("."),
-                ips=tuple(raw.get("TailscaleIPs") or ()),
-                online=bool(raw.get("Online")),
-                tags=tuple(raw.get("Tags") or ()),
-                relay=str(raw.get("Relay", "")),
-                direct=bool(raw.get("CurAddr")),
-                os=str(raw.get("OS", "")),
-            )
-        )
+    peers = [_peer(raw) for raw in (status.get("Peer") or {}).values()]
     return sorted(peers, key=lambda p: p.hostname)
 
 
-def fetch_peers(socket_path: str, timeout_s: float = 2.0) -> list[Peer]:
-    """The tailnet's peers; TailscaleUnavailable when tailscaled cannot be asked."""
+def _status(socket_path: str, timeout_s: float, *, peers: bool = True) -> dict[str, Any]:
     transport = httpx.HTTPTransport(uds=socket_path)
     try:
         with httpx.Client(transport=transport, timeout=timeout_s) as client:
-            response = client.get(_STATUS_URL)
+            response = client.get(_STATUS_URL, params=None if peers else {"peers": "false"})
     except httpx.HTTPError as exc:
         raise TailscaleUnavailable(f"tailscaled is not answering on {socket_path} ({exc})") from None
     if response.status_code != 200:
         detail = response.text.strip()[:200]
         raise TailscaleUnavailable(f"tailscaled answered {response.status_code}: {detail}")
     try:
-        return parse_status(response.json())
+        status = response.json()
+    except ValueError as exc:
+        raise TailscaleUnavailable(f"tailscaled's status is not readable: {exc}") from None
+    if not isinstance(status, dict):
+        raise TailscaleUnavailable("tailscaled's status is not readable: not an object")
+    return status
+
+
+def fetch_peers(socket_path: str, timeout_s: float = 2.0) -> list[Peer]:
+    """The tailnet's peers; TailscaleUnavailable when tailscaled cannot be asked."""
+    status = _status(socket_path, timeout_s)
+    try:
+        return parse_status(status)
     except (ValueError, AttributeError) as exc:
         raise TailscaleUnavailable(f"tailscaled's status is not readable: {exc}") from None
+
+
+def fetch_self(socket_path: str, timeout_s: float = 2.0) -> Peer | None:
+    """This machine as the tailnet knows it (its MagicDNS name and addresses); None when tailscaled
+    cannot be asked or is not logged in."""
+    try:
+        found = _status(socket_path, timeout_s, peers=False).get("Self")
+    except TailscaleUnavailable:
+        return None
+    return _peer(found) if isinstance(found, dict) else None
 
 
 def resolve(target: TailscaleTarget, peers: list[Peer]) -> Peer | None:

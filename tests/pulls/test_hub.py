@@ -93,3 +93,20 @@ def test_not_enough_disk_space_is_said_before_downloading(hub: FakeHub, small_di
     with pytest.raises(DiskFull, match="not enough disk space"):
         download(candidate.url, small_disk / "m.gguf", partial_dir=small_disk / "p", size=candidate.size)
     assert hub.knobs.served[candidate.name] == 0
+
+
+@pytest.mark.parametrize(
+    "name", ["../../escape-Q8_0.gguf", "sub/../../escape-Q8_0.gguf", "/tmp/escape-Q8_0.gguf"]
+)
+def test_a_listing_that_names_a_path_out_of_the_store_is_refused(
+    hub: FakeHub, files: Files, tmp_path: Path, name: str
+) -> None:
+    hub.add_repo("acme/Evil-GGUF", {name: files.tiny["Q8_0"], "Tiny-Q4_K_M.gguf": files.tiny["Q4_K_M"]})
+    with pytest.raises(HubError, match="not a safe path"):
+        list_gguf("acme/Evil-GGUF", endpoint=hub.url)
+
+
+@pytest.mark.parametrize("ref", ["../..", "acme/..", "acme/../../api/whoami", "-acme/x", "acme/a--b"])
+def test_a_ref_is_a_repo_id_the_hub_accepts(ref: str) -> None:
+    with pytest.raises(HubError, match="not a Hugging Face repo"):
+        parse_repo_ref(ref)

@@ -198,3 +198,18 @@ def test_ollama_clients_pull_and_delete_through_the_daemon(hub: FakeHub, tmp_pat
         assert gone.value.status_code == 404
     finally:
         stop_daemon(daemon)
+
+
+def test_an_ollama_manifest_whose_digest_is_a_path_is_refused(
+    hub: FakeHub, files: Files, tmp_path: Path
+) -> None:
+    entry = hub.ollama["library/smollm2:135m"]
+    manifest = json.loads(entry.manifest)
+    good = manifest["layers"][0]["digest"]
+    manifest["layers"][0]["digest"] = "sha256:../../../escape"
+    hub.ollama["library/evil:latest"] = type(entry)(json.dumps(manifest).encode(), {**entry.blobs,
+                                                    "sha256:../../../escape": files.smollm2})  # fmt: skip
+    result = run_cli(tmp_path, hub, "pull", "ollama:evil")
+    assert result.returncode == 1
+    assert "bad layer in manifest" in result.stderr.strip().splitlines()[-1]
+    assert not list(tmp_path.rglob("escape*")) and good

@@ -142,6 +142,7 @@ def test_form_content_type_is_read_as_json(daemon: Daemon) -> None:
         f"{daemon.v1}/chat/completions",
         content=b'{"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}',
         headers={"content-type": "application/x-www-form-urlencoded"},
+        timeout=60,
     )
     assert response.status_code == 200
 
@@ -219,7 +220,8 @@ def test_loading_is_503(monkeypatch: pytest.MonkeyPatch) -> None:
     manager = ModelManager(
         settings, detect_hardware(), [LocalModel(MODEL_ID, path, "embedded")], default_id=MODEL_ID
     )
-    with TestClient(create_app(settings, manager)) as client:
+    # The daemon answers to loopback names only, not TestClient's default host "testserver".
+    with TestClient(create_app(settings, manager), base_url="http://127.0.0.1") as client:
         health = client.get("/health")
         assert health.status_code == 503 and health.json()["status"] == "loading"
         waited = client.post("/v1/chat/completions", json={"messages": OK_MESSAGES})

@@ -62,6 +62,30 @@ def test_a_manifest_naming_a_missing_file_is_refused(tmp_path: Path) -> None:
         Store(tmp_path).add(manifest)
 
 
+def test_names_cannot_reach_out_of_the_store(tmp_path: Path, model: Path) -> None:
+    store = Store(tmp_path / "store")
+    outside = tmp_path / "outside.json"
+    outside.write_text(json.dumps(_pulled(store, model).to_json()))
+    for ref in ("../../outside:x", "../outside:json", "smollm2:../../../outside", "/etc/passwd:x"):
+        assert store.get(ref) is None
+        with pytest.raises(StoreError, match="no stored model"):
+            store.remove(ref)
+    assert outside.exists()
+
+
+def test_a_manifest_edited_to_name_another_file_deletes_only_the_store_s(tmp_path: Path, model: Path) -> None:
+    store = Store(tmp_path / "store")
+    victim = tmp_path / "precious.gguf"
+    shutil.copyfile(model, victim)
+    pulled = _pulled(store, model)
+    edited = Manifest(**{**pulled.__dict__, "tag": "edited",
+                         "files": (StoredFile(str(victim), victim.stat().st_size, None),
+                                   StoredFile("smollm2/../../../precious.gguf", 1, None))})  # fmt: skip
+    store.add(edited)
+    store.remove("smollm2:edited")
+    assert victim.is_file()
+
+
 @pytest.mark.parametrize("name", ["has space", "../up", "a:b", "-x", "a/b/c"])
 def test_bad_names_are_refused(tmp_path: Path, model: Path, name: str) -> None:
     with pytest.raises(StoreError, match="not a valid"):
