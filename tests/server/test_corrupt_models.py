@@ -67,6 +67,7 @@ def broken(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def _appliance(home: Path, *args: str) -> subprocess.Popen[str]:
+    home.mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE_")}
     env.update({"APPLIANCE_HOME": str(home), "HOME": str(home)})
     return subprocess.Popen([sys.executable, "-m", "appliance", *args], stdout=subprocess.PIPE,
@@ -74,7 +75,8 @@ def _appliance(home: Path, *args: str) -> subprocess.Popen[str]:
 
 
 def test_serve_refuses_each_corrupt_file_with_one_line(broken: dict[str, Path], tmp_path: Path) -> None:
-    running = {name: _appliance(tmp_path, "serve", str(broken[name]), "--port", str(free_port()))
+    # Each in its own home: one daemon per state directory.
+    running = {name: _appliance(tmp_path / name, "serve", str(broken[name]), "--port", str(free_port()))
                for name in BROKEN}  # fmt: skip
     for name, says in BROKEN.items():
         out, err = running[name].communicate(timeout=120)
@@ -82,7 +84,7 @@ def test_serve_refuses_each_corrupt_file_with_one_line(broken: dict[str, Path], 
         lines = (out + err).strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("appliance: ") and says in lines[0], (name, lines)
     # Weights of noise pass every check on the file: loading it finds them out (the smoke test).
-    noise = _appliance(tmp_path, "serve", str(broken["noise-weights"]), "--port", str(free_port()))
+    noise = _appliance(tmp_path / "noise", "serve", str(broken["noise-weights"]), "--port", str(free_port()))
     out, err = noise.communicate(timeout=120)
     assert noise.returncode == 1 and "Traceback" not in out + err
     assert err.strip().splitlines()[-1].startswith("appliance: smoke test failed: the model computes NaN")
