@@ -21,29 +21,24 @@ class StoreCommandError(Exception):
     """One line for the user."""
 
 
-def _fits(model: LocalModel, hardware: HardwareProfile, settings: Settings) -> str:
+def _fits(model: LocalModel, hardware: HardwareProfile, settings: Settings) -> tuple[str, str | None]:
+    """The planner's verdict, and why the file cannot be served when it is broken (then "no")."""
     try:
-        return fit_label(choose_plan([read_model_info(model.path)], hardware, settings))
-    except (GGUFError, OSError):
-        return "no"
+        return fit_label(choose_plan([read_model_info(model.path)], hardware, settings)), None
+    except (GGUFError, OSError) as exc:
+        return "no", str(exc)
 
 
 def list_entries(settings: Settings, hardware: HardwareProfile) -> list[dict[str, Any]]:
-    """`appliance list --json`: INTERFACES.md's fields, plus each model's origin."""
-    return [
-        {
-            "name": m.id,
-            "quant": m.quant,
-            "size_bytes": m.size_bytes,
-            "sha256": m.sha256,
-            "path": str(m.path),
-            "source": m.origin or m.source,
-            "external": m.external,
-            "fits": _fits(m, hardware, settings),
-            "kind": m.source,
-        }
-        for m in installed_models(discover_external=settings.store.discover)
-    ]
+    """`appliance list --json`: INTERFACES.md's fields, plus each model's origin and, for a file that
+    cannot be read (corrupt, truncated, missing), ``error`` saying why."""
+    entries = []
+    for m in installed_models(discover_external=settings.store.discover):
+        fits, error = _fits(m, hardware, settings)
+        entries.append({"name": m.id, "quant": m.quant, "size_bytes": m.size_bytes, "sha256": m.sha256,
+                        "path": str(m.path), "source": m.origin or m.source, "external": m.external,
+                        "fits": fits, "kind": m.source, "error": error})  # fmt: skip
+    return entries
 
 
 def _size(n: int | None) -> str:
@@ -58,9 +53,12 @@ def list_text(entries: list[dict[str, Any]]) -> str:
     rows = [("NAME", "QUANT", "SIZE", "FITS", "FROM")]
     for e in entries:
         origin = e["kind"] + (" (external)" if e["external"] else "")
-        rows.append((e["name"], e["quant"] or "?", _size(e["size_bytes"]), e["fits"], origin))
+        fits = "broken" if e.get("error") else e["fits"]
+        rows.append((e["name"], e["quant"] or "?", _size(e["size_bytes"]), fits, origin))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    lines += [f"{e['name']} is broken: {e['error']}" for e in entries if e.get("error")]
+    return "\n".join(lines)
 
 
 def remove(name: str, *, yes: bool) -> str:

@@ -317,7 +317,10 @@ class ModelManager:
             entry = self._loaded.get(model.id)
             if entry is not None:
                 return entry
-            plan = await asyncio.to_thread(self._decide, model)
+            try:
+                plan = await asyncio.to_thread(self._decide, model)
+            except (OSError, ValueError) as exc:  # GGUFError: corrupt or truncated (or gone since)
+                raise ModelLoadFailed(f"model {model.id} cannot be loaded: {exc}") from None
             if not plan.fits:
                 raise ModelTooLarge(f"the model {model.id} does not fit this machine: {plan.reasons[0]}")
             await self._make_room(model, plan, deadline)

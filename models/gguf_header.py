@@ -208,9 +208,25 @@ def read_gguf_file(path: Path) -> GGUFHeader:
         raise GGUFError(f"cannot read {path}: {exc.strerror}") from None
     except GGUFError as exc:
         raise GGUFError(f"{path}: {exc}") from None
+    misplaced = misplaced_tensor(header)
+    if misplaced:
+        raise GGUFError(f"{path}: corrupt GGUF file ({misplaced})")
     if header.file_bytes > size:
         raise GGUFError(f"{path}: truncated GGUF file ({size} bytes; its tensors need {header.file_bytes})")
     return header
+
+
+def misplaced_tensor(header: GGUFHeader) -> str | None:
+    """Why the tensors' data is not laid out as llama.cpp requires (each one where the previous one
+    ends, padded to the alignment: gguf.cpp refuses anything else), or None. Checked here so that a
+    corrupt offset is reported in one line before llama.cpp reads the file."""
+    alignment = int(header.metadata.get("general.alignment", DEFAULT_ALIGNMENT)) or DEFAULT_ALIGNMENT
+    expected = 0
+    for tensor in header.tensors:
+        if tensor.offset != expected:
+            return f"tensor {tensor.name} is at offset {tensor.offset}, expected {expected}"
+        expected += -(-tensor.n_bytes // alignment) * alignment
+    return None
 
 
 _SPLIT_NAME = re.compile(r"^(?P<prefix>.*)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$")

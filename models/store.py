@@ -190,12 +190,21 @@ class Store:
             if not self.file_path(stored).is_file():
                 raise StoreError(f"cannot record {manifest.ref}: {self.file_path(stored)} is missing")
         path = self._manifest_path(manifest.name, manifest.tag)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as f:
-            json.dump(manifest.to_json(), f, indent=2)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(f.name, path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as f:
+                try:
+                    json.dump(manifest.to_json(), f, indent=2)
+                    f.flush()
+                    os.fsync(f.fileno())
+                except OSError:
+                    os.unlink(f.name)
+                    raise
+            os.replace(f.name, path)
+        except OSError as exc:  # a full disk, most likely: its files stay, a next pull finds them done
+            raise StoreError(
+                f"cannot record {manifest.ref} in {self.manifests_dir}: {exc.strerror}"
+            ) from None
 
     def remove(self, ref: str) -> Manifest:
         """Delete a stored model: its manifest, and its files unless imported or used by another tag."""

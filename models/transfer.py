@@ -193,13 +193,7 @@ def _fetch(
             for chunk in response.iter_bytes(_CHUNK):
                 if cancel is not None and cancel.is_set():
                     raise Cancelled(f"{name}: cancelled; run again to resume")
-                try:
-                    out.write(chunk)
-                except OSError as exc:
-                    if exc.errno == errno.ENOSPC:
-                        raise DiskFull(f"the disk filled up while downloading {name}; free some space and "
-                                       "run again to resume") from None  # fmt: skip
-                    raise
+                out.write(chunk)
                 have += len(chunk)
                 now = time.monotonic()
                 if on_progress is not None and (now - last_report >= _PROGRESS_EVERY_S or have == total):
@@ -210,6 +204,14 @@ def _fetch(
     except httpx.HTTPError as exc:
         why = type(exc).__name__
         raise RemoteError(f"{name}: the transfer broke off ({why}); run again to resume") from None
+    except OSError as exc:  # from a write, or from the flush when the file closes
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        # What is on disk is kept: it is a verified prefix by the time it is used (the whole file's sha256
+        # is checked), the model needs that space anyway, and a pull of gigabytes should not start over.
+        kept = f"{part.stat().st_size >> 20} MiB of it kept in {part.parent} to resume"
+        raise DiskFull(f"the disk filled up while downloading {name} ({kept}; delete them to free the "
+                       "space); free some space and run again to resume") from None  # fmt: skip
     finally:
         response.close()
     if on_progress is not None:

@@ -17,6 +17,7 @@ from appliance.hardware.profile import HardwareProfile
 from appliance.manager import ModelManager
 from appliance.remotes.pool import RemotePool
 from server.anthropic_routes import router as anthropic_router
+from server.disconnects import CancelOnDisconnect
 from server.errors import install_error_handlers
 from server.lifecycle import DrainGuard, Lifecycle
 from server.metrics import Metrics, RequestCounter
@@ -114,5 +115,6 @@ def create_app(settings: Settings, manager: ModelManager, hardware: HardwareProf
     app.add_middleware(Guard, access=access)
     app.add_middleware(RequestCounter, metrics=metrics)
     app.add_middleware(BackendHeader)
+    app.add_middleware(CancelOnDisconnect)  # it reads the connection for everything inside it
     app.add_middleware(DrainGuard, lifecycle=lifecycle)  # outermost: it sees every request first
     return app

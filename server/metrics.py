@@ -282,6 +282,8 @@ class RequestCounter:
             # Only a stream that already sent its 200 fails as "error"; otherwise the status says it.
             if state.get("stream_failed") and status == "200":
                 status = "error"
+            elif state.get("client_gone") and status == "500":
+                status = "499"  # the client left before its answer (server.disconnects), as nginx says
             backend = str(state.get("backend", "local"))
             self.metrics.requests.labels(_endpoint(path), state.get("model", ""), backend, status).inc()
             if path in _ENDPOINTS and not state.get("logged"):  # refused before it was served: say so too

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
 import time
 import uuid
@@ -142,11 +143,14 @@ async def _gather(
             if done:
                 return task.result()
             if await request.is_disconnected():
-                task.cancel()
                 return None
     finally:
         stream.cancel()
-        task.cancel()  # this request was cancelled (a shutdown cut it): nobody awaits the task any more
+        # Also when this handler is cancelled (its client left: server.disconnects; a shutdown cut it): the
+        # collecting task ends, and logs the request as cancelled, before the handler does.
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 def _meta(prefix: str, model: str) -> payloads.Meta:

@@ -1,20 +1,23 @@
 """Forwarding a request to a remote OpenAI-compatible server, streaming passed through chunk by chunk.
 
 Failover (to the next remote, or back to this machine) happens only before the client has seen a byte:
-connection errors and timeouts, 429/502/503/504, and 401/403 (a key misconfigured here is not the
-client's fault). 400/404/422 are the client's to see and go back as they are. A remote dying mid-stream
-ends the stream with an OpenAI-shaped error event and ``[DONE]``; a stream that ends without a
-finish_reason counts as failed the same way. A client that disconnects closes the upstream request.
+connection errors and timeouts, 429/502/503/504, 401/403 (a key misconfigured here is not the
+client's fault), and the remote being found down (by its probe, or its breaker opening) while the
+request waits for its first byte: that ends the wait at once rather than at the first-byte timeout.
+400/404/422 are the client's to see and go back as they are. A remote dying mid-stream ends the stream
+with an OpenAI-shaped error event and ``[DONE]``; a stream that ends without a finish_reason counts as
+failed the same way. A client that disconnects closes the upstream request.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 from fastapi import Request
@@ -24,6 +27,7 @@ from appliance.remotes.pool import Remote
 
 _FAILOVER_STATUS = {401, 403, 429, 502, 503, 504}
 _DONE = b"data: [DONE]"
+_T = TypeVar("_T")
 
 
 class Failover(Exception):
@@ -79,6 +83,26 @@ def _usage(event: bytes) -> dict[str, Any] | None:
     return usage if isinstance(usage, dict) else None
 
 
+async def _unless_down(step: Awaitable[_T], remote: Remote, down: asyncio.Event, timeout_s: float) -> _T:
+    """``step``'s result; Failover as soon as ``down`` is set (the remote was found down meanwhile), and
+    TimeoutError after ``timeout_s``. The step is cancelled either way (its connection closes)."""
+    task = asyncio.ensure_future(step)
+    waiter = asyncio.ensure_future(down.wait())
+    try:
+        done, _ = await asyncio.wait({task, waiter}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+    if task in done:
+        return task.result()
+    if waiter in done:
+        raise Failover(f"{remote.name} went down while the request waited for it: {remote.down_reason}")
+    raise TimeoutError
+
+
 def error_event(message: str) -> bytes:
     body = {"error": {"message": message, "type": "server_error", "param": None, "code": "remote_failed"}}
     return b"data: " + json.dumps(body).encode() + b"\n\n"
@@ -108,8 +132,10 @@ async def forward(
         body = {**body, "stream_options": {**options, "include_usage": True}}
     upstream = client.build_request("POST", remote.base_url + path, json=body, headers=remote.headers(),
                                     timeout=timeout)  # fmt: skip
+    down = remote.down_signal()
     try:
-        response = await asyncio.wait_for(client.send(upstream, stream=True), t.first_byte_s + t.connect_s)
+        sending = client.send(upstream, stream=True)
+        response = await _unless_down(sending, remote, down, t.first_byte_s + t.connect_s)
     except (httpx.HTTPError, TimeoutError) as exc:
         remote.breaker.failure()
         raise Failover(f"{remote.name}: {type(exc).__name__} {exc}".strip()) from None
@@ -118,10 +144,13 @@ async def forward(
         remote.breaker.failure()
         raise Failover(f"{remote.name} answered {response.status_code}")
     if not body.get("stream"):
-        return await _whole(remote, response, request, t.first_byte_s, exchange, on_first_byte)
+        return await _whole(remote, response, request, t.first_byte_s, exchange, on_first_byte, down)
     chunks = response.aiter_raw()
     try:
-        first = await asyncio.wait_for(anext(chunks), t.first_byte_s)
+        first = await _unless_down(anext(chunks), remote, down, t.first_byte_s)
+    except Failover:
+        await response.aclose()
+        raise
     except (StopAsyncIteration, httpx.HTTPError, TimeoutError) as exc:
         await response.aclose()
         remote.breaker.failure()
@@ -146,8 +175,9 @@ async def _whole(
     timeout_s: float,
     exchange: Exchange,
     on_first_byte: Any,
+    down: asyncio.Event,
 ) -> Response:
-    """A non-streamed answer, read while watching for the client going away."""
+    """A non-streamed answer, read while watching for the client going away and the remote going down."""
     reading = asyncio.ensure_future(response.aread())
     try:
         deadline = time.monotonic() + timeout_s
@@ -160,6 +190,11 @@ async def _whole(
                 reading.cancel()
                 remote.breaker.failure()
                 raise Failover(f"{remote.name}: no answer within {timeout_s:g} s")
+            if down.is_set():
+                reading.cancel()
+                raise Failover(
+                    f"{remote.name} went down while the request waited for it: {remote.down_reason}"
+                )
             await asyncio.wait({reading}, timeout=0.25)
         content = reading.result()
     except httpx.HTTPError as exc:

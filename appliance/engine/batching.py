@@ -14,6 +14,7 @@ from typing import Any
 
 from appliance.backend import Finished, TextDelta, TokenLogprob, Usage
 from appliance.engine import tools as toolfmt
+from appliance.engine.faults import Faults
 from appliance.engine.jobs import DONE, GenerationJob
 from appliance.engine.params import GeneratedToken
 from appliance.engine.text import StopScanner
@@ -39,6 +40,7 @@ class Slot:
         self.seq = seq
         self.job: GenerationJob | None = None
         self._sampler: Any = None
+        self.fault: str | None = None  # the injected fault this request asks for (tests only)
 
     def start(self, model: Any, job: GenerationJob) -> None:
         self._sampler = model.new_sampler(job.sampling)  # raises InvalidRequest for a bad grammar
@@ -98,6 +100,7 @@ class Slot:
         self.release(model)
 
     def fail(self, model: Any, error: ApplianceError) -> None:
+        """End the request with ``error``; the others in the batch go on."""
         assert self.job is not None
         self.job.stream.emit(error)
         self.release(model)
@@ -110,14 +113,31 @@ class Slot:
             model.free_sampler(self._sampler)
             self._sampler = None
         self.job = None
+        self.fault = None
+
+
+def failure(what: str, exc: Exception) -> ApplianceError:
+    """The error a request gets for ``exc`` raised while serving it: itself when it is one of ours,
+    else an EngineFailure naming only the exception's type (the details are in the daemon's log)."""
+    if isinstance(exc, ApplianceError):
+        log.warning("%s failed: %s", what, exc.message)
+        return exc
+    log.error("%s failed", what, exc_info=exc)
+    return EngineFailure(f"{what} failed ({type(exc).__name__}); see the daemon's log")
 
 
 class BatchingEngine:
-    def __init__(self, model: Any, on_request_done: Callable[[float], None] = lambda _s: None) -> None:
+    def __init__(
+        self,
+        model: Any,
+        on_request_done: Callable[[float], None] = lambda _s: None,
+        faults: Faults | None = None,
+    ) -> None:
         self.model = model
         self.slots = [Slot(seq) for seq in range(model.n_seq)]
         self.n_batch = model.options.n_batch
         self._on_request_done = on_request_done  # seconds a request held its slot (for Retry-After)
+        self._faults = faults
 
     @property
     def active(self) -> int:
@@ -141,8 +161,10 @@ class BatchingEngine:
         slot = max(idle, key=shared)
         try:
             slot.start(self.model, job)
-        except ApplianceError as exc:
-            job.stream.emit(exc)
+            if self._faults is not None:
+                slot.fault = self._faults.point(job.prompt)
+        except Exception as exc:  # a bad grammar (InvalidRequest), or a bug: this request only
+            job.stream.emit(failure("starting the request", exc))
             job.stream.emit(DONE)
             slot.release(self.model)
 
@@ -188,24 +210,45 @@ class BatchingEngine:
                 budget -= len(chunk)
         if not entries:
             return
+        if self._faults is not None:
+            for slot in owners:
+                Faults.check("step", slot.fault, slot.generated)
+        self._decode_and_sample(entries, owners)
+
+    def _decode_and_sample(self, entries: list[tuple[int, list[int], bool]], owners: list[Slot]) -> None:
+        model = self.model
         try:
+            if self._faults is not None:
+                for slot in owners:
+                    Faults.check("decode", slot.fault, slot.generated)
             indices = model.decode(entries)
-        except ApplianceError as exc:
-            self._fail_all(exc)
-            return
-        except Exception as exc:  # llama.cpp failed: no request must hang on it
-            log.exception("decode failed")
-            self._fail_all(EngineFailure(f"generation failed: {exc}"))
+        except Exception as exc:
+            if len(entries) > 1:
+                # One sequence's tokens fail the whole batch (each sequence's cache is rolled back to
+                # before it): decode each alone, so only the one at fault fails and the others go on.
+                log.warning(
+                    "decoding %d sequences together failed (%s); retrying each alone", len(entries), exc
+                )
+                for entry, slot in zip(entries, owners, strict=True):
+                    if slot.job is not None:
+                        self._decode_and_sample([entry], [slot])
+                return
+            if owners[0].job is not None:
+                owners[0].fail(model, failure("decoding", exc))
             return
         for slot, index in zip(owners, indices, strict=True):
             if index < 0 or slot.job is None:
                 continue
             try:
+                if self._faults is not None:
+                    Faults.check("sample", slot.fault, slot.generated)
                 slot.on_token(model, model.sample(slot._sampler, index, slot.job.top_logprobs))
-            except ApplianceError as exc:
-                slot.fail(model, exc)
+            except Exception as exc:  # a bug or a llama.cpp error in one request: fail that one only
+                if slot.job is not None:
+                    slot.fail(model, failure("generation", exc))
 
-    def _fail_all(self, error: ApplianceError) -> None:
+    def fail_all(self, error: ApplianceError) -> None:
+        """End every running request with ``error`` (the step failed where no one request is at fault)."""
         for slot in self.slots:
             if slot.job is not None:
                 slot.fail(self.model, error)

@@ -40,7 +40,11 @@ class JobStream:
         return self
 
     async def __anext__(self) -> Any:
-        item = await self._events.get()
+        try:
+            item = await self._events.get()
+        except asyncio.CancelledError:
+            self.cancel()  # whoever waited for this job's events is gone (its client left): stop the job
+            raise
         if item is DONE:
             self._events.put_nowait(DONE)  # stay exhausted
             raise StopAsyncIteration

@@ -312,11 +312,24 @@ class Sampler:
         if self._one["logit"][0] == -math.inf:  # rejected: constrain the whole vocabulary, sample again
             self._reset(logits)
             llama_cpp.llama_sampler_apply(grammar, candidates)
+            allowed = np.isfinite(self._view["logit"])  # by id: the grammar keeps the order
             llama_cpp.llama_sampler_apply(chain, candidates)
             token = int(self._view["id"][self._array.selected])
+            if not allowed[token]:
+                # The chain banned every token the grammar allows (ignore_eos once the grammar is
+                # complete leaves nothing): accepting its pick would make llama.cpp throw, which aborts
+                # the whole process. Take the likeliest allowed token instead (there the end of text).
+                token = self._likeliest(logits, allowed)
         llama_cpp.llama_sampler_accept(grammar, token)
         llama_cpp.llama_sampler_accept(chain, token)
         return token
+
+    def _likeliest(self, logits: Any, allowed: np.ndarray[Any, Any]) -> int:
+        ids = self._ids[allowed]
+        if not len(ids):
+            raise EngineFailure("the grammar allows no next token")
+        raw = np.ctypeslib.as_array(logits, shape=(len(self._ids),))
+        return int(ids[np.argmax(raw[ids])])
 
     @staticmethod
     def _candidates(n: int) -> tuple[np.ndarray[Any, Any], Any]:
@@ -535,7 +548,10 @@ class LlamaModel:
         batch.n_tokens = n
         rc = llama_cpp.llama_decode(self._ctx, batch)
         if rc != 0:
-            self.forget()
+            # On a fatal error llama.cpp keeps the micro-batches it did process: drop them, so each
+            # sequence of this batch holds what it held before, and the other sequences are untouched.
+            for seq, _, _ in entries:
+                llama_cpp.llama_memory_seq_rm(self._memory, seq, len(self._cached[seq]), -1)
             raise EngineFailure(f"llama_decode failed with code {rc}")
         for seq, tokens, _ in entries:
             self._cached[seq].extend(tokens)

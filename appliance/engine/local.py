@@ -26,15 +26,15 @@ from appliance.backend import (
     Embeddings,
 )
 from appliance.engine import tools as toolfmt
-from appliance.engine.batching import BatchingEngine
+from appliance.engine.batching import BatchingEngine, failure
 from appliance.engine.chat_template import ChatTemplate, TemplateError
+from appliance.engine.faults import Faults
 from appliance.engine.jobs import DONE, ExclusiveJob, GenerationJob, Job, JobStream
 from appliance.engine.literals import Literals, trie_pattern
 from appliance.engine.params import LoadOptions, RequestLimits, SamplingParams
 from appliance.errors import (
     ApplianceError,
     ContextOverflow,
-    EngineFailure,
     InvalidRequest,
     ModelLoadFailed,
     ModelLoading,
@@ -80,6 +80,7 @@ class LocalLlamaBackend:
         self._control_texts: re.Pattern[str] | None = None  # control tokens' texts, to keep out of messages
         self._jobs: queue.Queue[Any] = queue.Queue()  # jobs, _DRAIN or None (stop)
         self._engine: BatchingEngine | None = None
+        self._faults: Faults | None = None  # injected faults, for tests (appliance.engine.faults)
         self._lock = threading.Lock()
         self._waiting = 0
         self._in_flight = 0  # submitted and not yet done: waiting, running, or being cancelled
@@ -193,7 +194,10 @@ class LocalLlamaBackend:
     def _work(self) -> None:
         self._load()
         model = self._model
-        engine = BatchingEngine(model, self._request_done) if model is not None else None
+        engine = None
+        if model is not None:
+            self._faults = Faults.from_environment(model)
+            engine = BatchingEngine(model, self._request_done, self._faults)
         self._engine = engine
         pending: deque[Job] = deque()  # arrived, not yet admitted, in arrival order
         draining = cut = False
@@ -226,9 +230,12 @@ class LocalLlamaBackend:
                     job.stream.emit(DONE)
                 pending.clear()
                 continue
-            self._admit(engine, pending)
-            if engine.active:
-                engine.step()
+            try:
+                self._admit(engine, pending)
+                if engine.active:
+                    engine.step()
+            except Exception as exc:  # a bug no one request is to blame for: fail those running, go on
+                engine.fail_all(failure("an engine step", exc))
 
     def _admit(self, engine: BatchingEngine, pending: deque[Job]) -> None:
         """Start waiting jobs in arrival order while slots are free. An exclusive job (embeddings)
@@ -257,11 +264,8 @@ class LocalLlamaBackend:
         started = time.monotonic()
         try:
             job.run(self._model, job.stream)
-        except ApplianceError as exc:
-            job.stream.emit(exc)
-        except Exception as exc:  # a bug or a llama.cpp failure: report it, keep serving
-            log.exception("job failed")
-            job.stream.emit(EngineFailure(f"request failed: {exc}"))
+        except Exception as exc:  # a bad input, a bug or a llama.cpp failure: report it, keep serving
+            job.stream.emit(failure("the request", exc))
         finally:
             job.stream.emit(DONE)
             self._job_seconds = 0.8 * self._job_seconds + 0.2 * (time.monotonic() - started)
@@ -477,6 +481,8 @@ class LocalLlamaBackend:
             for tokens in token_lists:
                 if stream.cancelled.is_set():
                     return
+                if self._faults is not None:
+                    self._faults.check_embed(tokens)
                 vectors.append(m.embed(tokens))
             stream.emit(Embeddings(vectors, sum(len(t) for t in token_lists)))
 

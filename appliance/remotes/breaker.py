@@ -14,6 +14,7 @@ class Breaker:
     base_cooldown_s: float = 5.0
     max_cooldown_s: float = 300.0
     clock: Callable[[], float] = field(default=time.monotonic, repr=False)
+    on_open: Callable[[], None] | None = field(default=None, repr=False)  # called each time it opens
     failures: int = 0
     opened_at: float | None = None
     cooldown_s: float = 0.0
@@ -36,12 +37,21 @@ class Breaker:
 
     def failure(self) -> None:
         self.failures += 1
+        if self.state == "open":
+            # Still cooling down: a failure now (a probe, a request that was already under way) says
+            # nothing new. Only the half-open try failing makes the wait longer; else a remote probed
+            # every few seconds would back off to the maximum after one short outage.
+            return
         if self.opened_at is not None:  # the half-open try failed: wait longer
             self.cooldown_s = min(self.cooldown_s * 2, self.max_cooldown_s)
             self.opened_at = self._now()
         elif self.failures >= self.threshold:
             self.cooldown_s = self.base_cooldown_s
             self.opened_at = self._now()
+        else:
+            return
+        if self.on_open is not None:
+            self.on_open()
 
     def retry_in_s(self) -> float | None:
         if self.opened_at is None:

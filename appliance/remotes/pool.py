@@ -30,6 +30,26 @@ class Remote:
     last_probe: Probe | None = None
     breaker: Breaker = field(default_factory=Breaker)
     ttft_s: deque[float] = field(default_factory=lambda: deque(maxlen=20))
+    down_reason: str | None = None  # why it was last found down
+    _down: asyncio.Event | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        self.breaker.on_open = lambda: self.went_down("its circuit breaker opened after repeated failures")
+
+    def down_signal(self) -> asyncio.Event:
+        """An event set when this remote is next found down: a failed probe, its tailnet peer gone, its
+        breaker opening. A request waiting for the remote's first byte gives up then (and fails over)
+        instead of at its first-byte timeout."""
+        if self._down is None:
+            self._down = asyncio.Event()
+        return self._down
+
+    def went_down(self, reason: str) -> None:
+        """Tell the requests waiting on this remote that it is down; later ones wait on a new signal."""
+        self.down_reason = reason
+        if self._down is not None:
+            self._down.set()
+            self._down = None
 
     @property
     def name(self) -> str:
@@ -99,6 +119,11 @@ class RemotePool:
         self.peers: list[Peer] = []
         self.tailscale_error: str | None = None
         self.client = httpx.AsyncClient(follow_redirects=False)
+        # Probes open a new connection each time: a kept-alive one would hide a peer that silently went
+        # away until its read timed out, where a new one fails within the connect timeout.
+        self._probe_client = httpx.AsyncClient(
+            follow_redirects=False, limits=httpx.Limits(max_keepalive_connections=0)
+        )
         self._task: asyncio.Task[None] | None = None
 
     def get(self, name: str) -> Remote | None:
@@ -132,6 +157,7 @@ class RemotePool:
         if self._task is not None:
             self._task.cancel()
         await self.client.aclose()
+        await self._probe_client.aclose()
 
     async def _loop(self) -> None:
         while True:
@@ -172,11 +198,16 @@ class RemotePool:
             remote.base_url, remote.unavailable = f"{target.scheme}://{peer.ipv4}:{target.port}", None
         if remote.base_url is None:
             remote.last_probe = None
+            remote.went_down(remote.unavailable or "it has no address")
 
     async def _probe(self, remote: Remote) -> None:
         assert remote.base_url is not None
-        timeout = remote.settings.timeouts.connect_s + 5.0
-        result = await probe(self.client, remote.base_url, remote.settings.kind, remote.headers(), timeout)
+        connect_s = remote.settings.timeouts.connect_s
+        # A peer that silently went away fails the connection within connect_s; one that hangs, the read.
+        timeout = httpx.Timeout(connect_s + 5.0, connect=connect_s)
+        result = await probe(
+            self._probe_client, remote.base_url, remote.settings.kind, remote.headers(), timeout
+        )
         was = remote.healthy
         remote.last_probe = result
         if result.healthy:
@@ -184,6 +215,7 @@ class RemotePool:
                 remote.breaker.success()
         else:
             remote.breaker.failure()
+            remote.went_down(f"its probe failed ({result.error})")
         if was != remote.healthy:
             log.info("remote %s is %s%s", remote.name, "healthy" if remote.healthy else "down",
                      f" ({result.error})" if result.error else "")  # fmt: skip

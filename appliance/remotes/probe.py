@@ -64,7 +64,11 @@ def parse_models(body: dict[str, Any]) -> dict[str, int | None]:
 
 
 async def probe(
-    client: httpx.AsyncClient, base_url: str, kind: str, headers: dict[str, str], timeout_s: float
+    client: httpx.AsyncClient,
+    base_url: str,
+    kind: str,
+    headers: dict[str, str],
+    timeout: float | httpx.Timeout,
 ) -> Probe:
     """Health (SGLang: /health_generate, which really generates), /v1/models and /metrics."""
     started = time.monotonic()
@@ -72,17 +76,17 @@ async def probe(
     if kind == "openai":  # any OpenAI-compatible server: /v1/models is the readiness check
         health_path = "/v1/models"
     try:
-        health = await client.get(base_url + health_path, headers=headers, timeout=timeout_s)
+        health = await client.get(base_url + health_path, headers=headers, timeout=timeout)
         latency = time.monotonic() - started
         if health.status_code != 200:
             return Probe(False, f"{health_path} answered {health.status_code}", latency_s=latency)
-        listed = await client.get(base_url + "/v1/models", headers=headers, timeout=timeout_s)
+        listed = await client.get(base_url + "/v1/models", headers=headers, timeout=timeout)
         if listed.status_code != 200:
             return Probe(False, f"/v1/models answered {listed.status_code}", latency_s=latency)
         models = parse_models(listed.json())
         load = Load()
         if kind in ("vllm", "sglang"):
-            metrics = await client.get(base_url + "/metrics", timeout=timeout_s)
+            metrics = await client.get(base_url + "/metrics", timeout=timeout)
             if metrics.status_code == 200:
                 load = parse_metrics(metrics.text)
     except httpx.HTTPError as exc:

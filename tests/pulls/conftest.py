@@ -3,11 +3,13 @@ model, tiny synthetic llama models quantized three ways by llama.cpp, and a spli
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -102,27 +104,52 @@ def hub(files: Files, tmp_path: Path) -> Iterator[FakeHub]:
     yield from serve(fake)
 
 
-def run_cli(home: Path, hub: FakeHub, *args: str, env: dict[str, str] | None = None,
-            timeout: float = 300) -> subprocess.CompletedProcess[str]:  # fmt: skip
-    """``appliance ARGS`` with its state in ``home``, talking to the fake hub."""
+def cli_env(home: Path, hub: FakeHub) -> dict[str, str]:
+    """The environment of an ``appliance`` process with its state in ``home``, talking to the fake hub."""
     full = {k: v for k, v in os.environ.items() if not k.startswith(("APPLIANCE_", "HF_"))}
     full.update({"APPLIANCE_HOME": str(home), "HF_ENDPOINT": hub.url, "HF_HUB_DISABLE_TELEMETRY": "1",
                  "HF_HOME": str(home / "hf"), "APPLIANCE_STORE__OLLAMA_REGISTRY": hub.url, "HOME": str(home),
                  "OLLAMA_MODELS": str(home / "ollama")})  # fmt: skip
+    return full
+
+
+def run_cli(home: Path, hub: FakeHub, *args: str, env: dict[str, str] | None = None,
+            timeout: float = 300) -> subprocess.CompletedProcess[str]:  # fmt: skip
+    """``appliance ARGS`` with its state in ``home``, talking to the fake hub."""
+    full = cli_env(home, hub)
     full.update(env or {})
     return subprocess.run([sys.executable, "-m", "appliance", *args], capture_output=True, text=True,
                           env=full, timeout=timeout)  # fmt: skip
 
 
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A real 32 MiB filesystem (tmpfs; needs root, as the remote tests do)."""
+def settled(read: Callable[[], int], quiet_s: float = 0.5, timeout_s: float = 20) -> int:
+    """``read()`` once it has stopped changing for ``quiet_s`` (the hub's server may go on writing a dead
+    connection's remaining bytes into a closed socket for a moment: count bytes served from then)."""
+    last, deadline = read(), time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        time.sleep(quiet_s)
+        now = read()
+        if now == last:
+            return now
+        last = now
+    return last
+
+
+@contextlib.contextmanager
+def tmpfs(mount: Path, size_mib: int) -> Iterator[Path]:
+    """A real filesystem of ``size_mib`` at ``mount`` (tmpfs) while the block runs; skips without root."""
     if os.geteuid() != 0:
         pytest.skip("mounting a small tmpfs needs root")
-    mount = tmp_path / "small"
-    mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32m", "tmpfs", str(mount)], check=True)
+    mount.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mib}m", "tmpfs", str(mount)], check=True)
     try:
         yield mount
     finally:
-        subprocess.run(["umount", str(mount)], check=False)
+        subprocess.run(["umount", "--lazy", str(mount)], check=False)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real 32 MiB filesystem (tmpfs; needs root, as the remote tests do)."""
+    with tmpfs(tmp_path / "small", 32) as mount:
+        yield mount

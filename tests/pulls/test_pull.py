@@ -7,8 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -20,7 +18,7 @@ from appliance.hardware.detect import detect_hardware
 from appliance.planner.model_info import read_model_info
 from appliance.planning import choose_plan
 from models.store import Store
-from tests.pulls.conftest import Files, run_cli
+from tests.pulls.conftest import Files, run_cli, settled
 from tests.pulls.fakehub import COMMIT, FakeHub
 from tests.server.conftest import start_daemon, stop_daemon, wait_until
 
@@ -80,18 +78,6 @@ def test_too_big_for_the_budget_is_refused_unless_named(hub: FakeHub, tmp_path: 
     assert named.returncode == 0 and "warning: acme/tiny-gguf:q2_k will not fit" in named.stderr.lower()
 
 
-def _settled(read: Callable[[], int], quiet_s: float = 0.5, timeout_s: float = 20) -> int:
-    """``read()`` once it has stopped changing for ``quiet_s``."""
-    last, deadline = read(), time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        time.sleep(quiet_s)
-        now = read()
-        if now == last:
-            return now
-        last = now
-    return last
-
-
 def test_a_killed_pull_resumes_where_it_stopped(hub: FakeHub, files: Files, tmp_path: Path) -> None:
     hub.knobs.bytes_per_s = 40e6  # about 2.5 s for the 98 MB file
     env = {k: v for k, v in os.environ.items() if not k.startswith(("APPLIANCE_", "HF_"))}
@@ -106,9 +92,7 @@ def test_a_killed_pull_resumes_where_it_stopped(hub: FakeHub, files: Files, tmp_
     kept = next(partial.glob("*.part")).stat().st_size
     assert not list((tmp_path / "data" / "models").glob("manifests/**/*.json"))  # nothing half-done visible
     hub.knobs.bytes_per_s = None
-    # The hub's server may go on writing the dead connection's remaining bytes (into a closed socket)
-    # for a moment: count from when that has stopped.
-    served_before = _settled(lambda: hub.knobs.served[files.smollm2.name])
+    served_before = settled(lambda: hub.knobs.served[files.smollm2.name])
     again = run_cli(tmp_path, hub, "pull", ref, "--json")
     assert again.returncode == 0, again.stderr
     rest = files.smollm2.stat().st_size - kept

@@ -80,3 +80,21 @@ def test_breaker_opens_half_opens_and_backs_off() -> None:
     assert breaker.cooldown_s == 20  # capped
     breaker.success()
     assert breaker.state == "closed" and breaker.failures == 0
+
+
+def test_breaker_failures_while_it_cools_down_do_not_extend_it_and_opening_is_told() -> None:
+    now = [0.0]
+    opened: list[float] = []
+    breaker = Breaker(
+        threshold=3, base_cooldown_s=5, clock=lambda: now[0], on_open=lambda: opened.append(now[0])
+    )
+    for _ in range(3):
+        breaker.failure()
+    assert breaker.state == "open" and opened == [0.0]
+    for second in (1.0, 2.0, 3.0, 4.0):  # probes failing every second while it cools down
+        now[0] = second
+        breaker.failure()
+    assert breaker.retry_in_s() == 1.0 and opened == [0.0]
+    now[0] = 5.0
+    breaker.failure()  # the half-open try
+    assert breaker.retry_in_s() == 10 and opened == [0.0, 5.0]
