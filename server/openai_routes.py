@@ -8,12 +8,11 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any, TypeVar, cast
+from typing import Any, cast
 
 import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import ValidationError
 
 from appliance.backend import ChatParams, CompletionParams, Event
 from appliance.engine.local import JobStream
@@ -21,29 +20,23 @@ from appliance.engine.params import SamplingParams
 from appliance.errors import InvalidRequest
 from appliance.manager import ModelManager
 from server import openai_payloads as payloads
-from server.errors import validation_message
 from server.escalation import escalate
 from server.metrics import Metrics
-from server.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, ResponseFormat, _Open
+from server.openapi import GENERATION, PROTECTED, doc
+from server.response_schemas import ChatCompletion, Completion, EmbeddingList, ModelCard, ModelList
+from server.schemas import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    EmbeddingRequest,
+    ResponseFormat,
+    read_body,
+)
 from server.sse import sse_response
 
 log = logging.getLogger(__name__)
 router = APIRouter()
 
 _DISCONNECT_POLL_S = 0.25
-_Body = TypeVar("_Body", bound=_Open)
-
-
-async def _parse(request: Request, schema: type[_Body]) -> _Body:
-    """The JSON body as ``schema``, whatever Content-Type the client sent (curl -d sends a form type)."""
-    raw = await request.body()
-    try:
-        body = schema.model_validate_json(raw)
-    except ValidationError as exc:
-        message, param = validation_message(exc.errors())
-        raise InvalidRequest(message, param=param) from None
-    request.state.asked_model = getattr(body, "model", None)  # for the log line of a refused request
-    return body
 
 
 def _metrics(request: Request) -> Metrics:
@@ -59,14 +52,6 @@ def _manager(request: Request) -> ModelManager:
 def _wait_for_load(request: Request) -> bool:
     """False when the client asked for a 503 rather than waiting for its model to load."""
     return request.headers.get("x-appliance-wait-for-load", "").strip().lower() not in ("false", "0", "no")
-
-
-def _note_unknown(body: _Open, route: str) -> None:
-    unknown = body.unknown_fields()
-    if unknown:
-        log.info(
-            "%s: ignoring unknown fields %s", route, ", ".join(unknown), extra={"ignored_fields": unknown}
-        )
 
 
 def _sampling(body: ChatCompletionRequest | CompletionRequest, n_vocab: int | None) -> SamplingParams:
@@ -152,10 +137,12 @@ def _meta(prefix: str, model: str) -> payloads.Meta:
     return payloads.Meta(id=f"{prefix}-{uuid.uuid4().hex}", created=int(time.time()), model=model)
 
 
-@router.post("/v1/chat/completions")
+@router.post(
+    "/v1/chat/completions",
+    **doc("openai", body=ChatCompletionRequest, ok=ChatCompletion, stream="sse", errors=GENERATION),
+)
 async def chat_completions(request: Request) -> Response:
-    body = await _parse(request, ChatCompletionRequest)
-    _note_unknown(body, "chat")
+    body = await read_body(request, ChatCompletionRequest)
     escalated = await escalate(request, "/v1/chat/completions", body.model)
     if escalated is not None:
         return escalated
@@ -187,10 +174,12 @@ async def chat_completions(request: Request) -> Response:
     return JSONResponse(payloads.chat_completion(collected, meta, logprobs=body.logprobs))
 
 
-@router.post("/v1/completions")
+@router.post(
+    "/v1/completions",
+    **doc("openai", body=CompletionRequest, ok=Completion, stream="sse", errors=GENERATION),
+)
 async def completions(request: Request) -> Response:
-    body = await _parse(request, CompletionRequest)
-    _note_unknown(body, "completions")
+    body = await read_body(request, CompletionRequest)
     escalated = await escalate(request, "/v1/completions", body.model)
     if escalated is not None:
         return escalated
@@ -221,10 +210,9 @@ async def completions(request: Request) -> Response:
     return JSONResponse(payloads.completion(collected, meta, logprobs=want_logprobs))
 
 
-@router.post("/v1/embeddings")
+@router.post("/v1/embeddings", **doc("openai", body=EmbeddingRequest, ok=EmbeddingList, errors=GENERATION))
 async def embeddings(request: Request) -> Response:
-    body = await _parse(request, EmbeddingRequest)
-    _note_unknown(body, "embeddings")
+    body = await read_body(request, EmbeddingRequest)
     escalated = await escalate(request, "/v1/embeddings", body.model)
     if escalated is not None:
         return escalated
@@ -261,14 +249,14 @@ def _model_card(info: dict[str, Any], created: int) -> dict[str, Any]:
     }
 
 
-@router.get("/v1/models")
+@router.get("/v1/models", **doc("openai", ok=ModelList))
 async def list_models(request: Request) -> dict[str, Any]:
     created = request.app.state.started_at
     installed = await asyncio.to_thread(_manager(request).describe_installed)
     return {"object": "list", "data": [_model_card(info, created) for info in installed]}
 
 
-@router.get("/v1/models/{model_id:path}")
+@router.get("/v1/models/{model_id:path}", **doc("openai", ok=ModelCard, errors=(*PROTECTED, 404)))
 async def get_model(model_id: str, request: Request) -> dict[str, Any]:
     manager = _manager(request)
     info = await asyncio.to_thread(manager.describe_model, manager.resolve(model_id))

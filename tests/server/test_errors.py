@@ -142,6 +142,7 @@ def test_form_content_type_is_read_as_json(daemon: Daemon) -> None:
         f"{daemon.v1}/chat/completions",
         content=b'{"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}',
         headers={"content-type": "application/x-www-form-urlencoded"},
+        timeout=60,
     )
     assert response.status_code == 200
 
