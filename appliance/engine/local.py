@@ -515,8 +515,18 @@ class LocalLlamaBackend:
                 f"and {max_tokens} more were requested ({len(prompt) + max_tokens} in all)",
                 param="messages",
             )
+        if any(token < 0 or token >= model.n_vocab for token in sampling.logit_bias):
+            # ctypes would cut such an id to 32 bits and bias whatever token that names
+            raise InvalidRequest("logit_bias names a token outside the vocabulary", param="logit_bias")
+        changes: dict[str, Any] = {}
         if grammar is not None:
-            sampling = SamplingParams(**{**sampling.__dict__, "grammar": grammar})
+            changes["grammar"] = grammar
+        if not 0 <= sampling.repeat_last_n <= n_ctx:
+            # -1 means the whole context (as Ollama says); more than that only sizes llama.cpp's window
+            # (2**31 of it was seconds of allocation per request)
+            changes["repeat_last_n"] = n_ctx
+        if changes:
+            sampling = SamplingParams(**{**sampling.__dict__, **changes})
         deadline = time.monotonic() + self.request_deadline_s if self.request_deadline_s else None
         return self._submit(
             lambda stream: GenerationJob(
