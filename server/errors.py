@@ -24,7 +24,8 @@ def clip(message: str) -> str:
     """``message``, cut to MAX_MESSAGE_CHARS."""
     if len(message) <= MAX_MESSAGE_CHARS:
         return message
-    return message[: MAX_MESSAGE_CHARS - 30] + f"... ({len(message)} characters in all)"
+    rest = f"... ({len(message)} characters in all)"
+    return message[: MAX_MESSAGE_CHARS - len(rest)] + rest
 
 
 def error_body(
