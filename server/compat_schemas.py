@@ -29,7 +29,8 @@ class OllamaOptions(_Lenient):
     top_p: float | None = Field(None, ge=0, le=1)
     min_p: float | None = Field(None, ge=0, le=1)
     repeat_penalty: float | None = Field(None, ge=0)
-    repeat_last_n: int | None = Field(None, ge=-1, le=INT32_MAX)
+    # llama.cpp sizes a window by it: 2**31 of it was seconds of allocation for each request.
+    repeat_last_n: int | None = Field(None, ge=-1, le=2**20)
     seed: int | None = None
     presence_penalty: float | None = None
     frequency_penalty: float | None = None

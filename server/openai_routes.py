@@ -25,6 +25,7 @@ from server.metrics import Metrics
 from server.openapi import GENERATION, PROTECTED, doc
 from server.response_schemas import ChatCompletion, Completion, EmbeddingList, ModelCard, ModelList
 from server.schemas import (
+    INT32_MAX,
     ChatCompletionRequest,
     CompletionRequest,
     EmbeddingRequest,
@@ -62,7 +63,8 @@ def _sampling(body: ChatCompletionRequest | CompletionRequest, n_vocab: int | No
             token = int(key)
         except ValueError:
             raise InvalidRequest(f"logit_bias keys are token ids; got {key!r}", param="logit_bias") from None
-        if token < 0 or (n_vocab is not None and token >= n_vocab):
+        # A token id past a C int would reach llama.cpp cut to 32 bits, naming another token.
+        if token < 0 or token > INT32_MAX or (n_vocab is not None and token >= n_vocab):
             raise InvalidRequest(
                 f"logit_bias names token {token}, outside the vocabulary", param="logit_bias"
             )
