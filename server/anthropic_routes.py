@@ -14,123 +14,83 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from appliance.backend import ChatParams, Event, Finished, TextDelta
 from appliance.engine.params import SamplingParams
-from appliance.errors import ApplianceError, ModelNotFound, Unauthorized
+from appliance.errors import ApplianceError, InvalidRequest
 from appliance.manager import ModelManager
-from server.compat_schemas import AnthropicParams, ValidationError, problem
+from server.compat_schemas import AnthropicBlock, AnthropicRequest
 from server.metrics import Metrics
+from server.openapi import GENERATION, doc
+from server.response_schemas import AnthropicMessageOut
+from server.schemas import read_body
 
 router = APIRouter()
 
 _STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use"}
 
 
-class _BadRequest(Exception):
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-
-
-def _error(status: int, kind: str, message: str) -> JSONResponse:
-    return JSONResponse({"type": "error", "error": {"type": kind, "message": message}}, status_code=status)
-
-
-def _error_for(exc: ApplianceError) -> JSONResponse:
-    if isinstance(exc, ModelNotFound):
-        return _error(404, "not_found_error", exc.message)
-    if isinstance(exc, Unauthorized):
-        return _error(401, "authentication_error", exc.message)
-    if exc.status == 429:
-        return _error(429, "rate_limit_error", exc.message)
-    if exc.status == 503:
-        return _error(503, "overloaded_error", exc.message)
-    if exc.status >= 500:
-        return _error(exc.status, "api_error", exc.message)
-    return _error(exc.status, "invalid_request_error", exc.message)
-
-
-def _text(content: Any, where: str) -> str:
+def _text(content: str | list[AnthropicBlock] | None, where: str) -> str:
     """The text of a string or of a list of text blocks."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        parts = []
-        for block in content:
-            if not isinstance(block, dict) or block.get("type") != "text":
-                kind = block.get("type") if isinstance(block, dict) else type(block).__name__
-                raise _BadRequest(f"{where}: {kind} blocks are not supported here (text only)")
-            parts.append(str(block.get("text", "")))
-        return "".join(parts)
-    raise _BadRequest(f"{where} must be a string or a list of content blocks")
+    if content is None or isinstance(content, str):
+        return content or ""
+    for block in content:
+        if block.type != "text":
+            raise InvalidRequest(f"{where}: {block.type} blocks are not supported here (text only)")
+    return "".join(block.text or "" for block in content)
 
 
-def _messages(body: dict[str, Any]) -> list[dict[str, Any]]:
+def _messages(body: AnthropicRequest) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
-    system = body.get("system")
-    if system:
-        out.append({"role": "system", "content": _text(system, "system")})
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise _BadRequest("messages: a non-empty list is required")
-    for index, message in enumerate(messages):
+    if body.system:
+        out.append({"role": "system", "content": _text(body.system, "system")})
+    for index, message in enumerate(body.messages):
         where = f"messages.{index}"
-        if not isinstance(message, dict) or message.get("role") not in ("user", "assistant"):
-            raise _BadRequest(f"{where}.role must be user or assistant")
-        content = message.get("content")
-        blocks = content if isinstance(content, list) else [{"type": "text", "text": content}]
+        content = message.content
+        blocks = [AnthropicBlock(type="text", text=content)] if isinstance(content, str) else content
         text: list[str] = []
         calls: list[dict[str, Any]] = []
         for block in blocks:
-            kind = block.get("type") if isinstance(block, dict) else None
-            if kind == "text":
-                text.append(str(block.get("text", "")))
-            elif kind == "tool_use" and message["role"] == "assistant":
-                if not isinstance(block.get("name"), str) or not block["name"]:
-                    raise _BadRequest(f"{where}: a tool_use block needs a name")
-                calls.append({"id": block.get("id"), "type": "function",
-                              "function": {"name": block.get("name"),
-                                           "arguments": json.dumps(block.get("input") or {})}})  # fmt: skip
-            elif kind == "tool_result" and message["role"] == "user":
-                result = block.get("content", "")
-                out.append({"role": "tool", "tool_call_id": block.get("tool_use_id"),
-                            "content": _text(result, f"{where}.tool_result")})  # fmt: skip
+            if block.type == "text":
+                text.append(block.text or "")
+            elif block.type == "tool_use" and message.role == "assistant":
+                if not block.name:
+                    raise InvalidRequest(f"{where}: a tool_use block needs a name")
+                arguments = json.dumps(block.input or {})
+                calls.append({"id": block.id, "type": "function",
+                              "function": {"name": block.name, "arguments": arguments}})  # fmt: skip
+            elif block.type == "tool_result" and message.role == "user":
+                out.append({"role": "tool", "tool_call_id": block.tool_use_id,
+                            "content": _text(block.content, f"{where}.tool_result")})  # fmt: skip
             else:
-                raise _BadRequest(f"{where}: {kind} blocks are not supported (text and tools only)")
-        if text or calls or message["role"] == "assistant":
-            item: dict[str, Any] = {"role": message["role"], "content": "".join(text)}
+                raise InvalidRequest(f"{where}: {block.type} blocks are not supported (text and tools only)")
+        if text or calls or message.role == "assistant":
+            item: dict[str, Any] = {"role": message.role, "content": "".join(text)}
             if calls:
                 item["tool_calls"] = calls
             out.append(item)
     return out
 
 
-def _tools(body: dict[str, Any], params: AnthropicParams) -> tuple[list[dict[str, Any]], Any]:
+def _tools(body: AnthropicRequest) -> tuple[list[dict[str, Any]], Any]:
     tools = [
         {"type": "function", "function": {"name": t.name, "description": t.description or "",
                                           "parameters": t.input_schema or {"type": "object"}}}
-        for t in params.tools or []
+        for t in body.tools or []
     ]  # fmt: skip
-    choice = body.get("tool_choice") or {}
-    kind = choice.get("type") if isinstance(choice, dict) else None
+    kind = body.tool_choice.type if body.tool_choice is not None else None
     if kind == "any":
         return tools, "required"
     if kind == "tool":
-        return tools, {"type": "function", "function": {"name": choice.get("name")}}
+        assert body.tool_choice is not None
+        return tools, {"type": "function", "function": {"name": body.tool_choice.name}}
     if kind == "none":
         return [], None
     return tools, None
 
 
-def _params(body: dict[str, Any]) -> ChatParams:
-    if not isinstance(body.get("max_tokens"), int) or isinstance(body["max_tokens"], bool):
-        raise _BadRequest("max_tokens: a positive integer is required")
-    try:
-        params = AnthropicParams.model_validate(body)
-    except ValidationError as exc:
-        raise _BadRequest(problem(exc)) from None
-    values = {k: v for k in ("temperature", "top_p", "top_k") if (v := getattr(params, k)) is not None}
-    tools, choice = _tools(body, params)
+def _params(body: AnthropicRequest) -> ChatParams:
+    values = {k: v for k in ("temperature", "top_p", "top_k") if (v := getattr(body, k)) is not None}
+    tools, choice = _tools(body)
     return ChatParams(messages=_messages(body), sampling=SamplingParams(**values),
-                      max_tokens=params.max_tokens, stop=tuple(params.stop_sequences or ()), tools=tools,
+                      max_tokens=body.max_tokens, stop=tuple(body.stop_sequences or ()), tools=tools,
                       tool_choice=choice)  # fmt: skip
 
 
@@ -145,30 +105,21 @@ def _content(text: str, finished: Finished | None) -> list[dict[str, Any]]:
     return blocks
 
 
-@router.post("/v1/messages")
+@router.post(
+    "/v1/messages",
+    **doc("anthropic", body=AnthropicRequest, ok=AnthropicMessageOut, stream="sse", errors=GENERATION),
+)
 async def messages(request: Request) -> Response:
-    try:
-        body = json.loads(await request.body() or b"{}")
-        if not isinstance(body, dict):
-            raise _BadRequest("the request body must be a JSON object")
-        request.state.asked_model = body.get("model")
-        if not isinstance(body.get("model"), str):
-            raise _BadRequest("model: required")
-        params = _params(body)
-        manager: ModelManager = request.app.state.manager
-        async with manager.use(body["model"]) as backend:
-            request.state.model = backend.model_id
-            stream = await backend.chat(params)
-    except ValueError:
-        return _error(400, "invalid_request_error", "the request body is not JSON")
-    except _BadRequest as exc:
-        return _error(400, "invalid_request_error", exc.message)
-    except ApplianceError as exc:
-        return _error_for(exc)
+    body = await read_body(request, AnthropicRequest)
+    params = _params(body)
+    manager: ModelManager = request.app.state.manager
+    async with manager.use(body.model) as backend:
+        request.state.model = backend.model_id
+        stream = await backend.chat(params)
     metrics: Metrics = request.app.state.metrics
     events = metrics.observe(stream, request.scope["state"], "/v1/messages", backend.model_id)
     message_id = f"msg_{uuid.uuid4().hex}"
-    if not body.get("stream"):
+    if not body.stream:
         parts: list[str] = []
         finished: Finished | None = None
         try:
@@ -177,20 +128,18 @@ async def messages(request: Request) -> Response:
                     parts.append(event.text)
                 elif isinstance(event, Finished):
                     finished = event
-        except ApplianceError as exc:
-            return _error_for(exc)
         finally:
             stream.cancel()
         usage = finished.usage if finished is not None else None
         return JSONResponse({
-            "id": message_id, "type": "message", "role": "assistant", "model": body["model"],
+            "id": message_id, "type": "message", "role": "assistant", "model": body.model,
             "content": _content("".join(parts), finished),
             "stop_reason": _STOP_REASONS.get(finished.finish_reason, "end_turn") if finished else "end_turn",
             "stop_sequence": None,
             "usage": {"input_tokens": usage.prompt_tokens if usage else 0,
                       "output_tokens": usage.completion_tokens if usage else 0},
         })  # fmt: skip
-    return StreamingResponse(_events(events, stream.cancel, message_id, body["model"]),
+    return StreamingResponse(_events(events, stream.cancel, message_id, body.model),
                              media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache"})  # fmt: skip
 

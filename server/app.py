@@ -9,13 +9,14 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from appliance.config import Settings
 from appliance.hardware.profile import HardwareProfile
 from appliance.manager import ModelManager
 from appliance.remotes.pool import RemotePool
+from server import openapi
 from server.anthropic_routes import router as anthropic_router
 from server.disconnects import CancelOnDisconnect
 from server.errors import install_error_handlers
@@ -87,6 +88,7 @@ def create_app(settings: Settings, manager: ModelManager, hardware: HardwareProf
     app.state.reloaders = [manager.reconfigure, remotes.reconfigure]
     app.state.load_settings = None  # how to read the configuration again; set by `appliance serve`
     install_error_handlers(app)
+    openapi.install(app)
     app.include_router(openai_router)
     app.include_router(status_router)
     app.include_router(pull_router)
@@ -94,16 +96,16 @@ def create_app(settings: Settings, manager: ModelManager, hardware: HardwareProf
     app.include_router(anthropic_router)
     app.include_router(reload_router)
 
-    @app.get("/metrics")
+    @app.get("/metrics", response_class=PlainTextResponse, **openapi.doc("openai", ok_media="text/plain"))
     async def prometheus_metrics() -> Response:
         return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
-    @app.get("/")
+    @app.get("/", response_class=PlainTextResponse, **openapi.doc("openai", ok_media="text/plain", errors=()))
     async def root() -> Response:
         """What Ollama's clients check to see a server is up (Ollama answers "Ollama is running")."""
         return Response("llm-appliance is running", media_type="text/plain")
 
-    @app.get("/health")
+    @app.get("/health", **openapi.health_doc())
     async def health() -> JSONResponse:
         status, code = manager.health()
         body: dict[str, Any] = {"status": status, "models": [b.describe() for b in manager]}

@@ -1,68 +1,186 @@
-"""The fields of Ollama's and Anthropic's requests that the appliance reads, validated as the OpenAI routes'
-are (server/schemas.py), so a wrong type is a 400 in the client's own error shape, never a 500. Unknown
-fields pass: both APIs have options that mean nothing here (num_ctx, num_gpu, metadata, ...)."""
+"""Request schemas of Ollama's and Anthropic's APIs and of the appliance's own: each route validates its
+body with one of these, as the OpenAI routes do with server/schemas.py, so a wrong type is a 400 in the
+client's own error shape, never a 500, and the published OpenAPI document is built from the same models.
+Unknown fields pass: both APIs have options that mean nothing here (num_ctx, num_gpu, metadata, ...)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from server.schemas import Tool
+from server.schemas import INT32_MAX, Tool
 
-__all__ = ["TOOLS", "AnthropicParams", "OllamaOptions", "OllamaToolCall", "ValidationError", "problem"]
+_ROLES = Literal["system", "user", "assistant", "tool"]
 
 
 class _Lenient(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    """Unknown fields pass; known ones are typed strictly, without NaN or infinities (server/schemas.py)."""
+
+    model_config = ConfigDict(extra="allow", strict=True, allow_inf_nan=False)
+
+
+# Ollama (/api/*)
 
 
 class OllamaOptions(_Lenient):
     temperature: float | None = Field(None, ge=0)
-    top_k: int | None = Field(None, ge=0)
+    top_k: int | None = Field(None, ge=0, le=INT32_MAX)
     top_p: float | None = Field(None, ge=0, le=1)
     min_p: float | None = Field(None, ge=0, le=1)
     repeat_penalty: float | None = Field(None, ge=0)
-    repeat_last_n: int | None = Field(None, ge=-1)
+    # llama.cpp sizes a window by it: 2**31 of it was seconds of allocation for each request.
+    repeat_last_n: int | None = Field(None, ge=-1, le=2**20)
     seed: int | None = None
     presence_penalty: float | None = None
     frequency_penalty: float | None = None
-    num_predict: int | None = None
+    num_predict: int | None = Field(None, description="max tokens; -1 or absent: until the context ends")
     stop: str | list[str] | None = None
 
 
-class _OllamaFunctionCall(_Lenient):
+class OllamaFunctionCall(_Lenient):
     name: str = Field(min_length=1)
     arguments: dict[str, Any] | None = None
 
 
 class OllamaToolCall(_Lenient):
-    function: _OllamaFunctionCall
+    function: OllamaFunctionCall
 
 
-class _AnthropicTool(_Lenient):
+class OllamaMessage(_Lenient):
+    role: _ROLES
+    content: str | None = None
+    images: list[str] | None = Field(None, description="refused: the models served here read text only")
+    tool_calls: list[OllamaToolCall] | None = None
+    tool_name: str | None = None
+
+
+class _OllamaNamed(_Lenient):
+    """A request naming a model: ``model``, or ``name`` as older clients say."""
+
+    model: str | None = None
+    name: str | None = None
+
+    @model_validator(mode="after")
+    def _named(self) -> _OllamaNamed:
+        if not (self.model or self.name):
+            raise ValueError("model is required")
+        return self
+
+    @property
+    def model_name(self) -> str:
+        return self.model or self.name or ""
+
+
+class _OllamaGeneration(_OllamaNamed):
+    options: OllamaOptions | None = None
+    format: Literal["", "json"] | dict[str, Any] | None = Field(
+        None, description='"json" or a JSON schema the reply must follow'
+    )
+    stream: bool | None = Field(None, description="NDJSON lines unless false")
+    keep_alive: str | int | float | None = None
+
+    @property
+    def streams(self) -> bool:
+        return self.stream is not False
+
+
+class OllamaChatRequest(_OllamaGeneration):
+    messages: list[OllamaMessage] | None = None
+    tools: list[Tool] | None = None
+
+
+class OllamaGenerateRequest(_OllamaGeneration):
+    prompt: str | None = Field(None, description="empty: load the model and answer done_reason 'load'")
+    system: str | None = None
+    raw: bool | None = None
+    images: list[str] | None = Field(None, description="refused: the models served here read text only")
+
+
+class OllamaEmbedRequest(_OllamaNamed):
+    input: str | list[str]
+    options: OllamaOptions | None = None
+    keep_alive: str | int | float | None = None
+
+    @model_validator(mode="after")
+    def _some_input(self) -> OllamaEmbedRequest:
+        if not self.input:
+            raise ValueError("input must be a string or a non-empty list of strings")
+        return self
+
+
+class OllamaEmbeddingsRequest(_OllamaNamed):
+    prompt: str = Field(min_length=1)
+    options: OllamaOptions | None = None
+    keep_alive: str | int | float | None = None
+
+
+class OllamaModelRequest(_OllamaNamed):
+    """/api/show and /api/delete."""
+
+
+class OllamaPullRequest(_OllamaNamed):
+    stream: bool | None = Field(None, description="NDJSON progress lines unless false")
+    insecure: bool | None = None
+
+
+# Anthropic (/v1/messages)
+
+
+class AnthropicTool(_Lenient):
     name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
     description: str | None = None
     input_schema: dict[str, Any] | None = None
 
 
-class AnthropicParams(_Lenient):
+class AnthropicBlock(_Lenient):
+    """A content block: ``text``; ``tool_use`` in an assistant's message; ``tool_result`` in a user's.
+    Other kinds (images, documents) are refused with a 400."""
+
+    type: str
+    text: str | None = None
+    id: str | None = None
+    name: str | None = None
+    input: dict[str, Any] | None = None
+    tool_use_id: str | None = None
+    content: str | list[AnthropicBlock] | None = None
+
+
+class AnthropicMessage(_Lenient):
+    role: Literal["user", "assistant"]
+    content: str | list[AnthropicBlock]
+
+
+class AnthropicToolChoice(_Lenient):
+    type: Literal["auto", "any", "tool", "none"]
+    name: str | None = None
+
+
+class AnthropicRequest(_Lenient):
+    model: str
     max_tokens: int = Field(ge=1)
+    messages: list[AnthropicMessage] = Field(min_length=1)
+    system: str | list[AnthropicBlock] | None = None
     temperature: float | None = Field(None, ge=0, le=1)
     top_p: float | None = Field(None, ge=0, le=1)
-    top_k: int | None = Field(None, ge=0)
+    top_k: int | None = Field(None, ge=0, le=INT32_MAX)
     stop_sequences: list[str] | None = None
-    tools: list[_AnthropicTool] | None = None
+    tools: list[AnthropicTool] | None = None
+    tool_choice: AnthropicToolChoice | None = None
+    stream: bool = False
 
 
-TOOLS = TypeAdapter(list[Tool])
-"""OpenAI-shaped tools, as Ollama takes them too."""
+# The appliance's own (/appliance/v1/*)
 
 
-def problem(exc: ValidationError, prefix: str = "") -> str:
-    """One readable line from a validation error, located under ``prefix``: ``tools.0.function.name:
-    Field required``."""
-    first = exc.errors()[0]
-    where = ".".join(str(p) for p in (prefix, *first["loc"]) if p != "")
-    message = str(first["msg"]).removeprefix("Value error, ")
-    return f"{where}: {message}" if where else message
+class PullRequest(_Lenient):
+    model: str = Field(min_length=1, description='"owner/name[:QUANT]" or "ollama:NAME[:TAG]"')
+    stream: bool = True
+
+
+class LoadRequest(_Lenient):
+    keep_alive: str | int | float | None = Field(
+        None,
+        description='how long the model stays loaded when idle: "10m", seconds, or -1 (until its '
+        "memory is needed)",
+    )

@@ -16,10 +16,22 @@ from appliance.errors import ApplianceError, InternalError, QueueFull
 log = logging.getLogger(__name__)
 
 
+MAX_MESSAGE_CHARS = 1000
+"""Error messages quote what the client sent (a model name, a duration); a huge value is cut."""
+
+
+def clip(message: str) -> str:
+    """``message``, cut to MAX_MESSAGE_CHARS."""
+    if len(message) <= MAX_MESSAGE_CHARS:
+        return message
+    rest = f"... ({len(message)} characters in all)"
+    return message[: MAX_MESSAGE_CHARS - len(rest)] + rest
+
+
 def error_body(
     message: str, error_type: str, *, param: str | None = None, code: str | None = None
 ) -> dict[str, Any]:
-    return {"error": {"message": message, "type": error_type, "param": param, "code": code}}
+    return {"error": {"message": clip(message), "type": error_type, "param": param, "code": code}}
 
 
 def appliance_error_body(exc: ApplianceError) -> dict[str, Any]:
@@ -46,11 +58,11 @@ def dialect_error_body(path: str, status: int, exc: ApplianceError) -> dict[str,
     Anthropic's ``{"type": "error", "error": {...}}``, else OpenAI's."""
     kind = dialect(path)
     if kind == "ollama":
-        return {"error": exc.message}
+        return {"error": clip(exc.message)}
     if kind == "anthropic":
         fallback = "api_error" if status >= 500 else "invalid_request_error"
         error_type = _ANTHROPIC_TYPES.get(status, fallback)
-        return {"type": "error", "error": {"type": error_type, "message": exc.message}}
+        return {"type": "error", "error": {"type": error_type, "message": clip(exc.message)}}
     return appliance_error_body(exc)
 
 
@@ -61,6 +73,13 @@ def error_response(path: str, exc: ApplianceError, headers: dict[str, str] | Non
     return JSONResponse(dialect_error_body(path, exc.status, exc), status_code=exc.status, headers=headers)
 
 
+def _union_member(part: Any) -> bool:
+    """Whether a part of an error's location names a member of a union (``str``, ``list[str]``,
+    ``literal['','json']``) rather than a field: "stop: Input should be a valid string", not
+    "stop.str: ..."."""
+    return isinstance(part, str) and (part in ("str", "int", "float", "bool") or "[" in part)
+
+
 def validation_message(errors: Sequence[Any]) -> tuple[str, str | None]:
     """One readable line (and the offending parameter) from pydantic's validation errors."""
     if not errors:
@@ -68,7 +87,7 @@ def validation_message(errors: Sequence[Any]) -> tuple[str, str | None]:
     first = errors[0]
     if first.get("type") == "json_invalid":
         return "the request body is not valid JSON", None
-    loc = [str(p) for p in first.get("loc", ()) if p != "body"]
+    loc = [str(p) for p in first.get("loc", ()) if p != "body" and not _union_member(p)]
     param = ".".join(loc) or None
     message = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
     if first.get("type") == "missing":

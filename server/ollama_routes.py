@@ -21,12 +21,35 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from appliance import __version__
 from appliance.backend import ChatParams, CompletionParams, Embeddings, Event, Finished, TextDelta
 from appliance.engine.params import SamplingParams
-from appliance.errors import ApplianceError, ModelNotFound
+from appliance.errors import ApplianceError, InvalidRequest, ModelNotFound
 from appliance.manager import ModelManager
 from models.catalog import LocalModel
-from server.compat_schemas import TOOLS, OllamaOptions, OllamaToolCall, ValidationError, problem
+from server.compat_schemas import (
+    OllamaChatRequest,
+    OllamaEmbeddingsRequest,
+    OllamaEmbedRequest,
+    OllamaGenerateRequest,
+    OllamaMessage,
+    OllamaModelRequest,
+    OllamaOptions,
+    OllamaPullRequest,
+)
+from server.errors import clip
 from server.metrics import Metrics
+from server.openapi import BODY, GENERATION, doc
 from server.pull_routes import remove_stored, start_pull
+from server.response_schemas import (
+    OllamaChatAnswer,
+    OllamaEmbedAnswer,
+    OllamaEmbeddingsAnswer,
+    OllamaGenerateAnswer,
+    OllamaPs,
+    OllamaPullStatus,
+    OllamaShow,
+    OllamaTags,
+    OllamaVersion,
+)
+from server.schemas import Tool, read_body
 
 router = APIRouter(prefix="/api")
 
@@ -35,12 +58,6 @@ _SAMPLING_OPTIONS = {
     "repeat_penalty": "repeat_penalty", "repeat_last_n": "repeat_last_n", "seed": "seed",
     "presence_penalty": "presence_penalty", "frequency_penalty": "frequency_penalty",
 }  # fmt: skip
-
-
-class _OllamaError(Exception):
-    def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.message, self.status = message, status
 
 
 def _manager(request: Request) -> ModelManager:
@@ -56,29 +73,11 @@ def _iso(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, timezone.utc).isoformat().replace("+00:00", "Z")
 
 
-async def _body(request: Request) -> dict[str, Any]:
-    try:
-        body = json.loads(await request.body() or b"{}")
-    except ValueError:
-        raise _OllamaError("the request body is not JSON") from None
-    if not isinstance(body, dict):
-        raise _OllamaError("the request body must be a JSON object")
-    request.state.asked_model = body.get("model") or body.get("name")
-    return body
-
-
-def _model_name(body: dict[str, Any]) -> str:
-    name = body.get("model") or body.get("name")
-    if not isinstance(name, str) or not name:
-        raise _OllamaError("model is required")
-    return name
-
-
 def _resolve(manager: ModelManager, name: str) -> LocalModel:
     try:
         return manager.resolve(name)
     except ApplianceError:
-        raise _OllamaError(f"model '{name}' not found", 404) from None
+        raise ModelNotFound(f"model '{name}' not found") from None
 
 
 def _details(manager: ModelManager, model: LocalModel) -> dict[str, Any]:
@@ -99,14 +98,8 @@ def _entry(manager: ModelManager, model: LocalModel) -> dict[str, Any]:
     return entry
 
 
-def _options(body: dict[str, Any]) -> tuple[SamplingParams, int | None, tuple[str, ...]]:
-    raw = body.get("options") or {}
-    if not isinstance(raw, dict):
-        raise _OllamaError("options must be an object")
-    try:
-        options = OllamaOptions.model_validate(raw)
-    except ValidationError as exc:
-        raise _OllamaError(problem(exc, "options")) from None
+def _options(options: OllamaOptions | None) -> tuple[SamplingParams, int | None, tuple[str, ...]]:
+    options = options or OllamaOptions()
     values = {field: getattr(options, key) for key, field in _SAMPLING_OPTIONS.items()}
     sampling = SamplingParams(**{k: v for k, v in values.items() if v is not None})
     predict = options.num_predict
@@ -115,55 +108,30 @@ def _options(body: dict[str, Any]) -> tuple[SamplingParams, int | None, tuple[st
     return sampling, max_tokens, (stop,) if isinstance(stop, str) else tuple(stop)
 
 
-def _tools(body: dict[str, Any]) -> list[dict[str, Any]]:
-    try:
-        tools = TOOLS.validate_python(body.get("tools") or [])
-    except ValidationError as exc:
-        raise _OllamaError(problem(exc, "tools")) from None
-    return [tool.model_dump(exclude_none=True) for tool in tools]
+def _tools(tools: list[Tool] | None) -> list[dict[str, Any]]:
+    return [tool.model_dump(exclude_none=True) for tool in tools or []]
 
 
-def _format(body: dict[str, Any]) -> dict[str, Any] | None:
-    fmt = body.get("format")
+def _format(fmt: str | dict[str, Any] | None) -> dict[str, Any] | None:
     if not fmt:
         return None
-    if fmt == "json":
-        return {"type": "object"}
-    if isinstance(fmt, dict):
-        return fmt
-    raise _OllamaError('format must be "json" or a JSON schema')
+    return fmt if isinstance(fmt, dict) else {"type": "object"}  # "json"
 
 
-def _messages(raw: Any) -> list[dict[str, Any]]:
-    if not isinstance(raw, list):
-        raise _OllamaError("messages must be a list")
+def _messages(messages: list[OllamaMessage]) -> list[dict[str, Any]]:
     out = []
-    for index, message in enumerate(raw):
-        if not isinstance(message, dict) or message.get("role") not in (
-            "system",
-            "user",
-            "assistant",
-            "tool",
-        ):
-            raise _OllamaError(f"messages[{index}] needs a role: system, user, assistant or tool")
-        if message.get("images"):
-            raise _OllamaError("images are not supported: this model reads text only")
-        item: dict[str, Any] = {"role": message["role"], "content": str(message.get("content") or "")}
-        calls = message.get("tool_calls")
-        if calls:
-            if not isinstance(calls, list):
-                raise _OllamaError(f"messages[{index}].tool_calls must be a list")
-            try:
-                parsed = [OllamaToolCall.model_validate(c) for c in calls]
-            except ValidationError as exc:
-                raise _OllamaError(problem(exc, f"messages[{index}].tool_calls")) from None
+    for index, message in enumerate(messages):
+        if message.images:
+            raise InvalidRequest("images are not supported: this model reads text only")
+        item: dict[str, Any] = {"role": message.role, "content": message.content or ""}
+        if message.tool_calls:
             item["tool_calls"] = [
                 {"id": f"call_{index}_{i}", "type": "function",
                  "function": {"name": c.function.name, "arguments": json.dumps(c.function.arguments or {})}}
-                for i, c in enumerate(parsed)
+                for i, c in enumerate(message.tool_calls)
             ]  # fmt: skip
-        if message.get("tool_name"):
-            item["name"] = str(message["tool_name"])
+        if message.tool_name:
+            item["name"] = message.tool_name
         out.append(item)
     return out
 
@@ -240,17 +208,12 @@ async def _answer(
     return StreamingResponse(lines(), media_type="application/x-ndjson")
 
 
-def _error(exc: _OllamaError | ApplianceError) -> JSONResponse:
-    status = exc.status
-    return JSONResponse({"error": exc.message}, status_code=status)
-
-
-@router.get("/version")
+@router.get("/version", **doc("ollama", ok=OllamaVersion))
 async def version() -> dict[str, str]:
     return {"version": __version__}
 
 
-@router.get("/tags")
+@router.get("/tags", **doc("ollama", ok=OllamaTags))
 async def tags(request: Request) -> dict[str, Any]:
     manager = _manager(request)
     models = []
@@ -262,7 +225,7 @@ async def tags(request: Request) -> dict[str, Any]:
     return {"models": models}
 
 
-@router.get("/ps")
+@router.get("/ps", **doc("ollama", ok=OllamaPs))
 async def ps(request: Request) -> dict[str, Any]:
     manager = _manager(request)
     now = time.monotonic()
@@ -283,14 +246,11 @@ async def ps(request: Request) -> dict[str, Any]:
     return {"models": out}
 
 
-@router.post("/show")
+@router.post("/show", **doc("ollama", body=OllamaModelRequest, ok=OllamaShow, errors=(*BODY, 404)))
 async def show(request: Request) -> Response:
     manager = _manager(request)
-    try:
-        model = _resolve(manager, _model_name(await _body(request)))
-        info = manager.plan_for(model).model
-    except _OllamaError as exc:
-        return _error(exc)
+    model = _resolve(manager, (await read_body(request, OllamaModelRequest)).model_name)
+    info = manager.plan_for(model).model
     arch = info.architecture
     model_info = {
         "general.architecture": arch, "general.name": info.name, "general.parameter_count": info.n_params,
@@ -309,55 +269,57 @@ async def show(request: Request) -> Response:
     })  # fmt: skip
 
 
-@router.post("/chat")
+@router.post(
+    "/chat",
+    **doc("ollama", body=OllamaChatRequest, ok=OllamaChatAnswer, stream="ndjson", errors=GENERATION),
+)
 async def chat(request: Request) -> Response:
-    try:
-        body = await _body(request)
-        name = _model_name(body)
-        sampling, max_tokens, stop = _options(body)
-        params = ChatParams(messages=_messages(body.get("messages") or []), sampling=sampling,
-                            max_tokens=max_tokens, stop=stop, json_schema=_format(body),
-                            tools=_tools(body))  # fmt: skip
-        return await _run(request, name, body, params, chat=True)
-    except (_OllamaError, ApplianceError) as exc:
-        return _error(exc)
+    body = await read_body(request, OllamaChatRequest)
+    sampling, max_tokens, stop = _options(body.options)
+    params = ChatParams(messages=_messages(body.messages or []), sampling=sampling,
+                        max_tokens=max_tokens, stop=stop, json_schema=_format(body.format),
+                        tools=_tools(body.tools))  # fmt: skip
+    return await _run(request, body, params, chat=True)
 
 
-@router.post("/generate")
+@router.post(
+    "/generate",
+    **doc("ollama", body=OllamaGenerateRequest, ok=OllamaGenerateAnswer, stream="ndjson", errors=GENERATION),
+)
 async def generate(request: Request) -> Response:
-    try:
-        body = await _body(request)
-        name = _model_name(body)
-        prompt = body.get("prompt") or ""
-        if body.get("images"):
-            raise _OllamaError("images are not supported: this model reads text only")
-        if not prompt:  # Ollama's way to load a model: answer once it is ready
-            manager = _manager(request)
-            _resolve(manager, name)
-            async with manager.use(name):
-                pass
-            return JSONResponse({"model": name, "created_at": _now(), "response": "", "done": True,
-                                 "done_reason": "load"})  # fmt: skip
-        sampling, max_tokens, stop = _options(body)
-        params: ChatParams | CompletionParams
-        if body.get("raw"):
-            params = CompletionParams(prompt=str(prompt), sampling=sampling, max_tokens=max_tokens, stop=stop,
-                                      json_schema=_format(body))  # fmt: skip
-        else:
-            system = [{"role": "system", "content": str(body["system"])}] if body.get("system") else []
-            params = ChatParams(messages=[*system, {"role": "user", "content": str(prompt)}],
-                                sampling=sampling, max_tokens=max_tokens, stop=stop,
-                                json_schema=_format(body))  # fmt: skip
-        return await _run(request, name, body, params, chat=False)
-    except (_OllamaError, ApplianceError) as exc:
-        return _error(exc)
+    body = await read_body(request, OllamaGenerateRequest)
+    name = body.model_name
+    if body.images:
+        raise InvalidRequest("images are not supported: this model reads text only")
+    if not body.prompt:  # Ollama's way to load a model: answer once it is ready
+        manager = _manager(request)
+        _resolve(manager, name)
+        async with manager.use(name):
+            pass
+        return JSONResponse({"model": name, "created_at": _now(), "response": "", "done": True,
+                             "done_reason": "load"})  # fmt: skip
+    sampling, max_tokens, stop = _options(body.options)
+    params: ChatParams | CompletionParams
+    if body.raw:
+        params = CompletionParams(prompt=body.prompt, sampling=sampling, max_tokens=max_tokens, stop=stop,
+                                  json_schema=_format(body.format))  # fmt: skip
+    else:
+        system = [{"role": "system", "content": body.system}] if body.system else []
+        params = ChatParams(messages=[*system, {"role": "user", "content": body.prompt}],
+                            sampling=sampling, max_tokens=max_tokens, stop=stop,
+                            json_schema=_format(body.format))  # fmt: skip
+    return await _run(request, body, params, chat=False)
 
 
 async def _run(
-    request: Request, name: str, body: dict[str, Any], params: ChatParams | CompletionParams, chat: bool
+    request: Request,
+    body: OllamaChatRequest | OllamaGenerateRequest,
+    params: ChatParams | CompletionParams,
+    chat: bool,
 ) -> Response:
     started = time.monotonic_ns()
     manager = _manager(request)
+    name = body.model_name
     _resolve(manager, name)
     async with manager.use(name) as backend:
         request.state.model = backend.model_id
@@ -365,7 +327,7 @@ async def _run(
     metrics: Metrics = request.app.state.metrics
     endpoint = "/api/chat" if chat else "/api/generate"
     events = metrics.observe(stream, request.scope["state"], endpoint, backend.model_id)
-    return await _answer(events, stream.cancel, name, body.get("stream", True) is not False, chat, started)
+    return await _answer(events, stream.cancel, name, body.streams, chat, started)
 
 
 def _pull_ref(name: str) -> str:
@@ -390,16 +352,16 @@ def _progress(data: dict[str, Any]) -> dict[str, Any]:
     return {"status": data.get("message") or status}
 
 
-@router.post("/pull")
+@router.post(
+    "/pull",
+    **doc("ollama", body=OllamaPullRequest, ok=OllamaPullStatus, stream="ndjson", errors=(*BODY, 404)),
+)
 async def pull(request: Request) -> Response:
     """Pull into the store, with Ollama's progress lines; the pull runs on the daemon (it goes on if the
     client leaves), as `/appliance/v1/models/pull`'s does."""
-    try:
-        body = await _body(request)
-        job = start_pull(request, _pull_ref(_model_name(body)))
-    except _OllamaError as exc:
-        return _error(exc)
-    if body.get("stream", True) is not False:
+    body = await read_body(request, OllamaPullRequest)
+    job = start_pull(request, _pull_ref(body.model_name))
+    if body.stream is not False:
 
         async def lines() -> AsyncIterator[bytes]:
             async for data in job.follow():
@@ -409,21 +371,23 @@ async def pull(request: Request) -> Response:
     last: dict[str, Any] = {}
     async for data in job.follow():
         last = _progress(data)
-    if "error" in last:
-        return JSONResponse(last, status_code=404 if "not found" in last["error"] else 500)
+    if "error" in last:  # as /appliance/v1/models/pull answers a failed pull: the pull's own message
+        last["error"] = clip(last["error"])
+        return JSONResponse(last, status_code=404 if "not found" in last["error"] else 400)
     return JSONResponse(last)
 
 
-@router.delete("/delete")
+@router.delete(
+    "/delete",
+    response_class=Response,
+    **doc("ollama", body=OllamaModelRequest, ok_media=None, errors=(*BODY, 404)),
+)
 async def delete(request: Request) -> Response:
+    name = (await read_body(request, OllamaModelRequest)).model_name
     try:
-        name = _model_name(await _body(request))
-        try:
-            await remove_stored(_manager(request), name)
-        except ModelNotFound:
-            raise _OllamaError(f"model '{name}' not found", 404) from None
-    except (_OllamaError, ApplianceError) as exc:
-        return _error(exc)
+        await remove_stored(_manager(request), name)
+    except ModelNotFound:
+        raise ModelNotFound(f"model '{name}' not found") from None
     return Response(status_code=200)
 
 
@@ -439,34 +403,23 @@ async def _embed(request: Request, name: str, inputs: list[str], endpoint: str) 
     return result, time.monotonic_ns() - started
 
 
-@router.post("/embed")
+@router.post("/embed", **doc("ollama", body=OllamaEmbedRequest, ok=OllamaEmbedAnswer, errors=GENERATION))
 async def embed(request: Request) -> Response:
-    try:
-        body = await _body(request)
-        name = _model_name(body)
-        inputs = body.get("input")
-        if isinstance(inputs, str):
-            inputs = [inputs]
-        if not isinstance(inputs, list) or not inputs or not all(isinstance(i, str) for i in inputs):
-            raise _OllamaError("input must be a string or a list of strings")
-        result, took = await _embed(request, name, inputs, "/api/embed")
-        return JSONResponse({"model": name, "embeddings": result.vectors, "total_duration": took,
-                             "load_duration": 0, "prompt_eval_count": result.prompt_tokens})  # fmt: skip
-    except (_OllamaError, ApplianceError) as exc:
-        return _error(exc)
+    body = await read_body(request, OllamaEmbedRequest)
+    name = body.model_name
+    inputs = [body.input] if isinstance(body.input, str) else body.input
+    result, took = await _embed(request, name, inputs, "/api/embed")
+    return JSONResponse({"model": name, "embeddings": result.vectors, "total_duration": took,
+                         "load_duration": 0, "prompt_eval_count": result.prompt_tokens})  # fmt: skip
 
 
-@router.post("/embeddings")
+@router.post(
+    "/embeddings",
+    **doc("ollama", body=OllamaEmbeddingsRequest, ok=OllamaEmbeddingsAnswer, errors=GENERATION),
+)
 async def embeddings(request: Request) -> Response:
     """Ollama's older embedding endpoint (one ``prompt``, one ``embedding``), still used by clients such
     as LangChain's OllamaEmbeddings before 0.3. The vector is normalised, as /api/embed's are."""
-    try:
-        body = await _body(request)
-        name = _model_name(body)
-        prompt = body.get("prompt")
-        if not isinstance(prompt, str) or not prompt:
-            raise _OllamaError("prompt must be a non-empty string")
-        result, _ = await _embed(request, name, [prompt], "/api/embeddings")
-        return JSONResponse({"embedding": result.vectors[0]})
-    except (_OllamaError, ApplianceError) as exc:
-        return _error(exc)
+    body = await read_body(request, OllamaEmbeddingsRequest)
+    result, _ = await _embed(request, body.model_name, [body.prompt], "/api/embeddings")
+    return JSONResponse({"embedding": result.vectors[0]})

@@ -9,12 +9,11 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any, TypeVar, cast
+from typing import Any, cast
 
 import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import ValidationError
 
 from appliance.backend import ChatParams, CompletionParams, Event
 from appliance.engine.local import JobStream
@@ -22,29 +21,24 @@ from appliance.engine.params import SamplingParams
 from appliance.errors import InvalidRequest
 from appliance.manager import ModelManager
 from server import openai_payloads as payloads
-from server.errors import validation_message
 from server.escalation import escalate
 from server.metrics import Metrics
-from server.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, ResponseFormat, _Open
+from server.openapi import GENERATION, PROTECTED, doc
+from server.response_schemas import ChatCompletion, Completion, EmbeddingList, ModelCard, ModelList
+from server.schemas import (
+    INT32_MAX,
+    ChatCompletionRequest,
+    CompletionRequest,
+    EmbeddingRequest,
+    ResponseFormat,
+    read_body,
+)
 from server.sse import sse_response
 
 log = logging.getLogger(__name__)
 router = APIRouter()
 
 _DISCONNECT_POLL_S = 0.25
-_Body = TypeVar("_Body", bound=_Open)
-
-
-async def _parse(request: Request, schema: type[_Body]) -> _Body:
-    """The JSON body as ``schema``, whatever Content-Type the client sent (curl -d sends a form type)."""
-    raw = await request.body()
-    try:
-        body = schema.model_validate_json(raw)
-    except ValidationError as exc:
-        message, param = validation_message(exc.errors())
-        raise InvalidRequest(message, param=param) from None
-    request.state.asked_model = getattr(body, "model", None)  # for the log line of a refused request
-    return body
 
 
 def _metrics(request: Request) -> Metrics:
@@ -62,14 +56,6 @@ def _wait_for_load(request: Request) -> bool:
     return request.headers.get("x-appliance-wait-for-load", "").strip().lower() not in ("false", "0", "no")
 
 
-def _note_unknown(body: _Open, route: str) -> None:
-    unknown = body.unknown_fields()
-    if unknown:
-        log.info(
-            "%s: ignoring unknown fields %s", route, ", ".join(unknown), extra={"ignored_fields": unknown}
-        )
-
-
 def _sampling(body: ChatCompletionRequest | CompletionRequest, n_vocab: int | None) -> SamplingParams:
     default = SamplingParams()
     bias: dict[int, float] = {}
@@ -78,7 +64,8 @@ def _sampling(body: ChatCompletionRequest | CompletionRequest, n_vocab: int | No
             token = int(key)
         except ValueError:
             raise InvalidRequest(f"logit_bias keys are token ids; got {key!r}", param="logit_bias") from None
-        if token < 0 or (n_vocab is not None and token >= n_vocab):
+        # A token id past a C int would reach llama.cpp cut to 32 bits, naming another token.
+        if token < 0 or token > INT32_MAX or (n_vocab is not None and token >= n_vocab):
             raise InvalidRequest(
                 f"logit_bias names token {token}, outside the vocabulary", param="logit_bias"
             )
@@ -157,10 +144,12 @@ def _meta(prefix: str, model: str) -> payloads.Meta:
     return payloads.Meta(id=f"{prefix}-{uuid.uuid4().hex}", created=int(time.time()), model=model)
 
 
-@router.post("/v1/chat/completions")
+@router.post(
+    "/v1/chat/completions",
+    **doc("openai", body=ChatCompletionRequest, ok=ChatCompletion, stream="sse", errors=GENERATION),
+)
 async def chat_completions(request: Request) -> Response:
-    body = await _parse(request, ChatCompletionRequest)
-    _note_unknown(body, "chat")
+    body = await read_body(request, ChatCompletionRequest)
     escalated = await escalate(request, "/v1/chat/completions", body.model)
     if escalated is not None:
         return escalated
@@ -192,10 +181,12 @@ async def chat_completions(request: Request) -> Response:
     return JSONResponse(payloads.chat_completion(collected, meta, logprobs=body.logprobs))
 
 
-@router.post("/v1/completions")
+@router.post(
+    "/v1/completions",
+    **doc("openai", body=CompletionRequest, ok=Completion, stream="sse", errors=GENERATION),
+)
 async def completions(request: Request) -> Response:
-    body = await _parse(request, CompletionRequest)
-    _note_unknown(body, "completions")
+    body = await read_body(request, CompletionRequest)
     escalated = await escalate(request, "/v1/completions", body.model)
     if escalated is not None:
         return escalated
@@ -226,10 +217,9 @@ async def completions(request: Request) -> Response:
     return JSONResponse(payloads.completion(collected, meta, logprobs=want_logprobs))
 
 
-@router.post("/v1/embeddings")
+@router.post("/v1/embeddings", **doc("openai", body=EmbeddingRequest, ok=EmbeddingList, errors=GENERATION))
 async def embeddings(request: Request) -> Response:
-    body = await _parse(request, EmbeddingRequest)
-    _note_unknown(body, "embeddings")
+    body = await read_body(request, EmbeddingRequest)
     escalated = await escalate(request, "/v1/embeddings", body.model)
     if escalated is not None:
         return escalated
@@ -266,14 +256,14 @@ def _model_card(info: dict[str, Any], created: int) -> dict[str, Any]:
     }
 
 
-@router.get("/v1/models")
+@router.get("/v1/models", **doc("openai", ok=ModelList))
 async def list_models(request: Request) -> dict[str, Any]:
     created = request.app.state.started_at
     installed = await asyncio.to_thread(_manager(request).describe_installed)
     return {"object": "list", "data": [_model_card(info, created) for info in installed]}
 
 
-@router.get("/v1/models/{model_id:path}")
+@router.get("/v1/models/{model_id:path}", **doc("openai", ok=ModelCard, errors=(*PROTECTED, 404)))
 async def get_model(model_id: str, request: Request) -> dict[str, Any]:
     manager = _manager(request)
     info = await asyncio.to_thread(manager.describe_model, manager.resolve(model_id))

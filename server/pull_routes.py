@@ -24,6 +24,10 @@ from appliance.manager import ModelManager
 from appliance.pulls import PullError, PullEvent, pull
 from models.catalog import from_manifest
 from models.store import StoreError
+from server.compat_schemas import PullRequest
+from server.openapi import BODY, PROTECTED, doc
+from server.response_schemas import PullEventOut, Pulls, Removed
+from server.schemas import read_body
 
 router = APIRouter(prefix="/appliance/v1")
 
@@ -127,18 +131,11 @@ def start_pull(request: Request, ref: str) -> PullJob:
     return job
 
 
-@router.post("/models/pull")
+@router.post("/models/pull", **doc("openai", body=PullRequest, ok=PullEventOut, stream="ndjson", errors=BODY))
 async def pull_model(request: Request) -> Response:
     """Body ``{"model": "owner/name[:QUANT]" | "ollama:NAME[:TAG]", "stream": true}``."""
-    try:
-        body = json.loads(await request.body() or b"{}")
-        ref, stream = body["model"], body.get("stream", True)
-        if not isinstance(ref, str) or not ref:
-            raise TypeError
-    except (ValueError, TypeError, KeyError):
-        raise InvalidRequest(
-            'expected {"model": "owner/name[:QUANT]", "stream": true}', param="model"
-        ) from None
+    body = await read_body(request, PullRequest)
+    ref, stream = body.model, body.stream
     job = start_pull(request, ref)
     if stream:
 
@@ -155,12 +152,12 @@ async def pull_model(request: Request) -> Response:
     return JSONResponse(last)
 
 
-@router.get("/models/pulls")
+@router.get("/models/pulls", **doc("openai", ok=Pulls))
 async def pulls(request: Request) -> dict[str, Any]:
     return {"pulls": [job.describe() for job in _jobs(request).values()]}
 
 
-@router.delete("/models/{name:path}")
+@router.delete("/models/{name:path}", **doc("openai", ok=Removed, errors=(*PROTECTED, 400, 404)))
 async def remove_model(name: str, request: Request) -> dict[str, Any]:
     """Remove a stored model (unloading it first). Models of other tools and the embedded one stay."""
     return {"model": await remove_stored(request.app.state.manager, name), "removed": True}

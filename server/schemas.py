@@ -1,22 +1,33 @@
-"""Wire schemas of the OpenAI-compatible API (requests). Unknown fields are accepted and logged."""
+"""Wire schemas of the OpenAI-compatible API (requests). Unknown fields are accepted and logged.
+
+Types are strict, as OpenAI's are (``"max_tokens": "10"`` or ``true`` is a 400, not 10 or 1), so the
+published OpenAPI document (server/openapi.py, built from these models) says what is accepted; NaN and
+infinities are refused, and integers that reach llama.cpp as C ints are bounded to fit one."""
 
 from __future__ import annotations
 
+import json
 import logging
-from typing import Any, Literal, cast
+import math
+from typing import Any, Literal, TypeVar, cast
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from fastapi import Request
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from appliance.errors import InvalidRequest
+from server.errors import validation_message
 
 log = logging.getLogger(__name__)
+_Body = TypeVar("_Body", bound=BaseModel)
+
+INT32_MAX = 2**31 - 1
+"""The largest value a C int holds: sampler settings go to llama.cpp as ones."""
 
 
 class _Open(BaseModel):
     """Accepts fields it does not know: OpenAI clients send new ones all the time."""
 
-    model_config = ConfigDict(extra="allow")
-
-    def unknown_fields(self) -> list[str]:
-        return sorted((self.model_extra or {}).keys())
+    model_config = ConfigDict(extra="allow", strict=True, allow_inf_nan=False)
 
 
 class ContentPart(_Open):
@@ -101,7 +112,7 @@ class _Sampling(_Open):
     max_tokens: int | None = Field(None, ge=1)
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
-    top_k: int | None = Field(None, ge=0)
+    top_k: int | None = Field(None, ge=0, le=INT32_MAX)
     min_p: float | None = Field(None, ge=0, le=1)
     presence_penalty: float | None = Field(None, ge=-2, le=2)
     frequency_penalty: float | None = Field(None, ge=-2, le=2)
@@ -211,3 +222,45 @@ class EmbeddingRequest(_Open):
         if all(isinstance(v, int) for v in value):
             return [cast(list[int], value)]
         return cast("list[str] | list[list[int]]", value)
+
+
+def parse_body(raw: bytes, schema: type[_Body]) -> _Body:
+    """``raw`` read as JSON whatever Content-Type the client sent (curl -d sends a form type), validated
+    as ``schema``; InvalidRequest with one readable line when it is not. An empty body is ``{}``.
+    Pydantic's parser refuses invalid UTF-8, lone surrogates and nesting past 200 levels as invalid JSON,
+    without recursing in Python."""
+    try:
+        body = schema.model_validate_json(raw or b"{}")
+    except ValidationError as exc:
+        message, param = validation_message(exc.errors())
+        raise InvalidRequest(message, param=param) from None
+    # Pydantic reads NaN, Infinity and 1e400 into fields of any type (unknown fields, JSON schemas); JSON
+    # has no such numbers, and a remote the request is escalated to may choke on them.
+    try:
+        json.loads(raw or b"{}", parse_constant=_not_json, parse_float=_finite)
+    except ValueError as exc:
+        raise InvalidRequest(f"the request body is not valid JSON: {exc}") from None
+    return body
+
+
+def _not_json(name: str) -> float:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"{text[:20]} is out of range")
+    return value
+
+
+async def read_body(request: Request, schema: type[_Body]) -> _Body:
+    """The request's body as ``schema`` (see parse_body); the model it names is kept for the log line of
+    a refused request, and unknown fields are logged."""
+    body = parse_body(await request.body(), schema)
+    request.state.asked_model = getattr(body, "model", None) or getattr(body, "name", None)
+    unknown = sorted((body.model_extra or {}).keys())
+    if unknown:
+        named = ", ".join(unknown)
+        log.info("%s: ignoring unknown fields %s", request.url.path, named, extra={"ignored_fields": unknown})
+    return body

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from typing import Any
 
@@ -14,8 +13,13 @@ from appliance.errors import InvalidRequest
 from appliance.manager import ModelManager
 from appliance.remotes.pool import RemotePool
 from appliance.units import parse_duration
+from server.compat_schemas import LoadRequest
+from server.openapi import MODEL, PROTECTED, doc
+from server.response_schemas import InstalledModels, Loaded, RequestLog, Status, Unloaded
+from server.schemas import read_body
 
 router = APIRouter(prefix="/appliance/v1")
+_FOREVER_S = 100 * 365 * 86400.0
 
 
 def _manager(request: Request) -> ModelManager:
@@ -23,27 +27,27 @@ def _manager(request: Request) -> ModelManager:
     return manager
 
 
-@router.get("/models")
+@router.get("/models", **doc("openai", ok=InstalledModels))
 async def models(request: Request) -> dict[str, Any]:
     """Every installed model, loaded or not, with the plan it is (or would be) loaded with."""
     return {"models": await asyncio.to_thread(_manager(request).describe_installed)}
 
 
-@router.post("/models/{name:path}/load")
+@router.post(
+    "/models/{name:path}/load",
+    **doc("openai", body=LoadRequest, body_required=False, ok=Loaded, errors=MODEL),
+)
 async def load(name: str, request: Request) -> dict[str, Any]:
     """Load a model (if it is not loaded) and answer once it is ready. Optional JSON body:
     ``{"keep_alive": "10m"}`` (-1: until its memory is needed)."""
-    keep_alive: float | None = None
-    raw = await request.body()
-    given = False
-    if raw.strip():
-        try:
-            body = json.loads(raw)
-            if "keep_alive" in body:
-                keep_alive, given = parse_duration(body["keep_alive"]), True
-        except (ValueError, TypeError) as exc:
-            message = f'bad body ({exc}); expected {{"keep_alive": "5m"}}'
-            raise InvalidRequest(message, param="keep_alive") from None
+    body = await read_body(request, LoadRequest)
+    given = "keep_alive" in body.model_fields_set
+    try:
+        keep_alive = None if body.keep_alive is None else parse_duration(body.keep_alive)
+    except (ValueError, OverflowError) as exc:
+        raise InvalidRequest(f"keep_alive: {exc}", param="keep_alive") from None
+    if keep_alive is not None and keep_alive > _FOREVER_S:
+        keep_alive = None  # past any machine's uptime: until its memory is needed, as -1 says
     started = time.monotonic()
     entry = await _manager(request).load(name, keep_alive_s=keep_alive, set_keep_alive=given)
     return {
@@ -52,7 +56,7 @@ async def load(name: str, request: Request) -> dict[str, Any]:
     }
 
 
-@router.post("/models/{name:path}/unload")
+@router.post("/models/{name:path}/unload", **doc("openai", ok=Unloaded, errors=(*PROTECTED, 404)))
 async def unload(name: str, request: Request) -> dict[str, Any]:
     """Unload a model once its running requests are done."""
     manager = _manager(request)
@@ -60,7 +64,7 @@ async def unload(name: str, request: Request) -> dict[str, Any]:
     return {"model": model_id, "unloaded": await manager.unload(name)}
 
 
-@router.get("/status")
+@router.get("/status", **doc("openai", ok=Status))
 async def status(request: Request) -> dict[str, Any]:
     """What the daemon is doing: hardware, loaded models with their plans, slots, queue, memory,
     request totals."""
@@ -99,7 +103,7 @@ async def status(request: Request) -> dict[str, Any]:
     }
 
 
-@router.get("/remotes")
+@router.get("/remotes", **doc("openai"))
 async def remotes(request: Request) -> dict[str, Any]:
     """Each remote: address and how it was found, health, breaker, load, models, latency; and the
     tailnet's peers when Tailscale targets are configured."""
@@ -107,7 +111,7 @@ async def remotes(request: Request) -> dict[str, Any]:
     return pool.describe()
 
 
-@router.get("/logs")
+@router.get("/logs", **doc("openai", ok=RequestLog, errors=(*PROTECTED, 400)))
 async def logs(request: Request, limit: int = 100) -> dict[str, Any]:
     """The most recent request log lines (newest last): what `appliance.requests` logs, as JSON."""
     recent = list(request.app.state.metrics.recent)

@@ -185,16 +185,77 @@ class _SchemaConverter(llama_grammar.SchemaConverter):
         return result
 
 
+MAX_GRAMMAR_DEPTH = 1000
+"""llama.cpp parses a grammar recursively, one level per group: a schema whose grammar nests deeper (a
+``maxLength`` or a pattern's ``{0,N}`` in the tens of thousands, which the converter spells as N nested
+optional groups) overflows its stack and kills the whole process, so such a schema is refused."""
+
+
+def grammar_depth(grammar: str) -> int:
+    """How deeply the groups of a GBNF grammar nest (brackets inside literals and classes not counted)."""
+    depth = deepest = 0
+    quote: str | None = None
+    escaped = False
+    for char in grammar:
+        if quote is not None:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == quote:
+                quote = None
+        elif char in "\"[":
+            quote = "]" if char == "[" else char
+        elif char == "(":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char == ")":
+            depth -= 1
+    return deepest
+
+
+_REPETITION = re.compile(r"\{(\d+)(?:,(\d*))?\}")
+
+
+def _too_long(schema: Any) -> bool:
+    """Whether ``schema`` asks for a string length, or a pattern for a repetition, over
+    MAX_GRAMMAR_DEPTH: checked before converting, as the grammar grows with the number (a maxLength of
+    10**9 would exhaust memory first)."""
+    if isinstance(schema, list):
+        return any(_too_long(item) for item in schema)
+    if not isinstance(schema, dict):
+        return False
+    for key in ("minLength", "maxLength"):
+        value = schema.get(key)
+        if isinstance(value, int | float) and value > MAX_GRAMMAR_DEPTH:
+            return True
+    pattern = schema.get("pattern")
+    if isinstance(pattern, str):
+        counts = (int(n) for match in _REPETITION.finditer(pattern) for n in match.groups() if n)
+        if any(n > MAX_GRAMMAR_DEPTH for n in counts):
+            return True
+    return any(_too_long(value) for value in schema.values())
+
+
 def json_schema_grammar(schema: dict[str, Any]) -> str:
     """A GBNF grammar accepting exactly the JSON documents valid under ``schema``."""
+    too_large = InvalidRequest(
+        f"the JSON schema is too large to enforce: a string length or a pattern's repetition over "
+        f"{MAX_GRAMMAR_DEPTH}, or nesting that deep",
+        param="response_format",
+    )
+    if _too_long(schema):
+        raise too_large
     try:
         converter = _SchemaConverter(prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False)
         resolved = converter.resolve_refs(json.loads(json.dumps(schema)), "request")
         converter.visit(resolved, "")
         grammar: str = converter.format_grammar()
-        return grammar
     except Exception as exc:  # the converter raises bare Exceptions for schemas it cannot handle
         raise InvalidRequest(f"unsupported JSON schema: {exc}", param="response_format") from exc
+    if grammar_depth(grammar) > MAX_GRAMMAR_DEPTH:
+        raise too_large
+    return grammar
 
 
 @dataclass(frozen=True)

@@ -577,8 +577,18 @@ class LocalLlamaBackend:
                 f"and {max_tokens} more were requested ({len(prompt) + max_tokens} in all)",
                 param="messages",
             )
+        if any(token < 0 or token >= model.n_vocab for token in sampling.logit_bias):
+            # ctypes would cut such an id to 32 bits and bias whatever token that names
+            raise InvalidRequest("logit_bias names a token outside the vocabulary", param="logit_bias")
+        changes: dict[str, Any] = {}
         if grammar is not None:
-            sampling = SamplingParams(**{**sampling.__dict__, "grammar": grammar})
+            changes["grammar"] = grammar
+        if not 0 <= sampling.repeat_last_n <= n_ctx:
+            # -1 means the whole context (as Ollama says); more than that only sizes llama.cpp's window
+            # (2**31 of it was seconds of allocation per request)
+            changes["repeat_last_n"] = n_ctx
+        if changes:
+            sampling = SamplingParams(**{**sampling.__dict__, **changes})
         deadline_s = self.limits.request_deadline_s
         deadline = time.monotonic() + deadline_s if deadline_s else None
         return self._submit(

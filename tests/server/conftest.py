@@ -103,3 +103,25 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
 @pytest.fixture(scope="session")
 def client(daemon: Daemon) -> openai.OpenAI:
     return daemon.client()
+
+
+@pytest.fixture(scope="session")
+def offline_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    """A daemon whose pulls reach nothing: Hugging Face and Ollama's registry are a dead loopback port, so
+    tests that send pulls at random (schema fuzzing, bad input) download nothing and touch no network."""
+    dead = f"http://127.0.0.1:{free_port()}"
+    env = {"HF_ENDPOINT": dead, "APPLIANCE_STORE__OLLAMA_REGISTRY": dead}
+    d = start_daemon(tmp_path_factory.mktemp("offline"), env=env)
+    yield d
+    stop_daemon(d)
+
+
+def error_shape_ok(path: str, response: httpx.Response) -> bool:
+    """Whether an error answer has the error shape of the API ``path`` belongs to: Ollama's on /api/*,
+    Anthropic's on /v1/messages, else OpenAI's."""
+    error = response.json()
+    if path.startswith("/api/"):
+        return set(error) == {"error"} and isinstance(error["error"], str) and bool(error["error"])
+    if path == "/v1/messages":
+        return error.get("type") == "error" and bool(error["error"].get("message"))
+    return set(error) == {"error"} and set(error["error"]) == {"message", "type", "param", "code"}

@@ -67,7 +67,7 @@ def test_errors_are_anthropics_shape(client: anthropic.Anthropic, daemon: Daemon
     assert missing.value.body["error"]["type"] == "not_found_error"  # type: ignore[index]
     bad = httpx.post(f"{daemon.url}/v1/messages", json={"model": MODEL_ID, "messages": ASK}, timeout=10)
     assert bad.status_code == 400
-    error = {"type": "invalid_request_error", "message": "max_tokens: a positive integer is required"}
+    error = {"type": "invalid_request_error", "message": "missing required field 'max_tokens'"}
     assert bad.json() == {"type": "error", "error": error}
     image = [{"role": "user", "content": [{"type": "image", "source": {"type": "base64", "data": "x"}}]}]
     with pytest.raises(anthropic.BadRequestError):
@@ -77,9 +77,9 @@ def test_errors_are_anthropics_shape(client: anthropic.Anthropic, daemon: Daemon
 @pytest.mark.parametrize(
     ("extra", "expected"),
     [
-        ({"tools": ["search"]}, "tools.0: Input should be a valid dictionary"),
-        ({"tools": [{"description": "no name"}]}, "tools.0.name: Field required"),
-        ({"stop_sequences": 5}, "stop_sequences: Input should be a valid list"),
+        ({"tools": ["search"]}, "tools.0: Input should be an object"),
+        ({"tools": [{"description": "no name"}]}, "missing required field 'tools.0.name'"),
+        ({"stop_sequences": 5}, "stop_sequences: Input should be a valid array"),
         ({"temperature": 3}, "temperature: Input should be less than or equal to 1"),
         ({"top_k": "ten"}, "top_k: Input should be a valid integer"),
         ({"messages": [{"role": "assistant", "content": [{"type": "tool_use", "input": {}}]}]},

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.server.conftest import MODEL_ID, Daemon
+from tests.server.conftest import MODEL_ID, Daemon, error_shape_ok
 
 SCALARS = (
     st.none()
@@ -79,15 +79,6 @@ def _bounded(path: str, body: Any) -> Any:
     return body
 
 
-def _error_shape_ok(path: str, response: httpx.Response) -> bool:
-    error = response.json()
-    if path.startswith("/api/"):
-        return set(error) == {"error"} and isinstance(error["error"], str) and bool(error["error"])
-    if path == "/v1/messages":
-        return error.get("type") == "error" and bool(error["error"].get("message"))
-    return set(error) == {"error"} and set(error["error"]) == {"message", "type", "param", "code"}
-
-
 @pytest.mark.parametrize(
     "path",
     ["/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/messages", "/api/chat",
@@ -103,7 +94,7 @@ def test_no_body_gets_a_500(daemon: Daemon, path: str) -> None:
             response = client.post(path, json=_bounded(path, body))
             assert response.status_code < 500 or response.status_code == 503, response.text
             if response.status_code >= 400:
-                assert _error_shape_ok(path, response), response.text
+                assert error_shape_ok(path, response), response.text
             assert "Traceback" not in response.text
 
         post()

@@ -90,17 +90,17 @@ def test_errors_are_ollamas_shape(client: ollama.Client, daemon: Daemon) -> None
 @pytest.mark.parametrize(
     ("path", "extra", "expected"),
     [
-        ("chat", {"tools": ["search"]}, "tools.0: Input should be a valid dictionary"),
-        ("chat", {"tools": [{"type": "function"}]}, "tools.0.function: Field required"),
-        ("chat", {"tools": {"a": 1}}, "tools: Input should be a valid list"),
+        ("chat", {"tools": ["search"]}, "tools.0: Input should be an object"),
+        ("chat", {"tools": [{"type": "function"}]}, "missing required field 'tools.0.function'"),
+        ("chat", {"tools": {"a": 1}}, "tools: Input should be a valid array"),
         ("chat", {"options": {"temperature": "hot"}}, "options.temperature: Input should be a valid number"),
         ("generate", {"options": {"num_predict": "many"}}, "options.num_predict: Input should be"),
         ("generate", {"options": {"stop": 5}}, "options.stop"),
         ("generate", {"options": {"top_p": 7}}, "options.top_p: Input should be less than or equal to 1"),
         ("chat", {"messages": [{"role": "assistant", "content": "", "tool_calls": [{"function": 3}]}]},
-         "messages[0].tool_calls.function: Input should be a valid dictionary"),
+         "messages.0.tool_calls.0.function: Input should be an object"),
         ("chat", {"messages": [{"role": "assistant", "content": "", "tool_calls": "call"}]},
-         "messages[0].tool_calls must be a list"),
+         "messages.0.tool_calls: Input should be a valid array"),
     ],
 )  # fmt: skip
 def test_wrong_types_are_400_in_ollamas_shape(

@@ -1,0 +1,409 @@
+"""The shapes of the daemon's answers, for the published OpenAPI document (server/openapi.py): each
+dialect's success bodies and error bodies. The routes build their answers as plain dicts; the schema
+fuzzing test (tests/server/test_schema_fuzz.py) checks every answer against these, so they cannot drift
+apart unnoticed. Objects that only the appliance reads (plans, hardware) stay open (``dict``)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Out(BaseModel):
+    # Answers may grow fields; clients must ignore the ones they do not know.
+    model_config = ConfigDict(extra="allow")
+
+
+# Errors, one shape per dialect (server/errors.py builds them).
+
+
+class OpenAIErrorDetail(_Out):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class OpenAIError(_Out):
+    """OpenAI's error shape, also the appliance's own."""
+
+    error: OpenAIErrorDetail
+
+
+class OllamaError(_Out):
+    """Ollama's error shape."""
+
+    error: str
+
+
+class AnthropicErrorDetail(_Out):
+    type: str
+    message: str
+
+
+class AnthropicError(_Out):
+    """Anthropic's error shape."""
+
+    type: Literal["error"]
+    error: AnthropicErrorDetail
+
+
+# OpenAI (/v1/*)
+
+
+class PromptTokensDetails(_Out):
+    cached_tokens: int
+
+
+class Usage(_Out):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    prompt_tokens_details: PromptTokensDetails | None = None
+
+
+class TopLogprob(_Out):
+    token: str
+    logprob: float
+    bytes: list[int]
+
+
+class TokenLogprob(TopLogprob):
+    top_logprobs: list[TopLogprob]
+
+
+class ChatLogprobs(_Out):
+    content: list[TokenLogprob]
+
+
+class FunctionCallOut(_Out):
+    name: str
+    arguments: str = Field(description="the call's arguments, a JSON object as text")
+
+
+class ToolCallOut(_Out):
+    id: str
+    type: Literal["function"]
+    function: FunctionCallOut
+    index: int | None = None
+
+
+class AssistantMessage(_Out):
+    role: Literal["assistant"]
+    content: str | None
+    tool_calls: list[ToolCallOut] | None = None
+
+
+class ChatChoice(_Out):
+    index: int
+    message: AssistantMessage
+    logprobs: ChatLogprobs | None
+    finish_reason: str
+
+
+class ChatCompletion(_Out):
+    """A whole chat completion. With ``"stream": true`` the answer is SSE instead: ``data:`` lines of
+    ``chat.completion.chunk`` objects, then ``data: [DONE]``."""
+
+    id: str
+    object: Literal["chat.completion"]
+    created: int
+    model: str
+    choices: list[ChatChoice]
+    usage: Usage
+
+
+class CompletionLogprobs(_Out):
+    tokens: list[str]
+    token_logprobs: list[float]
+    top_logprobs: list[dict[str, float]]
+    text_offset: list[int]
+
+
+class CompletionChoice(_Out):
+    index: int
+    text: str
+    logprobs: CompletionLogprobs | None
+    finish_reason: str | None
+
+
+class Completion(_Out):
+    """A whole completion (SSE chunks of the same shape with ``"stream": true``)."""
+
+    id: str
+    object: Literal["text_completion"]
+    created: int
+    model: str
+    choices: list[CompletionChoice]
+    usage: Usage
+
+
+class EmbeddingItem(_Out):
+    object: Literal["embedding"]
+    index: int
+    embedding: list[float] | str = Field(description="floats, or base64 of little-endian float32")
+
+
+class EmbeddingUsage(_Out):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class EmbeddingList(_Out):
+    object: Literal["list"]
+    data: list[EmbeddingItem]
+    model: str
+    usage: EmbeddingUsage
+
+
+class ModelCard(_Out):
+    id: str
+    object: Literal["model"]
+    created: int
+    owned_by: str
+    loaded: bool
+    state: str
+    meta: dict[str, Any]
+
+
+class ModelList(_Out):
+    object: Literal["list"]
+    data: list[ModelCard]
+
+
+# Ollama (/api/*)
+
+
+class OllamaDetails(_Out):
+    parent_model: str
+    format: str
+    family: str
+    families: list[str]
+    parameter_size: str
+    quantization_level: str
+
+
+class OllamaModelEntry(_Out):
+    name: str
+    model: str
+    modified_at: str
+    size: int
+    digest: str | None = None
+    details: OllamaDetails
+
+
+class OllamaTags(_Out):
+    models: list[OllamaModelEntry]
+
+
+class OllamaRunningEntry(OllamaModelEntry):
+    size_vram: int
+    expires_at: str
+    context_length: int
+
+
+class OllamaPs(_Out):
+    models: list[OllamaRunningEntry]
+
+
+class OllamaVersion(_Out):
+    version: str
+
+
+class OllamaShow(_Out):
+    modelfile: str
+    parameters: str
+    template: str
+    license: str
+    details: OllamaDetails
+    model_info: dict[str, Any]
+    capabilities: list[str]
+    modified_at: str
+
+
+class OllamaFunctionCallOut(_Out):
+    name: str
+    arguments: dict[str, Any]
+
+
+class OllamaToolCallOut(_Out):
+    function: OllamaFunctionCallOut
+
+
+class OllamaMessageOut(_Out):
+    role: Literal["assistant"]
+    content: str
+    tool_calls: list[OllamaToolCallOut] | None = None
+
+
+class _OllamaDone(_Out):
+    model: str
+    created_at: str
+    done: bool
+    done_reason: str | None = None
+    total_duration: int | None = Field(None, description="nanoseconds, as every duration here")
+    load_duration: int | None = None
+    prompt_eval_count: int | None = None
+    prompt_eval_duration: int | None = None
+    eval_count: int | None = None
+    eval_duration: int | None = None
+
+
+class OllamaChatAnswer(_OllamaDone):
+    """The whole answer; streamed, each NDJSON line has this shape and the last has ``done`` true."""
+
+    message: OllamaMessageOut
+
+
+class OllamaGenerateAnswer(_OllamaDone):
+    """The whole answer; streamed, each NDJSON line has this shape and the last has ``done`` true."""
+
+    response: str
+
+
+class OllamaEmbedAnswer(_Out):
+    model: str
+    embeddings: list[list[float]]
+    total_duration: int
+    load_duration: int
+    prompt_eval_count: int
+
+
+class OllamaEmbeddingsAnswer(_Out):
+    embedding: list[float]
+
+
+class OllamaPullStatus(_Out):
+    """One progress line (NDJSON), or the last one when not streamed."""
+
+    status: str
+    digest: str | None = None
+    total: int | None = None
+    completed: int | None = None
+
+
+# Anthropic (/v1/messages)
+
+
+class AnthropicTextBlock(_Out):
+    type: Literal["text"]
+    text: str
+
+
+class AnthropicToolUseBlock(_Out):
+    type: Literal["tool_use"]
+    id: str
+    name: str
+    input: dict[str, Any]
+
+
+class AnthropicUsage(_Out):
+    input_tokens: int
+    output_tokens: int
+
+
+class AnthropicMessageOut(_Out):
+    """A whole message; with ``"stream": true`` Anthropic's SSE events instead."""
+
+    id: str
+    type: Literal["message"]
+    role: Literal["assistant"]
+    model: str
+    content: list[AnthropicTextBlock | AnthropicToolUseBlock]
+    stop_reason: str
+    stop_sequence: str | None
+    usage: AnthropicUsage
+
+
+# The appliance's own (/appliance/v1/*, /health)
+
+
+class Health(_Out):
+    status: Literal["ok", "loading", "error"]
+    models: list[dict[str, Any]] = Field(description="the loaded models: id, state, slots, queue, context")
+
+
+class InstalledModel(_Out):
+    id: str
+    path: str
+    source: str
+    default: bool
+    loaded: bool
+    state: str
+    size_bytes: int | None = None
+    plan: dict[str, Any] | None = None
+    error: str | None = Field(None, description="why the model cannot be planned (a file gone, unreadable)")
+
+
+class InstalledModels(_Out):
+    models: list[InstalledModel]
+
+
+class Loaded(_Out):
+    model: dict[str, Any] = Field(description="the loaded model: id, state, plan, slots, keep_alive_s")
+    waited_s: float
+
+
+class Unloaded(_Out):
+    model: str
+    unloaded: bool
+
+
+class Removed(_Out):
+    model: str
+    removed: Literal[True]
+
+
+class Slots(_Out):
+    busy: int
+    total: int
+
+
+class MemoryUse(_Out):
+    budget_ram_bytes: int
+    budget_vram_bytes: int
+    models_ram_bytes: int
+    models_vram_bytes: int
+
+
+class Status(_Out):
+    version: str
+    uptime_s: float
+    hardware: dict[str, Any] | None
+    default_model: str
+    models: list[dict[str, Any]]
+    queue: int
+    slots: Slots
+    memory: MemoryUse
+    requests: dict[str, int] = Field(description="request totals by HTTP status")
+    requests_by_backend: dict[str, dict[str, int]]
+
+
+class PullEventOut(_Out):
+    """One progress line of a pull (NDJSON), or the last one when not streamed."""
+
+    status: str
+    message: str | None = None
+    file: str | None = None
+    completed: int | None = None
+    total: int | None = None
+    bytes_per_s: float | None = None
+    eta_s: float | None = None
+    manifest: dict[str, Any] | None = None
+    error: str | None = None
+
+
+class PullJobOut(_Out):
+    model: str
+    state: Literal["running", "done", "failed"]
+    started_at: int
+    last: dict[str, Any] | None
+
+
+class Pulls(_Out):
+    pulls: list[PullJobOut]
+
+
+class RequestLog(_Out):
+    requests: list[dict[str, Any]]

@@ -1,0 +1,60 @@
+"""JSON schemas as grammars (appliance/engine/llama.py json_schema_grammar): a schema whose grammar would
+nest past what llama.cpp's recursive parser survives is refused with a 400, not handed to it (a
+``maxLength`` of 30,000 killed the daemon with a segmentation fault)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from typing import Any
+
+import pytest
+
+from appliance.engine.llama import MAX_GRAMMAR_DEPTH, grammar_depth, json_schema_grammar
+from appliance.errors import InvalidRequest
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {"type": "string", "maxLength": 30_000},
+        {"type": "string", "maxLength": 10**12},  # refused before building: it would exhaust memory
+        {"type": "string", "minLength": 10**6},
+        {"type": "string", "pattern": "^(ab){2,50000}$"},
+        {"type": "array", "items": {"type": "string", "maxLength": MAX_GRAMMAR_DEPTH + 1}},
+        {"anyOf": [{"type": "integer"}, {"type": "string", "maxLength": 5000}]},
+    ],
+)
+def test_too_large_schemas_are_refused(schema: dict[str, Any]) -> None:
+    with pytest.raises(InvalidRequest, match="too large to enforce"):
+        json_schema_grammar(schema)
+
+
+def test_depth_counts_groups_not_quoted_brackets() -> None:
+    assert grammar_depth('root ::= ("(" [(] ((a)) ")")') == 3
+    assert grammar_depth('root ::= "\\"(((" x') == 0
+
+
+def test_the_largest_accepted_schema_parses_in_llama_cpp() -> None:
+    """At the limit, llama.cpp builds the grammar (on a thread, as the engine does), in a process of its
+    own so that a crash fails this test rather than the run."""
+    script = textwrap.dedent(f"""
+        import threading, llama_cpp
+        from appliance.engine.llama import json_schema_grammar
+        from models.embedded import embedded_model_path
+        grammar = json_schema_grammar({{"type": "string", "maxLength": {MAX_GRAMMAR_DEPTH}}})
+        llama_cpp.llama_backend_init()
+        params = llama_cpp.llama_model_default_params()
+        params.vocab_only = True
+        model = llama_cpp.llama_model_load_from_file(str(embedded_model_path()).encode(), params)
+        vocab = llama_cpp.llama_model_get_vocab(model)
+        made = []
+        worker = threading.Thread(target=lambda: made.append(
+            bool(llama_cpp.llama_sampler_init_grammar(vocab, grammar.encode(), b"root"))))
+        worker.start(); worker.join()
+        print("built" if made == [True] else "refused")
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().endswith("built")
