@@ -134,11 +134,12 @@ def _body(route: str, text: bytes | None = None, number: bytes | None = None) ->
     return json.dumps(with_text).encode().replace(b'"' + TEXT.encode() + b'"', text)
 
 
-def _refused(daemon: Daemon, route: str, content: bytes) -> str:
-    """Post ``content`` to ``route``: it must be a 4xx in the route's shape with a readable message, the
-    daemon healthy afterwards. The message."""
+def _refused(daemon: Daemon, route: str, content: bytes, status: int | None = None) -> str:
+    """Post ``content`` to ``route``: it must be a 4xx (``status`` when given) in the route's shape with a
+    readable message, the daemon healthy afterwards. The message."""
     response = httpx.post(f"{daemon.url}{route}", content=content, timeout=HANG_GUARD_S)
     assert 400 <= response.status_code < 500, response.text[:2000]
+    assert status is None or response.status_code == status, response.text[:2000]
     assert error_shape_ok(route, response), response.text[:2000]
     error = response.json()["error"]
     message = error if isinstance(error, str) else error["message"]
@@ -237,7 +238,7 @@ def test_huge_bodies(offline_daemon: Daemon, route: str) -> None:
     tokenizing it (a huge prompt would be tokenized first, then refused as longer than the context)."""
     body = json.loads(_body(route))
     body["keep_alive" if route.endswith("/load") else "model"] = "a" * HUGE_BYTES
-    _refused(offline_daemon, route, json.dumps(body).encode())
+    assert "server.max_body_size" in _refused(offline_daemon, route, json.dumps(body).encode(), 413)
 
 
 @pytest.mark.parametrize("route", ["/v1/chat/completions", "/v1/messages", "/api/chat"])
@@ -246,7 +247,7 @@ def test_ten_thousand_messages(offline_daemon: Daemon, route: str) -> None:
     body["messages"] = [
         {"role": "user" if i % 2 == 0 else "assistant", "content": "hi"} for i in range(10_000)
     ]
-    _refused(offline_daemon, route, json.dumps(body).encode())
+    assert "server.max_messages" in _refused(offline_daemon, route, json.dumps(body).encode(), 400)
 
 
 @pytest.mark.parametrize(
