@@ -28,7 +28,7 @@ def _writer(path: Path, arch: str, tokenizer: Path, n_embd: int, n_layer: int) -
     writer = gguf.GGUFWriter(path, arch=arch)
     writer.add_name(f"tiny-{arch}")
     writer.add_file_type(1)
-    n_vocab = mm.copy_tokenizer(gguf.GGUFReader(tokenizer), writer)
+    n_vocab = mm.copy_tokenizer(tokenizer, writer)
     writer.add_vocab_size(n_vocab)
     writer.add_context_length(8192)
     writer.add_embedding_length(n_embd)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import functools
 import importlib.metadata
 import logging
 import os
@@ -124,19 +125,35 @@ def tensor_shapes(shape: Shape, n_vocab: int) -> list[tuple[str, tuple[int, ...]
     return tensors
 
 
-def copy_tokenizer(reader: gguf.GGUFReader, writer: gguf.GGUFWriter) -> int:
-    """Copy every tokenizer.* key verbatim (strings as raw bytes); return the vocabulary size."""
-    for name, field in reader.fields.items():
+TokenizerKey = tuple[str, object, gguf.GGUFValueType, "gguf.GGUFValueType | None"]
+
+
+@functools.cache
+def tokenizer_keys(source: Path) -> tuple[TokenizerKey, ...]:
+    """Every tokenizer.* key of ``source`` (strings as raw bytes: no decode/encode round trip), read once
+    per file: parsing SmolLM2's 49k-token vocabulary takes seconds, and a test suite writes many models."""
+    keys: list[TokenizerKey] = []
+    for name, field in gguf.GGUFReader(source).fields.items():
         if not name.startswith("tokenizer."):
             continue
         vtype, sub_type = field.types[0], field.types[-1]
         is_array = vtype == gguf.GGUFValueType.ARRAY
         value: object = field.contents()
-        if sub_type == gguf.GGUFValueType.STRING:  # as bytes: no decode/encode round trip
+        if sub_type == gguf.GGUFValueType.STRING:
             strings = [bytes(field.parts[i]) for i in field.data]
             value = strings if is_array else strings[0]
-        writer.add_key_value(name, value, vtype, sub_type if is_array else None)
-    return len(reader.fields["tokenizer.ggml.tokens"].data)
+        keys.append((name, value, vtype, sub_type if is_array else None))
+    return tuple(keys)
+
+
+def copy_tokenizer(source: Path, writer: gguf.GGUFWriter) -> int:
+    """Copy every tokenizer.* key of ``source`` verbatim; return the vocabulary size."""
+    n_vocab = 0
+    for name, value, vtype, sub_type in tokenizer_keys(Path(source)):
+        writer.add_key_value(name, value, vtype, sub_type)
+        if name == "tokenizer.ggml.tokens":
+            n_vocab = len(value)  # type: ignore[arg-type]
+    return n_vocab
 
 
 def random_tensor(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
@@ -158,12 +175,11 @@ def write_f16(
     """Write an F16 llama model with random weights, one tensor in memory at a time. ``sparse``: the
     weights are a hole in the file instead (it takes no disk and reads as zeros): a model of any size
     for the planner to refuse, never to load."""
-    reader = gguf.GGUFReader(tokenizer_source)
     tmp = path.with_name(path.name + ".part")
     writer = gguf.GGUFWriter(tmp, arch="llama")
     writer.add_name(f"synthetic-{size}")
     writer.add_file_type(llama_cpp.LLAMA_FTYPE_MOSTLY_F16)
-    n_vocab = copy_tokenizer(reader, writer)
+    n_vocab = copy_tokenizer(tokenizer_source, writer)
     writer.add_vocab_size(n_vocab)
     writer.add_context_length(shape.context_length)
     writer.add_embedding_length(shape.n_embd)

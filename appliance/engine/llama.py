@@ -204,7 +204,7 @@ def grammar_depth(grammar: str) -> int:
                 escaped = True
             elif char == quote:
                 quote = None
-        elif char in "\"[":
+        elif char in '"[':
             quote = "]" if char == "[" else char
         elif char == "(":
             depth += 1

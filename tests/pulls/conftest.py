@@ -42,14 +42,13 @@ class Files:
 def _write_split(mm: ModuleType, dest_dir: Path, tokenizer: Path, shape: object) -> list[Path]:
     """A tiny F16 model written as 3 split parts by gguf-py's writer (the format llama.cpp's gguf-split
     writes: split.no / split.count / split.tensors.count in every part)."""
-    reader = gguf.GGUFReader(tokenizer)
     base = dest_dir / "tiny-split-F16.gguf"
-    n_vocab = len(reader.fields["tokenizer.ggml.tokens"].data)
+    n_vocab = next(len(v) for k, v, *_ in mm.tokenizer_keys(tokenizer) if k == "tokenizer.ggml.tokens")
     tensors = mm.tensor_shapes(shape, n_vocab)
     writer = gguf.GGUFWriter(base, arch="llama", split_max_tensors=(len(tensors) + 2) // 3)
     writer.add_name("tiny-split")
     writer.add_file_type(1)
-    mm.copy_tokenizer(reader, writer)
+    mm.copy_tokenizer(tokenizer, writer)
     writer.add_vocab_size(n_vocab)
     writer.add_context_length(shape.context_length)  # type: ignore[attr-defined]
     writer.add_embedding_length(shape.n_embd)  # type: ignore[attr-defined]
