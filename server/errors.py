@@ -11,7 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from appliance.errors import ApplianceError, InternalError, QueueFull
+from appliance.errors import ApplianceError, InternalError, InvalidRequest, QueueFull
 
 log = logging.getLogger(__name__)
 
@@ -105,15 +105,18 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(request.url.path, exc)
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         message, param = validation_message(exc.errors())
-        return JSONResponse(error_body(message, "invalid_request_error", param=param), status_code=400)
+        return error_response(request.url.path, InvalidRequest(message, param=param))
 
     @app.exception_handler(HTTPException)
-    async def _http(_: Request, exc: HTTPException) -> JSONResponse:
-        kind = "invalid_request_error" if exc.status_code < 500 else "server_error"
-        code = "not_found" if exc.status_code == 404 else None
-        return JSONResponse(error_body(str(exc.detail), kind, code=code), status_code=exc.status_code)
+    async def _http(request: Request, exc: HTTPException) -> JSONResponse:
+        # The router's own answers (no such route, wrong method) in the shape of the API asked.
+        error = ApplianceError(str(exc.detail))
+        error.status = exc.status_code
+        error.error_type = "invalid_request_error" if exc.status_code < 500 else "server_error"
+        error.code = "not_found" if exc.status_code == 404 else None
+        return error_response(request.url.path, error, headers=exc.headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

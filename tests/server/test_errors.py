@@ -113,6 +113,29 @@ def test_unknown_model_is_404(daemon: Daemon) -> None:
     _assert_error(httpx.get(f"{daemon.url}/no/such/route"), 404)
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "status", "shape"),
+    [("GET", "/v1/nope", 404, "openai"), ("GET", "/api/nope", 404, "ollama"),
+     ("GET", "/v1/messages/nope", 404, "anthropic"), ("GET", "/api/chat", 405, "ollama"),
+     ("DELETE", "/v1/messages", 405, "anthropic"), ("PUT", "/v1/chat/completions", 405, "openai")],
+)  # fmt: skip
+def test_the_router_s_own_errors_are_in_the_api_s_shape(
+    daemon: Daemon, method: str, path: str, status: int, shape: str
+) -> None:
+    # Ollama's and Anthropic's clients read their own error shape; a 404 from the router is no exception.
+    response = httpx.request(method, daemon.url + path, timeout=30)
+    assert response.status_code == status
+    body = response.json()
+    if shape == "ollama":
+        assert isinstance(body["error"], str) and body["error"]
+    elif shape == "anthropic":
+        assert body["type"] == "error" and body["error"]["message"]
+        assert body["error"]["type"] == ("not_found_error" if status == 404 else "invalid_request_error")
+    else:
+        assert body["error"]["type"] == "invalid_request_error" and body["error"]["message"]
+        assert body["error"]["code"] == ("not_found" if status == 404 else None)
+
+
 def test_context_overflow_is_stated_not_truncated(daemon: Daemon, client: openai.OpenAI) -> None:
     huge = "word " * 5000
     for body in (
