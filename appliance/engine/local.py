@@ -536,7 +536,7 @@ class LocalLlamaBackend:
 
     @staticmethod
     def _grammar(schema: dict[str, Any]) -> str:
-        from appliance.engine.llama import json_schema_grammar
+        from appliance.engine.grammar import json_schema_grammar
 
         return json_schema_grammar(schema)
 
