@@ -17,7 +17,7 @@ LOADS_LLAMA = frozenset({"serve", "plan", "eval"})
 
 def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] in LOADS_LLAMA:
-        from appliance.engine.llama import system_info
+        from appliance.engine.runtime import system_info
 
         system_info()
     from appliance.cli import main as cli_main

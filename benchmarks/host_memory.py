@@ -23,7 +23,8 @@ MIB = 1 << 20
 CHILD = r"""
 import json, logging, resource, sys
 from pathlib import Path
-from appliance.engine.llama import LlamaModel, system_info
+from appliance.engine.llama import LlamaModel
+from appliance.engine.runtime import system_info
 from appliance.engine.params import LoadOptions, SamplingParams
 
 lines = []
@@ -32,8 +33,8 @@ class Keep(logging.Handler):
         text = record.getMessage()
         if any(k in text for k in ("buffer size", "mmap", "offload", "repack", "KV", "host")):
             lines.append(text.replace("llama.cpp: ", ""))
-logging.getLogger("appliance.engine.llama").addHandler(Keep())
-logging.getLogger("appliance.engine.llama").setLevel(logging.DEBUG)
+logging.getLogger("appliance.engine.runtime").addHandler(Keep())
+logging.getLogger("appliance.engine.runtime").setLevel(logging.DEBUG)
 
 def status(key):
     with open("/proc/self/status") as f:

@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from appliance.engine.llama import dry_run
+from appliance.engine.dry_run import dry_run
 from appliance.engine.params import LoadOptions
 from appliance.hardware.cpu import detect_cpu
 from appliance.hardware.detect import detect_hardware
@@ -40,7 +40,8 @@ MIB = 1 << 20
 CHILD = r"""
 import json, resource, sys
 from pathlib import Path
-from appliance.engine.llama import LlamaModel, system_info
+from appliance.engine.llama import LlamaModel
+from appliance.engine.runtime import system_info
 from appliance.engine.params import LoadOptions, SamplingParams
 system_info()  # loads and initialises llama.cpp before the baseline
 gpu_used = None

@@ -1,427 +1,38 @@
-"""The one module that talks to llama.cpp (through llama-cpp-python's ctypes bindings).
+"""A loaded model and its context, through llama-cpp-python's ctypes bindings.
 
-It owns a model and its context and exposes plain Python: tokenize, generate token by token with a
-per-request sampler chain, embed. Not thread-safe: one thread (the engine's worker) drives it.
+It exposes plain Python: tokenize, decode several sequences' tokens in one batch, sample with a
+per-request sampler, embed, score. Not thread-safe: one thread (the engine's worker) drives it.
 """
 
 from __future__ import annotations
 
 import ctypes
-import json
-import logging
-import math
-import re
-import threading
-from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import llama_cpp
 import numpy as np
-from llama_cpp import llama_grammar
 
-from appliance.engine.int_range import integer_range_rule
+# dry_run and system_info are imported from here by the CLI (appliance/cli.py, cli_plan.py), which
+# another branch is moving: these names stay until those imports point at their own modules.
+from appliance.engine.dry_run import dry_run as dry_run
+from appliance.engine.llama_params import context_params, model_params
 from appliance.engine.params import GeneratedToken, LoadOptions, SamplingParams
+from appliance.engine.runtime import init_backend
+from appliance.engine.runtime import system_info as system_info
+from appliance.engine.sampler import Sampler, new_sampler
 from appliance.errors import ContextOverflow, EngineFailure, InvalidRequest, ModelLoadFailed
-
-log = logging.getLogger(__name__)
-
-_FLASH_ATTN = {
-    "auto": llama_cpp.LLAMA_FLASH_ATTN_TYPE_AUTO,
-    "on": llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED,
-    "off": llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED,
-}
-
-
-DEFAULT_N_CTX = 4096
-
-
-_KV_TYPES = {
-    "f16": llama_cpp.GGML_TYPE_F16,
-    "q8_0": llama_cpp.GGML_TYPE_Q8_0,
-    "q4_0": llama_cpp.GGML_TYPE_Q4_0,
-}
-
-
-class _LogBridge:
-    """Routes llama.cpp's log lines into Python logging, keeping recent errors for messages."""
-
-    def __init__(self) -> None:
-        self.recent_errors: deque[str] = deque(maxlen=8)
-        self.captured: list[str] | None = None  # every line, while a dry run listens
-        self._partial = ""
-        self._level = 2
-        self._lock = threading.Lock()
-        self.callback = llama_cpp.llama_log_callback(self._on_log)
-
-    def _on_log(self, level: int, text: bytes, _user_data: ctypes.c_void_p) -> None:
-        # ggml_log_level: 1 debug, 2 info, 3 warn, 4 error, 5 continues the previous line.
-        message = text.decode("utf-8", errors="replace")
-        with self._lock:
-            if level != 5:
-                self._level = level
-            self._partial += message
-            if not self._partial.endswith("\n"):
-                return
-            line, self._partial = self._partial.rstrip("\n"), ""
-            level = self._level
-            if self.captured is not None:
-                self.captured.append(line)
-        if level >= 4:
-            self.recent_errors.append(line)
-            log.warning("llama.cpp: %s", line)
-        else:
-            log.debug("llama.cpp: %s", line)
-
-
-_BRIDGE: _LogBridge | None = None
-_INIT_LOCK = threading.Lock()
-
-
-def _init_backend() -> _LogBridge:
-    global _BRIDGE
-    with _INIT_LOCK:
-        if _BRIDGE is None:
-            _BRIDGE = _LogBridge()
-            llama_cpp.llama_log_set(_BRIDGE.callback, ctypes.c_void_p(0))
-            llama_cpp.llama_backend_init()
-        return _BRIDGE
-
-
-def supports_gpu_offload() -> bool:
-    """Whether the installed llama.cpp build can offload layers to a GPU."""
-    _init_backend()
-    return bool(llama_cpp.llama_supports_gpu_offload())
-
-
-def system_info() -> str:
-    """llama.cpp's one-line summary of the CPU features it was built to use."""
-    _init_backend()
-    return llama_cpp.llama_print_system_info().decode("utf-8", errors="replace").strip()
-
-
-# enum ggml_backend_dev_type, in ggml-backend.h's order
-_DEVICE_TYPES = ("cpu", "gpu", "igpu", "accel")
-
-
-def _ggml_function(name: str, restype: Any, *argtypes: Any) -> Any:
-    """A private ctypes binding of a ggml function (argtypes set on it bind nothing of llama_cpp's).
-
-    llama_cpp._ggml loads libggml (the backend registry); the device calls live in libggml-base, which
-    libggml links, so the dynamic linker finds them through it; where it does not (Windows), load it.
-    """
-    from llama_cpp import _ctypes_extensions, _ggml
-
-    prototype = ctypes.CFUNCTYPE(restype, *argtypes)
-    try:
-        return prototype((name, _ggml.libggml))
-    except AttributeError:
-        base = _ctypes_extensions.load_shared_library("ggml-base", Path(_ggml.libggml_base_path))
-        return prototype((name, base))
-
-
-def backend_devices() -> list[tuple[str, str, str, int, int]]:
-    """The devices llama.cpp's build can run on, as ggml's backend registry reports them.
-
-    Each is (name, description, type, free_bytes, total_bytes), e.g. ("CUDA0", "NVIDIA GeForce RTX 4090",
-    "gpu", ...) or ("CPU", "AMD Ryzen 9 7950X 16-Core Processor", "cpu", ...); type is cpu, gpu, igpu
-    (integrated, sharing host memory) or accel (BLAS, AMX: they help the CPU, they hold no layers).
-    Raises OSError or AttributeError where the library lacks the registry (not this pinned release).
-    """
-    _init_backend()  # llama_backend_init loads the backends of a build with dynamic backends
-    size_t, device = ctypes.c_size_t, ctypes.c_void_p
-    if _ggml_function("ggml_backend_reg_count", size_t)() == 0:
-        _ggml_function("ggml_backend_load_all", None)()
-    count = _ggml_function("ggml_backend_dev_count", size_t)
-    get = _ggml_function("ggml_backend_dev_get", device, size_t)
-    name = _ggml_function("ggml_backend_dev_name", ctypes.c_char_p, device)
-    description = _ggml_function("ggml_backend_dev_description", ctypes.c_char_p, device)
-    dev_type = _ggml_function("ggml_backend_dev_type", ctypes.c_int, device)
-    memory = _ggml_function(
-        "ggml_backend_dev_memory", None, device, ctypes.POINTER(size_t), ctypes.POINTER(size_t)
-    )
-    devices = []
-    for i in range(count()):
-        dev = get(i)
-        if not dev:
-            continue
-        free, total = size_t(0), size_t(0)
-        memory(dev, ctypes.byref(free), ctypes.byref(total))
-        kind = dev_type(dev)
-        devices.append(
-            (
-                (name(dev) or b"").decode("utf-8", errors="replace"),
-                (description(dev) or b"").decode("utf-8", errors="replace"),
-                _DEVICE_TYPES[kind] if 0 <= kind < len(_DEVICE_TYPES) else "unknown",
-                int(free.value),
-                int(total.value),
-            )
-        )
-    return devices
-
-
-class _SchemaConverter(llama_grammar.SchemaConverter):
-    """llama-cpp-python's converter, plus the integer bounds it leaves out."""
-
-    def visit(self, schema: Any, name: str) -> str:
-        bounds = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
-        if isinstance(schema, dict) and schema.get("type") == "integer" and any(b in schema for b in bounds):
-            low = schema.get("minimum")
-            if "exclusiveMinimum" in schema:
-                low = max(low if low is not None else -(10**18), math.floor(schema["exclusiveMinimum"]) + 1)
-            high = schema.get("maximum")
-            if "exclusiveMaximum" in schema:
-                high = min(high if high is not None else 10**18, math.ceil(schema["exclusiveMaximum"]) - 1)
-            low = None if low is None else math.ceil(low)
-            high = None if high is None else math.floor(high)
-            rule_name = name or "root"
-            if rule_name in llama_grammar.RESERVED_NAMES:
-                rule_name += "-"
-            rule: str = self._add_rule(rule_name, f"({integer_range_rule(low, high)}) space")
-            return rule
-        result: str = super().visit(schema, name)
-        return result
-
-
-MAX_GRAMMAR_DEPTH = 1000
-"""llama.cpp parses a grammar recursively, one level per group: a schema whose grammar nests deeper (a
-``maxLength`` or a pattern's ``{0,N}`` in the tens of thousands, which the converter spells as N nested
-optional groups) overflows its stack and kills the whole process, so such a schema is refused."""
-
-
-def grammar_depth(grammar: str) -> int:
-    """How deeply the groups of a GBNF grammar nest (brackets inside literals and classes not counted)."""
-    depth = deepest = 0
-    quote: str | None = None
-    escaped = False
-    for char in grammar:
-        if quote is not None:
-            if escaped:
-                escaped = False
-            elif char == "\\":
-                escaped = True
-            elif char == quote:
-                quote = None
-        elif char in '"[':
-            quote = "]" if char == "[" else char
-        elif char == "(":
-            depth += 1
-            deepest = max(deepest, depth)
-        elif char == ")":
-            depth -= 1
-    return deepest
-
-
-_REPETITION = re.compile(r"\{(\d+)(?:,(\d*))?\}")
-
-
-def _too_long(schema: Any) -> bool:
-    """Whether ``schema`` asks for a string length, or a pattern for a repetition, over
-    MAX_GRAMMAR_DEPTH: checked before converting, as the grammar grows with the number (a maxLength of
-    10**9 would exhaust memory first)."""
-    if isinstance(schema, list):
-        return any(_too_long(item) for item in schema)
-    if not isinstance(schema, dict):
-        return False
-    for key in ("minLength", "maxLength"):
-        value = schema.get(key)
-        if isinstance(value, int | float) and value > MAX_GRAMMAR_DEPTH:
-            return True
-    pattern = schema.get("pattern")
-    if isinstance(pattern, str):
-        counts = (int(n) for match in _REPETITION.finditer(pattern) for n in match.groups() if n)
-        if any(n > MAX_GRAMMAR_DEPTH for n in counts):
-            return True
-    return any(_too_long(value) for value in schema.values())
-
-
-def json_schema_grammar(schema: dict[str, Any]) -> str:
-    """A GBNF grammar accepting exactly the JSON documents valid under ``schema``."""
-    too_large = InvalidRequest(
-        f"the JSON schema is too large to enforce: a string length or a pattern's repetition over "
-        f"{MAX_GRAMMAR_DEPTH}, or nesting that deep",
-        param="response_format",
-    )
-    if _too_long(schema):
-        raise too_large
-    try:
-        converter = _SchemaConverter(prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False)
-        resolved = converter.resolve_refs(json.loads(json.dumps(schema)), "request")
-        converter.visit(resolved, "")
-        grammar: str = converter.format_grammar()
-    except Exception as exc:  # the converter raises bare Exceptions for schemas it cannot handle
-        raise InvalidRequest(f"unsupported JSON schema: {exc}", param="response_format") from exc
-    if grammar_depth(grammar) > MAX_GRAMMAR_DEPTH:
-        raise too_large
-    return grammar
-
-
-@dataclass(frozen=True)
-class DryRun:
-    """llama.cpp's own figures for a load, from a dry run that allocates nothing."""
-
-    kv_bytes: int
-    compute_bytes: dict[str, int]  # per backend buffer ("CPU", "CUDA0", "CUDA_Host", ...)
-    output_bytes: int
-
-
-_MIB = 1 << 20
-_BUFFER_LINE = re.compile(r"(\S+)\s+(compute|output) buffer size =\s+([\d.]+) MiB")
-_KV_LINE = re.compile(r"(?:llama_kv_cache|llama_memory_recurrent): size =\s+([\d.]+) MiB")
-
-
-# An empty, NULL-terminated device list: llama.cpp then leaves every GPU alone (no offloaded layers, and
-# no GPU compute buffer for large batches, which it reserves even with 0 layers when it has a GPU).
-_NO_DEVICES = (ctypes.c_void_p * 1)(None)
-
-
-def _model_params(options: LoadOptions) -> Any:
-    mparams = llama_cpp.llama_model_default_params()
-    mparams.n_gpu_layers = options.n_gpu_layers
-    if options.n_gpu_layers == 0:  # a CPU plan stays off the GPU entirely
-        mparams.devices = ctypes.addressof(_NO_DEVICES)
-    return mparams
-
-
-def dry_run(path: Path, options: LoadOptions) -> DryRun:
-    """Plan the buffers of a load without allocating them (``no_alloc``), and read llama.cpp's sizes."""
-    bridge = _init_backend()
-    mparams = _model_params(options)
-    mparams.no_alloc = True
-    mparams.load_mode = 0  # LLAMA_LOAD_MODE_NONE: the dry run needs mmap off
-    with _INIT_LOCK:
-        bridge.captured = []
-        try:
-            model = llama_cpp.llama_model_load_from_file(str(path).encode("utf-8"), mparams)
-            if not model:
-                raise ModelLoadFailed(f"cannot read model {path}: " + "; ".join(bridge.recent_errors))
-            try:
-                ctx = llama_cpp.llama_init_from_model(model, _context_params(options, model))
-                if not ctx:
-                    raise ModelLoadFailed(f"llama.cpp cannot plan a context for {path}")
-                llama_cpp.llama_free(ctx)
-            finally:
-                llama_cpp.llama_model_free(model)
-            lines = bridge.captured
-        finally:
-            bridge.captured = None
-    kv = sum(float(m.group(1)) for line in lines if (m := _KV_LINE.search(line)))
-    compute: dict[str, int] = {}
-    output = 0.0
-    for line in lines:
-        match = _BUFFER_LINE.search(line)
-        if not match:
-            continue
-        if match.group(2) == "compute":
-            compute[match.group(1)] = compute.get(match.group(1), 0) + int(float(match.group(3)) * _MIB)
-        else:
-            output += float(match.group(3))
-    return DryRun(int(kv * _MIB), compute, int(output * _MIB))
-
-
-def _context_params(options: LoadOptions, model: Any) -> Any:
-    n_ctx_train = int(llama_cpp.llama_model_n_ctx_train(model))
-    cparams = llama_cpp.llama_context_default_params()
-    cparams.n_ctx = options.n_ctx or min(DEFAULT_N_CTX, n_ctx_train)
-    cparams.n_batch = options.n_batch
-    cparams.n_ubatch = min(options.n_ubatch, options.n_batch)
-    cparams.n_seq_max = options.n_seq_max
-    cparams.n_threads = options.n_threads
-    cparams.n_threads_batch = options.n_threads_batch
-    cparams.flash_attn_type = _FLASH_ATTN[options.flash_attn]
-    cparams.type_k = cparams.type_v = _KV_TYPES[options.kv_type]
-    cparams.swa_full = False  # libllama defaults it on; llama-server turns it off (windows stay small)
-    # One KV stream of n_ctx / n_seq_max cells per slot: a slot attends to its own cells only, so batching
-    # does not change its output (and llama.cpp caps a unified cache at the trained context).
-    cparams.kv_unified = False
-    cparams.no_perf = True
-    return cparams
-
-
-_TOKEN_DATA = np.dtype([("id", "<i4"), ("logit", "<f4"), ("p", "<f4")])  # llama_token_data
-
-
-class Sampler:
-    """A request's sampler chain, and its grammar kept apart from it, as llama.cpp's own server does
-    (common/sampling.cpp, common_sampler_sample): the chain picks a token from the raw logits and the
-    grammar only checks that one token; only when the grammar rejects it is the whole vocabulary run
-    through the grammar and sampled again. Constraining every token over the whole vocabulary halves the
-    speed of structured output; this way most tokens cost one check. At temperature 0 the result is the
-    same token: the best token, when the grammar allows it, is also the best allowed one."""
-
-    def __init__(self, chain: Any, grammar: Any = None, n_vocab: int = 0) -> None:
-        self.chain = chain
-        self.grammar = grammar
-        if grammar is None:
-            return
-        self._ids = np.arange(n_vocab, dtype=np.int32)
-        self._view, self._array = self._candidates(n_vocab)
-        self._one, self._one_array = self._candidates(1)
-
-    def sample_checked(self, logits: Any) -> int:
-        """Sample with the grammar checking the chain's choice (see the class); accepts the token."""
-        chain, grammar = self.chain, self.grammar
-        candidates = ctypes.byref(self._array)
-        self._reset(logits)
-        llama_cpp.llama_sampler_apply(chain, candidates)
-        token = int(self._view["id"][self._array.selected])
-        self._one[0] = (token, 1.0, 0.0)
-        self._one_array.size, self._one_array.selected, self._one_array.sorted = 1, -1, False
-        llama_cpp.llama_sampler_apply(grammar, ctypes.byref(self._one_array))
-        if self._one["logit"][0] == -math.inf:  # rejected: constrain the whole vocabulary, sample again
-            self._reset(logits)
-            llama_cpp.llama_sampler_apply(grammar, candidates)
-            allowed = np.isfinite(self._view["logit"])  # by id: the grammar keeps the order
-            llama_cpp.llama_sampler_apply(chain, candidates)
-            token = int(self._view["id"][self._array.selected])
-            if not allowed[token]:
-                # The chain banned every token the grammar allows (ignore_eos once the grammar is
-                # complete leaves nothing): accepting its pick would make llama.cpp throw, which aborts
-                # the whole process. Take the likeliest allowed token instead (there the end of text).
-                token = self._likeliest(logits, allowed)
-        llama_cpp.llama_sampler_accept(grammar, token)
-        llama_cpp.llama_sampler_accept(chain, token)
-        return token
-
-    def _likeliest(self, logits: Any, allowed: np.ndarray[Any, Any]) -> int:
-        ids = self._ids[allowed]
-        if not len(ids):
-            raise EngineFailure("the grammar allows no next token")
-        raw = np.ctypeslib.as_array(logits, shape=(len(self._ids),))
-        return int(ids[np.argmax(raw[ids])])
-
-    @staticmethod
-    def _candidates(n: int) -> tuple[np.ndarray[Any, Any], Any]:
-        """A llama_token_data_array of ``n`` entries, and a numpy view of its data (which keeps the
-        data alive)."""
-        data = (llama_cpp.llama_token_data * n)()
-        view = np.frombuffer(memoryview(data).cast("B"), dtype=_TOKEN_DATA)
-        pointer = ctypes.cast(data, llama_cpp.llama_token_data_p)
-        return view, llama_cpp.llama_token_data_array(pointer, n, -1, False)
-
-    def _reset(self, logits: Any) -> None:
-        n = len(self._ids)
-        self._view["id"] = self._ids  # samplers sort and shrink the array in place
-        self._view["logit"] = np.ctypeslib.as_array(logits, shape=(n,))
-        self._view["p"] = 0.0
-        self._array.size, self._array.selected, self._array.sorted = n, -1, False
-
-    def free(self) -> None:
-        llama_cpp.llama_sampler_free(self.chain)
-        if self.grammar is not None:
-            llama_cpp.llama_sampler_free(self.grammar)
 
 
 class LlamaModel:
     """A loaded model with one context. Only one thread may use an instance."""
 
     def __init__(self, path: Path, options: LoadOptions) -> None:
-        bridge = _init_backend()
+        bridge = init_backend()
         self.path = path
         self.options = options
-        mparams = _model_params(options)
+        mparams = model_params(options)
         bridge.recent_errors.clear()
         model = llama_cpp.llama_model_load_from_file(str(path).encode("utf-8"), mparams)
         if not model:
@@ -436,7 +47,7 @@ class LlamaModel:
                 f"a context of {options.n_ctx // options.n_seq_max} tokens per slot exceeds what {path.name} "
                 f"was trained for ({self.n_ctx_train})"
             )
-        ctx = llama_cpp.llama_init_from_model(model, _context_params(options, model))
+        ctx = llama_cpp.llama_init_from_model(model, context_params(options, model))
         if not ctx:
             llama_cpp.llama_model_free(model)
             detail = "; ".join(bridge.recent_errors) or "not enough memory for the context?"
@@ -620,14 +231,7 @@ class LlamaModel:
 
     def new_sampler(self, params: SamplingParams) -> Sampler:
         """A sampler for one request (free it with free_sampler)."""
-        chain = self._make_chain(params)
-        if not params.grammar:
-            return Sampler(chain)
-        grammar = llama_cpp.llama_sampler_init_grammar(self._vocab, params.grammar.encode(), b"root")
-        if not grammar:
-            llama_cpp.llama_sampler_free(chain)
-            raise InvalidRequest("invalid grammar: llama.cpp could not parse it", param="response_format")
-        return Sampler(chain, grammar, self.n_vocab)
+        return new_sampler(self._vocab, self.n_vocab, params, self._end_of_generation_tokens)
 
     @staticmethod
     def free_sampler(sampler: Sampler) -> None:
@@ -642,45 +246,6 @@ class LlamaModel:
         if top_logprobs is None:
             return GeneratedToken(token)
         return self._logprobs(token, top_logprobs, index)
-
-    def _make_chain(self, params: SamplingParams) -> ctypes.c_void_p:
-        """The request's sampler chain, without its grammar (see Sampler)."""
-        chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
-
-        def add(sampler: ctypes.c_void_p | None) -> None:
-            if not sampler:
-                llama_cpp.llama_sampler_free(chain)
-                raise InvalidRequest("invalid sampling settings")
-            llama_cpp.llama_sampler_chain_add(chain, sampler)
-
-        biases = dict(params.logit_bias)
-        if params.ignore_eos:
-            biases.update((tok, -math.inf) for tok in self._end_of_generation_tokens())
-        if biases:
-            bias = (llama_cpp.llama_logit_bias * len(biases))()
-            for i, (tok, value) in enumerate(biases.items()):
-                bias[i] = llama_cpp.llama_logit_bias(tok, value)
-            add(llama_cpp.llama_sampler_init_logit_bias(self.n_vocab, len(biases), bias))
-        if params.repeat_penalty != 1.0 or params.presence_penalty or params.frequency_penalty:
-            add(
-                llama_cpp.llama_sampler_init_penalties(
-                    self.n_vocab,
-                    params.repeat_last_n,
-                    params.repeat_penalty,
-                    params.frequency_penalty,
-                    params.presence_penalty,
-                )
-            )
-        if params.temperature <= 0:
-            add(llama_cpp.llama_sampler_init_greedy())
-        else:
-            add(llama_cpp.llama_sampler_init_top_k(params.top_k))
-            add(llama_cpp.llama_sampler_init_top_p(params.top_p, 1))
-            add(llama_cpp.llama_sampler_init_min_p(params.min_p, 1))
-            add(llama_cpp.llama_sampler_init_temp(params.temperature))
-            seed = llama_cpp.LLAMA_DEFAULT_SEED if params.seed is None else params.seed & 0xFFFFFFFF
-            add(llama_cpp.llama_sampler_init_dist(seed))
-        return chain
 
     def _logprobs(self, token: int, top_n: int, index: int = -1) -> GeneratedToken:
         ptr = llama_cpp.llama_get_logits_ith(self._ctx, index)

@@ -14,7 +14,6 @@ import queue
 import re
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,12 +25,16 @@ from appliance.backend import (
     Embeddings,
 )
 from appliance.engine import tools as toolfmt
-from appliance.engine.batching import BatchingEngine, failure
-from appliance.engine.chat_template import ChatTemplate, TemplateError
+from appliance.engine.batching import BatchingEngine
+from appliance.engine.budget import fitted_sampling, generation_budget
+from appliance.engine.chat_template import ChatTemplate
 from appliance.engine.faults import Faults
-from appliance.engine.jobs import DONE, ExclusiveJob, GenerationJob, Job, JobStream
-from appliance.engine.literals import Literals, trie_pattern
+from appliance.engine.jobs import ExclusiveJob, GenerationJob, Job, JobStream
+from appliance.engine.literals import Literals
+from appliance.engine.loading import load_with_fallbacks, prepare
 from appliance.engine.params import LoadOptions, RequestLimits, SamplingParams
+from appliance.engine.prompts import render_chat, tokenize_prompt
+from appliance.engine.worker import CUT, DRAIN, STOP, JobLoop
 from appliance.errors import (
     ApplianceError,
     ContextOverflow,
@@ -43,9 +46,6 @@ from appliance.errors import (
 )
 
 log = logging.getLogger(__name__)
-
-_DRAIN = object()  # close() with drain: stop once the submitted requests are done
-_CUT = object()  # cut(): end the running generations now and refuse the waiting requests
 
 
 class ModelState(str, enum.Enum):
@@ -78,7 +78,7 @@ class LocalLlamaBackend:
         self._model: Any = None  # appliance.engine.llama.LlamaModel once loaded
         self._template: ChatTemplate | None = None
         self._control_texts: re.Pattern[str] | None = None  # control tokens' texts, to keep out of messages
-        self._jobs: queue.Queue[Any] = queue.Queue()  # jobs, _DRAIN or None (stop)
+        self._jobs: queue.Queue[Any] = queue.Queue()  # jobs, or worker.DRAIN, CUT or STOP
         self._engine: BatchingEngine | None = None
         self._faults: Faults | None = None  # injected faults, for tests (appliance.engine.faults)
         self._lock = threading.Lock()
@@ -103,7 +103,7 @@ class LocalLlamaBackend:
         first; without, waiting ones get 503 and running ones stop. New requests get 503 at once."""
         with self._lock:
             self._closing = True
-        self._jobs.put(_DRAIN if drain else None)
+        self._jobs.put(DRAIN if drain else STOP)
         if self._worker.is_alive():
             self._worker.join(timeout=None if drain else 30)
         if self._worker.is_alive():
@@ -121,25 +121,13 @@ class LocalLlamaBackend:
         and new ones get ShuttingDown (503)."""
         with self._lock:
             self._cut = True
-        self._jobs.put(_CUT)
+        self._jobs.put(CUT)
 
     def _load(self) -> None:
-        from appliance.engine.llama import LlamaModel  # the only place llama.cpp is loaded
-
         started = time.monotonic()
         try:
-            model = self._load_with_fallbacks(LlamaModel)
-            try:
-                self._template = ChatTemplate(
-                    model.chat_template,
-                    bos_token=model.token_text(model.bos_token),
-                    eos_token=model.token_text(model.eos_token),
-                )
-                self._control_texts = trie_pattern(model.control_texts())
-                self._smoke_test(model)
-            except BaseException:
-                model.close()
-                raise
+            model, self.options = load_with_fallbacks(self.path, self.options, self._fallbacks)
+            self._template, self._control_texts = prepare(model)
         except (ApplianceError, ValueError) as exc:
             self.error = getattr(exc, "message", str(exc))
             self.state = ModelState.FAILED
@@ -158,142 +146,20 @@ class LocalLlamaBackend:
         if self._on_settled is not None:
             self._on_settled(self)
 
-    def _smoke_test(self, model: Any) -> None:
-        """A short fixed chat at temperature 0 must produce tokens through the model's chat template
-        before the model is marked ready; a model that cannot is reported instead of being served."""
-        assert self._template is not None
-        try:
-            text = self._template.render([{"role": "user", "content": "Say hello."}])
-        except TemplateError as exc:
-            raise ModelLoadFailed(f"its chat template fails: {exc.message}") from None
-        problem = model.smoke_test(self._tokenize_prompt(model, text))
-        if problem:
-            raise ModelLoadFailed(f"smoke test failed: {problem}")
-
-    def _load_with_fallbacks(self, loader: Callable[[Path, LoadOptions], Any]) -> Any:
-        attempts = [self.options, *(o for o in self._fallbacks if o != self.options)]
-        for index, options in enumerate(attempts):
-            try:
-                model = loader(self.path, options)
-            except ModelLoadFailed as exc:
-                if index + 1 == len(attempts):
-                    raise
-                following = attempts[index + 1]
-                log.warning(
-                    "load failed (%s); retrying with context %s, KV %s, %s GPU layers",
-                    exc.message,
-                    following.n_ctx,
-                    following.kv_type,
-                    following.n_gpu_layers,
-                )
-                continue
-            self.options = options
-            return model
-        raise ModelLoadFailed(f"cannot load {self.path}")
-
     def _work(self) -> None:
         self._load()
-        model = self._model
-        engine = None
-        if model is not None:
-            self._faults = Faults.from_environment(model)
-            engine = BatchingEngine(model, self._request_done, self._faults)
-        self._engine = engine
-        pending: deque[Job] = deque()  # arrived, not yet admitted, in arrival order
-        draining = cut = False
-        while True:
-            idle = engine is None or (engine.active == 0 and not pending)
-            if draining and idle:
-                self._shutdown(engine, pending)
-                return
-            try:
-                job = self._jobs.get() if idle else self._jobs.get_nowait()
-                while True:
-                    if job is None:
-                        self._shutdown(engine, pending)
-                        return
-                    if job is _DRAIN:
-                        draining = True
-                    elif job is _CUT:
-                        cut = True
-                    else:
-                        pending.append(job)
-                    job = self._jobs.get_nowait()
-            except queue.Empty:
-                pass
-            if cut:
-                cut = False
-                self._cut_short(engine, pending)
-            if engine is None:  # the model failed to load: nothing will run
-                for job in pending:
-                    job.stream.emit(ModelLoadFailed(f"model {self.model_id} failed to load: {self.error}"))
-                    job.stream.emit(DONE)
-                pending.clear()
-                continue
-            try:
-                self._admit(engine, pending)
-                if engine.active:
-                    engine.step()
-            except Exception as exc:  # a bug no one request is to blame for: fail those running, go on
-                engine.fail_all(failure("an engine step", exc))
+        if self._model is not None:
+            self._faults = Faults.from_environment(self._model)
+            self._engine = BatchingEngine(self._model, self._job_took, self._faults)
+        loop = JobLoop(self._jobs, self.model_id, left_queue=self._left_queue, job_took=self._job_took)
+        loop.run(self._model, self._engine, self.error)
 
-    def _admit(self, engine: BatchingEngine, pending: deque[Job]) -> None:
-        """Start waiting jobs in arrival order while slots are free. An exclusive job (embeddings)
-        waits for the running generations to end, and later jobs wait behind it."""
-        while pending:
-            job = pending[0]
-            if job.stream.cancelled.is_set():
-                pending.popleft()
-                self._left_queue()
-                job.stream.emit(DONE)
-                continue
-            if isinstance(job, ExclusiveJob):
-                if engine.active:
-                    return
-                pending.popleft()
-                self._left_queue()
-                self._run_exclusive(job)
-                continue
-            if not engine.has_free_slot():
-                return
-            pending.popleft()
-            self._left_queue()
-            engine.start(job)
-
-    def _run_exclusive(self, job: ExclusiveJob) -> None:
-        started = time.monotonic()
-        try:
-            job.run(self._model, job.stream)
-        except Exception as exc:  # a bad input, a bug or a llama.cpp failure: report it, keep serving
-            job.stream.emit(failure("the request", exc))
-        finally:
-            job.stream.emit(DONE)
-            self._job_seconds = 0.8 * self._job_seconds + 0.2 * (time.monotonic() - started)
-
-    def _request_done(self, seconds: float) -> None:
+    def _job_took(self, seconds: float) -> None:
         self._job_seconds = 0.8 * self._job_seconds + 0.2 * seconds
 
     def _left_queue(self) -> None:
         with self._lock:
             self._waiting -= 1
-
-    def _cut_short(self, engine: BatchingEngine | None, pending: deque[Job]) -> None:
-        for job in pending:
-            self._left_queue()
-            job.stream.emit(ShuttingDown("the server is shutting down; retry once it is back"))
-            job.stream.emit(DONE)
-        pending.clear()
-        if engine is not None:
-            engine.finish_all()
-
-    def _shutdown(self, engine: BatchingEngine | None, pending: deque[Job]) -> None:
-        for job in pending:
-            job.stream.emit(ModelLoading(f"model {self.model_id} is shutting down"))
-            job.stream.emit(DONE)
-        if engine is not None:
-            for slot in engine.slots:
-                if slot.job is not None:
-                    slot.release(engine.model)
 
     # -- introspection ------------------------------------------------------------------------
 
@@ -411,8 +277,9 @@ class LocalLlamaBackend:
             )
         choice = toolfmt.resolve_choice(params.tools, params.tool_choice)
         literals = Literals(self._control_texts)
-        prompt_text = self._render_chat(params, choice, literals)
-        prompt = await asyncio.to_thread(self._tokenize_prompt, model, prompt_text, literals)
+        assert self._template is not None  # loaded with the model
+        prompt_text = render_chat(self._template, params.messages, params.tools, choice, literals)
+        prompt = await asyncio.to_thread(tokenize_prompt, model, prompt_text, literals)
         grammar = None
         if choice is not None:
             grammar = self._grammar(
@@ -491,52 +358,9 @@ class LocalLlamaBackend:
 
     # -- helpers --------------------------------------------------------------------------------
 
-    def _render_chat(self, params: ChatParams, choice: str | None, literals: Literals) -> str:
-        """The chat as the model's template renders it, every message's text protected by ``literals``."""
-        assert self._template is not None
-        messages = [dict(m) for m in params.messages]
-        for message in messages:
-            if message.get("role") == "assistant" and message.get("tool_calls"):
-                message["content"] = toolfmt.history_content(
-                    message.pop("tool_calls"), message.get("content")
-                )
-        if choice is not None:
-            instructions = toolfmt.system_instructions(params.tools, choice)
-            if messages and messages[0].get("role") == "system":
-                messages[0]["content"] = f"{messages[0].get('content') or ''}\n\n{instructions}".strip()
-            else:
-                messages.insert(0, {"role": "system", "content": instructions})
-        for message in messages:
-            if isinstance(message.get("content"), str):
-                message["content"] = literals.protect(message["content"])
-        try:
-            return self._template.render(messages)
-        except TemplateError:
-            if not any(m.get("role") == "tool" for m in messages):
-                raise
-        # Some templates know no "tool" role: hand results back as user turns instead.
-        for message in messages:
-            if message.get("role") == "tool":
-                message["role"] = "user"
-                message["content"] = (
-                    f"Tool result ({message.get('tool_call_id', '')}): {message.get('content')}"
-                )
-        return self._template.render(messages)
-
-    @staticmethod
-    def _tokenize_prompt(model: Any, text: str, literals: Literals | None = None) -> list[int]:
-        bos_text = model.token_text(model.bos_token)
-        # The template may already start with BOS; adding another would change the model's output.
-        add_bos = model.add_bos and not (bos_text and text.startswith(bos_text))
-        pieces = literals.segments(text) if literals is not None else [(text, True)]
-        tokens: list[int] = []
-        for index, (piece, parse_special) in enumerate(pieces):
-            tokens += model.tokenize(piece, add_special=add_bos and index == 0, parse_special=parse_special)
-        return tokens
-
     @staticmethod
     def _grammar(schema: dict[str, Any]) -> str:
-        from appliance.engine.llama import json_schema_grammar
+        from appliance.engine.grammar import json_schema_grammar
 
         return json_schema_grammar(schema)
 
@@ -553,42 +377,10 @@ class LocalLlamaBackend:
         tool_mode: bool = False,
         prefix_text: str = "",
     ) -> JobStream:
-        n_ctx = model.n_ctx_per_seq
-        if not prompt:
-            raise InvalidRequest("the prompt is empty", param="prompt")
-        cap = self.limits.max_tokens_cap
-        if max_tokens is not None and cap is not None and max_tokens > cap:
-            raise InvalidRequest(
-                f"max_tokens is {max_tokens}; this server generates at most {cap} tokens a request "
-                "(server.max_tokens_cap)",
-                param="max_tokens",
-            )
-        if max_tokens is None:
-            if len(prompt) >= n_ctx:
-                raise ContextOverflow(
-                    f"this model's maximum context length is {n_ctx} tokens; the prompt has {len(prompt)} "
-                    "tokens, which leaves none to generate",
-                    param="messages",
-                )
-            max_tokens = min(n_ctx - len(prompt), cap or n_ctx)
-        if max_tokens < 1 or len(prompt) + max_tokens > n_ctx:
-            raise ContextOverflow(
-                f"this model's maximum context length is {n_ctx} tokens; the prompt has {len(prompt)} tokens "
-                f"and {max_tokens} more were requested ({len(prompt) + max_tokens} in all)",
-                param="messages",
-            )
-        if any(token < 0 or token >= model.n_vocab for token in sampling.logit_bias):
-            # ctypes would cut such an id to 32 bits and bias whatever token that names
-            raise InvalidRequest("logit_bias names a token outside the vocabulary", param="logit_bias")
-        changes: dict[str, Any] = {}
-        if grammar is not None:
-            changes["grammar"] = grammar
-        if not 0 <= sampling.repeat_last_n <= n_ctx:
-            # -1 means the whole context (as Ollama says); more than that only sizes llama.cpp's window
-            # (2**31 of it was seconds of allocation per request)
-            changes["repeat_last_n"] = n_ctx
-        if changes:
-            sampling = SamplingParams(**{**sampling.__dict__, **changes})
+        max_tokens = generation_budget(
+            len(prompt), max_tokens, model.n_ctx_per_seq, self.limits.max_tokens_cap
+        )
+        sampling = fitted_sampling(sampling, grammar, model.n_ctx_per_seq, model.n_vocab)
         deadline_s = self.limits.request_deadline_s
         deadline = time.monotonic() + deadline_s if deadline_s else None
         return self._submit(

@@ -24,7 +24,7 @@ _OFFLOAD_TYPES = ("gpu", "igpu")
 
 @dataclass(frozen=True)
 class BackendDevice:
-    """One device of ggml's backend registry, as ``appliance.engine.llama.backend_devices`` reports it."""
+    """One device of ggml's backend registry, as ``appliance.engine.runtime.backend_devices`` reports it."""
 
     name: str  # "CUDA0", "MTL0", "Vulkan0", "CPU", "BLAS"
     description: str  # "NVIDIA GeForce RTX 4090", "Apple M2"
@@ -75,7 +75,7 @@ def offload_gpus(devices: Iterable[BackendDevice]) -> tuple[GpuInfo, ...]:
 def detect_backend_devices() -> tuple[BackendDevice, ...] | None:
     """The devices of the installed llama.cpp build, or None where its registry cannot be read."""
     try:
-        from appliance.engine.llama import backend_devices
+        from appliance.engine.runtime import backend_devices
 
         return tuple(BackendDevice(*device) for device in backend_devices())
     except (ImportError, OSError, AttributeError, RuntimeError) as exc:
@@ -91,7 +91,7 @@ def detect_offload(devices: tuple[BackendDevice, ...] | None) -> OffloadInfo:
     if devices is not None:
         return offload_info(devices)
     try:
-        from appliance.engine.llama import supports_gpu_offload
+        from appliance.engine.runtime import supports_gpu_offload
 
         return OffloadInfo(supports_gpu_offload())
     except (ImportError, OSError, AttributeError, RuntimeError) as exc:

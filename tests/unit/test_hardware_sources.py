@@ -396,7 +396,7 @@ def test_offload_info(devices: list[tuple[str, str, str, int, int]], expected: O
 
 
 def test_backend_devices_of_the_installed_build() -> None:
-    from appliance.engine.llama import backend_devices
+    from appliance.engine.runtime import backend_devices
 
     devices = [BackendDevice(*d) for d in backend_devices()]
     assert any(d.type == "cpu" for d in devices)
@@ -407,17 +407,17 @@ def test_backend_devices_of_the_installed_build() -> None:
 
 
 def test_an_unreadable_registry_is_absent(monkeypatch: pytest.MonkeyPatch) -> None:
-    from appliance.engine import llama
+    from appliance.engine import runtime
 
     def broken() -> list[tuple[str, str, str, int, int]]:
         raise AttributeError("undefined symbol: ggml_backend_dev_count")
 
-    monkeypatch.setattr(llama, "backend_devices", broken)
+    monkeypatch.setattr(runtime, "backend_devices", broken)
     assert detect_backend_devices() is None
 
 
 def test_detect_offload_falls_back_to_llama_supports_gpu_offload() -> None:
-    from appliance.engine.llama import supports_gpu_offload
+    from appliance.engine.runtime import supports_gpu_offload
 
     assert detect_offload(None) == OffloadInfo(supports_gpu_offload())
 

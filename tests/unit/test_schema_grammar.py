@@ -1,4 +1,4 @@
-"""JSON schemas as grammars (appliance/engine/llama.py json_schema_grammar): a schema whose grammar would
+"""JSON schemas as grammars (appliance/engine/grammar.py json_schema_grammar): a schema whose grammar would
 nest past what llama.cpp's recursive parser survives is refused with a 400, not handed to it (a
 ``maxLength`` of 30,000 killed the daemon with a segmentation fault)."""
 
@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from appliance.engine.llama import MAX_GRAMMAR_DEPTH, grammar_depth, json_schema_grammar
+from appliance.engine.grammar import MAX_GRAMMAR_DEPTH, grammar_depth, json_schema_grammar
 from appliance.errors import InvalidRequest
 
 
@@ -41,7 +41,7 @@ def test_the_largest_accepted_schema_parses_in_llama_cpp() -> None:
     own so that a crash fails this test rather than the run."""
     script = textwrap.dedent(f"""
         import threading, llama_cpp
-        from appliance.engine.llama import json_schema_grammar
+        from appliance.engine.grammar import json_schema_grammar
         from models.embedded import embedded_model_path
         grammar = json_schema_grammar({{"type": "string", "maxLength": {MAX_GRAMMAR_DEPTH}}})
         llama_cpp.llama_backend_init()

@@ -1,0 +1,110 @@
+"""JSON schemas as GBNF grammars for constrained output, refusing the schemas whose grammar would nest
+deeper than llama.cpp's recursive grammar parser can take."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from typing import Any
+
+from llama_cpp import llama_grammar
+
+from appliance.engine.int_range import integer_range_rule
+from appliance.errors import InvalidRequest
+
+
+class _SchemaConverter(llama_grammar.SchemaConverter):
+    """llama-cpp-python's converter, plus the integer bounds it leaves out."""
+
+    def visit(self, schema: Any, name: str) -> str:
+        bounds = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
+        if isinstance(schema, dict) and schema.get("type") == "integer" and any(b in schema for b in bounds):
+            low = schema.get("minimum")
+            if "exclusiveMinimum" in schema:
+                low = max(low if low is not None else -(10**18), math.floor(schema["exclusiveMinimum"]) + 1)
+            high = schema.get("maximum")
+            if "exclusiveMaximum" in schema:
+                high = min(high if high is not None else 10**18, math.ceil(schema["exclusiveMaximum"]) - 1)
+            low = None if low is None else math.ceil(low)
+            high = None if high is None else math.floor(high)
+            rule_name = name or "root"
+            if rule_name in llama_grammar.RESERVED_NAMES:
+                rule_name += "-"
+            rule: str = self._add_rule(rule_name, f"({integer_range_rule(low, high)}) space")
+            return rule
+        result: str = super().visit(schema, name)
+        return result
+
+
+MAX_GRAMMAR_DEPTH = 1000
+"""llama.cpp parses a grammar recursively, one level per group: a schema whose grammar nests deeper (a
+``maxLength`` or a pattern's ``{0,N}`` in the tens of thousands, which the converter spells as N nested
+optional groups) overflows its stack and kills the whole process, so such a schema is refused."""
+
+
+def grammar_depth(grammar: str) -> int:
+    """How deeply the groups of a GBNF grammar nest (brackets inside literals and classes not counted)."""
+    depth = deepest = 0
+    quote: str | None = None
+    escaped = False
+    for char in grammar:
+        if quote is not None:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == quote:
+                quote = None
+        elif char in '"[':
+            quote = "]" if char == "[" else char
+        elif char == "(":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char == ")":
+            depth -= 1
+    return deepest
+
+
+_REPETITION = re.compile(r"\{(\d+)(?:,(\d*))?\}")
+
+
+def _too_long(schema: Any) -> bool:
+    """Whether ``schema`` asks for a string length, or a pattern for a repetition, over
+    MAX_GRAMMAR_DEPTH: checked before converting, as the grammar grows with the number (a maxLength of
+    10**9 would exhaust memory first)."""
+    if isinstance(schema, list):
+        return any(_too_long(item) for item in schema)
+    if not isinstance(schema, dict):
+        return False
+    for key in ("minLength", "maxLength"):
+        value = schema.get(key)
+        if isinstance(value, int | float) and value > MAX_GRAMMAR_DEPTH:
+            return True
+    pattern = schema.get("pattern")
+    if isinstance(pattern, str):
+        counts = (int(n) for match in _REPETITION.finditer(pattern) for n in match.groups() if n)
+        if any(n > MAX_GRAMMAR_DEPTH for n in counts):
+            return True
+    return any(_too_long(value) for value in schema.values())
+
+
+def json_schema_grammar(schema: dict[str, Any]) -> str:
+    """A GBNF grammar accepting exactly the JSON documents valid under ``schema``."""
+    too_large = InvalidRequest(
+        f"the JSON schema is too large to enforce: a string length or a pattern's repetition over "
+        f"{MAX_GRAMMAR_DEPTH}, or nesting that deep",
+        param="response_format",
+    )
+    if _too_long(schema):
+        raise too_large
+    try:
+        converter = _SchemaConverter(prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False)
+        resolved = converter.resolve_refs(json.loads(json.dumps(schema)), "request")
+        converter.visit(resolved, "")
+        grammar: str = converter.format_grammar()
+    except Exception as exc:  # the converter raises bare Exceptions for schemas it cannot handle
+        raise InvalidRequest(f"unsupported JSON schema: {exc}", param="response_format") from exc
+    if grammar_depth(grammar) > MAX_GRAMMAR_DEPTH:
+        raise too_large
+    return grammar

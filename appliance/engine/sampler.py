@@ -1,0 +1,142 @@
+"""A request's sampling: its llama.cpp sampler chain, and its grammar checked one token at a time."""
+
+from __future__ import annotations
+
+import ctypes
+import math
+from collections.abc import Callable
+from typing import Any
+
+import llama_cpp
+import numpy as np
+
+from appliance.engine.params import SamplingParams
+from appliance.errors import EngineFailure, InvalidRequest
+
+_TOKEN_DATA = np.dtype([("id", "<i4"), ("logit", "<f4"), ("p", "<f4")])  # llama_token_data
+
+
+class Sampler:
+    """A request's sampler chain, and its grammar kept apart from it, as llama.cpp's own server does
+    (common/sampling.cpp, common_sampler_sample): the chain picks a token from the raw logits and the
+    grammar only checks that one token; only when the grammar rejects it is the whole vocabulary run
+    through the grammar and sampled again. Constraining every token over the whole vocabulary halves the
+    speed of structured output; this way most tokens cost one check. At temperature 0 the result is the
+    same token: the best token, when the grammar allows it, is also the best allowed one."""
+
+    def __init__(self, chain: Any, grammar: Any = None, n_vocab: int = 0) -> None:
+        self.chain = chain
+        self.grammar = grammar
+        if grammar is None:
+            return
+        self._ids = np.arange(n_vocab, dtype=np.int32)
+        self._view, self._array = self._candidates(n_vocab)
+        self._one, self._one_array = self._candidates(1)
+
+    def sample_checked(self, logits: Any) -> int:
+        """Sample with the grammar checking the chain's choice (see the class); accepts the token."""
+        chain, grammar = self.chain, self.grammar
+        candidates = ctypes.byref(self._array)
+        self._reset(logits)
+        llama_cpp.llama_sampler_apply(chain, candidates)
+        token = int(self._view["id"][self._array.selected])
+        self._one[0] = (token, 1.0, 0.0)
+        self._one_array.size, self._one_array.selected, self._one_array.sorted = 1, -1, False
+        llama_cpp.llama_sampler_apply(grammar, ctypes.byref(self._one_array))
+        if self._one["logit"][0] == -math.inf:  # rejected: constrain the whole vocabulary, sample again
+            self._reset(logits)
+            llama_cpp.llama_sampler_apply(grammar, candidates)
+            allowed = np.isfinite(self._view["logit"])  # by id: the grammar keeps the order
+            llama_cpp.llama_sampler_apply(chain, candidates)
+            token = int(self._view["id"][self._array.selected])
+            if not allowed[token]:
+                # The chain banned every token the grammar allows (ignore_eos once the grammar is
+                # complete leaves nothing): accepting its pick would make llama.cpp throw, which aborts
+                # the whole process. Take the likeliest allowed token instead (there the end of text).
+                token = self._likeliest(logits, allowed)
+        llama_cpp.llama_sampler_accept(grammar, token)
+        llama_cpp.llama_sampler_accept(chain, token)
+        return token
+
+    def _likeliest(self, logits: Any, allowed: np.ndarray[Any, Any]) -> int:
+        ids = self._ids[allowed]
+        if not len(ids):
+            raise EngineFailure("the grammar allows no next token")
+        raw = np.ctypeslib.as_array(logits, shape=(len(self._ids),))
+        return int(ids[np.argmax(raw[ids])])
+
+    @staticmethod
+    def _candidates(n: int) -> tuple[np.ndarray[Any, Any], Any]:
+        """A llama_token_data_array of ``n`` entries, and a numpy view of its data (which keeps the
+        data alive)."""
+        data = (llama_cpp.llama_token_data * n)()
+        view = np.frombuffer(memoryview(data).cast("B"), dtype=_TOKEN_DATA)
+        pointer = ctypes.cast(data, llama_cpp.llama_token_data_p)
+        return view, llama_cpp.llama_token_data_array(pointer, n, -1, False)
+
+    def _reset(self, logits: Any) -> None:
+        n = len(self._ids)
+        self._view["id"] = self._ids  # samplers sort and shrink the array in place
+        self._view["logit"] = np.ctypeslib.as_array(logits, shape=(n,))
+        self._view["p"] = 0.0
+        self._array.size, self._array.selected, self._array.sorted = n, -1, False
+
+    def free(self) -> None:
+        llama_cpp.llama_sampler_free(self.chain)
+        if self.grammar is not None:
+            llama_cpp.llama_sampler_free(self.grammar)
+
+
+def new_sampler(
+    vocab: Any, n_vocab: int, params: SamplingParams, end_of_generation: Callable[[], list[int]]
+) -> Sampler:
+    """A sampler for one request over ``vocab`` (free it with ``free``); ``end_of_generation`` lists
+    the tokens that ignore_eos bans."""
+    chain = _chain(n_vocab, params, end_of_generation)
+    if not params.grammar:
+        return Sampler(chain)
+    grammar = llama_cpp.llama_sampler_init_grammar(vocab, params.grammar.encode(), b"root")
+    if not grammar:
+        llama_cpp.llama_sampler_free(chain)
+        raise InvalidRequest("invalid grammar: llama.cpp could not parse it", param="response_format")
+    return Sampler(chain, grammar, n_vocab)
+
+
+def _chain(n_vocab: int, params: SamplingParams, end_of_generation: Callable[[], list[int]]) -> Any:
+    """The request's sampler chain, without its grammar (see Sampler)."""
+    chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
+
+    def add(sampler: ctypes.c_void_p | None) -> None:
+        if not sampler:
+            llama_cpp.llama_sampler_free(chain)
+            raise InvalidRequest("invalid sampling settings")
+        llama_cpp.llama_sampler_chain_add(chain, sampler)
+
+    biases = dict(params.logit_bias)
+    if params.ignore_eos:
+        biases.update((tok, -math.inf) for tok in end_of_generation())
+    if biases:
+        bias = (llama_cpp.llama_logit_bias * len(biases))()
+        for i, (tok, value) in enumerate(biases.items()):
+            bias[i] = llama_cpp.llama_logit_bias(tok, value)
+        add(llama_cpp.llama_sampler_init_logit_bias(n_vocab, len(biases), bias))
+    if params.repeat_penalty != 1.0 or params.presence_penalty or params.frequency_penalty:
+        add(
+            llama_cpp.llama_sampler_init_penalties(
+                n_vocab,
+                params.repeat_last_n,
+                params.repeat_penalty,
+                params.frequency_penalty,
+                params.presence_penalty,
+            )
+        )
+    if params.temperature <= 0:
+        add(llama_cpp.llama_sampler_init_greedy())
+    else:
+        add(llama_cpp.llama_sampler_init_top_k(params.top_k))
+        add(llama_cpp.llama_sampler_init_top_p(params.top_p, 1))
+        add(llama_cpp.llama_sampler_init_min_p(params.min_p, 1))
+        add(llama_cpp.llama_sampler_init_temp(params.temperature))
+        seed = llama_cpp.LLAMA_DEFAULT_SEED if params.seed is None else params.seed & 0xFFFFFFFF
+        add(llama_cpp.llama_sampler_init_dist(seed))
+    return chain
