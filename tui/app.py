@@ -32,7 +32,8 @@ from textual.widgets import (
     TabPane,
 )
 
-from tui.client import ContextFull, DaemonClient, DaemonUnreachable
+from client import AsyncDaemonClient, ClientError, ContextFull
+from tui.snapshot import Snapshot, banner_text
 
 GIB = 1 << 30
 REFRESH_S = 1.0
@@ -194,7 +195,7 @@ class ApplianceApp(App[None]):
     ) -> None:
         """``transport`` replaces the network (the snapshot tests replay recorded answers through it)."""
         super().__init__()
-        self.client = DaemonClient(url, api_key, transport=transport)
+        self.client = AsyncDaemonClient(url, api_key, transport=transport)
         self.refresh_s = refresh_s
         self.connected: bool | None = None
         self.models: list[dict[str, Any]] = []
@@ -257,20 +258,29 @@ class ApplianceApp(App[None]):
 
     async def refresh_data(self) -> None:
         try:
-            status = await self.client.status()
-            models = await self.client.models()
-            remotes = await self.client.remotes()
-            logs = await self.client.logs()
-        except DaemonUnreachable as exc:
-            self._set_connected(False, f"The daemon is not answering ({exc}); retrying every second.")
+            snapshot = Snapshot(
+                await self.client.status(),
+                await self.client.models(),
+                await self.client.remotes(),
+                await self.client.logs(),
+            )
+        except ClientError as exc:  # whatever went wrong, the panes keep the last snapshot
+            with contextlib.suppress(NoMatches):  # the app is closing
+                self._set_connected(False, banner_text(exc, self.client.url))
             return
-        self._set_connected(True)
+        with contextlib.suppress(NoMatches):
+            self._set_connected(True)
+            self._render(snapshot)
+
+    def _render(self, snapshot: Snapshot) -> None:
+        """Every pane from one snapshot of the daemon."""
+        status, models, remotes = snapshot.status, snapshot.models, snapshot.remotes
         self.query_one("#hardware", Static).update(hardware_lines(status))
         self._fill_loaded(status.get("models") or [])
         self.models = models
         self._fill_installed(models)
         self._fill_remotes(remotes.get("remotes") or [])
-        self._fill_logs(logs)
+        self._fill_logs(snapshot.logs)
         choices = tuple(m["id"] for m in models) + remote_models(remotes.get("remotes") or [])
         if choices != self._model_choices:
             self._model_choices = choices
@@ -374,7 +384,7 @@ class ApplianceApp(App[None]):
         self.notify(f"{verb}ing {name}...")
         try:
             await (self.client.load(name) if verb == "load" else self.client.unload(name))
-        except (DaemonUnreachable, RuntimeError) as exc:
+        except ClientError as exc:
             self.notify(f"{verb} {name}: {exc}", severity="error")
             return
         self.notify(f"{name} {verb}ed")
@@ -406,7 +416,7 @@ class ApplianceApp(App[None]):
                     return
                 elif event.get("message"):
                     status.update(f"{ref}: {event['message']}")
-        except (DaemonUnreachable, RuntimeError) as exc:
+        except ClientError as exc:
             status.update(f"{ref}: {exc}")
             return
         finally:
@@ -423,7 +433,7 @@ class ApplianceApp(App[None]):
                 return
             try:
                 await self.client.remove(name)
-            except (DaemonUnreachable, RuntimeError) as exc:
+            except ClientError as exc:
                 self.notify(f"remove {name}: {exc}", severity="error")
                 return
             self.notify(f"{name} removed")
@@ -464,7 +474,7 @@ class ApplianceApp(App[None]):
             raise
         except ContextFull as exc:
             outcome = f" (failed: {exc}; /clear starts a new conversation)"
-        except (DaemonUnreachable, RuntimeError) as exc:
+        except ClientError as exc:
             outcome = f" (failed: {exc})"
         finally:
             answer = "".join(parts)
