@@ -122,3 +122,8 @@ class ModelTooLarge(InvalidRequest):
     """The model cannot fit this machine's memory budget even with nothing else loaded."""
 
     code = "model_too_large"
+
+
+class UserError(Exception):
+    """A problem the user can fix (a bad setting, a port in use): the command line prints it as one line
+    and exits 1. Here, not in the CLI, so the daemon's start-up may raise it without importing the CLI."""

@@ -26,7 +26,8 @@ def installed_models(*, discover_external: bool = True) -> list[LocalModel]:
     return local_models(state_dirs().models, discovered=external)
 
 
-def installed_named(name: str) -> list[LocalModel]:
-    """The installed model ``name:tag``, or every installed tag of a bare ``name``."""
-    installed = installed_models()
+def installed_named(name: str, *, discover_external: bool) -> list[LocalModel]:
+    """The installed model ``name:tag``, or every installed tag of a bare ``name`` (other tools' models
+    only when ``discover_external``: the caller passes ``settings.store.discover``)."""
+    installed = installed_models(discover_external=discover_external)
     return [m for m in installed if m.id == name] or [m for m in installed if m.name == name]

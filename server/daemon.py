@@ -10,6 +10,7 @@ from pathlib import Path
 import uvicorn
 
 from appliance.config import Settings, state_dirs
+from appliance.errors import UserError
 from appliance.hardware.detect import detect_hardware
 from appliance.hardware.profile import HardwareProfile
 from appliance.inventory import installed_models
@@ -113,7 +114,6 @@ def run_daemon(
 ) -> int:
     """Serve until SIGTERM or Ctrl-C, then drain and return 0. ``load_settings`` reads the configuration
     again, for SIGHUP. Problems the user can fix become one-line UserErrors."""
-    from appliance.cli import UserError
 
     try:  # before anything is loaded: a second daemon on the same state changes nothing
         lock = StateLock.acquire(state_dirs().lock_file)
@@ -126,7 +126,6 @@ def run_daemon(
 
 
 def _serve(settings: Settings, model_arg: str | None, load_settings: Callable[[], Settings] | None) -> int:
-    from appliance.cli import UserError
 
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"

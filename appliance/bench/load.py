@@ -14,14 +14,13 @@ none has its content chunks counted instead.
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
+import client
 
 SHORT_PROMPT = "Write a short story about a lighthouse keeper who finds a message in a bottle."
 _FILLER = (
@@ -68,45 +67,29 @@ class Result:
     prompt_tokens: int | None = None
 
 
-async def one_request(client: httpx.AsyncClient, base: str, body: dict[str, Any]) -> Result:
+async def one_request(server: client.AsyncDaemonClient, body: dict[str, Any]) -> Result:
     r = Result(start=time.perf_counter())
     try:
-        async with client.stream("POST", f"{base}/v1/chat/completions", json=body) as resp:
-            if resp.status_code != 200:
-                r.error = f"HTTP {resp.status_code}: {_error_message(await resp.aread())}"
-                return r
-            async for line in resp.aiter_lines():
-                if not line.startswith("data:"):
-                    continue
-                data = line[5:].strip()
-                if data == "[DONE]":
-                    break
-                chunk = json.loads(data)
-                if "error" in chunk:
-                    r.error = str(chunk["error"])[:200]
-                    return r
-                for choice in chunk.get("choices") or []:
-                    if (choice.get("delta") or {}).get("content"):
-                        r.chunk_times.append(time.perf_counter())
-                if usage := chunk.get("usage"):
-                    r.tokens = usage.get("completion_tokens", 0)
-                    r.prompt_tokens = usage.get("prompt_tokens")
-    except (httpx.HTTPError, json.JSONDecodeError) as exc:
-        r.error = f"{type(exc).__name__}: {exc}"
+        async for chunk in server.chat_chunks(body):
+            if client.delta_text(chunk):
+                r.chunk_times.append(time.perf_counter())
+            if usage := chunk.get("usage"):
+                r.tokens = usage.get("completion_tokens", 0)
+                r.prompt_tokens = usage.get("prompt_tokens")
+    except client.ErrorReply as exc:
+        r.error = (f"HTTP {exc.status}: " if exc.status else "") + exc.message[:200]
+        return r
+    except client.DaemonUnreachable as exc:
+        r.error = "ConnectError" if exc.refused else exc.message
+        return r
+    except client.ClientError as exc:
+        r.error = exc.message
         return r
     r.tokens = r.tokens or len(r.chunk_times)
     r.ok = bool(r.chunk_times)
     if not r.ok:
         r.error = "no content received"
     return r
-
-
-def _error_message(body: bytes) -> str:
-    """An OpenAI error's message, else the start of the body."""
-    try:
-        return str(json.loads(body)["error"]["message"])[:200]
-    except (ValueError, KeyError, TypeError):
-        return body.decode(errors="replace")[:200]
 
 
 def pct(values: list[float], q: float) -> float | None:
@@ -151,18 +134,14 @@ class LoadError(Exception):
     """The server could not be measured (unreachable, the warm-up failed): one readable line."""
 
 
-async def served_model(client: httpx.AsyncClient, base: str) -> str:
+async def served_model(server: client.AsyncDaemonClient) -> str:
     """The first model the server lists."""
     try:
-        response = await client.get(f"{base}/v1/models")
-    except httpx.ConnectError:
-        raise LoadError(f"no server answers at {base}") from None
-    except httpx.HTTPError as exc:
-        raise LoadError(f"{base}: {type(exc).__name__}") from None
-    try:
-        return str(response.json()["data"][0]["id"])
-    except (ValueError, KeyError, IndexError, TypeError):
-        raise LoadError(f"{base}/v1/models answered {response.status_code} with no model") from None
+        return (await server.openai_models())[0]
+    except client.DaemonUnreachable as exc:
+        raise LoadError(f"no server answers at {server.url}" if exc.refused else exc.message) from None
+    except (client.ClientError, IndexError):
+        raise LoadError(f"{server.url}/v1/models answered with no model") from None
 
 
 async def run_load(
@@ -176,10 +155,11 @@ async def run_load(
 ) -> dict[str, Any]:
     """One warm-up request, then the measured batch; the summary, with the model id used."""
     prompt = load.prompt_text()
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    timeout = httpx.Timeout(10, read=load.request_timeout_s)
-    async with httpx.AsyncClient(timeout=timeout, headers=headers) as client:
-        model_id = model or await served_model(client, base)
+    server = client.AsyncDaemonClient(
+        base, api_key, timeout_s=load.request_timeout_s, stream_read_timeout_s=load.request_timeout_s
+    )
+    try:
+        model_id = model or await served_model(server)
 
         def body(i: int) -> dict[str, Any]:
             return {
@@ -193,17 +173,19 @@ async def run_load(
                 **(extra_body or {}),
             }
 
-        warm = await one_request(client, base, body(0))
+        warm = await one_request(server, body(0))
         if not warm.ok:
-            if warm.error.startswith("ConnectError"):
+            if warm.error == "ConnectError":
                 raise LoadError(f"no server answers at {base}")
             raise LoadError(f"the warm-up request failed: {warm.error}")
         gate = asyncio.Semaphore(load.concurrency)
 
         async def limited(i: int) -> Result:
             async with gate:
-                return await one_request(client, base, body(i))
+                return await one_request(server, body(i))
 
         started = time.perf_counter()
         results = await asyncio.gather(*(limited(i) for i in range(1, load.requests + 1)))
         return {"model": model_id, **summarize(list(results), time.perf_counter() - started)}
+    finally:
+        await server.close()

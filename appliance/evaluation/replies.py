@@ -13,23 +13,14 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-import httpx
-
+import client
 from appliance.backend import ChatParams, TextDelta
-from appliance.cli_chat import error_line
 from appliance.engine.params import LoadOptions, SamplingParams
 from appliance.errors import ApplianceError
+from appliance.evaluation import CaseError, EvalError
 from appliance.evaluation.golden import Case
 
 GREEDY = SamplingParams(temperature=0.0, seed=0)
-
-
-class EvalError(Exception):
-    """The evaluation cannot go on (no daemon, a model that does not load): one readable line."""
-
-
-class CaseError(Exception):
-    """One case could not be answered (its prompt overflows the context, say): that case fails."""
 
 
 class DaemonReplies:
@@ -38,14 +29,13 @@ class DaemonReplies:
     def __init__(self, url: str, model: str, api_key: str | None = None, timeout_s: float = 600) -> None:
         self.url = url.rstrip("/")
         self.model = model
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._client = httpx.Client(headers=headers, timeout=httpx.Timeout(10, read=timeout_s))
+        self._daemon = client.SyncDaemonClient(self.url, api_key, timeout_s)
 
     def __enter__(self) -> DaemonReplies:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._client.close()
+        self._daemon.close()
 
     def reply(self, case: Case) -> str:
         body: dict[str, Any] = {
@@ -64,16 +54,17 @@ class DaemonReplies:
                 "json_schema": {"name": "reply", "schema": schema},
             }
         try:
-            response = self._client.post(f"{self.url}/v1/chat/completions", json=body)
-        except httpx.ConnectError:
-            raise EvalError(f"no daemon answers at {self.url}: start one with `appliance serve`") from None
-        except httpx.HTTPError as exc:
-            raise EvalError(f"{self.url}: {type(exc).__name__}") from None
-        if response.status_code in (401, 404) or response.status_code >= 500:
-            raise EvalError(error_line(response))  # the same for every case: stop at the first
-        if response.status_code != 200:
-            raise CaseError(error_line(response))
-        message = response.json()["choices"][0]["message"]
+            answer = self._daemon.chat(body)
+        except client.DaemonUnreachable as exc:
+            raise EvalError(exc.hint) from None
+        except client.ErrorReply as exc:
+            status = exc.status or 500
+            if status in (401, 404) or status >= 500:
+                raise EvalError(str(exc)) from None  # the same for every case: stop at the first
+            raise CaseError(str(exc)) from None
+        except client.ClientError as exc:
+            raise EvalError(str(exc)) from None
+        message = answer["choices"][0]["message"]
         return str(message.get("content") or "")
 
 

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from appliance.cli_bench import table
+from appliance.cli.bench import table
 from models.embedded import embedded_model_path
 from tests.server.conftest import MODEL_ID, Daemon
 

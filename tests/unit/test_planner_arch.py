@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from appliance.cli_plan import make_plan
+from appliance.cli.plan import make_plan
 from appliance.config import Settings
 from models.embedded import embedded_model_path
 from tests.benchmark_scripts import load_script

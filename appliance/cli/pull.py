@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import time
+from typing import TYPE_CHECKING
 
+from appliance.cli.common import budgets, settings
 from appliance.config import Settings
-from appliance.inventory import store
-from appliance.pulls import PullError, PullEvent, pull
+from appliance.errors import UserError
+
+if TYPE_CHECKING:
+    from appliance.pulls import PullEvent
 
 
 class ProgressPrinter:
@@ -66,6 +71,8 @@ class ProgressPrinter:
 def run_pull(settings: Settings, ref: str, as_json: bool) -> str:
     """Pull and return what to print on stdout; PullError for the user."""
     from appliance.hardware.detect import detect_hardware
+    from appliance.inventory import store
+    from appliance.pulls import PullError, pull  # the hubs' clients: only when pulling
 
     printer = ProgressPrinter()
     try:
@@ -78,3 +85,32 @@ def run_pull(settings: Settings, ref: str, as_json: bool) -> str:
     if as_json:
         return json.dumps(manifest.to_json(), indent=2)
     return f"{manifest.ref}: ready (`appliance serve {manifest.ref}`, or name it in requests)"
+
+
+def register(commands: argparse._SubParsersAction, common: argparse.ArgumentParser,
+             budget_flags: argparse.ArgumentParser) -> None:  # fmt: skip
+    """Add `pull`."""
+    pull = commands.add_parser(
+        "pull",
+        parents=[common, budget_flags],
+        help="download a model: the quantization that fits this machine",
+        description="Pull a GGUF model from Hugging Face (owner/name[:QUANT]; honours HF_ENDPOINT and "
+        "HF_TOKEN) or Ollama's registry (ollama:NAME[:TAG]). Without QUANT, the planner reads each "
+        "quantization's header remotely and picks the best that fits, before downloading. Resumable.",
+    )
+    pull.add_argument("ref", metavar="REF", help="owner/name[:QUANT] or ollama:NAME[:TAG]")
+    pull.add_argument("--ctx", type=int, help="plan for this context length (default: 4096)")
+    pull.add_argument("--json", action="store_true", help="print the stored manifest as JSON at the end")
+    pull.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Pull, printing progress; the exit status."""
+    from appliance.pulls import PullError
+
+    loaded = settings(args, model={"n_ctx": args.ctx}, planner=budgets(args))
+    try:
+        print(run_pull(loaded, args.ref, args.json))
+    except PullError as exc:
+        raise UserError(str(exc)) from None
+    return 0

@@ -8,13 +8,14 @@ stdin is read whole as one message and the reply goes to stdout. It speaks the d
 
 from __future__ import annotations
 
-import json
+import argparse
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import TextIO
 
-import httpx
+from appliance.cli.common import daemon
+from appliance.errors import UserError
 
 HELP = "/clear forgets the conversation, /bye or Ctrl-D leaves, Ctrl-C stops a reply."
 
@@ -37,67 +38,30 @@ class Chat:
     temperature: float | None = None
     history: list[dict[str, str]] = field(default_factory=list)
 
-    def _body(self) -> dict[str, Any]:
-        messages = ([{"role": "system", "content": self.system}] if self.system else []) + self.history
-        body: dict[str, Any] = {"messages": messages, "stream": True}
-        for key, value in (("model", self.model), ("max_tokens", self.max_tokens),
-                           ("temperature", self.temperature)):  # fmt: skip
-            if value is not None:
-                body[key] = value
-        return body
-
     def reply(self, text: str) -> Iterator[str]:
         """Send ``text`` and yield the answer as it streams; it joins the history when it ends (or is
         stopped: what came is kept)."""
+        # The daemon's client (httpx): imported when a chat starts, so the command line starts light.
+        import client
+
         self.history.append({"role": "user", "content": text})
-        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        messages = ([{"role": "system", "content": self.system}] if self.system else []) + self.history
         parts: list[str] = []
         try:
-            with httpx.stream("POST", f"{self.url.rstrip('/')}/v1/chat/completions", json=self._body(),
-                              headers=headers, timeout=httpx.Timeout(10, read=None)) as response:  # fmt: skip
-                if response.status_code != 200:
-                    response.read()
-                    full = _error_code(response) == "context_length_exceeded"
-                    raise (ContextFull if full else ChatError)(error_line(response))
-                for line in response.iter_lines():
-                    if not line.startswith("data: ") or line == "data: [DONE]":
-                        continue
-                    chunk = json.loads(line[6:])
-                    if "error" in chunk:
-                        raise ChatError(chunk["error"].get("message", "the reply failed"))
-                    for choice in chunk.get("choices") or []:
-                        piece = (choice.get("delta") or {}).get("content")
-                        if piece:
-                            parts.append(piece)
-                            yield piece
-        except httpx.ConnectError:
+            with client.SyncDaemonClient(self.url, self.api_key, timeout_s=None) as daemon:
+                stream = daemon.chat_stream(
+                    self.model, messages, max_tokens=self.max_tokens, temperature=self.temperature
+                )
+                for piece in stream:
+                    parts.append(piece)
+                    yield piece
+        except client.ClientError as exc:
             self.history.pop()
-            raise ChatError(f"no daemon answers at {self.url}: start one with `appliance serve`") from None
-        except httpx.HTTPError as exc:
-            self.history.pop()
-            raise ChatError(f"{self.url}: {type(exc).__name__}") from None
-        except ChatError:
-            self.history.pop()
-            raise
+            line = exc.hint if isinstance(exc, client.DaemonUnreachable) else str(exc)
+            raise (ContextFull if isinstance(exc, client.ContextFull) else ChatError)(line) from None
         finally:
             if parts:
                 self.history.append({"role": "assistant", "content": "".join(parts)})
-
-
-def _error_code(response: httpx.Response) -> str | None:
-    try:
-        code = response.json().get("error", {}).get("code")
-    except (ValueError, AttributeError):
-        return None
-    return code if isinstance(code, str) else None
-
-
-def error_line(response: httpx.Response) -> str:
-    try:
-        message = response.json().get("error", {}).get("message")
-    except ValueError:
-        message = None
-    return message or f"the daemon answered {response.status_code}"
 
 
 def run(chat: Chat, stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout) -> int:
@@ -142,3 +106,35 @@ def run(chat: Chat, stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout) -> i
             print(f"error: {exc}", file=stdout)
             continue
         stdout.write("\n")
+
+
+def register(commands: argparse._SubParsersAction, common: argparse.ArgumentParser,
+             budget_flags: argparse.ArgumentParser) -> None:  # fmt: skip
+    """Add `chat`."""
+    chat = commands.add_parser(
+        "chat",
+        parents=[common],
+        help="chat with the running daemon in the terminal",
+        description="Chat with a model the running daemon serves. On a terminal: type, Enter; /clear "
+        "forgets, /bye or Ctrl-D leaves, Ctrl-C stops a reply. Piped: stdin is one message, the reply "
+        "goes to stdout.",
+    )
+    chat.add_argument("model", nargs="?", help="a model the daemon serves (default: its default model)")
+    chat.add_argument("--url", help="daemon URL (default: this machine's configured host and port)")
+    chat.add_argument("--api-key", help="the daemon's API key, if it needs one")
+    chat.add_argument("--system", help="a system prompt")
+    chat.add_argument("--max-tokens", type=int, help="at most this many tokens a reply")
+    chat.add_argument("--temperature", type=float, help="sampling temperature (default: the daemon's)")
+    chat.set_defaults(run=run_command)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Chat; the exit status."""
+    url, key = daemon(args)
+    if args.max_tokens is not None and args.max_tokens < 1:
+        raise UserError("--max-tokens must be at least 1")
+    chat = Chat(url, args.model, key, args.system, args.max_tokens, args.temperature)
+    try:
+        return run(chat)
+    except ChatError as exc:
+        raise UserError(str(exc)) from None

@@ -8,20 +8,25 @@ after the other, each planned for one sequence of ``--chunk`` tokens.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
+from appliance.cli.common import api_key, base_url, settings
 from appliance.config import Settings, state_dirs
-from appliance.evaluation.drift import Drift, DriftError, measure
+from appliance.errors import UserError
+from appliance.evaluation import CaseError, EvalError
 from appliance.evaluation.golden import Case, GoldenError, Outcome, builtin_golden, judge, load_golden
-from appliance.evaluation.replies import CaseError, DaemonReplies, EvalError, LocalReplies
-from appliance.hardware.profile import HardwareProfile
-from appliance.planner.plan import Plan
+
+if TYPE_CHECKING:
+    from appliance.evaluation.drift import Drift
+    from appliance.hardware.profile import HardwareProfile
+    from appliance.planner.plan import Plan
 
 __all__ = ["EvalError", "EvalRun", "builtin_text", "run_eval"]
 
@@ -49,11 +54,11 @@ class EvalRun:
 
 def _local(settings: Settings, hardware: HardwareProfile, target: str, **model: Any) -> Plan:
     """The plan for ``target`` (a .gguf file or an installed name) on this machine, as `serve` plans."""
-    from appliance.cli_plan import PlanError, local_candidates
+    from appliance.cli.plan import PlanError, local_candidates
     from appliance.planning import choose_plan
 
     try:
-        found = local_candidates(target)
+        found = local_candidates(target, settings)
     except PlanError as exc:
         raise EvalError(str(exc)) from None
     if found is None:
@@ -75,6 +80,8 @@ def _answer_golden(
     hardware: HardwareProfile,
     progress: TextIO | None,
 ) -> None:
+    from appliance.evaluation.replies import DaemonReplies, LocalReplies
+
     if run.url is not None:
         replies: Any = DaemonReplies(run.url, run.model, run.api_key)
     else:
@@ -115,6 +122,7 @@ def _measure_drift(
 ) -> None:
     from appliance.engine.llama import LlamaModel
     from appliance.errors import ModelLoadFailed
+    from appliance.evaluation.drift import DriftError, measure  # numpy: only when drift is measured
     from appliance.planning import load_options
 
     run.file = Path(plans["model"].model.path)
@@ -226,3 +234,49 @@ def main(run: EvalRun, settings: Settings, as_json: bool) -> int:
     run_eval(run, settings, None if as_json else sys.stdout)
     print(json.dumps(eval_json(run), indent=2) if as_json else eval_summary(run))
     return 0
+
+
+def register(commands: argparse._SubParsersAction, common: argparse.ArgumentParser,
+             budget_flags: argparse.ArgumentParser) -> None:  # fmt: skip
+    """Add `eval`."""
+    evaluate = commands.add_parser(
+        "eval",
+        parents=[common],
+        help="score a model on a golden set; with --against, its drift from another quantization",
+        description="Answer a golden set greedily and report the pass rate. With --against, also load "
+        "both models here, one after the other, and report how far MODEL's next-token distributions are "
+        "from MODEL2's on a text: KL divergence, top-1 agreement and perplexity (as llama-perplexity "
+        "--kl-divergence). See docs/EVAL.md.",
+    )
+    evaluate.add_argument(
+        "model",
+        metavar="MODEL",
+        help="a .gguf file, an installed name, or (with --url) a model the daemon serves",
+    )
+    evaluate.add_argument(
+        "--golden", type=Path, metavar="FILE.jsonl", help="golden set (default: the built-in one)"
+    )
+    evaluate.add_argument(
+        "--against", metavar="MODEL2", help="the reference quantization: a .gguf or installed name"
+    )
+    evaluate.add_argument(
+        "--url", help="answer the golden set through this daemon instead of loading MODEL here"
+    )
+    evaluate.add_argument("--api-key", help="the daemon's API key, if it needs one")
+    evaluate.add_argument(
+        "--text", type=Path, metavar="FILE", help="text drift is measured on (default: built-in)"
+    )
+    evaluate.add_argument("--chunk", type=int, default=512, help="tokens per drift chunk (default 512)")
+    evaluate.add_argument("--json", action="store_true", help="print the results as JSON")
+    evaluate.set_defaults(run=run_command)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Evaluate; the exit status."""
+    loaded = settings(args)
+    key = api_key(args, loaded)
+    run = EvalRun(args.model, args.golden, args.against, base_url(args.url), key, args.text, args.chunk)
+    try:
+        return main(run, loaded, args.json)
+    except EvalError as exc:
+        raise UserError(str(exc)) from None

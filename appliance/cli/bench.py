@@ -10,17 +10,22 @@ llama-server's.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import shutil
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from appliance.bench.load import Load, LoadError, run_load
-from appliance.bench.servers import OURS, REFERENCE, SERVERS, Setup, bench_server
+from appliance.cli.common import api_key, base_url, settings
+from appliance.config import Settings
+from appliance.errors import UserError
 
-__all__ = ["BenchError", "LoadError", "main", "table"]
+if TYPE_CHECKING:
+    from appliance.bench.load import Load
+
+__all__ = ["BenchError", "main", "table"]
 
 
 class BenchError(Exception):
@@ -44,6 +49,8 @@ ROWS = [
 
 def table(results: dict[str, dict[str, Any]]) -> str:
     """A Markdown table, a column per server, and ours / llama-server when both ran."""
+    from appliance.bench.servers import OURS, REFERENCE
+
     names = list(results)
     ratio = OURS in results and REFERENCE in results
     head = ["metric", *names] + (["ours / llama-server"] if ratio else [])
@@ -64,8 +71,9 @@ def table(results: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def model_file(target: str | None) -> Path:
-    """The GGUF every started server loads: a file, an installed name, or the embedded model."""
+def model_file(target: str | None, settings: Settings) -> Path:
+    """The GGUF every started server loads: a file, an installed name (other tools' models only when
+    ``store.discover`` is on), or the embedded model."""
     if target is None:
         from models.embedded import embedded_model_path
 
@@ -80,7 +88,7 @@ def model_file(target: str | None) -> Path:
         return path.resolve()
     from appliance.inventory import installed_named
 
-    named = installed_named(target)
+    named = installed_named(target, discover_external=settings.store.discover)
     if not named:
         raise BenchError(
             f"no such file or installed model: {target} (`appliance list` shows what is installed)"
@@ -103,8 +111,14 @@ def run(
     llama_server: str | None = None,
     startup_timeout_s: float = 300,
     log_dir: Path | None = None,
+    settings: Settings | None = None,
 ) -> dict[str, Any]:
-    """The results by server name, with the configuration they ran under."""
+    """The results by server name, with the configuration they ran under. ``settings`` decide which
+    installed models MODEL may name (the defaults when None)."""
+    # Imported when a benchmark runs (httpx and more), so the command line starts light for the others.
+    from appliance.bench.load import LoadError, run_load
+    from appliance.bench.servers import OURS, REFERENCE, SERVERS, Setup, bench_server
+
     if min(load.tokens, load.concurrency, load.requests) < 1:
         raise BenchError("--tokens, --concurrency and --requests must be at least 1")
     config: dict[str, Any] = asdict(load)
@@ -124,7 +138,8 @@ def run(
         raise BenchError(
             "no llama-server on PATH: give its binary with --llama-server (docs/BENCHMARKS.md builds one)"
         )
-    setup = Setup(model_file(model), threads, ctx, llama_server, startup_timeout_s, log_dir)
+    path = model_file(model, settings or Settings())
+    setup = Setup(path, threads, ctx, llama_server, startup_timeout_s, log_dir)
     results = {name: asyncio.run(bench_server(SERVERS[name], setup, load)) for name in names}
     config.update(model=str(setup.model), threads=threads, ctx=ctx)
     return {"config": config, "results": results}
@@ -157,3 +172,75 @@ def main(report: dict[str, Any], *, as_json: bool, out: Path | None) -> int:
         sample = results[erred[0]]["error_samples"][0]
         raise BenchError(f"{results[erred[0]]['errors']} requests to {erred[0]} failed, e.g. {sample}")
     return 0
+
+
+def register(commands: argparse._SubParsersAction, common: argparse.ArgumentParser,
+             budget_flags: argparse.ArgumentParser) -> None:  # fmt: skip
+    """Add `bench`."""
+    bench = commands.add_parser(
+        "bench",
+        parents=[common],
+        help="measure serving speed: tokens/s, TTFT, inter-token latency, side by side with llama-server",
+        description="Send streaming chat requests at a concurrency and report decode and aggregate "
+        "tokens/s, TTFT and inter-token latency. With --url, measure a running server (this daemon or any "
+        "OpenAI-compatible one). Without, start each of --servers in turn on the same GGUF with the same "
+        "threads, context and slots, and compare them. See docs/BENCHMARKS.md.",
+    )
+    bench.add_argument(
+        "model",
+        nargs="?",
+        metavar="MODEL",
+        help="a .gguf or installed name (default: the embedded model); with --url, a model the server serves",
+    )
+    bench.add_argument("--url", help="measure this running server instead of starting any")
+    bench.add_argument("--api-key", help="the server's API key, with --url")
+    bench.add_argument(
+        "--servers",
+        help="servers to start, in turn: comma list of appliance, llama-server, llama-cpp-python "
+        "(default: appliance)",
+    )
+    bench.add_argument("--llama-server", metavar="BIN", help="llama-server binary (default: on PATH)")
+    bench.add_argument(
+        "--threads", type=int, help="threads every started server uses (default: physical cores)"
+    )
+    bench.add_argument("--ctx", type=int, default=4096, help="context of every started server (default 4096)")
+    bench.add_argument("--tokens", type=int, default=128, help="tokens generated per request (default 128)")
+    bench.add_argument("--concurrency", type=int, default=1, help="requests in flight at once (default 1)")
+    bench.add_argument("--requests", type=int, default=5, help="measured requests per server (default 5)")
+    bench.add_argument("--prompt", choices=["short", "long"], default="short", help="short, or ~2000 tokens")
+    bench.add_argument("--json", action="store_true", help="print the results as JSON")
+    bench.add_argument("--out", type=Path, metavar="FILE", help="also write the results to FILE as JSON")
+    bench.add_argument("--log-dir", type=Path, help="keep each started server's log in this directory")
+    bench.add_argument(
+        "--startup-timeout", type=float, default=300, help="seconds a server may take to start"
+    )
+    bench.add_argument("--request-timeout", type=float, default=600, help="seconds a request may take")
+    bench.set_defaults(run=run_command)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Benchmark; the exit status (1 when a server failed or a request erred)."""
+    import psutil
+
+    from appliance.bench.load import Load
+
+    loaded = settings(args)
+    load = Load(args.tokens, args.concurrency, args.requests, args.prompt, args.request_timeout)
+    servers = [n.strip() for n in args.servers.split(",") if n.strip()] if args.servers else None
+    try:
+        report = run(
+            args.model,
+            load,
+            url=base_url(args.url),
+            api_key=api_key(args, loaded) if args.url else None,
+            servers=servers,
+            threads=args.threads or psutil.cpu_count(logical=False) or 1,
+            ctx=args.ctx,
+            llama_server=args.llama_server,
+            startup_timeout_s=args.startup_timeout,
+            log_dir=args.log_dir,
+            settings=loaded,
+        )
+        return main(report, as_json=args.json, out=args.out)
+    except BenchError as exc:
+        raise UserError(str(exc)) from None

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from appliance.cli.common import budgets, settings
 from appliance.config import Settings
-from appliance.hardware.profile import HardwareProfile
-from appliance.inventory import installed_models, store
-from appliance.planner.model_info import read_model_info
-from appliance.planning import choose_plan, fit_label
-from models.catalog import LocalModel
-from models.gguf_header import GGUFError
-from models.store import StoreError
+from appliance.errors import UserError
+
+if TYPE_CHECKING:
+    from appliance.hardware.profile import HardwareProfile
+    from models.catalog import LocalModel
 
 
 class StoreCommandError(Exception):
@@ -23,6 +23,11 @@ class StoreCommandError(Exception):
 
 def _fits(model: LocalModel, hardware: HardwareProfile, settings: Settings) -> tuple[str, str | None]:
     """The planner's verdict, and why the file cannot be served when it is broken (then "no")."""
+    # The planner and the GGUF reader (numpy): only for `list`, so building the command line stays light.
+    from appliance.planner.model_info import read_model_info
+    from appliance.planning import choose_plan, fit_label
+    from models.gguf_header import GGUFError
+
     try:
         return fit_label(choose_plan([read_model_info(model.path)], hardware, settings)), None
     except (GGUFError, OSError) as exc:
@@ -33,6 +38,8 @@ def list_entries(settings: Settings, hardware: HardwareProfile) -> list[dict[str
     """`appliance list --json`: INTERFACES.md's fields, plus each model's origin and, for a file that
     cannot be read (corrupt, truncated, missing), ``error`` saying why."""
     entries = []
+    from appliance.inventory import installed_models
+
     for m in installed_models(discover_external=settings.store.discover):
         fits, error = _fits(m, hardware, settings)
         entries.append({"name": m.id, "quant": m.quant, "size_bytes": m.size_bytes, "sha256": m.sha256,
@@ -61,9 +68,12 @@ def list_text(entries: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def remove(name: str, *, yes: bool) -> str:
-    """Remove a stored model after confirmation; the message to print."""
-    models = {m.id: m for m in installed_models()}
+def remove(settings: Settings, name: str, *, yes: bool) -> str:
+    """Remove a stored model after confirmation; the message to print. Models other tools hold are
+    found (and refused) only when ``store.discover`` is on."""
+    from appliance.inventory import installed_models, store
+
+    models = {m.id: m for m in installed_models(discover_external=settings.store.discover)}
     model = models.get(name)
     if model is None:
         tags = sorted(i for i in models if i.partition(":")[0] == name)
@@ -91,6 +101,9 @@ def remove(name: str, *, yes: bool) -> str:
 
 
 def import_file(path: Path, name: str | None, tag: str | None, as_json: bool) -> str:
+    from appliance.inventory import store
+    from models.store import StoreError
+
     try:
         manifest = store().import_file(path, name=name, tag=tag)
     except StoreError as exc:
@@ -99,3 +112,63 @@ def import_file(path: Path, name: str | None, tag: str | None, as_json: bool) ->
         return json.dumps(manifest.to_json(), indent=2)
     size = _size(manifest.size_bytes)
     return f"imported {manifest.ref} ({manifest.quant}, {size}) from {path} without copying"
+
+
+def register(commands: argparse._SubParsersAction, common: argparse.ArgumentParser,
+             budget_flags: argparse.ArgumentParser) -> None:  # fmt: skip
+    """Add `list`, `rm` and `import`."""
+    listing = commands.add_parser(
+        "list",
+        parents=[common, budget_flags],
+        help="list installed models and whether they fit here",
+        description="List the installed models (the store, the embedded model, other tools' stores) "
+        "with whether each fits this machine: full, partial (split between GPU and CPU) or no.",
+    )
+    listing.add_argument("--json", action="store_true", help="print the list as JSON")
+    listing.set_defaults(run=run_list)
+    rm = commands.add_parser(
+        "rm", parents=[common], help="remove a stored model", description="Remove a model from the store."
+    )
+    rm.add_argument("name", metavar="NAME", help="name:tag as `appliance list` shows it")
+    rm.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
+    rm.set_defaults(run=run_rm)
+    imp = commands.add_parser(
+        "import",
+        parents=[common],
+        help="add an existing .gguf to the store without copying it",
+        description="Register an existing GGUF file in the store, without copying it.",
+    )
+    imp.add_argument("path", type=Path, metavar="PATH", help="a .gguf file")
+    imp.add_argument("--name", help="store name (default: from the file name)")
+    imp.add_argument("--tag", help="tag (default: the quantization)")
+    imp.add_argument("--json", action="store_true", help="print the stored manifest as JSON")
+    imp.set_defaults(run=run_import)
+
+
+def run_list(args: argparse.Namespace) -> int:
+    """Print the installed models; the exit status."""
+    from appliance.hardware.detect import detect_hardware
+
+    entries = list_entries(settings(args, planner=budgets(args)), detect_hardware())
+    print(json.dumps(entries, indent=2) if args.json else list_text(entries))
+    return 0
+
+
+def run_rm(args: argparse.Namespace) -> int:
+    """Remove a model (after confirmation); the exit status."""
+    loaded = settings(args)
+    try:
+        print(remove(loaded, args.name, yes=args.yes))
+    except StoreCommandError as exc:
+        raise UserError(str(exc)) from None
+    return 0
+
+
+def run_import(args: argparse.Namespace) -> int:
+    """Register a file in the store; the exit status."""
+    settings(args)  # a broken --config is reported here as for every command
+    try:
+        print(import_file(args.path, args.name, args.tag, args.json))
+    except StoreCommandError as exc:
+        raise UserError(str(exc)) from None
+    return 0

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from appliance.cli.common import budgets, settings
 from appliance.config import Settings
-from appliance.hardware.detect import detect_hardware
-from appliance.planner.model_info import ModelInfo, read_model_info
-from appliance.planner.plan import Plan
-from appliance.planning import choose_plan, load_options
-from models.gguf_header import GGUFError
-from models.naming import model_id_from_path
+from appliance.errors import UserError
+
+# The planner, the GGUF reader (numpy) and the hubs' clients are imported by the functions that use them,
+# so that building the command line for any command stays light.
+if TYPE_CHECKING:
+    from appliance.planner.model_info import ModelInfo
+    from appliance.planner.plan import Plan
 
 MIB = 1 << 20
 
@@ -22,7 +25,7 @@ class PlanError(Exception):
     """The model cannot be planned (missing, not GGUF, truncated, unknown architecture)."""
 
 
-def local_candidates(model: str) -> list[ModelInfo] | None:
+def local_candidates(model: str, settings: Settings) -> list[ModelInfo] | None:
     """What ``model`` names on this machine: a .gguf file or a directory of one model's quantizations,
     or an installed name (a bare name: every installed tag). None when it names nothing here."""
     path = Path(model).expanduser()
@@ -30,14 +33,14 @@ def local_candidates(model: str) -> list[ModelInfo] | None:
         return candidates(path)
     from appliance.inventory import installed_named
 
-    named = installed_named(model)
+    named = installed_named(model, discover_external=settings.store.discover)
     return candidates_of([m.path for m in named]) if named else None
 
 
-def candidates_for(model: str) -> list[ModelInfo]:
+def candidates_for(model: str, settings: Settings) -> list[ModelInfo]:
     """What ``model`` names: what :func:`local_candidates` finds, else a hub repo ``owner/name[:QUANT]``
     (every quantization, read from its remote header) or ``ollama:NAME[:TAG]``."""
-    found = local_candidates(model)
+    found = local_candidates(model, settings)
     if found is not None:
         return found
     if model.startswith("ollama:") or re.match(r"^[\w.\-]+/[\w.\-]+(:[\w.\-]+)?$", model):
@@ -48,6 +51,7 @@ def candidates_for(model: str) -> list[ModelInfo]:
 def _remote_candidates(ref: str) -> list[ModelInfo]:
     from appliance.pulls import PullError, hf_candidates, ollama_candidate
     from models import hf, ollama
+    from models.gguf_header import GGUFError
 
     try:
         if ref.startswith("ollama:"):
@@ -59,6 +63,9 @@ def _remote_candidates(ref: str) -> list[ModelInfo]:
 
 
 def candidates_of(files: list[Path]) -> list[ModelInfo]:
+    from appliance.planner.model_info import read_model_info
+    from models.gguf_header import GGUFError
+
     try:
         return [read_model_info(p) for p in files]
     except GGUFError as exc:
@@ -67,6 +74,8 @@ def candidates_of(files: list[Path]) -> list[ModelInfo]:
 
 def candidates(target: Path) -> list[ModelInfo]:
     """One file, or every quantization of one model in a directory (one file = one choice)."""
+    from models.naming import model_id_from_path
+
     if target.is_dir():
         files = sorted(p for p in target.glob("*.gguf") if "-of-" not in p.name or "-00001-of-" in p.name)
         if not files:
@@ -84,8 +93,11 @@ def candidates(target: Path) -> list[ModelInfo]:
 def make_plan(settings: Settings, target: str, *, dry_run: bool = True) -> tuple[Plan, dict[str, Any] | None]:
     """The plan for ``target`` on this machine, and llama.cpp's own figures from a dry run (only for
     a local file)."""
+    from appliance.hardware.detect import detect_hardware
+    from appliance.planning import choose_plan, load_options
+
     hardware = detect_hardware()
-    chosen = choose_plan(candidates_for(target), hardware, settings)
+    chosen = choose_plan(candidates_for(target, settings), hardware, settings)
     figures = None
     if dry_run and chosen.fits and Path(chosen.model.path).is_file():
         from appliance.engine.llama import dry_run as llama_dry_run
@@ -147,3 +159,38 @@ def plan_text(chosen: Plan, figures: dict[str, Any] | None) -> str:
                 f"{_mib(o.memory.vram_bytes):>10} VRAM  {'fits' if o.fits else 'does not fit'}"
             )
     return "\n".join(lines)
+
+
+def register(commands: argparse._SubParsersAction, common: argparse.ArgumentParser,
+             budget_flags: argparse.ArgumentParser) -> None:  # fmt: skip
+    """Add `plan`."""
+    plan = commands.add_parser(
+        "plan",
+        parents=[common, budget_flags],
+        help="show what would be loaded and why, without loading it",
+        description="Plan a model for this machine: quantization, context, GPU layers, memory, and why.",
+    )
+    plan.add_argument(
+        "model",
+        metavar="MODEL",
+        help="a .gguf file, a directory of one model's quantizations, an installed name, "
+        "a hub repo owner/name[:QUANT] or ollama:NAME[:TAG]",
+    )
+    plan.add_argument("--ctx", type=int, help="context length in tokens (default: 4096, less if needed)")
+    plan.add_argument("--parallel", type=int, help="sequences served at once")
+    plan.add_argument("--json", action="store_true", help="print the plan as JSON")
+    plan.add_argument("--no-dry-run", action="store_true", help="skip llama.cpp's dry-run check")
+    plan.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print the plan; the exit status (1 when the model does not fit)."""
+    loaded = settings(args, model={"n_ctx": args.ctx, "n_parallel": args.parallel}, planner=budgets(args))
+    try:
+        chosen, figures = make_plan(loaded, args.model, dry_run=not args.no_dry_run)
+    except PlanError as exc:
+        raise UserError(str(exc)) from None
+    print(plan_json(chosen, figures) if args.json else plan_text(chosen, figures))
+    if not chosen.fits:
+        raise UserError(chosen.reasons[0])
+    return 0

@@ -3,32 +3,31 @@ breakers and latencies), or probed here and now when no daemon answers."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import json
 from typing import Any
 
-import httpx
-
+from appliance.cli.common import local_url, settings, shows
 from appliance.config import Settings
-from appliance.remotes.pool import RemotePool
 
 
 def _from_daemon(settings: Settings) -> dict[str, Any] | None:
-    host = settings.server.host if settings.server.host not in ("0.0.0.0", "::") else "127.0.0.1"
-    key = settings.server.api_key
-    headers = {"Authorization": f"Bearer {key.get_secret_value()}"} if key is not None else {}
+    import client  # httpx: only when asked
+
+    key = settings.server.api_key.get_secret_value() if settings.server.api_key is not None else None
     try:
-        response = httpx.get(f"http://{host}:{settings.server.port}/appliance/v1/remotes", headers=headers,
-                             timeout=2.0)  # fmt: skip
-    except httpx.HTTPError:
+        with client.SyncDaemonClient(local_url(settings), key, 2.0) as daemon:
+            data = daemon.remotes()
+    except client.ClientError:  # no daemon, or one that cannot say: probe from here
         return None
-    if response.status_code != 200:
-        return None
-    data: dict[str, Any] = response.json()
     data["from"] = "daemon"
     return data
 
 
 async def _probe_now(settings: Settings) -> dict[str, Any]:
+    from appliance.remotes.pool import RemotePool  # httpx and more: only when probing
+
     pool = RemotePool(settings)
     try:
         await pool.refresh()
@@ -72,3 +71,24 @@ def remotes_text(data: dict[str, Any]) -> str:
         lines.append(f"tailscale: {ts['error']}")
     lines.append(f"(from the {'running daemon' if data['from'] == 'daemon' else 'probe just made'})")
     return "\n".join(lines)
+
+
+def register(commands: argparse._SubParsersAction, common: argparse.ArgumentParser,
+             budget_flags: argparse.ArgumentParser) -> None:  # fmt: skip
+    """Add `remotes`."""
+    command = shows(
+        commands,
+        common,
+        "remotes",
+        "show the remote GPU hosts: health, load, models",
+        "Show the configured remotes (and Tailscale targets) with their health, breaker, load and models, "
+        "as the running daemon sees them (or probed now if none runs).",
+    )
+    command.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print the remotes; the exit status."""
+    data = remotes(settings(args))
+    print(json.dumps(data, indent=2) if args.json else remotes_text(data))
+    return 0
