@@ -16,9 +16,11 @@ from appliance.backend import ChatParams, Event, Finished, SamplingParams, TextD
 from appliance.errors import ApplianceError, InvalidRequest
 from server import generation
 from server.compat_schemas import AnthropicBlock, AnthropicRequest
+from server.errors import dialect_error_body
 from server.openapi import GENERATION, doc
 from server.response_schemas import AnthropicMessageOut
 from server.schemas import read_body
+from server.sse import frame
 
 router = APIRouter()
 
@@ -139,7 +141,7 @@ async def messages(request: Request) -> Response:
 
 
 def _sse(kind: str, data: dict[str, Any]) -> bytes:
-    return f"event: {kind}\ndata: {json.dumps({'type': kind, **data})}\n\n".encode()
+    return frame({"type": kind, **data}, event=kind)
 
 
 async def _events(
@@ -165,8 +167,8 @@ async def _events(
                 yield _sse("content_block_delta", {"index": index, "delta": delta})
             elif isinstance(event, Finished):
                 finished = event
-    except ApplianceError as exc:
-        yield _sse("error", {"error": {"type": "api_error", "message": exc.message}})
+    except ApplianceError as exc:  # mid-stream (a remote lost, the engine failing): Anthropic's error event
+        yield frame(dialect_error_body("/v1/messages", exc.status, exc), event="error")
         return
     finally:
         cancel()

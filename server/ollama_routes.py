@@ -43,7 +43,7 @@ from server.compat_schemas import (
     OllamaOptions,
     OllamaPullRequest,
 )
-from server.errors import clip
+from server.errors import clip, dialect_error_body
 from server.openapi import BODY, GENERATION, doc
 from server.pull_routes import remove_stored, start_pull
 from server.response_schemas import (
@@ -206,8 +206,8 @@ async def _answer(
                     yield json.dumps(piece(event.text)).encode() + b"\n"
                 elif isinstance(event, Finished):
                     finished = event
-        except ApplianceError as exc:
-            yield json.dumps({"error": exc.message}).encode() + b"\n"
+        except ApplianceError as exc:  # mid-stream (a remote lost, the engine failing): Ollama's error line
+            yield json.dumps(dialect_error_body("/api/chat", exc.status, exc)).encode() + b"\n"
             return
         finally:
             cancel()

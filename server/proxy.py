@@ -24,6 +24,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from appliance.remotes.pool import Remote
 from appliance.remotes.upstream import Failover, first_chunk, open_response
+from server.sse import frame
 
 _DONE = b"data: [DONE]"
 
@@ -79,7 +80,7 @@ def _usage(event: bytes) -> dict[str, Any] | None:
 
 def error_event(message: str) -> bytes:
     body = {"error": {"message": message, "type": "server_error", "param": None, "code": "remote_failed"}}
-    return b"data: " + json.dumps(body).encode() + b"\n\n"
+    return frame(body)
 
 
 async def forward(

@@ -61,7 +61,8 @@ def test_ollama_chat_escalates_whole_and_streamed(daemon: Daemon) -> None:
     assert whole.message.content == raw.json()["message"]["content"]  # greedy: the same words
     parts = list(client.chat(model="big-model", messages=ASK, stream=True,
                              options={"num_predict": 8, "temperature": 0}))  # fmt: skip
-    assert parts[-1].done and parts[-1].done_reason == "length" and parts[-1].eval_count == 8
+    last = parts[-1]
+    assert last.done and last.done_reason == whole.done_reason and last.eval_count == whole.eval_count
     assert "".join(p.message.content or "" for p in parts) == whole.message.content
 
 
@@ -74,11 +75,13 @@ def test_anthropic_messages_escalate_whole_and_streamed(daemon: Daemon) -> None:
     assert raw.headers["x-appliance-escalation-reason"] == "capability"
     whole = raw.parse()
     assert whole.content[0].type == "text" and whole.content[0].text
-    assert whole.stop_reason == "max_tokens" and whole.usage.output_tokens == 8 and whole.usage.input_tokens
+    assert whole.stop_reason in ("max_tokens", "end_turn") and 1 <= whole.usage.output_tokens <= 8
+    assert whole.usage.input_tokens > 0
     with client.messages.stream(model="big-model", max_tokens=8, messages=ASK, extra_body=greedy) as stream:  # type: ignore[arg-type]
         text = "".join(stream.text_stream)
         final = stream.get_final_message()
-    assert text == whole.content[0].text and final.usage.output_tokens == 8
+    assert text == whole.content[0].text and final.usage.output_tokens == whole.usage.output_tokens
+    assert final.stop_reason == whole.stop_reason
     line = _last_log(daemon)
     assert (line["endpoint"], line["backend"], line["status"]) == ("/v1/messages", "remote:gpu-box", "ok")
 
