@@ -9,6 +9,9 @@ from typing import Any, Literal, Protocol
 from appliance.engine.params import SamplingParams
 from appliance.engine.tools import ToolCall
 
+# SamplingParams and ToolCall are part of the seam: the server names them from here, not from the engine.
+__all__ = ["SamplingParams", "ToolCall"]
+
 
 @dataclass(frozen=True)
 class ChatParams:
@@ -97,20 +100,32 @@ class Capabilities:
     logprobs: bool = True
 
 
-class Backend(Protocol):
-    """Something that serves one model id: the local llama.cpp engine, or (later) a remote host."""
+class EventStream(Protocol):
+    """One generation's events, consumed once; ``cancel()`` stops it (the local job, or the remote's
+    request), and is safe to call again or after the end."""
 
-    model_id: str
+    def __aiter__(self) -> AsyncIterator[Event]: ...
+
+    def cancel(self) -> None: ...
+
+
+class Backend(Protocol):
+    """Something that serves one model id: the local llama.cpp engine (appliance.engine.local), or a
+    remote OpenAI-compatible host (appliance.remotes.backend). The server talks to both through this."""
+
+    @property
+    def model_id(self) -> str: ...
 
     @property
     def capabilities(self) -> Capabilities: ...
 
-    def chat(self, params: ChatParams) -> AsyncIterator[Event]:
-        """Stream the reply to a chat. Raises typed errors before the first event on bad input."""
+    async def chat(self, params: ChatParams) -> EventStream:
+        """Start the reply to a chat. Raises typed errors (before any event) on bad input; a remote raises
+        Failover until its first byte has arrived."""
         ...
 
-    def complete(self, params: CompletionParams) -> AsyncIterator[Event]:
-        """Stream a raw completion."""
+    async def complete(self, params: CompletionParams) -> EventStream:
+        """Start a raw completion."""
         ...
 
     async def embed(self, inputs: list[str] | list[list[int]]) -> Embeddings:

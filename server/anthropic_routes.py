@@ -1,6 +1,6 @@
 """Anthropic's Messages API (`POST /v1/messages`), so clients written for it work against this machine:
 text and tool use, whole or streamed as Anthropic's events, with its error shape. It runs on the same
-models and engine as the OpenAI routes (requests stay on this machine)."""
+models as the OpenAI routes, here or on a remote as the router says (server.generation)."""
 
 from __future__ import annotations
 
@@ -12,15 +12,15 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from appliance.backend import ChatParams, Event, Finished, TextDelta
-from appliance.engine.params import SamplingParams
+from appliance.backend import ChatParams, Event, Finished, SamplingParams, TextDelta
 from appliance.errors import ApplianceError, InvalidRequest
-from appliance.manager import ModelManager
+from server import generation
 from server.compat_schemas import AnthropicBlock, AnthropicRequest
-from server.metrics import Metrics
+from server.errors import dialect_error_body
 from server.openapi import GENERATION, doc
 from server.response_schemas import AnthropicMessageOut
 from server.schemas import read_body
+from server.sse import frame
 
 router = APIRouter()
 
@@ -112,12 +112,8 @@ def _content(text: str, finished: Finished | None) -> list[dict[str, Any]]:
 async def messages(request: Request) -> Response:
     body = await read_body(request, AnthropicRequest)
     params = _params(body)
-    manager: ModelManager = request.app.state.manager
-    async with manager.use(body.model) as backend:
-        request.state.model = backend.model_id
-        stream = await backend.chat(params)
-    metrics: Metrics = request.app.state.metrics
-    events = metrics.observe(stream, request.scope["state"], "/v1/messages", backend.model_id)
+    run = await generation.generate(request, "/v1/messages", body.model, params)
+    events = run.events
     message_id = f"msg_{uuid.uuid4().hex}"
     if not body.stream:
         parts: list[str] = []
@@ -129,7 +125,7 @@ async def messages(request: Request) -> Response:
                 elif isinstance(event, Finished):
                     finished = event
         finally:
-            stream.cancel()
+            run.cancel()
         usage = finished.usage if finished is not None else None
         return JSONResponse({
             "id": message_id, "type": "message", "role": "assistant", "model": body.model,
@@ -139,13 +135,13 @@ async def messages(request: Request) -> Response:
             "usage": {"input_tokens": usage.prompt_tokens if usage else 0,
                       "output_tokens": usage.completion_tokens if usage else 0},
         })  # fmt: skip
-    return StreamingResponse(_events(events, stream.cancel, message_id, body.model),
+    return StreamingResponse(_events(events, run.cancel, message_id, body.model),
                              media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache"})  # fmt: skip
 
 
 def _sse(kind: str, data: dict[str, Any]) -> bytes:
-    return f"event: {kind}\ndata: {json.dumps({'type': kind, **data})}\n\n".encode()
+    return frame({"type": kind, **data}, event=kind)
 
 
 async def _events(
@@ -171,8 +167,8 @@ async def _events(
                 yield _sse("content_block_delta", {"index": index, "delta": delta})
             elif isinstance(event, Finished):
                 finished = event
-    except ApplianceError as exc:
-        yield _sse("error", {"error": {"type": "api_error", "message": exc.message}})
+    except ApplianceError as exc:  # mid-stream (a remote lost, the engine failing): Anthropic's error event
+        yield frame(dialect_error_body("/v1/messages", exc.status, exc), event="error")
         return
     finally:
         cancel()

@@ -1,29 +1,50 @@
-"""Deciding, per request, between this machine and the remotes (appliance.routing decides; this module
-gathers what it needs and carries the decision out, failing over before the first byte)."""
+"""Deciding, per request, between this machine and the remotes, for every dialect (appliance.routing
+decides; this module gathers what it needs and carries the decision out, failing over before the first
+byte to the next remote or back here).
+
+One loop (``_over_remotes``) tries the chosen remote and its fallbacks, whatever carries the request:
+the OpenAI routes pass the remote's bytes through (server.proxy, for their fidelity); the other dialects
+read the remote's answer as events through appliance.remotes.backend.RemoteBackend and write it in
+their own shape. Either way the request's state names the backend and the reason (the
+X-Appliance-* headers and the request's metrics come from it)."""
 
 from __future__ import annotations
 
 import json
 import logging
-from typing import Any
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from fastapi import Request
 from fastapi.responses import Response
 
-from appliance.engine.local import ModelState
+from appliance.backend import ChatParams, CompletionParams, Embeddings, EventStream
 from appliance.errors import ApplianceError, ModelNotFound
 from appliance.manager import ModelManager
-from appliance.remotes.pool import RemotePool
-from appliance.routing import LOCAL, LocalOption, NoRoute, route
-from server.proxy import Exchange, Failover, forward
+from appliance.remotes.backend import RemoteBackend
+from appliance.remotes.pool import Remote, RemotePool
+from appliance.remotes.upstream import Failover
+from appliance.routing import LOCAL, Decision, LocalOption, NoRoute, route
+from server.proxy import Exchange, forward
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 
 class RemoteUnavailable(ApplianceError):
     status = 503
     error_type = "server_error"
     code = "remote_unavailable"
+
+
+@dataclass(frozen=True)
+class Escalated:
+    """Where a request went: the remote's label (``remote:NAME``), why, and the model as named here."""
+
+    backend: str
+    reason: str | None
+    model: str
 
 
 def _local_option(manager: ModelManager, name: str | None) -> LocalOption:
@@ -37,21 +58,34 @@ def _local_option(manager: ModelManager, name: str | None) -> LocalOption:
         return LocalOption(installed=True, fits=False, n_ctx=None, predicted_wait_s=0.0)
     entry = next((e for e in manager.loaded() if e.model.id == model.id), None)
     wait = 0.0
-    if entry is not None and entry.backend.state is ModelState.READY:
+    if entry is not None and entry.state == "ready":
         wait = entry.backend.predicted_wait_s
     n_ctx = plan.settings.n_ctx // max(plan.settings.n_parallel, 1)
     return LocalOption(installed=True, fits=plan.fits, n_ctx=n_ctx, predicted_wait_s=wait)
 
 
+def _rough_tokens(content: Any, asked: Any) -> int:
+    """A rough count of what a request will hold: about 4 characters a token, plus what it asks for."""
+    return len(json.dumps(content or "")) // 4 + (asked if isinstance(asked, int) else 0)
+
+
 def _needed_tokens(body: dict[str, Any]) -> int:
-    """A rough count of what the request will hold (about 4 characters a token, plus what it asks for)."""
-    text = json.dumps(body.get("messages") or body.get("prompt") or body.get("input") or "")
-    asked = body.get("max_completion_tokens") or body.get("max_tokens") or 0
-    return len(text) // 4 + (asked if isinstance(asked, int) else 0)
+    content = body.get("messages") or body.get("prompt") or body.get("input")
+    return _rough_tokens(content, body.get("max_completion_tokens") or body.get("max_tokens") or 0)
 
 
-async def escalate(request: Request, path: str, name: str | None) -> Response | None:
-    """The remote's answer when the request goes to a remote; None to serve it here."""
+def _params_tokens(params: ChatParams | CompletionParams | list[str]) -> int:
+    if isinstance(params, list):
+        return _rough_tokens(params, 0)
+    content = params.messages if isinstance(params, ChatParams) else params.prompt
+    return _rough_tokens(content, params.max_tokens or 0)
+
+
+def _decide(
+    request: Request, name: str | None, needed_tokens: int, need: str | None
+) -> tuple[str, Decision] | None:
+    """The model's name here and where the request goes; None when it stays here without asking the router
+    (no remotes, or escalation off for it)."""
     pool: RemotePool = request.app.state.remotes
     if not pool.remotes:
         return None
@@ -61,60 +95,126 @@ async def escalate(request: Request, path: str, name: str | None) -> Response | 
     if name and "/" in name and pool.get(name.split("/", 1)[0]) is not None:
         explicit, local_name = name.split("/", 1)
     header = request.headers.get("x-escalate", "").strip().lower() or None
-    policy = settings.routing.models.get(local_name or manager.default_id, settings.routing.escalation)
+    model = local_name or manager.default_id
+    policy = settings.routing.models.get(model, settings.routing.escalation)
     if explicit is None and header != "always" and policy == "never":
         return None
-    body: dict[str, Any] = json.loads(await request.body())
     try:
         decision = route(
             local=_local_option(manager, local_name),
-            remotes=pool.options(local_name or manager.default_id),
+            remotes=pool.options(model, need),
             explicit=explicit,
             header=header if header in ("always", "never") else None,
             policy=policy,
-            needed_tokens=_needed_tokens(body),
+            needed_tokens=needed_tokens,
             max_queue_wait_s=settings.routing.max_queue_wait_s,
         )
     except NoRoute as exc:
         raise RemoteUnavailable(str(exc)) from None
+    return model, decision
+
+
+async def _over_remotes(
+    request: Request,
+    model: str,
+    decision: Decision,
+    attempt: Callable[[Remote, str, Escalated], Awaitable[_T]],
+) -> tuple[_T, Escalated] | None:
+    """``attempt(remote, its model name, where)`` on the chosen remote, then on each fallback while they
+    fail before the first byte (Failover); None when the request is to be served here after all."""
     if decision.target == LOCAL:
         return None
-    metrics = request.app.state.metrics
+    pool: RemotePool = request.app.state.remotes
     failures: list[str] = []
     for target in (decision.target, *decision.fallbacks):
         if target == LOCAL:
-            log.info("serving %s here after the remotes failed: %s", local_name, "; ".join(failures))
+            log.info("serving %s here after the remotes failed: %s", model, "; ".join(failures))
             return None
         remote = pool.get(target)
-        model = remote.remote_model(local_name or manager.default_id) if remote is not None else None
-        if remote is None or model is None or not remote.usable:
+        remote_model = remote.remote_model(model) if remote is not None else None
+        if remote is None or remote_model is None or not remote.usable:
             continue
-        backend = f"remote:{remote.name}"
-
-        def first_byte(seconds: float, remote_name: str = remote.name, label: str = backend) -> None:
-            metrics.ttft.labels(local_name or manager.default_id, label).observe(seconds)
-            pool_remote = pool.get(remote_name)
-            if pool_remote is not None:
-                pool_remote.ttft_s.append(seconds)
-
-        def log_line(exchange: Exchange, label: str = backend, reason: str | None = decision.reason) -> None:
-            metrics.record({"endpoint": path, "model": local_name or manager.default_id, "backend": label,
-                            "reason": reason, **exchange.fields()})  # fmt: skip
-
-        exchange = Exchange(on_end=log_line)
+        where = Escalated(f"remote:{remote.name}", decision.reason, model)
         try:
-            response = await forward(
-                pool.client, remote, path, {**body, "model": model}, request, first_byte, exchange
-            )
+            result = await attempt(remote, remote_model, where)
         except Failover as exc:
             failures.append(str(exc))
             log.warning("remote failed before answering: %s", exc)
             continue
-        request.state.backend = backend
-        request.state.logged = True  # by the exchange, when the answer ends
-        request.state.escalation_reason = decision.reason
-        request.state.model = local_name or manager.default_id
-        metrics.escalations.labels(decision.reason or "", remote.name).inc()
+        request.state.backend = where.backend
+        request.state.escalation_reason = where.reason
+        request.state.model = model
+        request.app.state.metrics.escalations.labels(decision.reason or "", remote.name).inc()
         log.info("escalated to %s (%s): %s", remote.name, decision.reason, decision.why)
-        return response
+        return result, where
     raise RemoteUnavailable("no backend could take the request: " + "; ".join(failures or [decision.why]))
+
+
+async def escalate(request: Request, path: str, name: str | None) -> Response | None:
+    """The remote's answer, passed through as it is, when an OpenAI request goes to a remote; None to
+    serve it here."""
+    if not request.app.state.remotes.remotes:
+        return None
+    body: dict[str, Any] = json.loads(await request.body())
+    need = "embeddings" if path == "/v1/embeddings" else None
+    decided = _decide(request, name, _needed_tokens(body), need)
+    if decided is None:
+        return None
+    model, decision = decided
+    pool: RemotePool = request.app.state.remotes
+    metrics = request.app.state.metrics
+
+    async def attempt(remote: Remote, remote_model: str, where: Escalated) -> Response:
+        def first_byte(seconds: float) -> None:
+            metrics.ttft.labels(model, where.backend).observe(seconds)
+            remote.ttft_s.append(seconds)
+
+        def log_line(exchange: Exchange) -> None:
+            metrics.record({"endpoint": path, "model": model, "backend": where.backend,
+                            "reason": where.reason, **exchange.fields()})  # fmt: skip
+
+        exchange = Exchange(on_end=log_line)
+        body_there = {**body, "model": remote_model}
+        response = await forward(pool.client, remote, path, body_there, request, first_byte, exchange)
+        request.state.logged = True  # by the exchange, when the answer ends
+        return response
+
+    escalated = await _over_remotes(request, model, decision, attempt)
+    return escalated[0] if escalated is not None else None
+
+
+async def escalate_generation(
+    request: Request, name: str | None, params: ChatParams | CompletionParams
+) -> tuple[EventStream, Escalated] | None:
+    """A remote's stream of events for ``params`` (its first byte already here) when the request goes to
+    a remote; None to serve it here."""
+    decided = _decide(request, name, _params_tokens(params), None)
+    if decided is None:
+        return None
+    model, decision = decided
+    pool: RemotePool = request.app.state.remotes
+
+    async def attempt(remote: Remote, remote_model: str, where: Escalated) -> EventStream:
+        backend = RemoteBackend(pool.client, remote, model, remote_model)
+        if isinstance(params, ChatParams):
+            return await backend.chat(params)
+        return await backend.complete(params)
+
+    return await _over_remotes(request, model, decision, attempt)
+
+
+async def escalate_embedding(
+    request: Request, name: str | None, inputs: list[str]
+) -> tuple[Embeddings, Escalated] | None:
+    """A remote's embeddings of ``inputs`` when the request goes to a remote able to embed; None to serve
+    it here."""
+    decided = _decide(request, name, _params_tokens(inputs), "embeddings")
+    if decided is None:
+        return None
+    model, decision = decided
+    pool: RemotePool = request.app.state.remotes
+
+    async def attempt(remote: Remote, remote_model: str, where: Escalated) -> Embeddings:
+        return await RemoteBackend(pool.client, remote, model, remote_model).embed(inputs)
+
+    return await _over_remotes(request, model, decision, attempt)

@@ -20,7 +20,6 @@ from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from appliance.backend import Event, Finished, TextDelta
-from appliance.engine.local import ModelState
 from appliance.manager import ModelManager
 from appliance.remotes.pool import RemotePool
 
@@ -70,7 +69,7 @@ class _ModelsCollector(Collector):
             gauges["busy"].add_metric(name, backend.slots_busy)
             gauges["total"].add_metric(name, backend.slots_total)
             gauges["kv"].add_metric(name, backend.kv_cache_usage)
-            gauges["ready"].add_metric(name, 1 if backend.state is ModelState.READY else 0)
+            gauges["ready"].add_metric(name, 1 if backend.state.value == "ready" else 0)
             if backend.load_seconds is not None:
                 gauges["load"].add_metric(name, backend.load_seconds)
         yield from gauges.values()
@@ -126,6 +125,11 @@ class _RemotesCollector(Collector):
         yield from (healthy, usable, running, waiting)
 
 
+def _reason(backend: str, reason: str | None) -> dict[str, Any]:
+    """The log line's ``reason`` field: on every remote request's line (as the byte proxy's have it)."""
+    return {} if backend == "local" else {"reason": reason}
+
+
 class Metrics:
     def __init__(self, models: ModelManager, remotes: RemotePool | None = None) -> None:
         self.registry = CollectorRegistry()
@@ -162,11 +166,17 @@ class Metrics:
             r.register(_RemotesCollector(remotes))
 
     def count_embeddings(
-        self, model: str, prompt_tokens: int, scope_state: dict[str, Any], endpoint: str = "/v1/embeddings"
+        self,
+        model: str,
+        prompt_tokens: int,
+        scope_state: dict[str, Any],
+        endpoint: str = "/v1/embeddings",
+        backend: str = "local",
+        reason: str | None = None,
     ) -> None:
         self.prompt_tokens.labels(model).inc(prompt_tokens)
         started = scope_state.get("started_at", time.monotonic())
-        self.record({"endpoint": endpoint, "model": model, "backend": "local",
+        self.record({"endpoint": endpoint, "model": model, "backend": backend, **_reason(backend, reason),
                      "prompt_tokens": prompt_tokens, "status": "ok",
                      "duration_s": round(time.monotonic() - started, 2)}, scope_state)  # fmt: skip
 
@@ -174,9 +184,16 @@ class Metrics:
         return generate_latest(self.registry)
 
     async def observe(
-        self, events: AsyncIterator[Event], scope_state: dict[str, Any], endpoint: str, model: str
+        self,
+        events: AsyncIterator[Event],
+        scope_state: dict[str, Any],
+        endpoint: str,
+        model: str,
+        backend: str = "local",
+        reason: str | None = None,
     ) -> AsyncIterator[Event]:
-        """Pass ``events`` through, recording TTFT, inter-token latency, tokens and the request log line."""
+        """Pass ``events`` through, recording TTFT, inter-token latency, tokens and the request log line.
+        ``backend`` is "local" or "remote:NAME" (with the ``reason`` it was escalated for)."""
         started = scope_state.setdefault("started_at", time.monotonic())
         first: float | None = None
         last: float | None = None
@@ -192,9 +209,9 @@ class Metrics:
                         reply.append(event.text)
                     if first is None:
                         first = now
-                        self.ttft.labels(model, "local").observe(now - started)
+                        self.ttft.labels(model, backend).observe(now - started)
                     elif last is not None:
-                        self.itl.labels(model, "local").observe(now - last)
+                        self.itl.labels(model, backend).observe(now - last)
                     last = now
                 elif isinstance(event, Finished):
                     finished = event
@@ -208,12 +225,14 @@ class Metrics:
                 scope_state["stream_failed"] = True
             if reply is not None:
                 scope_state["reply_text"] = "".join(reply)
-            self._log(endpoint, model, started, first, finished, status, scope_state)
+            where = {"backend": backend, **_reason(backend, reason)}
+            self._log(endpoint, model, where, started, first, finished, status, scope_state)
 
     def _log(
         self,
         endpoint: str,
         model: str,
+        where: dict[str, Any],
         started: float,
         first: float | None,
         finished: Finished | None,
@@ -233,7 +252,7 @@ class Metrics:
                 speed = (generated - 1) / (done - first)
                 self.tokens_per_second.labels(model).set(speed)
         ttft_ms = round(1000 * (first - started)) if first is not None else None
-        fields = {"endpoint": endpoint, "model": model, "backend": "local", "prompt_tokens": prompt,
+        fields = {"endpoint": endpoint, "model": model, **where, "prompt_tokens": prompt,
                   "generated_tokens": generated, "ttft_ms": ttft_ms, "tokens_per_s": round(speed, 1),
                   "status": status, "duration_s": round(done - started, 2)}  # fmt: skip
         self.record(fields, scope_state)

@@ -4,7 +4,8 @@ embed, pull and delete, streamed as NDJSON by default as Ollama does. Errors are
 
 It maps onto the same models and engine as the OpenAI routes. Ollama's request options map to the
 sampler (`num_predict` is max tokens; `num_ctx` is not honoured per request: the planner sizes the
-context for the machine). Requests stay on this machine: remotes are reached through the OpenAI routes.
+context for the machine). Chat, generate and embed go where the router says (server.generation), to this
+machine or to a remote, as every dialect does.
 """
 
 from __future__ import annotations
@@ -19,11 +20,19 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from appliance import __version__
-from appliance.backend import ChatParams, CompletionParams, Embeddings, Event, Finished, TextDelta
-from appliance.engine.params import SamplingParams
+from appliance.backend import (
+    ChatParams,
+    CompletionParams,
+    Embeddings,
+    Event,
+    Finished,
+    SamplingParams,
+    TextDelta,
+)
 from appliance.errors import ApplianceError, InvalidRequest, ModelNotFound
 from appliance.manager import ModelManager
 from models.catalog import LocalModel
+from server import generation
 from server.compat_schemas import (
     OllamaChatRequest,
     OllamaEmbeddingsRequest,
@@ -34,8 +43,7 @@ from server.compat_schemas import (
     OllamaOptions,
     OllamaPullRequest,
 )
-from server.errors import clip
-from server.metrics import Metrics
+from server.errors import clip, dialect_error_body
 from server.openapi import BODY, GENERATION, doc
 from server.pull_routes import remove_stored, start_pull
 from server.response_schemas import (
@@ -198,8 +206,8 @@ async def _answer(
                     yield json.dumps(piece(event.text)).encode() + b"\n"
                 elif isinstance(event, Finished):
                     finished = event
-        except ApplianceError as exc:
-            yield json.dumps({"error": exc.message}).encode() + b"\n"
+        except ApplianceError as exc:  # mid-stream (a remote lost, the engine failing): Ollama's error line
+            yield json.dumps(dialect_error_body("/api/chat", exc.status, exc)).encode() + b"\n"
             return
         finally:
             cancel()
@@ -318,16 +326,11 @@ async def _run(
     chat: bool,
 ) -> Response:
     started = time.monotonic_ns()
-    manager = _manager(request)
     name = body.model_name
-    _resolve(manager, name)
-    async with manager.use(name) as backend:
-        request.state.model = backend.model_id
-        stream = await (backend.chat(params) if isinstance(params, ChatParams) else backend.complete(params))
-    metrics: Metrics = request.app.state.metrics
     endpoint = "/api/chat" if chat else "/api/generate"
-    events = metrics.observe(stream, request.scope["state"], endpoint, backend.model_id)
-    return await _answer(events, stream.cancel, name, body.streams, chat, started)
+    run = await generation.generate(request, endpoint, name, params,
+                                    check_local=lambda: _resolve(_manager(request), name))  # fmt: skip
+    return await _answer(run.events, run.cancel, name, body.streams, chat, started)
 
 
 def _pull_ref(name: str) -> str:
@@ -393,13 +396,8 @@ async def delete(request: Request) -> Response:
 
 async def _embed(request: Request, name: str, inputs: list[str], endpoint: str) -> tuple[Embeddings, int]:
     started = time.monotonic_ns()
-    manager = _manager(request)
-    _resolve(manager, name)
-    async with manager.use(name) as backend:
-        request.state.model = backend.model_id
-        result = await backend.embed(inputs)
-    metrics: Metrics = request.app.state.metrics
-    metrics.count_embeddings(backend.model_id, result.prompt_tokens, request.scope["state"], endpoint)
+    result, _ = await generation.embed(request, endpoint, name, inputs,
+                                       check_local=lambda: _resolve(_manager(request), name))  # fmt: skip
     return result, time.monotonic_ns() - started
 
 

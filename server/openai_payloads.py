@@ -6,8 +6,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from appliance.backend import Event, Finished, TextDelta, TokenLogprob, Usage
-from appliance.engine.tools import ToolCall
+from appliance.backend import Event, Finished, TextDelta, TokenLogprob, ToolCall, Usage
 
 
 @dataclass(frozen=True)

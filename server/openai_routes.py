@@ -8,21 +8,19 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, cast
 
 import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from appliance.backend import ChatParams, CompletionParams, Event
-from appliance.engine.local import JobStream
-from appliance.engine.params import SamplingParams
+from appliance.backend import ChatParams, CompletionParams, Event, SamplingParams
 from appliance.errors import InvalidRequest
 from appliance.manager import ModelManager
+from server import generation
 from server import openai_payloads as payloads
 from server.escalation import escalate
-from server.metrics import Metrics
 from server.openapi import GENERATION, PROTECTED, doc
 from server.response_schemas import ChatCompletion, Completion, EmbeddingList, ModelCard, ModelList
 from server.schemas import (
@@ -39,11 +37,6 @@ log = logging.getLogger(__name__)
 router = APIRouter()
 
 _DISCONNECT_POLL_S = 0.25
-
-
-def _metrics(request: Request) -> Metrics:
-    metrics: Metrics = request.app.state.metrics
-    return metrics
 
 
 def _manager(request: Request) -> ModelManager:
@@ -120,7 +113,7 @@ def _messages(body: ChatCompletionRequest) -> list[dict[str, Any]]:
 
 
 async def _gather(
-    stream: JobStream, events: AsyncIterator[Event], request: Request
+    cancel: Callable[[], None], events: AsyncIterator[Event], request: Request
 ) -> payloads.Collected | None:
     """Collect a whole generation; None (and the generation stopped) if the client went away."""
     task = asyncio.ensure_future(payloads.collect(events))
@@ -132,7 +125,7 @@ async def _gather(
             if await request.is_disconnected():
                 return None
     finally:
-        stream.cancel()
+        cancel()
         # Also when this handler is cancelled (its client left: server.disconnects; a shutdown cut it): the
         # collecting task ends, and logs the request as cancelled, before the handler does.
         task.cancel()
@@ -164,18 +157,14 @@ async def chat_completions(request: Request) -> Response:
         tool_choice=body.tool_choice,
         parallel_tool_calls=body.parallel_tool_calls,
     )
-    async with _manager(request).use(body.model, wait=_wait_for_load(request)) as backend:
-        request.state.model = backend.model_id
-        stream = await backend.chat(params)
-    events = _metrics(request).observe(
-        stream, request.scope["state"], "/v1/chat/completions", backend.model_id
-    )
-    meta = _meta("chatcmpl", backend.model_id)
+    run = await generation.generate(request, "/v1/chat/completions", body.model, params,
+                                    wait=_wait_for_load(request), escalate=False)  # fmt: skip
+    meta = _meta("chatcmpl", run.model_id)
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        chunks = payloads.chat_chunks(events, meta, logprobs=body.logprobs, include_usage=include_usage)
-        return sse_response(chunks, stream.cancel)
-    collected = await _gather(stream, events, request)
+        chunks = payloads.chat_chunks(run.events, meta, logprobs=body.logprobs, include_usage=include_usage)
+        return sse_response(chunks, run.cancel)
+    collected = await _gather(run.cancel, run.events, request)
     if collected is None:
         return Response(status_code=499)
     return JSONResponse(payloads.chat_completion(collected, meta, logprobs=body.logprobs))
@@ -201,17 +190,17 @@ async def completions(request: Request) -> Response:
         echo=body.echo,
         json_schema=_schema(body.response_format),
     )
-    async with _manager(request).use(body.model, wait=_wait_for_load(request)) as backend:
-        request.state.model = backend.model_id
-        stream = await backend.complete(params)
-    events = _metrics(request).observe(stream, request.scope["state"], "/v1/completions", backend.model_id)
-    meta = _meta("cmpl", backend.model_id)
+    run = await generation.generate(request, "/v1/completions", body.model, params,
+                                    wait=_wait_for_load(request), escalate=False)  # fmt: skip
+    meta = _meta("cmpl", run.model_id)
     want_logprobs = body.logprobs is not None
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        chunks = payloads.completion_chunks(events, meta, logprobs=want_logprobs, include_usage=include_usage)
-        return sse_response(chunks, stream.cancel)
-    collected = await _gather(stream, events, request)
+        chunks = payloads.completion_chunks(
+            run.events, meta, logprobs=want_logprobs, include_usage=include_usage
+        )
+        return sse_response(chunks, run.cancel)
+    collected = await _gather(run.cancel, run.events, request)
     if collected is None:
         return Response(status_code=499)
     return JSONResponse(payloads.completion(collected, meta, logprobs=want_logprobs))
@@ -223,10 +212,8 @@ async def embeddings(request: Request) -> Response:
     escalated = await escalate(request, "/v1/embeddings", body.model)
     if escalated is not None:
         return escalated
-    async with _manager(request).use(body.model, wait=_wait_for_load(request)) as backend:
-        request.state.model = backend.model_id
-        result = await backend.embed(body.inputs())
-    _metrics(request).count_embeddings(backend.model_id, result.prompt_tokens, request.scope["state"])
+    result, model_id = await generation.embed(request, "/v1/embeddings", body.model, body.inputs(),
+                                              wait=_wait_for_load(request), escalate=False)  # fmt: skip
     data = []
     for index, vector in enumerate(result.vectors):
         value: Any = vector
@@ -237,7 +224,7 @@ async def embeddings(request: Request) -> Response:
         {
             "object": "list",
             "data": data,
-            "model": backend.model_id,
+            "model": model_id,
             "usage": {"prompt_tokens": result.prompt_tokens, "total_tokens": result.prompt_tokens},
         }
     )

@@ -12,26 +12,21 @@ failed the same way. A client that disconnects closes the upstream request.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from appliance.remotes.pool import Remote
+from appliance.remotes.upstream import Failover, first_chunk, open_response
+from server.sse import frame
 
-_FAILOVER_STATUS = {401, 403, 429, 502, 503, 504}
 _DONE = b"data: [DONE]"
-_T = TypeVar("_T")
-
-
-class Failover(Exception):
-    """The remote cannot answer this request; nothing was sent to the client yet."""
 
 
 @dataclass
@@ -83,29 +78,9 @@ def _usage(event: bytes) -> dict[str, Any] | None:
     return usage if isinstance(usage, dict) else None
 
 
-async def _unless_down(step: Awaitable[_T], remote: Remote, down: asyncio.Event, timeout_s: float) -> _T:
-    """``step``'s result; Failover as soon as ``down`` is set (the remote was found down meanwhile), and
-    TimeoutError after ``timeout_s``. The step is cancelled either way (its connection closes)."""
-    task = asyncio.ensure_future(step)
-    waiter = asyncio.ensure_future(down.wait())
-    try:
-        done, _ = await asyncio.wait({task, waiter}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        waiter.cancel()
-        if not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-    if task in done:
-        return task.result()
-    if waiter in done:
-        raise Failover(f"{remote.name} went down while the request waited for it: {remote.down_reason}")
-    raise TimeoutError
-
-
 def error_event(message: str) -> bytes:
     body = {"error": {"message": message, "type": "server_error", "param": None, "code": "remote_failed"}}
-    return b"data: " + json.dumps(body).encode() + b"\n\n"
+    return frame(body)
 
 
 async def forward(
@@ -119,10 +94,7 @@ async def forward(
 ) -> Response:
     """Send ``body`` to ``remote``; the client's response, or Failover before any byte of it. A stream
     asks the remote for its token counts (``include_usage``) and passes them on only if the client did."""
-    assert remote.base_url is not None
     t = remote.settings.timeouts
-    timeout = httpx.Timeout(connect=t.connect_s, read=max(t.first_byte_s, t.between_chunks_s),
-                            write=t.connect_s + 10, pool=t.connect_s)  # fmt: skip
     exchange = exchange or Exchange()
     started = exchange.started = time.monotonic()
     asked = body.get("stream_options")
@@ -130,32 +102,12 @@ async def forward(
     client_wants_usage = bool(options.get("include_usage"))
     if body.get("stream"):
         body = {**body, "stream_options": {**options, "include_usage": True}}
-    upstream = client.build_request("POST", remote.base_url + path, json=body, headers=remote.headers(),
-                                    timeout=timeout)  # fmt: skip
     down = remote.down_signal()
-    try:
-        sending = client.send(upstream, stream=True)
-        response = await _unless_down(sending, remote, down, t.first_byte_s + t.connect_s)
-    except (httpx.HTTPError, TimeoutError) as exc:
-        remote.breaker.failure()
-        raise Failover(f"{remote.name}: {type(exc).__name__} {exc}".strip()) from None
-    if response.status_code in _FAILOVER_STATUS:
-        await response.aclose()
-        remote.breaker.failure()
-        raise Failover(f"{remote.name} answered {response.status_code}")
+    response = await open_response(client, remote, path, body, down)
     if not body.get("stream"):
         return await _whole(remote, response, request, t.first_byte_s, exchange, on_first_byte, down)
     chunks = response.aiter_raw()
-    try:
-        first = await _unless_down(anext(chunks), remote, down, t.first_byte_s)
-    except Failover:
-        await response.aclose()
-        raise
-    except (StopAsyncIteration, httpx.HTTPError, TimeoutError) as exc:
-        await response.aclose()
-        remote.breaker.failure()
-        raise Failover(f"{remote.name}: no first byte ({type(exc).__name__})") from None
-    remote.breaker.success()
+    first = await first_chunk(response, chunks, remote, down)
     if response.status_code != 200:  # an error for the client (400/404/422): as it is
         rest = b"".join([first, *[c async for c in chunks]])
         await response.aclose()

@@ -1,4 +1,5 @@
-"""The one Server-Sent Events writer: OpenAI's `data: {...}` framing, `[DONE]`, errors and cancellation."""
+"""The one Server-Sent Events writer: the framing of every event (OpenAI's `data: {...}`, Anthropic's
+`event:` lines, the proxy's error event), `[DONE]`, errors and cancellation."""
 
 from __future__ import annotations
 
@@ -15,8 +16,12 @@ from server.errors import appliance_error_body
 log = logging.getLogger(__name__)
 
 
-def _frame(payload: dict[str, Any]) -> bytes:
-    return b"data: " + json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode() + b"\n\n"
+def frame(payload: dict[str, Any], event: str | None = None) -> bytes:
+    """One SSE event: ``data: JSON``, after an ``event: NAME`` line when ``event`` is given (Anthropic's)."""
+    head = f"event: {event}\n".encode() if event else b""
+    return (
+        head + b"data: " + json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode() + b"\n\n"
+    )
 
 
 def sse_response(chunks: AsyncIterator[dict[str, Any]], on_close: Callable[[], None]) -> StreamingResponse:
@@ -29,12 +34,12 @@ def sse_response(chunks: AsyncIterator[dict[str, Any]], on_close: Callable[[], N
     async def body() -> AsyncIterator[bytes]:
         try:
             async for chunk in chunks:
-                yield _frame(chunk)
+                yield frame(chunk)
         except ApplianceError as exc:
-            yield _frame(appliance_error_body(exc))
+            yield frame(appliance_error_body(exc))
         except Exception as exc:  # never leave a client hanging on a half-sent stream
             log.exception("stream failed")
-            yield _frame(appliance_error_body(EngineFailure(f"the stream failed: {exc}")))
+            yield frame(appliance_error_body(EngineFailure(f"the stream failed: {exc}")))
         finally:
             on_close()
         yield b"data: [DONE]\n\n"

@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 
+from appliance.backend import Capabilities
 from appliance.config import RemoteSettings, Settings
 from appliance.remotes.breaker import Breaker
 from appliance.remotes.probe import Probe, probe
@@ -67,6 +68,14 @@ class Remote:
     def usable(self) -> bool:
         return self.healthy and self.breaker.allows()
 
+    @property
+    def capabilities(self) -> Capabilities:
+        """What this remote can serve. vLLM and SGLang serve one task per model, and the models escalated
+        to are generation models: no embeddings there. Another appliance (kind "openai") embeds with any
+        model. Log-probabilities do not come back as events (the OpenAI routes, passing the remote's
+        bytes through, keep them)."""
+        return Capabilities(embeddings=self.settings.kind == "openai", logprobs=False)
+
     def headers(self) -> dict[str, str]:
         key = self.settings.api_key()
         return {"Authorization": f"Bearer {key.get_secret_value()}"} if key is not None else {}
@@ -82,8 +91,11 @@ class Remote:
         bare = local_name.partition(":")[0]
         return bare if bare in self.last_probe.models and bare not in self.settings.models else None
 
-    def option(self, local_name: str) -> RemoteOption | None:
-        model = self.remote_model(local_name) if self.usable else None
+    def option(self, local_name: str, need: str | None = None) -> RemoteOption | None:
+        """This remote as a place for ``local_name``, if usable, serving it, and able to do ``need`` (a
+        Capabilities field, such as "embeddings")."""
+        able = need is None or bool(getattr(self.capabilities, need))
+        model = self.remote_model(local_name) if self.usable and able else None
         if model is None or self.last_probe is None:
             return None
         probed = self.last_probe
@@ -129,9 +141,9 @@ class RemotePool:
     def get(self, name: str) -> Remote | None:
         return next((r for r in self.remotes if r.name == name), None)
 
-    def options(self, local_name: str) -> list[RemoteOption]:
-        """Usable remotes serving ``local_name``, in configuration order."""
-        return [o for r in self.remotes if (o := r.option(local_name)) is not None]
+    def options(self, local_name: str, need: str | None = None) -> list[RemoteOption]:
+        """Usable remotes serving ``local_name`` (and able to do ``need``), in configuration order."""
+        return [o for r in self.remotes if (o := r.option(local_name, need)) is not None]
 
     async def start(self) -> None:
         if self.remotes:

@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -98,6 +99,34 @@ def run_standin(tmp: Path) -> Iterator[Standin]:
         _stop(fake)
         subprocess.run([str(STANDIN / "netns.sh"), "crash", NETNS], capture_output=True, timeout=30)
         subprocess.run([str(STANDIN / "netns.sh"), "down", NETNS], capture_output=True, timeout=30)
+
+
+REMOTE_MODEL = "smollm2-135m-instruct"  # the stand-in's name for the model
+
+
+def config(standin: Standin, routing: str, first_byte_s: float) -> str:
+    """A daemon's config.toml with the stand-in as remote gpu-box, found on the (fake) tailnet, serving
+    "big-model" (not installed here) under its own name."""
+    return f"""
+[tailscale]
+socket = "{standin.socket}"
+
+[routing]
+{routing}
+
+[[remotes]]
+name = "gpu-box"
+kind = "vllm"
+tailscale = {{ hostname = "gpu-box", port = 8000 }}
+models = {{ "big-model" = "{REMOTE_MODEL}" }}
+timeouts = {{ connect_s = 1, first_byte_s = {first_byte_s:g}, between_chunks_s = 3 }}
+"""
+
+
+def remote_state(daemon: Any) -> dict[str, Any]:
+    """The daemon's view of its one remote (GET /appliance/v1/remotes)."""
+    data = httpx.get(f"{daemon.url}/appliance/v1/remotes", timeout=10).json()
+    return data["remotes"][0]  # type: ignore[no-any-return]
 
 
 @pytest.fixture(scope="session")

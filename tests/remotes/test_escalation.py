@@ -15,29 +15,14 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.remotes.conftest import REMOTE_URL, Standin
+from tests.remotes.conftest import REMOTE_MODEL, REMOTE_URL, Standin, config, remote_state
 from tests.server.conftest import MODEL_ID, NO_EOS_BIAS, Daemon, start_daemon, stop_daemon, wait_until
-
-REMOTE_MODEL = "smollm2-135m-instruct"
 
 
 @pytest.fixture(scope="module")
 def daemon(standin: Standin, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
     home = tmp_path_factory.mktemp("escalation")
-    (home / "config.toml").write_text(f"""
-[tailscale]
-socket = "{standin.socket}"
-
-[routing]
-max_queue_wait_s = 0.5
-
-[[remotes]]
-name = "gpu-box"
-kind = "vllm"
-tailscale = {{ hostname = "gpu-box", port = 8000 }}
-models = {{ "big-model" = "{REMOTE_MODEL}" }}
-timeouts = {{ connect_s = 1, first_byte_s = 8, between_chunks_s = 3 }}
-""")
+    (home / "config.toml").write_text(config(standin, "max_queue_wait_s = 0.5", first_byte_s=8))
     d = start_daemon(home, "--ctx", "1024", "--parallel", "1")
     try:
         assert wait_until(lambda: _remote(d)["healthy"], 30), _remote(d)
@@ -46,9 +31,7 @@ timeouts = {{ connect_s = 1, first_byte_s = 8, between_chunks_s = 3 }}
         stop_daemon(d)
 
 
-def _remote(daemon: Daemon) -> dict[str, Any]:
-    data = httpx.get(f"{daemon.url}/appliance/v1/remotes", timeout=10).json()
-    return data["remotes"][0]  # type: ignore[no-any-return]
+_remote = remote_state
 
 
 def _chat(daemon: Daemon, model: str | None, max_tokens: int = 8, headers: dict[str, str] | None = None,

@@ -1,0 +1,307 @@
+"""A remote OpenAI-compatible server (vLLM, SGLang, another appliance) behind the same Backend seam as
+llama.cpp here: the core's chat, completion and embedding requests go out as OpenAI JSON, and the
+remote's SSE stream comes back as the same TextDelta/Finished events the local engine yields, so every
+dialect can answer from either.
+
+``chat`` and ``complete`` return only once the remote's first byte has arrived: until then a failure is
+a Failover (the caller tries the next remote, or this machine); after it, a RemoteFailed raised from
+the event stream, which each dialect writes as its own error event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+
+from appliance.backend import (
+    Capabilities,
+    ChatParams,
+    CompletionParams,
+    Embeddings,
+    Event,
+    Finished,
+    FinishReason,
+    TextDelta,
+    Usage,
+)
+from appliance.engine.params import SamplingParams
+from appliance.engine.tools import ToolCall
+from appliance.remotes.pool import Remote
+from appliance.remotes.upstream import (
+    Failover,
+    RemoteFailed,
+    RemoteRejected,
+    first_chunk,
+    open_response,
+    unless_down,
+)
+
+_FINISH: dict[str, FinishReason] = {"stop": "stop", "length": "length", "tool_calls": "tool_calls"}
+_MESSAGE_CHARS = 500  # of a remote's error body quoted back to the client
+
+
+def _sampling(sampling: SamplingParams, kind: str) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "temperature": sampling.temperature,
+        "top_p": sampling.top_p,
+        "top_k": sampling.top_k,
+        "min_p": sampling.min_p,
+        "presence_penalty": sampling.presence_penalty,
+        "frequency_penalty": sampling.frequency_penalty,
+    }
+    if sampling.repeat_penalty != 1.0:  # vLLM and SGLang name llama.cpp's repeat_penalty so
+        out["repeat_penalty" if kind == "openai" else "repetition_penalty"] = sampling.repeat_penalty
+    if sampling.seed is not None:
+        out["seed"] = sampling.seed
+    if sampling.logit_bias:
+        out["logit_bias"] = {str(token): bias for token, bias in sampling.logit_bias.items()}
+    if sampling.ignore_eos:
+        out["ignore_eos"] = True
+    return out
+
+
+def _response_format(schema: dict[str, Any] | None) -> dict[str, Any] | None:
+    if schema is None:
+        return None
+    if schema == {"type": "object"}:  # any JSON object (Ollama's format "json")
+        return {"type": "json_object"}
+    return {"type": "json_schema", "json_schema": {"name": "output", "schema": schema}}
+
+
+def chat_body(params: ChatParams, model: str, kind: str) -> dict[str, Any]:
+    """``params`` as an OpenAI chat completion request for ``model`` on a remote of ``kind``, streamed."""
+    body: dict[str, Any] = {
+        "model": model,
+        "messages": params.messages,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        **_sampling(params.sampling, kind),
+    }
+    if params.max_tokens is not None:
+        body["max_tokens"] = params.max_tokens
+    if params.stop:
+        body["stop"] = list(params.stop)
+    if params.tools:
+        body["tools"] = params.tools
+        if params.tool_choice is not None:
+            body["tool_choice"] = params.tool_choice
+    if (response_format := _response_format(params.json_schema)) is not None:
+        body["response_format"] = response_format
+    return body
+
+
+def completion_body(params: CompletionParams, model: str, kind: str) -> dict[str, Any]:
+    """``params`` as an OpenAI completion request for ``model`` on a remote of ``kind``, streamed."""
+    body: dict[str, Any] = {
+        "model": model,
+        "prompt": params.prompt,
+        "stream": True,
+        "echo": params.echo,
+        "stream_options": {"include_usage": True},
+        **_sampling(params.sampling, kind),
+    }
+    if params.max_tokens is not None:
+        body["max_tokens"] = params.max_tokens
+    if params.stop:
+        body["stop"] = list(params.stop)
+    if (response_format := _response_format(params.json_schema)) is not None:
+        body["response_format"] = response_format
+    return body
+
+
+def _error_message(remote: Remote, status: int, content: bytes) -> str:
+    """The remote's own words for an error (OpenAI's or vLLM's shape), else its body's start."""
+    try:
+        data = json.loads(content)
+    except ValueError:
+        data = None
+    if isinstance(data, dict):
+        error = data.get("error")
+        message = error.get("message") if isinstance(error, dict) else data.get("message")
+        if isinstance(message, str) and message:
+            return message[:_MESSAGE_CHARS]
+    text = content.decode(errors="replace").strip()[:_MESSAGE_CHARS]
+    return f"the remote {remote.name} answered {status}" + (f": {text}" if text else "")
+
+
+def _refusal(remote: Remote, status: int, content: bytes) -> Exception:
+    """A non-200 answer that is not a failover status: the client's fault (4xx) as it is, else a 502."""
+    message = _error_message(remote, status, content)
+    return RemoteRejected(message, status=status) if status < 500 else RemoteFailed(message)
+
+
+class RemoteStream:
+    """The events of one remote generation; ``cancel()`` closes the upstream request (the remote stops)."""
+
+    def __init__(
+        self, remote: Remote, response: httpx.Response, chunks: AsyncIterator[bytes], first: bytes, chat: bool
+    ) -> None:
+        self._remote = remote
+        self._response = response
+        self._chunks = chunks
+        self._first = first
+        self._chat = chat
+        self._closing: asyncio.Future[None] | None = None
+
+    def cancel(self) -> None:
+        if self._closing is None:
+            self._closing = asyncio.ensure_future(self._response.aclose())
+
+    def __aiter__(self) -> AsyncIterator[Event]:
+        return self._events()
+
+    async def _events(self) -> AsyncIterator[Event]:
+        remote = self._remote
+        buffer, done = self._first, False
+        finish: str | None = None
+        usage: dict[str, Any] = {}
+        calls: dict[int, dict[str, str]] = {}
+        try:
+            while not done:
+                buffer = buffer.replace(b"\r\n", b"\n")
+                while b"\n\n" in buffer and not done:
+                    raw, buffer = buffer.split(b"\n\n", 1)
+                    data = b"".join(
+                        line[5:].strip() for line in raw.split(b"\n") if line.startswith(b"data:")
+                    )
+                    if data == b"[DONE]":
+                        done = True
+                    elif data:
+                        chunk = self._chunk(data)
+                        usage = chunk.get("usage") or usage
+                        for choice in chunk.get("choices") or []:
+                            text = self._text(choice, calls)
+                            if text:
+                                yield TextDelta(text)
+                            finish = choice.get("finish_reason") or finish
+                if done:
+                    break
+                try:
+                    more = await asyncio.wait_for(
+                        anext(self._chunks), remote.settings.timeouts.between_chunks_s
+                    )
+                except StopAsyncIteration:
+                    break
+                except (TimeoutError, httpx.HTTPError) as exc:
+                    remote.breaker.failure()
+                    why = (
+                        "stopped answering"
+                        if isinstance(exc, TimeoutError)
+                        else f"failed ({type(exc).__name__})"
+                    )
+                    raise RemoteFailed(
+                        f"the remote {remote.name} {why} in the middle of the answer"
+                    ) from None
+                buffer += more
+            if finish is None:
+                remote.breaker.failure()
+                raise RemoteFailed(
+                    f"the remote {remote.name} ended the stream before the answer was complete"
+                )
+            tool_calls = tuple(
+                ToolCall(c.get("id") or f"call_{i}", c.get("name", ""), c.get("arguments", ""))
+                for i, c in sorted(calls.items())
+            )
+            counts = Usage(
+                int(usage.get("prompt_tokens") or 0),
+                int(usage.get("completion_tokens") or 0),
+                int((usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0),
+            )
+            yield Finished(_FINISH.get(finish, "stop"), counts, tool_calls)
+        finally:
+            self.cancel()
+
+    def _chunk(self, data: bytes) -> dict[str, Any]:
+        try:
+            chunk = json.loads(data)
+        except ValueError:
+            chunk = None
+        if not isinstance(chunk, dict):
+            raise RemoteFailed(f"the remote {self._remote.name} sent an event that is not JSON")
+        error = chunk.get("error")
+        if error is not None:  # vLLM's way to fail mid-stream
+            message = error.get("message") if isinstance(error, dict) else str(error)
+            raise RemoteFailed(f"the remote {self._remote.name} failed: {message}"[:_MESSAGE_CHARS])
+        return chunk
+
+    def _text(self, choice: dict[str, Any], calls: dict[int, dict[str, str]]) -> str:
+        """A choice's new text; tool call pieces are gathered into ``calls`` by their index."""
+        if not self._chat:
+            return str(choice.get("text") or "")
+        delta = choice.get("delta") or {}
+        for piece in delta.get("tool_calls") or []:
+            call = calls.setdefault(int(piece.get("index", len(calls))), {})
+            if piece.get("id"):
+                call["id"] = piece["id"]
+            function = piece.get("function") or {}
+            if function.get("name"):
+                call["name"] = call.get("name", "") + function["name"]
+            call["arguments"] = call.get("arguments", "") + (function.get("arguments") or "")
+        return str(delta.get("content") or "")
+
+
+class RemoteBackend:
+    """Serves ``model_id`` (the name asked for here) from ``remote``, under the remote's name for it."""
+
+    def __init__(self, client: httpx.AsyncClient, remote: Remote, model_id: str, remote_model: str) -> None:
+        self._client = client
+        self.remote = remote
+        self.model_id = model_id
+        self.remote_model = remote_model
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return self.remote.capabilities
+
+    async def chat(self, params: ChatParams) -> RemoteStream:
+        """The reply's stream once its first byte is here; Failover before that."""
+        body = chat_body(params, self.remote_model, self.remote.settings.kind)
+        return await self._stream("/v1/chat/completions", body, chat=True)
+
+    async def complete(self, params: CompletionParams) -> RemoteStream:
+        """A raw completion's stream once its first byte is here; Failover before that."""
+        body = completion_body(params, self.remote_model, self.remote.settings.kind)
+        return await self._stream("/v1/completions", body, chat=False)
+
+    async def embed(self, inputs: list[str] | list[list[int]]) -> Embeddings:
+        """The remote's vectors; Failover if it cannot answer."""
+        remote = self.remote
+        down = remote.down_signal()
+        body: dict[str, Any] = {"model": self.remote_model, "input": inputs}
+        response = await open_response(self._client, remote, "/v1/embeddings", body, down)
+        try:
+            content = await unless_down(response.aread(), remote, down, remote.settings.timeouts.first_byte_s)
+        except (httpx.HTTPError, TimeoutError) as exc:
+            remote.breaker.failure()
+            raise Failover(f"{remote.name}: {type(exc).__name__}") from None
+        finally:
+            await response.aclose()
+        remote.breaker.success()
+        if response.status_code != 200:
+            raise _refusal(remote, response.status_code, content)
+        try:
+            data = json.loads(content)
+            vectors = [item["embedding"] for item in sorted(data["data"], key=lambda item: item["index"])]
+            prompt_tokens = int((data.get("usage") or {}).get("prompt_tokens") or 0)
+        except (ValueError, KeyError, TypeError):
+            raise RemoteFailed(f"the remote {remote.name} sent embeddings that cannot be read") from None
+        return Embeddings(vectors, prompt_tokens)
+
+    async def _stream(self, path: str, body: dict[str, Any], chat: bool) -> RemoteStream:
+        remote = self.remote
+        started = time.monotonic()
+        down = remote.down_signal()
+        response = await open_response(self._client, remote, path, body, down)
+        chunks = response.aiter_bytes()
+        first = await first_chunk(response, chunks, remote, down)
+        if response.status_code != 200:
+            rest = b"".join([first, *[c async for c in chunks]])
+            await response.aclose()
+            raise _refusal(remote, response.status_code, rest)
+        remote.ttft_s.append(time.monotonic() - started)
+        return RemoteStream(remote, response, chunks, first, chat)

@@ -1,0 +1,98 @@
+"""The one road of a generation or an embedding, whatever the dialect: to a remote when the router says
+so (server.escalation), else to the local model through the manager; either way a Backend's events,
+observed once for the metrics and the request's log line. The dialect modules only translate."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+from fastapi import Request
+
+from appliance.backend import Backend, ChatParams, CompletionParams, Embeddings, Event
+from appliance.manager import ModelManager
+from server.escalation import escalate_embedding, escalate_generation
+from server.metrics import Metrics
+
+
+@contextlib.asynccontextmanager
+async def _local(
+    request: Request, name: str | None, wait: bool, check_local: Callable[[], object] | None
+) -> AsyncIterator[Backend]:
+    """The local model's backend, held (not unloaded) while the block queues the request."""
+    if check_local is not None:
+        check_local()
+    manager: ModelManager = request.app.state.manager
+    async with manager.use(name, wait=wait) as backend:
+        request.state.model = backend.model_id
+        yield backend
+
+
+@dataclass
+class Generation:
+    """A started generation: its events (observed), ``cancel()`` to stop it, and who serves it."""
+
+    events: AsyncIterator[Event]
+    cancel: Callable[[], None]
+    model_id: str
+    backend: str = "local"
+
+
+async def generate(
+    request: Request,
+    endpoint: str,
+    name: str | None,
+    params: ChatParams | CompletionParams,
+    *,
+    wait: bool = True,
+    escalate: bool = True,
+    check_local: Callable[[], object] | None = None,
+) -> Generation:
+    """Start ``params`` on the backend the router picks for model ``name``. ``escalate=False``: here
+    (the OpenAI routes asked the router already, for their byte proxy). ``check_local`` runs before the
+    local model is used (a dialect's own not-found error); ``wait=False``: 503 while the model loads."""
+    metrics: Metrics = request.app.state.metrics
+    state = request.scope["state"]
+    escalated = await escalate_generation(request, name, params) if escalate else None
+    if escalated is not None:
+        stream, where = escalated
+        request.state.logged = True  # by observe, when the stream ends
+        events = metrics.observe(aiter(stream), state, endpoint, where.model, where.backend, where.reason)
+        return Generation(events, stream.cancel, where.model, where.backend)
+    backend: Backend
+    async with _local(request, name, wait, check_local) as backend:
+        local = await (backend.chat(params) if isinstance(params, ChatParams) else backend.complete(params))
+    events = metrics.observe(aiter(local), state, endpoint, backend.model_id)
+    return Generation(events, local.cancel, backend.model_id)
+
+
+async def embed(
+    request: Request,
+    endpoint: str,
+    name: str | None,
+    inputs: list[str] | list[list[int]],
+    *,
+    wait: bool = True,
+    escalate: bool = True,
+    check_local: Callable[[], object] | None = None,
+) -> tuple[Embeddings, str]:
+    """``inputs`` embedded by the backend the router picks (a remote only if it can embed), counted in
+    the metrics; with the model id that served them. Token ids are embedded here only."""
+    metrics: Metrics = request.app.state.metrics
+    state = request.scope["state"]
+    texts = [i for i in inputs if isinstance(i, str)]
+    escalated = (
+        await escalate_embedding(request, name, texts) if escalate and len(texts) == len(inputs) else None
+    )
+    if escalated is not None:
+        result, where = escalated
+        metrics.count_embeddings(
+            where.model, result.prompt_tokens, state, endpoint, where.backend, where.reason
+        )
+        return result, where.model
+    backend: Backend
+    async with _local(request, name, wait, check_local) as backend:
+        result = await backend.embed(inputs)
+    metrics.count_embeddings(backend.model_id, result.prompt_tokens, state, endpoint)
+    return result, backend.model_id

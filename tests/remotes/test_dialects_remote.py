@@ -1,0 +1,120 @@
+"""Every dialect escalates: Ollama's /api/chat and Anthropic's /v1/messages sent to the real vLLM
+stand-in (through appliance.remotes.backend.RemoteBackend), whole and streamed, read with the official
+clients; the same headers and log line as the OpenAI routes; failover here before the first byte; a
+remote lost mid-stream ends the stream in the dialect's own error shape."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import anthropic
+import httpx
+import ollama
+import pytest
+
+from tests.remotes.conftest import Standin, config, remote_state
+from tests.server.conftest import MODEL_ID, Daemon, start_daemon, stop_daemon, wait_until
+
+ASK = [{"role": "user", "content": "What is the capital of France?"}]
+
+
+@pytest.fixture(scope="module")
+def daemon(standin: Standin, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    home = tmp_path_factory.mktemp("dialects")
+    # Probed once at start: the failover below must be the request's own, not a probe's finding.
+    (home / "config.toml").write_text(config(standin, "probe_interval_s = 600", first_byte_s=5))
+    d = start_daemon(home, "--ctx", "1024", "--parallel", "1")
+    try:
+        assert wait_until(lambda: remote_state(d)["healthy"], 30), remote_state(d)
+        yield d
+    finally:
+        stop_daemon(d)
+
+
+def _last_log(daemon: Daemon) -> dict[str, Any]:
+    lines = httpx.get(f"{daemon.url}/appliance/v1/logs", params={"limit": 1}, timeout=10).json()
+    return lines["requests"][-1]  # type: ignore[no-any-return]
+
+
+def test_ollama_chat_escalates_whole_and_streamed(daemon: Daemon) -> None:
+    body = {
+        "model": "big-model",
+        "messages": ASK,
+        "stream": False,
+        "options": {"num_predict": 8, "temperature": 0},
+    }
+    raw = httpx.post(f"{daemon.url}/api/chat", json=body, timeout=60)
+    assert raw.status_code == 200, raw.text
+    assert raw.headers["x-appliance-backend"] == "remote:gpu-box"
+    assert raw.headers["x-appliance-escalation-reason"] == "capability"
+    line = _last_log(daemon)
+    assert (line["endpoint"], line["backend"], line["model"], line["reason"], line["status"]) == (
+        "/api/chat", "remote:gpu-box", "big-model", "capability", "ok",
+    )  # fmt: skip
+    assert line["generated_tokens"] == raw.json()["eval_count"] and line["prompt_tokens"] > 0
+
+    client = ollama.Client(host=daemon.url, timeout=60)
+    whole = client.chat(model="big-model", messages=ASK, options={"num_predict": 8, "temperature": 0})
+    assert whole.message.content and whole.done and whole.eval_count == 8 and whole.prompt_eval_count
+    assert whole.message.content == raw.json()["message"]["content"]  # greedy: the same words
+    parts = list(client.chat(model="big-model", messages=ASK, stream=True,
+                             options={"num_predict": 8, "temperature": 0}))  # fmt: skip
+    last = parts[-1]
+    assert last.done and last.done_reason == whole.done_reason and last.eval_count == whole.eval_count
+    assert "".join(p.message.content or "" for p in parts) == whole.message.content
+
+
+def test_anthropic_messages_escalate_whole_and_streamed(daemon: Daemon) -> None:
+    client = anthropic.Anthropic(base_url=daemon.url, api_key="unused", max_retries=0)
+    greedy = {"temperature": 0}
+    raw = client.messages.with_raw_response.create(model="big-model", max_tokens=8, messages=ASK,  # type: ignore[arg-type]
+                                                   extra_body=greedy)  # fmt: skip
+    assert raw.headers["x-appliance-backend"] == "remote:gpu-box"
+    assert raw.headers["x-appliance-escalation-reason"] == "capability"
+    whole = raw.parse()
+    assert whole.content[0].type == "text" and whole.content[0].text
+    assert whole.stop_reason in ("max_tokens", "end_turn") and 1 <= whole.usage.output_tokens <= 8
+    assert whole.usage.input_tokens > 0
+    with client.messages.stream(model="big-model", max_tokens=8, messages=ASK, extra_body=greedy) as stream:  # type: ignore[arg-type]
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    assert text == whole.content[0].text and final.usage.output_tokens == whole.usage.output_tokens
+    assert final.stop_reason == whole.stop_reason
+    line = _last_log(daemon)
+    assert (line["endpoint"], line["backend"], line["status"]) == ("/v1/messages", "remote:gpu-box", "ok")
+
+
+def test_an_error_event_mid_stream_then_failover_here_before_the_first_byte(
+    daemon: Daemon, standin: Standin
+) -> None:
+    story = [{"role": "user", "content": "Tell a long story about a dragon."}]
+    body = {"model": MODEL_ID, "max_tokens": 1000, "messages": story, "stream": True}
+    always = {"X-Escalate": "always"}
+    url = f"{daemon.url}/v1/messages"
+    try:
+        with httpx.stream("POST", url, json=body, headers=always, timeout=60) as response:
+            assert response.headers["x-appliance-backend"] == "remote:gpu-box"
+            lines = response.iter_lines()
+            while "content_block_delta" not in next(lines):
+                pass
+            standin.netns("cut")
+            rest = list(lines)
+        # Anthropic's own error event (between_chunks_s after the cut), as its SDK reads one.
+        assert [line for line in rest if line.startswith("event: ")][-1] == "event: error", rest[-6:]
+        error = json.loads(rest[rest.index("event: error") + 1].removeprefix("data: "))
+        assert error["type"] == "error" and "gpu-box" in error["error"]["message"], error
+        # The remote is still healthy as far as its (rare) probes know: the request tries it, gets no
+        # first byte, and is served here.
+        chat = {"model": MODEL_ID, "messages": ASK, "stream": False, "options": {"num_predict": 4}}
+        raw = httpx.post(f"{daemon.url}/api/chat", json=chat, headers=always, timeout=60)
+        assert raw.status_code == 200 and raw.json()["message"]["content"]
+        assert raw.headers["x-appliance-backend"] == "local"
+        assert "remote failed before answering: gpu-box" in daemon.log()
+    finally:
+        standin.netns("restore")
+    assert remote_state(daemon)["breaker"] != "open"
+    answer = ollama.Client(host=daemon.url, timeout=60).chat(model="big-model", messages=ASK,
+                                                             options={"num_predict": 4})  # fmt: skip
+    assert answer.done and answer.eval_count == 4
