@@ -116,7 +116,7 @@ def install_error_handlers(app: FastAPI) -> None:
         error.status = exc.status_code
         error.error_type = "invalid_request_error" if exc.status_code < 500 else "server_error"
         error.code = "not_found" if exc.status_code == 404 else None
-        return error_response(request.url.path, error, headers=exc.headers)
+        return error_response(request.url.path, error, headers=dict(exc.headers) if exc.headers else None)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -100,7 +100,7 @@ def make_plan(settings: Settings, target: str, *, dry_run: bool = True) -> tuple
     chosen = choose_plan(candidates_for(target, settings), hardware, settings)
     figures = None
     if dry_run and chosen.fits and Path(chosen.model.path).is_file():
-        from appliance.engine.llama import dry_run as llama_dry_run
+        from appliance.engine.dry_run import dry_run as llama_dry_run
         from appliance.errors import ModelLoadFailed
 
         try:

@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     # llama.cpp (and its GPU backend's C++ runtime) is loaded and initialised before the web stack: on
     # the lent H100, with the CUDA libraries loaded after FastAPI/uvicorn's, the first model load
     # crashed in the tokenizer's std::regex locale code; loaded first, it works.
-    from appliance.engine.llama import system_info
+    from appliance.engine.runtime import system_info
 
     system_info()
     # The CLI is the composition root: the only place the core reaches the server layer, lazily, so

@@ -14,13 +14,9 @@ from typing import Any
 import llama_cpp
 import numpy as np
 
-# dry_run and system_info are imported from here by the CLI (appliance/cli.py, cli_plan.py), which
-# another branch is moving: these names stay until those imports point at their own modules.
-from appliance.engine.dry_run import dry_run as dry_run
 from appliance.engine.llama_params import context_params, model_params
 from appliance.engine.params import GeneratedToken, LoadOptions, SamplingParams
 from appliance.engine.runtime import init_backend
-from appliance.engine.runtime import system_info as system_info
 from appliance.engine.sampler import Sampler, new_sampler
 from appliance.errors import ContextOverflow, EngineFailure, InvalidRequest, ModelLoadFailed
 
