@@ -21,7 +21,7 @@ from models import hf, ollama
 from models.gguf_header import GGUFError, merge_split_headers
 from models.remote_gguf import read_remote_header
 from models.store import Manifest, Store, StoredFile, StoreError, check_ref, name_from_repo, now_iso
-from models.transfer import Progress, TransferError, download
+from models.transfer import Progress, TransferError, download, resumable_bytes
 
 _DISK_MARGIN = 256 << 20
 
@@ -119,7 +119,8 @@ def _pull_hf(ref: str, job: _Job) -> Manifest:
         emit(PullEvent("success", f"{name}:{tag} is already up to date", manifest=existing.to_json()))
         return existing
     directory = store.model_dir(name)
-    _check_disk(store, [(directory / f.name, f.size) for f in chosen.files])
+    _check_disk(store, [(directory / f.name, f.size - resumable_bytes(f.url, store.partial_dir, f.sha256))
+                        for f in chosen.files])  # fmt: skip
     stored = []
     for f in chosen.files:
         dest = download(
@@ -170,7 +171,7 @@ def _pull_ollama(ref: str, job: _Job) -> Manifest:
     check_ref(name, tag)
     digest = model.model.digest.removeprefix("sha256:")
     dest = store.model_dir(name) / f"sha256-{digest}.gguf"
-    _check_disk(store, [(dest, model.model.size)])
+    _check_disk(store, [(dest, model.model.size - resumable_bytes(url, store.partial_dir, digest))])
     download(url, dest, partial_dir=store.partial_dir, sha256=digest, size=model.model.size,
              on_progress=_progress(emit), cancel=cancel)  # fmt: skip
     manifest = Manifest(
@@ -207,6 +208,8 @@ def _check_fit(plan: Plan, *, explicit: bool, what: str, emit: Emit) -> None:
 
 
 def _check_disk(store: Store, files: list[tuple[Path, int]]) -> None:
+    """Refuse a pull the disk cannot hold: ``files`` are each destination with the bytes it still needs
+    (a resumed pull needs only the rest), and a margin stays free."""
     needed = sum(size for dest, size in files if not dest.is_file())
     if not needed:
         return

@@ -75,6 +75,12 @@ def _key(url: str, sha256: str | None) -> str:
     return sha256 or hashlib.sha256(url.encode()).hexdigest()[:32]
 
 
+def resumable_bytes(url: str, partial_dir: Path, sha256: str | None) -> int:
+    """Bytes of ``url`` already downloaded into ``partial_dir`` by an earlier, interrupted pull."""
+    part = partial_dir / f"{_key(url, sha256)}.part"
+    return part.stat().st_size if part.is_file() else 0
+
+
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as f:
