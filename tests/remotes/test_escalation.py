@@ -25,13 +25,10 @@ def daemon(standin: Standin, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     (home / "config.toml").write_text(config(standin, "max_queue_wait_s = 0.5", first_byte_s=8))
     d = start_daemon(home, "--ctx", "1024", "--parallel", "1")
     try:
-        assert wait_until(lambda: _remote(d)["healthy"], 30), _remote(d)
+        assert wait_until(lambda: remote_state(d)["healthy"], 30), remote_state(d)
         yield d
     finally:
         stop_daemon(d)
-
-
-_remote = remote_state
 
 
 def _chat(daemon: Daemon, model: str | None, max_tokens: int = 8, headers: dict[str, str] | None = None,
@@ -44,7 +41,7 @@ def _chat(daemon: Daemon, model: str | None, max_tokens: int = 8, headers: dict[
 
 
 def test_the_remote_is_found_on_the_tailnet_with_its_models_and_load(daemon: Daemon) -> None:
-    remote = _remote(daemon)
+    remote = remote_state(daemon)
     assert remote["found_via"] == "tailscale" and remote["address"] == REMOTE_URL
     assert remote["peer"]["hostname"] == "gpu-box" and remote["peer"]["online"]
     assert remote["models"] == {REMOTE_MODEL: 2048}
@@ -183,12 +180,12 @@ def test_the_link_cut_mid_stream_ends_it_with_an_error_then_requests_stay_local(
         assert forced.status_code == 200 and forced.headers["x-appliance-backend"] == "local"
         assert time.monotonic() - started < 10
         standin.set_peer(online=False)
-        assert wait_until(lambda: _remote(daemon)["unavailable"] is not None, 20)
-        assert "offline" in _remote(daemon)["unavailable"]
+        assert wait_until(lambda: remote_state(daemon)["unavailable"] is not None, 20)
+        assert "offline" in remote_state(daemon)["unavailable"]
         missing = _chat(daemon, "big-model")
         assert missing.status_code == 404 and missing.headers["x-appliance-backend"] == "local"
         standin.set_peer(online=True)  # back on the tailnet, still unreachable: the breaker opens
-        assert wait_until(lambda: _remote(daemon)["breaker"] != "closed", 60), _remote(daemon)
+        assert wait_until(lambda: remote_state(daemon)["breaker"] != "closed", 60), remote_state(daemon)
         assert (
             _chat(daemon, MODEL_ID, headers={"X-Escalate": "always"}).headers["x-appliance-backend"]
             == "local"
@@ -196,7 +193,7 @@ def test_the_link_cut_mid_stream_ends_it_with_an_error_then_requests_stay_local(
     finally:
         standin.netns("restore")
         standin.set_peer(online=True)
-    assert wait_until(lambda: _remote(daemon)["healthy"], 40)
+    assert wait_until(lambda: remote_state(daemon)["healthy"], 40)
     back = _chat(daemon, "big-model")
     assert back.status_code == 200 and back.headers["x-appliance-backend"] == "remote:gpu-box"
 
@@ -204,7 +201,9 @@ def test_the_link_cut_mid_stream_ends_it_with_an_error_then_requests_stay_local(
 def test_a_silent_remote_times_out_before_the_first_byte_and_fails_over(
     daemon: Daemon, standin: Standin
 ) -> None:
-    assert wait_until(lambda: _remote(daemon)["healthy"] and _remote(daemon)["breaker"] == "closed", 60)
+    assert wait_until(
+        lambda: remote_state(daemon)["healthy"] and remote_state(daemon)["breaker"] == "closed", 60
+    )
     pids = standin.pids()
     for pid in pids:
         os.kill(pid, signal.SIGSTOP)  # the host hangs: connections open, nothing answers
@@ -217,4 +216,4 @@ def test_a_silent_remote_times_out_before_the_first_byte_and_fails_over(
     finally:
         for pid in pids:
             os.kill(pid, signal.SIGCONT)
-    assert wait_until(lambda: _remote(daemon)["healthy"], 60)
+    assert wait_until(lambda: remote_state(daemon)["healthy"], 60)
