@@ -25,6 +25,7 @@ from server.metrics import Metrics, RequestCounter
 from server.ollama_routes import router as ollama_router
 from server.openai_routes import router as openai_router
 from server.pull_routes import router as pull_router
+from server.record import record_of
 from server.reload import router as reload_router
 from server.security import Access, Guard
 from server.status_routes import router as status_router
@@ -34,7 +35,7 @@ log = logging.getLogger(__name__)
 
 class BackendHeader:
     """Names who served each response (`X-Appliance-Backend: local | remote:NAME`), and why a request was
-    escalated (`X-Appliance-Escalation-Reason`), from what the route recorded in the request's state."""
+    escalated (`X-Appliance-Escalation-Reason`), from the request's record."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -46,12 +47,10 @@ class BackendHeader:
 
         async def send_with_header(message: Message) -> None:
             if message["type"] == "http.response.start":
-                state = scope.get("state", {})
-                headers = [(b"x-appliance-backend", str(state.get("backend", "local")).encode())]
-                if state.get("escalation_reason"):
-                    headers.append(
-                        (b"x-appliance-escalation-reason", str(state["escalation_reason"]).encode())
-                    )
+                record = record_of(scope)
+                headers = [(b"x-appliance-backend", record.backend.encode())]
+                if record.backend != "local" and record.reason:
+                    headers.append((b"x-appliance-escalation-reason", record.reason.encode()))
                 message["headers"] = [*message.get("headers", []), *headers]
             await send(message)
 

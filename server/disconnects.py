@@ -15,6 +15,8 @@ import asyncio
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from server.record import record_of
+
 
 class CancelOnDisconnect:
     """Outermost middleware: it reads the connection's messages for the app and watches for the end."""
@@ -45,7 +47,7 @@ class CancelOnDisconnect:
                 if message["type"] == "http.disconnect":
                     if not started and not handler.done():
                         gone = True
-                        scope.setdefault("state", {})["client_gone"] = True  # counted as 499
+                        record_of(scope).client_gone = True  # counted as 499
                         handler.cancel()
                     return
 

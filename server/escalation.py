@@ -5,7 +5,7 @@ byte to the next remote or back here).
 One loop (``_over_remotes``) tries the chosen remote and its fallbacks, whatever carries the request:
 the OpenAI routes pass the remote's bytes through (server.proxy, for their fidelity); the other dialects
 read the remote's answer as events through appliance.remotes.backend.RemoteBackend and write it in
-their own shape. Either way the request's state names the backend and the reason (the
+their own shape. Either way the request's record (server.record) names the backend and the reason (the
 X-Appliance-* headers and the request's metrics come from it)."""
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from appliance.remotes.pool import Remote, RemotePool
 from appliance.remotes.upstream import Failover
 from appliance.routing import LOCAL, Decision, LocalOption, NoRoute, route
 from server.proxy import Exchange, forward
+from server.record import record_of
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -125,9 +126,11 @@ async def _over_remotes(
     if decision.target == LOCAL:
         return None
     pool: RemotePool = request.app.state.remotes
+    record = record_of(request.scope)
     failures: list[str] = []
     for target in (decision.target, *decision.fallbacks):
         if target == LOCAL:
+            record.serve(request.url.path, model)
             log.info("serving %s here after the remotes failed: %s", model, "; ".join(failures))
             return None
         remote = pool.get(target)
@@ -135,18 +138,17 @@ async def _over_remotes(
         if remote is None or remote_model is None or not remote.usable:
             continue
         where = Escalated(f"remote:{remote.name}", decision.reason, model)
+        record.serve(request.url.path, model, where.backend, where.reason)
         try:
             result = await attempt(remote, remote_model, where)
         except Failover as exc:
             failures.append(str(exc))
             log.warning("remote failed before answering: %s", exc)
             continue
-        request.state.backend = where.backend
-        request.state.escalation_reason = where.reason
-        request.state.model = model
         request.app.state.metrics.escalations.labels(decision.reason or "", remote.name).inc()
         log.info("escalated to %s (%s): %s", remote.name, decision.reason, decision.why)
         return result, where
+    record.serve(request.url.path, model)  # refused here, as a local request
     raise RemoteUnavailable("no backend could take the request: " + "; ".join(failures or [decision.why]))
 
 
@@ -169,15 +171,9 @@ async def escalate(request: Request, path: str, name: str | None) -> Response | 
             metrics.ttft.labels(model, where.backend).observe(seconds)
             remote.ttft_s.append(seconds)
 
-        def log_line(exchange: Exchange) -> None:
-            metrics.record({"endpoint": path, "model": model, "backend": where.backend,
-                            "reason": where.reason, **exchange.fields()})  # fmt: skip
-
-        exchange = Exchange(on_end=log_line)
+        exchange = Exchange(record_of(request.scope), on_end=metrics.finish)
         body_there = {**body, "model": remote_model}
-        response = await forward(pool.client, remote, path, body_there, request, first_byte, exchange)
-        request.state.logged = True  # by the exchange, when the answer ends
-        return response
+        return await forward(pool.client, remote, path, body_there, request, first_byte, exchange)
 
     escalated = await _over_remotes(request, model, decision, attempt)
     return escalated[0] if escalated is not None else None

@@ -14,6 +14,7 @@ from appliance.backend import Backend, ChatParams, CompletionParams, Embeddings,
 from appliance.manager import ModelManager
 from server.escalation import escalate_embedding, escalate_generation
 from server.metrics import Metrics
+from server.record import record_of
 
 
 @contextlib.asynccontextmanager
@@ -25,7 +26,7 @@ async def _local(
         check_local()
     manager: ModelManager = request.app.state.manager
     async with manager.use(name, wait=wait) as backend:
-        request.state.model = backend.model_id
+        record_of(request.scope).model = backend.model_id
         yield backend
 
 
@@ -53,18 +54,17 @@ async def generate(
     (the OpenAI routes asked the router already, for their byte proxy). ``check_local`` runs before the
     local model is used (a dialect's own not-found error); ``wait=False``: 503 while the model loads."""
     metrics: Metrics = request.app.state.metrics
-    state = request.scope["state"]
+    record = record_of(request.scope)
     escalated = await escalate_generation(request, name, params) if escalate else None
     if escalated is not None:
         stream, where = escalated
-        request.state.logged = True  # by observe, when the stream ends
-        events = metrics.observe(aiter(stream), state, endpoint, where.model, where.backend, where.reason)
-        return Generation(events, stream.cancel, where.model, where.backend)
+        record.serve(endpoint, where.model, where.backend, where.reason)
+        return Generation(metrics.observe(aiter(stream), record), stream.cancel, where.model, where.backend)
     backend: Backend
     async with _local(request, name, wait, check_local) as backend:
         local = await (backend.chat(params) if isinstance(params, ChatParams) else backend.complete(params))
-    events = metrics.observe(aiter(local), state, endpoint, backend.model_id)
-    return Generation(events, local.cancel, backend.model_id)
+    record.serve(endpoint, backend.model_id)
+    return Generation(metrics.observe(aiter(local), record), local.cancel, backend.model_id)
 
 
 async def embed(
@@ -80,19 +80,19 @@ async def embed(
     """``inputs`` embedded by the backend the router picks (a remote only if it can embed), counted in
     the metrics; with the model id that served them. Token ids are embedded here only."""
     metrics: Metrics = request.app.state.metrics
-    state = request.scope["state"]
+    record = record_of(request.scope)
     texts = [i for i in inputs if isinstance(i, str)]
     escalated = (
         await escalate_embedding(request, name, texts) if escalate and len(texts) == len(inputs) else None
     )
     if escalated is not None:
         result, where = escalated
-        metrics.count_embeddings(
-            where.model, result.prompt_tokens, state, endpoint, where.backend, where.reason
-        )
+        record.serve(endpoint, where.model, where.backend, where.reason)
+        metrics.count_embeddings(record, result.prompt_tokens)
         return result, where.model
     backend: Backend
     async with _local(request, name, wait, check_local) as backend:
         result = await backend.embed(inputs)
-    metrics.count_embeddings(backend.model_id, result.prompt_tokens, state, endpoint)
+    record.serve(endpoint, backend.model_id)
+    metrics.count_embeddings(record, result.prompt_tokens)
     return result, backend.model_id

@@ -7,7 +7,6 @@ Per-request figures are recorded by wrapping a generation's event stream; the st
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections import deque
@@ -22,11 +21,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from appliance.backend import Event, Finished, TextDelta
 from appliance.manager import ModelManager
 from appliance.remotes.pool import RemotePool
+from server.record import RequestRecord, record_of
 
 request_log = logging.getLogger("appliance.requests")
 RECENT_REQUESTS = 200  # request log lines kept for the TUI's Logs screen
 
-_LOGGED_TEXT_CHARS = 4000  # of a prompt or reply, with server.log_prompts
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 _ITL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28)
 # Label values must stay few: any other /v1 path (a typo, a scanner) is counted as "other".
@@ -125,11 +124,6 @@ class _RemotesCollector(Collector):
         yield from (healthy, usable, running, waiting)
 
 
-def _reason(backend: str, reason: str | None) -> dict[str, Any]:
-    """The log line's ``reason`` field: on every remote request's line (as the byte proxy's have it)."""
-    return {} if backend == "local" else {"reason": reason}
-
-
 class Metrics:
     def __init__(self, models: ModelManager, remotes: RemotePool | None = None) -> None:
         self.registry = CollectorRegistry()
@@ -165,107 +159,74 @@ class Metrics:
         if remotes is not None:
             r.register(_RemotesCollector(remotes))
 
-    def count_embeddings(
-        self,
-        model: str,
-        prompt_tokens: int,
-        scope_state: dict[str, Any],
-        endpoint: str = "/v1/embeddings",
-        backend: str = "local",
-        reason: str | None = None,
-    ) -> None:
-        self.prompt_tokens.labels(model).inc(prompt_tokens)
-        started = scope_state.get("started_at", time.monotonic())
-        self.record({"endpoint": endpoint, "model": model, "backend": backend, **_reason(backend, reason),
-                     "prompt_tokens": prompt_tokens, "status": "ok",
-                     "duration_s": round(time.monotonic() - started, 2)}, scope_state)  # fmt: skip
+    def count_embeddings(self, record: RequestRecord, prompt_tokens: int) -> None:
+        """An embedding request served (here or by the remote ``record`` names): its tokens and line."""
+        record.kind = "embedding"
+        record.prompt_tokens = prompt_tokens
+        record.status = "ok"
+        self.finish(record)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
-    async def observe(
-        self,
-        events: AsyncIterator[Event],
-        scope_state: dict[str, Any],
-        endpoint: str,
-        model: str,
-        backend: str = "local",
-        reason: str | None = None,
-    ) -> AsyncIterator[Event]:
-        """Pass ``events`` through, recording TTFT, inter-token latency, tokens and the request log line.
-        ``backend`` is "local" or "remote:NAME" (with the ``reason`` it was escalated for)."""
-        started = scope_state.setdefault("started_at", time.monotonic())
-        first: float | None = None
-        last: float | None = None
-        finished: Finished | None = None
-        status = "error"
+    async def observe(self, events: AsyncIterator[Event], record: RequestRecord) -> AsyncIterator[Event]:
+        """Pass ``events`` through, recording TTFT, inter-token latency and tokens in ``record`` (which
+        names who serves it), and its log line when the stream ends."""
+        record.kind = "generation"
+        labels = (record.model, record.backend)
         # Only with server.log_prompts (the guard then keeps the request's text): the reply's text too.
-        reply: list[str] | None = [] if "request_text" in scope_state else None
+        reply: list[str] | None = [] if record.request_text is not None else None
         try:
             async for event in events:
                 now = time.monotonic()
                 if isinstance(event, TextDelta) and event.text:
                     if reply is not None:
                         reply.append(event.text)
-                    if first is None:
-                        first = now
-                        self.ttft.labels(model, backend).observe(now - started)
-                    elif last is not None:
-                        self.itl.labels(model, backend).observe(now - last)
-                    last = now
+                    if record.first_token_s is None:
+                        record.first_token_s = now
+                        self.ttft.labels(*labels).observe(now - record.started_s)
+                    elif record.last_token_s is not None:
+                        self.itl.labels(*labels).observe(now - record.last_token_s)
+                    record.last_token_s = now
                 elif isinstance(event, Finished):
-                    finished = event
+                    usage = event.usage
+                    record.prompt_tokens = usage.prompt_tokens
+                    record.generated_tokens = usage.completion_tokens
+                    record.cached_tokens = usage.cached_tokens
                 yield event
-            status = "ok"
+            record.status = "ok"
         except (GeneratorExit, asyncio.CancelledError):
-            status = "cancelled"  # the client went away
+            record.status = "cancelled"  # the client went away
             raise
         finally:
-            if status == "error":
-                scope_state["stream_failed"] = True
+            if record.status == "error":
+                record.stream_failed = True
             if reply is not None:
-                scope_state["reply_text"] = "".join(reply)
-            where = {"backend": backend, **_reason(backend, reason)}
-            self._log(endpoint, model, where, started, first, finished, status, scope_state)
+                record.reply_text = "".join(reply)
+            if record.generated_tokens is None:  # ended before its usage: nothing counted
+                record.prompt_tokens = record.generated_tokens = 0
+            self.finish(record)
 
-    def _log(
-        self,
-        endpoint: str,
-        model: str,
-        where: dict[str, Any],
-        started: float,
-        first: float | None,
-        finished: Finished | None,
-        status: str,
-        scope_state: dict[str, Any],
-    ) -> None:
-        done = time.monotonic()
-        prompt = generated = 0
-        speed = 0.0
-        if finished is not None:
-            usage = finished.usage
-            prompt, generated = usage.prompt_tokens, usage.completion_tokens
-            self.prompt_tokens.labels(model).inc(prompt)
-            self.cached_tokens.labels(model).inc(usage.cached_tokens)
-            self.generation_tokens.labels(model).inc(generated)
-            if first is not None and done > first and generated > 1:
-                speed = (generated - 1) / (done - first)
-                self.tokens_per_second.labels(model).set(speed)
-        ttft_ms = round(1000 * (first - started)) if first is not None else None
-        fields = {"endpoint": endpoint, "model": model, **where, "prompt_tokens": prompt,
-                  "generated_tokens": generated, "ttft_ms": ttft_ms, "tokens_per_s": round(speed, 1),
-                  "status": status, "duration_s": round(done - started, 2)}  # fmt: skip
-        self.record(fields, scope_state)
+    def finish(self, record: RequestRecord) -> None:
+        """The end of a served request: its tokens counted and its line logged, once."""
+        if record.logged:
+            return
+        model = record.model
+        if record.prompt_tokens:
+            self.prompt_tokens.labels(model).inc(record.prompt_tokens)
+        if record.cached_tokens:
+            self.cached_tokens.labels(model).inc(record.cached_tokens)
+        if record.generated_tokens:
+            self.generation_tokens.labels(model).inc(record.generated_tokens)
+        speed = record.tokens_per_s
+        if speed is not None:
+            self.tokens_per_second.labels(model).set(speed)
+        self.log(record)
 
-    def record(self, fields: dict[str, Any], scope_state: dict[str, Any] | None = None) -> None:
-        """Log one request's line and keep it for `GET /appliance/v1/logs`. ``status`` is "ok", "error"
-        (failed after its 200), "cancelled" (the client left) or the HTTP status of a refused request."""
-        if scope_state is not None:
-            scope_state["logged"] = True
-            # Present only when server.log_prompts is on: prompts and replies stay out of logs otherwise.
-            for key in ("request_text", "reply_text"):
-                if key in scope_state:  # quoted: the line stays one line
-                    fields[key.removesuffix("_text")] = json.dumps(scope_state[key][:_LOGGED_TEXT_CHARS])
+    def log(self, record: RequestRecord) -> None:
+        """Log ``record``'s line and keep it for `GET /appliance/v1/logs`."""
+        record.logged = True
+        fields = record.fields()
         self.recent.append({"time": round(time.time(), 3), **fields})
         request_log.info(" ".join(f"{k}={v}" for k, v in fields.items()), extra=fields)
 
@@ -282,7 +243,7 @@ class RequestCounter:
         if scope["type"] != "http" or not path.startswith(("/v1/", "/api/")):
             await self.app(scope, receive, send)
             return
-        scope.setdefault("state", {})["started_at"] = time.monotonic()
+        record = record_of(scope)
         status = "500"
 
         async def record_status(message: Message) -> None:
@@ -297,17 +258,12 @@ class RequestCounter:
             status = "cancelled" if status in ("500", "200") else status
             raise
         finally:
-            state = scope.get("state", {})
             # Only a stream that already sent its 200 fails as "error"; otherwise the status says it.
-            if state.get("stream_failed") and status == "200":
+            if record.stream_failed and status == "200":
                 status = "error"
-            elif state.get("client_gone") and status == "500":
+            elif record.client_gone and status == "500":
                 status = "499"  # the client left before its answer (server.disconnects), as nginx says
-            backend = str(state.get("backend", "local"))
-            self.metrics.requests.labels(_endpoint(path), state.get("model", ""), backend, status).inc()
-            if path in _ENDPOINTS and not state.get("logged"):  # refused before it was served: say so too
-                started = state.get("started_at", time.monotonic())
-                model = state.get("model") or state.get("asked_model") or ""
-                self.metrics.record({"endpoint": path, "model": model, "backend": backend,
-                                     "status": "ok" if status == "200" else status,
-                                     "duration_s": round(time.monotonic() - started, 2)})  # fmt: skip
+            self.metrics.requests.labels(_endpoint(path), record.model, record.backend, status).inc()
+            if path in _ENDPOINTS and not record.logged:  # refused before it was served: say so too
+                record.status = "ok" if status == "200" else status
+                self.metrics.log(record)

@@ -24,6 +24,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from appliance.remotes.pool import Remote
 from appliance.remotes.upstream import Failover, first_chunk, open_response
+from server.record import RequestRecord
 from server.sse import frame
 
 _DONE = b"data: [DONE]"
@@ -31,39 +32,31 @@ _DONE = b"data: [DONE]"
 
 @dataclass
 class Exchange:
-    """One forwarded request as its log line tells it, filled in while the answer goes to the client;
-    ``on_end`` gets it once, when the client has the whole answer (or it failed, or the client left)."""
+    """One forwarded request, written into its record while the answer goes to the client (first and
+    last byte, the remote's token counts, how it ended); ``on_end`` gets the record once, when the client
+    has the whole answer (or it failed, or the client left)."""
 
-    on_end: Callable[[Exchange], None] | None = None
-    started: float = field(default_factory=time.monotonic)
-    first_byte: float | None = None
-    last_byte: float | None = None
-    usage: dict[str, Any] | None = None
-    status: str = "error"
+    record: RequestRecord = field(default_factory=RequestRecord)
+    on_end: Callable[[RequestRecord], None] | None = None
+
+    def first_byte(self) -> None:
+        self.record.kind = "generation"
+        self.record.first_token_s = self.record.last_token_s = time.monotonic()
+
+    def last_byte(self) -> None:
+        self.record.last_token_s = time.monotonic()
+
+    def usage(self, usage: dict[str, Any] | None) -> None:
+        """The remote's token counts, when it said."""
+        if usage is not None:
+            self.record.prompt_tokens = usage.get("prompt_tokens")
+            self.record.generated_tokens = usage.get("completion_tokens")
 
     def end(self, status: str) -> None:
-        self.status = status
+        self.record.status = status
         if self.on_end is not None:
-            self.on_end(self)
+            self.on_end(self.record)
             self.on_end = None
-
-    def fields(self) -> dict[str, Any]:
-        """prompt and generated tokens (when the remote said), TTFT, tokens/s, status and duration."""
-        prompt = (self.usage or {}).get("prompt_tokens")
-        generated = (self.usage or {}).get("completion_tokens")
-        speed = None
-        if (
-            generated
-            and generated > 1
-            and self.first_byte
-            and self.last_byte
-            and self.last_byte > self.first_byte
-        ):
-            speed = round((generated - 1) / (self.last_byte - self.first_byte), 1)
-        ttft = round(1000 * (self.first_byte - self.started)) if self.first_byte is not None else None
-        return {"prompt_tokens": prompt, "generated_tokens": generated, "ttft_ms": ttft,
-                "tokens_per_s": speed, "status": self.status,
-                "duration_s": round(time.monotonic() - self.started, 2)}  # fmt: skip
 
 
 def _usage(event: bytes) -> dict[str, Any] | None:
@@ -96,7 +89,7 @@ async def forward(
     asks the remote for its token counts (``include_usage``) and passes them on only if the client did."""
     t = remote.settings.timeouts
     exchange = exchange or Exchange()
-    started = exchange.started = time.monotonic()
+    started = time.monotonic()
     asked = body.get("stream_options")
     options: dict[str, Any] = asked if isinstance(asked, dict) else {}
     client_wants_usage = bool(options.get("include_usage"))
@@ -105,7 +98,10 @@ async def forward(
     down = remote.down_signal()
     response = await open_response(client, remote, path, body, down)
     if not body.get("stream"):
-        return await _whole(remote, response, request, t.first_byte_s, exchange, on_first_byte, down)
+        answer = await _whole(remote, response, request, t.first_byte_s, exchange, down)
+        if on_first_byte is not None and exchange.record.first_token_s is not None:
+            on_first_byte(exchange.record.first_token_s - started)
+        return answer
     chunks = response.aiter_raw()
     first = await first_chunk(response, chunks, remote, down)
     if response.status_code != 200:  # an error for the client (400/404/422): as it is
@@ -113,9 +109,9 @@ async def forward(
         await response.aclose()
         exchange.end(str(response.status_code))
         return Response(rest, status_code=response.status_code, media_type="application/json")
-    exchange.first_byte = time.monotonic()
+    exchange.first_byte()
     if on_first_byte is not None:
-        on_first_byte(exchange.first_byte - started)
+        on_first_byte(time.monotonic() - started)
     relay = _relay(remote, response, chunks, first, t.between_chunks_s, exchange, client_wants_usage)
     return StreamingResponse(relay, media_type="text/event-stream")
 
@@ -126,7 +122,6 @@ async def _whole(
     request: Request,
     timeout_s: float,
     exchange: Exchange,
-    on_first_byte: Any,
     down: asyncio.Event,
 ) -> Response:
     """A non-streamed answer, read while watching for the client going away and the remote going down."""
@@ -155,12 +150,10 @@ async def _whole(
     finally:
         await response.aclose()
     remote.breaker.success()
-    exchange.first_byte = exchange.last_byte = time.monotonic()
-    if on_first_byte is not None:
-        on_first_byte(exchange.first_byte - exchange.started)
+    exchange.first_byte()
     media = response.headers.get("content-type", "application/json")
     if response.status_code == 200 or media.startswith("application/json"):
-        exchange.usage = _usage(content) if response.status_code == 200 else None
+        exchange.usage(_usage(content) if response.status_code == 200 else None)
         exchange.end("ok" if response.status_code == 200 else str(response.status_code))
         return Response(content, status_code=response.status_code, media_type=media)
     exchange.end("502")
@@ -190,10 +183,10 @@ async def _relay(
                     finished = True
                 usage = _usage(event)
                 if usage is not None:
-                    exchange.usage = usage
+                    exchange.usage(usage)
                     if not pass_usage and b'"choices":[]' in event.replace(b" ", b""):
                         continue
-                exchange.last_byte = time.monotonic()
+                exchange.last_byte()
                 yield event + b"\n\n"
             try:
                 buffer += await asyncio.wait_for(anext(chunks), gap_s)

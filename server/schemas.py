@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from appliance.errors import InvalidRequest
 from server.errors import validation_message
+from server.record import record_of
 
 log = logging.getLogger(__name__)
 _Body = TypeVar("_Body", bound=BaseModel)
@@ -258,7 +259,7 @@ async def read_body(request: Request, schema: type[_Body]) -> _Body:
     """The request's body as ``schema`` (see parse_body); the model it names is kept for the log line of
     a refused request, and unknown fields are logged."""
     body = parse_body(await request.body(), schema)
-    request.state.asked_model = getattr(body, "model", None) or getattr(body, "name", None)
+    record_of(request.scope).asked_model = getattr(body, "model", None) or getattr(body, "name", None)
     unknown = sorted((body.model_extra or {}).keys())
     if unknown:
         named = ", ".join(unknown)

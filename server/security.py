@@ -26,6 +26,7 @@ from appliance.keys import accepted_keys
 from appliance.remotes.tailscale import fetch_self
 from appliance.units import parse_size
 from server.errors import error_response
+from server.record import record_of
 
 log = logging.getLogger(__name__)
 
@@ -348,8 +349,8 @@ class Guard:
                 if body_parts is not None:
                     body_parts.append(chunk)
                     if not message.get("more_body"):
-                        state = scope.setdefault("state", {})
-                        state["request_text"] = b"".join(body_parts).decode("utf-8", "replace")
+                        text = b"".join(body_parts).decode("utf-8", "replace")
+                        record_of(scope).request_text = text
             return message
 
         started = False
