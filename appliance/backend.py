@@ -13,6 +13,20 @@ from appliance.engine.tools import ToolCall
 __all__ = ["SamplingParams", "ToolCall"]
 
 
+Effort = Literal["minimal", "low", "medium", "high"]
+
+
+@dataclass(frozen=True)
+class Reasoning:
+    """What a chat asks of a model that thinks before it answers; None: the model's own default.
+    Every dialect's switch lands here: OpenAI's ``reasoning_effort``, Ollama's ``think``, Anthropic's
+    ``thinking``."""
+
+    enabled: bool | None = None
+    effort: Effort | None = None
+    budget_tokens: int | None = None
+
+
 @dataclass(frozen=True)
 class ChatParams:
     """A chat request in the core's terms (validated wire data, OpenAI semantics)."""
@@ -27,6 +41,7 @@ class ChatParams:
     tool_choice: Any = None
     # llama-server's default: small models asked for a list of calls tend to repeat one forever.
     parallel_tool_calls: bool = False
+    reasoning: Reasoning = field(default_factory=Reasoning)
 
 
 @dataclass(frozen=True)
@@ -63,10 +78,13 @@ class Usage:
 
 @dataclass(frozen=True)
 class TextDelta:
-    """New output text, with the log-probabilities of the tokens generated since the last delta."""
+    """New output text, with the log-probabilities of the tokens generated since the last delta;
+    ``reasoning``: new text of the model's thinking, kept apart from the answer (each dialect writes it
+    in its own field: OpenAI ``reasoning_content``, Ollama ``thinking``, Anthropic thinking blocks)."""
 
     text: str
     logprobs: tuple[TokenLogprob, ...] = ()
+    reasoning: str = ""
 
 
 FinishReason = Literal["stop", "length", "tool_calls"]
@@ -98,6 +116,10 @@ class Capabilities:
     tools: bool = True
     structured_output: bool = True
     logprobs: bool = True
+    reasoning: bool = False
+    """Its thinking comes back apart from the answer (TextDelta.reasoning)."""
+    vision: bool = False
+    """It reads images (OpenAI image_url content parts in the messages)."""
 
 
 class EventStream(Protocol):

@@ -12,11 +12,12 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from appliance.backend import ChatParams, Event, Finished, SamplingParams, TextDelta
+from appliance.backend import ChatParams, Event, Finished, Reasoning, SamplingParams, TextDelta
 from appliance.errors import ApplianceError, InvalidRequest
 from server import generation
 from server.compat_schemas import AnthropicBlock, AnthropicRequest
 from server.errors import dialect_error_body
+from server.openai_payloads import collect
 from server.openapi import GENERATION, doc
 from server.response_schemas import AnthropicMessageOut
 from server.schemas import read_body
@@ -46,10 +47,15 @@ def _messages(body: AnthropicRequest) -> list[dict[str, Any]]:
         content = message.content
         blocks = [AnthropicBlock(type="text", text=content)] if isinstance(content, str) else content
         text: list[str] = []
+        thoughts: list[str] = []
         calls: list[dict[str, Any]] = []
         for block in blocks:
             if block.type == "text":
                 text.append(block.text or "")
+            elif block.type == "thinking" and message.role == "assistant":  # a previous turn's thinking
+                thoughts.append(block.thinking or "")
+            elif block.type == "redacted_thinking" and message.role == "assistant":
+                continue  # encrypted by Anthropic for its own models: nothing here can read it
             elif block.type == "tool_use" and message.role == "assistant":
                 if not block.name:
                     raise InvalidRequest(f"{where}: a tool_use block needs a name")
@@ -65,6 +71,8 @@ def _messages(body: AnthropicRequest) -> list[dict[str, Any]]:
             item: dict[str, Any] = {"role": message.role, "content": "".join(text)}
             if calls:
                 item["tool_calls"] = calls
+            if thoughts:
+                item["reasoning_content"] = "".join(thoughts)
             out.append(item)
     return out
 
@@ -89,13 +97,26 @@ def _tools(body: AnthropicRequest) -> tuple[list[dict[str, Any]], Any]:
 def _params(body: AnthropicRequest) -> ChatParams:
     values = {k: v for k in ("temperature", "top_p", "top_k") if (v := getattr(body, k)) is not None}
     tools, choice = _tools(body)
+    thinking = body.thinking
+    reasoning = (
+        Reasoning()
+        if thinking is None
+        else Reasoning(enabled=thinking.type == "enabled", budget_tokens=thinking.budget_tokens)
+    )
     return ChatParams(messages=_messages(body), sampling=SamplingParams(**values),
                       max_tokens=body.max_tokens, stop=tuple(body.stop_sequences or ()), tools=tools,
-                      tool_choice=choice)  # fmt: skip
+                      tool_choice=choice, reasoning=reasoning)  # fmt: skip
 
 
-def _content(text: str, finished: Finished | None) -> list[dict[str, Any]]:
-    blocks: list[dict[str, Any]] = [{"type": "text", "text": text}] if text else []
+def _thinking_block(thinking: str) -> dict[str, Any]:
+    # No signature: the thoughts are this machine's own, and nothing here checks one when they come back.
+    return {"type": "thinking", "thinking": thinking, "signature": ""}
+
+
+def _content(text: str, finished: Finished | None, thinking: str = "") -> list[dict[str, Any]]:
+    blocks: list[dict[str, Any]] = [_thinking_block(thinking)] if thinking else []
+    if text:
+        blocks.append({"type": "text", "text": text})
     for call in finished.tool_calls if finished is not None else ():
         try:
             arguments = json.loads(call.arguments or "{}")
@@ -116,20 +137,15 @@ async def messages(request: Request) -> Response:
     events = run.events
     message_id = f"msg_{uuid.uuid4().hex}"
     if not body.stream:
-        parts: list[str] = []
-        finished: Finished | None = None
         try:
-            async for event in events:
-                if isinstance(event, TextDelta):
-                    parts.append(event.text)
-                elif isinstance(event, Finished):
-                    finished = event
+            collected = await collect(events)
         finally:
             run.cancel()
+        finished = collected.finished
         usage = finished.usage if finished is not None else None
         return JSONResponse({
             "id": message_id, "type": "message", "role": "assistant", "model": body.model,
-            "content": _content("".join(parts), finished),
+            "content": _content(collected.text, finished, collected.reasoning),
             "stop_reason": _STOP_REASONS.get(finished.finish_reason, "end_turn") if finished else "end_turn",
             "stop_sequence": None,
             "usage": {"input_tokens": usage.prompt_tokens if usage else 0,
@@ -147,32 +163,38 @@ def _sse(kind: str, data: dict[str, Any]) -> bytes:
 async def _events(
     events: AsyncIterator[Event], cancel: Any, message_id: str, model: str
 ) -> AsyncIterator[bytes]:
-    """Anthropic's stream: message_start, a text block's start/deltas/stop, tool_use blocks, then
-    message_delta (stop reason, output tokens) and message_stop."""
+    """Anthropic's stream: message_start, a thinking block and a text block (each start/deltas/stop, the
+    thinking first), tool_use blocks, then message_delta (stop reason, output tokens) and message_stop."""
     start: dict[str, Any] = {
         "id": message_id, "type": "message", "role": "assistant", "model": model, "content": [],
         "stop_reason": None, "stop_sequence": None, "usage": {"input_tokens": 0, "output_tokens": 0},
     }  # fmt: skip
     yield _sse("message_start", {"message": start})
-    index, text_open = 0, False
+    index, open_block = 0, ""  # "", "thinking" or "text": the kind of the block being written
     finished: Finished | None = None
     try:
         async for event in events:
-            if isinstance(event, TextDelta) and event.text:
-                if not text_open:
-                    empty = {"type": "text", "text": ""}
-                    yield _sse("content_block_start", {"index": index, "content_block": empty})
-                    text_open = True
-                delta = {"type": "text_delta", "text": event.text}
-                yield _sse("content_block_delta", {"index": index, "delta": delta})
-            elif isinstance(event, Finished):
+            if not isinstance(event, TextDelta):
                 finished = event
+                continue
+            for kind, piece in (("thinking", event.reasoning), ("text", event.text)):
+                if not piece:
+                    continue
+                if open_block != kind:
+                    if open_block:
+                        yield _sse("content_block_stop", {"index": index})
+                        index += 1
+                    empty = _thinking_block("") if kind == "thinking" else {"type": "text", "text": ""}
+                    yield _sse("content_block_start", {"index": index, "content_block": empty})
+                    open_block = kind
+                delta = {"type": f"{kind}_delta", kind: piece}
+                yield _sse("content_block_delta", {"index": index, "delta": delta})
     except ApplianceError as exc:  # mid-stream (a remote lost, the engine failing): Anthropic's error event
         yield frame(dialect_error_body("/v1/messages", exc.status, exc), event="error")
         return
     finally:
         cancel()
-    if text_open:
+    if open_block:
         yield _sse("content_block_stop", {"index": index})
         index += 1
     for block in _content("", finished):

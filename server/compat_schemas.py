@@ -53,6 +53,7 @@ class OllamaMessage(_Lenient):
     images: list[str] | None = Field(None, description="refused: the models served here read text only")
     tool_calls: list[OllamaToolCall] | None = None
     tool_name: str | None = None
+    thinking: str | None = Field(None, description="an assistant turn's thinking, passed back")
 
 
 class _OllamaNamed(_Lenient):
@@ -79,6 +80,9 @@ class _OllamaGeneration(_OllamaNamed):
     )
     stream: bool | None = Field(None, description="NDJSON lines unless false")
     keep_alive: str | int | float | None = None
+    think: bool | Literal["low", "medium", "high"] | None = Field(
+        None, description="thinking on or off, or how hard; the thoughts come back in `thinking`"
+    )
 
     @property
     def streams(self) -> bool:
@@ -144,6 +148,7 @@ class AnthropicBlock(_Lenient):
     input: dict[str, Any] | None = None
     tool_use_id: str | None = None
     content: str | list[AnthropicBlock] | None = None
+    thinking: str | None = None
 
 
 class AnthropicMessage(_Lenient):
@@ -154,6 +159,19 @@ class AnthropicMessage(_Lenient):
 class AnthropicToolChoice(_Lenient):
     type: Literal["auto", "any", "tool", "none"]
     name: str | None = None
+
+
+class AnthropicThinking(_Lenient):
+    """Extended thinking: on with a budget of thinking tokens (at least 1024, as Anthropic asks), or off."""
+
+    type: Literal["enabled", "disabled"]
+    budget_tokens: int | None = Field(None, ge=1024)
+
+    @model_validator(mode="after")
+    def _budgeted(self) -> AnthropicThinking:
+        if self.type == "enabled" and self.budget_tokens is None:
+            raise ValueError("thinking.budget_tokens is required when thinking is enabled")
+        return self
 
 
 class AnthropicRequest(_Lenient):
@@ -168,6 +186,7 @@ class AnthropicRequest(_Lenient):
     tools: list[AnthropicTool] | None = None
     tool_choice: AnthropicToolChoice | None = None
     stream: bool = False
+    thinking: AnthropicThinking | None = None
 
 
 # The appliance's own (/appliance/v1/*)

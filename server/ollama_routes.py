@@ -14,7 +14,7 @@ import json
 import time
 from collections.abc import AsyncIterator
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, cast
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -23,9 +23,11 @@ from appliance import __version__
 from appliance.backend import (
     ChatParams,
     CompletionParams,
+    Effort,
     Embeddings,
     Event,
     Finished,
+    Reasoning,
     SamplingParams,
     TextDelta,
 )
@@ -126,6 +128,15 @@ def _format(fmt: str | dict[str, Any] | None) -> dict[str, Any] | None:
     return fmt if isinstance(fmt, dict) else {"type": "object"}  # "json"
 
 
+def _think(think: bool | str | None) -> Reasoning:
+    """Ollama's ``think``: true or false, or how hard ("low", "medium", "high", as gpt-oss takes it)."""
+    if think is None:
+        return Reasoning()
+    if isinstance(think, bool):
+        return Reasoning(enabled=think)
+    return Reasoning(enabled=True, effort=cast(Effort, think))
+
+
 def _messages(messages: list[OllamaMessage]) -> list[dict[str, Any]]:
     out = []
     for index, message in enumerate(messages):
@@ -140,6 +151,8 @@ def _messages(messages: list[OllamaMessage]) -> list[dict[str, Any]]:
             ]  # fmt: skip
         if message.tool_name:
             item["name"] = message.tool_name
+        if message.thinking and message.role == "assistant":  # a previous turn's thinking
+            item["reasoning_content"] = message.thinking
         out.append(item)
     return out
 
@@ -171,14 +184,17 @@ async def _answer(
 ) -> Response:
     """The NDJSON stream (or one object) of a chat or generate request."""
 
-    def piece(text: str) -> dict[str, Any]:
+    def piece(text: str, thinking: str = "") -> dict[str, Any]:
+        """A line of the answer; the model's thinking, when it has some, in Ollama's ``thinking``."""
+        thought = {"thinking": thinking} if thinking else {}
         if chat:
-            return {"model": model, "created_at": _now(), "message": {"role": "assistant", "content": text},
-                    "done": False}  # fmt: skip
-        return {"model": model, "created_at": _now(), "response": text, "done": False}
+            message = {"role": "assistant", "content": text, **thought}
+            return {"model": model, "created_at": _now(), "message": message, "done": False}
+        return {"model": model, "created_at": _now(), "response": text, **thought, "done": False}
 
-    def last(text: str, first: int | None, finished: Finished | None) -> dict[str, Any]:
-        out = {**piece(text), "done": True, **_timings(started, first, time.monotonic_ns(), finished)}
+    def last(text: str, first: int | None, finished: Finished | None, thinking: str = "") -> dict[str, Any]:
+        timings = _timings(started, first, time.monotonic_ns(), finished)
+        out = {**piece(text, thinking), "done": True, **timings}
         calls = _tool_calls(finished)
         if chat and calls:
             out["message"]["tool_calls"] = calls
@@ -186,24 +202,26 @@ async def _answer(
 
     if not stream:
         parts: list[str] = []
+        thoughts: list[str] = []
         first: int | None = None
         finished: Finished | None = None
         async for event in events:
             if isinstance(event, TextDelta):
                 first = first or time.monotonic_ns()
                 parts.append(event.text)
+                thoughts.append(event.reasoning)
             elif isinstance(event, Finished):
                 finished = event
-        return JSONResponse(last("".join(parts), first, finished))
+        return JSONResponse(last("".join(parts), first, finished, "".join(thoughts)))
 
     async def lines() -> AsyncIterator[bytes]:
         first: int | None = None
         finished: Finished | None = None
         try:
             async for event in events:
-                if isinstance(event, TextDelta) and event.text:
+                if isinstance(event, TextDelta) and (event.text or event.reasoning):
                     first = first or time.monotonic_ns()
-                    yield json.dumps(piece(event.text)).encode() + b"\n"
+                    yield json.dumps(piece(event.text, event.reasoning)).encode() + b"\n"
                 elif isinstance(event, Finished):
                     finished = event
         except ApplianceError as exc:  # mid-stream (a remote lost, the engine failing): Ollama's error line
@@ -286,7 +304,7 @@ async def chat(request: Request) -> Response:
     sampling, max_tokens, stop = _options(body.options)
     params = ChatParams(messages=_messages(body.messages or []), sampling=sampling,
                         max_tokens=max_tokens, stop=stop, json_schema=_format(body.format),
-                        tools=_tools(body.tools))  # fmt: skip
+                        tools=_tools(body.tools), reasoning=_think(body.think))  # fmt: skip
     return await _run(request, body, params, chat=True)
 
 
@@ -315,7 +333,7 @@ async def generate(request: Request) -> Response:
         system = [{"role": "system", "content": body.system}] if body.system else []
         params = ChatParams(messages=[*system, {"role": "user", "content": body.prompt}],
                             sampling=sampling, max_tokens=max_tokens, stop=stop,
-                            json_schema=_format(body.format))  # fmt: skip
+                            json_schema=_format(body.format), reasoning=_think(body.think))  # fmt: skip
     return await _run(request, body, params, chat=False)
 
 

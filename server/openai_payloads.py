@@ -21,20 +21,26 @@ class Collected:
     """A whole generation gathered from its events."""
 
     text: str = ""
+    reasoning: str = ""
     logprobs: list[TokenLogprob] = field(default_factory=list)
     finished: Finished | None = None
 
 
 async def collect(events: AsyncIterator[Event]) -> Collected:
+    """The answer's text, its thinking, log-probabilities and end, from a whole generation's events
+    (shared by every dialect that answers whole)."""
     out = Collected()
     parts: list[str] = []
+    thoughts: list[str] = []
     async for event in events:
         if isinstance(event, TextDelta):
             parts.append(event.text)
+            thoughts.append(event.reasoning)
             out.logprobs.extend(event.logprobs)
         else:
             out.finished = event
     out.text = "".join(parts)
+    out.reasoning = "".join(thoughts)
     return out
 
 
@@ -74,6 +80,8 @@ def chat_completion(collected: Collected, meta: Meta, *, logprobs: bool) -> dict
     finished = collected.finished
     assert finished is not None
     message: dict[str, Any] = {"role": "assistant", "content": collected.text or None}
+    if collected.reasoning:  # as llama-server and vLLM name it
+        message["reasoning_content"] = collected.reasoning
     if finished.tool_calls:
         message["tool_calls"] = _tool_calls_body(finished.tool_calls, streaming=False)
     elif message["content"] is None:
@@ -115,8 +123,11 @@ async def chat_chunks(
     yield chunk({"role": "assistant", "content": ""})
     async for event in events:
         if isinstance(event, TextDelta):
-            lps = {"content": [_chat_logprob(lp) for lp in event.logprobs]} if logprobs else None
-            yield chunk({"content": event.text}, lps=lps)
+            if event.reasoning:
+                yield chunk({"reasoning_content": event.reasoning})
+            if event.text or not event.reasoning:
+                lps = {"content": [_chat_logprob(lp) for lp in event.logprobs]} if logprobs else None
+                yield chunk({"content": event.text}, lps=lps)
             continue
         if event.tool_calls:
             yield chunk({"tool_calls": _tool_calls_body(event.tool_calls, streaming=True)})

@@ -15,7 +15,7 @@ import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from appliance.backend import ChatParams, CompletionParams, Event, SamplingParams
+from appliance.backend import ChatParams, CompletionParams, Effort, Event, Reasoning, SamplingParams
 from appliance.errors import InvalidRequest
 from appliance.manager import ModelManager
 from server import generation
@@ -90,6 +90,15 @@ def _schema(response_format: ResponseFormat | None) -> dict[str, Any] | None:
     return response_format.json_schema.schema_
 
 
+def _reasoning(effort: str | None) -> Reasoning:
+    """OpenAI's ``reasoning_effort``: "none" turns thinking off; the others ask for that much of it."""
+    if effort is None:
+        return Reasoning()
+    if effort == "none":
+        return Reasoning(enabled=False)
+    return Reasoning(enabled=True, effort=cast(Effort, effort))
+
+
 def _messages(body: ChatCompletionRequest) -> list[dict[str, Any]]:
     out = []
     for index, message in enumerate(body.messages):
@@ -108,6 +117,8 @@ def _messages(body: ChatCompletionRequest) -> list[dict[str, Any]]:
             item["tool_calls"] = [call.model_dump(exclude_none=True) for call in message.tool_calls]
         if message.tool_call_id:
             item["tool_call_id"] = message.tool_call_id
+        if message.reasoning_content and message.role == "assistant":  # a previous turn's thinking
+            item["reasoning_content"] = message.reasoning_content
         out.append(item)
     return out
 
@@ -156,6 +167,7 @@ async def chat_completions(request: Request) -> Response:
         tools=[tool.model_dump(exclude_none=True) for tool in body.tools or []],
         tool_choice=body.tool_choice,
         parallel_tool_calls=body.parallel_tool_calls,
+        reasoning=_reasoning(body.reasoning_effort),
     )
     run = await generation.generate(request, "/v1/chat/completions", body.model, params,
                                     wait=_wait_for_load(request), escalate=False)  # fmt: skip

@@ -92,6 +92,7 @@ class ToolCallOut(_Out):
 class AssistantMessage(_Out):
     role: Literal["assistant"]
     content: str | None
+    reasoning_content: str | None = Field(None, description="the model's thinking, apart from its answer")
     tool_calls: list[ToolCallOut] | None = None
 
 
@@ -234,6 +235,7 @@ class OllamaToolCallOut(_Out):
 class OllamaMessageOut(_Out):
     role: Literal["assistant"]
     content: str
+    thinking: str | None = Field(None, description="the model's thinking, apart from its answer")
     tool_calls: list[OllamaToolCallOut] | None = None
 
 
@@ -260,6 +262,7 @@ class OllamaGenerateAnswer(_OllamaDone):
     """The whole answer; streamed, each NDJSON line has this shape and the last has ``done`` true."""
 
     response: str
+    thinking: str | None = Field(None, description="the model's thinking, apart from its answer")
 
 
 class OllamaEmbedAnswer(_Out):
@@ -291,6 +294,12 @@ class AnthropicTextBlock(_Out):
     text: str
 
 
+class AnthropicThinkingBlock(_Out):
+    type: Literal["thinking"]
+    thinking: str
+    signature: str
+
+
 class AnthropicToolUseBlock(_Out):
     type: Literal["tool_use"]
     id: str
@@ -310,7 +319,7 @@ class AnthropicMessageOut(_Out):
     type: Literal["message"]
     role: Literal["assistant"]
     model: str
-    content: list[AnthropicTextBlock | AnthropicToolUseBlock]
+    content: list[AnthropicThinkingBlock | AnthropicTextBlock | AnthropicToolUseBlock]
     stop_reason: str
     stop_sequence: str | None
     usage: AnthropicUsage

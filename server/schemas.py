@@ -53,6 +53,8 @@ class ChatMessage(_Open):
     name: str | None = None
     tool_calls: list[ToolCallIn] | None = None
     tool_call_id: str | None = None
+    reasoning_content: str | None = None
+    """An assistant turn's thinking, passed back (llama-server's and vLLM's name for it)."""
 
     @model_validator(mode="after")
     def _content_present(self) -> ChatMessage:
@@ -158,6 +160,7 @@ class ChatCompletionRequest(_Sampling):
     tool_choice: Literal["none", "auto", "required"] | dict[str, Any] | None = None
     # llama-server's default: small models asked for a list of calls tend to repeat one forever.
     parallel_tool_calls: bool = False
+    reasoning_effort: Literal["none", "minimal", "low", "medium", "high"] | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> ChatCompletionRequest:

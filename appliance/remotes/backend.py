@@ -26,6 +26,7 @@ from appliance.backend import (
     Event,
     Finished,
     FinishReason,
+    Reasoning,
     TextDelta,
     Usage,
 )
@@ -92,7 +93,22 @@ def chat_body(params: ChatParams, model: str, kind: str) -> dict[str, Any]:
             body["tool_choice"] = params.tool_choice
     if (response_format := _response_format(params.json_schema)) is not None:
         body["response_format"] = response_format
-    return body
+    return {**body, **_reasoning(params.reasoning, kind)}
+
+
+def _reasoning(reasoning: Reasoning, kind: str) -> dict[str, Any]:
+    """The request's thinking switch in OpenAI's terms (``reasoning_effort``), and for vLLM and SGLang
+    also as the chat template's ``enable_thinking`` (how Qwen3 and its kin are switched)."""
+    out: dict[str, Any] = {}
+    effort = reasoning.effort
+    if effort is not None:
+        # vLLM and SGLang take low, medium and high only.
+        out["reasoning_effort"] = "low" if effort == "minimal" and kind != "openai" else effort
+    elif reasoning.enabled is False and kind == "openai":
+        out["reasoning_effort"] = "none"
+    if reasoning.enabled is not None and kind != "openai":
+        out["chat_template_kwargs"] = {"enable_thinking": reasoning.enabled}
+    return out
 
 
 def completion_body(params: CompletionParams, model: str, kind: str) -> dict[str, Any]:
@@ -175,9 +191,9 @@ class RemoteStream:
                         chunk = self._chunk(data)
                         usage = chunk.get("usage") or usage
                         for choice in chunk.get("choices") or []:
-                            text = self._text(choice, calls)
-                            if text:
-                                yield TextDelta(text)
+                            text, thought = self._text(choice, calls)
+                            if text or thought:
+                                yield TextDelta(text, reasoning=thought)
                             finish = choice.get("finish_reason") or finish
                 if done:
                     break
@@ -229,10 +245,12 @@ class RemoteStream:
             raise RemoteFailed(f"the remote {self._remote.name} failed: {message}"[:_MESSAGE_CHARS])
         return chunk
 
-    def _text(self, choice: dict[str, Any], calls: dict[int, dict[str, str]]) -> str:
-        """A choice's new text; tool call pieces are gathered into ``calls`` by their index."""
+    def _text(self, choice: dict[str, Any], calls: dict[int, dict[str, str]]) -> tuple[str, str]:
+        """A choice's new text and thoughts (vLLM's and SGLang's reasoning parsers split them out, named
+        ``reasoning_content``, or ``reasoning`` in newer vLLM); tool call pieces are gathered into
+        ``calls`` by their index."""
         if not self._chat:
-            return str(choice.get("text") or "")
+            return str(choice.get("text") or ""), ""
         delta = choice.get("delta") or {}
         for piece in delta.get("tool_calls") or []:
             call = calls.setdefault(int(piece.get("index", len(calls))), {})
@@ -242,7 +260,8 @@ class RemoteStream:
             if function.get("name"):
                 call["name"] = call.get("name", "") + function["name"]
             call["arguments"] = call.get("arguments", "") + (function.get("arguments") or "")
-        return str(delta.get("content") or "")
+        thought = delta.get("reasoning_content") or delta.get("reasoning") or ""
+        return str(delta.get("content") or ""), str(thought)
 
 
 class RemoteBackend:
