@@ -26,10 +26,14 @@ from models.catalog import from_manifest
 from models.store import StoreError
 from server.compat_schemas import PullRequest
 from server.openapi import BODY, PROTECTED, doc
-from server.response_schemas import PullEventOut, Pulls, Removed
+from server.response_schemas import Pulls, Removed, from_dataclass
 from server.schemas import read_body
 
 router = APIRouter(prefix="/appliance/v1")
+# Built from PullEvent, which writes the lines: the two cannot drift apart.
+PullEventOut = from_dataclass(
+    PullEvent, "PullEventOut", "One progress line of a pull (NDJSON), or the last one when not streamed."
+)
 
 
 class PullJob:
