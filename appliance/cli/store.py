@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from appliance.cli.common import budgets, settings
+from appliance.cli.common import budgets, settings, show, table, to_json
 from appliance.config import Settings
 from appliance.errors import UserError
 
@@ -62,8 +61,7 @@ def list_text(entries: list[dict[str, Any]]) -> str:
         origin = e["kind"] + (" (external)" if e["external"] else "")
         fits = "broken" if e.get("error") else e["fits"]
         rows.append((e["name"], e["quant"] or "?", _size(e["size_bytes"]), fits, origin))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    lines = table(rows)
     lines += [f"{e['name']} is broken: {e['error']}" for e in entries if e.get("error")]
     return "\n".join(lines)
 
@@ -109,7 +107,7 @@ def import_file(path: Path, name: str | None, tag: str | None, as_json: bool) ->
     except StoreError as exc:
         raise StoreCommandError(str(exc)) from None
     if as_json:
-        return json.dumps(manifest.to_json(), indent=2)
+        return to_json(manifest.to_json())
     size = _size(manifest.size_bytes)
     return f"imported {manifest.ref} ({manifest.quant}, {size}) from {path} without copying"
 
@@ -150,7 +148,7 @@ def run_list(args: argparse.Namespace) -> int:
     from appliance.hardware.detect import detect_hardware
 
     entries = list_entries(settings(args, planner=budgets(args)), detect_hardware())
-    print(json.dumps(entries, indent=2) if args.json else list_text(entries))
+    show(entries, as_json=args.json, text=lambda: list_text(entries))
     return 0
 
 
