@@ -120,7 +120,7 @@ def start_pull(request: Request, ref: str) -> PullJob:
 
     def run() -> None:
         try:
-            target = store()
+            target = store(settings)
             manifest = pull(ref, settings, hardware, target, job.emit)
         except PullError as exc:
             job.finish("failed", PullEvent.failed(exc).to_json())
@@ -182,12 +182,13 @@ async def remove_stored(manager: ModelManager, name: str) -> str:
     """Unload and delete the stored model ``name``; its id. ModelNotFound, or InvalidRequest for a model
     that is not the store's to delete."""
     model = manager.resolve(name)
+    stored = store(manager.settings)
     if model.external or model.source in ("embedded", "argument"):
         raise InvalidRequest(f"{model.id} is not in the store ({model.source}); it cannot be removed here")
     await manager.remove_model(model.id)
     try:
-        if store().get(model.id) is not None:
-            store().remove(model.id)
+        if stored.get(model.id) is not None:
+            stored.remove(model.id)
         else:
             model.path.unlink(missing_ok=True)
     except (StoreError, OSError) as exc:

@@ -87,7 +87,7 @@ def model_file(target: str | None, settings: Settings) -> Path:
         return path.resolve()
     from appliance.inventory import installed_named
 
-    named = installed_named(target, discover_external=settings.store.discover)
+    named = installed_named(settings, target)
     if not named:
         raise BenchError(
             f"no such file or installed model: {target} (`appliance list` shows what is installed)"

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from appliance.cli.common import api_key, base_url, settings, show
-from appliance.config import Settings, state_dirs
+from appliance.config import Settings
 from appliance.errors import UserError
 from appliance.evaluation import CaseError, EvalError
 from appliance.evaluation.golden import Case, GoldenError, Outcome, builtin_golden, judge, load_golden
@@ -139,7 +139,7 @@ def _measure_drift(
         finally:
             model.close()
 
-    scratch = state_dirs().cache
+    scratch = settings.dirs.cache
     scratch.mkdir(parents=True, exist_ok=True)
     try:
         run.drift = measure(

@@ -32,7 +32,7 @@ def local_candidates(model: str, settings: Settings) -> list[ModelInfo] | None:
         return candidates(path)
     from appliance.inventory import installed_named
 
-    named = installed_named(model, discover_external=settings.store.discover)
+    named = installed_named(settings, model)
     return candidates_of([m.path for m in named]) if named else None
 
 

@@ -75,7 +75,7 @@ def run_pull(settings: Settings, ref: str, as_json: bool) -> str:
 
     printer = ProgressPrinter()
     try:
-        manifest = pull(ref, settings, detect_hardware(), store(), printer)
+        manifest = pull(ref, settings, detect_hardware(), store(settings), printer)
     except KeyboardInterrupt:
         printer._end_bar()
         raise PullError("interrupted: run the same command again to resume where it stopped") from None
