@@ -55,12 +55,11 @@ class StateDirs:
         return self.data / "models"
 
 
-def state_dirs(environ: dict[str, str] | None = None) -> StateDirs:
-    """The state directories: under ``APPLIANCE_HOME`` when set, else platformdirs' user dirs."""
-    env = os.environ if environ is None else environ
-    home = env.get("APPLIANCE_HOME")
-    if home:
-        root = Path(home).expanduser()
+def state_dirs(home: Path | None = None) -> StateDirs:
+    """The state directories: under ``home`` when given, else platformdirs' user dirs. Settings.dirs is
+    what the appliance uses; this alone reads no environment."""
+    if home is not None:
+        root = home.expanduser()
         return StateDirs(config=root, data=root / "data", cache=root / "cache", logs=root / "logs")
     dirs = platformdirs.PlatformDirs(APP_NAME, appauthor=False)
     return StateDirs(
@@ -69,6 +68,12 @@ def state_dirs(environ: dict[str, str] | None = None) -> StateDirs:
         cache=Path(dirs.user_cache_dir),
         logs=Path(dirs.user_log_dir),
     )
+
+
+def _home_from_env() -> Path | None:
+    # Only to find config.toml, before there are settings to ask (Settings.home reads the same variable).
+    home = os.environ.get("APPLIANCE_HOME")
+    return Path(home) if home else None
 
 
 class ServerSettings(BaseModel):
@@ -279,6 +284,20 @@ class Settings(BaseSettings):
     routing: RoutingSettings = RoutingSettings()
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     """Log level of the daemon."""
+    home: Path | None = None
+    """Where the state lives (`config.toml`, `data/` with the model store, `cache/`, `logs/`); empty: the
+    platform's user dirs. Set by `APPLIANCE_HOME`; in a config file it moves data, cache and logs (the file
+    itself is found by `APPLIANCE_HOME` or `--config`)."""
+
+    @field_validator("home", mode="before")
+    @classmethod
+    def _no_home(cls, value: Any) -> Any:
+        return None if value == "" else value  # APPLIANCE_HOME= (empty) is unset, as it always was
+
+    @property
+    def dirs(self) -> StateDirs:
+        """The state directories these settings name: every command and the daemon take them from here."""
+        return state_dirs(self.home)
 
     @classmethod
     def settings_customise_sources(
@@ -289,7 +308,7 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        toml_file = settings_cls.model_config.get("toml_file") or state_dirs().config_file
+        toml_file = settings_cls.model_config.get("toml_file") or state_dirs(_home_from_env()).config_file
         return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
 
 

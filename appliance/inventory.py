@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from appliance.config import state_dirs
+from appliance.config import Settings
 from models.catalog import LocalModel, local_models
 from models.discover import discover
 from models.store import Store
 
 
-def store() -> Store:
-    return Store(state_dirs().models)
+def store(settings: Settings) -> Store:
+    """The model store in the state directories ``settings`` name."""
+    return Store(settings.dirs.models)
 
 
 def discovered_models() -> list[LocalModel]:
@@ -20,14 +21,15 @@ def discovered_models() -> list[LocalModel]:
     ]
 
 
-def installed_models(*, discover_external: bool = True) -> list[LocalModel]:
-    """Every servable model: the store's, the embedded one, and (unless turned off) other tools'."""
-    external = discovered_models() if discover_external else []
-    return local_models(state_dirs().models, discovered=external)
+def installed_models(settings: Settings) -> list[LocalModel]:
+    """Every servable model: the store's, the embedded one, and (unless ``store.discover`` is off) other
+    tools'."""
+    external = discovered_models() if settings.store.discover else []
+    return local_models(settings.dirs.models, discovered=external)
 
 
-def installed_named(name: str, *, discover_external: bool) -> list[LocalModel]:
+def installed_named(settings: Settings, name: str) -> list[LocalModel]:
     """The installed model ``name:tag``, or every installed tag of a bare ``name`` (other tools' models
-    only when ``discover_external``: the caller passes ``settings.store.discover``)."""
-    installed = installed_models(discover_external=discover_external)
+    only when ``store.discover`` is on)."""
+    installed = installed_models(settings)
     return [m for m in installed if m.id == name] or [m for m in installed if m.name == name]

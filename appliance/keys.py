@@ -14,7 +14,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from appliance.config import Settings, state_dirs
+from appliance.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ class NamedKey:
 def keys_file(settings: Settings) -> Path:
     """The keys file: ``server.api_keys_file``, else ``api-keys`` in the config directory."""
     configured = settings.server.api_keys_file
-    return configured.expanduser() if configured is not None else state_dirs().api_keys_file
+    return configured.expanduser() if configured is not None else settings.dirs.api_keys_file
 
 
 def read_keys_file(path: Path) -> list[NamedKey]:

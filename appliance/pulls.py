@@ -10,7 +10,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from appliance.config import Settings
 from appliance.hardware.profile import HardwareProfile
@@ -18,6 +18,7 @@ from appliance.planner.model_info import ModelInfo, model_info
 from appliance.planner.plan import Option, Plan
 from appliance.planning import choose_plan
 from models import hf, ollama
+from models.errors import NotFound
 from models.gguf_header import GGUFError, merge_split_headers
 from models.remote_gguf import read_remote_header
 from models.store import Manifest, Store, StoredFile, StoreError, check_ref, name_from_repo, now_iso
@@ -26,15 +27,26 @@ from models.transfer import Progress, TransferError, download, resumable_bytes
 _DISK_MARGIN = 256 << 20
 
 
+# Why a pull failed, for the APIs to choose their status by: "not_found" when the hub or registry has no
+# such repo, model, tag or file (404), "failed" for anything else (400).
+PullErrorKind = Literal["not_found", "failed"]
+PullStatus = Literal["resolving", "candidate", "chosen", "warning", "downloading", "success", "error"]
+
+
 class PullError(Exception):
-    """The pull cannot be done; one line saying why."""
+    """The pull cannot be done; one line saying why, and its ``kind``."""
+
+    def __init__(self, message: str, *, kind: PullErrorKind = "failed") -> None:
+        super().__init__(message)
+        self.kind: PullErrorKind = kind
 
 
 @dataclass(frozen=True)
 class PullEvent:
-    """One step of a pull, for the CLI's progress bar and the API's NDJSON stream."""
+    """One step of a pull, for the CLI's progress bar and the API's NDJSON stream (whose wire schema,
+    server/response_schemas.py's PullEventOut, is built from these fields)."""
 
-    status: str  # resolving | candidate | chosen | warning | downloading | success
+    status: PullStatus
     message: str = ""
     file: str | None = None
     completed: int | None = None
@@ -42,6 +54,13 @@ class PullEvent:
     bytes_per_s: float | None = None
     eta_s: float | None = None
     manifest: dict[str, Any] | None = None
+    error: str | None = None  # the last event of a failed pull: why, in one line
+    kind: PullErrorKind | None = None  # and what kind of failure it is
+
+    @classmethod
+    def failed(cls, error: PullError) -> PullEvent:
+        """The last event of a pull that raised ``error``."""
+        return cls("error", error=str(error), kind=error.kind)
 
     def to_json(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v is not None and v != ""}
@@ -74,7 +93,7 @@ def pull(
             return _pull_ollama(ref, job)
         return _pull_hf(ref, job)
     except (hf.HubError, ollama.OllamaError, TransferError, StoreError, GGUFError) as exc:
-        raise PullError(str(exc)) from None
+        raise PullError(str(exc), kind="not_found" if isinstance(exc, NotFound) else "failed") from None
 
 
 def hf_candidates(
@@ -88,7 +107,7 @@ def hf_candidates(
         wanted = [c for c in candidates if c.quant.upper() == quant.upper()]
         if not wanted:
             have = ", ".join(sorted({c.quant for c in candidates}))
-            raise PullError(f"{repo} has no {quant.upper()} file (has: {have})")
+            raise PullError(f"{repo} has no {quant.upper()} file (has: {have})", kind="not_found")
         candidates = wanted
     auth = hf.auth_headers()
     infos: dict[str, tuple[hf.RemoteCandidate, ModelInfo]] = {}

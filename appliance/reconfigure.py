@@ -29,6 +29,7 @@ RESTART_ONLY = (
     "model.flash_attn",
     "planner",  # the plans of the models the daemon knows are made once
     "store.discover",  # the installed models are listed at start
+    "home",  # the daemon holds the lock of its state directory, and its store is the one there
 )
 """Dotted setting names (or whole sections) that a running daemon keeps until it restarts."""
 

@@ -1,4 +1,4 @@
-"""One daemon per state directory: an OS lock on ``state_dirs().lock_file``, held while the daemon runs.
+"""One daemon per state directory: an OS lock on ``Settings.dirs.lock_file``, held while the daemon runs.
 
 Two daemons on the same store would each unload, pull and delete models under the other. The lock is
 ``flock``'s: the kernel drops it when the process ends, however it ends (SIGKILL, a crash, a power cut

@@ -19,6 +19,7 @@ from huggingface_hub.errors import (
 )
 from huggingface_hub.utils import HFValidationError, build_hf_headers, get_token, validate_repo_id
 
+from models.errors import NotFound
 from models.naming import quant_from_path
 
 _REF = re.compile(r"^(?P<repo>[\w.\-]+/[\w.\-]+)(?::(?P<quant>[\w.\-]+))?$")
@@ -27,6 +28,10 @@ _SPLIT = re.compile(r"-(\d{5})-of-(\d{5})\.gguf$")
 
 class HubError(Exception):
     """The Hub cannot give us the repo or file; one line why."""
+
+
+class HubNotFound(HubError, NotFound):
+    """The Hub has no such repo or revision (or a private one, without the token that reaches it)."""
 
 
 @dataclass(frozen=True)
@@ -97,12 +102,13 @@ def list_gguf(
     except GatedRepoError:
         raise HubError(f"{repo} is gated: accept its terms on the Hub and set HF_TOKEN") from None
     except RepositoryNotFoundError:
-        raise HubError(f"repo {repo} not found on {base} (private repos need HF_TOKEN)") from None
+        raise HubNotFound(f"repo {repo} not found on {base} (private repos need HF_TOKEN)") from None
     except RevisionNotFoundError:
-        raise HubError(f"{repo} has no revision {revision}") from None
+        raise HubNotFound(f"{repo} has no revision {revision}") from None
     except HfHubHTTPError as exc:
         status = exc.response.status_code if exc.response is not None else "?"
-        raise HubError(f"{base} answered {status} for {repo}") from None
+        kind = HubNotFound if status == 404 else HubError
+        raise kind(f"{base} answered {status} for {repo}") from None
     except (httpx.HTTPError, OSError) as exc:
         raise HubError(f"cannot reach {base}: {type(exc).__name__} {exc}".strip()) from None
     commit = info.sha or revision or "main"

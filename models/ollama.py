@@ -14,6 +14,8 @@ from typing import Any
 
 import httpx
 
+from models.errors import NotFound
+
 DEFAULT_REGISTRY = "https://registry.ollama.ai"
 MANIFEST_TYPE = "application/vnd.docker.distribution.manifest.v2+json"
 MODEL_LAYER = "application/vnd.ollama.image.model"
@@ -25,6 +27,10 @@ _SMALL_LAYER_BYTES = 1 << 20
 
 class OllamaError(Exception):
     """The registry cannot give us the model; one line why."""
+
+
+class OllamaNotFound(OllamaError, NotFound):
+    """The registry has no such model, tag or blob (it answered 404)."""
 
 
 @dataclass(frozen=True)
@@ -78,7 +84,7 @@ def _get(client: httpx.Client, url: str, what: str, **kwargs: Any) -> httpx.Resp
     except httpx.HTTPError as exc:
         raise OllamaError(f"cannot reach {registry}: {type(exc).__name__} {exc}".strip()) from None
     if response.status_code == 404:
-        raise OllamaError(f"{what} not found in {registry} (404)")
+        raise OllamaNotFound(f"{what} not found in {registry} (404)")
     if response.status_code != 200:
         raise OllamaError(f"{registry} answered {response.status_code} for {what}")
     return response

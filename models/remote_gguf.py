@@ -8,7 +8,7 @@ from collections.abc import Mapping
 import httpx
 
 from models.gguf_header import GGUFHeader, read_header
-from models.transfer import RemoteError
+from models.transfer import RemoteError, answered
 
 _FIRST_CHUNK = 256 * 1024
 _MAX_HEADER = 256 * 1024 * 1024  # no real header is this big: stop rather than fetch a whole file
@@ -37,7 +37,7 @@ class _RangeReader:
             except httpx.HTTPError as exc:
                 raise RemoteError(f"cannot read {self.url}: {type(exc).__name__} {exc}".strip()) from None
             if response.status_code not in (200, 206):
-                raise RemoteError(f"{self.url} answered {response.status_code}", response.status_code)
+                raise answered(f"{self.url} answered {response.status_code}", response.status_code)
             data = response.content
             if response.status_code == 200:  # no range support: the whole file came; keep what we need
                 data = data[start:]

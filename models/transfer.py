@@ -28,6 +28,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from models.errors import NotFound
+
 _CHUNK = 1 << 20
 _DISK_MARGIN = 64 << 20
 _PROGRESS_EVERY_S = 0.2
@@ -50,6 +52,15 @@ class RemoteError(TransferError):
     def __init__(self, message: str, status: int | None = None) -> None:
         super().__init__(message)
         self.status = status
+
+
+class RemoteNotFound(RemoteError, NotFound):
+    """The server answered 404 for the file."""
+
+
+def answered(message: str, status: int) -> RemoteError:
+    """The error for an HTTP answer ``status`` that is not the file: RemoteNotFound for a 404."""
+    return (RemoteNotFound if status == 404 else RemoteError)(message, status)
 
 
 class ChecksumMismatch(TransferError):
@@ -113,10 +124,8 @@ def _open(client: httpx.Client, url: str, headers: dict[str, str], start: int) -
         if response.status_code not in (200, 206):
             response.close()
             reason = {401: "unauthorized (a token is needed)", 403: "forbidden", 404: "not found"}
-            raise RemoteError(
-                f"{url} answered {response.status_code} {reason.get(response.status_code, '')}".rstrip(),
-                response.status_code,
-            )
+            why = reason.get(response.status_code, "")
+            raise answered(f"{url} answered {response.status_code} {why}".rstrip(), response.status_code)
         return response, response.status_code == 206 and start > 0
     raise RemoteError(f"{url}: too many redirects")
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import uvicorn
 
-from appliance.config import Settings, state_dirs
+from appliance.config import Settings
 from appliance.errors import UserError
 from appliance.hardware.detect import detect_hardware
 from appliance.hardware.profile import HardwareProfile
@@ -45,8 +45,7 @@ def resolve_model(settings: Settings, model_arg: str | None) -> tuple[LocalModel
     that can be served here, that one first."""
     chosen = model_arg or settings.model.default
     alias = settings.model.alias
-    discover = settings.store.discover
-    installed = installed_models(discover_external=discover)
+    installed = installed_models(settings)
     if chosen:
         by_id = {m.id: m for m in installed}
         path = Path(chosen).expanduser()
@@ -116,7 +115,7 @@ def run_daemon(
     again, for SIGHUP. Problems the user can fix become one-line UserErrors."""
 
     try:  # before anything is loaded: a second daemon on the same state changes nothing
-        lock = StateLock.acquire(state_dirs().lock_file)
+        lock = StateLock.acquire(settings.dirs.lock_file)
     except StateLocked as exc:
         raise UserError(str(exc)) from None
     try:

@@ -47,7 +47,7 @@ from server.compat_schemas import (
 )
 from server.errors import clip, dialect_error_body
 from server.openapi import BODY, GENERATION, doc
-from server.pull_routes import remove_stored, start_pull
+from server.pull_routes import failed_kind, remove_stored, start_pull
 from server.response_schemas import (
     OllamaChatAnswer,
     OllamaEmbedAnswer,
@@ -391,11 +391,12 @@ async def pull(request: Request) -> Response:
         return StreamingResponse(lines(), media_type="application/x-ndjson")
     last: dict[str, Any] = {}
     async for data in job.follow():
-        last = _progress(data)
-    if "error" in last:  # as /appliance/v1/models/pull answers a failed pull: the pull's own message
-        last["error"] = clip(last["error"])
-        return JSONResponse(last, status_code=404 if "not found" in last["error"] else 400)
-    return JSONResponse(last)
+        last = data
+    answer, kind = (_progress(last) if last else {}), failed_kind(last)
+    if kind is not None:  # as /appliance/v1/models/pull answers a failed pull: the pull's own message
+        answer["error"] = clip(answer["error"])
+        return JSONResponse(answer, status_code=404 if kind == "not_found" else 400)
+    return JSONResponse(answer)
 
 
 @router.delete(

@@ -18,18 +18,22 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from appliance.errors import InvalidRequest
+from appliance.errors import InvalidRequest, ModelNotFound
 from appliance.inventory import store
 from appliance.manager import ModelManager
-from appliance.pulls import PullError, PullEvent, pull
+from appliance.pulls import PullError, PullErrorKind, PullEvent, pull
 from models.catalog import from_manifest
 from models.store import StoreError
 from server.compat_schemas import PullRequest
 from server.openapi import BODY, PROTECTED, doc
-from server.response_schemas import PullEventOut, Pulls, Removed
+from server.response_schemas import Pulls, Removed, from_dataclass
 from server.schemas import read_body
 
 router = APIRouter(prefix="/appliance/v1")
+# Built from PullEvent, which writes the lines: the two cannot drift apart.
+PullEventOut = from_dataclass(
+    PullEvent, "PullEventOut", "One progress line of a pull (NDJSON), or the last one when not streamed."
+)
 
 
 class PullJob:
@@ -116,13 +120,13 @@ def start_pull(request: Request, ref: str) -> PullJob:
 
     def run() -> None:
         try:
-            target = store()
+            target = store(settings)
             manifest = pull(ref, settings, hardware, target, job.emit)
         except PullError as exc:
-            job.finish("failed", {"status": "error", "error": str(exc)})
+            job.finish("failed", PullEvent.failed(exc).to_json())
             return
         except Exception as exc:  # a bug: report it on the stream rather than leave followers hanging
-            job.finish("failed", {"status": "error", "error": f"pull failed: {exc}"})
+            job.finish("failed", PullEvent.failed(PullError(f"pull failed: {exc}")).to_json())
             return
         loop.call_soon_threadsafe(manager.add_model, from_manifest(target, manifest))
         job.finish("done")
@@ -131,7 +135,9 @@ def start_pull(request: Request, ref: str) -> PullJob:
     return job
 
 
-@router.post("/models/pull", **doc("openai", body=PullRequest, ok=PullEventOut, stream="ndjson", errors=BODY))
+@router.post(
+    "/models/pull", **doc("openai", body=PullRequest, ok=PullEventOut, stream="ndjson", errors=(*BODY, 404))
+)
 async def pull_model(request: Request) -> Response:
     """Body ``{"model": "owner/name[:QUANT]" | "ollama:NAME[:TAG]", "stream": true}``."""
     body = await read_body(request, PullRequest)
@@ -148,8 +154,17 @@ async def pull_model(request: Request) -> Response:
     async for data in job.follow():
         last = data
     if last.get("status") == "error":
-        raise InvalidRequest(last["error"], param="model")
+        failure = ModelNotFound if failed_kind(last) == "not_found" else InvalidRequest
+        raise failure(last["error"], param="model")
     return JSONResponse(last)
+
+
+def failed_kind(last: dict[str, Any]) -> PullErrorKind | None:
+    """The kind of failure the last event of a pull reports (PullEvent's ``kind``), None for a pull that
+    did not fail; the pull APIs choose their status by it."""
+    if last.get("status") != "error":
+        return None
+    return "not_found" if last.get("kind") == "not_found" else "failed"
 
 
 @router.get("/models/pulls", **doc("openai", ok=Pulls))
@@ -167,12 +182,13 @@ async def remove_stored(manager: ModelManager, name: str) -> str:
     """Unload and delete the stored model ``name``; its id. ModelNotFound, or InvalidRequest for a model
     that is not the store's to delete."""
     model = manager.resolve(name)
+    stored = store(manager.settings)
     if model.external or model.source in ("embedded", "argument"):
         raise InvalidRequest(f"{model.id} is not in the store ({model.source}); it cannot be removed here")
     await manager.remove_model(model.id)
     try:
-        if store().get(model.id) is not None:
-            store().remove(model.id)
+        if stored.get(model.id) is not None:
+            stored.remove(model.id)
         else:
             model.path.unlink(missing_ok=True)
     except (StoreError, OSError) as exc:

@@ -5,14 +5,27 @@ apart unnoticed. Objects that only the appliance reads (plans, hardware) stay op
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import dataclasses
+from typing import Any, Literal, get_type_hints
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
 
 class _Out(BaseModel):
     # Answers may grow fields; clients must ignore the ones they do not know.
     model_config = ConfigDict(extra="allow")
+
+
+def from_dataclass(source: type, name: str, doc: str) -> type[BaseModel]:
+    """The wire model of answers written from the dataclass ``source`` (its fields, of its types), so a
+    field added there is in the published schema too. A field with a default may be left out, as an
+    answer leaves out its empty fields."""
+    hints = get_type_hints(source)
+    fields: dict[str, Any] = {}
+    for field in dataclasses.fields(source):
+        required = field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
+        fields[field.name] = (hints[field.name], ...) if required else (hints[field.name] | None, None)
+    return create_model(name, __base__=_Out, __doc__=doc, **fields)
 
 
 # Errors, one shape per dialect (server/errors.py builds them).
@@ -387,20 +400,6 @@ class Status(_Out):
     memory: MemoryUse
     requests: dict[str, int] = Field(description="request totals by HTTP status")
     requests_by_backend: dict[str, dict[str, int]]
-
-
-class PullEventOut(_Out):
-    """One progress line of a pull (NDJSON), or the last one when not streamed."""
-
-    status: str
-    message: str | None = None
-    file: str | None = None
-    completed: int | None = None
-    total: int | None = None
-    bytes_per_s: float | None = None
-    eta_s: float | None = None
-    manifest: dict[str, Any] | None = None
-    error: str | None = None
 
 
 class PullJobOut(_Out):

@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import shutil
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from appliance.cli.common import api_key, base_url, settings
+from appliance.cli.common import api_key, base_url, settings, to_json
 from appliance.config import Settings
 from appliance.errors import UserError
 
@@ -88,7 +87,7 @@ def model_file(target: str | None, settings: Settings) -> Path:
         return path.resolve()
     from appliance.inventory import installed_named
 
-    named = installed_named(target, discover_external=settings.store.discover)
+    named = installed_named(settings, target)
     if not named:
         raise BenchError(
             f"no such file or installed model: {target} (`appliance list` shows what is installed)"
@@ -148,10 +147,10 @@ def run(
 def main(report: dict[str, Any], *, as_json: bool, out: Path | None) -> int:
     """Print ``report`` (a table, or JSON), write it to ``out``; 1 if a server failed or a request erred."""
     if out is not None:
-        out.write_text(json.dumps(report, indent=2) + "\n")
+        out.write_text(to_json(report) + "\n")
     results = report["results"]
     if as_json:
-        print(json.dumps(report, indent=2))
+        print(to_json(report))
     else:
         c = report["config"]
         where = (

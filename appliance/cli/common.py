@@ -1,9 +1,11 @@
-"""What every command shares: the parent parsers of common flags, settings as a one-line error, and how a
-command finds the daemon (its URL and API key)."""
+"""What every command shares: the parent parsers of common flags, settings as a one-line error, how a
+command finds the daemon (its URL and API key), and how it prints what it shows (JSON or a table)."""
 
 from __future__ import annotations
 
 import argparse
+import json
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +46,25 @@ def shows(
     )
     command.add_argument("--json", action="store_true", help="print as JSON")
     return command
+
+
+def to_json(data: Any) -> str:
+    """``data`` as every command's --json prints it: indented by two, keys in their order."""
+    return json.dumps(data, indent=2)
+
+
+def show(data: Any, *, as_json: bool, text: Callable[[], str]) -> None:
+    """Print what a command shows: ``data`` as JSON with --json, else the text ``text`` writes (only then
+    called)."""
+    print(to_json(data) if as_json else text())
+
+
+def table(rows: Sequence[Sequence[str]]) -> list[str]:
+    """``rows`` (a header, if any, is the first) as lines, each column as wide as its widest cell and
+    two spaces from the next; no trailing spaces."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+            for row in rows]  # fmt: skip
 
 
 def settings(args: argparse.Namespace, **overrides: Any) -> Settings:

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import json
 
-from appliance.cli.common import settings
+from appliance.cli.common import settings, to_json
 from appliance.config import masked
 
 
@@ -22,5 +21,5 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
 
 def run(args: argparse.Namespace) -> int:
     """Print the configuration as JSON; the exit status."""
-    print(json.dumps(masked(settings(args)), indent=2))
+    print(to_json(masked(settings(args))))
     return 0

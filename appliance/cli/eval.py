@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from appliance.cli.common import api_key, base_url, settings
-from appliance.config import Settings, state_dirs
+from appliance.cli.common import api_key, base_url, settings, show
+from appliance.config import Settings
 from appliance.errors import UserError
 from appliance.evaluation import CaseError, EvalError
 from appliance.evaluation.golden import Case, GoldenError, Outcome, builtin_golden, judge, load_golden
@@ -140,7 +139,7 @@ def _measure_drift(
         finally:
             model.close()
 
-    scratch = state_dirs().cache
+    scratch = settings.dirs.cache
     scratch.mkdir(parents=True, exist_ok=True)
     try:
         run.drift = measure(
@@ -232,7 +231,7 @@ def eval_summary(run: EvalRun) -> str:
 
 def main(run: EvalRun, settings: Settings, as_json: bool) -> int:
     run_eval(run, settings, None if as_json else sys.stdout)
-    print(json.dumps(eval_json(run), indent=2) if as_json else eval_summary(run))
+    show(eval_json(run), as_json=as_json, text=lambda: eval_summary(run))
     return 0
 
 

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 from typing import TYPE_CHECKING
 
-from appliance.cli.common import settings, shows
+from appliance.cli.common import settings, show, shows
 
 if TYPE_CHECKING:
     from appliance.hardware.profile import HardwareProfile
@@ -75,8 +74,5 @@ def run(args: argparse.Namespace) -> int:
 
     settings(args)  # a broken --config is reported here as for every command
     profile = detect_hardware()
-    if args.json:
-        print(json.dumps(profile.to_json(), indent=2))
-    else:
-        print("\n".join(hw_summary(profile)))
+    show(profile.to_json(), as_json=args.json, text=lambda: "\n".join(hw_summary(profile)))
     return 0

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
-from appliance.cli.common import settings
+from appliance.cli.common import settings, table, to_json
 from appliance.config import Settings
 from appliance.errors import UserError
 from appliance.keys import KeyFileError, keys_file, new_key, read_keys_file
@@ -19,7 +18,7 @@ def run_key_command(args: argparse.Namespace, settings: Settings) -> int:
     if args.key_command == "new":
         key = new_key(path, args.name.strip())
         if args.json:
-            print(json.dumps({"key": key.key, "name": key.name, "file": str(path)}))
+            print(to_json({"key": key.key, "name": key.name, "file": str(path)}))
         else:
             print(key.key)
             print(
@@ -32,14 +31,14 @@ def run_key_command(args: argparse.Namespace, settings: Settings) -> int:
     configured = [settings.server.api_key, *settings.server.api_keys]
     listed += [{"source": "settings", "name": "", "key": "**********"} for k in configured if k is not None]
     if args.json:
-        print(json.dumps(listed, indent=2))
+        print(to_json(listed))
     elif not listed:
         print(
             f"no API keys: the daemon serves loopback without one. Make one with `appliance key new` ({path})"
         )
     else:
-        for entry in listed:
-            print(f"{entry['key']:<18} {entry['name'] or '-':<20} {entry['source']}")
+        rows = [(entry["key"], entry["name"] or "-", entry["source"]) for entry in listed]
+        print("\n".join(table(rows)))
     return 0
 
 

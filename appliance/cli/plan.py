@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from appliance.cli.common import budgets, settings
+from appliance.cli.common import budgets, settings, to_json
 from appliance.config import Settings
 from appliance.errors import UserError
 
@@ -33,7 +32,7 @@ def local_candidates(model: str, settings: Settings) -> list[ModelInfo] | None:
         return candidates(path)
     from appliance.inventory import installed_named
 
-    named = installed_named(model, discover_external=settings.store.discover)
+    named = installed_named(settings, model)
     return candidates_of([m.path for m in named]) if named else None
 
 
@@ -121,7 +120,7 @@ def plan_json(chosen: Plan, figures: dict[str, Any] | None) -> str:
     data = chosen.to_json()
     if figures is not None:
         data["llama_cpp"] = figures
-    return json.dumps(data, indent=2)
+    return to_json(data)
 
 
 def _mib(n: int) -> str:

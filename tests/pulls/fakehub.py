@@ -10,7 +10,9 @@ serving real files from a directory. Shapes follow the real services:
   ``GET /v2/{ns}/{name}/blobs/{digest}`` redirecting (307) to a CDN path with ranges.
 
 Knobs for tests: ``cut_after`` (end a transfer abruptly after N bytes, once), ``corrupt`` (flip a byte in
-what is served), ``ignore_range``; ``served`` counts bytes per file and ``ranges`` records Range headers.
+what is served), ``ignore_range``, ``file_status`` (a listed file whose resolve answers that status, as
+the Hub's EntryNotFound 404 or a 5xx); ``served`` counts bytes per file and ``ranges`` records Range
+headers.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ class Knobs:
     corrupt: bool = False
     ignore_range: bool = False
     bytes_per_s: float | None = None  # slow transfers down (to kill a pull in the middle)
+    file_status: dict[str, int] = field(default_factory=dict)  # file name -> the status resolve answers
     served: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     ranges: list[tuple[str, str | None]] = field(default_factory=list)
 
@@ -155,9 +158,12 @@ class FakeHub:
             if isinstance(entry, Response):
                 return entry
             path = entry.files.get(filename)
-            if path is None:
+            status = 404 if path is None else hub.knobs.file_status.get(filename)
+            if status == 404:
                 return JSONResponse({"error": "Entry not found"}, status_code=404,
                                     headers={"X-Error-Code": "EntryNotFound"})  # fmt: skip
+            if path is None or status is not None:
+                return JSONResponse({"error": "Internal Error"}, status_code=status or 500)
             sha = hub.sha(path)
             size = str(path.stat().st_size)
             # To another host name, as the Hub's redirect to its CDN is (huggingface_hub reads a file's

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from models import ollama
+from models.errors import NotFound
 from models.gguf_header import read_gguf_file
 from models.hf import HubError, list_gguf, parse_repo_ref
 from models.remote_gguf import read_remote_header
@@ -39,6 +41,33 @@ def test_hub_errors_are_one_line(hub: FakeHub) -> None:
     with pytest.raises(HubError, match="not a Hugging Face repo"):
         parse_repo_ref("just-a-name")
     assert parse_repo_ref("acme/Tiny-GGUF:q4_k_m") == ("acme/Tiny-GGUF", "q4_k_m")
+
+
+def test_a_missing_repo_model_or_file_is_a_not_found_and_a_failing_server_is_not(
+    hub: FakeHub, tmp_path: Path
+) -> None:
+    """The type the pull APIs choose their 404 by: a repo, an Ollama tag, a listed file the Hub answers
+    404 for (EntryNotFound); not a repo without GGUF files, nor a file the Hub answers 503 for."""
+    with pytest.raises(NotFound):
+        list_gguf("acme/Nope", endpoint=hub.url)
+    with pytest.raises(NotFound):
+        ollama.fetch_model(ollama.parse_ref("ollama:smollm2:9z", hub.url))
+    with pytest.raises(HubError) as no_gguf:
+        list_gguf("acme/Docs-Only", endpoint=hub.url)
+    assert not isinstance(no_gguf.value, NotFound)
+    file = list_gguf("acme/Tiny-GGUF", endpoint=hub.url).candidates[0].files[0]
+    hub.knobs.file_status[file.name] = 404
+    with pytest.raises(NotFound):
+        read_remote_header(file.url)
+    with pytest.raises(NotFound):
+        download(file.url, tmp_path / file.name, partial_dir=tmp_path / "partial")
+    hub.knobs.file_status[file.name] = 503
+    with pytest.raises(RemoteError) as failing:
+        read_remote_header(file.url)
+    assert failing.value.status == 503 and not isinstance(failing.value, NotFound)
+    with pytest.raises(RemoteError) as failing:
+        download(file.url, tmp_path / file.name, partial_dir=tmp_path / "partial")
+    assert failing.value.status == 503 and not isinstance(failing.value, NotFound)
 
 
 def test_a_remote_header_costs_a_small_prefix_and_equals_the_local_one(hub: FakeHub, files: Files) -> None:

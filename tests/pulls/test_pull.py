@@ -158,14 +158,32 @@ def test_the_daemon_pulls_with_streamed_progress_and_serves_the_result(hub: Fake
         assert chat.status_code == 200 and chat.json()["model"] == name
         pulls = httpx.get(f"{daemon.url}/appliance/v1/models/pulls", timeout=10).json()["pulls"]
         assert pulls[0]["state"] == "done"
-        bad = httpx.post(url, json={"model": "acme/Nope", "stream": False}, timeout=30)
-        assert bad.status_code == 400 and "not found" in bad.json()["error"]["message"]
+        assert _failed_pull(daemon.url, "acme/Nope") == (404, 404)  # no such repo
+        assert _failed_pull(daemon.url, "acme/Tiny-GGUF:Q5_K_M") == (404, 404)  # nor such a quantization
+        hub.knobs.file_status["Tiny-Q2_K.gguf"] = 404  # listed, but the Hub answers EntryNotFound
+        assert _failed_pull(daemon.url, "acme/Tiny-GGUF:Q2_K") == (404, 404)
+        hub.knobs.file_status["Tiny-Q2_K.gguf"] = 503  # a failing Hub is not a missing model
+        assert _failed_pull(daemon.url, "acme/Tiny-GGUF:Q2_K") == (400, 400)
+        with httpx.stream("POST", url, json={"model": "acme/Nope"}, timeout=30) as response:
+            last = [json.loads(line) for line in response.iter_lines() if line][-1]
+        assert last["status"] == "error" and last["kind"] == "not_found" and "not found" in last["error"]
         removed = httpx.delete(f"{daemon.url}/appliance/v1/models/{name}", timeout=30)
         assert removed.status_code == 200
         ids = [m["id"] for m in httpx.get(f"{daemon.v1}/models", timeout=10).json()["data"]]
         assert name not in ids
     finally:
         stop_daemon(daemon)
+
+
+def _failed_pull(daemon_url: str, ref: str) -> tuple[int, int]:
+    """The statuses /appliance/v1/models/pull and Ollama's /api/pull answer for a failing pull of the
+    Hugging Face repo ``ref``, each with its message in its dialect's error shape."""
+    ours = httpx.post(f"{daemon_url}/appliance/v1/models/pull", json={"model": ref, "stream": False},
+                      timeout=60)  # fmt: skip
+    theirs = httpx.post(f"{daemon_url}/api/pull", json={"model": f"hf.co/{ref}", "stream": False}, timeout=60)
+    assert ours.json()["error"]["message"] and ours.json()["error"]["param"] == "model", ours.text
+    assert isinstance(theirs.json()["error"], str) and theirs.json()["error"], theirs.text
+    return ours.status_code, theirs.status_code
 
 
 def test_ollama_clients_pull_and_delete_through_the_daemon(hub: FakeHub, tmp_path: Path) -> None:

@@ -3,6 +3,7 @@ reads and answers: the request body of each POST, the errors in the route's own 
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -11,6 +12,7 @@ from openapi_spec_validator import validate
 from appliance.config import Settings
 from appliance.hardware.detect import detect_hardware
 from appliance.manager import ModelManager
+from appliance.pulls import PullEvent
 from models.catalog import LocalModel
 from models.embedded import embedded_model_path
 from server.app import create_app
@@ -78,3 +80,15 @@ def test_streams_are_described(document: dict[str, Any]) -> None:
     assert "text/event-stream" in paths["/v1/messages"]["post"]["responses"]["200"]["content"]
     for path in ("/api/chat", "/api/generate", "/api/pull", "/appliance/v1/models/pull"):
         assert "application/x-ndjson" in paths[path]["post"]["responses"]["200"]["content"], path
+
+
+def test_a_pull_line_is_described_by_the_fields_of_the_event_that_writes_it(document: dict[str, Any]) -> None:
+    """The NDJSON lines of /appliance/v1/models/pull are PullEvent.to_json(): the schema has PullEvent's
+    fields, no more and no fewer, and the route's 404 (a missing model) is described."""
+    responses = document["paths"]["/appliance/v1/models/pull"]["post"]["responses"]
+    line = responses["200"]["content"]["application/x-ndjson"]["schema"]
+    schema = document["components"]["schemas"][line["$ref"].rsplit("/", 1)[1]]
+    assert set(schema["properties"]) == {field.name for field in dataclasses.fields(PullEvent)}
+    assert schema["required"] == ["status"] and "error" in schema["properties"]["status"]["enum"]
+    assert {"enum": ["not_found", "failed"], "type": "string"} in schema["properties"]["kind"]["anyOf"]
+    assert responses["404"]["content"]["application/json"]["schema"]["$ref"].endswith("/OpenAIError")

@@ -28,7 +28,7 @@ def external(appliance_home: Path) -> str:
         os.link(source, folder / "Tiny-Q4_1.gguf")
     except OSError:  # another file system
         shutil.copyfile(source, folder / "Tiny-Q4_1.gguf")
-    (found,) = [m for m in installed_models(discover_external=True) if m.external]
+    (found,) = [m for m in installed_models(load_settings()) if m.external]
     return found.id
 
 

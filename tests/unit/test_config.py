@@ -163,7 +163,7 @@ def test_explicit_config_file_that_is_not_a_file(name: str, tmp_path: Path) -> N
 
 
 def test_state_dirs_under_appliance_home(appliance_home: Path) -> None:
-    dirs = state_dirs()
+    dirs = load_settings().dirs
     assert dirs.config == appliance_home
     assert dirs.config_file == appliance_home / "config.toml"
     assert dirs.data == appliance_home / "data"
@@ -171,8 +171,22 @@ def test_state_dirs_under_appliance_home(appliance_home: Path) -> None:
     assert dirs.logs == appliance_home / "logs"
 
 
-def test_state_dirs_from_an_explicit_environment(tmp_path: Path) -> None:
-    assert state_dirs({"APPLIANCE_HOME": str(tmp_path)}).data == tmp_path / "data"
+def test_state_dirs_from_an_explicit_home(tmp_path: Path) -> None:
+    assert state_dirs(tmp_path).data == tmp_path / "data"
+    assert state_dirs(None).data != tmp_path / "data"  # the platform's user dirs
+
+
+def test_an_empty_appliance_home_is_unset_and_a_config_file_may_move_the_data(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("APPLIANCE_HOME", "")
+    assert load_settings().home is None and load_settings().dirs == state_dirs(None)
+    monkeypatch.delenv("APPLIANCE_HOME")
+    config = tmp_path / "other.toml"
+    config.write_text(f'home = "{tmp_path}"\n')
+    assert load_settings(config).dirs.models == tmp_path / "data" / "models"
+    monkeypatch.setenv("APPLIANCE_HOME", str(tmp_path / "env"))  # the environment over the file, as ever
+    assert load_settings(config).dirs.models == tmp_path / "env" / "data" / "models"
 
 
 @pytest.mark.parametrize(
