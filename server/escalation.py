@@ -188,7 +188,8 @@ async def escalate_generation(
 ) -> tuple[EventStream, Escalated] | None:
     """A remote's stream of events for ``params`` (its first byte already here) when the request goes to
     a remote; None to serve it here."""
-    decided = _decide(request, name, _params_tokens(params), None)
+    need = "logprobs" if params.top_logprobs is not None else None
+    decided = _decide(request, name, _params_tokens(params), need)
     if decided is None:
         return None
     model, decision = decided

@@ -81,9 +81,8 @@ class Remote:
         if embeddings is None:
             embeddings = self.settings.kind == "openai"
         token_ids = embeddings and self.settings.kind in ("openai", "vllm")
-        # Log-probabilities do not come back as events (the OpenAI routes, passing the remote's bytes
-        # through, keep them).
-        return Capabilities(embeddings=embeddings, embed_token_ids=token_ids, logprobs=False)
+        # Log-probabilities: all three kinds give them in OpenAI's shapes (appliance.remotes.backend).
+        return Capabilities(embeddings=embeddings, embed_token_ids=token_ids, logprobs=True)
 
     def headers(self) -> dict[str, str]:
         key = self.settings.api_key()
