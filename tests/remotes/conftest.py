@@ -61,7 +61,7 @@ def _remove_stale() -> None:
             subprocess.run([NETNS_SH, "down", name], capture_output=True, timeout=60)
 
 
-def _free_address() -> str:
+def free_address() -> str:
     """The first address from _FIRST_ADDRESS that no route on this machine names (a namespace of
     netns.sh leaves two: the link's and an ``unreachable`` fallback)."""
     routes = subprocess.run(["ip", "-4", "route", "show", "table", "all"], capture_output=True, text=True,
@@ -95,7 +95,7 @@ def namespace(role: str) -> Iterator[Namespace]:
     with _LOCK.open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         _remove_stale()
-        created = Namespace(f"a{role}-{os.getpid()}", _free_address())
+        created = Namespace(f"a{role}-{os.getpid()}", free_address())
         created.run("down", check=False)  # this process's own, if an earlier fixture left it
         subprocess.run([NETNS_SH, "up", created.name, created.address], check=True, capture_output=True,
                        timeout=60)  # fmt: skip
