@@ -70,7 +70,7 @@ def _rough_tokens(content: Any, asked: Any) -> int:
 
 
 def _needed_tokens(body: dict[str, Any]) -> int:
-    content = body.get("messages") or body.get("prompt") or body.get("input")
+    content = body.get("messages") or body.get("prompt")
     return _rough_tokens(content, body.get("max_completion_tokens") or body.get("max_tokens") or 0)
 
 
@@ -152,8 +152,8 @@ async def _over_remotes(
 
 
 async def escalate(request: Request, path: str, name: str | None) -> Response | None:
-    """The remote's answer, passed through as it is, when an OpenAI request goes to a remote; None to
-    serve it here."""
+    """The remote's answer, passed through as it is, when an OpenAI chat or completion goes to a remote;
+    None to serve it here."""
     if not request.app.state.remotes.remotes:
         return None
     body: dict[str, Any] = json.loads(await request.body())
