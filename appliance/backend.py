@@ -113,6 +113,7 @@ class Capabilities:
     chat: bool = True
     completions: bool = True
     embeddings: bool = True
+    embed_token_ids: bool = True  # embedding input given as token ids (OpenAI's list[int] form)
     tools: bool = True
     structured_output: bool = True
     logprobs: bool = True

@@ -207,6 +207,9 @@ class RemoteSettings(BaseModel):
     api_key_env: str | None = None
     models: dict[str, str] = {}
     """Local model name -> the remote's name for it; a model served under the same name needs no entry."""
+    embeddings: bool | None = None
+    """Whether the remote serves embeddings (/v1/embeddings, /api/embed escalate to it). Unset: SGLang's
+    answer from /get_model_info, else yes for kind openai and no for vllm and sglang."""
     timeouts: RemoteTimeouts = RemoteTimeouts()
 
     @model_validator(mode="after")

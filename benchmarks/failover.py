@@ -61,19 +61,21 @@ def _wait_healthy(url: str, process: subprocess.Popen[bytes], log: Path) -> None
 
 
 class Box:
-    """The remote: an appliance serving inside the namespace NETNS at ADDRESS, one slot."""
+    """The remote: an appliance serving inside namespace ``netns`` at ``address``, one slot (the tests
+    give each run a namespace of its own)."""
 
-    def __init__(self, home: Path) -> None:
+    def __init__(self, home: Path, netns: str = NETNS, address: str = ADDRESS) -> None:
         self.home = home
-        self.url = f"http://{ADDRESS}:{PORT}"
+        self.netns, self.address = netns, address
+        self.url = f"http://{address}:{PORT}"
         self.headers = {"Authorization": f"Bearer {KEY}"}
         self.process: subprocess.Popen[bytes] | None = None
-        (home / "config.toml").write_text(f'[server]\nallowed_hosts = ["{ADDRESS}"]\n')
+        (home / "config.toml").write_text(f'[server]\nallowed_hosts = ["{address}"]\n')
 
     def start(self) -> None:
         serve = ["serve", "--host", "0.0.0.0", "--port", str(PORT), "--api-key", KEY,
                  "--parallel", "1", "--ctx", "2048"]  # fmt: skip
-        command = ["ip", "netns", "exec", NETNS, sys.executable, "-m", "appliance", *serve]
+        command = ["ip", "netns", "exec", self.netns, sys.executable, "-m", "appliance", *serve]
         log = self.home / "box.log"
         with log.open("ab") as out:
             self.process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT,
@@ -86,7 +88,7 @@ class Box:
         return int(status["slots"]["busy"]) + int(status["queue"])
 
     def crash(self) -> None:
-        netns("crash", NETNS)
+        netns("crash", self.netns)
         if self.process is not None:
             self.process.wait(30)
 
@@ -140,9 +142,10 @@ class Blocker:
         story = [{"role": "user", "content": "Tell a long story."}]
         body = json.dumps({"model": MODEL_ID, "messages": story, "max_tokens": 1500,
                            "logit_bias": NO_EOS_BIAS, "stream": True}).encode()  # fmt: skip
-        head = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: {ADDRESS}:{PORT}\r\nAuthorization: Bearer {KEY}"
-                f"\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n")  # fmt: skip
-        self.sock = socket.create_connection((ADDRESS, PORT), timeout=60)
+        head = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: {box.address}:{PORT}\r\n"
+                f"Authorization: Bearer {KEY}\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n")  # fmt: skip
+        self.sock = socket.create_connection((box.address, PORT), timeout=60)
         self.sock.sendall(head.encode() + body)
         received = b""
         while b"data: " not in received:  # it generates
@@ -201,7 +204,7 @@ def fail_under_a_request(front_url: str, front_log: Path, box: Box, first_byte_s
     before = len(failovers(front_log))
     waiting = Waiting(front_url, box, first_byte_s * 2)
     if how == "cut":
-        netns("cut", NETNS)
+        netns("cut", box.netns)
     else:
         box.crash()
     failed_at = time.time()
@@ -209,7 +212,7 @@ def fail_under_a_request(front_url: str, front_log: Path, box: Box, first_byte_s
         response = waiting.join(first_byte_s * 2)
     finally:
         if how == "cut":
-            netns("restore", NETNS)
+            netns("restore", box.netns)
     found = failovers(front_log)[before:]
     gave_up_at, why = found[0] if found else (waiting.ended or time.time(), "")
     return gave_up_at - failed_at, why, response

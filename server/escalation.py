@@ -71,13 +71,14 @@ def _rough_tokens(content: Any, asked: Any) -> int:
 
 
 def _needed_tokens(body: dict[str, Any]) -> int:
-    content = body.get("messages") or body.get("prompt") or body.get("input")
+    content = body.get("messages") or body.get("prompt")
     return _rough_tokens(content, body.get("max_completion_tokens") or body.get("max_tokens") or 0)
 
 
-def _params_tokens(params: ChatParams | CompletionParams | list[str]) -> int:
+def _params_tokens(params: ChatParams | CompletionParams | list[str] | list[list[int]]) -> int:
     if isinstance(params, list):
-        return _rough_tokens(params, 0)
+        token_ids = [ids for ids in params if isinstance(ids, list)]
+        return sum(map(len, token_ids)) if token_ids else _rough_tokens(params, 0)
     content = params.messages if isinstance(params, ChatParams) else params.prompt
     return _rough_tokens(content, params.max_tokens or 0)
 
@@ -153,13 +154,12 @@ async def _over_remotes(
 
 
 async def escalate(request: Request, path: str, name: str | None) -> Response | None:
-    """The remote's answer, passed through as it is, when an OpenAI request goes to a remote; None to
-    serve it here."""
+    """The remote's answer, passed through as it is, when an OpenAI chat or completion goes to a remote;
+    None to serve it here."""
     if not request.app.state.remotes.remotes:
         return None
     body: dict[str, Any] = json.loads(await request.body())
-    need = "embeddings" if path == "/v1/embeddings" else None
-    decided = _decide(request, name, _needed_tokens(body), need)
+    decided = _decide(request, name, _needed_tokens(body), None)
     if decided is None:
         return None
     model, decision = decided
@@ -184,7 +184,8 @@ async def escalate_generation(
 ) -> tuple[EventStream, Escalated] | None:
     """A remote's stream of events for ``params`` (its first byte already here) when the request goes to
     a remote; None to serve it here."""
-    decided = _decide(request, name, _params_tokens(params), None)
+    need = "logprobs" if params.top_logprobs is not None else None
+    decided = _decide(request, name, _params_tokens(params), need)
     if decided is None:
         return None
     model, decision = decided
@@ -200,11 +201,12 @@ async def escalate_generation(
 
 
 async def escalate_embedding(
-    request: Request, name: str | None, inputs: list[str]
+    request: Request, name: str | None, inputs: list[str] | list[list[int]]
 ) -> tuple[Embeddings, Escalated] | None:
-    """A remote's embeddings of ``inputs`` when the request goes to a remote able to embed; None to serve
-    it here."""
-    decided = _decide(request, name, _params_tokens(inputs), "embeddings")
+    """A remote's embeddings of ``inputs`` when the request goes to a remote able to embed them (token
+    ids: one that takes them as they are); None to serve it here."""
+    need = "embeddings" if all(isinstance(i, str) for i in inputs) else "embed_token_ids"
+    decided = _decide(request, name, _params_tokens(inputs), need)
     if decided is None:
         return None
     model, decision = decided

@@ -77,14 +77,12 @@ async def embed(
     escalate: bool = True,
     check_local: Callable[[], object] | None = None,
 ) -> tuple[Embeddings, str]:
-    """``inputs`` embedded by the backend the router picks (a remote only if it can embed), counted in
-    the metrics; with the model id that served them. Token ids are embedded here only."""
+    """``inputs`` embedded by the backend the router picks (a remote only if it can embed them: token ids
+    go as they are, to a remote that takes them), counted in the metrics; with the model id that served
+    them."""
     metrics: Metrics = request.app.state.metrics
     record = record_of(request.scope)
-    texts = [i for i in inputs if isinstance(i, str)]
-    escalated = (
-        await escalate_embedding(request, name, texts) if escalate and len(texts) == len(inputs) else None
-    )
+    escalated = await escalate_embedding(request, name, inputs) if escalate else None
     if escalated is not None:
         result, where = escalated
         record.serve(endpoint, where.model, where.backend, where.reason)

@@ -221,11 +221,8 @@ async def completions(request: Request) -> Response:
 @router.post("/v1/embeddings", **doc("openai", body=EmbeddingRequest, ok=EmbeddingList, errors=GENERATION))
 async def embeddings(request: Request) -> Response:
     body = await read_body(request, EmbeddingRequest)
-    escalated = await escalate(request, "/v1/embeddings", body.model)
-    if escalated is not None:
-        return escalated
     result, model_id = await generation.embed(request, "/v1/embeddings", body.model, body.inputs(),
-                                              wait=_wait_for_load(request), escalate=False)  # fmt: skip
+                                              wait=_wait_for_load(request))  # fmt: skip
     data = []
     for index, vector in enumerate(result.vectors):
         value: Any = vector

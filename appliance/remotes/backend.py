@@ -1,7 +1,7 @@
 """A remote OpenAI-compatible server (vLLM, SGLang, another appliance) behind the same Backend seam as
 llama.cpp here: the core's chat, completion and embedding requests go out as OpenAI JSON, and the
-remote's SSE stream comes back as the same TextDelta/Finished events the local engine yields, so every
-dialect can answer from either.
+remote's SSE stream comes back as the same TextDelta/Finished events the local engine yields (with the
+tokens' log-probabilities when asked for), so every dialect can answer from either.
 
 ``chat`` and ``complete`` return only once the remote's first byte has arrived: until then a failure is
 a Failover (the caller tries the next remote, or this machine); after it, a RemoteFailed raised from
@@ -28,6 +28,7 @@ from appliance.backend import (
     FinishReason,
     Reasoning,
     TextDelta,
+    TokenLogprob,
     Usage,
 )
 from appliance.engine.params import SamplingParams
@@ -93,6 +94,9 @@ def chat_body(params: ChatParams, model: str, kind: str) -> dict[str, Any]:
             body["tool_choice"] = params.tool_choice
     if (response_format := _response_format(params.json_schema)) is not None:
         body["response_format"] = response_format
+    if params.top_logprobs is not None:
+        body["logprobs"] = True
+        body["top_logprobs"] = params.top_logprobs
     return {**body, **_reasoning(params.reasoning, kind)}
 
 
@@ -127,7 +131,44 @@ def completion_body(params: CompletionParams, model: str, kind: str) -> dict[str
         body["stop"] = list(params.stop)
     if (response_format := _response_format(params.json_schema)) is not None:
         body["response_format"] = response_format
+    if params.top_logprobs is not None:
+        body["logprobs"] = params.top_logprobs  # the legacy shape: how many alternatives
     return body
+
+
+def _token(token: Any, data: Any) -> tuple[str, bytes]:
+    """A token's text and bytes as the remote gave them (bytes only in the chat shape; else its UTF-8)."""
+    text = str(token or "")
+    if isinstance(data, list) and all(isinstance(b, int) and 0 <= b < 256 for b in data):
+        return text, bytes(data)
+    return text, text.encode()
+
+
+def _chat_logprobs(logprobs: dict[str, Any]) -> tuple[TokenLogprob, ...]:
+    """A chat chunk's ``logprobs.content`` entries as the core's TokenLogprobs."""
+    out = []
+    for item in logprobs.get("content") or []:
+        top = tuple(
+            (*_token(alt.get("token"), alt.get("bytes")), float(alt.get("logprob") or 0.0))
+            for alt in item.get("top_logprobs") or []
+        )
+        text, data = _token(item.get("token"), item.get("bytes"))
+        out.append(TokenLogprob(text, data, float(item.get("logprob") or 0.0), top))
+    return tuple(out)
+
+
+def _completion_logprobs(logprobs: dict[str, Any]) -> tuple[TokenLogprob, ...]:
+    """A completion chunk's legacy ``logprobs`` (parallel lists, alternatives as dicts) as TokenLogprobs."""
+    tokens = logprobs.get("tokens") or []
+    values = logprobs.get("token_logprobs") or []
+    tops = logprobs.get("top_logprobs") or []
+    out = []
+    for i, token in enumerate(tokens):
+        alternatives = tops[i] if i < len(tops) and isinstance(tops[i], dict) else {}
+        top = tuple((*_token(t, None), float(v or 0.0)) for t, v in alternatives.items())
+        value = values[i] if i < len(values) else None
+        out.append(TokenLogprob(*_token(token, None), float(value or 0.0), top))
+    return tuple(out)
 
 
 def _error_message(remote: Remote, status: int, content: bytes) -> str:
@@ -192,8 +233,9 @@ class RemoteStream:
                         usage = chunk.get("usage") or usage
                         for choice in chunk.get("choices") or []:
                             text, thought = self._text(choice, calls)
-                            if text or thought:
-                                yield TextDelta(text, reasoning=thought)
+                            logprobs = self._logprobs(choice)
+                            if text or thought or logprobs:
+                                yield TextDelta(text, logprobs, reasoning=thought)
                             finish = choice.get("finish_reason") or finish
                 if done:
                     break
@@ -244,6 +286,13 @@ class RemoteStream:
             message = error.get("message") if isinstance(error, dict) else str(error)
             raise RemoteFailed(f"the remote {self._remote.name} failed: {message}"[:_MESSAGE_CHARS])
         return chunk
+
+    def _logprobs(self, choice: dict[str, Any]) -> tuple[TokenLogprob, ...]:
+        """The log-probabilities of a choice's new tokens, when the request asked for them."""
+        logprobs = choice.get("logprobs")
+        if not isinstance(logprobs, dict):
+            return ()
+        return _chat_logprobs(logprobs) if self._chat else _completion_logprobs(logprobs)
 
     def _text(self, choice: dict[str, Any], calls: dict[int, dict[str, str]]) -> tuple[str, str]:
         """A choice's new text and thoughts (vLLM's and SGLang's reasoning parsers split them out, named

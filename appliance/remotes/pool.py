@@ -70,11 +70,19 @@ class Remote:
 
     @property
     def capabilities(self) -> Capabilities:
-        """What this remote can serve. vLLM and SGLang serve one task per model, and the models escalated
-        to are generation models: no embeddings there. Another appliance (kind "openai") embeds with any
-        model. Log-probabilities do not come back as events (the OpenAI routes, passing the remote's
-        bytes through, keep them)."""
-        return Capabilities(embeddings=self.settings.kind == "openai", logprobs=False)
+        """What this remote can serve. Embeddings: as configured; else as the probe found (SGLang says
+        whether its model generates or embeds); else by kind: vLLM and SGLang serve one task per model and
+        are usually escalated to for generation, another appliance (kind "openai") embeds with any model.
+        Token ids as embedding input are sent as they are to the kinds known to take them (vLLM, another
+        appliance); SGLang gets text only."""
+        embeddings = self.settings.embeddings
+        if embeddings is None and self.last_probe is not None:
+            embeddings = self.last_probe.embeds
+        if embeddings is None:
+            embeddings = self.settings.kind == "openai"
+        token_ids = embeddings and self.settings.kind in ("openai", "vllm")
+        # Log-probabilities: all three kinds give them in OpenAI's shapes (appliance.remotes.backend).
+        return Capabilities(embeddings=embeddings, embed_token_ids=token_ids, logprobs=True)
 
     def headers(self) -> dict[str, str]:
         key = self.settings.api_key()

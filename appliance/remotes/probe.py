@@ -39,6 +39,7 @@ class Probe:
     load: Load = Load()
     latency_s: float | None = None
     at: float = field(default_factory=time.time)
+    embeds: bool | None = None  # whether its model embeds, where the remote says (SGLang); None: unsaid
 
 
 def parse_metrics(text: str) -> Load:
@@ -89,8 +90,22 @@ async def probe(
             metrics = await client.get(base_url + "/metrics", timeout=timeout)
             if metrics.status_code == 200:
                 load = parse_metrics(metrics.text)
+        embeds = await _sglang_embeds(client, base_url, headers, timeout) if kind == "sglang" else None
     except httpx.HTTPError as exc:
         return Probe(False, f"{type(exc).__name__}: {exc}".rstrip(": "))
     except ValueError as exc:
         return Probe(False, f"unreadable answer: {exc}")
-    return Probe(True, models=models, load=load, latency_s=latency)
+    return Probe(True, models=models, load=load, latency_s=latency, embeds=embeds)
+
+
+async def _sglang_embeds(
+    client: httpx.AsyncClient, base_url: str, headers: dict[str, str], timeout: float | httpx.Timeout
+) -> bool | None:
+    """Whether SGLang's one model is an embedding model: /get_model_info's ``is_generation`` (false for
+    a model started with --is-embedding). None when it does not say: the remote is healthy either way."""
+    info = await client.get(base_url + "/get_model_info", headers=headers, timeout=timeout)
+    if info.status_code != 200:
+        return None
+    data = info.json()
+    generation = data.get("is_generation") if isinstance(data, dict) else None
+    return not generation if isinstance(generation, bool) else None

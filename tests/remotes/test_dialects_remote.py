@@ -14,23 +14,19 @@ import httpx
 import ollama
 import pytest
 
-from tests.remotes.conftest import Standin, config, remote_state
-from tests.server.conftest import MODEL_ID, Daemon, start_daemon, stop_daemon, wait_until
+from tests.remotes.conftest import Standin, remote_daemon, remote_state
+from tests.server.conftest import MODEL_ID, Daemon
 
 ASK = [{"role": "user", "content": "What is the capital of France?"}]
 
 
 @pytest.fixture(scope="module")
 def daemon(standin: Standin, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
-    home = tmp_path_factory.mktemp("dialects")
     # Probed once at start: the failover below must be the request's own, not a probe's finding.
-    (home / "config.toml").write_text(config(standin, "probe_interval_s = 600", first_byte_s=5))
-    d = start_daemon(home, "--ctx", "1024", "--parallel", "1")
-    try:
-        assert wait_until(lambda: remote_state(d)["healthy"], 30), remote_state(d)
+    with remote_daemon(
+        standin, tmp_path_factory.mktemp("dialects"), "probe_interval_s = 600", first_byte_s=5
+    ) as d:
         yield d
-    finally:
-        stop_daemon(d)
 
 
 def _last_log(daemon: Daemon) -> dict[str, Any]:

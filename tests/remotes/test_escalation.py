@@ -15,20 +15,15 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.remotes.conftest import REMOTE_MODEL, REMOTE_URL, Standin, config, remote_state
-from tests.server.conftest import MODEL_ID, NO_EOS_BIAS, Daemon, start_daemon, stop_daemon, wait_until
+from tests.remotes.conftest import REMOTE_MODEL, Standin, remote_daemon, remote_state
+from tests.server.conftest import MODEL_ID, NO_EOS_BIAS, Daemon, wait_until
 
 
 @pytest.fixture(scope="module")
 def daemon(standin: Standin, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
     home = tmp_path_factory.mktemp("escalation")
-    (home / "config.toml").write_text(config(standin, "max_queue_wait_s = 0.5", first_byte_s=8))
-    d = start_daemon(home, "--ctx", "1024", "--parallel", "1")
-    try:
-        assert wait_until(lambda: remote_state(d)["healthy"], 30), remote_state(d)
+    with remote_daemon(standin, home, "max_queue_wait_s = 0.5", first_byte_s=8) as d:
         yield d
-    finally:
-        stop_daemon(d)
 
 
 def _chat(daemon: Daemon, model: str | None, max_tokens: int = 8, headers: dict[str, str] | None = None,
@@ -40,9 +35,11 @@ def _chat(daemon: Daemon, model: str | None, max_tokens: int = 8, headers: dict[
     return httpx.post(f"{daemon.v1}/chat/completions", json=body, headers=headers or {}, timeout=120)
 
 
-def test_the_remote_is_found_on_the_tailnet_with_its_models_and_load(daemon: Daemon) -> None:
+def test_the_remote_is_found_on_the_tailnet_with_its_models_and_load(
+    daemon: Daemon, standin: Standin
+) -> None:
     remote = remote_state(daemon)
-    assert remote["found_via"] == "tailscale" and remote["address"] == REMOTE_URL
+    assert remote["found_via"] == "tailscale" and remote["address"] == standin.url
     assert remote["peer"]["hostname"] == "gpu-box" and remote["peer"]["online"]
     assert remote["models"] == {REMOTE_MODEL: 2048}
     assert remote["load"]["running"] == 0 and remote["breaker"] == "closed"

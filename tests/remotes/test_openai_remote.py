@@ -108,3 +108,66 @@ def test_a_404_from_the_remote_goes_back_as_it_is(remote_appliance: Daemon, tmp_
         assert gone.json()["error"]["code"] == "model_not_found"
     finally:
         stop_daemon(front)
+
+
+def _post(url: str, body: dict[str, Any], key: str | None = None) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    return httpx.post(url, json=body, headers=headers, timeout=60)
+
+
+def test_embeddings_escalate_to_a_remote_configured_to_embed(
+    remote_appliance: Daemon, tmp_path: Path
+) -> None:
+    """Two remotes of kind vllm (both the second appliance, which speaks vLLM's /health, /v1/models and
+    /v1/embeddings): "gen" as vLLM is by default (no embeddings), "emb" with ``embeddings = true``.
+    Texts and token ids, OpenAI's and Ollama's routes, reach "emb" only, and come back as its vectors."""
+    remote = f"""
+base_url = "{remote_appliance.url}"
+api_key_env = "PEER_KEY"
+timeouts = {{ connect_s = 1, first_byte_s = 20, between_chunks_s = 5 }}
+"""
+    (tmp_path / "config.toml").write_text(f"""
+[routing]
+probe_interval_s = 30
+
+[[remotes]]
+name = "gen"
+kind = "vllm"
+models = {{ "gen-model" = "{MODEL_ID}" }}
+{remote}
+[[remotes]]
+name = "emb"
+kind = "vllm"
+embeddings = true
+models = {{ "emb-model" = "{MODEL_ID}" }}
+{remote}""")
+    front = start_daemon(tmp_path, "--parallel", "1", "--ctx", "512", env={"PEER_KEY": KEY})
+    try:
+        remotes = f"{front.url}/appliance/v1/remotes"
+        assert wait_until(lambda: all(r["healthy"] for r in httpx.get(remotes).json()["remotes"]), 20)
+        texts, token_ids = ["Paris", "Rome"], [[1, 2, 3, 4], [5, 6]]
+        for inputs in (texts, token_ids):
+            there = _post(f"{remote_appliance.v1}/embeddings", {"model": MODEL_ID, "input": inputs}, KEY)
+            assert there.status_code == 200, there.text
+            reply = _post(f"{front.v1}/embeddings", {"model": "emb-model", "input": inputs})
+            assert reply.status_code == 200, reply.text
+            assert reply.headers["x-appliance-backend"] == "remote:emb"
+            assert reply.headers["x-appliance-escalation-reason"] == "capability"
+            assert reply.json()["data"] == there.json()["data"] and reply.json()["model"] == "emb-model"
+            assert reply.json()["usage"] == there.json()["usage"]
+        ollama = _post(f"{front.url}/api/embed", {"model": "emb-model", "input": texts})
+        assert ollama.status_code == 200, ollama.text
+        assert ollama.headers["x-appliance-backend"] == "remote:emb"
+        there = _post(f"{remote_appliance.url}/api/embed", {"model": MODEL_ID, "input": texts}, KEY)
+        assert ollama.json()["embeddings"] == there.json()["embeddings"]
+
+        # "gen" does not embed, and the model is not here: not found, in each dialect's shape.
+        missing = _post(f"{front.v1}/embeddings", {"model": "gen-model", "input": "Paris"})
+        assert missing.status_code == 404 and missing.json()["error"]["code"] == "model_not_found"
+        missing = _post(f"{front.url}/api/embed", {"model": "gen-model", "input": "Paris"})
+        assert missing.status_code == 404 and "not found" in missing.json()["error"]
+        chat = {"model": "gen-model", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}
+        generated = _post(f"{front.v1}/chat/completions", chat)
+        assert generated.status_code == 200 and generated.headers["x-appliance-backend"] == "remote:gen"
+    finally:
+        stop_daemon(front)

@@ -1,6 +1,6 @@
 """A remote that goes away under a request: silently (its link cut, as a tailnet peer dropping off) or
 abruptly (its host crashed), before the first byte and in the middle of a stream. The remote is another
-appliance (an `openai` remote, cheap to restart after a crash) in a network namespace of the stand-in
+appliance (an `openai` remote, cheap to restart after a crash) in a network namespace of this run
 (../shared/remote-standin/netns.sh); the vLLM stand-in stays untouched for the other remote tests.
 
 The first-byte timeout is 60 s, so that only the probes (every second here) can end the wait in time:
@@ -10,8 +10,6 @@ first-byte timeout although the probes already knew)."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -20,6 +18,7 @@ import httpx
 import pytest
 
 from tests.benchmark_scripts import load_script
+from tests.remotes.conftest import namespace
 from tests.server.conftest import NO_EOS_BIAS, Daemon, start_daemon, stop_daemon, wait_until
 
 failover = load_script("failover")  # benchmarks/failover.py: the remote, and a cut measured
@@ -28,19 +27,14 @@ FIRST_BYTE_S = 60
 
 @pytest.fixture(scope="module")
 def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    if os.geteuid() != 0 or shutil.which("ip") is None:
-        pytest.skip("the remote's network namespace needs root and iproute2")
-    failover.netns("down", failover.NETNS, check=False)
-    failover.netns("up", failover.NETNS, failover.ADDRESS)
-    remote = failover.Box(tmp_path_factory.mktemp("box"))
-    try:
-        remote.start()
-        yield remote
-    finally:
-        failover.netns("restore", failover.NETNS, check=False)
-        remote.stop()
-        failover.netns("crash", failover.NETNS, check=False)
-        failover.netns("down", failover.NETNS, check=False)
+    with namespace("box") as netns:
+        remote = failover.Box(tmp_path_factory.mktemp("box"), netns.name, netns.address)
+        try:
+            remote.start()
+            yield remote
+        finally:
+            netns.run("restore", check=False)
+            remote.stop()
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from appliance.config import TailscaleTarget
-from appliance.remotes.probe import Load, parse_metrics, parse_models
+import pytest
+
+from appliance.config import RemoteSettings, TailscaleTarget
+from appliance.remotes.pool import Remote
+from appliance.remotes.probe import Load, Probe, parse_metrics, parse_models
 from appliance.remotes.tailscale import parse_status, resolve
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "remotes"
@@ -61,7 +64,7 @@ def test_sglang_is_probed_on_health_generate_with_its_metrics() -> None:
     from fastapi import FastAPI
     from fastapi.responses import JSONResponse, PlainTextResponse
 
-    from appliance.remotes.probe import Probe, probe
+    from appliance.remotes.probe import probe
     from tests.server.conftest import free_port
 
     app = FastAPI()
@@ -87,6 +90,11 @@ def test_sglang_is_probed_on_health_generate_with_its_metrics() -> None:
     async def metrics() -> PlainTextResponse:
         return PlainTextResponse((FIXTURES / "sglang-metrics.txt").read_text())
 
+    @app.get("/get_model_info")
+    async def model_info() -> JSONResponse:  # SGLang's answer for a generation model
+        return JSONResponse({"model_path": "meta-llama/Llama-3.1-8B-Instruct", "is_generation": True,
+                             "tokenizer_path": "meta-llama/Llama-3.1-8B-Instruct"})  # fmt: skip
+
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -106,3 +114,25 @@ def test_sglang_is_probed_on_health_generate_with_its_metrics() -> None:
     assert seen == ["/health_generate"]
     assert result.healthy and result.models == {"meta-llama/Llama-3.1-8B-Instruct": 131072}
     assert result.load == Load(running=3.0, waiting=0.0, kv_cache_usage=0.41)
+    assert result.embeds is False  # a generation model
+
+
+@pytest.mark.parametrize(
+    ("kind", "configured", "probed", "embeddings", "token_ids"),
+    [
+        ("openai", None, None, True, True),  # another appliance embeds with any model
+        ("vllm", None, None, False, False),  # vLLM's /v1/models does not say: generation, as usual
+        ("vllm", True, None, True, True),
+        ("sglang", None, True, True, False),  # /get_model_info said it embeds; SGLang gets text only
+        ("sglang", None, False, False, False),
+        ("sglang", False, True, False, False),  # the configuration wins over the probe
+        ("openai", False, None, False, False),
+    ],
+)
+def test_a_remotes_embedding_capability(
+    kind: str, configured: bool | None, probed: bool | None, embeddings: bool, token_ids: bool
+) -> None:
+    settings = RemoteSettings(name="r", kind=kind, base_url="http://gpu:8000", embeddings=configured)
+    remote = Remote(settings, last_probe=Probe(True, embeds=probed))
+    capabilities = remote.capabilities
+    assert (capabilities.embeddings, capabilities.embed_token_ids) == (embeddings, token_ids)
