@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import ollama
 
+from tests import web
 from tests.server.conftest import MODEL_ID, NO_EOS_BIAS, Daemon
 
 COUNTING = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10,"  # the model goes on counting: a long Ollama generation
@@ -38,7 +39,7 @@ class Sse(threading.Thread):
 
     def run(self) -> None:
         try:
-            with httpx.stream("POST", f"{self.url}/v1/chat/completions", json=self.body, timeout=120) as r:
+            with web.stream("POST", f"{self.url}/v1/chat/completions", json=self.body, timeout=120) as r:
                 self.status, self.headers = r.status_code, dict(r.headers)
                 for line in r.iter_lines():
                     if self._leave.is_set():
@@ -102,13 +103,13 @@ class Whole(threading.Thread):
     def run(self) -> None:
         body = {"model": MODEL_ID, "messages": [{"role": "user", "content": "Hi"}],
                 "max_tokens": self.max_tokens}  # fmt: skip
-        response = httpx.post(f"{self.url}/v1/chat/completions", json=body, timeout=120)
+        response = web.post(f"{self.url}/v1/chat/completions", json=body, timeout=120)
         self.status, self.body = response.status_code, response.json()
 
 
 def model_state(daemon: Daemon) -> dict[str, Any]:
     """The default model's slots and queue, as /health reports them."""
-    models: list[dict[str, Any]] = httpx.get(f"{daemon.url}/health", timeout=10).json()["models"]
+    models: list[dict[str, Any]] = web.get(f"{daemon.url}/health", timeout=10).json()["models"]
     return models[0]
 
 
@@ -119,7 +120,7 @@ def refused_while_draining(daemon: Daemon) -> None:
     while True:
         assert time.monotonic() < deadline, "the daemon still accepts connections while draining"
         try:
-            response = httpx.get(f"{daemon.url}/v1/models", timeout=5)
+            response = web.get(f"{daemon.url}/v1/models", timeout=5)
         except httpx.ConnectError:
             break
         assert response.status_code == 503, response.text

@@ -10,9 +10,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
+from tests import web
 from tests.integration.lifecycle import Sse, Whole, model_state
 from tests.server.conftest import MODEL_ID, Daemon, free_port, start_daemon, stop_daemon, wait_until
 
@@ -45,7 +45,7 @@ def _reload_by_signal(daemon: Daemon, what: str) -> str:
 
 
 def _remotes(daemon: Daemon) -> list[dict[str, Any]]:
-    remotes: list[dict[str, Any]] = httpx.get(f"{daemon.url}/appliance/v1/remotes", timeout=10).json()[
+    remotes: list[dict[str, Any]] = web.get(f"{daemon.url}/appliance/v1/remotes", timeout=10).json()[
         "remotes"
     ]
     return remotes
@@ -89,7 +89,7 @@ base_url = "http://127.0.0.1:{spare_port}"
         waiting.start()
         assert wait_until(lambda: model_state(daemon)["queue_depth"] == 1, 30)
         body = {"model": MODEL_ID, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4}
-        refused = httpx.post(f"{daemon.v1}/chat/completions", json=body, timeout=30)
+        refused = web.post(f"{daemon.v1}/chat/completions", json=body, timeout=30)
         assert refused.status_code == 429 and refused.json()["error"]["code"] == "queue_full"
         assert int(refused.headers["retry-after"]) >= 1
     finally:
@@ -110,15 +110,15 @@ def test_a_broken_configuration_is_logged_and_the_running_one_stays(daemon: Daem
         config.write_text(broken)
         line = _reload_by_signal(daemon, "configuration not reloaded")
         assert "ERROR appliance.daemon: configuration not reloaded, the running one stays: " + why in line
-        assert httpx.get(f"{daemon.url}/health", timeout=10).status_code == 200
+        assert web.get(f"{daemon.url}/health", timeout=10).status_code == 200
         assert [r["name"] for r in _remotes(daemon)] == remotes_before
-        answer = httpx.post(f"{daemon.url}/appliance/v1/reload", timeout=10)
+        answer = web.post(f"{daemon.url}/appliance/v1/reload", timeout=10)
         assert answer.status_code == 400 and answer.json()["error"]["code"] == "invalid_configuration"
         assert why in answer.json()["error"]["message"]
     assert daemon.process.poll() is None
     assert "Traceback" not in daemon.log()
     config.write_text(good)
-    answer = httpx.post(f"{daemon.url}/appliance/v1/reload", timeout=10)
+    answer = web.post(f"{daemon.url}/appliance/v1/reload", timeout=10)
     assert answer.status_code == 200
     assert answer.json()["reloaded"] and answer.json()["applied"] == []  # as it was before the breakage
 
@@ -169,7 +169,7 @@ def test_api_keys_from_the_keys_file_change_on_sighup(tmp_path: Path) -> None:
 
         def status(key: str | None) -> int:
             headers = {"Authorization": f"Bearer {key}"} if key else {}
-            return httpx.get(models, headers=headers, timeout=10).status_code
+            return web.get(models, headers=headers, timeout=10).status_code
 
         assert status(None) == 200  # no key anywhere: open, on loopback
         keys = tmp_path / "api-keys"  # where `appliance key new` writes

@@ -8,10 +8,10 @@ import json
 import shutil
 from pathlib import Path
 
-import httpx
 from huggingface_hub import hf_hub_download
 
 from models.discover import discover
+from tests import web
 from tests.pulls.conftest import Files, run_cli
 from tests.pulls.fakehub import COMMIT, FakeHub
 from tests.server.conftest import start_daemon, stop_daemon
@@ -61,9 +61,9 @@ def test_external_models_are_listed_served_and_never_removed(
     daemon = start_daemon(tmp_path, "--parallel", "1", "--ctx", "2048")
     try:
         body = {"model": "smollm2:135m", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4}
-        reply = httpx.post(f"{daemon.v1}/chat/completions", json=body, timeout=60)
+        reply = web.post(f"{daemon.v1}/chat/completions", json=body, timeout=60)
         assert reply.status_code == 200 and reply.json()["model"] == "smollm2:135m"
-        off = httpx.delete(f"{daemon.url}/appliance/v1/models/smollm2:135m", timeout=30)
+        off = web.delete(f"{daemon.url}/appliance/v1/models/smollm2:135m", timeout=30)
         assert off.status_code == 400
     finally:
         stop_daemon(daemon)

@@ -9,7 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import httpx
 import ollama
 import pytest
 
@@ -18,6 +17,7 @@ from appliance.hardware.detect import detect_hardware
 from appliance.planner.model_info import read_model_info
 from appliance.planning import choose_plan
 from models.store import Store
+from tests import web
 from tests.pulls.conftest import Files, run_cli, settled
 from tests.pulls.fakehub import COMMIT, FakeHub
 from tests.server.conftest import start_daemon, stop_daemon, wait_until
@@ -142,7 +142,7 @@ def test_the_daemon_pulls_with_streamed_progress_and_serves_the_result(hub: Fake
         events = []
         url = f"{daemon.url}/appliance/v1/models/pull"
         body = {"model": "acme/SmolLM2-135M-Instruct-GGUF"}
-        with httpx.stream("POST", url, json=body, timeout=120) as response:
+        with web.stream("POST", url, json=body, timeout=120) as response:
             assert response.status_code == 200
             events = [json.loads(line) for line in response.iter_lines() if line]
         statuses = [e["status"] for e in events]
@@ -151,12 +151,12 @@ def test_the_daemon_pulls_with_streamed_progress_and_serves_the_result(hub: Fake
         assert progress and progress[-1]["completed"] == progress[-1]["total"]
         name = events[-1]["manifest"]["name"] + ":" + events[-1]["manifest"]["tag"]
         assert name == "smollm2-135m-instruct:q4_1"
-        ids = [m["id"] for m in httpx.get(f"{daemon.v1}/models", timeout=10).json()["data"]]
+        ids = [m["id"] for m in web.get(f"{daemon.v1}/models", timeout=10).json()["data"]]
         assert name in ids
         body = {"model": name, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4}
-        chat = httpx.post(f"{daemon.v1}/chat/completions", json=body, timeout=60)
+        chat = web.post(f"{daemon.v1}/chat/completions", json=body, timeout=60)
         assert chat.status_code == 200 and chat.json()["model"] == name
-        pulls = httpx.get(f"{daemon.url}/appliance/v1/models/pulls", timeout=10).json()["pulls"]
+        pulls = web.get(f"{daemon.url}/appliance/v1/models/pulls", timeout=10).json()["pulls"]
         assert pulls[0]["state"] == "done"
         assert _failed_pull(daemon.url, "acme/Nope") == (404, 404)  # no such repo
         assert _failed_pull(daemon.url, "acme/Tiny-GGUF:Q5_K_M") == (404, 404)  # nor such a quantization
@@ -164,12 +164,12 @@ def test_the_daemon_pulls_with_streamed_progress_and_serves_the_result(hub: Fake
         assert _failed_pull(daemon.url, "acme/Tiny-GGUF:Q2_K") == (404, 404)
         hub.knobs.file_status["Tiny-Q2_K.gguf"] = 503  # a failing Hub is not a missing model
         assert _failed_pull(daemon.url, "acme/Tiny-GGUF:Q2_K") == (400, 400)
-        with httpx.stream("POST", url, json={"model": "acme/Nope"}, timeout=30) as response:
+        with web.stream("POST", url, json={"model": "acme/Nope"}, timeout=30) as response:
             last = [json.loads(line) for line in response.iter_lines() if line][-1]
         assert last["status"] == "error" and last["kind"] == "not_found" and "not found" in last["error"]
-        removed = httpx.delete(f"{daemon.url}/appliance/v1/models/{name}", timeout=30)
+        removed = web.delete(f"{daemon.url}/appliance/v1/models/{name}", timeout=30)
         assert removed.status_code == 200
-        ids = [m["id"] for m in httpx.get(f"{daemon.v1}/models", timeout=10).json()["data"]]
+        ids = [m["id"] for m in web.get(f"{daemon.v1}/models", timeout=10).json()["data"]]
         assert name not in ids
     finally:
         stop_daemon(daemon)
@@ -178,9 +178,9 @@ def test_the_daemon_pulls_with_streamed_progress_and_serves_the_result(hub: Fake
 def _failed_pull(daemon_url: str, ref: str) -> tuple[int, int]:
     """The statuses /appliance/v1/models/pull and Ollama's /api/pull answer for a failing pull of the
     Hugging Face repo ``ref``, each with its message in its dialect's error shape."""
-    ours = httpx.post(f"{daemon_url}/appliance/v1/models/pull", json={"model": ref, "stream": False},
+    ours = web.post(f"{daemon_url}/appliance/v1/models/pull", json={"model": ref, "stream": False},
                       timeout=60)  # fmt: skip
-    theirs = httpx.post(f"{daemon_url}/api/pull", json={"model": f"hf.co/{ref}", "stream": False}, timeout=60)
+    theirs = web.post(f"{daemon_url}/api/pull", json={"model": f"hf.co/{ref}", "stream": False}, timeout=60)
     assert ours.json()["error"]["message"] and ours.json()["error"]["param"] == "model", ours.text
     assert isinstance(theirs.json()["error"], str) and theirs.json()["error"], theirs.text
     return ours.status_code, theirs.status_code
@@ -196,7 +196,7 @@ def test_ollama_clients_pull_and_delete_through_the_daemon(hub: FakeHub, tmp_pat
     }
     daemon = start_daemon(tmp_path, "--parallel", "1", "--ctx", "2048", env=env)
     try:
-        assert httpx.get(f"{daemon.url}/", timeout=10).text == "llm-appliance is running"
+        assert web.get(f"{daemon.url}/", timeout=10).text == "llm-appliance is running"
         client = ollama.Client(host=daemon.url, timeout=120)
         progress = list(client.pull("smollm2:135m", stream=True))
         assert progress[-1].status == "success"

@@ -14,10 +14,10 @@ import threading
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from models.store import Manifest, Store, StoredFile, StoreError, now_iso
+from tests import web
 from tests.pulls.conftest import Files, cli_env, run_cli, settled, tmpfs
 from tests.pulls.fakehub import FakeHub
 from tests.server.conftest import start_daemon, stop_daemon, wait_until
@@ -90,7 +90,7 @@ def test_a_disk_filling_up_mid_pull_is_one_line_and_the_pull_resumes(
 
 def _pull_events(daemon_url: str, events: list[dict[str, Any]]) -> None:
     body = {"model": REF}
-    with httpx.stream("POST", f"{daemon_url}/appliance/v1/models/pull", json=body, timeout=120) as response:
+    with web.stream("POST", f"{daemon_url}/appliance/v1/models/pull", json=body, timeout=120) as response:
         events.extend(json.loads(line) for line in response.iter_lines() if line)
 
 
@@ -110,12 +110,12 @@ def test_the_daemon_says_the_disk_filled_up_on_its_pull_stream(hub: FakeHub, tmp
             assert events[-1]["status"] == "error", events[-3:]
             assert events[-1]["error"].startswith("the disk filled up while downloading")
             assert not _manifests(store)
-            ids = [m["id"] for m in httpx.get(f"{daemon.v1}/models", timeout=30).json()["data"]]
+            ids = [m["id"] for m in web.get(f"{daemon.v1}/models", timeout=30).json()["data"]]
             assert PULLED not in ids
             body = {"model": PULLED, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4}
-            missing = httpx.post(f"{daemon.v1}/chat/completions", json=body, timeout=60)
+            missing = web.post(f"{daemon.v1}/chat/completions", json=body, timeout=60)
             assert missing.status_code == 404
-            pulls = httpx.get(f"{daemon.url}/appliance/v1/models/pulls", timeout=10).json()["pulls"]
+            pulls = web.get(f"{daemon.url}/appliance/v1/models/pulls", timeout=10).json()["pulls"]
             assert pulls[0]["state"] == "failed"
         finally:
             stop_daemon(daemon)
@@ -130,7 +130,7 @@ def test_a_daemon_killed_mid_pull_resumes_the_pull_after_a_restart(
     try:
         hub.knobs.bytes_per_s = 40e6
         url = f"{daemon.url}/appliance/v1/models/pull"
-        with httpx.stream("POST", url, json={"model": REF}, timeout=60) as response:
+        with web.stream("POST", url, json={"model": REF}, timeout=60) as response:
             next(response.iter_lines())  # the pull has started; it runs on without this client
         assert wait_until(lambda: _partial(store) > 20 << 20, 60)
         daemon.process.kill()
@@ -143,15 +143,15 @@ def test_a_daemon_killed_mid_pull_resumes_the_pull_after_a_restart(
     served_before = settled(lambda: hub.knobs.served[files.smollm2.name])
     daemon = start_daemon(tmp_path, "--parallel", "1", "--ctx", "1024", env=env)
     try:
-        assert PULLED not in [m["id"] for m in httpx.get(f"{daemon.v1}/models", timeout=30).json()["data"]]
+        assert PULLED not in [m["id"] for m in web.get(f"{daemon.v1}/models", timeout=30).json()["data"]]
         url = f"{daemon.url}/appliance/v1/models/pull"
-        done = httpx.post(url, json={"model": REF, "stream": False}, timeout=120)
+        done = web.post(url, json={"model": REF, "stream": False}, timeout=120)
         assert done.status_code == 200 and done.json()["status"] == "success", done.text
         assert done.json()["manifest"]["files"][0]["sha256"] == hub.sha(files.smollm2)
         rest = files.smollm2.stat().st_size - kept
         assert hub.knobs.served[files.smollm2.name] - served_before < rest + (8 << 20)  # resumed
         body = {"model": PULLED, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4}
-        chat = httpx.post(f"{daemon.v1}/chat/completions", json=body, timeout=60)
+        chat = web.post(f"{daemon.v1}/chat/completions", json=body, timeout=60)
         assert chat.status_code == 200 and chat.json()["model"] == PULLED
     finally:
         stop_daemon(daemon)

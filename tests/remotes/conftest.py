@@ -26,6 +26,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests import web
 from tests.server.conftest import Daemon, start_daemon, stop_daemon, wait_until
 
 STANDIN = Path(__file__).resolve().parents[2].parent / "shared" / "remote-standin"
@@ -133,7 +134,7 @@ class Standin:
 
     def running(self) -> float:
         """vLLM's requests in flight, from its /metrics."""
-        for line in httpx.get(f"{self.url}/metrics", timeout=5).text.splitlines():
+        for line in web.get(f"{self.url}/metrics", timeout=5).text.splitlines():
             if line.startswith("vllm:num_requests_running"):
                 return float(line.rsplit(" ", 1)[1])
         return 0.0
@@ -170,7 +171,7 @@ def run_standin(tmp: Path) -> Iterator[Standin]:
                 if server.poll() is not None:
                     raise RuntimeError(f"vLLM exited: {(tmp / 'vllm.log').read_text()[-2000:]}")
                 try:
-                    if httpx.get(f"{url}/health", timeout=2).status_code == 200 and socket.exists():
+                    if web.get(f"{url}/health", timeout=2).status_code == 200 and socket.exists():
                         break
                 except httpx.HTTPError:
                     pass
@@ -208,7 +209,7 @@ timeouts = {{ connect_s = 1, first_byte_s = {first_byte_s:g}, between_chunks_s =
 
 def remote_state(daemon: Any) -> dict[str, Any]:
     """The daemon's view of its one remote (GET /appliance/v1/remotes)."""
-    data = httpx.get(f"{daemon.url}/appliance/v1/remotes", timeout=10).json()
+    data = web.get(f"{daemon.url}/appliance/v1/remotes", timeout=10).json()
     return data["remotes"][0]  # type: ignore[no-any-return]
 
 

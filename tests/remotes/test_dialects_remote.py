@@ -10,10 +10,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import anthropic
-import httpx
 import ollama
 import pytest
 
+from tests import web
 from tests.remotes.conftest import Standin, remote_daemon, remote_state
 from tests.server.conftest import MODEL_ID, Daemon
 
@@ -30,7 +30,7 @@ def daemon(standin: Standin, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 
 
 def _last_log(daemon: Daemon) -> dict[str, Any]:
-    lines = httpx.get(f"{daemon.url}/appliance/v1/logs", params={"limit": 1}, timeout=10).json()
+    lines = web.get(f"{daemon.url}/appliance/v1/logs", params={"limit": 1}, timeout=10).json()
     return lines["requests"][-1]  # type: ignore[no-any-return]
 
 
@@ -41,7 +41,7 @@ def test_ollama_chat_escalates_whole_and_streamed(daemon: Daemon) -> None:
         "stream": False,
         "options": {"num_predict": 8, "temperature": 0},
     }
-    raw = httpx.post(f"{daemon.url}/api/chat", json=body, timeout=60)
+    raw = web.post(f"{daemon.url}/api/chat", json=body, timeout=60)
     assert raw.status_code == 200, raw.text
     assert raw.headers["x-appliance-backend"] == "remote:gpu-box"
     assert raw.headers["x-appliance-escalation-reason"] == "capability"
@@ -90,7 +90,7 @@ def test_an_error_event_mid_stream_then_failover_here_before_the_first_byte(
     always = {"X-Escalate": "always"}
     url = f"{daemon.url}/v1/messages"
     try:
-        with httpx.stream("POST", url, json=body, headers=always, timeout=60) as response:
+        with web.stream("POST", url, json=body, headers=always, timeout=60) as response:
             assert response.headers["x-appliance-backend"] == "remote:gpu-box"
             lines = response.iter_lines()
             while "content_block_delta" not in next(lines):
@@ -104,7 +104,7 @@ def test_an_error_event_mid_stream_then_failover_here_before_the_first_byte(
         # The remote is still healthy as far as its (rare) probes know: the request tries it, gets no
         # first byte, and is served here.
         chat = {"model": MODEL_ID, "messages": ASK, "stream": False, "options": {"num_predict": 4}}
-        raw = httpx.post(f"{daemon.url}/api/chat", json=chat, headers=always, timeout=60)
+        raw = web.post(f"{daemon.url}/api/chat", json=chat, headers=always, timeout=60)
         assert raw.status_code == 200 and raw.json()["message"]["content"]
         assert raw.headers["x-appliance-backend"] == "local"
         assert "remote failed before answering: gpu-box" in daemon.log()

@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests import web
 from tests.remotes.conftest import REMOTE_MODEL, Standin, remote_daemon, remote_state
 from tests.server.conftest import MODEL_ID, NO_EOS_BIAS, Daemon, wait_until
 
@@ -32,7 +33,7 @@ def _chat(daemon: Daemon, model: str | None, max_tokens: int = 8, headers: dict[
                             "max_tokens": max_tokens, "temperature": 0, **extra}  # fmt: skip
     if model is not None:
         body["model"] = model
-    return httpx.post(f"{daemon.v1}/chat/completions", json=body, headers=headers or {}, timeout=120)
+    return web.post(f"{daemon.v1}/chat/completions", json=body, headers=headers or {}, timeout=120)
 
 
 def test_the_remote_is_found_on_the_tailnet_with_its_models_and_load(
@@ -90,7 +91,7 @@ def test_a_busy_local_slot_escalates_for_load(daemon: Daemon) -> None:
     holder.start()
     try:
         status = f"{daemon.url}/appliance/v1/status"
-        assert wait_until(lambda: httpx.get(status).json()["slots"]["busy"] == 1, 30)
+        assert wait_until(lambda: web.get(status).json()["slots"]["busy"] == 1, 30)
         response = _chat(daemon, MODEL_ID)
         assert response.headers["x-appliance-backend"] == "remote:gpu-box"
         assert response.headers["x-appliance-escalation-reason"] == "load"
@@ -135,15 +136,13 @@ def test_streams_pass_through_with_usage_and_a_disconnect_cancels_upstream(
     events = [line[6:] for line in response.iter_lines() if line.startswith("data: ")]
     response.close()
     assert events[-1] == "[DONE]" and not any('"usage":{' in e.replace(" ", "") for e in events)
-    line = httpx.get(f"{daemon.url}/appliance/v1/logs", params={"limit": 1}, timeout=10).json()["requests"][
-        -1
-    ]
+    line = web.get(f"{daemon.url}/appliance/v1/logs", params={"limit": 1}, timeout=10).json()["requests"][-1]
     assert (line["backend"], line["model"], line["reason"], line["status"]) == (
         "remote:gpu-box", "big-model", "capability", "ok",
     )  # fmt: skip
     assert line["generated_tokens"] == 10 and line["prompt_tokens"] > 0
     assert line["ttft_ms"] is not None and line["tokens_per_s"] > 0 and line["duration_s"] >= 0
-    status = httpx.get(f"{daemon.url}/appliance/v1/status", timeout=10).json()
+    status = web.get(f"{daemon.url}/appliance/v1/status", timeout=10).json()
     assert status["requests_by_backend"]["remote:gpu-box"]["200"] >= 3
 
     response = _stream(daemon, "big-model", 1500)

@@ -10,8 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import httpx
-
+from tests import web
 from tests.remotes.conftest import NETNS_SH, Namespace, Standin, free_address
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,11 +40,11 @@ def test_a_second_run_gets_its_own_namespace_and_removes_a_dead_runs(standin: St
         name, address = json.loads(second.stdout.readline())
         assert name == f"agpu-{second.pid}" and address != standin.namespace.address
         assert dead.name not in _namespaces() and name in _namespaces()
-        assert httpx.get(f"{standin.url}/health", timeout=10).status_code == 200
+        assert web.get(f"{standin.url}/health", timeout=10).status_code == 200
         second.stdin.close()
         assert second.wait(60) == 0
     finally:
         second.kill()
         dead.run("down", check=False)
     assert name not in _namespaces() and standin.namespace.name in _namespaces()
-    assert httpx.get(f"{standin.url}/health", timeout=10).status_code == 200
+    assert web.get(f"{standin.url}/health", timeout=10).status_code == 200

@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from models.embedded import embedded_model_path
+from tests import web
 from tests.server.conftest import MODEL_ID, Daemon, start_daemon, stop_daemon, wait_until
 
 KEY = "sekrit-key"
@@ -46,7 +47,7 @@ timeouts = {{ connect_s = 1, first_byte_s = 20, between_chunks_s = 5 }}
 
 
 def _remote(front: Daemon) -> dict[str, Any]:
-    return httpx.get(f"{front.url}/appliance/v1/remotes", timeout=10).json()["remotes"][0]  # type: ignore[no-any-return]
+    return web.get(f"{front.url}/appliance/v1/remotes", timeout=10).json()["remotes"][0]  # type: ignore[no-any-return]
 
 
 def test_keys_from_a_file_or_the_environment(remote_appliance: Daemon, tmp_path: Path) -> None:
@@ -61,7 +62,7 @@ def test_keys_from_a_file_or_the_environment(remote_appliance: Daemon, tmp_path:
         try:
             assert wait_until(lambda f=front: _remote(f)["healthy"], 20), _remote(front)
             body = {"model": "far-model", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4}
-            reply = httpx.post(f"{front.v1}/chat/completions", json=body, timeout=60)
+            reply = web.post(f"{front.v1}/chat/completions", json=body, timeout=60)
             assert reply.status_code == 200, reply.text
             assert reply.headers["x-appliance-backend"] == "remote:peer"
             assert reply.headers["x-appliance-escalation-reason"] == "capability"
@@ -80,11 +81,11 @@ def test_a_wrong_key_shows_the_remote_down_and_requests_stay_local(
         assert not remote["healthy"] and "401" in remote["error"]
         body = {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4}
         url = f"{front.v1}/chat/completions"
-        forced = httpx.post(url, json=body, headers={"X-Escalate": "always"}, timeout=60)
+        forced = web.post(url, json=body, headers={"X-Escalate": "always"}, timeout=60)
         assert forced.status_code == 200 and forced.headers["x-appliance-backend"] == "local"
-        named = httpx.post(url, json={**body, "model": f"peer/{MODEL_ID}"}, timeout=60)
+        named = web.post(url, json={**body, "model": f"peer/{MODEL_ID}"}, timeout=60)
         assert named.status_code == 503 and named.json()["error"]["code"] == "remote_unavailable"
-        missing = httpx.post(url, json={**body, "model": "far-model"}, timeout=60)
+        missing = web.post(url, json={**body, "model": "far-model"}, timeout=60)
         assert missing.status_code == 404  # not here, and the only remote serving it is down
     finally:
         stop_daemon(front)
@@ -98,12 +99,12 @@ def test_a_404_from_the_remote_goes_back_as_it_is(remote_appliance: Daemon, tmp_
         assert wait_until(lambda: "second-model" in (_remote(front)["models"] or {}), 20)
         body = {"model": "second-model", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4}
         url = f"{front.v1}/chat/completions"
-        first = httpx.post(url, json=body, timeout=60)
+        first = web.post(url, json=body, timeout=60)
         assert first.status_code == 200 and first.headers["x-appliance-backend"] == "remote:peer"
-        removed = httpx.delete(f"{remote_appliance.url}/appliance/v1/models/second-model",
+        removed = web.delete(f"{remote_appliance.url}/appliance/v1/models/second-model",
                                headers={"Authorization": f"Bearer {KEY}"}, timeout=30)  # fmt: skip
         assert removed.status_code == 200
-        gone = httpx.post(url, json=body, timeout=60)  # the front's last probe still lists it
+        gone = web.post(url, json=body, timeout=60)  # the front's last probe still lists it
         assert gone.status_code == 404 and gone.headers["x-appliance-backend"] == "remote:peer"
         assert gone.json()["error"]["code"] == "model_not_found"
     finally:
@@ -112,7 +113,7 @@ def test_a_404_from_the_remote_goes_back_as_it_is(remote_appliance: Daemon, tmp_
 
 def _post(url: str, body: dict[str, Any], key: str | None = None) -> httpx.Response:
     headers = {"Authorization": f"Bearer {key}"} if key else {}
-    return httpx.post(url, json=body, headers=headers, timeout=60)
+    return web.post(url, json=body, headers=headers, timeout=60)
 
 
 def test_embeddings_escalate_to_a_remote_configured_to_embed(
@@ -144,7 +145,7 @@ models = {{ "emb-model" = "{MODEL_ID}" }}
     front = start_daemon(tmp_path, "--parallel", "1", "--ctx", "512", env={"PEER_KEY": KEY})
     try:
         remotes = f"{front.url}/appliance/v1/remotes"
-        assert wait_until(lambda: all(r["healthy"] for r in httpx.get(remotes).json()["remotes"]), 20)
+        assert wait_until(lambda: all(r["healthy"] for r in web.get(remotes).json()["remotes"]), 20)
         texts, token_ids = ["Paris", "Rome"], [[1, 2, 3, 4], [5, 6]]
         for inputs in (texts, token_ids):
             there = _post(f"{remote_appliance.v1}/embeddings", {"model": MODEL_ID, "input": inputs}, KEY)

@@ -14,6 +14,7 @@ from appliance.backend import ChatParams, CompletionParams, Event, Finished, Sam
 from appliance.config import RemoteSettings
 from appliance.remotes.backend import RemoteBackend
 from appliance.remotes.pool import Remote
+from tests import web
 from tests.remotes.conftest import REMOTE_MODEL, Standin
 
 ASK = [{"role": "user", "content": "What is the capital of France?"}]
@@ -37,7 +38,7 @@ def _events(standin: Standin, params: ChatParams | CompletionParams) -> list[Eve
 def _vllm(standin: Standin, path: str, body: dict[str, Any]) -> dict[str, Any]:
     """vLLM's own answer, not streamed, greedy."""
     body = {"model": REMOTE_MODEL, "temperature": 0, **body}
-    response = httpx.post(f"{standin.url}{path}", json=body, timeout=60)
+    response = web.post(f"{standin.url}{path}", json=body, timeout=60)
     assert response.status_code == 200, response.text
     return response.json()["choices"][0]  # type: ignore[no-any-return]
 

@@ -14,9 +14,9 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import pytest
 
+from tests import web
 from tests.benchmark_scripts import load_script
 from tests.remotes.conftest import namespace
 from tests.server.conftest import NO_EOS_BIAS, Daemon, start_daemon, stop_daemon, wait_until
@@ -80,7 +80,7 @@ def test_a_remote_crashing_mid_stream_ends_the_stream_with_an_error(front: Daemo
             "max_tokens": 1500, "logit_bias": NO_EOS_BIAS, "stream": True}  # fmt: skip
     url = f"{front.v1}/chat/completions"
     try:
-        with httpx.stream("POST", url, json=body, timeout=FIRST_BYTE_S * 2) as response:
+        with web.stream("POST", url, json=body, timeout=FIRST_BYTE_S * 2) as response:
             assert response.headers["x-appliance-backend"] == "remote:box"
             lines = response.iter_lines()
             seen = [next(lines) for _ in range(6)]
@@ -96,5 +96,5 @@ def test_a_remote_crashing_mid_stream_ends_the_stream_with_an_error(front: Daemo
     finally:
         box.start()
     failover.wait_in_use(front.url)
-    answer = httpx.post(url, json={**body, "stream": False, "max_tokens": 4}, timeout=60)
+    answer = web.post(url, json={**body, "stream": False, "max_tokens": 4}, timeout=60)
     assert answer.status_code == 200 and answer.headers["x-appliance-backend"] == "remote:box"

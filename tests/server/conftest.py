@@ -15,6 +15,8 @@ import httpx
 import openai
 import pytest
 
+from tests import web
+
 MODEL_ID = "smollm2-135m-instruct"
 # SmolLM2's end-of-generation tokens (<|endoftext|>, <|im_end|>): banning them makes a generation
 # run to max_tokens, for tests that need a long one.
@@ -75,7 +77,7 @@ def start_daemon(
         if process.poll() is not None:
             raise RuntimeError(f"daemon exited with {process.returncode}:\n{daemon.log()}")
         try:
-            if httpx.get(f"{daemon.url}/health", timeout=2).status_code == 200:
+            if web.get(f"{daemon.url}/health", timeout=2).status_code == 200:
                 return daemon
         except httpx.HTTPError:
             pass

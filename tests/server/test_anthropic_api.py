@@ -4,9 +4,9 @@ daemon: whole and streamed answers, a system prompt, tool use, and its error sha
 from __future__ import annotations
 
 import anthropic
-import httpx
 import pytest
 
+from tests import web
 from tests.server.conftest import MODEL_ID, NO_EOS_BIAS, Daemon
 
 
@@ -65,7 +65,7 @@ def test_errors_are_anthropics_shape(client: anthropic.Anthropic, daemon: Daemon
     with pytest.raises(anthropic.NotFoundError) as missing:
         client.messages.create(model="no-such-model", max_tokens=8, messages=ASK)
     assert missing.value.body["error"]["type"] == "not_found_error"  # type: ignore[index]
-    bad = httpx.post(f"{daemon.url}/v1/messages", json={"model": MODEL_ID, "messages": ASK}, timeout=10)
+    bad = web.post(f"{daemon.url}/v1/messages", json={"model": MODEL_ID, "messages": ASK}, timeout=10)
     assert bad.status_code == 400
     error = {"type": "invalid_request_error", "message": "missing required field 'max_tokens'"}
     assert bad.json() == {"type": "error", "error": error}
@@ -91,7 +91,7 @@ def test_wrong_types_are_400_in_anthropics_shape(
 ) -> None:
     # Found by fuzzing the live daemon: some of these were 500s.
     body = {"model": MODEL_ID, "max_tokens": 4, "messages": ASK, **extra}
-    response = httpx.post(f"{daemon.url}/v1/messages", json=body, timeout=30)
+    response = web.post(f"{daemon.url}/v1/messages", json=body, timeout=30)
     assert response.status_code == 400, response.text
     error = response.json()
     assert error["type"] == "error" and error["error"]["type"] == "invalid_request_error"

@@ -11,9 +11,9 @@ import json
 import re
 from typing import Any
 
-import httpx
 import pytest
 
+from tests import web
 from tests.server.conftest import MODEL_ID, Daemon, error_shape_ok
 
 HANG_GUARD_S = 120
@@ -137,14 +137,14 @@ def _body(route: str, text: bytes | None = None, number: bytes | None = None) ->
 def _refused(daemon: Daemon, route: str, content: bytes, status: int | None = None) -> str:
     """Post ``content`` to ``route``: it must be a 4xx (``status`` when given) in the route's shape with a
     readable message, the daemon healthy afterwards. The message."""
-    response = httpx.post(f"{daemon.url}{route}", content=content, timeout=HANG_GUARD_S)
+    response = web.post(f"{daemon.url}{route}", content=content, timeout=HANG_GUARD_S)
     assert 400 <= response.status_code < 500, response.text[:2000]
     assert status is None or response.status_code == status, response.text[:2000]
     assert error_shape_ok(route, response), response.text[:2000]
     error = response.json()["error"]
     message = error if isinstance(error, str) else error["message"]
     assert message and len(message) <= 1000 and not UNREADABLE.search(message), message
-    assert httpx.get(f"{daemon.url}/health", timeout=HANG_GUARD_S).status_code == 200
+    assert web.get(f"{daemon.url}/health", timeout=HANG_GUARD_S).status_code == 200
     return str(message)
 
 
@@ -153,7 +153,7 @@ def test_the_bodies_are_valid_unspoiled(offline_daemon: Daemon, route: str) -> N
     """The cases below are refused for what each spoils, not for something else."""
     count = b"600" if route.endswith("/load") else b"2"  # seconds to stay loaded; tokens
     for body in (_body(route), _body(route, number=count)):
-        response = httpx.post(f"{offline_daemon.url}{route}", content=body, timeout=HANG_GUARD_S)
+        response = web.post(f"{offline_daemon.url}{route}", content=body, timeout=HANG_GUARD_S)
         assert response.status_code == 200, response.text
 
 
@@ -227,9 +227,9 @@ def test_numbers_out_of_range(offline_daemon: Daemon, route: str, field: str, va
 def test_odd_but_valid_input_is_answered(offline_daemon: Daemon, route: str, field: str, value: Any) -> None:
     body = json.loads(_body(route))
     body[field] = value
-    response = httpx.post(f"{offline_daemon.url}{route}", json=body, timeout=HANG_GUARD_S)
+    response = web.post(f"{offline_daemon.url}{route}", json=body, timeout=HANG_GUARD_S)
     assert response.status_code == 200, response.text
-    assert httpx.get(f"{offline_daemon.url}/health", timeout=HANG_GUARD_S).status_code == 200
+    assert web.get(f"{offline_daemon.url}/health", timeout=HANG_GUARD_S).status_code == 200
 
 
 @pytest.mark.parametrize("route", list(ROUTES))
@@ -282,27 +282,27 @@ def test_a_wide_integer_range_is_enforced_promptly(offline_daemon: Daemon) -> No
         "temperature": 0,
         "response_format": {"type": "json_schema", "json_schema": {"name": "n", "schema": schema}},
     }
-    response = httpx.post(f"{offline_daemon.url}/v1/chat/completions", json=body, timeout=HANG_GUARD_S)
+    response = web.post(f"{offline_daemon.url}/v1/chat/completions", json=body, timeout=HANG_GUARD_S)
     assert response.status_code == 200, response.text
 
 
 def test_a_keep_alive_past_any_uptime_means_until_needed(offline_daemon: Daemon) -> None:
     # 10**14 hours was kept as seconds, and /api/ps then failed (500) to write its expiry as a date.
     url = f"{offline_daemon.url}/appliance/v1/models/{MODEL_ID}/load"
-    loaded = httpx.post(url, json={"keep_alive": "99999999999999h"}, timeout=HANG_GUARD_S)
+    loaded = web.post(url, json={"keep_alive": "99999999999999h"}, timeout=HANG_GUARD_S)
     assert loaded.status_code == 200, loaded.text
     assert loaded.json()["model"]["keep_alive_s"] is None
-    running = httpx.get(f"{offline_daemon.url}/api/ps", timeout=HANG_GUARD_S)
+    running = web.get(f"{offline_daemon.url}/api/ps", timeout=HANG_GUARD_S)
     assert running.status_code == 200, running.text
     assert running.json()["models"][0]["expires_at"].startswith("9999-")
-    restored = httpx.post(url, json={"keep_alive": "5m"}, timeout=HANG_GUARD_S)
+    restored = web.post(url, json={"keep_alive": "5m"}, timeout=HANG_GUARD_S)
     assert restored.json()["model"]["keep_alive_s"] == 300
 
 
 def test_a_pull_whose_registry_is_unreachable_is_a_400(offline_daemon: Daemon) -> None:
     # Ollama's /api/pull answered a failed pull, not streamed, with a 500.
     for route, name in (("/api/pull", "llama3.2:1b"), ("/appliance/v1/models/pull", "ollama:llama3.2:1b")):
-        response = httpx.post(f"{offline_daemon.url}{route}", json={"model": name, "stream": False},
+        response = web.post(f"{offline_daemon.url}{route}", json={"model": name, "stream": False},
                               timeout=HANG_GUARD_S)  # fmt: skip
         assert response.status_code == 400, response.text
         assert error_shape_ok(route, response) and "refused" in response.text, response.text

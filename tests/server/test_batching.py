@@ -7,9 +7,9 @@ import json
 import time
 from collections.abc import Iterator
 
-import httpx
 import pytest
 
+from tests import web
 from tests.server.conftest import MODEL_ID, NO_EOS_BIAS, Daemon, start_daemon, stop_daemon
 
 
@@ -23,7 +23,7 @@ def batching_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon
 def _chat(daemon: Daemon, content: str, max_tokens: int = 48, **extra: object) -> dict[str, object]:
     body = {"model": MODEL_ID, "messages": [{"role": "user", "content": content}], "max_tokens": max_tokens,
             "temperature": 0, **extra}  # fmt: skip
-    response = httpx.post(f"{daemon.v1}/chat/completions", json=body, timeout=120)
+    response = web.post(f"{daemon.v1}/chat/completions", json=body, timeout=120)
     assert response.status_code == 200, response.text
     return response.json()  # type: ignore[no-any-return]
 
@@ -32,7 +32,7 @@ def _stream_text(daemon: Daemon, content: str, max_tokens: int) -> str:
     body = {"model": MODEL_ID, "messages": [{"role": "user", "content": content}], "max_tokens": max_tokens,
             "temperature": 0, "stream": True, "logit_bias": NO_EOS_BIAS}  # fmt: skip
     parts = []
-    with httpx.stream("POST", f"{daemon.v1}/chat/completions", json=body, timeout=120) as response:
+    with web.stream("POST", f"{daemon.v1}/chat/completions", json=body, timeout=120) as response:
         for line in response.iter_lines():
             if line.startswith("data: {"):
                 choices = json.loads(line[6:])["choices"]
@@ -42,7 +42,7 @@ def _stream_text(daemon: Daemon, content: str, max_tokens: int) -> str:
 
 
 def test_slots_are_reported(batching_daemon: Daemon) -> None:
-    model = httpx.get(f"{batching_daemon.url}/health").json()["models"][0]
+    model = web.get(f"{batching_daemon.url}/health").json()["models"][0]
     assert model["slots_total"] == 4 and model["n_ctx_per_slot"] == 4096
 
 
@@ -79,12 +79,12 @@ def test_long_prompt_does_not_freeze_a_stream(batching_daemon: Daemon) -> None:
 def test_disconnect_frees_the_slot(batching_daemon: Daemon) -> None:
     body = {"model": MODEL_ID, "messages": [{"role": "user", "content": "Go on."}], "max_tokens": 3500,
             "stream": True, "logit_bias": NO_EOS_BIAS}  # fmt: skip
-    with httpx.stream("POST", f"{batching_daemon.v1}/chat/completions", json=body, timeout=60) as response:
+    with web.stream("POST", f"{batching_daemon.v1}/chat/completions", json=body, timeout=60) as response:
         for i, _ in enumerate(response.iter_lines()):
             if i > 6:
                 break
     deadline = time.monotonic() + 10
-    while httpx.get(f"{batching_daemon.url}/health").json()["models"][0]["slots_busy"]:
+    while web.get(f"{batching_daemon.url}/health").json()["models"][0]["slots_busy"]:
         assert time.monotonic() < deadline, "the abandoned request still holds its slot"
         time.sleep(0.05)
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 
-import httpx
 import jsonschema
 import openai
 import pytest
 
+from tests import web
 from tests.server.conftest import MODEL_ID, NO_EOS_BIAS, Daemon
 
 HELLO = [{"role": "user", "content": "Tell me about the sea."}]
@@ -17,12 +17,12 @@ HELLO = [{"role": "user", "content": "Tell me about the sea."}]
 def test_models_lists_the_default_model(client: openai.OpenAI, daemon: Daemon) -> None:
     ids = [m.id for m in client.models.list().data]
     assert ids == [MODEL_ID]
-    card = httpx.get(f"{daemon.v1}/models/{MODEL_ID}").json()
+    card = web.get(f"{daemon.v1}/models/{MODEL_ID}").json()
     assert card["id"] == MODEL_ID and card["object"] == "model" and card["state"] == "ready"
 
 
 def test_health_and_backend_header(daemon: Daemon) -> None:
-    response = httpx.get(f"{daemon.url}/health")
+    response = web.get(f"{daemon.url}/health")
     assert response.status_code == 200
     assert response.json()["status"] == "ok"
     assert response.headers["x-appliance-backend"] == "local"

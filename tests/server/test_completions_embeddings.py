@@ -5,10 +5,10 @@ from __future__ import annotations
 import base64
 import math
 
-import httpx
 import numpy as np
 import openai
 
+from tests import web
 from tests.server.conftest import MODEL_ID, NO_EOS_BIAS, Daemon
 
 N_EMBD = 576  # SmolLM2-135M's hidden size
@@ -73,8 +73,8 @@ def test_embeddings_are_normalised(client: openai.OpenAI) -> None:
 
 def test_embeddings_base64_is_little_endian_float32(daemon: Daemon) -> None:
     body = {"input": "The sea is blue."}
-    floats = httpx.post(f"{daemon.v1}/embeddings", json=body).json()["data"][0]["embedding"]
-    packed = httpx.post(f"{daemon.v1}/embeddings", json={**body, "encoding_format": "base64"}).json()
+    floats = web.post(f"{daemon.v1}/embeddings", json=body).json()["data"][0]["embedding"]
+    packed = web.post(f"{daemon.v1}/embeddings", json={**body, "encoding_format": "base64"}).json()
     decoded = np.frombuffer(base64.b64decode(packed["data"][0]["embedding"]), dtype="<f4")
     assert np.allclose(decoded, floats, atol=1e-6)
 
@@ -94,9 +94,9 @@ def test_embeddings_are_meaningful(client: openai.OpenAI) -> None:
 
 
 def test_embedding_single_string_and_tokens(daemon: Daemon) -> None:
-    one = httpx.post(f"{daemon.v1}/embeddings", json={"input": "hello"}).json()
+    one = web.post(f"{daemon.v1}/embeddings", json={"input": "hello"}).json()
     assert len(one["data"]) == 1 and len(one["data"][0]["embedding"]) == N_EMBD
-    ids = httpx.post(f"{daemon.v1}/embeddings", json={"input": [1, 2, 3]}).json()
+    ids = web.post(f"{daemon.v1}/embeddings", json={"input": [1, 2, 3]}).json()
     assert ids["usage"]["prompt_tokens"] == 3
 
 

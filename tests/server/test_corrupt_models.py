@@ -16,13 +16,13 @@ from pathlib import Path
 
 import anthropic
 import gguf
-import httpx
 import numpy as np
 import ollama
 import openai
 import pytest
 
 from models.embedded import embedded_model_path
+from tests import web
 from tests.server.conftest import MODEL_ID, Daemon, free_port, start_daemon, stop_daemon
 
 # Each corrupt file, and what the one line about it says.
@@ -122,7 +122,7 @@ def test_a_corrupt_model_asked_for_by_name_gets_a_503_and_the_others_serve(store
     with pytest.raises(anthropic.APIStatusError) as message:
         claude.messages.create(model="header-cut", max_tokens=4, messages=ask)  # type: ignore[arg-type]
     assert message.value.status_code == 503 and "truncated GGUF header" in str(message.value.body)
-    listed = {m["id"]: m for m in httpx.get(f"{store_daemon.v1}/models", timeout=30).json()["data"]}
+    listed = {m["id"]: m for m in web.get(f"{store_daemon.v1}/models", timeout=30).json()["data"]}
     assert "truncated GGUF header" in listed["header-cut"]["meta"]["error"]
     assert listed[MODEL_ID]["loaded"] and store_daemon.process.poll() is None
 

@@ -14,10 +14,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import anthropic
-import httpx
 import ollama
 import pytest
 
+from tests import web
 from tests.server.conftest import MODEL_ID, NO_EOS_BIAS, Daemon, start_daemon, stop_daemon, wait_until
 
 SEED = 14
@@ -77,7 +77,7 @@ class Client:
 
 
 def _status(daemon: Daemon) -> dict[str, Any]:
-    return httpx.get(f"{daemon.url}/appliance/v1/status", timeout=10).json()  # type: ignore[no-any-return]
+    return web.get(f"{daemon.url}/appliance/v1/status", timeout=10).json()  # type: ignore[no-any-return]
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +131,7 @@ def test_clients_leaving_at_random_points_leave_nothing_behind(daemon: Daemon) -
     assert wait_until(lambda: _status(daemon)["slots"]["busy"] == 0 and _status(daemon)["queue"] == 0, 15), (
         _status(daemon)["slots"]
     )
-    lines = [r for r in httpx.get(f"{daemon.url}/appliance/v1/logs", params={"limit": 500}, timeout=10)
+    lines = [r for r in web.get(f"{daemon.url}/appliance/v1/logs", params={"limit": 500}, timeout=10)
              .json()["requests"] if r["time"] >= started_at]  # fmt: skip
     # Every one of them ended when its client left (a slot still generating 2000 tokens for nobody would
     # have kept it busy well past the wait above), and was logged once, as cancelled.

@@ -10,6 +10,7 @@ import httpx
 import openai
 import pytest
 
+from tests import web
 from tests.server.conftest import MODEL_ID, NO_EOS_BIAS, Daemon, start_daemon, stop_daemon
 
 OK_MESSAGES = [{"role": "user", "content": "Hi"}]
@@ -93,9 +94,7 @@ def _assert_error(response: httpx.Response, status: int, code: str | None = None
     ],
 )
 def test_bad_requests_are_400(daemon: Daemon, path: str, content: bytes, param: str | None) -> None:
-    response = httpx.post(
-        f"{daemon.v1}/{path}", content=content, headers={"content-type": "application/json"}
-    )
+    response = web.post(f"{daemon.v1}/{path}", content=content, headers={"content-type": "application/json"})
     error = _assert_error(response, 400)
     assert error["type"] == "invalid_request_error"
     if param is not None:
@@ -108,9 +107,9 @@ def test_unknown_model_is_404(daemon: Daemon) -> None:
         ("completions", {"model": "gpt-9", "prompt": "x"}),
         ("embeddings", {"model": "gpt-9", "input": "x"}),
     ):
-        _assert_error(httpx.post(f"{daemon.v1}/{path}", json=body), 404, "model_not_found")
-    _assert_error(httpx.get(f"{daemon.v1}/models/gpt-9"), 404, "model_not_found")
-    _assert_error(httpx.get(f"{daemon.url}/no/such/route"), 404)
+        _assert_error(web.post(f"{daemon.v1}/{path}", json=body), 404, "model_not_found")
+    _assert_error(web.get(f"{daemon.v1}/models/gpt-9"), 404, "model_not_found")
+    _assert_error(web.get(f"{daemon.url}/no/such/route"), 404)
 
 
 @pytest.mark.parametrize(
@@ -123,7 +122,7 @@ def test_the_router_s_own_errors_are_in_the_api_s_shape(
     daemon: Daemon, method: str, path: str, status: int, shape: str
 ) -> None:
     # Ollama's and Anthropic's clients read their own error shape; a 404 from the router is no exception.
-    response = httpx.request(method, daemon.url + path, timeout=30)
+    response = web.request(method, daemon.url + path, timeout=30)
     assert response.status_code == status
     body = response.json()
     if shape == "ollama":
@@ -143,17 +142,17 @@ def test_context_overflow_is_stated_not_truncated(daemon: Daemon, client: openai
         {"messages": OK_MESSAGES, "max_tokens": 4096},
     ):
         error = _assert_error(
-            httpx.post(f"{daemon.v1}/chat/completions", json=body), 400, "context_length_exceeded"
+            web.post(f"{daemon.v1}/chat/completions", json=body), 400, "context_length_exceeded"
         )
         assert "4096" in str(error["message"])
     unbounded = {
         "messages": [{"role": "user", "content": huge}]
     }  # no max_tokens: the prompt alone is too long
     error = _assert_error(
-        httpx.post(f"{daemon.v1}/chat/completions", json=unbounded), 400, "context_length_exceeded"
+        web.post(f"{daemon.v1}/chat/completions", json=unbounded), 400, "context_length_exceeded"
     )
     assert str(error["message"]).endswith("tokens, which leaves none to generate")
-    _assert_error(httpx.post(f"{daemon.v1}/embeddings", json={"input": huge}), 400, "context_length_exceeded")
+    _assert_error(web.post(f"{daemon.v1}/embeddings", json={"input": huge}), 400, "context_length_exceeded")
     with pytest.raises(openai.BadRequestError) as caught:
         client.completions.create(model=MODEL_ID, prompt=huge, max_tokens=1)
     assert caught.value.code == "context_length_exceeded"
@@ -161,7 +160,7 @@ def test_context_overflow_is_stated_not_truncated(daemon: Daemon, client: openai
 
 def test_form_content_type_is_read_as_json(daemon: Daemon) -> None:
     # `curl -d` sends application/x-www-form-urlencoded; the README's curl example must work.
-    response = httpx.post(
+    response = web.post(
         f"{daemon.v1}/chat/completions",
         content=b'{"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}',
         headers={"content-type": "application/x-www-form-urlencoded"},
@@ -181,11 +180,11 @@ def small_queue_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dae
 
 def test_api_key(small_queue_daemon: Daemon) -> None:
     url = f"{small_queue_daemon.v1}/models"
-    _assert_error(httpx.get(url), 401, "invalid_api_key")
-    _assert_error(httpx.get(url, headers={"Authorization": "Bearer wrong"}), 401, "invalid_api_key")
-    assert httpx.get(url, headers={"Authorization": "Bearer sekrit"}).status_code == 200
-    assert httpx.get(url, headers={"x-api-key": "sekrit"}).status_code == 200
-    assert httpx.get(f"{small_queue_daemon.url}/health").status_code == 200
+    _assert_error(web.get(url), 401, "invalid_api_key")
+    _assert_error(web.get(url, headers={"Authorization": "Bearer wrong"}), 401, "invalid_api_key")
+    assert web.get(url, headers={"Authorization": "Bearer sekrit"}).status_code == 200
+    assert web.get(url, headers={"x-api-key": "sekrit"}).status_code == 200
+    assert web.get(f"{small_queue_daemon.url}/health").status_code == 200
     with pytest.raises(openai.AuthenticationError):
         small_queue_daemon.client(api_key="wrong").models.list()
 
@@ -197,7 +196,7 @@ def test_queue_full_is_429_with_retry_after(small_queue_daemon: Daemon) -> None:
     release = threading.Event()
 
     def hold() -> None:
-        with httpx.stream("POST", url, json=long_body, headers=headers, timeout=120) as response:
+        with web.stream("POST", url, json=long_body, headers=headers, timeout=120) as response:
             for _ in response.iter_lines():
                 if release.is_set():
                     return
@@ -208,18 +207,18 @@ def test_queue_full_is_429_with_retry_after(small_queue_daemon: Daemon) -> None:
     waiting.start()
     try:
         for _ in range(100):  # until one generates and the other waits
-            model = httpx.get(f"{small_queue_daemon.url}/health").json()["models"][0]
+            model = web.get(f"{small_queue_daemon.url}/health").json()["models"][0]
             if model["busy"] and model["queue_depth"] == 1:
                 break
             time.sleep(0.1)
-        rejected = httpx.post(url, json={"messages": OK_MESSAGES, "max_tokens": 1}, headers=headers)
+        rejected = web.post(url, json={"messages": OK_MESSAGES, "max_tokens": 1}, headers=headers)
         _assert_error(rejected, 429, "queue_full")
         assert int(rejected.headers["retry-after"]) >= 1
     finally:
         release.set()
         running.join(60)
         waiting.join(60)
-    after = httpx.post(url, json={"messages": OK_MESSAGES, "max_tokens": 1}, headers=headers, timeout=30)
+    after = web.post(url, json={"messages": OK_MESSAGES, "max_tokens": 1}, headers=headers, timeout=30)
     assert after.status_code == 200
 
 

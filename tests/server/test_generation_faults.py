@@ -12,11 +12,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import anthropic
-import httpx
 import ollama
 import openai
 import pytest
 
+from tests import web
 from tests.server.conftest import MODEL_ID, NO_EOS_BIAS, Daemon, start_daemon, stop_daemon, wait_until
 
 
@@ -36,7 +36,7 @@ def _stream(daemon: Daemon, content: str, max_tokens: int = 48) -> tuple[str, li
     """The streamed text and every event after it ([DONE] as {"done": True})."""
     text, events = [], []
     body = _body(content, max_tokens, stream=True)
-    with httpx.stream("POST", f"{daemon.v1}/chat/completions", json=body, timeout=120) as response:
+    with web.stream("POST", f"{daemon.v1}/chat/completions", json=body, timeout=120) as response:
         assert response.status_code == 200
         for line in response.iter_lines():
             if line == "data: [DONE]":
@@ -50,14 +50,14 @@ def _stream(daemon: Daemon, content: str, max_tokens: int = 48) -> tuple[str, li
 
 
 def _status(daemon: Daemon) -> dict[str, Any]:
-    return httpx.get(f"{daemon.url}/appliance/v1/status", timeout=10).json()  # type: ignore[no-any-return]
+    return web.get(f"{daemon.url}/appliance/v1/status", timeout=10).json()  # type: ignore[no-any-return]
 
 
 def assert_serving(daemon: Daemon) -> None:
     """No slot left busy, nothing queued, and a normal request answers."""
     assert wait_until(lambda: _status(daemon)["slots"]["busy"] == 0, 10), _status(daemon)["slots"]
     assert _status(daemon)["queue"] == 0
-    reply = httpx.post(f"{daemon.v1}/chat/completions", json=_body("Say hi.", 4), timeout=60)
+    reply = web.post(f"{daemon.v1}/chat/completions", json=_body("Say hi.", 4), timeout=60)
     assert reply.status_code == 200 and reply.json()["choices"][0]["message"]["content"]
     assert daemon.process.poll() is None
 
@@ -141,7 +141,7 @@ def test_a_json_grammar_ending_while_eos_is_banned_ends_the_reply(faulty: Daemon
     for seed in range(3):
         body = {**_body("Give JSON.", 60, temperature=1.0, seed=seed), "ignore_eos": True,
                 "response_format": response_format}  # fmt: skip
-        reply = httpx.post(f"{faulty.v1}/chat/completions", json=body, timeout=60)
+        reply = web.post(f"{faulty.v1}/chat/completions", json=body, timeout=60)
         assert reply.status_code == 200, reply.text
         choice = reply.json()["choices"][0]
         assert isinstance(json.loads(choice["message"]["content"])["a"], int)

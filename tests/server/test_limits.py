@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests import web
 from tests.server.conftest import MODEL_ID, NO_EOS_BIAS, Daemon, start_daemon, stop_daemon
 
 KEY_A, KEY_B = "sk-limits-a-5e1f", "sk-limits-b-90c3"
@@ -34,7 +35,7 @@ def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
 
 def _post(daemon: Daemon, path: str, body: object, key: str = KEY_A, **kwargs: object) -> httpx.Response:
     headers = {"Authorization": f"Bearer {key}"}
-    return httpx.post(daemon.url + path, json=body, headers=headers, timeout=60, **kwargs)  # type: ignore[arg-type]
+    return web.post(daemon.url + path, json=body, headers=headers, timeout=60, **kwargs)  # type: ignore[arg-type]
 
 
 def _assert_dialect_error(path: str, response: httpx.Response, status: int, fragment: str) -> None:
@@ -69,7 +70,7 @@ def test_a_body_over_the_limit_is_413_before_it_is_read(limited: Daemon, path: s
             yield data[at : at + 8192]
 
     headers = {"Authorization": f"Bearer {KEY_A}", "Content-Type": "application/json"}
-    chunked = httpx.post(limited.url + path, content=chunks(), headers=headers, timeout=60)
+    chunked = web.post(limited.url + path, content=chunks(), headers=headers, timeout=60)
     _assert_dialect_error(path, chunked, 413, "max_body_size")
 
 
@@ -79,7 +80,7 @@ def test_too_many_messages_are_400(limited: Daemon, daemon: Daemon, path: str) -
     _assert_dialect_error(path, _post(limited, path, CHAT_ROUTES[path](turns, 2)), 400, "at most 50")
     # 10,000 messages under the default limits (16 MiB, 2,048 messages): refused before templating.
     ten_thousand = [{"role": "user", "content": "x"}] * 10_000
-    response = httpx.post(daemon.url + path, json=CHAT_ROUTES[path](ten_thousand, 2), timeout=60)
+    response = web.post(daemon.url + path, json=CHAT_ROUTES[path](ten_thousand, 2), timeout=60)
     _assert_dialect_error(path, response, 400, "at most 2048")
 
 
@@ -114,7 +115,7 @@ def test_one_key_may_have_so_many_requests_in_flight(per_key: Daemon) -> None:
 
     def hold() -> None:
         headers = {"Authorization": f"Bearer {KEY_A}"}
-        with httpx.stream("POST", f"{per_key.v1}/chat/completions", json=long_body, headers=headers,
+        with web.stream("POST", f"{per_key.v1}/chat/completions", json=long_body, headers=headers,
                           timeout=60):  # fmt: skip
             started.release()
             release.wait(60)  # the generation goes on; closing the stream stops it
@@ -164,7 +165,7 @@ def test_prompts_and_replies_stay_out_of_the_log_unless_asked(limited: Daemon, t
 
     daemon = start_daemon(tmp_path, env={"APPLIANCE_SERVER__LOG_PROMPTS": "true"})
     try:
-        reply = httpx.post(f"{daemon.v1}/chat/completions", json=body, timeout=60).json()
+        reply = web.post(f"{daemon.v1}/chat/completions", json=body, timeout=60).json()
         text = reply["choices"][0]["message"]["content"]
         log = daemon.log()
         request_lines = [line for line in log.splitlines() if "appliance.requests" in line]

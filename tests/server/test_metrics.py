@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests import web
 from tests.server.conftest import MODEL_ID, Daemon
 
 HELLO = [{"role": "user", "content": "Hello"}]
 
 
 def _samples(daemon: Daemon) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    text = httpx.get(f"{daemon.url}/metrics").text
+    text = web.get(f"{daemon.url}/metrics").text
     out = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
@@ -25,18 +25,18 @@ def _value(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: 
 
 def test_metrics_follow_requests(daemon: Daemon) -> None:
     before = _samples(daemon)
-    chat = httpx.post(f"{daemon.v1}/chat/completions", json={"messages": HELLO, "max_tokens": 4}).json()
-    with httpx.stream(
+    chat = web.post(f"{daemon.v1}/chat/completions", json={"messages": HELLO, "max_tokens": 4}).json()
+    with web.stream(
         "POST", f"{daemon.v1}/chat/completions", json={"messages": HELLO, "max_tokens": 4, "stream": True}
     ) as response:
         for _ in response.iter_lines():
             pass
-    embedded = httpx.post(f"{daemon.v1}/embeddings", json={"input": "Hello there"}).json()
+    embedded = web.post(f"{daemon.v1}/embeddings", json={"input": "Hello there"}).json()
     assert (
-        httpx.post(f"{daemon.v1}/chat/completions", json={"model": "nope", "messages": HELLO}).status_code
+        web.post(f"{daemon.v1}/chat/completions", json={"model": "nope", "messages": HELLO}).status_code
         == 404
     )
-    assert httpx.get(f"{daemon.v1}/no/such/path").status_code == 404
+    assert web.get(f"{daemon.v1}/no/such/path").status_code == 404
     after = _samples(daemon)
 
     def grew(name: str, **labels: str) -> float:
@@ -66,21 +66,21 @@ def test_metrics_follow_requests(daemon: Daemon) -> None:
 
 
 def test_status(daemon: Daemon) -> None:
-    status = httpx.get(f"{daemon.url}/appliance/v1/status").json()
+    status = web.get(f"{daemon.url}/appliance/v1/status").json()
     assert status["version"] and status["uptime_s"] >= 0
     assert status["hardware"]["cpu"]["cores_logical"] >= 1
     assert [m["id"] for m in status["models"]] == [MODEL_ID]
     assert status["slots"]["total"] == 4 and status["queue"] == 0  # the planner's choice here
     assert status["requests"].get("200", 0) >= 1
     assert status["requests_by_backend"]["local"].get("200", 0) >= 1
-    models = httpx.get(f"{daemon.url}/appliance/v1/models").json()["models"]
+    models = web.get(f"{daemon.url}/appliance/v1/models").json()["models"]
     assert models[0]["state"] == "ready"
 
 
 def test_recent_request_log_lines_are_served_as_json(daemon: Daemon) -> None:
     body = {"model": MODEL_ID, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 5}
-    assert httpx.post(f"{daemon.v1}/chat/completions", json=body, timeout=60).status_code == 200
-    entries = httpx.get(f"{daemon.url}/appliance/v1/logs", params={"limit": 5}, timeout=10).json()["requests"]
+    assert web.post(f"{daemon.v1}/chat/completions", json=body, timeout=60).status_code == 200
+    entries = web.get(f"{daemon.url}/appliance/v1/logs", params={"limit": 5}, timeout=10).json()["requests"]
     assert 1 <= len(entries) <= 5
     last = entries[-1]
     assert (last["endpoint"], last["model"], last["backend"], last["status"]) == (
@@ -91,17 +91,17 @@ def test_recent_request_log_lines_are_served_as_json(daemon: Daemon) -> None:
 
 def test_refused_requests_and_embeddings_have_log_lines_too(daemon: Daemon) -> None:
     body = {"model": "no-such-model", "messages": [{"role": "user", "content": "Hi"}]}
-    assert httpx.post(f"{daemon.v1}/chat/completions", json=body, timeout=60).status_code == 404
+    assert web.post(f"{daemon.v1}/chat/completions", json=body, timeout=60).status_code == 404
     logs = f"{daemon.url}/appliance/v1/logs"
-    refused = httpx.get(logs, params={"limit": 1}, timeout=10).json()["requests"][-1]
+    refused = web.get(logs, params={"limit": 1}, timeout=10).json()["requests"][-1]
     assert (refused["endpoint"], refused["model"], refused["status"]) == (
         "/v1/chat/completions", "no-such-model", "404",
     )  # fmt: skip
-    embedded = httpx.post(f"{daemon.v1}/embeddings", json={"model": MODEL_ID, "input": "a b c"}, timeout=60)
+    embedded = web.post(f"{daemon.v1}/embeddings", json={"model": MODEL_ID, "input": "a b c"}, timeout=60)
     assert embedded.status_code == 200
-    line = httpx.get(logs, params={"limit": 1}, timeout=10).json()["requests"][-1]
+    line = web.get(logs, params={"limit": 1}, timeout=10).json()["requests"][-1]
     assert (line["endpoint"], line["model"], line["status"]) == ("/v1/embeddings", MODEL_ID, "ok")
     assert line["prompt_tokens"] == embedded.json()["usage"]["prompt_tokens"]
-    before = len(httpx.get(logs, params={"limit": 200}, timeout=10).json()["requests"])
-    assert httpx.get(f"{daemon.v1}/models", timeout=10).status_code == 200  # not a request to log
-    assert len(httpx.get(logs, params={"limit": 200}, timeout=10).json()["requests"]) == before
+    before = len(web.get(logs, params={"limit": 200}, timeout=10).json()["requests"])
+    assert web.get(f"{daemon.v1}/models", timeout=10).status_code == 200  # not a request to log
+    assert len(web.get(logs, params={"limit": 200}, timeout=10).json()["requests"]) == before

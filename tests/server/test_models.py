@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from models.embedded import embedded_model_path
+from tests import web
 from tests.benchmark_scripts import load_script
 from tests.server.conftest import MODEL_ID, NO_EOS_BIAS, Daemon, start_daemon, stop_daemon, wait_until
 
@@ -45,17 +46,17 @@ def models_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
 
 
 def _post(daemon: Daemon, path: str, **kwargs: Any) -> httpx.Response:
-    return httpx.post(f"{daemon.url}{path}", timeout=120, **kwargs)
+    return web.post(f"{daemon.url}{path}", timeout=120, **kwargs)
 
 
 def _chat(daemon: Daemon, model: str, max_tokens: int = 8, **kwargs: Any) -> httpx.Response:
     body = {"model": model, "messages": [{"role": "user", "content": "Say hi."}], "max_tokens": max_tokens,
             "temperature": 0}  # fmt: skip
-    return httpx.post(f"{daemon.v1}/chat/completions", json=body, timeout=120, **kwargs)
+    return web.post(f"{daemon.v1}/chat/completions", json=body, timeout=120, **kwargs)
 
 
 def _status(daemon: Daemon) -> dict[str, Any]:
-    return httpx.get(f"{daemon.url}/appliance/v1/status", timeout=10).json()  # type: ignore[no-any-return]
+    return web.get(f"{daemon.url}/appliance/v1/status", timeout=10).json()  # type: ignore[no-any-return]
 
 
 def _loaded(daemon: Daemon) -> list[str]:
@@ -63,7 +64,7 @@ def _loaded(daemon: Daemon) -> list[str]:
 
 
 def _metric(daemon: Daemon, line_start: str) -> float:
-    for line in httpx.get(f"{daemon.url}/metrics", timeout=10).text.splitlines():
+    for line in web.get(f"{daemon.url}/metrics", timeout=10).text.splitlines():
         if line.startswith(line_start):
             return float(line.rsplit(" ", 1)[1])
     return 0.0
@@ -77,13 +78,13 @@ def _only_default_loaded(daemon: Daemon) -> None:
 
 def test_v1_models_lists_installed_models_and_which_are_loaded(models_daemon: Daemon) -> None:
     _only_default_loaded(models_daemon)
-    data = httpx.get(f"{models_daemon.v1}/models", timeout=10).json()["data"]
+    data = web.get(f"{models_daemon.v1}/models", timeout=10).json()["data"]
     cards = {card["id"]: card for card in data}
     assert set(cards) == {MODEL_ID, SECOND}
     assert cards[MODEL_ID]["loaded"] is True and cards[MODEL_ID]["meta"]["default"] is True
     assert cards[SECOND]["loaded"] is False and cards[SECOND]["state"] == "unloaded"
     assert cards[SECOND]["meta"]["source"] == "store"
-    installed = httpx.get(f"{models_daemon.url}/appliance/v1/models", timeout=10).json()["models"]
+    installed = web.get(f"{models_daemon.url}/appliance/v1/models", timeout=10).json()["models"]
     plans = {m["id"]: m["plan"] for m in installed}
     assert plans[SECOND]["fits"] is True and plans[SECOND]["quant"] == "Q4_1"
 
@@ -103,7 +104,7 @@ def test_a_request_loads_its_model_and_the_least_recently_used_idle_one_makes_ro
     assert _metric(models_daemon, evicted) == evicted_before + 1
     # A request naming no model goes to the default one, which comes back in the same way.
     body = {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4}
-    back = httpx.post(f"{models_daemon.v1}/chat/completions", json=body, timeout=120)
+    back = web.post(f"{models_daemon.v1}/chat/completions", json=body, timeout=120)
     assert back.status_code == 200 and back.json()["model"] == MODEL_ID
     assert _loaded(models_daemon) == [MODEL_ID]
 
@@ -143,7 +144,7 @@ def test_a_busy_model_is_not_unloaded_the_new_one_waits_for_it(models_daemon: Da
                 "max_tokens": 200, "temperature": 0, "stream": True, "logit_bias": NO_EOS_BIAS,
                 "stream_options": {"include_usage": True}}  # fmt: skip
         finish, tokens = None, 0
-        with httpx.stream("POST", f"{models_daemon.v1}/chat/completions", json=body, timeout=120) as r:
+        with web.stream("POST", f"{models_daemon.v1}/chat/completions", json=body, timeout=120) as r:
             for line in r.iter_lines():
                 if not line.startswith("data: {"):
                     continue
@@ -192,7 +193,7 @@ def test_serve_takes_a_store_name(tmp_path: Path) -> None:
     _store_with_second_model(tmp_path)
     daemon = start_daemon(tmp_path, SECOND, "--parallel", "1", "--ctx", "2048")
     try:
-        data = httpx.get(f"{daemon.v1}/models", timeout=10).json()["data"]
+        data = web.get(f"{daemon.v1}/models", timeout=10).json()["data"]
         default = next(card for card in data if card["meta"]["default"])
         assert default["id"] == SECOND and default["loaded"] is True
     finally:
@@ -240,7 +241,7 @@ def test_an_installed_model_that_fails_its_smoke_test_answers_503_and_is_not_kep
         error = response.json()["error"]
         assert error["code"] == "model_load_failed" and "NaN" in error["message"]
         assert _loaded(daemon) == [MODEL_ID]
-        assert httpx.get(f"{daemon.url}/health", timeout=10).status_code == 200
+        assert web.get(f"{daemon.url}/health", timeout=10).status_code == 200
         assert _metric(daemon, 'appliance_model_loads_total{model="broken-model",result="failed"}') == 1
     finally:
         stop_daemon(daemon)
@@ -268,7 +269,7 @@ def test_an_installed_model_too_large_for_the_budget_is_refused_before_loading(t
         assert _metric(daemon, f'appliance_fit_decisions_total{{fit="full",model="{MODEL_ID}"}}') == 1
         assert _metric(daemon, 'appliance_fit_decisions_total{fit="no",model="huge-model"}') == 1
         assert _metric(daemon, 'appliance_model_loads_total{model="huge-model"') == 0
-        listed = {card["id"]: card for card in httpx.get(f"{daemon.v1}/models", timeout=10).json()["data"]}
+        listed = {card["id"]: card for card in web.get(f"{daemon.v1}/models", timeout=10).json()["data"]}
         assert listed["huge-model"]["loaded"] is False
     finally:
         stop_daemon(daemon)

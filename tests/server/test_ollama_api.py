@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 
-import httpx
 import ollama
 import pytest
 
+from tests import web
 from tests.server.conftest import MODEL_ID, Daemon
 
 
@@ -29,7 +29,7 @@ def test_version_tags_show_and_ps(client: ollama.Client, daemon: Daemon) -> None
     running = client.ps()
     loaded = next(m for m in running.models if m.model == MODEL_ID)
     assert loaded.size and loaded.size_vram == 0 and loaded.expires_at is not None
-    assert httpx.get(f"{daemon.url}/api/version", timeout=10).json()["version"]
+    assert web.get(f"{daemon.url}/api/version", timeout=10).json()["version"]
 
 
 def test_chat_streams_and_answers_whole(client: ollama.Client) -> None:
@@ -74,7 +74,7 @@ def test_errors_are_ollamas_shape(client: ollama.Client, daemon: Daemon) -> None
     with pytest.raises(ollama.ResponseError) as missing:
         client.chat("no-such-model", messages=[{"role": "user", "content": "hi"}], stream=False)
     assert missing.value.status_code == 404 and "not found" in missing.value.error
-    logs = httpx.get(f"{daemon.url}/appliance/v1/logs", params={"limit": 1}, timeout=10).json()["requests"]
+    logs = web.get(f"{daemon.url}/appliance/v1/logs", params={"limit": 1}, timeout=10).json()["requests"]
     assert (logs[-1]["endpoint"], logs[-1]["model"], logs[-1]["status"]) == (
         "/api/chat",
         "no-such-model",
@@ -83,7 +83,7 @@ def test_errors_are_ollamas_shape(client: ollama.Client, daemon: Daemon) -> None
     with pytest.raises(ollama.ResponseError) as images:
         client.chat(MODEL_ID, messages=[{"role": "user", "content": "hi", "images": ["aGk="]}], stream=False)
     assert images.value.status_code == 400 and "images" in images.value.error
-    bad = httpx.post(f"{daemon.url}/api/chat", content=b"{not json", timeout=10)
+    bad = web.post(f"{daemon.url}/api/chat", content=b"{not json", timeout=10)
     assert bad.status_code == 400 and "error" in bad.json()
 
 
@@ -109,6 +109,6 @@ def test_wrong_types_are_400_in_ollamas_shape(
     # Found by fuzzing the live daemon: these were 500s.
     hi = [{"role": "user", "content": "hi"}]
     body = {"model": MODEL_ID, "messages": hi, "prompt": "hi", "stream": False, **extra}
-    response = httpx.post(f"{daemon.url}/api/{path}", json=body, timeout=30)
+    response = web.post(f"{daemon.url}/api/{path}", json=body, timeout=30)
     assert response.status_code == 400, response.text
     assert set(response.json()) == {"error"} and expected in response.json()["error"]

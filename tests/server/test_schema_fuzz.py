@@ -11,7 +11,6 @@ import time
 from collections import Counter
 from typing import Any
 
-import httpx
 import requests
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
@@ -26,6 +25,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from tests import web
 from tests.server.conftest import MODEL_ID, Daemon
 
 CHECKS = [
@@ -92,7 +92,7 @@ def _fuzz(
 
 
 def test_every_operation_is_documented_and_fuzzed(offline_daemon: Daemon) -> None:
-    document = httpx.get(f"{offline_daemon.url}/openapi.json", timeout=30).json()
+    document = web.get(f"{offline_daemon.url}/openapi.json", timeout=30).json()
     operations = _operations(offline_daemon)
     assert len(operations) == sum(len(methods) for methods in document["paths"].values()) >= 28
     session = requests.Session()
@@ -102,7 +102,7 @@ def test_every_operation_is_documented_and_fuzzed(offline_daemon: Daemon) -> Non
         for mode in EXAMPLES:
             _fuzz(offline_daemon, operation, mode, session, statuses)
     took_s = time.monotonic() - started
-    health = httpx.get(f"{offline_daemon.url}/health", timeout=30)
+    health = web.get(f"{offline_daemon.url}/health", timeout=30)
     assert health.status_code == 200, health.text
     print(f"fuzzed {len(operations)} operations with {sum(statuses.values())} requests in {took_s:.0f} s; "
           f"statuses {dict(sorted(statuses.items()))}")  # fmt: skip

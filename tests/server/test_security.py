@@ -19,6 +19,7 @@ import ollama
 import openai
 import pytest
 
+from tests import web
 from tests.server.conftest import MODEL_ID, Daemon, free_port, start_daemon, stop_daemon
 
 KEY_A, KEY_B = "sk-test-key-a-7f3c9e", "sk-test-key-b-41d2aa"
@@ -54,7 +55,7 @@ def keyed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Daemon, st
 
 def _operations(daemon: Daemon, key: str) -> list[tuple[str, str]]:
     """Every route of the daemon (method, path with its parameters filled in), from its OpenAPI."""
-    schema = httpx.get(f"{daemon.url}/openapi.json", headers={"Authorization": f"Bearer {key}"}).json()
+    schema = web.get(f"{daemon.url}/openapi.json", headers={"Authorization": f"Bearer {key}"}).json()
     found = []
     for path, methods in schema["paths"].items():
         for method in methods:
@@ -84,11 +85,11 @@ def test_every_route_but_health_needs_one_of_the_keys(keyed: tuple[Daemon, str])
             {"Authorization": f"Basic {KEY_A}"},
         ]
         for headers in [{}, *wrong, {"Authorization": f"Bearer {KEY_A}x"}]:
-            response = httpx.request(method, daemon.url + path, headers=headers, json={}, timeout=10)
+            response = web.request(method, daemon.url + path, headers=headers, json={}, timeout=10)
             assert response.status_code == 401, (method, path, headers, response.text)
             assert response.headers["www-authenticate"] == "Bearer"
             assert _is_error_shape(path, response.json()), (path, response.text)
-    assert httpx.get(f"{daemon.url}/health").status_code == 200
+    assert web.get(f"{daemon.url}/health").status_code == 200
 
 
 def test_each_key_works_in_each_dialect(keyed: tuple[Daemon, str]) -> None:
@@ -113,7 +114,7 @@ def test_each_key_works_in_each_dialect(keyed: tuple[Daemon, str]) -> None:
 
 def test_keys_never_reach_the_log(keyed: tuple[Daemon, str]) -> None:
     daemon, file_key = keyed
-    httpx.get(f"{daemon.v1}/models", headers={"Authorization": "Bearer sk-wrong-key-in-log-check"})
+    web.get(f"{daemon.v1}/models", headers={"Authorization": "Bearer sk-wrong-key-in-log-check"})
     daemon.client(api_key=KEY_A).chat.completions.create(**CHAT)  # type: ignore[call-overload]
     log = daemon.log()
     for secret in (file_key, KEY_A, KEY_B, "sk-wrong-key-in-log-check"):
@@ -147,7 +148,7 @@ def test_insecure_no_auth_starts_and_says_so(tmp_path: Path) -> None:
     daemon = start_daemon(tmp_path, "--host", "0.0.0.0", "--insecure-no-auth", port=port)
     try:
         assert "without an API key (--insecure-no-auth)" in daemon.log()
-        assert httpx.get(f"http://127.0.0.1:{port}/v1/models").status_code == 200
+        assert web.get(f"http://127.0.0.1:{port}/v1/models").status_code == 200
     finally:
         stop_daemon(daemon)
 
@@ -161,10 +162,10 @@ def test_insecure_no_auth_starts_and_says_so(tmp_path: Path) -> None:
 )
 def test_a_host_name_that_is_not_this_machine_is_refused(daemon: Daemon, host: str) -> None:
     for path in ("/v1/models", "/health", "/api/tags"):
-        response = httpx.get(daemon.url + path, headers={"Host": host})
+        response = web.get(daemon.url + path, headers={"Host": host})
         assert response.status_code == 403, (path, host)
         assert "allowed_hosts" in response.text
-    assert httpx.get(f"{daemon.v1}/models").status_code == 200
+    assert web.get(f"{daemon.v1}/models").status_code == 200
 
 
 def test_loopback_and_this_machine_s_names_and_addresses_are_answered(daemon: Daemon) -> None:
@@ -172,7 +173,7 @@ def test_loopback_and_this_machine_s_names_and_addresses_are_answered(daemon: Da
     addresses = {"localhost", "127.0.0.1", "[::1]", "app.localhost", socket.gethostname()}
     addresses |= {a[4][0] for a in socket.getaddrinfo(socket.gethostname(), None) if ":" not in a[4][0]}
     for host in addresses:
-        response = httpx.get(f"{daemon.v1}/models", headers={"Host": f"{host}:{port}"})
+        response = web.get(f"{daemon.v1}/models", headers={"Host": f"{host}:{port}"})
         assert response.status_code == 200, host
 
 
@@ -182,7 +183,7 @@ def test_allowed_hosts_adds_names_and_domains(tmp_path: Path) -> None:
     try:
         for host, status in (("llm.home.arpa", 200), ("gpu.corp.example", 200), ("corp.example", 200),
                              ("xcorp.example", 403), ("home.arpa", 403)):  # fmt: skip
-            assert httpx.get(f"{daemon.v1}/models", headers={"Host": host}).status_code == status, host
+            assert web.get(f"{daemon.v1}/models", headers={"Host": host}).status_code == status, host
     finally:
         stop_daemon(daemon)
 
@@ -218,7 +219,7 @@ def watched(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Daemon, 
 
 
 def _generated_tokens(daemon: Daemon) -> float:
-    for line in httpx.get(f"{daemon.url}/metrics").text.splitlines():
+    for line in web.get(f"{daemon.url}/metrics").text.splitlines():
         if line.startswith("appliance_generation_tokens_total{"):
             return float(line.rsplit(" ", 1)[1])
     return 0.0
@@ -242,7 +243,7 @@ def test_a_cross_site_text_plain_post_does_nothing(
     daemon, hits = watched
     before = _generated_tokens(daemon)
     for origin in (EVIL_ORIGIN, "null", "http://localhost:3000"):
-        response = httpx.request(
+        response = web.request(
             "DELETE" if path == "/api/delete" else "POST",
             daemon.url + path,
             content=json.dumps(body),
@@ -253,14 +254,14 @@ def test_a_cross_site_text_plain_post_does_nothing(
         assert "cors_origins" in response.text
         assert "access-control-allow-origin" not in response.headers
     assert hits == []
-    assert httpx.get(f"{daemon.url}/appliance/v1/models/pulls").json() == {"pulls": []}
+    assert web.get(f"{daemon.url}/appliance/v1/models/pulls").json() == {"pulls": []}
     assert _generated_tokens(daemon) == before
-    assert MODEL_ID in [m["id"] for m in httpx.get(f"{daemon.v1}/models").json()["data"]]
+    assert MODEL_ID in [m["id"] for m in web.get(f"{daemon.v1}/models").json()["data"]]
 
 
 def test_clients_without_an_origin_work_as_before(watched: tuple[Daemon, list[str]]) -> None:
     daemon, _ = watched
-    response = httpx.post(
+    response = web.post(
         f"{daemon.v1}/chat/completions",
         content=json.dumps(CHAT),
         headers={"Content-Type": "text/plain"},
@@ -271,7 +272,7 @@ def test_clients_without_an_origin_work_as_before(watched: tuple[Daemon, list[st
 
 
 def _preflight(daemon: Daemon, origin: str) -> httpx.Response:
-    return httpx.options(
+    return web.options(
         f"{daemon.v1}/chat/completions",
         headers={"Origin": origin, "Access-Control-Request-Method": "POST",
                  "Access-Control-Request-Headers": "authorization, content-type"},
@@ -295,7 +296,7 @@ def test_a_listed_origin_gets_exactly_itself_back(keyed: tuple[Daemon, str]) -> 
     assert "authorization" in preflight.headers["access-control-allow-headers"]
     assert "access-control-allow-credentials" not in preflight.headers
     assert "Origin" in preflight.headers["vary"]
-    response = httpx.post(
+    response = web.post(
         f"{daemon.v1}/chat/completions",
         json=CHAT,
         headers={"Origin": APP_ORIGIN, "Authorization": f"Bearer {KEY_A}"},
@@ -306,7 +307,7 @@ def test_a_listed_origin_gets_exactly_itself_back(keyed: tuple[Daemon, str]) -> 
     assert "x-appliance-backend" in response.headers["access-control-expose-headers"].lower()
     # The page still needs a key: an origin let in is not a key.
     assert (
-        httpx.post(f"{daemon.v1}/chat/completions", json=CHAT, headers={"Origin": APP_ORIGIN}).status_code
+        web.post(f"{daemon.v1}/chat/completions", json=CHAT, headers={"Origin": APP_ORIGIN}).status_code
         == 401
     )
 
@@ -315,7 +316,7 @@ def test_a_stream_to_a_listed_origin_carries_the_cors_header(keyed: tuple[Daemon
     daemon, _ = keyed
     headers = {"Origin": APP_ORIGIN, "Authorization": f"Bearer {KEY_A}"}
     url = f"{daemon.v1}/chat/completions"
-    with httpx.stream("POST", url, json={**CHAT, "stream": True}, headers=headers, timeout=30) as response:
+    with web.stream("POST", url, json={**CHAT, "stream": True}, headers=headers, timeout=30) as response:
         assert response.headers["access-control-allow-origin"] == APP_ORIGIN
         lines = [line for line in response.iter_lines() if line]
     assert lines[-1] == "data: [DONE]"

@@ -9,6 +9,7 @@ import threading
 import httpx
 import openai
 
+from tests import web
 from tests.server.conftest import MODEL_ID, NO_EOS_BIAS, Daemon
 
 HELLO = [{"role": "user", "content": "Tell me about the sea."}]
@@ -27,7 +28,7 @@ def _events(response: httpx.Response) -> list[str]:
 
 def test_stream_shape_and_done(daemon: Daemon) -> None:
     body = {"model": MODEL_ID, "messages": HELLO, "max_tokens": 6, "stream": True, "logit_bias": NO_EOS_BIAS}
-    with httpx.stream("POST", f"{daemon.v1}/chat/completions", json=body, timeout=60) as response:
+    with web.stream("POST", f"{daemon.v1}/chat/completions", json=body, timeout=60) as response:
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
         payloads = _events(response)
@@ -40,7 +41,7 @@ def test_stream_shape_and_done(daemon: Daemon) -> None:
     assert chunks[-1]["choices"][0]["finish_reason"] == "length"
     assert all(c["choices"][0]["finish_reason"] is None for c in chunks[:-1])
     text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks)
-    whole = httpx.post(
+    whole = web.post(
         f"{daemon.v1}/chat/completions", json={**body, "stream": False, "temperature": 0}, timeout=60
     ).json()
     assert text and whole["usage"]["completion_tokens"] == 6
@@ -86,7 +87,7 @@ def test_disconnect_mid_stream_frees_the_model(daemon: Daemon) -> None:
         "stream": True,
         "logit_bias": NO_EOS_BIAS,
     }
-    with httpx.stream("POST", f"{daemon.v1}/chat/completions", json=body, timeout=60) as response:
+    with web.stream("POST", f"{daemon.v1}/chat/completions", json=body, timeout=60) as response:
         lines = response.iter_lines()
         seen = 0
         for line in lines:
@@ -96,13 +97,13 @@ def test_disconnect_mid_stream_frees_the_model(daemon: Daemon) -> None:
                 break
     # ...is abandoned after 3 chunks. The next request must be served at once, not after the
     # abandoned one: the whole 4000-token generation would take far longer than this timeout.
-    reply = httpx.post(
+    reply = web.post(
         f"{daemon.v1}/chat/completions",
         json={"model": MODEL_ID, "messages": HELLO, "max_tokens": 3},
         timeout=15,
     )
     assert reply.status_code == 200
-    health = httpx.get(f"{daemon.url}/health").json()
+    health = web.get(f"{daemon.url}/health").json()
     assert health["status"] == "ok"
 
 
@@ -112,14 +113,14 @@ def test_disconnect_while_not_streaming(daemon: Daemon) -> None:
 
     def abandon() -> None:
         with contextlib.suppress(httpx.TimeoutException):
-            httpx.post(f"{daemon.v1}/chat/completions", json=body, timeout=1.0)
+            web.post(f"{daemon.v1}/chat/completions", json=body, timeout=1.0)
         done.set()
 
     thread = threading.Thread(target=abandon)
     thread.start()
     done.wait(10)
     thread.join()
-    reply = httpx.post(
+    reply = web.post(
         f"{daemon.v1}/chat/completions",
         json={"model": MODEL_ID, "messages": HELLO, "max_tokens": 3},
         timeout=15,

@@ -19,10 +19,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import httpx
 from openai import NotFoundError, OpenAI
 
 from models.embedded import embedded_model_path
+from tests import web
 from tests.remotes.conftest import run_standin
 from tests.server.conftest import MODEL_ID, start_daemon, stop_daemon, wait_until
 
@@ -60,7 +60,7 @@ models = {{ "big-model" = "{REMOTE_MODEL}" }}
         daemon = start_daemon(home, "--ctx", "2048", "--parallel", "2")
         try:
             remotes = f"{daemon.url}/appliance/v1/remotes"
-            assert wait_until(lambda: httpx.get(remotes, timeout=10).json()["remotes"][0]["healthy"], 60)
+            assert wait_until(lambda: web.get(remotes, timeout=10).json()["remotes"][0]["healthy"], 60)
             client = OpenAI(base_url=f"{daemon.url}/v1", api_key="none")
             for prompt in PROMPTS:
                 client.chat.completions.create(
@@ -84,9 +84,9 @@ models = {{ "big-model" = "{REMOTE_MODEL}" }}
                 client.chat.completions.create(
                     model="no-such-model", messages=[{"role": "user", "content": "hi"}], max_tokens=8
                 )
-            httpx.post(f"{daemon.url}/appliance/v1/models/{SECOND}/load", timeout=300).raise_for_status()
+            web.post(f"{daemon.url}/appliance/v1/models/{SECOND}/load", timeout=300).raise_for_status()
             time.sleep(3)  # one more probe of the remote
-            return {route: httpx.get(daemon.url + route, timeout=30).json() for route in ROUTES}
+            return {route: web.get(daemon.url + route, timeout=30).json() for route in ROUTES}
         finally:
             stop_daemon(daemon)
 
