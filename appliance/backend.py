@@ -32,6 +32,7 @@ class ChatParams:
     """A chat request in the core's terms (validated wire data, OpenAI semantics)."""
 
     messages: list[dict[str, Any]]
+    """OpenAI-shaped messages; a content may be a list of ``text`` and ``image_url`` parts."""
     sampling: SamplingParams = field(default_factory=SamplingParams)
     max_tokens: int | None = None
     stop: tuple[str, ...] = ()
@@ -42,6 +43,17 @@ class ChatParams:
     # llama-server's default: small models asked for a list of calls tend to repeat one forever.
     parallel_tool_calls: bool = False
     reasoning: Reasoning = field(default_factory=Reasoning)
+
+
+def has_images(messages: list[dict[str, Any]]) -> bool:
+    """Whether a chat's messages carry images (OpenAI ``image_url`` content parts, as every dialect's
+    images are written on the seam)."""
+    return any(
+        isinstance(part, dict) and part.get("type") == "image_url"
+        for message in messages
+        if isinstance(message.get("content"), list)
+        for part in message["content"]
+    )
 
 
 @dataclass(frozen=True)

@@ -210,6 +210,9 @@ class RemoteSettings(BaseModel):
     embeddings: bool | None = None
     """Whether the remote serves embeddings (/v1/embeddings, /api/embed escalate to it). Unset: SGLang's
     answer from /get_model_info, else yes for kind openai and no for vllm and sglang."""
+    vision: bool = False
+    """Whether the remote's models read images: a chat carrying images escalates to it (the models here
+    read text only)."""
     timeouts: RemoteTimeouts = RemoteTimeouts()
 
     @model_validator(mode="after")

@@ -20,8 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from appliance.backend import Capabilities
 from appliance.config import Settings
-from appliance.engine.local import LocalLlamaBackend, ModelState
+from appliance.engine.local import LOCAL_CAPABILITIES, LocalLlamaBackend, ModelState
 from appliance.engine.params import RequestLimits
 from appliance.errors import (
     InvalidRequest,
@@ -146,6 +147,12 @@ class ModelManager:
 
     def loaded(self) -> list[Loaded]:
         return list(self._loaded.values())
+
+    def capabilities(self, model_id: str) -> Capabilities:
+        """What the local model ``model_id`` can do (the same for every model this engine loads, loaded
+        or not)."""
+        entry = self._loaded.get(model_id)
+        return entry.backend.capabilities if entry is not None else LOCAL_CAPABILITIES
 
     def resolve(self, name: str | None) -> LocalModel:
         """The installed model ``name`` (the default one for None). A bare ``name`` whose tags are

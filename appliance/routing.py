@@ -19,6 +19,7 @@ class LocalOption:
     fits: bool  # ... and the planner says it fits this machine
     n_ctx: int | None  # tokens one request may hold here (prompt + generation)
     predicted_wait_s: float  # until a local slot would start it
+    lacks: str | None = None  # what the request needs that the model here cannot do ("read images")
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,7 @@ def route(
     """``remotes`` are the healthy remotes serving the model, in configuration order. ``explicit`` is the
     remote a model name like ``gpu-box/NAME`` asks for; ``header`` is X-Escalate (always|never);
     ``policy`` the model's routing setting (auto|never|always)."""
-    local_ok = local.installed and local.fits
+    local_ok = local.installed and local.fits and local.lacks is None
     if explicit is not None:
         chosen = next((r for r in remotes if r.name == explicit), None)
         if chosen is None:
@@ -72,6 +73,8 @@ def route(
     if not local_ok:
         if remotes:
             what = "does not fit this machine" if local.installed else "is not installed here"
+            if local.installed and local.fits:
+                what = f"cannot {local.lacks} here"
             return to(remotes[0], "capability", f"the model {what}", remotes)
         return Decision(LOCAL, None, "no healthy remote serves this model")
     if needed_tokens is not None and local.n_ctx is not None and needed_tokens > local.n_ctx:

@@ -38,6 +38,16 @@ def _text(content: str | list[AnthropicBlock] | None, where: str) -> str:
     return "".join(block.text or "" for block in content)
 
 
+def _image_url(block: AnthropicBlock, where: str) -> str:
+    """An image block's source as an image URL: a data URL for base64 data, or the URL as it is."""
+    source = block.source or {}
+    if source.get("type") == "base64" and isinstance(source.get("data"), str):
+        return f"data:{source.get('media_type') or 'image/png'};base64,{source['data']}"
+    if source.get("type") == "url" and isinstance(source.get("url"), str):
+        return str(source["url"])
+    raise InvalidRequest(f"{where}: an image block needs a source of type base64 (with data) or url")
+
+
 def _messages(body: AnthropicRequest) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     if body.system:
@@ -47,11 +57,15 @@ def _messages(body: AnthropicRequest) -> list[dict[str, Any]]:
         content = message.content
         blocks = [AnthropicBlock(type="text", text=content)] if isinstance(content, str) else content
         text: list[str] = []
+        parts: list[dict[str, Any]] = []  # text and images, in order, when there are images
         thoughts: list[str] = []
         calls: list[dict[str, Any]] = []
         for block in blocks:
             if block.type == "text":
                 text.append(block.text or "")
+                parts.append({"type": "text", "text": block.text or ""})
+            elif block.type == "image" and message.role == "user":
+                parts.append({"type": "image_url", "image_url": {"url": _image_url(block, where)}})
             elif block.type == "thinking" and message.role == "assistant":  # a previous turn's thinking
                 thoughts.append(block.thinking or "")
             elif block.type == "redacted_thinking" and message.role == "assistant":
@@ -67,8 +81,9 @@ def _messages(body: AnthropicRequest) -> list[dict[str, Any]]:
                             "content": _text(block.content, f"{where}.tool_result")})  # fmt: skip
             else:
                 raise InvalidRequest(f"{where}: {block.type} blocks are not supported (text and tools only)")
-        if text or calls or message.role == "assistant":
-            item: dict[str, Any] = {"role": message.role, "content": "".join(text)}
+        images = any(part["type"] == "image_url" for part in parts)
+        if text or calls or images or message.role == "assistant":
+            item: dict[str, Any] = {"role": message.role, "content": parts if images else "".join(text)}
             if calls:
                 item["tool_calls"] = calls
             if thoughts:

@@ -47,10 +47,15 @@ class OllamaToolCall(_Lenient):
     function: OllamaFunctionCall
 
 
+_IMAGES = "base64 images, for a model that reads them (here: a remote with vision = true)"
+
+
 class OllamaMessage(_Lenient):
     role: _ROLES
     content: str | None = None
-    images: list[str] | None = Field(None, description="refused: the models served here read text only")
+    images: list[str] | None = Field(
+        None, description="base64 images, for a model that reads them (here: a remote with vision)"
+    )
     tool_calls: list[OllamaToolCall] | None = None
     tool_name: str | None = None
     thinking: str | None = Field(None, description="an assistant turn's thinking, passed back")
@@ -98,7 +103,9 @@ class OllamaGenerateRequest(_OllamaGeneration):
     prompt: str | None = Field(None, description="empty: load the model and answer done_reason 'load'")
     system: str | None = None
     raw: bool | None = None
-    images: list[str] | None = Field(None, description="refused: the models served here read text only")
+    images: list[str] | None = Field(
+        None, description="base64 images, for a model that reads them (here: a remote with vision)"
+    )
 
 
 class OllamaEmbedRequest(_OllamaNamed):
@@ -138,8 +145,8 @@ class AnthropicTool(_Lenient):
 
 
 class AnthropicBlock(_Lenient):
-    """A content block: ``text``; ``tool_use`` in an assistant's message; ``tool_result`` in a user's.
-    Other kinds (images, documents) are refused with a 400."""
+    """A content block: ``text``; ``image`` (``source``: base64 or url) in a user's message; ``tool_use``
+    in an assistant's; ``tool_result`` in a user's. Other kinds (documents) are refused with a 400."""
 
     type: str
     text: str | None = None
@@ -149,6 +156,7 @@ class AnthropicBlock(_Lenient):
     tool_use_id: str | None = None
     content: str | list[AnthropicBlock] | None = None
     thinking: str | None = None
+    source: dict[str, Any] | None = None
 
 
 class AnthropicMessage(_Lenient):

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 from fastapi import Request
 from fastapi.responses import Response
 
-from appliance.backend import ChatParams, CompletionParams, Embeddings, EventStream
+from appliance.backend import ChatParams, CompletionParams, Embeddings, EventStream, has_images
 from appliance.errors import ApplianceError, ModelNotFound
 from appliance.manager import ModelManager
 from appliance.remotes.backend import RemoteBackend
@@ -48,7 +48,10 @@ class Escalated:
     model: str
 
 
-def _local_option(manager: ModelManager, name: str | None) -> LocalOption:
+_ABILITIES = {"vision": "read images"}  # needs a local model may lack, as the router's reason says them
+
+
+def _local_option(manager: ModelManager, name: str | None, need: str | None = None) -> LocalOption:
     try:
         model = manager.resolve(name)
     except ModelNotFound:
@@ -62,7 +65,9 @@ def _local_option(manager: ModelManager, name: str | None) -> LocalOption:
     if entry is not None and entry.state == "ready":
         wait = entry.backend.predicted_wait_s
     n_ctx = plan.settings.n_ctx // max(plan.settings.n_parallel, 1)
-    return LocalOption(installed=True, fits=plan.fits, n_ctx=n_ctx, predicted_wait_s=wait)
+    able = need is None or bool(getattr(manager.capabilities(model.id), need))
+    lacks = None if able else _ABILITIES.get(need or "", need)
+    return LocalOption(installed=True, fits=plan.fits, n_ctx=n_ctx, predicted_wait_s=wait, lacks=lacks)
 
 
 def _rough_tokens(content: Any, asked: Any) -> int:
@@ -103,7 +108,7 @@ def _decide(
         return None
     try:
         decision = route(
-            local=_local_option(manager, local_name),
+            local=_local_option(manager, local_name, need),
             remotes=pool.options(model, need),
             explicit=explicit,
             header=header if header in ("always", "never") else None,
@@ -159,7 +164,9 @@ async def escalate(request: Request, path: str, name: str | None) -> Response | 
     if not request.app.state.remotes.remotes:
         return None
     body: dict[str, Any] = json.loads(await request.body())
-    decided = _decide(request, name, _needed_tokens(body), None)
+    messages = body.get("messages")
+    need = "vision" if isinstance(messages, list) and has_images(messages) else None
+    decided = _decide(request, name, _needed_tokens(body), need)
     if decided is None:
         return None
     model, decision = decided
@@ -185,6 +192,8 @@ async def escalate_generation(
     """A remote's stream of events for ``params`` (its first byte already here) when the request goes to
     a remote; None to serve it here."""
     need = "logprobs" if params.top_logprobs is not None else None
+    if isinstance(params, ChatParams) and has_images(params.messages):
+        need = "vision"  # what the models here cannot do comes first
     decided = _decide(request, name, _params_tokens(params), need)
     if decided is None:
         return None

@@ -137,12 +137,23 @@ def _think(think: bool | str | None) -> Reasoning:
     return Reasoning(enabled=True, effort=cast(Effort, think))
 
 
+def _content(text: str | None, images: list[str] | None) -> str | list[dict[str, Any]]:
+    """A message's content on the seam: its text, and its images (Ollama sends them base64-encoded, of
+    any format) as data-URL image parts."""
+    if not images:
+        return text or ""
+    parts: list[dict[str, Any]] = [{"type": "text", "text": text}] if text else []
+    # The format is not said; image readers sniff it from the bytes, whatever the URL's type says.
+    parts += [
+        {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{image}"}} for image in images
+    ]
+    return parts
+
+
 def _messages(messages: list[OllamaMessage]) -> list[dict[str, Any]]:
     out = []
     for index, message in enumerate(messages):
-        if message.images:
-            raise InvalidRequest("images are not supported: this model reads text only")
-        item: dict[str, Any] = {"role": message.role, "content": message.content or ""}
+        item: dict[str, Any] = {"role": message.role, "content": _content(message.content, message.images)}
         if message.tool_calls:
             item["tool_calls"] = [
                 {"id": f"call_{index}_{i}", "type": "function",
@@ -315,8 +326,8 @@ async def chat(request: Request) -> Response:
 async def generate(request: Request) -> Response:
     body = await read_body(request, OllamaGenerateRequest)
     name = body.model_name
-    if body.images:
-        raise InvalidRequest("images are not supported: this model reads text only")
+    if body.images and body.raw:
+        raise InvalidRequest("images need a chat template: raw prompts take text only")
     if not body.prompt:  # Ollama's way to load a model: answer once it is ready
         manager = _manager(request)
         _resolve(manager, name)
@@ -331,7 +342,8 @@ async def generate(request: Request) -> Response:
                                   json_schema=_format(body.format))  # fmt: skip
     else:
         system = [{"role": "system", "content": body.system}] if body.system else []
-        params = ChatParams(messages=[*system, {"role": "user", "content": body.prompt}],
+        user = {"role": "user", "content": _content(body.prompt, body.images)}
+        params = ChatParams(messages=[*system, user],
                             sampling=sampling, max_tokens=max_tokens, stop=stop,
                             json_schema=_format(body.format), reasoning=_think(body.think))  # fmt: skip
     return await _run(request, body, params, chat=False)

@@ -103,7 +103,7 @@ def _messages(body: ChatCompletionRequest) -> list[dict[str, Any]]:
     out = []
     for index, message in enumerate(body.messages):
         try:
-            text = message.text()
+            text = message.seam_content()
         except ValueError as exc:
             raise InvalidRequest(str(exc), param=f"messages.{index}.content") from None
         item: dict[str, Any] = {

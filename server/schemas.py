@@ -62,18 +62,26 @@ class ChatMessage(_Open):
             raise ValueError(f"a {self.role} message needs content")
         return self
 
-    def text(self) -> str:
-        """The message's text; only text parts are understood (this build serves no vision models)."""
+    def seam_content(self) -> str | list[dict[str, Any]]:
+        """The message's content on the seam: its text, or, when it carries images, its ``text`` and
+        ``image_url`` parts (a backend that reads no images refuses them). Other parts (audio, files)
+        are refused."""
         if self.content is None:
             return ""
         if isinstance(self.content, str):
             return self.content
-        texts = []
+        parts: list[dict[str, Any]] = []
         for part in self.content:
-            if part.type != "text" or part.text is None:
+            image = (part.model_extra or {}).get("image_url")
+            if part.type == "text" and part.text is not None:
+                parts.append({"type": "text", "text": part.text})
+            elif part.type == "image_url" and isinstance(image, dict) and isinstance(image.get("url"), str):
+                parts.append({"type": "image_url", "image_url": {"url": image["url"]}})
+            else:
                 raise ValueError(f"content part of type {part.type!r} is not supported by this model")
-            texts.append(part.text)
-        return "".join(texts)
+        if all(part["type"] == "text" for part in parts):
+            return "".join(part["text"] for part in parts)
+        return parts
 
 
 class FunctionDef(_Open):

@@ -23,6 +23,7 @@ from appliance.backend import (
     ChatParams,
     CompletionParams,
     Embeddings,
+    has_images,
 )
 from appliance.engine import tools as toolfmt
 from appliance.engine.batching import BatchingEngine
@@ -46,6 +47,10 @@ from appliance.errors import (
 )
 
 log = logging.getLogger(__name__)
+
+
+# What a model here can do: no projector is loaded for images, and thinking is not yet split out.
+LOCAL_CAPABILITIES = Capabilities()
 
 
 class ModelState(str, enum.Enum):
@@ -165,7 +170,7 @@ class LocalLlamaBackend:
 
     @property
     def capabilities(self) -> Capabilities:
-        return Capabilities()
+        return LOCAL_CAPABILITIES
 
     @property
     def queue_depth(self) -> int:
@@ -275,6 +280,8 @@ class LocalLlamaBackend:
                 "(server.max_messages)",
                 param="messages",
             )
+        if has_images(params.messages) and not self.capabilities.vision:
+            raise InvalidRequest("images are not supported: this model reads text only", param="messages")
         choice = toolfmt.resolve_choice(params.tools, params.tool_choice)
         literals = Literals(self._control_texts)
         assert self._template is not None  # loaded with the model

@@ -82,7 +82,9 @@ class Remote:
             embeddings = self.settings.kind == "openai"
         token_ids = embeddings and self.settings.kind in ("openai", "vllm")
         # Log-probabilities: all three kinds give them in OpenAI's shapes (appliance.remotes.backend).
-        return Capabilities(embeddings=embeddings, embed_token_ids=token_ids, logprobs=True)
+        return Capabilities(
+            embeddings=embeddings, embed_token_ids=token_ids, logprobs=True, vision=self.settings.vision
+        )
 
     def headers(self) -> dict[str, str]:
         key = self.settings.api_key()

@@ -190,7 +190,8 @@ REMOTE_MODEL = "smollm2-135m-instruct"  # the stand-in's name for the model
 
 def config(standin: Standin, routing: str, first_byte_s: float) -> str:
     """A daemon's config.toml with the stand-in as remote gpu-box, found on the (fake) tailnet, serving
-    "big-model" (not installed here) under its own name."""
+    "big-model" (not installed here) under its own name, and said to read images (its model does not:
+    it refuses them, after the router sent them there)."""
     return f"""
 [tailscale]
 socket = "{standin.socket}"
@@ -201,6 +202,7 @@ socket = "{standin.socket}"
 [[remotes]]
 name = "gpu-box"
 kind = "vllm"
+vision = true
 tailscale = {{ hostname = "gpu-box", port = {PORT} }}
 models = {{ "big-model" = "{REMOTE_MODEL}" }}
 timeouts = {{ connect_s = 1, first_byte_s = {first_byte_s:g}, between_chunks_s = 3 }}

@@ -15,7 +15,7 @@ import pytest
 
 from tests import web
 from tests.remotes.conftest import Standin, remote_daemon, remote_state
-from tests.server.conftest import MODEL_ID, Daemon
+from tests.server.conftest import MODEL_ID, Daemon, error_shape_ok
 
 ASK = [{"role": "user", "content": "What is the capital of France?"}]
 
@@ -114,3 +114,36 @@ def test_an_error_event_mid_stream_then_failover_here_before_the_first_byte(
     answer = ollama.Client(host=daemon.url, timeout=60).chat(model="big-model", messages=ASK,
                                                              options={"num_predict": 4})  # fmt: skip
     assert answer.done and answer.eval_count == 4
+
+
+# A 1x1 PNG: the stand-in's text model refuses any image, so its content does not matter.
+PIXEL = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
+
+
+def test_images_go_to_the_remote_that_reads_them(daemon: Daemon) -> None:
+    """The model is here, but reads no images: a chat carrying one goes to the remote said to (reason
+    capability), in every dialect; the stand-in's text model then refuses it, and its refusal comes
+    back in the dialect's shape (a 4xx, never a 500)."""
+    u = f"data:image/png;base64,{PIXEL}"
+    asks = {
+        "/v1/chat/completions": {"model": MODEL_ID, "max_tokens": 4, "messages": [{"role": "user",
+            "content": [{"type": "text", "text": "What?"}, {"type": "image_url", "image_url": {"url": u}}]}]},
+        "/api/chat": {"model": MODEL_ID, "stream": False, "messages": [
+            {"role": "user", "content": "What is this?", "images": [PIXEL]}]},
+        "/v1/messages": {"model": MODEL_ID, "max_tokens": 4, "messages": [{"role": "user", "content": [
+            {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PIXEL}},
+            {"type": "text", "text": "What is this?"}]}]},
+    }  # fmt: skip
+    for route, body in asks.items():
+        answer = web.post(f"{daemon.url}{route}", json=body, timeout=60)
+        assert (answer.headers["x-appliance-backend"], answer.headers["x-appliance-escalation-reason"]) == (
+            "remote:gpu-box", "capability"
+        ), (route, answer.text)  # fmt: skip
+        assert 400 <= answer.status_code < 500 and error_shape_ok(route, answer), (route, answer.text)
+    text_only = {"model": MODEL_ID, "max_tokens": 2, "messages": ASK}
+    assert (
+        web.post(f"{daemon.url}/v1/chat/completions", json=text_only, timeout=60).headers[
+            "x-appliance-backend"
+        ]
+        == "local"
+    )

@@ -9,7 +9,7 @@ import openai
 import pytest
 
 from tests import web
-from tests.server.conftest import MODEL_ID, NO_EOS_BIAS, Daemon
+from tests.server.conftest import MODEL_ID, NO_EOS_BIAS, Daemon, error_shape_ok
 
 HELLO = [{"role": "user", "content": "Tell me about the sea."}]
 
@@ -111,6 +111,27 @@ def test_sampling_options_are_accepted(client: openai.OpenAI) -> None:
         extra_body={"top_k": 20, "min_p": 0.1, "repeat_penalty": 1.1},
     )
     assert reply.choices[0].message.content is not None
+
+
+def test_images_are_refused_here_in_every_dialect(daemon: Daemon) -> None:
+    """The models here read text only: an image is a 400 in the route's shape, whichever way it comes
+    (with a remote that reads images, it would go there: tests/remotes/test_dialects_remote.py)."""
+    pixel = "iVBORw0KGgo="
+    asks = {
+        "/v1/chat/completions": {"messages": [{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{pixel}"}}]}]},
+        "/api/chat": {"model": MODEL_ID, "messages": [{"role": "user", "content": "hi", "images": [pixel]}]},
+        "/api/generate": {"model": MODEL_ID, "prompt": "hi", "images": [pixel]},
+        "/v1/messages": {"model": MODEL_ID, "max_tokens": 4, "messages": [{"role": "user", "content": [
+            {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": pixel}}]}]},
+    }  # fmt: skip
+    for route, body in asks.items():
+        answer = web.post(f"{daemon.url}{route}", json=body, timeout=60)
+        assert answer.status_code == 400 and error_shape_ok(route, answer), (route, answer.text)
+        assert "images are not supported" in answer.text, answer.text
+    audio = {"messages": [{"role": "user", "content": [{"type": "input_audio", "input_audio": {}}]}]}
+    refused = web.post(f"{daemon.url}/v1/chat/completions", json=audio, timeout=60)
+    assert refused.status_code == 400 and "input_audio" in refused.text, refused.text
 
 
 def test_stop_strings_cut_the_output(client: openai.OpenAI) -> None:

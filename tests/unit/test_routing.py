@@ -98,3 +98,12 @@ def test_breaker_failures_while_it_cools_down_do_not_extend_it_and_opening_is_to
     now[0] = 5.0
     breaker.failure()  # the half-open try
     assert breaker.retry_in_s() == 10 and opened == [0.0, 5.0]
+
+
+def test_a_request_the_model_here_cannot_serve_goes_to_a_remote_that_can() -> None:
+    blind = LocalOption(installed=True, fits=True, n_ctx=4096, predicted_wait_s=0.0, lacks="read images")
+    eyes = RemoteOption("gpu", "m", None, saturated=False)
+    decision = route(local=blind, remotes=[eyes])
+    assert (decision.target, decision.reason, decision.fallbacks) == ("gpu", "capability", ())
+    assert "cannot read images here" in decision.why
+    assert route(local=blind, remotes=[]).target == LOCAL  # refused here, in the dialect's shape
