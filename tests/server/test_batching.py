@@ -65,15 +65,16 @@ def test_prefix_reuse_gives_identical_output(batching_daemon: Daemon) -> None:
 
 
 def test_long_prompt_does_not_freeze_a_stream(batching_daemon: Daemon) -> None:
-    """A 3000-token prompt read in chunks while another request generates: both finish correctly."""
-    long_text = "The tide comes in and the tide goes out along the quiet harbour. " * 200
+    """A 1900-token prompt read in chunks (n_batch 512: four of them) while another request generates:
+    both finish correctly."""
+    long_text = "The tide comes in and the tide goes out along the quiet harbour. " * 125
     alone = _chat(batching_daemon, "Count to ten.", max_tokens=24)
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         big = pool.submit(_chat, batching_daemon, long_text, 8)
         time.sleep(0.05)
         small = pool.submit(_chat, batching_daemon, "Count to ten.", 24)
         assert small.result()["choices"][0]["message"]["content"] == alone["choices"][0]["message"]["content"]  # type: ignore[index]
-        assert big.result()["usage"]["prompt_tokens"] > 2500  # type: ignore[index]
+        assert big.result()["usage"]["prompt_tokens"] > 1536  # type: ignore[index]
 
 
 def test_disconnect_frees_the_slot(batching_daemon: Daemon) -> None:

@@ -13,7 +13,7 @@ def test_sixteen_clients_get_every_answer_and_memory_stays_flat(tmp_path: Path) 
     soak = load_script("soak")
     daemon = start_daemon(tmp_path)
     try:
-        report = soak.soak(daemon.url, daemon.process.pid, clients=16, duration_s=20, warmup_s=10, seed=1)
+        report = soak.soak(daemon.url, daemon.process.pid, clients=16, duration_s=15, warmup_s=6, seed=1)
     finally:
         stop_daemon(daemon)
     assert report.failed == 0, report.failures
