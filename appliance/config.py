@@ -350,11 +350,16 @@ class Settings(BaseSettings):
                     raise ValueError(f"alias '{alias}' names two models: {owner[alias]} and {model_id}")
         return value
 
-    def for_model(self, model_id: str) -> Settings:
-        """These settings as the planner should see them for ``model_id``: its own `n_ctx` and
-        `n_parallel` (`[models."ID"]`) over those of `[model]`."""
-        per_model = self.models.get(model_id)
-        if per_model is None or (per_model.n_ctx is None and per_model.n_parallel is None):
+    def per_model(self, *names: str) -> PerModelSettings:
+        """The `[models."NAME"]` table of the first of ``names`` that has one (a model's id `name:tag`,
+        then its bare `name`), else an empty one."""
+        return next((self.models[n] for n in names if n in self.models), None) or PerModelSettings()
+
+    def for_model(self, *names: str) -> Settings:
+        """These settings as the planner should see them for the model ``names`` name (as `per_model`):
+        its own `n_ctx` and `n_parallel` over those of `[model]`."""
+        per_model = self.per_model(*names)
+        if per_model.n_ctx is None and per_model.n_parallel is None:
             return self
         own = {k: v for k in ("n_ctx", "n_parallel") if (v := getattr(per_model, k)) is not None}
         return self.model_copy(update={"model": self.model.model_copy(update=own)})

@@ -167,10 +167,10 @@ class ModelManager:
     def settings_for(self, name: str | None) -> PerModelSettings:
         """The `[models."ID"]` settings of the model ``name`` stands for (empty ones when it has none)."""
         try:
-            model_id = self.resolve(name).id
+            model = self.resolve(name)
         except ModelNotFound:  # a model only a remote serves may have settings too
-            model_id = self.model_id(name or self.default_id)
-        return self.settings.models.get(model_id) or PerModelSettings()
+            return self.settings.per_model(self.model_id(name or self.default_id))
+        return self.settings.per_model(model.id, model.name)
 
     def resolve(self, name: str | None) -> LocalModel:
         """The installed model ``name`` (the default one for None; an alias: its model). A bare ``name``
@@ -222,7 +222,7 @@ class ModelManager:
         """The planner's choice for ``model`` on this whole machine (cached; reads the GGUF header)."""
         plan = self._plans.get(model.path)
         if plan is None:
-            settings = self.settings.for_model(model.id)  # its own context and slots, if configured
+            settings = self.settings.for_model(model.id, model.name)  # its own context and slots, if any
             plan = choose_plan([read_model_info(model.path)], self.hardware, settings)
             self._plans[model.path] = plan
         return plan

@@ -91,3 +91,11 @@ def test_a_models_own_context_and_slots_are_what_the_planner_sees_for_it() -> No
     assert (own.model.n_ctx, own.model.n_parallel) == (1024, 2)
     assert settings.for_model("b") is settings
     assert settings.model.n_ctx == 4096  # the running settings are not changed
+
+
+def test_a_tagged_model_takes_the_table_of_its_id_then_of_its_bare_name() -> None:
+    settings = Settings(models={"m": {"temperature": 0.1}, "m:q8_0": {"temperature": 0.2}})
+    assert settings.per_model("m:q8_0", "m").temperature == 0.2
+    assert settings.per_model("m:q4_k_m", "m").temperature == 0.1
+    assert settings.per_model("other") == PerModelSettings()
+    assert settings.for_model("m:q4_k_m", "m") is settings  # no context or slots of its own
