@@ -167,6 +167,41 @@ class ModelSettings(BaseModel):
         return value
 
 
+class PerModelSettings(BaseModel):
+    """Settings of one served model (`[models."ID"]`, keyed by its model id): the names it also answers
+    to, and the defaults its requests start from (a request's own value wins)."""
+
+    aliases: list[str] = []
+    """More names the model answers to (`["gpt-4o-mini"]`: a client that hard-codes a name reaches this
+    model); the answer's `model` field says the name the client asked for."""
+    temperature: float | None = Field(None, ge=0)
+    """Sampling temperature for requests that give none (0: greedy)."""
+    top_p: float | None = Field(None, ge=0, le=1)
+    """Nucleus sampling for requests that give none."""
+    top_k: int | None = Field(None, ge=0)
+    """Top-k sampling for requests that give none (0: off)."""
+    min_p: float | None = Field(None, ge=0, le=1)
+    """Min-p sampling for requests that give none."""
+    repeat_penalty: float | None = Field(None, ge=0)
+    """Repetition penalty for requests that give none (1: off)."""
+    seed: int | None = None
+    """Sampling seed for requests that give none."""
+    system: str | None = None
+    """System prompt put first in a chat that has no system message of its own."""
+    n_ctx: int | None = Field(None, ge=64)
+    """KV cache size in tokens for this model, shared by its slots; empty: `model.n_ctx` (needs a restart)."""
+    n_parallel: int | None = Field(None, ge=1, le=64)
+    """Requests this model generates at once; empty: `model.n_parallel` (needs a restart)."""
+
+    @field_validator("aliases")
+    @classmethod
+    def _names(cls, value: list[str]) -> list[str]:
+        for alias in value:
+            if not alias.strip():
+                raise ValueError("an alias cannot be empty")
+        return value
+
+
 class TailscaleSettings(BaseModel):
     socket: str = "/var/run/tailscale/tailscaled.sock"
     """tailscaled's LocalAPI socket; when it is absent, Tailscale targets are reported unavailable."""
@@ -288,6 +323,9 @@ class Settings(BaseSettings):
     tailscale: TailscaleSettings = TailscaleSettings()
     remotes: list[RemoteSettings] = []
     routing: RoutingSettings = RoutingSettings()
+    models: dict[str, PerModelSettings] = {}
+    """Per served model id (`[models."smollm2-135m-instruct"]`): aliases, sampling defaults, system prompt,
+    context and slots."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     """Log level of the daemon."""
     home: Path | None = None
@@ -299,6 +337,39 @@ class Settings(BaseSettings):
     @classmethod
     def _no_home(cls, value: Any) -> Any:
         return None if value == "" else value  # APPLIANCE_HOME= (empty) is unset, as it always was
+
+    @field_validator("models")
+    @classmethod
+    def _aliases_unique(cls, value: dict[str, PerModelSettings]) -> dict[str, PerModelSettings]:
+        owner: dict[str, str] = {}
+        for model_id, per_model in value.items():
+            for alias in per_model.aliases:
+                if alias in value and alias != model_id:
+                    raise ValueError(f"alias '{alias}' of {model_id} is the id of another model")
+                if owner.setdefault(alias, model_id) != model_id:
+                    raise ValueError(f"alias '{alias}' names two models: {owner[alias]} and {model_id}")
+        return value
+
+    def per_model(self, *names: str) -> PerModelSettings:
+        """The `[models."NAME"]` table of the first of ``names`` that has one (a model's id `name:tag`,
+        then its bare `name`), else an empty one."""
+        return next((self.models[n] for n in names if n in self.models), None) or PerModelSettings()
+
+    def for_model(self, *names: str) -> Settings:
+        """These settings as the planner should see them for the model ``names`` name (as `per_model`):
+        its own `n_ctx` and `n_parallel` over those of `[model]`."""
+        per_model = self.per_model(*names)
+        if per_model.n_ctx is None and per_model.n_parallel is None:
+            return self
+        own = {k: v for k in ("n_ctx", "n_parallel") if (v := getattr(per_model, k)) is not None}
+        return self.model_copy(update={"model": self.model.model_copy(update=own)})
+
+    def model_id_of(self, name: str) -> str:
+        """The model id ``name`` stands for: the model whose aliases hold it, else ``name`` itself."""
+        for model_id, per_model in self.models.items():
+            if name in per_model.aliases:
+                return model_id
+        return name
 
     @property
     def dirs(self) -> StateDirs:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance.backend import Capabilities
-from appliance.config import Settings
+from appliance.config import PerModelSettings, Settings
 from appliance.engine.local import LOCAL_CAPABILITIES, LocalLlamaBackend, ModelState
 from appliance.engine.params import RequestLimits
 from appliance.errors import (
@@ -154,11 +154,29 @@ class ModelManager:
         entry = self._loaded.get(model_id)
         return entry.backend.capabilities if entry is not None else LOCAL_CAPABILITIES
 
+    def model_id(self, name: str) -> str:
+        """The model id ``name`` stands for: an installed model's own id first, then an alias of a
+        configured model (`[models."ID"] aliases`, read from the settings of the moment, so a reload
+        changes them), else ``name`` as it is."""
+        return name if name in self._models else self.settings.model_id_of(name)
+
+    def is_alias(self, name: str | None) -> bool:
+        """Whether ``name`` is an alias (answers then name the model as the client asked for it)."""
+        return bool(name) and self.model_id(name or "") != name
+
+    def settings_for(self, name: str | None) -> PerModelSettings:
+        """The `[models."ID"]` settings of the model ``name`` stands for (empty ones when it has none)."""
+        try:
+            model = self.resolve(name)
+        except ModelNotFound:  # a model only a remote serves may have settings too
+            return self.settings.per_model(self.model_id(name or self.default_id))
+        return self.settings.per_model(model.id, model.name)
+
     def resolve(self, name: str | None) -> LocalModel:
-        """The installed model ``name`` (the default one for None). A bare ``name`` whose tags are
-        installed (``name:q4_k_m``, ``name:q8_0``) means the one the planner likes best here.
+        """The installed model ``name`` (the default one for None; an alias: its model). A bare ``name``
+        whose tags are installed (``name:q4_k_m``, ``name:q8_0``) means the one the planner likes best here.
         ModelNotFound names the installed models."""
-        wanted = name or self.default_id
+        wanted = self.model_id(name) if name else self.default_id
         model = self._models.get(wanted)
         if model is None and ":" not in wanted:
             model = self._best.get(wanted)
@@ -204,7 +222,8 @@ class ModelManager:
         """The planner's choice for ``model`` on this whole machine (cached; reads the GGUF header)."""
         plan = self._plans.get(model.path)
         if plan is None:
-            plan = choose_plan([read_model_info(model.path)], self.hardware, self.settings)
+            settings = self.settings.for_model(model.id, model.name)  # its own context and slots, if any
+            plan = choose_plan([read_model_info(model.path)], self.hardware, settings)
             self._plans[model.path] = plan
         return plan
 
@@ -464,6 +483,7 @@ class ModelManager:
             "path": str(model.path),
             "source": model.source,
             "default": model.id == self.default_id,
+            "aliases": self.settings_for(model.id).aliases,
             "loaded": entry is not None and entry.backend.state is ModelState.READY,
             "state": "unloaded" if entry is None else entry.state,
         }

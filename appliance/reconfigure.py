@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from appliance.config import Settings
+from appliance.config import PerModelSettings, Settings
 
 RESTART_ONLY = (
     "server.host",
@@ -58,7 +58,34 @@ def reconcile(running: Settings, loaded: Settings) -> Reconciled:
             continue
         need_restart.append(name)
         _assign(settings, restart, _lookup(running, restart))
+    need_restart += _models_restart(running, settings)
+    if "models" in applied and _set(settings.models) == _set(running.models):
+        applied.remove("models")  # only what waits for a restart changed
     return Reconciled(settings, applied, need_restart)
+
+
+def _models_restart(running: Settings, settings: Settings) -> list[str]:
+    """The per-model plan settings (`[models."ID"]` n_ctx, n_parallel) changed in ``settings``, put back
+    to their running values: a model's plan is made once (its aliases, sampling and system prompt change
+    live)."""
+    changed: list[str] = []
+    for model_id, per_model in settings.models.items():
+        old = running.models.get(model_id)
+        for key in ("n_ctx", "n_parallel"):
+            kept = getattr(old, key) if old is not None else None
+            if getattr(per_model, key) != kept:
+                changed.append(f'models."{model_id}".{key}')
+                setattr(per_model, key, kept)
+    for model_id in running.models.keys() - settings.models.keys():
+        old = running.models[model_id]
+        if old.n_ctx is not None or old.n_parallel is not None:
+            changed.append(f'models."{model_id}" (its context and slots)')
+            settings.models[model_id] = PerModelSettings(n_ctx=old.n_ctx, n_parallel=old.n_parallel)
+    return changed
+
+
+def _set(models: dict[str, PerModelSettings]) -> dict[str, PerModelSettings]:
+    return {model_id: per_model for model_id, per_model in models.items() if per_model != PerModelSettings()}
 
 
 def _flatten(model: BaseModel, prefix: str = "") -> dict[str, Any]:

@@ -12,7 +12,9 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from appliance.backend import ChatParams, Event, Finished, Reasoning, SamplingParams, TextDelta
+from appliance import model_defaults
+from appliance.backend import ChatParams, Event, Finished, Reasoning, TextDelta
+from appliance.config import PerModelSettings
 from appliance.errors import ApplianceError, InvalidRequest
 from server import generation
 from server.compat_schemas import AnthropicBlock, AnthropicRequest
@@ -109,8 +111,8 @@ def _tools(body: AnthropicRequest) -> tuple[list[dict[str, Any]], Any]:
     return tools, None
 
 
-def _params(body: AnthropicRequest) -> ChatParams:
-    values = {k: v for k in ("temperature", "top_p", "top_k") if (v := getattr(body, k)) is not None}
+def _params(body: AnthropicRequest, defaults: PerModelSettings) -> ChatParams:
+    asked = {k: getattr(body, k) for k in ("temperature", "top_p", "top_k")}
     tools, choice = _tools(body)
     thinking = body.thinking
     reasoning = (
@@ -118,7 +120,7 @@ def _params(body: AnthropicRequest) -> ChatParams:
         if thinking is None
         else Reasoning(enabled=thinking.type == "enabled", budget_tokens=thinking.budget_tokens)
     )
-    return ChatParams(messages=_messages(body), sampling=SamplingParams(**values),
+    return ChatParams(messages=_messages(body), sampling=model_defaults.sampling(asked, defaults),
                       max_tokens=body.max_tokens, stop=tuple(body.stop_sequences or ()), tools=tools,
                       tool_choice=choice, reasoning=reasoning)  # fmt: skip
 
@@ -147,7 +149,7 @@ def _content(text: str, finished: Finished | None, thinking: str = "") -> list[d
 )
 async def messages(request: Request) -> Response:
     body = await read_body(request, AnthropicRequest)
-    params = _params(body)
+    params = _params(body, request.app.state.manager.settings_for(body.model))
     run = await generation.generate(request, "/v1/messages", body.model, params)
     events = run.events
     message_id = f"msg_{uuid.uuid4().hex}"

@@ -138,7 +138,7 @@ def _serve(settings: Settings, model_arg: str | None, load_settings: Callable[[]
     hardware = detect_hardware()
     try:
         first, models = resolve_model(settings, model_arg)
-        chosen = plan_model(settings, first.path, hardware)
+        chosen = plan_model(settings.for_model(first.id, first.name), first.path, hardware)
     except ServeError as exc:
         raise UserError(str(exc)) from None
     load_errors: list[str] = []

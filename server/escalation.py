@@ -102,7 +102,7 @@ def _decide(
     if name and "/" in name and pool.get(name.split("/", 1)[0]) is not None:
         explicit, local_name = name.split("/", 1)
     header = request.headers.get("x-escalate", "").strip().lower() or None
-    model = local_name or manager.default_id
+    model = manager.model_id(local_name) if local_name else manager.default_id  # an alias: its model
     policy = settings.routing.models.get(model, settings.routing.escalation)
     if explicit is None and header != "always" and policy == "never":
         return None

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from fastapi import Request
 
+from appliance import model_defaults
 from appliance.backend import Backend, ChatParams, CompletionParams, Embeddings, Event
 from appliance.manager import ModelManager
 from server.escalation import escalate_embedding, escalate_generation
@@ -55,6 +56,8 @@ async def generate(
     local model is used (a dialect's own not-found error); ``wait=False``: 503 while the model loads."""
     metrics: Metrics = request.app.state.metrics
     record = record_of(request.scope)
+    manager: ModelManager = request.app.state.manager
+    params = model_defaults.with_system(params, manager.settings_for(name))
     escalated = await escalate_generation(request, name, params) if escalate else None
     if escalated is not None:
         stream, where = escalated

@@ -19,7 +19,7 @@ from typing import Any, cast
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from appliance import __version__
+from appliance import __version__, model_defaults
 from appliance.backend import (
     ChatParams,
     CompletionParams,
@@ -31,6 +31,7 @@ from appliance.backend import (
     SamplingParams,
     TextDelta,
 )
+from appliance.config import PerModelSettings
 from appliance.errors import ApplianceError, InvalidRequest, ModelNotFound
 from appliance.manager import ModelManager
 from models.catalog import LocalModel
@@ -108,10 +109,13 @@ def _entry(manager: ModelManager, model: LocalModel) -> dict[str, Any]:
     return entry
 
 
-def _options(options: OllamaOptions | None) -> tuple[SamplingParams, int | None, tuple[str, ...]]:
+def _options(
+    options: OllamaOptions | None, defaults: PerModelSettings
+) -> tuple[SamplingParams, int | None, tuple[str, ...]]:
     options = options or OllamaOptions()
-    values = {field: getattr(options, key) for key, field in _SAMPLING_OPTIONS.items()}
-    sampling = SamplingParams(**{k: v for k, v in values.items() if v is not None})
+    sampling = model_defaults.sampling(
+        {f: getattr(options, key) for key, f in _SAMPLING_OPTIONS.items()}, defaults
+    )
     predict = options.num_predict
     max_tokens = None if predict is None or predict < 0 else predict
     stop = options.stop or ()
@@ -312,7 +316,7 @@ async def show(request: Request) -> Response:
 )
 async def chat(request: Request) -> Response:
     body = await read_body(request, OllamaChatRequest)
-    sampling, max_tokens, stop = _options(body.options)
+    sampling, max_tokens, stop = _options(body.options, _manager(request).settings_for(body.model_name))
     params = ChatParams(messages=_messages(body.messages or []), sampling=sampling,
                         max_tokens=max_tokens, stop=stop, json_schema=_format(body.format),
                         tools=_tools(body.tools), reasoning=_think(body.think))  # fmt: skip
@@ -335,7 +339,7 @@ async def generate(request: Request) -> Response:
             pass
         return JSONResponse({"model": name, "created_at": _now(), "response": "", "done": True,
                              "done_reason": "load"})  # fmt: skip
-    sampling, max_tokens, stop = _options(body.options)
+    sampling, max_tokens, stop = _options(body.options, _manager(request).settings_for(body.model_name))
     params: ChatParams | CompletionParams
     if body.raw:
         params = CompletionParams(prompt=body.prompt, sampling=sampling, max_tokens=max_tokens, stop=stop,

@@ -15,7 +15,9 @@ import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
+from appliance import model_defaults
 from appliance.backend import ChatParams, CompletionParams, Effort, Event, Reasoning, SamplingParams
+from appliance.config import PerModelSettings
 from appliance.errors import InvalidRequest
 from appliance.manager import ModelManager
 from server import generation
@@ -49,8 +51,9 @@ def _wait_for_load(request: Request) -> bool:
     return request.headers.get("x-appliance-wait-for-load", "").strip().lower() not in ("false", "0", "no")
 
 
-def _sampling(body: ChatCompletionRequest | CompletionRequest, n_vocab: int | None) -> SamplingParams:
-    default = SamplingParams()
+def _sampling(
+    body: ChatCompletionRequest | CompletionRequest, n_vocab: int | None, defaults: PerModelSettings
+) -> SamplingParams:
     bias: dict[int, float] = {}
     for key, value in (body.logit_bias or {}).items():
         try:
@@ -64,21 +67,10 @@ def _sampling(body: ChatCompletionRequest | CompletionRequest, n_vocab: int | No
             )
         bias[token] = max(-100.0, min(100.0, value))
 
-    def pick(value: Any, fallback: Any) -> Any:
-        return fallback if value is None else value
-
-    return SamplingParams(
-        temperature=pick(body.temperature, default.temperature),
-        top_k=pick(body.top_k, default.top_k),
-        top_p=pick(body.top_p, default.top_p),
-        min_p=pick(body.min_p, default.min_p),
-        presence_penalty=pick(body.presence_penalty, default.presence_penalty),
-        frequency_penalty=pick(body.frequency_penalty, default.frequency_penalty),
-        repeat_penalty=pick(body.repeat_penalty, default.repeat_penalty),
-        seed=body.seed,
-        logit_bias=bias,
-        ignore_eos=body.ignore_eos,
-    )
+    names = ("temperature", "top_k", "top_p", "min_p", "presence_penalty", "frequency_penalty",
+             "repeat_penalty", "seed")  # fmt: skip
+    asked = {name: getattr(body, name) for name in names}
+    return model_defaults.sampling({**asked, "logit_bias": bias, "ignore_eos": body.ignore_eos}, defaults)
 
 
 def _schema(response_format: ResponseFormat | None) -> dict[str, Any] | None:
@@ -144,6 +136,12 @@ async def _gather(
             await task
 
 
+def _shown(request: Request, asked: str | None, served: str) -> str:
+    """The model an answer names: the alias the client asked for (as Ollama and LM Studio do), else the
+    model that served it."""
+    return asked if asked and _manager(request).is_alias(asked) else served
+
+
 def _meta(prefix: str, model: str) -> payloads.Meta:
     return payloads.Meta(id=f"{prefix}-{uuid.uuid4().hex}", created=int(time.time()), model=model)
 
@@ -159,7 +157,7 @@ async def chat_completions(request: Request) -> Response:
         return escalated
     params = ChatParams(
         messages=_messages(body),
-        sampling=_sampling(body, None),
+        sampling=_sampling(body, None, _manager(request).settings_for(body.model)),
         max_tokens=body.max_completion_tokens or body.max_tokens,
         stop=body.stop_list(),
         top_logprobs=(body.top_logprobs or 0) if body.logprobs else None,
@@ -171,7 +169,7 @@ async def chat_completions(request: Request) -> Response:
     )
     run = await generation.generate(request, "/v1/chat/completions", body.model, params,
                                     wait=_wait_for_load(request), escalate=False)  # fmt: skip
-    meta = _meta("chatcmpl", run.model_id)
+    meta = _meta("chatcmpl", _shown(request, body.model, run.model_id))
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         chunks = payloads.chat_chunks(run.events, meta, logprobs=body.logprobs, include_usage=include_usage)
@@ -195,7 +193,7 @@ async def completions(request: Request) -> Response:
     prompt = cast("str | list[int]", body.prompt)
     params = CompletionParams(
         prompt=prompt,
-        sampling=_sampling(body, None),
+        sampling=_sampling(body, None, _manager(request).settings_for(body.model)),
         max_tokens=body.max_tokens,
         stop=body.stop_list(),
         top_logprobs=body.logprobs,
@@ -204,7 +202,7 @@ async def completions(request: Request) -> Response:
     )
     run = await generation.generate(request, "/v1/completions", body.model, params,
                                     wait=_wait_for_load(request), escalate=False)  # fmt: skip
-    meta = _meta("cmpl", run.model_id)
+    meta = _meta("cmpl", _shown(request, body.model, run.model_id))
     want_logprobs = body.logprobs is not None
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
@@ -233,7 +231,7 @@ async def embeddings(request: Request) -> Response:
         {
             "object": "list",
             "data": data,
-            "model": model_id,
+            "model": _shown(request, body.model, model_id),
             "usage": {"prompt_tokens": result.prompt_tokens, "total_tokens": result.prompt_tokens},
         }
     )
@@ -248,7 +246,8 @@ def _model_card(info: dict[str, Any], created: int) -> dict[str, Any]:
         "owned_by": "llm-appliance",
         "loaded": info["loaded"],
         "state": info["state"],
-        "meta": {k: v for k, v in info.items() if k not in ("id", "state", "loaded", "plan")},
+        "aliases": info["aliases"],
+        "meta": {k: v for k, v in info.items() if k not in ("id", "state", "loaded", "plan", "aliases")},
     }
 
 

@@ -178,6 +178,7 @@ class ModelCard(_Out):
     owned_by: str
     loaded: bool
     state: str
+    aliases: list[str]
     meta: dict[str, Any]
 
 
@@ -351,6 +352,7 @@ class InstalledModel(_Out):
     path: str
     source: str
     default: bool
+    aliases: list[str] = Field([], description='other names it answers to ([models."ID"] aliases)')
     loaded: bool
     state: str
     size_bytes: int | None = None

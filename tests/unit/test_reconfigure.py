@@ -38,6 +38,14 @@ def _settings(**values: Any) -> Settings:
         ({}, {"routing": {"models": {"m": "never"}}}, ["routing.models"], []),
         ({"server": {"api_key": "old"}}, {"server": {"api_key": "new"}}, ["server.api_key"], []),
         ({"server": {"api_keys": ["a"]}}, {"server": {"api_keys": ["a"]}}, [], []),
+        ({}, {"models": {"m": {"aliases": ["x"], "temperature": 0}}}, ["models"], []),
+        ({}, {"models": {"m": {"n_ctx": 2048}}}, [], ['models."m".n_ctx']),
+        (
+            {"models": {"m": {"n_parallel": 2, "aliases": ["x"]}}},
+            {},
+            ["models"],
+            ['models."m" (its context and slots)'],
+        ),
     ],
 )
 def test_what_changed(
@@ -76,3 +84,11 @@ def test_every_restart_only_name_is_a_setting() -> None:
         for part in dotted.split("."):
             assert hasattr(value, part), dotted
             value = getattr(value, part)
+
+
+def test_a_models_context_and_slots_keep_their_running_values() -> None:
+    running = _settings(models={"m": {"n_ctx": 2048, "aliases": ["x"]}})
+    result = reconcile(running, _settings(models={"m": {"n_ctx": 8192, "n_parallel": 2, "aliases": ["y"]}}))
+    kept = result.settings.models["m"]
+    assert (kept.n_ctx, kept.n_parallel, kept.aliases) == (2048, None, ["y"])
+    assert result.need_restart == ['models."m".n_ctx', 'models."m".n_parallel']
