@@ -133,6 +133,8 @@ class Capabilities:
     tools: bool = True
     structured_output: bool = True
     logprobs: bool = True
+    grammar: bool = True
+    """It samples under a client's GBNF grammar (llama-server's ``grammar`` field)."""
     reasoning: bool = False
     """Its thinking comes back apart from the answer (TextDelta.reasoning)."""
     vision: bool = False

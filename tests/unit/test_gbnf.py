@@ -1,6 +1,7 @@
 """A client's GBNF grammar (appliance/engine/gbnf.py check_gbnf): refused with the reason and the place
 where llama.cpp would refuse it for its syntax (llama.cpp says why only on stderr), and refused before
-llama.cpp sees it when it nests or weighs more than llama.cpp's recursive parser survives."""
+llama.cpp sees it when it nests or weighs more than llama.cpp's recursive parser survives; and where a
+request with one may go (only remotes reading llama-server's field get it)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,12 @@ import itertools
 
 import pytest
 
+from appliance.backend import ChatParams, CompletionParams
+from appliance.config import RemoteSettings
 from appliance.engine.gbnf import MAX_GRAMMAR_CHARS, MAX_GRAMMAR_DEPTH, check_gbnf
 from appliance.errors import InvalidRequest
+from appliance.remotes.backend import chat_body, completion_body
+from appliance.remotes.pool import Remote
 from tests.llama_grammars import built_by_llama_cpp
 
 # What llama.cpp's own grammars/ directory writes: comments, classes, escapes, groups over several
@@ -85,3 +90,15 @@ def test_the_worst_accepted_grammars_build_in_llama_cpp() -> None:
         check_gbnf(grammar)
     assert len(chain) > MAX_GRAMMAR_CHARS - 20 and chain.count("::=") > 5000
     assert built_by_llama_cpp([chain, deep]) == [True, True]
+
+
+@pytest.mark.parametrize(("kind", "forwarded"), [("openai", True), ("vllm", False), ("sglang", False)])
+def test_a_grammar_goes_only_to_remotes_reading_it(kind: str, forwarded: bool) -> None:
+    grammar = 'root ::= "yes"'
+    chat = chat_body(ChatParams(messages=[{"role": "user", "content": "x"}], grammar=grammar), "m", kind)
+    completion = completion_body(CompletionParams(prompt="x", grammar=grammar), "m", kind)
+    assert ("grammar" in chat, "grammar" in completion) == (forwarded, forwarded)
+    if forwarded:
+        assert chat["grammar"] == completion["grammar"] == grammar
+    remote = Remote(RemoteSettings(name="r", kind=kind, base_url="http://gpu:8000"))
+    assert remote.capabilities.grammar is forwarded  # what the router reads for a request with a grammar
