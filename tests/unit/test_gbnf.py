@@ -15,6 +15,8 @@ from appliance.engine.gbnf import MAX_GRAMMAR_CHARS, MAX_GRAMMAR_DEPTH, check_gb
 from appliance.errors import InvalidRequest
 from appliance.remotes.backend import chat_body, completion_body
 from appliance.remotes.pool import Remote
+from appliance.remotes.probe import Probe
+from appliance.routing import LOCAL, LocalOption, route
 from tests.llama_grammars import built_by_llama_cpp
 
 # What llama.cpp's own grammars/ directory writes: comments, classes, escapes, groups over several
@@ -100,5 +102,10 @@ def test_a_grammar_goes_only_to_remotes_reading_it(kind: str, forwarded: bool) -
     assert ("grammar" in chat, "grammar" in completion) == (forwarded, forwarded)
     if forwarded:
         assert chat["grammar"] == completion["grammar"] == grammar
-    remote = Remote(RemoteSettings(name="r", kind=kind, base_url="http://gpu:8000"))
-    assert remote.capabilities.grammar is forwarded  # what the router reads for a request with a grammar
+    # The router, asked with X-Escalate: always for a request with a grammar (need "grammar"), picks the
+    # remote only where it reads one, else keeps the request here.
+    settings = RemoteSettings(name="r", kind=kind, base_url="http://gpu:8000")
+    remote = Remote(settings, base_url=settings.base_url, last_probe=Probe(True, models={"m": None}))
+    here = LocalOption(installed=True, fits=True, n_ctx=2048, predicted_wait_s=0.0)
+    options = [o for o in [remote.option("m", "grammar")] if o is not None]
+    assert route(local=here, remotes=options, header="always").target == ("r" if forwarded else LOCAL)
