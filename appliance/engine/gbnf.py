@@ -4,9 +4,10 @@ llama.cpp's parser (src/llama-grammar.cpp) writes why it refused a grammar to st
 no message could name the problem; and it recurses once per nested group, so a grammar nested deeper than
 its thread's stack overflows it and kills the whole process. This module follows the same syntax and
 refuses here, with the reason and the place, what llama.cpp would refuse for its syntax, an undefined
-rule or a missing ``root``; and what nests or weighs more than it can safely take. What only llama.cpp
-can judge (a ``<token>`` outside the vocabulary, left recursion) is left to it (appliance.engine.sampler).
-Pure: no llama.cpp here.
+rule or a missing ``root``; and what nests or weighs more than it can safely take. What needs the model
+is left to the engine: whether each ``<text>`` is one token of its vocabulary (appliance.engine.local),
+and what only llama.cpp judges, such as left recursion (appliance.engine.sampler). Pure: no llama.cpp
+here.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ class _Checker:
         self.pos = 0
         self.defined: set[str] = set()
         self.used: dict[str, int] = {}  # rule name -> where it is first referenced
+        self.tokens: list[str] = []  # the <text> tokens named, brackets included, as llama.cpp reads them
 
     def fail(self, what: str, pos: int | None = None) -> NoReturn:
         at = self.pos if pos is None else pos
@@ -109,6 +111,26 @@ class _Checker:
                 self.char()
         self.pos += 1
 
+    def token(self) -> None:
+        """``<[id]>`` or ``<text>`` (kept, for the engine to check that it is one token of the
+        vocabulary), at its ``<``."""
+        start = self.pos
+        self.pos += 1
+        if self.peek() != "[":
+            end = self.text.find(">", self.pos)
+            if end < 0:
+                self.fail("expecting '>' to end the token", start)
+            self.pos = end + 1
+            self.tokens.append(self.text[start : self.pos])
+            return
+        self.pos += 1
+        if self.integer("a token id") > 2**32 - 1:
+            self.fail("the token id is too big", start)
+        for closing in "]>":
+            if self.peek() != closing:
+                self.fail(f"expecting {closing!r}")
+            self.pos += 1
+
     def repetition(self, nested: bool) -> None:
         """``{m}``, ``{m,}`` or ``{m,n}``, the brace already read."""
         self.space(nested)
@@ -140,13 +162,11 @@ class _Checker:
                 self.pos += 2 if self.text[self.pos + 1 : self.pos + 2] == "^" else 1
                 self.closed("]")
             elif char == "<" or char == "!":
-                self.pos += 1 if char == "<" else 2
-                if char == "!" and self.text[start + 1 : start + 2] != "<":
-                    self.fail("expecting '<' after '!'", start)
-                end = self.text.find(">", self.pos)
-                if end < 0:
-                    self.fail("expecting '>'", start)
-                self.pos = end + 1
+                if char == "!":
+                    self.pos += 1
+                    if self.peek() != "<":
+                        self.fail("expecting '<' after '!'")
+                self.token()
             elif _NAME.match(char):
                 self.used.setdefault(self.name(), start)
             elif char == ".":
@@ -206,10 +226,11 @@ class _Checker:
             raise InvalidRequest("invalid grammar: it defines no 'root' rule", param="grammar")
 
 
-def check_gbnf(grammar: str) -> None:
+def check_gbnf(grammar: str) -> tuple[str, ...]:
     """Raise InvalidRequest (param ``grammar``) naming the problem when ``grammar`` is not a GBNF grammar
     that llama.cpp can safely parse: its syntax, an undefined rule, no ``root``, groups nested deeper
-    than MAX_GRAMMAR_DEPTH, or more than MAX_GRAMMAR_CHARS characters."""
+    than MAX_GRAMMAR_DEPTH, or more than MAX_GRAMMAR_CHARS characters. Returns the ``<text>`` tokens it
+    names (brackets included), each of which must be one token of the model's vocabulary."""
     if len(grammar) > MAX_GRAMMAR_CHARS:
         raise InvalidRequest(
             f"the grammar has {len(grammar)} characters; at most {MAX_GRAMMAR_CHARS} are taken",
@@ -217,4 +238,6 @@ def check_gbnf(grammar: str) -> None:
         )
     if "\x00" in grammar:  # llama.cpp reads a C string: the grammar would end there
         raise InvalidRequest("invalid grammar: it contains a NUL character", param="grammar")
-    _Checker(grammar).grammar()
+    checker = _Checker(grammar)
+    checker.grammar()
+    return tuple(checker.tokens)

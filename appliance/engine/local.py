@@ -380,10 +380,20 @@ class LocalLlamaBackend:
 
     @staticmethod
     async def _client_grammar(model: Any, grammar: str) -> str:
-        """A client's GBNF ``grammar`` once it is known to be good: its syntax and size here, then
-        llama.cpp's own build of it (off the event loop), so a bad one is a 400 before the stream."""
-        check_gbnf(grammar)
-        await asyncio.to_thread(model.check_grammar, grammar)
+        """A client's GBNF ``grammar`` once it is known to be good: its syntax and size here, then its
+        tokens and llama.cpp's own build of it (off the event loop), so a bad one is a 400 before the
+        stream."""
+        tokens = check_gbnf(grammar)
+
+        def check() -> None:
+            for text in tokens:  # llama.cpp would refuse it too, saying why only on stderr
+                if len(model.tokenize(text, add_special=False, parse_special=True)) != 1:
+                    raise InvalidRequest(
+                        f"invalid grammar: {text} is not one token of this model", param="grammar"
+                    )
+            model.check_grammar(grammar)
+
+        await asyncio.to_thread(check)
         return grammar
 
     def _queue_generation(

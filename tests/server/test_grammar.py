@@ -91,6 +91,7 @@ def test_grammar_with_tools_forcing_words_gives_content(client: openai.OpenAI) -
         ({"grammar": "root ::= " + "(" * 30_000 + '"a"' + ")" * 30_000}, "nest deeper than 1000"),
         ({"grammar": 'root ::= "' + "a" * 70_000 + '"'}, "at most 65536"),
         ({"grammar": 'root ::= root "a" | "b"'}, "left recursion"),  # found by llama.cpp itself
+        ({"grammar": "root ::= <no-such-token>"}, "<no-such-token> is not one token of this model"),
         ({"grammar": 'root ::= "{}"', "response_format": {"type": "json_object"}}, "one constraint"),
     ],
 )
@@ -114,3 +115,13 @@ def test_a_grammar_no_token_can_follow_is_a_400(daemon: Daemon) -> None:
     )
     assert response.status_code == 400 and error_shape_ok("/v1/completions", response)
     assert "allows no next token" in response.json()["error"]["message"]
+
+
+def test_a_grammar_naming_a_token_of_the_model(client: openai.OpenAI) -> None:
+    """``<text>`` names one token of the vocabulary (here SmolLM2's ``<|im_start|>``), as llama.cpp
+    reads it."""
+    reply = client.completions.create(
+        model=MODEL_ID, prompt="Hello", max_tokens=4, extra_body={"grammar": 'root ::= <|im_start|> "x"'}
+    )
+    assert reply.choices[0].text.endswith("x") and reply.usage is not None
+    assert reply.usage.completion_tokens == 3  # <|im_start|>, "x", the end of text
