@@ -38,6 +38,9 @@ class ChatParams:
     stop: tuple[str, ...] = ()
     top_logprobs: int | None = None  # None: no logprobs; 0: the chosen token's only
     json_schema: dict[str, Any] | None = None
+    grammar: str | None = None
+    """A client's GBNF grammar (llama-server's ``grammar``), instead of ``json_schema``; with ``tools``
+    it drives sampling in place of the tool format's own grammar, and the reply is still read for calls."""
     tools: list[dict[str, Any]] = field(default_factory=list)
     tool_choice: Any = None
     # llama-server's default: small models asked for a list of calls tend to repeat one forever.
@@ -67,6 +70,7 @@ class CompletionParams:
     top_logprobs: int | None = None
     echo: bool = False
     json_schema: dict[str, Any] | None = None
+    grammar: str | None = None  # a client's GBNF grammar, instead of json_schema
 
 
 @dataclass(frozen=True)
@@ -129,6 +133,8 @@ class Capabilities:
     tools: bool = True
     structured_output: bool = True
     logprobs: bool = True
+    grammar: bool = True
+    """It samples under a client's GBNF grammar (llama-server's ``grammar`` field)."""
     reasoning: bool = False
     """Its thinking comes back apart from the answer (TextDelta.reasoning)."""
     vision: bool = False

@@ -165,7 +165,9 @@ async def escalate(request: Request, path: str, name: str | None) -> Response | 
         return None
     body: dict[str, Any] = json.loads(await request.body())
     messages = body.get("messages")
-    need = "vision" if isinstance(messages, list) and has_images(messages) else None
+    need = "grammar" if body.get("grammar") else None
+    if isinstance(messages, list) and has_images(messages):
+        need = "vision"  # what the models here cannot do comes first
     decided = _decide(request, name, _needed_tokens(body), need)
     if decided is None:
         return None
@@ -192,6 +194,8 @@ async def escalate_generation(
     """A remote's stream of events for ``params`` (its first byte already here) when the request goes to
     a remote; None to serve it here."""
     need = "logprobs" if params.top_logprobs is not None else None
+    if params.grammar is not None:
+        need = "grammar"  # every remote gives log-probabilities; only some read a grammar
     if isinstance(params, ChatParams) and has_images(params.messages):
         need = "vision"  # what the models here cannot do comes first
     decided = _decide(request, name, _params_tokens(params), need)

@@ -162,6 +162,7 @@ async def chat_completions(request: Request) -> Response:
         stop=body.stop_list(),
         top_logprobs=(body.top_logprobs or 0) if body.logprobs else None,
         json_schema=_schema(body.response_format),
+        grammar=body.grammar_text(),
         tools=[tool.model_dump(exclude_none=True) for tool in body.tools or []],
         tool_choice=body.tool_choice,
         parallel_tool_calls=body.parallel_tool_calls,
@@ -199,6 +200,7 @@ async def completions(request: Request) -> Response:
         top_logprobs=body.logprobs,
         echo=body.echo,
         json_schema=_schema(body.response_format),
+        grammar=body.grammar_text(),
     )
     run = await generation.generate(request, "/v1/completions", body.model, params,
                                     wait=_wait_for_load(request), escalate=False)  # fmt: skip

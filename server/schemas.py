@@ -137,6 +137,19 @@ class _Sampling(_Open):
     ignore_eos: bool = False
     """llama.cpp's extension: keep generating past end-of-text (benchmarks use it)."""
     user: str | None = None
+    grammar: str | None = None
+    """llama-server's extension: a GBNF grammar the output must follow (not with ``response_format``)."""
+
+    @model_validator(mode="after")
+    def _one_constraint(self) -> _Sampling:
+        response_format = getattr(self, "response_format", None)
+        if self.grammar and response_format is not None and response_format.type != "text":
+            raise ValueError("grammar and response_format cannot both be given: one constraint at a time")
+        return self
+
+    def grammar_text(self) -> str | None:
+        """The grammar asked for; an empty one is none, as llama-server reads it."""
+        return self.grammar or None
 
     @field_validator("n")
     @classmethod

@@ -10,8 +10,12 @@ from typing import Any
 
 from llama_cpp import llama_grammar
 
+from appliance.engine.gbnf import MAX_GRAMMAR_DEPTH
 from appliance.engine.int_range import integer_range_rule
 from appliance.errors import InvalidRequest
+
+# Re-exported: the JSON schema's bound is the one every grammar has (see there).
+__all__ = ["MAX_GRAMMAR_DEPTH", "grammar_depth", "json_schema_grammar"]
 
 
 class _SchemaConverter(llama_grammar.SchemaConverter):
@@ -35,12 +39,6 @@ class _SchemaConverter(llama_grammar.SchemaConverter):
             return rule
         result: str = super().visit(schema, name)
         return result
-
-
-MAX_GRAMMAR_DEPTH = 1000
-"""llama.cpp parses a grammar recursively, one level per group: a schema whose grammar nests deeper (a
-``maxLength`` or a pattern's ``{0,N}`` in the tens of thousands, which the converter spells as N nested
-optional groups) overflows its stack and kills the whole process, so such a schema is refused."""
 
 
 def grammar_depth(grammar: str) -> int:

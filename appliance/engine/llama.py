@@ -17,7 +17,7 @@ import numpy as np
 from appliance.engine.llama_params import context_params, model_params
 from appliance.engine.params import GeneratedToken, LoadOptions, SamplingParams
 from appliance.engine.runtime import init_backend
-from appliance.engine.sampler import Sampler, new_sampler
+from appliance.engine.sampler import Sampler, check_grammar, new_sampler
 from appliance.errors import ContextOverflow, EngineFailure, InvalidRequest, ModelLoadFailed
 
 
@@ -228,6 +228,11 @@ class LlamaModel:
     def new_sampler(self, params: SamplingParams) -> Sampler:
         """A sampler for one request (free it with free_sampler)."""
         return new_sampler(self._vocab, self.n_vocab, params, self._end_of_generation_tokens)
+
+    def check_grammar(self, grammar: str) -> None:
+        """Raise InvalidRequest when llama.cpp cannot build ``grammar`` over this vocabulary. Thread-safe,
+        as tokenize is: it only reads the vocabulary."""
+        check_grammar(self._vocab, grammar)
 
     @staticmethod
     def free_sampler(sampler: Sampler) -> None:

@@ -30,6 +30,7 @@ from appliance.engine.batching import BatchingEngine
 from appliance.engine.budget import fitted_sampling, generation_budget
 from appliance.engine.chat_template import ChatTemplate
 from appliance.engine.faults import Faults
+from appliance.engine.gbnf import check_gbnf
 from appliance.engine.jobs import ExclusiveJob, GenerationJob, Job, JobStream
 from appliance.engine.literals import Literals
 from appliance.engine.loading import load_with_fallbacks, prepare
@@ -288,7 +289,9 @@ class LocalLlamaBackend:
         prompt_text = render_chat(self._template, params.messages, params.tools, choice, literals)
         prompt = await asyncio.to_thread(tokenize_prompt, model, prompt_text, literals)
         grammar = None
-        if choice is not None:
+        if params.grammar is not None:  # the client's own: it drives sampling, tools or not
+            grammar = await self._client_grammar(model, params.grammar)
+        elif choice is not None:
             grammar = self._grammar(
                 toolfmt.reply_schema(params.tools, choice, parallel=params.parallel_tool_calls)
             )
@@ -316,7 +319,11 @@ class LocalLlamaBackend:
             prompt = list(params.prompt)
             if any(t < 0 or t >= model.n_vocab for t in prompt):
                 raise InvalidRequest("prompt contains token ids outside the vocabulary", param="prompt")
-        grammar = self._grammar(params.json_schema) if params.json_schema is not None else None
+        grammar = None
+        if params.grammar is not None:
+            grammar = await self._client_grammar(model, params.grammar)
+        elif params.json_schema is not None:
+            grammar = self._grammar(params.json_schema)
         echo = b"".join(model.piece(t) for t in prompt).decode("utf-8", "replace") if params.echo else ""
         return self._queue_generation(
             model,
@@ -370,6 +377,24 @@ class LocalLlamaBackend:
         from appliance.engine.grammar import json_schema_grammar
 
         return json_schema_grammar(schema)
+
+    @staticmethod
+    async def _client_grammar(model: Any, grammar: str) -> str:
+        """A client's GBNF ``grammar`` once it is known to be good: its syntax and size here, then its
+        tokens and llama.cpp's own build of it (off the event loop), so a bad one is a 400 before the
+        stream."""
+        tokens = check_gbnf(grammar)
+
+        def check() -> None:
+            for text in tokens:  # llama.cpp would refuse it too, saying why only on stderr
+                if len(model.tokenize(text, add_special=False, parse_special=True)) != 1:
+                    raise InvalidRequest(
+                        f"invalid grammar: {text} is not one token of this model", param="grammar"
+                    )
+            model.check_grammar(grammar)
+
+        await asyncio.to_thread(check)
+        return grammar
 
     def _queue_generation(
         self,

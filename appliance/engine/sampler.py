@@ -11,7 +11,8 @@ import llama_cpp
 import numpy as np
 
 from appliance.engine.params import SamplingParams
-from appliance.errors import EngineFailure, InvalidRequest
+from appliance.engine.runtime import init_backend
+from appliance.errors import InvalidRequest
 
 _TOKEN_DATA = np.dtype([("id", "<i4"), ("logit", "<f4"), ("p", "<f4")])  # llama_token_data
 
@@ -61,7 +62,11 @@ class Sampler:
     def _likeliest(self, logits: Any, allowed: np.ndarray[Any, Any]) -> int:
         ids = self._ids[allowed]
         if not len(ids):
-            raise EngineFailure("the grammar allows no next token")
+            # The request's grammar asks for text no token of this vocabulary writes (a client's grammar
+            # can: "[^\\x00-\\U0010FFFF]"): the request's fault, said as such, not a server error.
+            raise InvalidRequest(
+                "the grammar allows no next token: no token of this model writes what it asks for"
+            )
         raw = np.ctypeslib.as_array(logits, shape=(len(self._ids),))
         return int(ids[np.argmax(raw[ids])])
 
@@ -100,6 +105,21 @@ def new_sampler(
         llama_cpp.llama_sampler_free(chain)
         raise InvalidRequest("invalid grammar: llama.cpp could not parse it", param="response_format")
     return Sampler(chain, grammar, n_vocab)
+
+
+def check_grammar(vocab: Any, grammar: str) -> None:
+    """Raise InvalidRequest (param ``grammar``) when llama.cpp cannot build ``grammar`` over ``vocab``:
+    what appliance.engine.gbnf leaves to it (a ``<token>`` not in the vocabulary, left recursion). Its
+    reason is the error line it logs (kept by the log bridge), when it logs one."""
+    bridge = init_backend()
+    before = list(bridge.recent_errors)
+    sampler = llama_cpp.llama_sampler_init_grammar(vocab, grammar.encode(), b"root")
+    if sampler:
+        llama_cpp.llama_sampler_free(sampler)
+        return
+    logged = list(bridge.recent_errors)
+    reason = logged[-1].strip() if logged != before and logged else "see the daemon's log"
+    raise InvalidRequest(f"invalid grammar: llama.cpp refused it ({reason})", param="grammar")
 
 
 def _chain(n_vocab: int, params: SamplingParams, end_of_generation: Callable[[], list[int]]) -> Any:

@@ -94,6 +94,7 @@ def chat_body(params: ChatParams, model: str, kind: str) -> dict[str, Any]:
             body["tool_choice"] = params.tool_choice
     if (response_format := _response_format(params.json_schema)) is not None:
         body["response_format"] = response_format
+    body.update(_grammar(params.grammar, kind))
     if params.top_logprobs is not None:
         body["logprobs"] = True
         body["top_logprobs"] = params.top_logprobs
@@ -115,6 +116,12 @@ def _reasoning(reasoning: Reasoning, kind: str) -> dict[str, Any]:
     return out
 
 
+def _grammar(grammar: str | None, kind: str) -> dict[str, Any]:
+    """A client's GBNF grammar, for the remotes that read llama-server's field (kind ``openai``: another
+    appliance, llama-server); the router sends a request with one to no other kind (Capabilities)."""
+    return {"grammar": grammar} if grammar is not None and kind == "openai" else {}
+
+
 def completion_body(params: CompletionParams, model: str, kind: str) -> dict[str, Any]:
     """``params`` as an OpenAI completion request for ``model`` on a remote of ``kind``, streamed."""
     body: dict[str, Any] = {
@@ -131,6 +138,7 @@ def completion_body(params: CompletionParams, model: str, kind: str) -> dict[str
         body["stop"] = list(params.stop)
     if (response_format := _response_format(params.json_schema)) is not None:
         body["response_format"] = response_format
+    body.update(_grammar(params.grammar, kind))
     if params.top_logprobs is not None:
         body["logprobs"] = params.top_logprobs  # the legacy shape: how many alternatives
     return body

@@ -82,8 +82,14 @@ class Remote:
             embeddings = self.settings.kind == "openai"
         token_ids = embeddings and self.settings.kind in ("openai", "vllm")
         # Log-probabilities: all three kinds give them in OpenAI's shapes (appliance.remotes.backend).
+        # A GBNF grammar in llama-server's field: read by another appliance (or llama-server) only; vLLM
+        # and SGLang take grammars in fields of their own, with other dialects of GBNF.
         return Capabilities(
-            embeddings=embeddings, embed_token_ids=token_ids, logprobs=True, vision=self.settings.vision
+            embeddings=embeddings,
+            embed_token_ids=token_ids,
+            logprobs=True,
+            grammar=self.settings.kind == "openai",
+            vision=self.settings.vision,
         )
 
     def headers(self) -> dict[str, str]:
