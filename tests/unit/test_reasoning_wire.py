@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from appliance.backend import ChatParams, Event, Finished, Reasoning, TextDelta, Usage
-from appliance.config import RemoteSettings
+from appliance.config import PerModelSettings, RemoteSettings
 from appliance.remotes.backend import RemoteStream, chat_body
 from appliance.remotes.pool import Remote
 from server import anthropic_routes, ollama_routes, openai_payloads, openai_routes
@@ -96,7 +96,8 @@ def test_each_dialect_s_switch_becomes_one_reasoning() -> None:
     assert ollama_routes._think(False) == Reasoning(enabled=False)
     anthropic = {"model": "m", "max_tokens": 2048, "messages": [{"role": "user", "content": "x"}],
                  "thinking": {"type": "enabled", "budget_tokens": 1024}}  # fmt: skip
-    params = anthropic_routes._params(parse_body(json.dumps(anthropic).encode(), AnthropicRequest))
+    body = parse_body(json.dumps(anthropic).encode(), AnthropicRequest)
+    params = anthropic_routes._params(body, PerModelSettings())
     assert params.reasoning == Reasoning(enabled=True, budget_tokens=1024)
 
 
