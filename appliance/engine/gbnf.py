@@ -131,22 +131,25 @@ class _Checker:
                 self.fail(f"expecting {closing!r}")
             self.pos += 1
 
-    def repetition(self, nested: bool) -> None:
-        """``{m}``, ``{m,}`` or ``{m,n}``, the brace already read."""
+    def repetition(self, nested: bool) -> tuple[int, int | None]:
+        """``{m}``, ``{m,}`` or ``{m,n}``, the brace already read: (m, n), n None for no upper bound."""
         self.space(nested)
         low = self.integer("a number of repetitions")
+        high: int | None = low
         self.space(nested)
         if self.peek() == ",":
             self.pos += 1
             self.space(nested)
+            high = None
             if _INT.match(self.text, self.pos):
-                self.integer("a number")
+                high = self.integer("a number")
                 self.space(nested)
         if self.peek() != "}":
             self.fail("expecting '}'")
         self.pos += 1
         if low > MAX_REPETITIONS:
             self.fail(f"{low} repetitions exceed llama.cpp's limit of {MAX_REPETITIONS}")
+        return low, high
 
     def body(self) -> None:
         """A rule's alternatives, nested groups included, up to the end of the rule."""
@@ -226,6 +229,133 @@ class _Checker:
             raise InvalidRequest("invalid grammar: it defines no 'root' rule", param="grammar")
 
 
+MAX_ALTERNATIVES_REPEATED = 100
+"""A group with alternatives may be repeated at most this many times by ``{m,n}``: llama.cpp follows every
+way an ambiguous repetition can match at once, and ``("a"|"a"){0,1000}`` did not produce a token in
+two minutes."""
+
+_NULLABLE_PASSES = 50  # rules' "can match nothing" settled through at most this many chains of rules
+
+
+class _Repeats(_Checker):
+    """A second pass over a grammar the first found well formed, refusing the repetitions that make
+    llama.cpp's matcher explode (it explores every way a grammar can match, and a repetition of something
+    that can match nothing has unboundedly many: ``("a"*)*`` took seconds a token, ``([a-z]*){0,1000}``
+    never answered, and nothing interrupts llama.cpp meanwhile). ``nullable`` holds the rules known to
+    match the empty string; each pass can only add to it."""
+
+    def __init__(self, text: str, nullable: set[str]) -> None:
+        super().__init__(text)
+        self.nullable = nullable
+        self.found: set[str] = set()
+        self.problem: tuple[str, int] | None = None
+
+    def refuse(self, what: str, pos: int) -> None:
+        if self.problem is None:
+            self.problem = (what, pos)
+
+    def body(self) -> bool:  # type: ignore[override]
+        """A rule's alternatives; whether the rule can match the empty string."""
+        # An item is (can match nothing, is a group with alternatives). Within the alternative being read:
+        # ``prefix``, whether everything before its last item can match nothing, and ``last``, the item a
+        # repetition would apply to. Each open group keeps its parent's alternatives, prefix and last.
+        groups: list[tuple[list[bool], bool, tuple[bool, bool] | None]] = []
+        alternatives: list[bool] = []
+        prefix, last = True, None
+
+        def ended() -> bool:
+            return prefix and (last is None or last[0])
+
+        while True:
+            start = self.pos
+            char = self.peek()
+            item: tuple[bool, bool]
+            if char == '"':
+                self.pos += 1
+                self.closed('"')
+                item = (self.pos - start == 2, False)
+            elif char == "[":
+                self.pos += 2 if self.text[self.pos + 1 : self.pos + 2] == "^" else 1
+                self.closed("]")
+                item = (False, False)
+            elif char == "<" or char == "!":
+                self.pos += 1 if char == "!" else 0
+                self.token()
+                item = (False, False)
+            elif _NAME.match(char):
+                item = (self.name() in self.nullable, False)
+            elif char == ".":
+                self.pos += 1
+                item = (False, False)
+            elif char == "(":
+                groups.append((alternatives, prefix, last))
+                alternatives, prefix, last = [], True, None
+                self.pos += 1
+                self.space(True)
+                continue
+            elif char == ")" and groups:
+                alternatives.append(ended())
+                item = (any(alternatives), len(alternatives) > 1)
+                alternatives, prefix, last = groups.pop()
+                self.pos += 1
+            elif char in ("*", "+", "?", "{") and last is not None:
+                self.pos += 1
+                low, high = (
+                    self.repetition(bool(groups))
+                    if char == "{"
+                    else (1 if char == "+" else 0, 1 if char == "?" else None)
+                )
+                empty, alternated = last
+                if empty and (high is None or high > 1):
+                    self.refuse("a repetition of something that can match nothing", start)
+                if alternated and char == "{" and (high is None or high > MAX_ALTERNATIVES_REPEATED):
+                    self.refuse(
+                        f"a group with alternatives repeated more than {MAX_ALTERNATIVES_REPEATED} times",
+                        start,
+                    )
+                last = (empty or low == 0, False)
+                self.space(bool(groups))
+                continue
+            elif char == "|":
+                alternatives.append(ended())
+                prefix, last = True, None
+                self.pos += 1
+                self.space(True)
+                continue
+            else:
+                break
+            prefix = ended()
+            last = item
+            self.space(bool(groups))
+        alternatives.append(ended())
+        return any(alternatives)
+
+    def grammar(self) -> None:
+        self.space(True)
+        while self.pos < len(self.text):
+            name = self.name()
+            self.space(False)
+            self.pos += 3
+            self.space(True)
+            if self.body():
+                self.found.add(name)
+            self.pos += 1 if self.peek() in ("\r", "\n") else 0
+            self.space(True)
+
+
+def _check_repetitions(grammar: str) -> None:
+    nullable: set[str] = set()
+    for _ in range(_NULLABLE_PASSES):
+        scan = _Repeats(grammar, nullable)
+        scan.grammar()
+        if scan.found <= nullable:
+            break
+        nullable |= scan.found
+    if scan.problem is not None:
+        what, pos = scan.problem
+        scan.fail(what, pos)
+
+
 def check_gbnf(grammar: str) -> tuple[str, ...]:
     """Raise InvalidRequest (param ``grammar``) naming the problem when ``grammar`` is not a GBNF grammar
     that llama.cpp can safely parse: its syntax, an undefined rule, no ``root``, groups nested deeper
@@ -240,4 +370,5 @@ def check_gbnf(grammar: str) -> tuple[str, ...]:
         raise InvalidRequest("invalid grammar: it contains a NUL character", param="grammar")
     checker = _Checker(grammar)
     checker.grammar()
+    _check_repetitions(grammar)
     return tuple(checker.tokens)

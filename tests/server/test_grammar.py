@@ -91,6 +91,9 @@ def test_grammar_with_tools_forcing_words_gives_content(client: openai.OpenAI) -
         ({"grammar": "root ::= " + "(" * 30_000 + '"a"' + ")" * 30_000}, "nest deeper than 1000"),
         ({"grammar": 'root ::= "' + "a" * 70_000 + '"'}, "at most 65536"),
         ({"grammar": 'root ::= root "a" | "b"'}, "left recursion"),  # found by llama.cpp itself
+        # These held the model's worker in llama.cpp's matcher for seconds a token, or for good.
+        ({"grammar": "root ::= ([a-z]*){0,1000}"}, "a repetition of something that can match nothing"),
+        ({"grammar": 'root ::= ("a"|"a"){0,1000}'}, "a group with alternatives repeated more than 100"),
         ({"grammar": "root ::= <no-such-token>"}, "<no-such-token> is not one token of this model"),
         ({"grammar": 'root ::= "{}"', "response_format": {"type": "json_object"}}, "one constraint"),
     ],

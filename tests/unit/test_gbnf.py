@@ -28,6 +28,8 @@ GOOD = [
     'root ::= "\\"" [a-z-]? "\\n" <[2]> !<[0]>',
     'root::=a\r\na::="x"',
     'root ::= ("a" ("b" ("c"))?)*',
+    'root ::= ("a"? "b")* [a-z]{0,1000} ("a" | "b")* ("a"?)?',
+    'root ::= x*\nx ::= "a" y\ny ::= "b"?',
 ]
 
 BAD = [
@@ -55,6 +57,12 @@ BAD = [
     ('root ::= "a"\x00', "NUL"),
     ("root ::= " + "(" * (MAX_GRAMMAR_DEPTH + 1) + '"a"' + ")" * (MAX_GRAMMAR_DEPTH + 1), "nest deeper"),
     ('root ::= "' + "a" * MAX_GRAMMAR_CHARS + '"', f"at most {MAX_GRAMMAR_CHARS}"),
+    # Repetitions that make llama.cpp's matcher explode (seconds a token, or no token at all).
+    ('root ::= ("a"*)*', "a repetition of something that can match nothing at line 1, column 16"),
+    ('root ::= (("a"?)*)*', "a repetition of something that can match nothing"),
+    ("root ::= ([a-z]*){0,1000}", "a repetition of something that can match nothing"),
+    ('root ::= x+\nx ::= y\ny ::= "" | "b"', "a repetition of something that can match nothing at line 1"),
+    ('root ::= ("a"|"a"){0,1000}', "a group with alternatives repeated more than 100 times"),
 ]
 
 
