@@ -77,7 +77,6 @@ async def embed(
     inputs: list[str] | list[list[int]],
     *,
     wait: bool = True,
-    escalate: bool = True,
     check_local: Callable[[], object] | None = None,
 ) -> tuple[Embeddings, str]:
     """``inputs`` embedded by the backend the router picks (a remote only if it can embed them: token ids
@@ -85,7 +84,7 @@ async def embed(
     them."""
     metrics: Metrics = request.app.state.metrics
     record = record_of(request.scope)
-    escalated = await escalate_embedding(request, name, inputs) if escalate else None
+    escalated = await escalate_embedding(request, name, inputs)
     if escalated is not None:
         result, where = escalated
         record.serve(endpoint, where.model, where.backend, where.reason)
