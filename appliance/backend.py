@@ -103,6 +103,19 @@ class TextDelta:
     reasoning: str = ""
 
 
+@dataclass(frozen=True)
+class ToolCallDelta:
+    """A piece of a tool call as the model writes it (OpenAI's streamed ``tool_calls``): a call's first
+    delta carries its ``id`` and ``name``, later ones ``arguments`` text to append to it. The
+    concatenated ``arguments`` of a call's deltas are its whole arguments; Finished still carries every
+    call whole, for answers that are not streamed."""
+
+    index: int
+    id: str = ""
+    name: str = ""
+    arguments: str = ""
+
+
 FinishReason = Literal["stop", "length", "tool_calls"]
 
 
@@ -115,7 +128,7 @@ class Finished:
     tool_calls: tuple[ToolCall, ...] = ()
 
 
-Event = TextDelta | Finished
+Event = TextDelta | ToolCallDelta | Finished
 
 
 @dataclass(frozen=True)
