@@ -191,8 +191,9 @@ async def _events(
     finished: Finished | None = None
     try:
         async for event in events:
-            if not isinstance(event, TextDelta):
+            if isinstance(event, Finished):
                 finished = event
+            if not isinstance(event, TextDelta):
                 continue
             for kind, piece in (("thinking", event.reasoning), ("text", event.text)):
                 if not piece:

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from appliance.backend import Event, Finished, TextDelta, TokenLogprob, ToolCall, Usage
+from appliance.backend import Event, Finished, TextDelta, TokenLogprob, ToolCall, ToolCallDelta, Usage
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,7 @@ async def collect(events: AsyncIterator[Event]) -> Collected:
             parts.append(event.text)
             thoughts.append(event.reasoning)
             out.logprobs.extend(event.logprobs)
-        else:
+        elif isinstance(event, Finished):  # calls come whole with it; their deltas are for streams
             out.finished = event
     out.text = "".join(parts)
     out.reasoning = "".join(thoughts)
@@ -129,6 +129,8 @@ async def chat_chunks(
                 lps = {"content": [_chat_logprob(lp) for lp in event.logprobs]} if logprobs else None
                 yield chunk({"content": event.text}, lps=lps)
             continue
+        if isinstance(event, ToolCallDelta):
+            continue
         if event.tool_calls:
             yield chunk({"tool_calls": _tool_calls_body(event.tool_calls, streaming=True)})
         yield chunk({}, finish=event.finish_reason)
@@ -198,6 +200,8 @@ async def completion_chunks(
             lps = _completion_logprobs(list(event.logprobs), offset) if logprobs else None
             offset += len(event.text)
             yield chunk(event.text, None, lps)
+            continue
+        if isinstance(event, ToolCallDelta):
             continue
         yield chunk("", event.finish_reason, None)
         if include_usage:
