@@ -15,7 +15,13 @@ from appliance.engine.int_range import integer_range_rule
 from appliance.errors import InvalidRequest
 
 # Re-exported: the JSON schema's bound is the one every grammar has (see there).
-__all__ = ["MAX_GRAMMAR_DEPTH", "grammar_depth", "json_schema_grammar"]
+__all__ = [
+    "MAX_GRAMMAR_DEPTH",
+    "check_schema_size",
+    "grammar_depth",
+    "json_schema_grammar",
+    "schema_converter",
+]
 
 
 class _SchemaConverter(llama_grammar.SchemaConverter):
@@ -87,22 +93,35 @@ def _too_long(schema: Any) -> bool:
     return any(_too_long(value) for value in schema.values())
 
 
-def json_schema_grammar(schema: dict[str, Any]) -> str:
-    """A GBNF grammar accepting exactly the JSON documents valid under ``schema``."""
-    too_large = InvalidRequest(
+def schema_converter(prop_order: dict[str, int] | None = None) -> llama_grammar.SchemaConverter:
+    """A JSON-schema-to-GBNF converter with our integer bounds, properties in ``prop_order`` first."""
+    return _SchemaConverter(prop_order=prop_order or {}, allow_fetch=False, dotall=False, raw_pattern=False)
+
+
+def _too_large(param: str) -> InvalidRequest:
+    return InvalidRequest(
         f"the JSON schema is too large to enforce: a string length or a pattern's repetition over "
         f"{MAX_GRAMMAR_DEPTH}, or nesting that deep",
-        param="response_format",
+        param=param,
     )
+
+
+def check_schema_size(schema: Any, *, param: str) -> None:
+    """Refuse a schema whose grammar would be too large to enforce (see _too_long)."""
     if _too_long(schema):
-        raise too_large
+        raise _too_large(param)
+
+
+def json_schema_grammar(schema: dict[str, Any]) -> str:
+    """A GBNF grammar accepting exactly the JSON documents valid under ``schema``."""
+    check_schema_size(schema, param="response_format")
     try:
-        converter = _SchemaConverter(prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False)
+        converter = schema_converter()
         resolved = converter.resolve_refs(json.loads(json.dumps(schema)), "request")
         converter.visit(resolved, "")
         grammar: str = converter.format_grammar()
     except Exception as exc:  # the converter raises bare Exceptions for schemas it cannot handle
         raise InvalidRequest(f"unsupported JSON schema: {exc}", param="response_format") from exc
     if grammar_depth(grammar) > MAX_GRAMMAR_DEPTH:
-        raise too_large
+        raise _too_large("response_format")
     return grammar

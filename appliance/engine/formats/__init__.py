@@ -1,0 +1,33 @@
+"""Model families' chat formats: how each writes tool calls and thoughts, recognised from its chat
+template (llama.cpp's common/chat.cpp is the reference for what each family writes)."""
+
+from __future__ import annotations
+
+from appliance.engine.formats.base import ChatFormat, Thinking
+from appliance.engine.formats.generic import GenericFormat
+from appliance.engine.formats.hermes import HermesFormat
+
+
+class ThinkingFormat(ChatFormat):
+    """A model that thinks between ``<think>`` tags and has no tool format of its own (tools go the
+    generic way)."""
+
+    name = "thinking"
+
+    def __init__(self) -> None:
+        self.thinking = Thinking("<think>", "</think>")
+
+
+def detect(source: str | None) -> ChatFormat:
+    """The format of the model whose chat template is ``source`` (None: the model has none)."""
+    text = source or ""
+    thinks = "<think>" in text
+    if "<tool_call>" in text:
+        return HermesFormat(thinks=thinks)
+    fmt = GenericFormat()
+    if thinks:
+        fmt.thinking = Thinking("<think>", "</think>")
+    return fmt
+
+
+__all__ = ["ChatFormat", "GenericFormat", "HermesFormat", "ThinkingFormat", "detect"]
