@@ -46,6 +46,8 @@ class ChatParams:
     # llama-server's default: small models asked for a list of calls tend to repeat one forever.
     parallel_tool_calls: bool = False
     reasoning: Reasoning = field(default_factory=Reasoning)
+    template_kwargs: dict[str, Any] = field(default_factory=dict)
+    """More variables for the model's chat template (vLLM's ``chat_template_kwargs``)."""
 
 
 def has_images(messages: list[dict[str, Any]]) -> bool:

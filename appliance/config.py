@@ -192,6 +192,9 @@ class PerModelSettings(BaseModel):
     """KV cache size in tokens for this model, shared by its slots; empty: `model.n_ctx` (needs a restart)."""
     n_parallel: int | None = Field(None, ge=1, le=64)
     """Requests this model generates at once; empty: `model.n_parallel` (needs a restart)."""
+    chat_template_file: Path | None = None
+    """A Jinja chat template used instead of the one in the GGUF (llama-server's --chat-template-file);
+    its model family's tool-call and thinking format is recognised from it (applies at the next load)."""
 
     @field_validator("aliases")
     @classmethod

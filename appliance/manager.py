@@ -409,6 +409,7 @@ class ModelManager:
             limits=request_limits(self.settings),
             on_settled=on_settled,
             fallbacks=fallback_ladder(options, plan.model),
+            template_file=self.settings.per_model(model.id, model.name).chat_template_file,
         )
         entry = Loaded(model, backend, plan, keep_alive_s, settled)
         self._loaded[model.id] = entry

@@ -82,13 +82,15 @@ def _schema(response_format: ResponseFormat | None) -> dict[str, Any] | None:
     return response_format.json_schema.schema_
 
 
-def _reasoning(effort: str | None) -> Reasoning:
-    """OpenAI's ``reasoning_effort``: "none" turns thinking off; the others ask for that much of it."""
+def _reasoning(effort: str | None, budget: int | None = None) -> Reasoning:
+    """OpenAI's ``reasoning_effort``: "none" turns thinking off; the others ask for that much of it.
+    llama-server's ``reasoning_budget_tokens`` bounds the thoughts (-1: no bound)."""
+    budget = None if budget is None or budget < 0 else budget
     if effort is None:
-        return Reasoning()
+        return Reasoning(budget_tokens=budget)
     if effort == "none":
         return Reasoning(enabled=False)
-    return Reasoning(enabled=True, effort=cast(Effort, effort))
+    return Reasoning(enabled=True, effort=cast(Effort, effort), budget_tokens=budget)
 
 
 def _messages(body: ChatCompletionRequest) -> list[dict[str, Any]]:
@@ -166,7 +168,8 @@ async def chat_completions(request: Request) -> Response:
         tools=[tool.model_dump(exclude_none=True) for tool in body.tools or []],
         tool_choice=body.tool_choice,
         parallel_tool_calls=body.parallel_tool_calls,
-        reasoning=_reasoning(body.reasoning_effort),
+        reasoning=_reasoning(body.reasoning_effort, body.reasoning_budget_tokens),
+        template_kwargs=body.chat_template_kwargs or {},
     )
     run = await generation.generate(request, "/v1/chat/completions", body.model, params,
                                     wait=_wait_for_load(request), escalate=False)  # fmt: skip

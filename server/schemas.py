@@ -182,6 +182,10 @@ class ChatCompletionRequest(_Sampling):
     # llama-server's default: small models asked for a list of calls tend to repeat one forever.
     parallel_tool_calls: bool = False
     reasoning_effort: Literal["none", "minimal", "low", "medium", "high"] | None = None
+    # vLLM's and llama-server's: more variables for the model's chat template (e.g. enable_thinking).
+    chat_template_kwargs: dict[str, Any] | None = None
+    # llama-server's: tokens of thoughts at most (-1: no bound), then the thoughts are closed for the model.
+    reasoning_budget_tokens: int | None = Field(None, ge=-1)
 
     @model_validator(mode="after")
     def _consistent(self) -> ChatCompletionRequest:

@@ -9,15 +9,22 @@ import subprocess
 import sys
 import textwrap
 
-_SCRIPT = textwrap.dedent("""
-    import json, sys, threading, llama_cpp
+# The start of a script that has the embedded model's vocabulary (only) as ``vocab``, and its input as
+# ``job`` (JSON on stdin).
+VOCAB_SCRIPT = textwrap.dedent("""
+    import json, sys, llama_cpp
     from models.embedded import embedded_model_path
-    grammars = json.load(sys.stdin)
+    job = json.load(sys.stdin)
     llama_cpp.llama_backend_init()
     params = llama_cpp.llama_model_default_params()
     params.vocab_only = True
     model = llama_cpp.llama_model_load_from_file(str(embedded_model_path()).encode(), params)
     vocab = llama_cpp.llama_model_get_vocab(model)
+""")
+
+_SCRIPT = VOCAB_SCRIPT + textwrap.dedent("""
+    import threading
+    grammars = job
     made = []
     def build():
         for grammar in grammars:

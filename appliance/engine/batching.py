@@ -12,9 +12,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from appliance.backend import Finished, TextDelta, TokenLogprob, Usage
-from appliance.engine import tools as toolfmt
+from appliance.backend import Finished, FinishReason, TextDelta, TokenLogprob, Usage
 from appliance.engine.faults import Faults
+from appliance.engine.formats.reader import ReplyEvent
 from appliance.engine.jobs import DONE, GenerationJob
 from appliance.engine.params import GeneratedToken
 from appliance.engine.text import StopScanner
@@ -52,7 +52,7 @@ class Slot:
         self.generated = 0
         self.scanner = StopScanner(job.stop)
         self.logprobs: list[TokenLogprob] = []
-        self.buffered: list[str] = []
+        self.thought = 0  # tokens of thoughts so far
         if job.prefix_text:
             job.stream.emit(TextDelta(job.prefix_text))
 
@@ -66,9 +66,15 @@ class Slot:
         if model.is_end_of_generation(step.token):
             self.finish(model, "stop")
             return
-        text = self.scanner.feed(model.piece(step.token))
-        if job.tool_mode:
-            self.buffered.append(text)
+        special = step.token in job.preserved
+        text = self.scanner.feed(model.piece(step.token, special=special))
+        if job.reader is not None:
+            self._emit(job.reader.feed(text))
+            if job.reader.thinking and job.thinking_budget is not None:
+                self.thought += 1
+                if self.thought >= job.thinking_budget:
+                    self._end_thoughts(model, step.token)
+                    return
         elif text or self.logprobs:
             job.stream.emit(TextDelta(text, tuple(self.logprobs)))
             self.logprobs = []
@@ -79,25 +85,53 @@ class Slot:
         else:
             self.next_token = step.token
 
+    def _end_thoughts(self, model: Any, token: int) -> None:
+        """The thinking budget is spent: write the end of the thoughts for the model (as llama-server's
+        reasoning budget does), then let it answer. The tokens are read like a prompt chunk after the
+        one just sampled; the sampler sees them as if it had chosen them."""
+        job = self.job
+        assert job is not None and job.reader is not None
+        forced = list(job.end_thoughts)
+        text = self.scanner.feed(b"".join(model.piece(t, special=t in job.preserved) for t in forced))
+        self._emit(job.reader.feed(text))
+        model.force(self._sampler, forced)
+        self.generated += len(forced)
+        self.pending = [token, *forced]
+        self.next_token = None
+        if self.generated >= job.max_tokens:
+            self.finish(model, "length")
+
     def finish(self, model: Any, reason: str) -> None:
         job = self.job
         assert job is not None
         rest = self.scanner.flush()
         usage = Usage(len(job.prompt), self.generated, self.reused)
         stream = job.stream
-        if job.tool_mode:
-            reply = toolfmt.parse_reply("".join(self.buffered) + rest)
-            if reply.content:
-                stream.emit(TextDelta(reply.content))
-            if reply.tool_calls:
-                stream.emit(Finished("tool_calls", usage, reply.tool_calls))
-            else:
-                stream.emit(Finished("stop" if reason == "stop" else "length", usage))
+        finish: FinishReason = "stop" if reason == "stop" else "length"
+        if job.reader is not None:
+            events = job.reader.feed(rest)
+            last, calls = job.reader.finish(cut=finish == "length")
+            self._emit(events + last)
+            if self.logprobs:
+                stream.emit(TextDelta("", tuple(self.logprobs)))
+            if calls and finish == "stop":
+                finish = "tool_calls"
         else:
+            calls = ()
             if rest or self.logprobs:
                 stream.emit(TextDelta(rest, tuple(self.logprobs)))
-            stream.emit(Finished("stop" if reason == "stop" else "length", usage))
+        stream.emit(Finished(finish, usage, calls))
         self.release(model)
+
+    def _emit(self, events: list[ReplyEvent]) -> None:
+        """A reader's events; the log-probabilities of the tokens since the last text go with the next
+        text (thoughts or words), or alone once the reply is over."""
+        assert self.job is not None
+        for event in events:
+            if isinstance(event, TextDelta) and self.logprobs:
+                event = TextDelta(event.text, tuple(self.logprobs), event.reasoning)
+                self.logprobs = []
+            self.job.stream.emit(event)
 
     def fail(self, model: Any, error: ApplianceError) -> None:
         """End the request with ``error``; the others in the batch go on."""

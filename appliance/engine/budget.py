@@ -42,7 +42,11 @@ def generation_budget(prompt_tokens: int, max_tokens: int | None, n_ctx_per_seq:
 
 
 def fitted_sampling(
-    sampling: SamplingParams, grammar: str | None, n_ctx_per_seq: int, n_vocab: int
+    sampling: SamplingParams,
+    grammar: str | None,
+    n_ctx_per_seq: int,
+    n_vocab: int,
+    triggers: tuple[str, ...] = (),
 ) -> SamplingParams:
     """``sampling`` with the request's ``grammar``, and a repeat_last_n the slot can hold. Raises
     InvalidRequest for a logit_bias naming a token outside the vocabulary."""
@@ -50,7 +54,7 @@ def fitted_sampling(
         # ctypes would cut such an id to 32 bits and bias whatever token that names
         raise InvalidRequest("logit_bias names a token outside the vocabulary", param="logit_bias")
     if grammar is not None:
-        sampling = replace(sampling, grammar=grammar)
+        sampling = replace(sampling, grammar=grammar, grammar_triggers=triggers)
     if not 0 <= sampling.repeat_last_n <= n_ctx_per_seq:
         # -1 means the whole context (as Ollama says); more than that only sizes llama.cpp's window
         # (2**31 of it was seconds of allocation per request)

@@ -8,6 +8,7 @@ written against it.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
@@ -71,15 +72,21 @@ class ChatTemplate:
         *,
         add_generation_prompt: bool = True,
         tools: list[dict[str, Any]] | None = None,
+        extra: Mapping[str, Any] | None = None,
     ) -> str:
-        """The prompt text for ``messages``, ending with the assistant's turn opening."""
+        """The prompt text for ``messages``, ending with the assistant's turn opening. ``extra``: more
+        variables for the template (a request's ``chat_template_kwargs``, e.g. ``enable_thinking``);
+        they never replace the ones named here."""
         try:
             return self._template.render(
-                messages=messages,
-                tools=tools,
-                add_generation_prompt=add_generation_prompt,
-                bos_token=self.bos_token,
-                eos_token=self.eos_token,
+                {
+                    **(extra or {}),
+                    "messages": messages,
+                    "tools": tools,
+                    "add_generation_prompt": add_generation_prompt,
+                    "bos_token": self.bos_token,
+                    "eos_token": self.eos_token,
+                }
             )
         except TemplateError:
             raise

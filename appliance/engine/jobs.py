@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from appliance.engine.formats.reader import ReplyReader
 from appliance.engine.params import SamplingParams
 
 DONE = object()
@@ -70,7 +71,12 @@ class GenerationJob:
     max_tokens: int
     stop: tuple[str, ...] = ()
     top_logprobs: int | None = None
-    tool_mode: bool = False
+    reader: ReplyReader | None = None
+    """Reads the output as its model family writes it (thoughts, tool calls); None: the output is plain
+    text, streamed as it comes."""
+    preserved: frozenset[int] = frozenset()  # special tokens written as text (a family's markers)
+    thinking_budget: int | None = None  # tokens of thoughts at most; then ``end_thoughts`` is written
+    end_thoughts: tuple[int, ...] = ()
     prefix_text: str = ""
     deadline: float | None = None  # time.monotonic() after which generation stops ("length")
 

@@ -55,6 +55,7 @@ class LlamaModel:
         self.n_embd = int(llama_cpp.llama_model_n_embd(model))
         self._batch = llama_cpp.llama_batch_init(max(options.n_batch, options.n_seq_max), 0, 1)
         self._pieces: dict[int, bytes] = {}
+        self._special_pieces: dict[int, bytes] = {}
         self._eog_tokens: list[int] | None = None
         # Per sequence, the tokens whose KV is in the cache, in order: the prefix a next request may reuse.
         self._cached: list[list[int]] = [[] for _ in range(options.n_seq_max)]
@@ -136,18 +137,20 @@ class LlamaModel:
                 return list(tokens[:n])
             capacity = -n
 
-    def piece(self, token: int) -> bytes:
-        """The bytes ``token`` adds to the output text (special tokens render as nothing)."""
-        cached = self._pieces.get(token)
+    def piece(self, token: int, *, special: bool = False) -> bytes:
+        """The bytes ``token`` adds to the output text; a special token renders as nothing unless
+        ``special`` (then as its text, as a grammar sees it)."""
+        cache = self._special_pieces if special else self._pieces
+        cached = cache.get(token)
         if cached is not None:
             return cached
         buf = ctypes.create_string_buffer(64)
-        n = llama_cpp.llama_token_to_piece(self._vocab, token, buf, 64, 0, False)
+        n = llama_cpp.llama_token_to_piece(self._vocab, token, buf, 64, 0, special)
         if n < 0:
             buf = ctypes.create_string_buffer(-n)
-            n = llama_cpp.llama_token_to_piece(self._vocab, token, buf, -n, 0, False)
+            n = llama_cpp.llama_token_to_piece(self._vocab, token, buf, -n, 0, special)
         value = buf.raw[:n]
-        self._pieces[token] = value
+        cache[token] = value
         return value
 
     # -- sequences: the batching engine's primitives -------------------------------------------
@@ -234,6 +237,16 @@ class LlamaModel:
         as tokenize is: it only reads the vocabulary."""
         check_grammar(self._vocab, grammar)
 
+    def force(self, sampler: Sampler, tokens: list[int]) -> None:
+        """Tokens written for the model (not sampled), accepted by ``sampler`` as if it had chosen them:
+        its chain's history, and its grammar (a lazy one watches them for its trigger)."""
+        for token in tokens:
+            llama_cpp.llama_sampler_accept(sampler.chain, token)
+            if sampler.lazy is not None:
+                sampler.watch(token, self.piece(token, special=True))
+            elif sampler.grammar is not None:
+                sampler.accept_checked(token)
+
     @staticmethod
     def free_sampler(sampler: Sampler) -> None:
         sampler.free()
@@ -242,6 +255,8 @@ class LlamaModel:
         """Sample from the logits at batch ``index``; the sampler accepts the token."""
         if sampler.grammar is None:
             token = int(llama_cpp.llama_sampler_sample(sampler.chain, self._ctx, index))
+            if sampler.lazy is not None:
+                sampler.watch(token, self.piece(token, special=True))
         else:
             token = sampler.sample_checked(llama_cpp.llama_get_logits_ith(self._ctx, index))
         if top_logprobs is None:

@@ -50,22 +50,22 @@ def load_with_fallbacks(
     raise ModelLoadFailed(f"cannot load {path}")
 
 
-def prepare(model: Any) -> tuple[ChatTemplate, re.Pattern[str] | None]:
-    """``model``'s chat template and the pattern of its control-token texts (see literals), once a
-    smoke test passed. Closes the model and raises ModelLoadFailed (or ValueError, for a template that
-    does not compile) when it cannot serve."""
+def prepare(model: Any, template: str | None = None) -> tuple[ChatTemplate, re.Pattern[str] | None]:
+    """``model``'s chat template (``template`` when given, else the GGUF's) and the pattern of its
+    control-token texts (see literals), once a smoke test passed. Closes the model and raises
+    ModelLoadFailed (or ValueError, for a template that does not compile) when it cannot serve."""
     try:
-        template = ChatTemplate(
-            model.chat_template,
+        chat = ChatTemplate(
+            template or model.chat_template,
             bos_token=model.token_text(model.bos_token),
             eos_token=model.token_text(model.eos_token),
         )
         control_texts = trie_pattern(model.control_texts())
-        smoke_test(model, template)
+        smoke_test(model, chat)
     except BaseException:
         model.close()
         raise
-    return template, control_texts
+    return chat, control_texts
 
 
 def smoke_test(model: Any, template: ChatTemplate) -> None:

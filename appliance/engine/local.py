@@ -15,6 +15,7 @@ import re
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,17 +26,21 @@ from appliance.backend import (
     Embeddings,
     has_images,
 )
-from appliance.engine import tools as toolfmt
 from appliance.engine.batching import BatchingEngine
 from appliance.engine.budget import fitted_sampling, generation_budget
 from appliance.engine.chat_template import ChatTemplate
 from appliance.engine.faults import Faults
+from appliance.engine.formats import ChatFormat, GenericFormat, detect
+from appliance.engine.formats.base import Grammar
+from appliance.engine.formats.reader import ReplyReader
+from appliance.engine.formats.schema import prefixed
 from appliance.engine.gbnf import check_gbnf
 from appliance.engine.jobs import ExclusiveJob, GenerationJob, Job, JobStream
 from appliance.engine.literals import Literals
 from appliance.engine.loading import load_with_fallbacks, prepare
 from appliance.engine.params import LoadOptions, RequestLimits, SamplingParams
-from appliance.engine.prompts import render_chat, tokenize_prompt
+from appliance.engine.prompts import render_chat, template_variables, tokenize_prompt
+from appliance.engine.tools import resolve_choice
 from appliance.engine.worker import CUT, DRAIN, STOP, JobLoop
 from appliance.errors import (
     ApplianceError,
@@ -50,8 +55,19 @@ from appliance.errors import (
 log = logging.getLogger(__name__)
 
 
-# What a model here can do: no projector is loaded for images, and thinking is not yet split out.
+# What a model here can do: no projector is loaded for images; thinking is split out for the families
+# that think (see capabilities).
 LOCAL_CAPABILITIES = Capabilities()
+
+
+def single_tokens(model: Any, texts: tuple[str, ...]) -> frozenset[int]:
+    """The tokens of ``model`` that are one of ``texts`` each, whole."""
+    found = set()
+    for text in texts:
+        tokens = model.tokenize(text, add_special=False, parse_special=True)
+        if len(tokens) == 1:
+            found.add(tokens[0])
+    return frozenset(found)
 
 
 class ModelState(str, enum.Enum):
@@ -72,8 +88,10 @@ class LocalLlamaBackend:
         limits: RequestLimits | None = None,
         on_settled: Callable[[LocalLlamaBackend], None] | None = None,
         fallbacks: list[LoadOptions] | None = None,
+        template_file: Path | None = None,
     ) -> None:
         self.path = path
+        self._template_file = template_file  # used instead of the GGUF's chat template
         self.model_id = model_id
         self.options = options
         # Tried in order when a load fails (for memory, usually): see appliance.planning.fallback_ladder.
@@ -84,6 +102,8 @@ class LocalLlamaBackend:
         self._model: Any = None  # appliance.engine.llama.LlamaModel once loaded
         self._template: ChatTemplate | None = None
         self._control_texts: re.Pattern[str] | None = None  # control tokens' texts, to keep out of messages
+        self._format: ChatFormat = GenericFormat()  # how the model's family writes calls and thoughts
+        self._preserved: frozenset[int] = frozenset()  # its markers' special tokens, written as text
         self._jobs: queue.Queue[Any] = queue.Queue()  # jobs, or worker.DRAIN, CUT or STOP
         self._engine: BatchingEngine | None = None
         self._faults: Faults | None = None  # injected faults, for tests (appliance.engine.faults)
@@ -132,8 +152,18 @@ class LocalLlamaBackend:
     def _load(self) -> None:
         started = time.monotonic()
         try:
+            source = None
+            if self._template_file is not None:
+                try:
+                    source = self._template_file.read_text(encoding="utf-8")
+                except (OSError, UnicodeDecodeError) as exc:
+                    raise ModelLoadFailed(
+                        f"cannot read chat_template_file {self._template_file}: {exc}"
+                    ) from None
             model, self.options = load_with_fallbacks(self.path, self.options, self._fallbacks)
-            self._template, self._control_texts = prepare(model)
+            self._template, self._control_texts = prepare(model, source)
+            self._format = detect(None if self._template.is_fallback else self._template.source)
+            self._preserved = single_tokens(model, self._format.markers())
         except (ApplianceError, ValueError) as exc:
             self.error = getattr(exc, "message", str(exc))
             self.state = ModelState.FAILED
@@ -171,6 +201,8 @@ class LocalLlamaBackend:
 
     @property
     def capabilities(self) -> Capabilities:
+        if self._format.thinking is not None:
+            return replace(LOCAL_CAPABILITIES, reasoning=True)
         return LOCAL_CAPABILITIES
 
     @property
@@ -230,11 +262,18 @@ class LocalLlamaBackend:
                 n_ctx_per_slot=model.n_ctx_per_seq,
                 n_ctx_train=model.n_ctx_train,
                 architecture=model.metadata.get("general.architecture"),
-                chat_template="gguf" if not self._template or not self._template.is_fallback else "chatml",
+                chat_template=self._template_origin(),
+                chat_format=self._format.name,
             )
         if self.error:
             info["error"] = self.error
         return info
+
+    def _template_origin(self) -> str:
+        """Where the chat template comes from: a file the settings name, the GGUF, or our ChatML."""
+        if self._template_file is not None:
+            return "file"
+        return "chatml" if self._template is not None and self._template.is_fallback else "gguf"
 
     def _require_ready(self) -> Any:
         if self.state is ModelState.LOADING:
@@ -283,20 +322,37 @@ class LocalLlamaBackend:
             )
         if has_images(params.messages) and not self.capabilities.vision:
             raise InvalidRequest("images are not supported: this model reads text only", param="messages")
-        choice = toolfmt.resolve_choice(params.tools, params.tool_choice)
+        choice = resolve_choice(params.tools, params.tool_choice)
         literals = Literals(self._control_texts)
+        fmt = self._format
         assert self._template is not None  # loaded with the model
-        prompt_text = render_chat(self._template, params.messages, params.tools, choice, literals)
+        grammar = await self._reply_grammar(model, params, choice)
+        variables = template_variables(params.reasoning, params.template_kwargs)
+        # A reply constrained from its first token leaves no room for thoughts the model would open
+        # itself: unless the client asked, the template is asked for none (Qwen3 writes an empty block).
+        constrained = grammar is not None and not grammar.triggers and params.grammar is None
+        asked = params.reasoning.enabled is not None or "enable_thinking" in params.template_kwargs
+        if constrained and fmt.thinking and not asked:
+            variables["enable_thinking"] = False
+        prompt_text = render_chat(
+            self._template, params.messages, fmt, params.tools, choice, literals, variables
+        )
         prompt = await asyncio.to_thread(tokenize_prompt, model, prompt_text, literals)
-        grammar = None
-        if params.grammar is not None:  # the client's own: it drives sampling, tools or not
-            grammar = await self._client_grammar(model, params.grammar)
-        elif choice is not None:
-            grammar = self._grammar(
-                toolfmt.reply_schema(params.tools, choice, parallel=params.parallel_tool_calls)
-            )
-        elif params.json_schema is not None:
-            grammar = self._grammar(params.json_schema)
+        # The template opened the thinking block: the model's first words are thoughts.
+        thinking = fmt.thinking is not None and prompt_text.rstrip().endswith(fmt.thinking.open)
+        if grammar and fmt.thinking and thinking and params.grammar is None and not grammar.triggers:
+            close = fmt.thinking.close  # thoughts first, free; the reply's grammar holds from their end
+            grammar = Grammar(prefixed(grammar.gbnf, close, then_space=True), (close,))
+        if grammar is not None and grammar.triggers:
+            await asyncio.to_thread(model.check_grammar, grammar.gbnf)  # built when triggered: check now
+        reader = None
+        if fmt.thinking is not None or choice is not None:
+            reader = ReplyReader(fmt, thinking=thinking, tools=choice is not None)
+        budget = params.reasoning.budget_tokens if fmt.thinking is not None else None
+        end_thoughts: tuple[int, ...] = ()
+        if budget is not None and fmt.thinking is not None:
+            text = f"\n{fmt.thinking.close}\n\n"
+            end_thoughts = tuple(model.tokenize(text, add_special=False, parse_special=True))
         return self._queue_generation(
             model,
             prompt,
@@ -305,7 +361,8 @@ class LocalLlamaBackend:
             params.max_tokens,
             params.stop,
             params.top_logprobs,
-            tool_mode=choice is not None,
+            reader=reader,
+            thinking=(budget, end_thoughts),
         )
 
     async def complete(self, params: CompletionParams) -> JobStream:
@@ -321,9 +378,9 @@ class LocalLlamaBackend:
                 raise InvalidRequest("prompt contains token ids outside the vocabulary", param="prompt")
         grammar = None
         if params.grammar is not None:
-            grammar = await self._client_grammar(model, params.grammar)
+            grammar = Grammar(await self._client_grammar(model, params.grammar))
         elif params.json_schema is not None:
-            grammar = self._grammar(params.json_schema)
+            grammar = Grammar(self._grammar(params.json_schema))
         echo = b"".join(model.piece(t) for t in prompt).decode("utf-8", "replace") if params.echo else ""
         return self._queue_generation(
             model,
@@ -372,6 +429,17 @@ class LocalLlamaBackend:
 
     # -- helpers --------------------------------------------------------------------------------
 
+    async def _reply_grammar(self, model: Any, params: ChatParams, choice: str | None) -> Grammar | None:
+        """The grammar a chat's reply follows: the client's own, else the family's call format when
+        tools are in force, else the JSON schema's; None: free text."""
+        if params.grammar is not None:  # the client's own: it drives sampling, tools or not
+            return Grammar(await self._client_grammar(model, params.grammar))
+        if choice is not None:
+            return self._format.grammar(params.tools, choice, parallel=params.parallel_tool_calls)
+        if params.json_schema is not None:
+            return Grammar(self._grammar(params.json_schema))
+        return None
+
     @staticmethod
     def _grammar(schema: dict[str, Any]) -> str:
         from appliance.engine.grammar import json_schema_grammar
@@ -401,22 +469,35 @@ class LocalLlamaBackend:
         model: Any,
         prompt: list[int],
         sampling: SamplingParams,
-        grammar: str | None,
+        grammar: Grammar | None,
         max_tokens: int | None,
         stop: tuple[str, ...],
         top_logprobs: int | None,
         *,
-        tool_mode: bool = False,
+        reader: ReplyReader | None = None,
+        thinking: tuple[int | None, tuple[int, ...]] = (None, ()),
         prefix_text: str = "",
     ) -> JobStream:
         max_tokens = generation_budget(
             len(prompt), max_tokens, model.n_ctx_per_seq, self.limits.max_tokens_cap
         )
-        sampling = fitted_sampling(sampling, grammar, model.n_ctx_per_seq, model.n_vocab)
+        gbnf, triggers = (grammar.gbnf, grammar.triggers) if grammar is not None else (None, ())
+        sampling = fitted_sampling(sampling, gbnf, model.n_ctx_per_seq, model.n_vocab, triggers)
         deadline_s = self.limits.request_deadline_s
         deadline = time.monotonic() + deadline_s if deadline_s else None
+        preserved = self._preserved if reader is not None else frozenset()
         return self._submit(
             lambda stream: GenerationJob(
-                stream, prompt, sampling, max_tokens, stop, top_logprobs, tool_mode, prefix_text, deadline
+                stream,
+                prompt,
+                sampling,
+                max_tokens,
+                stop,
+                top_logprobs,
+                reader,
+                preserved,
+                *thinking,
+                prefix_text=prefix_text,
+                deadline=deadline,
             )
         )

@@ -44,6 +44,9 @@ class SamplingParams:
     repeat_last_n: int = 64
     seed: int | None = None
     grammar: str | None = None
+    grammar_triggers: tuple[str, ...] = ()
+    """With these, ``grammar`` holds only from where one of them first appears in the output (a lazy
+    grammar: words first, then a tool call that must be valid); the grammar starts with the trigger."""
     logit_bias: dict[int, float] = field(default_factory=dict)
     ignore_eos: bool = False  # llama.cpp's extension: never sample an end-of-generation token
 

@@ -7,8 +7,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
-from appliance.engine import tools as toolfmt
+from appliance.backend import Reasoning
 from appliance.engine.chat_template import ChatTemplate, TemplateError
+from appliance.engine.formats.base import ChatFormat
 from appliance.engine.literals import Literals
 
 
@@ -28,27 +29,40 @@ class Vocabulary(Protocol):
 
 def chat_messages(
     messages: Sequence[Mapping[str, Any]],
+    fmt: ChatFormat,
     tools: list[dict[str, Any]],
     choice: str | None,
     literals: Literals,
 ) -> list[dict[str, Any]]:
-    """Copies of ``messages`` ready for a chat template: an assistant's tool calls written into its
-    content, the tool instructions in the system message when a tool ``choice`` is in force, and every
-    string content protected by ``literals``."""
-    prepared = [dict(m) for m in messages]
-    for message in prepared:
-        if message.get("role") == "assistant" and message.get("tool_calls"):
-            message["content"] = toolfmt.history_content(message.pop("tool_calls"), message.get("content"))
-    if choice is not None:
-        instructions = toolfmt.system_instructions(tools, choice)
+    """Copies of ``messages`` ready for a chat template: an assistant's tool calls as the model's family
+    writes them (``fmt``), the tool instructions in the system message when a tool ``choice`` is in
+    force and the template does not list the tools itself, and every string a client wrote protected
+    by ``literals``."""
+    prepared = [
+        fmt.history_calls(dict(m)) if m.get("role") == "assistant" and m.get("tool_calls") else dict(m)
+        for m in messages
+    ]
+    instructions = (
+        fmt.tool_instructions(tools, choice) if choice is not None and not fmt.native_tools else None
+    )
+    if instructions:
         if prepared and prepared[0].get("role") == "system":
             prepared[0]["content"] = f"{prepared[0].get('content') or ''}\n\n{instructions}".strip()
         else:
             prepared.insert(0, {"role": "system", "content": instructions})
-    for message in prepared:
-        if isinstance(message.get("content"), str):
-            message["content"] = literals.protect(message["content"])
-    return prepared
+    return [protected(message, literals) for message in prepared]
+
+
+def protected(value: Any, literals: Literals) -> Any:
+    """``value`` with every string in it protected by ``literals`` (message texts, tool-call arguments,
+    tool descriptions: all of it is client text the template writes into the prompt)."""
+    if isinstance(value, str):
+        return literals.protect(value)
+    if isinstance(value, dict):
+        return {key: protected(item, literals) for key, item in value.items()}
+    if isinstance(value, list):
+        return [protected(item, literals) for item in value]
+    return value
 
 
 def tool_results_as_user_turns(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -69,19 +83,35 @@ def tool_results_as_user_turns(messages: list[dict[str, Any]]) -> list[dict[str,
 def render_chat(
     template: ChatTemplate,
     messages: Sequence[Mapping[str, Any]],
+    fmt: ChatFormat,
     tools: list[dict[str, Any]],
     choice: str | None,
     literals: Literals,
+    extra: Mapping[str, Any] | None = None,
 ) -> str:
-    """The chat as ``template`` renders it, every message's text protected by ``literals``. A template
-    that rejects a "tool" turn gets tool results as user turns instead."""
-    prepared = chat_messages(messages, tools, choice, literals)
+    """The chat as ``template`` renders it, every client text protected by ``literals``; the tools go to
+    the template when the family's template lists them (``fmt.native_tools``), ``extra`` as more
+    template variables. A template that rejects a "tool" turn gets tool results as user turns instead."""
+    prepared = chat_messages(messages, fmt, tools, choice, literals)
+    listed = protected(tools, literals) if choice is not None and fmt.native_tools else None
     try:
-        return template.render(prepared)
+        return template.render(prepared, tools=listed, extra=extra)
     except TemplateError:
         if not any(m.get("role") == "tool" for m in prepared):
             raise
-    return template.render(tool_results_as_user_turns(prepared))
+    return template.render(tool_results_as_user_turns(prepared), tools=listed, extra=extra)
+
+
+def template_variables(reasoning: Reasoning, client: Mapping[str, Any]) -> dict[str, Any]:
+    """The chat template's extra variables: the client's ``chat_template_kwargs``, and the request's
+    thinking switch the way templates read it (Qwen3 and its kin ``enable_thinking``, gpt-oss
+    ``reasoning_effort``); a client's own value wins."""
+    # On unless asked off, as llama.cpp renders templates: some (DeepSeek R1's, as llama.cpp ships it)
+    # close the thinking block at once when the variable is not set.
+    out: dict[str, Any] = {"enable_thinking": reasoning.enabled is not False}
+    if reasoning.effort is not None:
+        out["reasoning_effort"] = reasoning.effort
+    return {**out, **client}
 
 
 def adds_bos(model_adds_bos: bool, bos_text: str, prompt: str) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import logging
 import math
 from collections.abc import Callable
 from typing import Any
@@ -10,9 +11,12 @@ from typing import Any
 import llama_cpp
 import numpy as np
 
+from appliance.engine.formats.schema import prefixed
 from appliance.engine.params import SamplingParams
 from appliance.engine.runtime import init_backend
 from appliance.errors import InvalidRequest
+
+log = logging.getLogger(__name__)
 
 _TOKEN_DATA = np.dtype([("id", "<i4"), ("logit", "<f4"), ("p", "<f4")])  # llama_token_data
 
@@ -25,14 +29,53 @@ class Sampler:
     speed of structured output; this way most tokens cost one check. At temperature 0 the result is the
     same token: the best token, when the grammar allows it, is also the best allowed one."""
 
-    def __init__(self, chain: Any, grammar: Any = None, n_vocab: int = 0) -> None:
+    def __init__(self, chain: Any, grammar: Any = None, n_vocab: int = 0, lazy: Lazy | None = None) -> None:
         self.chain = chain
         self.grammar = grammar
-        if grammar is None:
+        self.lazy = lazy  # a grammar waiting for its trigger; ``grammar`` once it appeared
+        if grammar is None and lazy is None:
             return
         self._ids = np.arange(n_vocab, dtype=np.int32)
         self._view, self._array = self._candidates(n_vocab)
         self._one, self._one_array = self._candidates(1)
+
+    def watch(self, token: int, piece: bytes) -> None:
+        """Note a token sampled while the lazy grammar waits; switch the grammar on once a trigger is
+        in the output, fed the tokens from the one the trigger starts in (see Lazy)."""
+        lazy = self.lazy
+        assert lazy is not None
+        start = lazy.seen(token, piece)
+        if start is None:
+            return
+        self.lazy = None
+        grammar = lazy.build(start)
+        if grammar is None:
+            return
+        for tok in lazy.tokens_from(start):
+            if not self._allows(grammar, tok):
+                # The token that holds the trigger goes on with text the grammar does not allow: the
+                # call is parsed without it rather than feeding llama.cpp a token it would abort on.
+                log.info("a lazy grammar's trigger came with text it does not allow; sampling goes on free")
+                llama_cpp.llama_sampler_free(grammar)
+                return
+            llama_cpp.llama_sampler_accept(grammar, tok)
+        self.grammar = grammar
+
+    def accept_checked(self, token: int) -> None:
+        """Feed the grammar a token that was not sampled under it; one it does not allow ends the
+        grammar (sampling goes on free) rather than making llama.cpp abort."""
+        if self._allows(self.grammar, token):
+            llama_cpp.llama_sampler_accept(self.grammar, token)
+            return
+        log.info("a token written for the model does not fit its grammar; sampling goes on free")
+        llama_cpp.llama_sampler_free(self.grammar)
+        self.grammar = None
+
+    def _allows(self, grammar: Any, token: int) -> bool:
+        self._one[0] = (token, 1.0, 0.0)
+        self._one_array.size, self._one_array.selected, self._one_array.sorted = 1, -1, False
+        llama_cpp.llama_sampler_apply(grammar, ctypes.byref(self._one_array))
+        return bool(self._one["logit"][0] != -math.inf)
 
     def sample_checked(self, logits: Any) -> int:
         """Sample with the grammar checking the chain's choice (see the class); accepts the token."""
@@ -41,10 +84,7 @@ class Sampler:
         self._reset(logits)
         llama_cpp.llama_sampler_apply(chain, candidates)
         token = int(self._view["id"][self._array.selected])
-        self._one[0] = (token, 1.0, 0.0)
-        self._one_array.size, self._one_array.selected, self._one_array.sorted = 1, -1, False
-        llama_cpp.llama_sampler_apply(grammar, ctypes.byref(self._one_array))
-        if self._one["logit"][0] == -math.inf:  # rejected: constrain the whole vocabulary, sample again
+        if not self._allows(grammar, token):  # rejected: constrain the whole vocabulary, sample again
             self._reset(logits)
             llama_cpp.llama_sampler_apply(grammar, candidates)
             allowed = np.isfinite(self._view["logit"])  # by id: the grammar keeps the order
@@ -92,6 +132,49 @@ class Sampler:
             llama_cpp.llama_sampler_free(self.grammar)
 
 
+class Lazy:
+    """A grammar that holds from where one of ``triggers`` first appears in the output. The output is
+    kept as bytes with where each token starts; when a trigger shows up, the grammar is built with the
+    text of the trigger's token that comes before the trigger as a literal prefix of its root (a token
+    can hold both), and fed the tokens from that one on. llama.cpp's own lazy grammar searches its
+    whole buffer with std::regex after every token; this searches only around the new piece."""
+
+    def __init__(self, vocab: Any, gbnf: str, triggers: tuple[str, ...]) -> None:
+        self._vocab = vocab
+        self._gbnf = gbnf
+        self._triggers = [t.encode() for t in triggers if t]
+        self._longest = max((len(t) for t in self._triggers), default=0)
+        self._output = bytearray()
+        self._tokens: list[tuple[int, int]] = []  # (token, where its bytes start)
+
+    def seen(self, token: int, piece: bytes) -> int | None:
+        """Add a sampled token; where the first trigger starts once one is in the output."""
+        start = len(self._output)
+        self._output += piece
+        self._tokens.append((token, start))
+        window = max(0, start - self._longest + 1)
+        found = [i for i in (self._output.find(t, window) for t in self._triggers) if i >= 0]
+        return min(found) if found else None
+
+    def tokens_from(self, at: int) -> list[int]:
+        """The tokens whose bytes end after byte ``at``."""
+        ends = [start for _, start in self._tokens[1:]] + [len(self._output)]
+        return [token for (token, _), end in zip(self._tokens, ends, strict=True) if end > at]
+
+    def build(self, at: int) -> Any:
+        """The grammar sampler, its root after the prefix the trigger's token holds; None when that
+        prefix is not whole UTF-8 text (a character split across tokens) or llama.cpp refuses it."""
+        first = max(start for _, start in self._tokens if start <= at)
+        try:
+            prefix = bytes(self._output[first:at]).decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+        grammar = llama_cpp.llama_sampler_init_grammar(
+            self._vocab, prefixed(self._gbnf, prefix).encode(), b"root"
+        )
+        return grammar or None
+
+
 def new_sampler(
     vocab: Any, n_vocab: int, params: SamplingParams, end_of_generation: Callable[[], list[int]]
 ) -> Sampler:
@@ -100,6 +183,8 @@ def new_sampler(
     chain = _chain(n_vocab, params, end_of_generation)
     if not params.grammar:
         return Sampler(chain)
+    if params.grammar_triggers:
+        return Sampler(chain, None, n_vocab, Lazy(vocab, params.grammar, params.grammar_triggers))
     grammar = llama_cpp.llama_sampler_init_grammar(vocab, params.grammar.encode(), b"root")
     if not grammar:
         llama_cpp.llama_sampler_free(chain)

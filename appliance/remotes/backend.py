@@ -98,7 +98,10 @@ def chat_body(params: ChatParams, model: str, kind: str) -> dict[str, Any]:
     if params.top_logprobs is not None:
         body["logprobs"] = True
         body["top_logprobs"] = params.top_logprobs
-    return {**body, **_reasoning(params.reasoning, kind)}
+    body.update(_reasoning(params.reasoning, kind))
+    if params.template_kwargs:  # the client's own, passed on as it gave them (its switch wins)
+        body["chat_template_kwargs"] = {**params.template_kwargs, **body.get("chat_template_kwargs", {})}
+    return body
 
 
 def _reasoning(reasoning: Reasoning, kind: str) -> dict[str, Any]:

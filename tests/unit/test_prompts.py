@@ -4,14 +4,16 @@ a prompt is tokenized in, as tables of plain inputs (no llama.cpp context)."""
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from appliance.engine.chat_template import ChatTemplate, TemplateError
+from appliance.engine.formats import GenericFormat, detect
 from appliance.engine.literals import Literals, trie_pattern
 from appliance.engine.prompts import adds_bos, prompt_pieces, render_chat, tool_results_as_user_turns
-from appliance.engine.tools import system_instructions
 
 CHATML = ChatTemplate(None, bos_token="<|im_start|>", eos_token="<|im_end|>")
 CONTROL = trie_pattern(["<|im_start|>", "<|im_end|>", "<s>"])
@@ -34,7 +36,7 @@ def chatml(*turns: tuple[str, str]) -> str:
 
 def instructions(choice: str) -> str:
     """The tool instructions (their wording is tests/unit/test_tools.py's business)."""
-    return system_instructions([WEATHER], choice)
+    return GenericFormat().tool_instructions([WEATHER], choice) or ""
 
 
 def _user(text: Any) -> dict[str, Any]:
@@ -107,7 +109,7 @@ def test_render_chat(
     messages: list[dict[str, Any]], tools: list[dict[str, Any]], choice: str | None, expected: str
 ) -> None:
     original = json.dumps(messages)
-    assert render_chat(CHATML, messages, tools, choice, Literals(None)) == expected
+    assert render_chat(CHATML, messages, GenericFormat(), tools, choice, Literals(None)) == expected
     assert json.dumps(messages) == original  # the request's messages are not changed
 
 
@@ -122,13 +124,15 @@ NO_TOOL_ROLE = ChatTemplate(
 
 def test_a_template_without_a_tool_role_gets_tool_results_as_user_turns() -> None:
     messages = [_user("Weather?"), {"role": "tool", "tool_call_id": "c1", "content": "12 C"}]
-    rendered = render_chat(NO_TOOL_ROLE, messages, [], None, Literals(None))
+    rendered = render_chat(NO_TOOL_ROLE, messages, GenericFormat(), [], None, Literals(None))
     assert rendered == "[user] Weather?\n[user] Tool result (c1): 12 C\n"
 
 
 def test_a_template_that_rejects_other_turns_still_fails() -> None:
     with pytest.raises(TemplateError, match="unknown role narrator"):
-        render_chat(NO_TOOL_ROLE, [{"role": "narrator", "content": "Once"}], [], None, Literals(None))
+        render_chat(
+            NO_TOOL_ROLE, [{"role": "narrator", "content": "Once"}], GenericFormat(), [], None, Literals(None)
+        )
 
 
 # (messages) -> the same messages with tool turns as user turns
@@ -229,7 +233,7 @@ def test_a_prompt_is_tokenized_in_pieces(
     typed: str, add_bos: bool, expected: list[tuple[str, bool, bool]]
 ) -> None:
     literals = Literals(CONTROL)
-    rendered = render_chat(CHATML, [_user(typed)], [], None, literals)
+    rendered = render_chat(CHATML, [_user(typed)], GenericFormat(), [], None, literals)
     assert prompt_pieces(rendered, literals, add_bos) == expected
     assert "".join(text for text, _, _ in expected) == chatml(("user", typed))
 
@@ -242,3 +246,22 @@ def test_a_prompt_that_starts_with_protected_text_gets_its_bos_there() -> None:
 
 def test_without_literals_the_prompt_is_one_piece_with_special_tokens_parsed() -> None:
     assert prompt_pieces("<s>x", None, False) == [("<s>x", False, True)]
+
+
+def test_a_family_whose_template_lists_tools_gets_them_and_no_generic_instructions() -> None:
+    source = (
+        Path(__file__).parent.parent / "fixtures" / "templates" / "Qwen-Qwen2.5-7B-Instruct.jinja"
+    ).read_text()
+    template = ChatTemplate(source, bos_token="", eos_token="")
+    weather = {
+        "type": "function",
+        "function": {"name": "get_weather", "description": "Rain or <|im_start|>?"},
+    }
+    literals = Literals(re.compile(re.escape("<|im_start|>")))
+    rendered = render_chat(template, [_user("Hi")], detect(source), [weather], "auto", literals)
+    assert "<tools>" in rendered and '"get_weather"' in rendered
+    assert "Reply with JSON only" not in rendered
+    # The tool's description is client text: its control-token text stays text (see literals).
+    assert [text for text, parse in literals.segments(rendered) if not parse] == ["<|im_start|>"]
+    plain = render_chat(template, [_user("Hi")], detect(source), [weather], None, Literals(None))
+    assert "<tools>" not in plain  # tools not in force (tool_choice none) are not shown

@@ -1,4 +1,5 @@
-"""appliance/engine/tools.py: tool choice, the reply schema, and parsing the model's reply."""
+"""Tool choice (appliance/engine/tools.py), and the generic format's reply schema, history and reply
+parsing (appliance/engine/formats/generic.py)."""
 
 from __future__ import annotations
 
@@ -8,15 +9,39 @@ from typing import Any
 import jsonschema
 import pytest
 
-from appliance.engine.tools import (
-    ToolCall,
-    history_content,
-    parse_reply,
-    reply_schema,
-    resolve_choice,
-    system_instructions,
-)
+from appliance.backend import ToolCall
+from appliance.engine.formats.generic import GenericFormat, reply_schema
+from appliance.engine.formats.reader import ReplyReader
+from appliance.engine.tools import resolve_choice
 from appliance.errors import InvalidRequest
+
+GENERIC = GenericFormat()
+
+
+def system_instructions(tools: list[dict[str, Any]], choice: str) -> str:
+    text = GENERIC.tool_instructions(tools, choice)
+    assert text is not None
+    return text
+
+
+def history_content(tool_calls: list[dict[str, Any]], content: str | None) -> str:
+    turn = GENERIC.history_calls({"role": "assistant", "content": content, "tool_calls": tool_calls})
+    assert "tool_calls" not in turn
+    return str(turn["content"])
+
+
+class Reply:
+    def __init__(self, text: str) -> None:
+        reader = ReplyReader(GENERIC, thinking=False, tools=True)
+        events = reader.feed(text)
+        last, self.tool_calls = reader.finish(cut=False)
+        words = "".join(e.text for e in events + last if hasattr(e, "text"))
+        self.content = words if words or not self.tool_calls else None
+
+
+def parse_reply(text: str) -> Reply:
+    return Reply(text)
+
 
 WEATHER: dict[str, Any] = {
     "type": "function",

@@ -16,8 +16,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from appliance.engine.formats.schema import literal
-
 
 @dataclass
 class Call:
@@ -33,6 +31,7 @@ class Parsed:
     content: str = ""
     reasoning: str = ""
     calls: list[Call] = field(default_factory=list)
+    thinking: bool = False  # the thoughts are still being written (a partial parse)
 
 
 @dataclass(frozen=True)
@@ -264,7 +263,7 @@ class ChatFormat:
         content, and calls when ``tools`` were offered."""
         reasoning, rest, done = split_thinking(text, self.thinking, inside=thinking, partial=partial)
         if not done:
-            return Parsed(reasoning=reasoning)
+            return Parsed(reasoning=reasoning, thinking=True)
         if not tools:
             return Parsed(rest, reasoning)
         parsed = self.parse_calls(rest, partial=partial)
@@ -276,6 +275,6 @@ class ChatFormat:
         return Parsed(text)
 
 
-def literal_rule(text: str) -> str:
-    """``text`` as a GBNF literal."""
-    return literal(text)
+def literal(text: str) -> str:
+    """``text`` as a GBNF string literal."""
+    return json.dumps(text, ensure_ascii=False)

@@ -48,8 +48,9 @@ class HermesFormat(ChatFormat):
                     f'"\\"arguments\\"" space ":" space {args} "}}" space',
                 )
             )
-        call = builder.rule("call", f"{literal(OPEN)} space {alternatives(objects)} {literal(CLOSE)}")
-        root = repeated(call, parallel=parallel, separator="space")
+        ws = builder.ws()
+        call = builder.rule("call", f"{literal(OPEN)} {ws} {alternatives(objects)} {ws} {literal(CLOSE)}")
+        root = repeated(call, parallel=parallel, separator=ws)
         return Grammar(builder.build(root), (OPEN,) if choice == "auto" else ())
 
     def parse_calls(self, text: str, *, partial: bool) -> Parsed:

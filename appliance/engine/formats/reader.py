@@ -27,13 +27,16 @@ class ReplyReader:
         self._text = ""
         self._sent = Parsed()
         self._ids: list[str] = []
+        self.thinking = thinking  # the model is writing its thoughts now (as of the last piece)
 
     def feed(self, text: str) -> list[ReplyEvent]:
         """Events for ``text``, the output's next piece."""
         if not text:
             return []
         self._text += text
-        return self._diff(self._parse(partial=True))
+        parsed = self._parse(partial=True)
+        self.thinking = parsed.thinking
+        return self._diff(parsed)
 
     def finish(self, *, cut: bool) -> tuple[list[ReplyEvent], tuple[ToolCall, ...]]:
         """The last events and every call whole. ``cut``: the output ended at max_tokens, so it is

@@ -8,23 +8,25 @@ import json
 import re
 from typing import Any
 
-from appliance.engine.grammar import check_schema_size, schema_converter
+from appliance.engine.formats.base import literal
 from appliance.errors import InvalidRequest
 
-
-def literal(text: str) -> str:
-    """``text`` as a GBNF string literal."""
-    return json.dumps(text, ensure_ascii=False)
+__all__ = ["GrammarBuilder", "alternatives", "literal", "prefixed", "repeated"]
 
 
 class GrammarBuilder:
     """Rules added one by one, then the whole grammar with its root."""
 
     def __init__(self, prop_order: dict[str, int] | None = None) -> None:
+        # Imported here: the converter comes with llama_cpp, which the daemon loads with a model only.
+        from appliance.engine.grammar import schema_converter
+
         self._converter = schema_converter(prop_order or {})
 
     def json(self, schema: dict[str, Any], name: str) -> str:
         """A rule accepting the JSON values valid under ``schema``; its name."""
+        from appliance.engine.grammar import check_schema_size
+
         check_schema_size(schema, param="tools")
         try:
             resolved = self._converter.resolve_refs(json.loads(json.dumps(schema)), name)
@@ -40,6 +42,11 @@ class GrammarBuilder:
         fn = tool["function"]
         return self.json(fn.get("parameters") or {"type": "object"}, f"{fn['name']}-args")
 
+    def ws(self) -> str:
+        """A rule for the white space a family writes between its markers and JSON: a space, or a line
+        break or two and an indent (llama.cpp's own bound, so a model cannot write blank lines forever)."""
+        return self.rule("ws", '| " " | "\\n"{1,2} [ \\t]{0,20}')
+
     def rule(self, name: str, body: str) -> str:
         """Add ``name ::= body``; the name it got (made unique and valid)."""
         added: str = self._converter._add_rule(name, body)
@@ -53,13 +60,18 @@ class GrammarBuilder:
         return text
 
 
-def prefixed(gbnf: str, prefix: str) -> str:
-    """``gbnf`` with its root preceded by the literal ``prefix``: the text of the first token a lazily
-    started grammar sees that comes before the trigger (a token can hold both)."""
+def prefixed(gbnf: str, prefix: str, *, then_space: bool = False) -> str:
+    """``gbnf`` with its root preceded by the literal ``prefix`` (and, with ``then_space``, any white
+    space): the text before a lazily started grammar's trigger in the trigger's first token (a token can
+    hold both), or the end of the thoughts before a reply's grammar."""
     if not prefix:
         return gbnf
-    body = re.sub(r"(?m)^root ::=", "root-triggered ::=", gbnf)
-    return f"root ::= {literal(prefix)} root-triggered\n{body}"
+    n = 0
+    while re.search(rf"(?m)^root-{n} ::=", gbnf):
+        n += 1
+    body = re.sub(r"(?m)^root ::=", f"root-{n} ::=", gbnf)
+    space = " [ \\t\\n]*" if then_space else ""
+    return f"root ::= {literal(prefix)}{space} root-{n}\n{body}"
 
 
 def alternatives(rules: list[str]) -> str:

@@ -1,0 +1,195 @@
+"""Model families on a real daemon: the embedded model's weights served under several names, each with
+a real family's chat template (`chat_template_file`), so the engine recognises the family, gives the
+template the tools, reads the family's native calls and thoughts, and streams them. A client
+``grammar`` makes the model write exact native text (issue 16's way of testing tiny models)."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anthropic
+import pytest
+
+from appliance.engine.formats.schema import literal
+from models.embedded import embedded_model_path
+from tests.server.conftest import NO_EOS_BIAS, Daemon, start_daemon, stop_daemon
+
+TEMPLATES = Path(__file__).parent.parent / "fixtures" / "templates"
+# model id -> the real template it is served with
+FAMILY_MODELS = {
+    "qwen3-family": "Qwen-Qwen3-0.6B.jinja",
+    "qwen25-family": "Qwen-Qwen2.5-7B-Instruct.jinja",
+    "r1-family": "deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja",
+}
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The weather in a city.",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}
+ASK = [{"role": "user", "content": "What is the weather in Paris?"}]
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    home = tmp_path_factory.mktemp("families")
+    store = home / "data" / "models"
+    store.mkdir(parents=True)
+    config = []
+    for model_id, template in FAMILY_MODELS.items():
+        os.link(embedded_model_path(), store / f"{model_id}.Q4_1.gguf")  # the same weights, no copy
+        config.append(
+            f'[models."{model_id}"]\nchat_template_file = "{TEMPLATES / template}"\ntemperature = 0\n'
+        )
+    (home / "config.toml").write_text("\n".join(config))
+    d = start_daemon(home, "--parallel", "1", "--ctx", "2048")
+    yield d
+    stop_daemon(d)
+
+
+def _forced(text: str) -> dict[str, Any]:
+    """A client grammar that makes the model write exactly ``text``."""
+    return {"grammar": f"root ::= {literal(text)}"}
+
+
+QWEN3_REPLY = (
+    "<think>\nThe user wants the weather.\n</think>\n\nLet me check."
+    '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>'
+)
+
+
+def _streamed(daemon: Daemon, model: str, **extra: Any) -> tuple[str, str, list[tuple[str, str]], str]:
+    """Content, reasoning, calls (name, arguments) and finish reason, joined from a stream's chunks."""
+    content, reasoning, finish = "", "", ""
+    calls: dict[int, list[str]] = {}
+    stream = daemon.client().chat.completions.create(
+        model=model, messages=ASK, stream=True, max_tokens=200, **extra
+    )
+    for chunk in stream:
+        delta = chunk.choices[0].delta
+        content += delta.content or ""
+        reasoning += getattr(delta, "reasoning_content", None) or ""
+        for piece in delta.tool_calls or []:
+            call = calls.setdefault(piece.index, ["", ""])
+            if piece.function is not None:
+                call[0] += piece.function.name or ""
+                call[1] += piece.function.arguments or ""
+        finish = chunk.choices[0].finish_reason or finish
+    return content, reasoning, [(n, a) for n, a in (calls[i] for i in sorted(calls))], finish
+
+
+def test_qwen3_thoughts_words_and_a_native_call_come_apart_whole_and_streamed(daemon: Daemon) -> None:
+    extra = {"tools": [WEATHER], "extra_body": _forced(QWEN3_REPLY)}
+    reply = daemon.client().chat.completions.create(
+        model="qwen3-family", messages=ASK, max_tokens=200, **extra
+    )
+    message = reply.choices[0].message
+    assert reply.choices[0].finish_reason == "tool_calls"
+    assert message.content == "Let me check."
+    assert getattr(message, "reasoning_content", None) == "The user wants the weather."
+    assert message.tool_calls is not None
+    assert [(c.function.name, json.loads(c.function.arguments)) for c in message.tool_calls] == [
+        ("get_weather", {"city": "Paris"})
+    ]
+    content, reasoning, calls, finish = _streamed(daemon, "qwen3-family", **extra)
+    assert (content, reasoning, finish) == ("Let me check.", "The user wants the weather.", "tool_calls")
+    assert calls == [("get_weather", '{"city": "Paris"}')]
+
+
+def test_thoughts_without_tools_are_split_out(daemon: Daemon) -> None:
+    forced = _forced("<think>\nEasy.\n</think>\n\nIt is sunny.")
+    reply = daemon.client().chat.completions.create(
+        model="qwen3-family", messages=ASK, max_tokens=100, extra_body=forced
+    )
+    message = reply.choices[0].message
+    assert (message.content, getattr(message, "reasoning_content", None)) == ("It is sunny.", "Easy.")
+    assert reply.choices[0].finish_reason == "stop"
+
+
+def test_the_template_gets_the_tools_and_no_generic_instructions(daemon: Daemon) -> None:
+    """Qwen2.5's template lists the tools in its own words (<tools></tools>): the prompt grows by the
+    tool's JSON (what is rendered is checked in tests/unit/test_prompts.py)."""
+    client = daemon.client()
+    plain = client.chat.completions.create(model="qwen25-family", messages=ASK, max_tokens=1)
+    with_tools = client.chat.completions.create(
+        model="qwen25-family", messages=ASK, max_tokens=1, tools=[WEATHER], extra_body=_forced("x")
+    )
+    assert plain.usage is not None and with_tools.usage is not None
+    assert with_tools.usage.prompt_tokens > plain.usage.prompt_tokens + 40
+
+
+def test_a_required_call_is_native_and_valid_in_the_anthropic_dialect(daemon: Daemon) -> None:
+    client = anthropic.Anthropic(base_url=daemon.url, api_key="unused", max_retries=0)
+    tool = {
+        "name": "get_weather",
+        "description": "The weather.",
+        "input_schema": WEATHER["function"]["parameters"],
+    }
+    reply = client.messages.create(
+        model="qwen25-family",
+        max_tokens=120,
+        messages=[{"role": "user", "content": "Weather in Paris?"}],
+        tools=[tool],  # type: ignore[list-item]
+        tool_choice={"type": "any"},
+    )
+    uses = [block for block in reply.content if block.type == "tool_use"]
+    assert reply.stop_reason == "tool_use" and len(uses) == 1
+    assert uses[0].name == "get_weather" and isinstance(uses[0].input, dict) and "city" in uses[0].input
+
+
+def test_a_history_with_native_calls_and_results_renders(daemon: Daemon) -> None:
+    """An agent's second turn: the earlier call and its result go back through the family's template."""
+    messages = [
+        *ASK,
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": "call_1", "content": "18 C and sunny"},
+    ]
+    reply = daemon.client().chat.completions.create(
+        model="qwen3-family",
+        messages=messages,
+        max_tokens=8,
+        tools=[WEATHER],  # type: ignore[arg-type]
+    )
+    assert reply.choices[0].finish_reason in ("stop", "length", "tool_calls")
+
+
+def test_a_template_that_opens_the_thoughts_and_a_thinking_budget(daemon: Daemon) -> None:
+    """DeepSeek R1's template ends the prompt inside <think>: the first words are thoughts. With
+    llama-server's reasoning_budget_tokens the thoughts are closed for the model after that many tokens
+    and it goes on to answer (the end-of-text tokens banned, so it answers up to max_tokens)."""
+    client = daemon.client()
+    ban_eos = {"logit_bias": NO_EOS_BIAS}
+    free = client.chat.completions.create(model="r1-family", messages=ASK, max_tokens=30, **ban_eos)
+    assert getattr(free.choices[0].message, "reasoning_content", None)  # thoughts, and only thoughts
+    assert not free.choices[0].message.content
+    bounded = client.chat.completions.create(
+        model="r1-family", messages=ASK, max_tokens=30, extra_body={"reasoning_budget_tokens": 6}, **ban_eos
+    )
+    message = bounded.choices[0].message
+    thoughts = getattr(message, "reasoning_content", None) or ""
+    assert thoughts and len(thoughts) < len(getattr(free.choices[0].message, "reasoning_content", ""))
+    assert message.content and bounded.choices[0].finish_reason == "length"
+    off = client.chat.completions.create(
+        model="r1-family",
+        messages=ASK,
+        max_tokens=10,
+        reasoning_effort="none",
+        **ban_eos,  # type: ignore[arg-type]
+    )
+    assert off.choices[0].message.content and not getattr(off.choices[0].message, "reasoning_content", None)
