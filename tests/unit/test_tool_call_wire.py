@@ -215,3 +215,29 @@ def test_ollama_durations_of_a_reply_with_calls_are_not_zero(stream: bool) -> No
     assert last["eval_duration"] >= 4 * pause_s * 1e9
     whole_only = _ollama(_sequence(1, streamed=False), stream=stream)[-1]
     assert whole_only["eval_duration"] > 0 and whole_only["done_reason"] == "stop"
+
+
+def test_a_call_whose_first_delta_carries_its_arguments_streams_whole_in_every_dialect() -> None:
+    # What a remote sends when its parser gives a call in one piece (id, name and arguments together).
+    call = CALLS[0]
+    sequence: list[Event] = [
+        ToolCallDelta(0, call.id, call.name, call.arguments),
+        Finished("tool_calls", Usage(3, 9), (call,)),
+    ]
+    state: ChatCompletionStreamState[Any] = ChatCompletionStreamState()
+    for chunk in _openai_chunks(sequence):
+        state.handle_chunk(ChatCompletionChunk.model_validate(chunk))
+    rebuilt = state.get_final_completion().choices[0].message.tool_calls or []
+    assert [(c.id, c.function.name, c.function.arguments) for c in rebuilt] == [  # type: ignore[union-attr]
+        (call.id, call.name, call.arguments)
+    ]
+    snapshot: Any = None
+    buffers: dict[int, bytes] = {}
+    for event in _anthropic_events(sequence):
+        snapshot = accumulate_event(event=event, current_snapshot=snapshot, json_bufs=buffers)  # type: ignore[arg-type]
+    assert [(b.id, b.input) for b in snapshot.content] == [(call.id, json.loads(call.arguments))]
+    lines = _ollama(sequence, stream=True)
+    assert [line["message"].get("tool_calls") for line in lines] == [
+        [{"function": {"index": 0, "name": call.name, "arguments": json.loads(call.arguments)}}],
+        None,
+    ]
