@@ -13,7 +13,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from appliance import model_defaults
-from appliance.backend import ChatParams, Event, Finished, Reasoning, TextDelta
+from appliance.backend import ChatParams, Event, Finished, Reasoning, ToolCallDelta
 from appliance.config import PerModelSettings
 from appliance.errors import ApplianceError, InvalidRequest
 from server import generation
@@ -181,19 +181,32 @@ async def _events(
     events: AsyncIterator[Event], cancel: Any, message_id: str, model: str
 ) -> AsyncIterator[bytes]:
     """Anthropic's stream: message_start, a thinking block and a text block (each start/deltas/stop, the
-    thinking first), tool_use blocks, then message_delta (stop reason, output tokens) and message_stop."""
+    thinking first), a tool_use block per call (its arguments as input_json_delta fragments, as the model
+    writes them), then message_delta (stop reason, output tokens) and message_stop."""
     start: dict[str, Any] = {
         "id": message_id, "type": "message", "role": "assistant", "model": model, "content": [],
         "stop_reason": None, "stop_sequence": None, "usage": {"input_tokens": 0, "output_tokens": 0},
     }  # fmt: skip
     yield _sse("message_start", {"message": start})
-    index, open_block = 0, ""  # "", "thinking" or "text": the kind of the block being written
+    index, open_block = 0, ""  # "", "thinking", "text" or "tool_use": the kind of the block being written
+    blocks: dict[int, int] = {}  # a streamed call's index -> its tool_use block's index
     finished: Finished | None = None
     try:
         async for event in events:
             if isinstance(event, Finished):
                 finished = event
-            if not isinstance(event, TextDelta):
+                continue
+            if isinstance(event, ToolCallDelta):
+                if event.index not in blocks:
+                    if open_block:
+                        yield _sse("content_block_stop", {"index": index})
+                        index += 1
+                    blocks[event.index], open_block = index, "tool_use"
+                    block = {"type": "tool_use", "id": event.id, "name": event.name, "input": {}}
+                    yield _sse("content_block_start", {"index": index, "content_block": block})
+                if event.arguments:
+                    delta = {"type": "input_json_delta", "partial_json": event.arguments}
+                    yield _sse("content_block_delta", {"index": blocks[event.index], "delta": delta})
                 continue
             for kind, piece in (("thinking", event.reasoning), ("text", event.text)):
                 if not piece:
@@ -215,7 +228,10 @@ async def _events(
     if open_block:
         yield _sse("content_block_stop", {"index": index})
         index += 1
-    for block in _content("", finished):
+    # Calls that came only whole with the end (a backend that does not stream them): one delta each.
+    for position, block in enumerate(_content("", finished)):
+        if position in blocks:
+            continue
         arguments = json.dumps(block["input"])
         yield _sse("content_block_start", {"index": index, "content_block": {**block, "input": {}}})
         delta = {"type": "input_json_delta", "partial_json": arguments}

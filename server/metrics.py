@@ -179,16 +179,18 @@ class Metrics:
         try:
             async for event in events:
                 now = time.monotonic()
-                if isinstance(event, TextDelta) and event.text:
-                    if reply is not None:
-                        reply.append(event.text)
+                if isinstance(event, TextDelta) and event.text and reply is not None:
+                    reply.append(event.text)
+                if _is_output(event, record):
                     if record.first_token_s is None:
                         record.first_token_s = now
                         self.ttft.labels(*labels).observe(now - record.started_s)
                     elif record.last_token_s is not None:
                         self.itl.labels(*labels).observe(now - record.last_token_s)
                     record.last_token_s = now
-                elif isinstance(event, Finished):
+                if isinstance(event, Finished):
+                    if reply is not None:
+                        reply.extend(f"{call.name}({call.arguments})" for call in event.tool_calls)
                     usage = event.usage
                     record.prompt_tokens = usage.prompt_tokens
                     record.generated_tokens = usage.completion_tokens
@@ -229,6 +231,17 @@ class Metrics:
         fields = record.fields()
         self.recent.append({"time": round(time.time(), 3), **fields})
         request_log.info(" ".join(f"{k}={v}" for k, v in fields.items()), extra=fields)
+
+
+def _is_output(event: Event, record: RequestRecord) -> bool:
+    """Whether ``event`` brings generated output to the client (the answer's text, the model's thinking,
+    a piece of a tool call): the first such event is the first token. Calls a backend gives only whole,
+    with the end, are the first output when nothing came before them."""
+    if isinstance(event, TextDelta):
+        return bool(event.text or event.reasoning)
+    if isinstance(event, Finished):
+        return bool(event.tool_calls) and record.first_token_s is None
+    return True  # a ToolCallDelta
 
 
 class RequestCounter:

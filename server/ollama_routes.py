@@ -30,6 +30,7 @@ from appliance.backend import (
     Reasoning,
     SamplingParams,
     TextDelta,
+    ToolCallDelta,
 )
 from appliance.config import PerModelSettings
 from appliance.errors import ApplianceError, InvalidRequest, ModelNotFound
@@ -173,31 +174,41 @@ def _messages(messages: list[OllamaMessage]) -> list[dict[str, Any]]:
 
 
 def _timings(started: int, first: int | None, done: int, finished: Finished | None) -> dict[str, Any]:
+    """Ollama's counts and durations (ns). A reply whose output all came with its end (calls a backend
+    gives only whole) counts its whole time as generation: prompt and generation cannot be told apart
+    then, and clients divide eval_count by eval_duration."""
     usage = finished.usage if finished is not None else None
-    first = first or done
+    first = first or started
     return {
-        "done_reason": finished.finish_reason if finished is not None else "stop",
+        # Ollama says "stop" for a reply with tool calls too; clients look for message.tool_calls.
+        "done_reason": "length" if finished is not None and finished.finish_reason == "length" else "stop",
         "total_duration": done - started, "load_duration": 0,
         "prompt_eval_count": usage.prompt_tokens if usage else 0, "prompt_eval_duration": first - started,
         "eval_count": usage.completion_tokens if usage else 0, "eval_duration": done - first,
     }  # fmt: skip
 
 
+def _tool_call(index: int, name: str, arguments: str) -> dict[str, Any]:
+    """A call as Ollama writes it: arguments as an object (not JSON text), its place in ``index``."""
+    try:
+        parsed = json.loads(arguments or "{}")
+    except ValueError:
+        parsed = None
+    parsed = parsed if isinstance(parsed, dict) else {}
+    return {"function": {"index": index, "name": name, "arguments": parsed}}
+
+
 def _tool_calls(finished: Finished | None) -> list[dict[str, Any]]:
-    calls = []
-    for call in finished.tool_calls if finished is not None else ():
-        try:
-            arguments = json.loads(call.arguments or "{}")
-        except ValueError:
-            arguments = {}
-        calls.append({"function": {"name": call.name, "arguments": arguments}})
-    return calls
+    calls = finished.tool_calls if finished is not None else ()
+    return [_tool_call(index, call.name, call.arguments) for index, call in enumerate(calls)]
 
 
 async def _answer(
     events: AsyncIterator[Event], cancel: Any, model: str, stream: bool, chat: bool, started: int
 ) -> Response:
-    """The NDJSON stream (or one object) of a chat or generate request."""
+    """The NDJSON stream (or one object) of a chat or generate request. Streamed, a tool call goes out
+    whole in its own line (``message.tool_calls``, done false) once it is complete, as Ollama does: when
+    the next call begins, or at the end."""
 
     def piece(text: str, thinking: str = "") -> dict[str, Any]:
         """A line of the answer; the model's thinking, when it has some, in Ollama's ``thinking``."""
@@ -209,11 +220,12 @@ async def _answer(
 
     def last(text: str, first: int | None, finished: Finished | None, thinking: str = "") -> dict[str, Any]:
         timings = _timings(started, first, time.monotonic_ns(), finished)
-        out = {**piece(text, thinking), "done": True, **timings}
-        calls = _tool_calls(finished)
-        if chat and calls:
-            out["message"]["tool_calls"] = calls
-        return out
+        return {**piece(text, thinking), "done": True, **timings}
+
+    def calls_line(calls: list[dict[str, Any]]) -> bytes:
+        line = piece("")
+        line["message"]["tool_calls"] = calls
+        return json.dumps(line).encode() + b"\n"
 
     if not stream:
         parts: list[str] = []
@@ -221,22 +233,37 @@ async def _answer(
         first: int | None = None
         finished: Finished | None = None
         async for event in events:
-            if isinstance(event, TextDelta):
+            if isinstance(event, TextDelta | ToolCallDelta):
                 first = first or time.monotonic_ns()
+            if isinstance(event, TextDelta):
                 parts.append(event.text)
                 thoughts.append(event.reasoning)
             elif isinstance(event, Finished):
                 finished = event
-        return JSONResponse(last("".join(parts), first, finished, "".join(thoughts)))
+        answer = last("".join(parts), first, finished, "".join(thoughts))
+        if chat and (calls := _tool_calls(finished)):
+            answer["message"]["tool_calls"] = calls
+        return JSONResponse(answer)
 
     async def lines() -> AsyncIterator[bytes]:
         first: int | None = None
         finished: Finished | None = None
+        writing: dict[int, list[str]] = {}  # the streamed call being written: index -> [name, arguments]
+        sent: set[int] = set()
         try:
             async for event in events:
                 if isinstance(event, TextDelta) and (event.text or event.reasoning):
                     first = first or time.monotonic_ns()
                     yield json.dumps(piece(event.text, event.reasoning)).encode() + b"\n"
+                elif isinstance(event, ToolCallDelta) and chat:
+                    first = first or time.monotonic_ns()
+                    if event.index not in writing and event.index not in sent:
+                        for index, (name, arguments) in writing.items():  # the call before is complete
+                            yield calls_line([_tool_call(index, name, arguments)])
+                        sent.update(writing)
+                        writing = {event.index: [event.name, ""]}
+                    if event.index in writing:
+                        writing[event.index][1] += event.arguments
                 elif isinstance(event, Finished):
                     finished = event
         except ApplianceError as exc:  # mid-stream (a remote lost, the engine failing): Ollama's error line
@@ -244,6 +271,13 @@ async def _answer(
             return
         finally:
             cancel()
+        for index, (name, arguments) in writing.items():
+            yield calls_line([_tool_call(index, name, arguments)])
+        sent.update(writing)
+        if chat:  # calls that came only whole, with the end
+            for call in _tool_calls(finished):
+                if call["function"]["index"] not in sent:
+                    yield calls_line([call])
         yield json.dumps(last("", first, finished)).encode() + b"\n"
 
     return StreamingResponse(lines(), media_type="application/x-ndjson")

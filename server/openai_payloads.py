@@ -76,6 +76,19 @@ def _tool_calls_body(calls: tuple[ToolCall, ...], *, streaming: bool) -> list[di
     return out
 
 
+def _tool_call_pieces(delta: ToolCallDelta, streamed: set[int]) -> list[dict[str, Any]]:
+    """A ToolCallDelta as OpenAI streams a call: its first piece with the id, type and name (and empty
+    arguments), then argument fragments alone."""
+    pieces: list[dict[str, Any]] = []
+    if delta.index not in streamed:
+        streamed.add(delta.index)
+        pieces.append({"index": delta.index, "id": delta.id, "type": "function",
+                       "function": {"name": delta.name, "arguments": ""}})  # fmt: skip
+    if delta.arguments:
+        pieces.append({"index": delta.index, "function": {"arguments": delta.arguments}})
+    return pieces
+
+
 def chat_completion(collected: Collected, meta: Meta, *, logprobs: bool) -> dict[str, Any]:
     finished = collected.finished
     assert finished is not None
@@ -121,6 +134,7 @@ async def chat_chunks(
         return body
 
     yield chunk({"role": "assistant", "content": ""})
+    streamed: set[int] = set()  # the calls whose deltas went out: Finished does not repeat them
     async for event in events:
         if isinstance(event, TextDelta):
             if event.reasoning:
@@ -130,9 +144,14 @@ async def chat_chunks(
                 yield chunk({"content": event.text}, lps=lps)
             continue
         if isinstance(event, ToolCallDelta):
+            for piece in _tool_call_pieces(event, streamed):
+                yield chunk({"tool_calls": [piece]})
             continue
-        if event.tool_calls:
-            yield chunk({"tool_calls": _tool_calls_body(event.tool_calls, streaming=True)})
+        # Calls that came only whole (a backend that does not stream them) go out whole, in one chunk.
+        whole = [item for item in _tool_calls_body(event.tool_calls, streaming=True)
+                 if item["index"] not in streamed]  # fmt: skip
+        if whole:
+            yield chunk({"tool_calls": whole})
         yield chunk({}, finish=event.finish_reason)
         if include_usage:
             yield {

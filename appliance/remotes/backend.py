@@ -14,6 +14,7 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -29,6 +30,7 @@ from appliance.backend import (
     Reasoning,
     TextDelta,
     TokenLogprob,
+    ToolCallDelta,
     Usage,
 )
 from appliance.engine.params import SamplingParams
@@ -228,7 +230,7 @@ class RemoteStream:
         buffer, done = self._first, False
         finish: str | None = None
         usage: dict[str, Any] = {}
-        calls: dict[int, dict[str, str]] = {}
+        calls: dict[int, _Call] = {}  # the remote's index -> the call as it comes in
         try:
             while not done:
                 buffer = buffer.replace(b"\r\n", b"\n")
@@ -243,10 +245,12 @@ class RemoteStream:
                         chunk = self._chunk(data)
                         usage = chunk.get("usage") or usage
                         for choice in chunk.get("choices") or []:
-                            text, thought = self._text(choice, calls)
+                            text, thought = self._text(choice)
                             logprobs = self._logprobs(choice)
                             if text or thought or logprobs:
                                 yield TextDelta(text, logprobs, reasoning=thought)
+                            for delta in self._tool_call_deltas(choice, calls):
+                                yield delta
                             finish = choice.get("finish_reason") or finish
                 if done:
                     break
@@ -272,10 +276,7 @@ class RemoteStream:
                 raise RemoteFailed(
                     f"the remote {remote.name} ended the stream before the answer was complete"
                 )
-            tool_calls = tuple(
-                ToolCall(c.get("id") or f"call_{i}", c.get("name", ""), c.get("arguments", ""))
-                for i, c in sorted(calls.items())
-            )
+            tool_calls = tuple(call.whole() for call in calls.values())
             counts = Usage(
                 int(usage.get("prompt_tokens") or 0),
                 int(usage.get("completion_tokens") or 0),
@@ -305,23 +306,58 @@ class RemoteStream:
             return ()
         return _chat_logprobs(logprobs) if self._chat else _completion_logprobs(logprobs)
 
-    def _text(self, choice: dict[str, Any], calls: dict[int, dict[str, str]]) -> tuple[str, str]:
+    def _text(self, choice: dict[str, Any]) -> tuple[str, str]:
         """A choice's new text and thoughts (vLLM's and SGLang's reasoning parsers split them out, named
-        ``reasoning_content``, or ``reasoning`` in newer vLLM); tool call pieces are gathered into
-        ``calls`` by their index."""
+        ``reasoning_content``, or ``reasoning`` in newer vLLM)."""
         if not self._chat:
             return str(choice.get("text") or ""), ""
         delta = choice.get("delta") or {}
-        for piece in delta.get("tool_calls") or []:
-            call = calls.setdefault(int(piece.get("index", len(calls))), {})
-            if piece.get("id"):
-                call["id"] = piece["id"]
-            function = piece.get("function") or {}
-            if function.get("name"):
-                call["name"] = call.get("name", "") + function["name"]
-            call["arguments"] = call.get("arguments", "") + (function.get("arguments") or "")
         thought = delta.get("reasoning_content") or delta.get("reasoning") or ""
         return str(delta.get("content") or ""), str(thought)
+
+    def _tool_call_deltas(self, choice: dict[str, Any], calls: dict[int, _Call]) -> list[ToolCallDelta]:
+        """A choice's tool call pieces, gathered into ``calls`` (by the remote's index, in the order the
+        calls began) for Finished, and passed on as the seam's deltas: a call's first delta once its name
+        is known (with its id, and any arguments that came with it), then its argument text. vLLM sends
+        the id and name in a call's first piece only; SGLang sends later pieces with null id and name."""
+        out: list[ToolCallDelta] = []
+        pieces = (choice.get("delta") or {}).get("tool_calls") if self._chat else None
+        for piece in pieces if isinstance(pieces, list) else []:
+            if not isinstance(piece, dict):
+                continue
+            key = piece.get("index")
+            call = calls.setdefault(key if isinstance(key, int) else len(calls), _Call(len(calls)))
+            function = piece.get("function")
+            function = function if isinstance(function, dict) else {}
+            if piece.get("id") and not call.id:
+                call.id = str(piece["id"])
+            name, arguments = function.get("name"), function.get("arguments")
+            if isinstance(name, str):
+                call.name += name
+            fragment = arguments if isinstance(arguments, str) else ""
+            call.arguments += fragment
+            if not call.begun and call.name:
+                call.begun = True
+                call.id = call.id or f"call_{call.position}"
+                out.append(ToolCallDelta(call.position, call.id, call.name, call.arguments))
+            elif call.begun and fragment:
+                out.append(ToolCallDelta(call.position, arguments=fragment))
+        return out
+
+
+@dataclass
+class _Call:
+    """A tool call as a remote streams it: ``position`` is its place among the reply's calls."""
+
+    position: int
+    id: str = ""
+    name: str = ""
+    arguments: str = ""
+    begun: bool = False
+    """Its first ToolCallDelta (id and name) has gone out."""
+
+    def whole(self) -> ToolCall:
+        return ToolCall(self.id or f"call_{self.position}", self.name, self.arguments)
 
 
 class RemoteBackend:

@@ -379,23 +379,20 @@ def test_tool_results_in_history(client: openai.OpenAI) -> None:
 
 
 def test_streamed_tool_calls(client: openai.OpenAI) -> None:
-    stream = client.chat.completions.create(
+    # The client's own accumulation of the streamed pieces (id and name first, then argument fragments).
+    with client.chat.completions.stream(
         model=MODEL_ID,
         messages=ASK,
         tools=[WEATHER],
         tool_choice="required",
         max_tokens=120,
         temperature=0,
-        stream=True,  # type: ignore[list-item]
-    )
-    calls, finish = [], None
-    for chunk in stream:
-        if chunk.choices:
-            calls.extend(chunk.choices[0].delta.tool_calls or [])
-            finish = chunk.choices[0].finish_reason or finish
-    assert finish == "tool_calls"
+    ) as stream:
+        choice = stream.get_final_completion().choices[0]
+    calls = choice.message.tool_calls or []
+    assert choice.finish_reason == "tool_calls"
     assert calls and calls[0].function.name == "get_weather"  # type: ignore[union-attr]
-    json.loads(calls[0].function.arguments)  # type: ignore[union-attr,arg-type]
+    json.loads(calls[0].function.arguments)  # type: ignore[union-attr]
 
 
 def test_prefix_reuse_reports_cached_tokens(client: openai.OpenAI) -> None:

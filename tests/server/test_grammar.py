@@ -51,16 +51,11 @@ def test_grammar_with_tools_gives_a_parsed_call(client: openai.OpenAI, stream: b
     grammar = {"grammar": _exactly(CALL_TEXT)}
     if not stream:
         reply = client.chat.completions.create(**asked, extra_body=grammar)  # type: ignore[call-overload]
-        choice = reply.choices[0]
-        calls, finish, content = choice.message.tool_calls or [], choice.finish_reason, choice.message.content
-    else:
-        chunks = client.chat.completions.create(**asked, stream=True, extra_body=grammar)  # type: ignore[call-overload]
-        calls, finish, content = [], None, ""
-        for chunk in chunks:
-            if chunk.choices:
-                calls.extend(chunk.choices[0].delta.tool_calls or [])
-                content += chunk.choices[0].delta.content or ""
-                finish = chunk.choices[0].finish_reason or finish
+    else:  # the client's own accumulation of the streamed pieces
+        with client.chat.completions.stream(**asked, extra_body=grammar) as chunks:  # type: ignore[arg-type]
+            reply = chunks.get_final_completion()
+    choice = reply.choices[0]
+    calls, finish, content = choice.message.tool_calls or [], choice.finish_reason, choice.message.content
     assert finish == "tool_calls" and not content
     assert [(c.function.name, json.loads(c.function.arguments)) for c in calls] == [
         ("get_weather", {"city": "Paris"})
