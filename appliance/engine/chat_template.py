@@ -34,7 +34,15 @@ def _raise_exception(message: str) -> None:
 
 
 def _tojson(value: Any, indent: int | None = None, **_: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, indent=indent)
+    # Jinja's map and select give generators (llama.cpp's R1 template writes
+    # ``tools | map(attribute='function') | tojson``): they are written as lists.
+    return json.dumps(value, ensure_ascii=False, indent=indent, default=_as_list)
+
+
+def _as_list(value: Any) -> list[Any]:
+    if isinstance(value, (str, bytes, dict)) or not hasattr(value, "__iter__"):
+        raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+    return list(value)
 
 
 def _strftime_now(fmt: str) -> str:

@@ -4,6 +4,7 @@ template (llama.cpp's common/chat.cpp is the reference for what each family writ
 from __future__ import annotations
 
 from appliance.engine.formats.base import ChatFormat, Thinking
+from appliance.engine.formats.deepseek import DeepSeekFormat, is_deepseek
 from appliance.engine.formats.generic import GenericFormat
 from appliance.engine.formats.hermes import HermesFormat
 
@@ -22,6 +23,8 @@ def detect(source: str | None) -> ChatFormat:
     """The format of the model whose chat template is ``source`` (None: the model has none)."""
     text = source or ""
     thinks = "<think>" in text
+    if is_deepseek(text):
+        return DeepSeekFormat(text, v31="```json" not in text)
     if "<tool_call>" in text:
         return HermesFormat(thinks=thinks)
     fmt = GenericFormat()
@@ -30,4 +33,4 @@ def detect(source: str | None) -> ChatFormat:
     return fmt
 
 
-__all__ = ["ChatFormat", "GenericFormat", "HermesFormat", "ThinkingFormat", "detect"]
+__all__ = ["ChatFormat", "DeepSeekFormat", "GenericFormat", "HermesFormat", "ThinkingFormat", "detect"]

@@ -1,0 +1,181 @@
+"""Model families' native tool-call and thinking formats (DeepSeek R1 and V3.1, gpt-oss, Functionary,
+Granite): replies as the models write them (from llama.cpp's tests/test-chat.cpp and the model cards)
+read whole and streamed at every split, each family recognised from its real template, the template
+rendered with tools and an earlier call, and the call grammars accepted by our checker and by
+llama.cpp's own parser."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from appliance.engine.chat_template import ChatTemplate
+from appliance.engine.formats import ChatFormat, DeepSeekFormat, detect
+from appliance.engine.gbnf import check_gbnf
+from tests.format_streams import check_every_split, stream
+from tests.llama_grammars import built_by_llama_cpp
+
+TEMPLATES = Path(__file__).parent.parent / "fixtures" / "templates"
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The weather in a city",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "city": {"type": "string"},
+                "where": {
+                    "type": "object",
+                    "properties": {"lat": {"type": "number"}, "lon": {"type": "number"}},
+                },
+            },
+            "required": ["city"],
+        },
+    },
+}
+TIME = {
+    "type": "function",
+    "function": {
+        "name": "get_time",
+        "parameters": {"type": "object", "properties": {"zone": {"type": "string"}}},
+    },
+}
+# Arguments with a nested object, escaped quotes and non-ASCII text, as a model writes them.
+NESTED = '{"city": "Saint-\\"Malo\\" été", "where": {"lat": 48.6, "lon": -2.0}}'
+
+
+def calls(parsed: Any) -> list[tuple[str, Any]]:
+    """The parsed calls as (name, arguments decoded): arguments must be whole JSON."""
+    return [(c.name, json.loads(c.arguments)) for c in parsed.calls]
+
+
+def fixture(name: str) -> str:
+    return (TEMPLATES / name).read_text()
+
+
+def rendered(fmt: ChatFormat, source: str, **extra: Any) -> str:
+    """A conversation with an earlier call and its result, rendered by the family's real template as
+    the engine will render it (tools to the template, or their instructions in the system message)."""
+    tools = [WEATHER, TIME]
+    system = "You are helpful."
+    if not fmt.native_tools:
+        system += "\n" + (fmt.tool_instructions(tools, "auto") or "")
+    earlier = {
+        "role": "assistant",
+        "content": "",
+        "tool_calls": [
+            {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": NESTED}}
+        ],
+    }
+    messages = [
+        {"role": "system", "content": system},
+        {"role": "user", "content": "Weather in Saint-Malo?"},
+        fmt.history_calls(earlier),
+        {"role": "tool", "tool_call_id": "call_1", "name": "get_weather", "content": '{"sky": "clear"}'},
+        {"role": "user", "content": "And the time?"},
+    ]
+    template = ChatTemplate(source, bos_token="<s>", eos_token="</s>")
+    return template.render(messages, tools=tools if fmt.native_tools else None, **extra)
+
+
+# DeepSeek R1: llama.cpp's recorded reply (tests/test-chat.cpp), the output starting inside the
+# thoughts the template opened.
+R1_REPLY = (
+    "The user wants the weather.\n</think>\n\nLet me check."
+    "<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>get_weather\n```json\n"
+    + NESTED
+    + "\n```<｜tool▁call▁end｜>\n<｜tool▁call▁begin｜>function<｜tool▁sep｜>get_time\n```json\n"
+    '{"zone": "CET"}```<｜tool▁call▁end｜><｜tool▁calls▁end｜>'
+)
+
+
+def test_deepseek_r1_thoughts_words_and_two_calls_stream_at_every_split() -> None:
+    whole = check_every_split(DeepSeekFormat(), R1_REPLY, thinking=True)
+    assert whole.reasoning == "The user wants the weather."
+    assert whole.content == "Let me check."
+    assert calls(whole) == [("get_weather", json.loads(NESTED)), ("get_time", {"zone": "CET"})]
+
+
+def test_deepseek_r1_reply_without_a_call_and_llama_cpps_recorded_call() -> None:
+    fmt = DeepSeekFormat()
+    plain = check_every_split(fmt, "I'm\nthinking</think>Hello, world!\nWhat's up?", thinking=True)
+    assert (plain.reasoning, plain.content, plain.calls) == ("I'm\nthinking", "Hello, world!\nWhat's up?", [])
+    recorded = (
+        "</think><｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>special_function\n"
+        '```json\n{"arg1": 1}```<｜tool▁call▁end｜><｜tool▁calls▁end｜>'
+    )
+    whole = check_every_split(fmt, recorded, thinking=True)
+    assert calls(whole) == [("special_function", {"arg1": 1})] and whole.content == ""
+    assert check_every_split(fmt, "a <｜tool is not a call").content == "a <｜tool is not a call"
+
+
+def test_deepseek_r1_reply_cut_mid_call_keeps_what_was_written() -> None:
+    output = (
+        '<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>get_weather\n```json\n{"city": "Pa'
+    )
+    got = stream(DeepSeekFormat(), output, [output], cut=True)
+    assert got.calls == [("get_weather", '{"city": "Pa')]
+
+
+def test_deepseek_v31_calls_after_thoughts_and_words() -> None:
+    fmt = DeepSeekFormat(v31=True)
+    # llama.cpp's recorded V3.1 reply with reasoning, content and two calls
+    output = (
+        "REASONING</think>CONTENT<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>get_time<｜tool▁sep｜>"
+        '{"zone": "Europe/Paris"}<｜tool▁call▁end｜><｜tool▁call▁begin｜>get_weather<｜tool▁sep｜>'
+        + NESTED
+        + "<｜tool▁call▁end｜><｜tool▁calls▁end｜>"
+    )
+    whole = check_every_split(fmt, output, thinking=True)
+    assert (whole.reasoning, whole.content) == ("REASONING", "CONTENT")
+    assert calls(whole) == [("get_time", {"zone": "Europe/Paris"}), ("get_weather", json.loads(NESTED))]
+    no_thinking = check_every_split(fmt, "CONTENT")  # the prompt closed the thoughts: <think></think>
+    assert (no_thinking.reasoning, no_thinking.content) == ("", "CONTENT")
+
+
+@pytest.mark.parametrize(
+    ("template", "name", "native"),
+    [
+        ("deepseek-ai-DeepSeek-R1-Distill-Llama-8B.jinja", "deepseek-r1", False),
+        ("deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja", "deepseek-r1", False),
+        ("llama-cpp-deepseek-r1.jinja", "deepseek-r1", True),
+        ("deepseek-ai-DeepSeek-V3.1.jinja", "deepseek-v3.1", False),
+    ],
+)
+def test_deepseek_templates_are_recognised_and_render_calls(template: str, name: str, native: bool) -> None:
+    source = fixture(template)
+    fmt = detect(source)
+    assert (fmt.name, fmt.native_tools, fmt.thinking is not None) == (name, native, True)
+    prompt = rendered(fmt, source)
+    assert "get_time" in prompt  # the tools are listed, by the template or the instructions
+    assert "<｜tool▁call▁begin｜>" in prompt and "get_weather" in prompt and "Saint-" in prompt
+    assert '{"sky": "clear"}' in prompt
+
+
+# Every family's grammar, for a choice of auto, required or one named tool.
+FAMILIES: list[ChatFormat] = [DeepSeekFormat(), DeepSeekFormat(v31=True)]
+
+
+def grammars() -> list[tuple[str, str, bool, Any]]:
+    made = []
+    for fmt in FAMILIES:
+        for choice in ("auto", "required", "get_time"):
+            for parallel in (True, False):
+                made.append(
+                    (fmt.name, choice, parallel, fmt.grammar([WEATHER, TIME], choice, parallel=parallel))
+                )
+    return made
+
+
+def test_call_grammars_pass_our_checker_and_llama_cpp() -> None:
+    made = grammars()
+    for name, choice, _, grammar in made:
+        assert grammar is not None, name
+        check_gbnf(grammar.gbnf)
+        assert bool(grammar.triggers) == (choice == "auto"), (name, choice)
+        assert "get_time" in grammar.gbnf and ("get_weather" in grammar.gbnf) == (choice != "get_time")
+    assert all(built_by_llama_cpp([g.gbnf for *_, g in made]))
