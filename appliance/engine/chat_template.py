@@ -79,10 +79,13 @@ class ChatTemplate:
         *,
         add_generation_prompt: bool = True,
         tools: list[dict[str, Any]] | None = None,
+        variables: dict[str, Any] | None = None,
     ) -> str:
-        """The prompt text for ``messages``, ending with the assistant's turn opening."""
+        """The prompt text for ``messages``, ending with the assistant's turn opening. ``variables``:
+        more the template reads (gpt-oss's ``reasoning_effort``, Qwen3's ``enable_thinking``)."""
         try:
             return self._template.render(
+                **(variables or {}),
                 messages=messages,
                 tools=tools,
                 add_generation_prompt=add_generation_prompt,

@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 
 from appliance.engine.chat_template import ChatTemplate
-from appliance.engine.formats import ChatFormat, DeepSeekFormat, detect
+from appliance.engine.formats import ChatFormat, DeepSeekFormat, GptOssFormat, detect
 from appliance.engine.gbnf import check_gbnf
 from tests.format_streams import check_every_split, stream
-from tests.llama_grammars import built_by_llama_cpp
+from tests.llama_grammars import built_by_llama_cpp, matched_by_llama_cpp
 
 TEMPLATES = Path(__file__).parent.parent / "fixtures" / "templates"
 WEATHER = {
@@ -57,7 +57,7 @@ def fixture(name: str) -> str:
     return (TEMPLATES / name).read_text()
 
 
-def rendered(fmt: ChatFormat, source: str, **extra: Any) -> str:
+def rendered(fmt: ChatFormat, source: str, variables: dict[str, Any] | None = None) -> str:
     """A conversation with an earlier call and its result, rendered by the family's real template as
     the engine will render it (tools to the template, or their instructions in the system message)."""
     tools = [WEATHER, TIME]
@@ -79,7 +79,8 @@ def rendered(fmt: ChatFormat, source: str, **extra: Any) -> str:
         {"role": "user", "content": "And the time?"},
     ]
     template = ChatTemplate(source, bos_token="<s>", eos_token="</s>")
-    return template.render(messages, tools=tools if fmt.native_tools else None, **extra)
+    listed = fmt.template_tools(tools) if fmt.native_tools else None
+    return template.render(messages, tools=listed, variables=variables)
 
 
 # DeepSeek R1: llama.cpp's recorded reply (tests/test-chat.cpp), the output starting inside the
@@ -156,26 +157,132 @@ def test_deepseek_templates_are_recognised_and_render_calls(template: str, name:
     assert '{"sky": "clear"}' in prompt
 
 
+# gpt-oss: the harmony replies of llama.cpp's tests and OpenAI's harmony guide.
+OSS_THOUGHT = "<|channel|>analysis<|message|>I'm\nthinking<|end|>"
+
+
+def test_gpt_oss_thoughts_then_final_answer_stream_at_every_split() -> None:
+    output = OSS_THOUGHT + "<|start|>assistant<|channel|>final<|message|>Hello, world!\nWhat's up? été"
+    whole = check_every_split(GptOssFormat(), output + "<|return|>", tools=False)
+    assert (whole.reasoning, whole.content, whole.calls) == (
+        "I'm\nthinking",
+        "Hello, world!\nWhat's up? été",
+        [],
+    )
+    assert check_every_split(GptOssFormat(), output).content == "Hello, world!\nWhat's up? été"
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "<|start|>assistant<|channel|>commentary to=functions.get_weather <|constrain|>json<|message|>",
+        "<|start|>assistant to=functions.get_weather<|channel|>commentary json<|message|>",
+        "<|start|>assistant<|channel|>analysis to=functions.get_weather<|message|>",
+    ],
+    ids=["in-channel", "in-role", "analysis-channel"],
+)
+def test_gpt_oss_call_after_thoughts_and_a_preamble(header: str) -> None:
+    preamble = "<|start|>assistant<|channel|>commentary<|message|>Checking the weather.<|end|>"
+    whole = check_every_split(GptOssFormat(), OSS_THOUGHT + preamble + header + NESTED + "<|call|>")
+    assert (whole.reasoning, whole.content) == ("I'm\nthinking", "Checking the weather.")
+    assert calls(whole) == [("get_weather", json.loads(NESTED))]
+
+
+def test_gpt_oss_call_right_after_the_prompts_assistant_header_and_two_thoughts() -> None:
+    fmt = GptOssFormat()
+    first = check_every_split(fmt, ' to=functions.special_function<|channel|>analysis<|message|>{"arg1": 1}')
+    assert calls(first) == [("special_function", {"arg1": 1})]
+    output = (
+        OSS_THOUGHT + "<|start|>assistant" + OSS_THOUGHT + "<|start|>assistant<|channel|>final<|message|>ok"
+    )
+    assert check_every_split(fmt, output).reasoning == "I'm\nthinking\n\nI'm\nthinking"
+
+
+def test_gpt_oss_built_in_tool_messages_and_plain_words() -> None:
+    fmt = GptOssFormat()
+    builtin = OSS_THOUGHT + "<|start|>assistant to=container.exec<|channel|>commentary<|message|>ls"
+    whole = check_every_split(fmt, builtin)
+    assert (whole.content, whole.calls) == ("", [])
+    # A model that writes no harmony at all: its words are the answer.
+    assert check_every_split(fmt, "Just words, to= nobody <b>").content == "Just words, to= nobody <b>"
+
+
+def test_gpt_oss_template_renders_tools_effort_thoughts_and_an_earlier_call() -> None:
+    source = fixture("openai-gpt-oss-120b.jinja")
+    fmt = detect(source)
+    assert (fmt.name, fmt.native_tools) == ("gpt-oss", True)
+    prompt = rendered(fmt, source, {"reasoning_effort": "high"})
+    assert "Reasoning: high" in prompt and "type get_time" in prompt
+    assert "<|start|>assistant to=functions.get_weather<|channel|>commentary json<|message|>" in prompt
+    assert prompt.endswith("<|start|>assistant")
+    earlier = {
+        "role": "assistant",
+        "content": None,
+        "reasoning_content": "Look it up.",
+        "tool_calls": [{"id": "c", "type": "function", "function": {"name": "get_time", "arguments": "{}"}}],
+    }
+    ready = fmt.history_calls(earlier)
+    assert (ready["thinking"], ready["content"]) == ("Look it up.", "")
+    template = ChatTemplate(source, bos_token="<s>", eos_token="</s>")
+    text = template.render([{"role": "user", "content": "Time?"}, ready], tools=fmt.template_tools([TIME]))
+    assert "<|channel|>analysis<|message|>Look it up.<|end|>" in text
+
+
 # Every family's grammar, for a choice of auto, required or one named tool.
-FAMILIES: list[ChatFormat] = [DeepSeekFormat(), DeepSeekFormat(v31=True)]
+FAMILIES: list[ChatFormat] = [DeepSeekFormat(), DeepSeekFormat(v31=True), GptOssFormat()]
+R1_CALLS = R1_REPLY[R1_REPLY.index("<｜tool▁calls▁begin｜>") :]
+V31_CALL = (
+    "<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>get_time<｜tool▁sep｜>{}"
+    + "<｜tool▁call▁end｜><｜tool▁calls▁end｜>"
+)
+OSS_CALL = "<|channel|>commentary to=functions.get_weather <|constrain|>json<|message|>" + NESTED
+# (format, choice, parallel, text the grammar must let the model write: from the trigger on when lazy)
+MATCHES: list[tuple[ChatFormat, str, bool, str]] = [
+    (DeepSeekFormat(), "auto", True, R1_CALLS),
+    (
+        DeepSeekFormat(),
+        "get_weather",
+        False,
+        R1_CALLS.split("\n<｜tool▁call▁begin｜>")[0] + "<｜tool▁calls▁end｜>",
+    ),
+    (DeepSeekFormat(v31=True), "required", False, V31_CALL),
+    (GptOssFormat(), "auto", False, " to=functions.get_weather <|constrain|>json<|message|>" + NESTED),
+    (GptOssFormat(), "required", False, OSS_THOUGHT + "<|start|>assistant" + OSS_CALL),
+    (
+        GptOssFormat(),
+        "get_time",
+        False,
+        ' to=functions.get_time<|channel|>commentary json<|message|>{"zone": "x"}',
+    ),
+]
 
 
-def grammars() -> list[tuple[str, str, bool, Any]]:
-    made = []
-    for fmt in FAMILIES:
-        for choice in ("auto", "required", "get_time"):
-            for parallel in (True, False):
-                made.append(
-                    (fmt.name, choice, parallel, fmt.grammar([WEATHER, TIME], choice, parallel=parallel))
-                )
-    return made
+def grammars() -> list[tuple[str, str, Any]]:
+    return [
+        (fmt.name, choice, fmt.grammar([WEATHER, TIME], choice, parallel=parallel))
+        for fmt in FAMILIES
+        for choice in ("auto", "required", "get_time")
+        for parallel in (True, False)
+    ]
 
 
 def test_call_grammars_pass_our_checker_and_llama_cpp() -> None:
     made = grammars()
-    for name, choice, _, grammar in made:
+    for name, choice, grammar in made:
         assert grammar is not None, name
         check_gbnf(grammar.gbnf)
         assert bool(grammar.triggers) == (choice == "auto"), (name, choice)
         assert "get_time" in grammar.gbnf and ("get_weather" in grammar.gbnf) == (choice != "get_time")
     assert all(built_by_llama_cpp([g.gbnf for *_, g in made]))
+
+
+def test_call_grammars_let_the_model_write_its_real_calls_and_no_other_tool() -> None:
+    cases = []
+    for fmt, choice, parallel, text in MATCHES:
+        grammar = fmt.grammar([WEATHER, TIME], choice, parallel=parallel)
+        assert grammar is not None
+        assert not grammar.triggers or text.startswith(grammar.triggers), (fmt.name, choice)
+        unknown = text.replace("get_", "got_")  # a tool nobody offered
+        cases += [(grammar.gbnf, text), (grammar.gbnf, unknown)]
+    matched = matched_by_llama_cpp(cases)
+    assert matched == [True, False] * len(MATCHES), [(f.name, c) for f, c, *_ in MATCHES]

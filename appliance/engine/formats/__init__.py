@@ -6,6 +6,7 @@ from __future__ import annotations
 from appliance.engine.formats.base import ChatFormat, Thinking
 from appliance.engine.formats.deepseek import DeepSeekFormat, is_deepseek
 from appliance.engine.formats.generic import GenericFormat
+from appliance.engine.formats.gpt_oss import GptOssFormat
 from appliance.engine.formats.hermes import HermesFormat
 
 
@@ -23,6 +24,8 @@ def detect(source: str | None) -> ChatFormat:
     """The format of the model whose chat template is ``source`` (None: the model has none)."""
     text = source or ""
     thinks = "<think>" in text
+    if "<|channel|>" in text:  # harmony's channels: gpt-oss
+        return GptOssFormat()
     if is_deepseek(text):
         return DeepSeekFormat(text, v31="```json" not in text)
     if "<tool_call>" in text:
@@ -33,4 +36,12 @@ def detect(source: str | None) -> ChatFormat:
     return fmt
 
 
-__all__ = ["ChatFormat", "DeepSeekFormat", "GenericFormat", "HermesFormat", "ThinkingFormat", "detect"]
+__all__ = [
+    "ChatFormat",
+    "DeepSeekFormat",
+    "GenericFormat",
+    "GptOssFormat",
+    "HermesFormat",
+    "ThinkingFormat",
+    "detect",
+]

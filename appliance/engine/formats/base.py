@@ -242,6 +242,10 @@ class ChatFormat:
         """Text for the system message describing the tools, when the template does not render them."""
         return None
 
+    def template_tools(self, tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The ``tools`` list as this family's template reads it (by default as the client sent it)."""
+        return tools
+
     def history_calls(self, message: dict[str, Any]) -> dict[str, Any]:
         """An earlier assistant turn with ``tool_calls``, made ready for the template: by default the
         calls stay (OpenAI shape, with arguments also given as an object as most templates want)."""

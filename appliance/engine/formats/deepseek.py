@@ -20,9 +20,9 @@ import json
 import re
 from typing import Any
 
-from appliance.engine.formats.base import Call, ChatFormat, Grammar, Parsed, Thinking, offered
-from appliance.engine.formats.scan import expect, json_value, skip_space, words_before
-from appliance.engine.formats.schema import GrammarBuilder, alternatives, literal, repeated
+from appliance.engine.formats.base import Call, ChatFormat, Grammar, Parsed, Thinking
+from appliance.engine.formats.scan import each_call, expect, json_value, skip_space, words_before
+from appliance.engine.formats.schema import GrammarBuilder, literal, repeated
 
 CALLS_BEGIN, CALLS_END = "<｜tool▁calls▁begin｜>", "<｜tool▁calls▁end｜>"
 CALL_BEGIN, CALL_END, SEP = "<｜tool▁call▁begin｜>", "<｜tool▁call▁end｜>", "<｜tool▁sep｜>"
@@ -75,20 +75,17 @@ class DeepSeekFormat(ChatFormat):
 
     def grammar(self, tools: list[dict[str, Any]], choice: str, *, parallel: bool) -> Grammar | None:
         builder = GrammarBuilder()
-        each = []
-        for tool in offered(tools, choice):
-            name = tool["function"]["name"]
-            args = builder.arguments(tool)
-            if self.v31:
-                body = f"{literal(CALL_BEGIN + name + SEP)} {args} {literal(CALL_END)}"
-            else:
-                head = CALL_BEGIN + "function" + SEP + name + "\n" + FENCE_OPEN + "\n"
-                body = f'{literal(head)} {args} "\\n"? {literal(FENCE_CLOSE + CALL_END)}'
-            each.append(builder.rule(f"{name}-call", body))
-        call = builder.rule("call", alternatives(each))
+        call = each_call(builder, tools, choice, self._call_rule)
         calls = repeated(call, parallel=parallel, separator='"\\n"?')
         root = f"{literal(CALLS_BEGIN)} {calls} {literal(CALLS_END)}"
         return Grammar(builder.build(root), (CALLS_BEGIN,) if choice == "auto" else ())
+
+    def _call_rule(self, name: str, args: str) -> str:
+        """The grammar of one call to ``name`` whose arguments follow rule ``args``."""
+        if self.v31:
+            return f"{literal(CALL_BEGIN + name + SEP)} {args} {literal(CALL_END)}"
+        head = CALL_BEGIN + "function" + SEP + name + "\n" + FENCE_OPEN + "\n"
+        return f'{literal(head)} {args} "\\n"? {literal(FENCE_CLOSE + CALL_END)}'
 
     def parse_calls(self, text: str, *, partial: bool) -> Parsed:
         first = text.find(CALLS_BEGIN)

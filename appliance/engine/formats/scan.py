@@ -3,9 +3,11 @@ Granite): white space, a JSON value read as far as it is written, the words befo
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
-from appliance.engine.formats.base import held_back, json_end
+from appliance.engine.formats.base import held_back, json_end, offered
+from appliance.engine.formats.schema import GrammarBuilder, alternatives
 
 
 def skip_space(text: str, i: int) -> int:
@@ -46,3 +48,15 @@ def expect(text: str, i: int, marker: str) -> int | None:
     absent, or not yet whole."""
     i = skip_space(text, i)
     return i + len(marker) if text.startswith(marker, i) else None
+
+
+def each_call(
+    builder: GrammarBuilder, tools: list[dict[str, Any]], choice: str, body: Callable[[str, str], str]
+) -> str:
+    """A rule for one call to any tool ``choice`` offers: ``body(name, arguments_rule)`` written for
+    each (the family's text around the tool's name and its arguments)."""
+    rules = []
+    for tool in offered(tools, choice):
+        name = tool["function"]["name"]
+        rules.append(builder.rule(f"{name}-call", body(name, builder.arguments(tool))))
+    return builder.rule("call", alternatives(rules))
