@@ -13,7 +13,14 @@ from typing import Any
 import pytest
 
 from appliance.engine.chat_template import ChatTemplate
-from appliance.engine.formats import ChatFormat, DeepSeekFormat, GptOssFormat, detect
+from appliance.engine.formats import (
+    ChatFormat,
+    DeepSeekFormat,
+    FunctionaryV31Format,
+    FunctionaryV32Format,
+    GptOssFormat,
+    detect,
+)
 from appliance.engine.gbnf import check_gbnf
 from tests.format_streams import check_every_split, stream
 from tests.llama_grammars import built_by_llama_cpp, matched_by_llama_cpp
@@ -228,8 +235,68 @@ def test_gpt_oss_template_renders_tools_effort_thoughts_and_an_earlier_call() ->
     assert "<|channel|>analysis<|message|>Look it up.<|end|>" in text
 
 
+# Functionary: llama.cpp's recorded replies and the layouts of MeetKai's model cards.
+def test_functionary_v31_words_then_two_calls_and_the_python_tag() -> None:
+    fmt = FunctionaryV31Format()
+    recorded = check_every_split(fmt, '<function=special_function>{"arg1": 1}</function>')
+    assert calls(recorded) == [("special_function", {"arg1": 1})] and recorded.content == ""
+    time_call = '<function=get_time>{"zone": "CET"}</function>'
+    output = f"Let me look.<function=get_weather>{NESTED}</function>{time_call}"
+    whole = check_every_split(fmt, output)
+    assert whole.content == "Let me look."
+    assert calls(whole) == [("get_weather", json.loads(NESTED)), ("get_time", {"zone": "CET"})]
+    code = check_every_split(fmt, 'Running it.<|python_tag|>print("été")\nx = 1 < 2')
+    assert code.content == "Running it." and calls(code) == [("python", {"code": 'print("été")\nx = 1 < 2'})]
+    plain = check_every_split(fmt, "Hello, world!\nWhat's up? <b>a < b</b>")
+    assert (plain.content, plain.calls) == ("Hello, world!\nWhat's up? <b>a < b</b>", [])
+
+
+def test_functionary_v32_recipients_words_and_calls() -> None:
+    fmt = FunctionaryV32Format()
+    plain = check_every_split(fmt, "all\nHello, world!\nWhat's up?", tools=False)
+    assert (plain.content, plain.calls) == ("Hello, world!\nWhat's up?", [])
+    recorded = check_every_split(fmt, 'special_function\n{"arg1": 1}')
+    assert calls(recorded) == [("special_function", {"arg1": 1})]
+    output = f'all\nLet me look.>>>get_weather\n{NESTED}>>>get_time\n{{"zone": "CET"}}'
+    whole = check_every_split(fmt, output)
+    assert whole.content == "Let me look."
+    assert calls(whole) == [("get_weather", json.loads(NESTED)), ("get_time", {"zone": "CET"})]
+    code = check_every_split(fmt, "python\nprint(1 >> 2)\n")
+    assert calls(code) == [("python", {"code": "print(1 >> 2)\n"})]
+    # Words without a recipient (a model that forgets the layout) are still words.
+    assert check_every_split(fmt, "Sure thing.\nBye").content == "Sure thing.\nBye"
+    assert check_every_split(fmt, "get_time\n>>>all\nok").calls[0].arguments == "{}"
+
+
+@pytest.mark.parametrize(
+    ("template", "name"),
+    [
+        ("meetkai-functionary-medium-v3.1.jinja", "functionary-v3.1"),
+        ("meetkai-functionary-medium-v3.2.jinja", "functionary-v3.2"),
+    ],
+)
+def test_functionary_templates_are_recognised_and_render_calls(template: str, name: str) -> None:
+    source = fixture(template)
+    fmt = detect(source)
+    assert (fmt.name, fmt.native_tools, fmt.thinking) == (name, True, None)
+    prompt = rendered(fmt, source)
+    assert "get_time" in prompt and '{"sky": "clear"}' in prompt
+    call = "<function=get_weather>" if name.endswith("3.1") else ">>>get_weather\n"
+    assert call + NESTED in prompt
+
+
+def test_qwen3_coders_function_tags_are_not_functionary() -> None:
+    assert not detect(fixture("Qwen3-Coder.jinja")).name.startswith("functionary")
+
+
 # Every family's grammar, for a choice of auto, required or one named tool.
-FAMILIES: list[ChatFormat] = [DeepSeekFormat(), DeepSeekFormat(v31=True), GptOssFormat()]
+FAMILIES: list[ChatFormat] = [
+    DeepSeekFormat(),
+    DeepSeekFormat(v31=True),
+    GptOssFormat(),
+    FunctionaryV31Format(),
+    FunctionaryV32Format(),
+]
 R1_CALLS = R1_REPLY[R1_REPLY.index("<｜tool▁calls▁begin｜>") :]
 V31_CALL = (
     "<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>get_time<｜tool▁sep｜>{}"

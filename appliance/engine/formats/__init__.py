@@ -5,6 +5,12 @@ from __future__ import annotations
 
 from appliance.engine.formats.base import ChatFormat, Thinking
 from appliance.engine.formats.deepseek import DeepSeekFormat, is_deepseek
+from appliance.engine.formats.functionary import (
+    FunctionaryV31Format,
+    FunctionaryV32Format,
+    is_functionary_v31,
+    is_functionary_v32,
+)
 from appliance.engine.formats.generic import GenericFormat
 from appliance.engine.formats.gpt_oss import GptOssFormat
 from appliance.engine.formats.hermes import HermesFormat
@@ -26,6 +32,10 @@ def detect(source: str | None) -> ChatFormat:
     thinks = "<think>" in text
     if "<|channel|>" in text:  # harmony's channels: gpt-oss
         return GptOssFormat()
+    if is_functionary_v32(text):
+        return FunctionaryV32Format()
+    if is_functionary_v31(text) and "<tool_call>" not in text:
+        return FunctionaryV31Format()
     if is_deepseek(text):
         return DeepSeekFormat(text, v31="```json" not in text)
     if "<tool_call>" in text:
@@ -39,6 +49,8 @@ def detect(source: str | None) -> ChatFormat:
 __all__ = [
     "ChatFormat",
     "DeepSeekFormat",
+    "FunctionaryV31Format",
+    "FunctionaryV32Format",
     "GenericFormat",
     "GptOssFormat",
     "HermesFormat",

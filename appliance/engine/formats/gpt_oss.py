@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from appliance.engine.formats.base import Call, ChatFormat, Grammar, Parsed, Thinking, held_back
-from appliance.engine.formats.scan import each_call, first_marker, json_value
+from appliance.engine.formats.scan import append_text, described, each_call, first_marker, json_value
 from appliance.engine.formats.schema import GrammarBuilder, literal
 
 START, CHANNEL, MESSAGE, CONSTRAIN = "<|start|>", "<|channel|>", "<|message|>", "<|constrain|>"
@@ -54,12 +54,7 @@ class GptOssFormat(ChatFormat):
         return STRUCTURE
 
     def template_tools(self, tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Each tool with a description: the template writes ``tool.description`` unconditionally,
-        and OpenAI's API lets a client leave it out."""
-        return [
-            {**tool, "function": {"description": "", **tool["function"]}} if "function" in tool else tool
-            for tool in tools
-        ]
+        return described(tools)  # the template writes tool.description unconditionally
 
     def history_calls(self, message: dict[str, Any]) -> dict[str, Any]:
         """The template reads the thoughts of a turn with calls from ``thinking`` (and refuses both
@@ -115,7 +110,7 @@ class GptOssFormat(ChatFormat):
                     words = rest if at < 0 else rest[:at]
                     if partial and at < 0:
                         words = words[: len(words) - held_back(words, STRUCTURE)]
-                    _add(parsed, "content", words)
+                    append_text(parsed, "content", words)
                     if at < 0:
                         return parsed
                     i += at
@@ -142,17 +137,9 @@ class GptOssFormat(ChatFormat):
             if tools and recipient.startswith("functions."):
                 parsed.calls.append(Call(recipient[len("functions.") :], json_value(body, 0)[0]))
             return  # a built-in tool's message (or a call nobody offered tools for): not for the user
-        _add(parsed, "reasoning" if channel == "analysis" else "content", body)
+        append_text(parsed, "reasoning" if channel == "analysis" else "content", body)
 
 
 def _may_open(text: str) -> bool:
     """``text`` is the first characters of a message header."""
     return any(opener.startswith(text) for opener in (START, CHANNEL, "to="))
-
-
-def _add(parsed: Parsed, field: str, text: str) -> None:
-    """``text`` after what ``field`` holds, a blank line between two messages' texts."""
-    if not text:
-        return
-    before: str = getattr(parsed, field)
-    setattr(parsed, field, before + "\n\n" + text if before else text)

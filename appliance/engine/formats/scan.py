@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from appliance.engine.formats.base import held_back, json_end, offered
+from appliance.engine.formats.base import Parsed, held_back, json_end, offered
 from appliance.engine.formats.schema import GrammarBuilder, alternatives
 
 
@@ -60,3 +60,21 @@ def each_call(
         name = tool["function"]["name"]
         rules.append(builder.rule(f"{name}-call", body(name, builder.arguments(tool))))
     return builder.rule("call", alternatives(rules))
+
+
+def append_text(parsed: Parsed, field: str, text: str) -> None:
+    """``text`` after what ``parsed``'s ``field`` holds, a blank line between two messages' texts (added
+    only with the second text's first character, so the field still only grows)."""
+    if not text:
+        return
+    before: str = getattr(parsed, field)
+    setattr(parsed, field, before + "\n\n" + text if before else text)
+
+
+def described(tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``tools`` each with a description, for templates that write it unconditionally (OpenAI's API
+    lets a client leave it out)."""
+    return [
+        {**tool, "function": {"description": "", **tool["function"]}} if "function" in tool else tool
+        for tool in tools
+    ]
