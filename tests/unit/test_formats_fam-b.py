@@ -19,6 +19,7 @@ from appliance.engine.formats import (
     FunctionaryV31Format,
     FunctionaryV32Format,
     GptOssFormat,
+    GraniteFormat,
     detect,
 )
 from appliance.engine.gbnf import check_gbnf
@@ -289,6 +290,49 @@ def test_qwen3_coders_function_tags_are_not_functionary() -> None:
     assert not detect(fixture("Qwen3-Coder.jinja")).name.startswith("functionary")
 
 
+# Granite: 3.3's list after <|tool_call|> (its model card) and its thinking mode's wrapper; 4.0 is Hermes.
+def test_granite33_words_then_a_list_of_two_calls() -> None:
+    fmt = GraniteFormat()
+    listed = f'[{{"name": "get_weather", "arguments": {NESTED}}}, {{"name": "get_time", "arguments": {{}}}}]'
+    whole = check_every_split(fmt, "Let me look.<|tool_call|>" + listed)
+    assert whole.content == "Let me look."
+    assert calls(whole) == [("get_weather", json.loads(NESTED)), ("get_time", {})]
+    card = '<|tool_call|>[{"name": "get_current_weather", "arguments": {"location": "Boston, MA"}}]'
+    assert calls(check_every_split(fmt, card)) == [("get_current_weather", {"location": "Boston, MA"})]
+    lone = check_every_split(fmt, '<|tool_call|>{"name": "get_time", "arguments": {"zone": "été"}}')
+    assert calls(lone) == [("get_time", {"zone": "été"})]
+
+
+def test_granite33_thoughts_and_the_response_wrapper() -> None:
+    fmt = GraniteFormat()
+    output = "<think>I'm\nthinking</think><response>Hello, world!\nWhat's up? <b>été</b></response>"
+    for tools in (True, False):
+        whole = check_every_split(fmt, output, tools=tools)
+        assert (whole.reasoning, whole.content) == ("I'm\nthinking", "Hello, world!\nWhat's up? <b>été</b>")
+    recorded = check_every_split(fmt, "<think>I'm\nthinking</think>Hello, world!\nWhat's up?")
+    assert (recorded.reasoning, recorded.content) == ("I'm\nthinking", "Hello, world!\nWhat's up?")
+    assert check_every_split(fmt, "<resp is not a tag").content == "<resp is not a tag"
+
+
+def test_granite_templates_render_calls_and_40_is_hermes() -> None:
+    source = fixture("ibm-granite-granite-3.3-2B-Instruct.jinja")
+    fmt = detect(source)
+    assert (fmt.name, fmt.native_tools) == ("granite", True)
+    prompt = rendered(fmt, source)
+    assert '"name": "get_time"' in prompt and '{"sky": "clear"}' in prompt
+    assert f'<|tool_call|>[{{"name": "get_weather", "arguments": {NESTED}}}]' in prompt
+    thinking = ChatTemplate(source, bos_token="", eos_token="").render(
+        [{"role": "user", "content": "Hi"}], variables={"thinking": True}
+    )
+    assert "<response></response>" in thinking
+    granite4 = fixture("ibm-granite-granite-4.0.jinja")
+    fmt4 = detect(granite4)
+    assert (fmt4.name, fmt4.thinking) == ("hermes", None)
+    assert '<tool_call>\n{"name": "get_weather", "arguments": ' + NESTED in rendered(fmt4, granite4)
+    recorded = '<tool_call>\n{"name": "special_function", "arguments": {"arg1": 1}}\n</tool_call>'
+    assert calls(check_every_split(fmt4, recorded)) == [("special_function", {"arg1": 1})]
+
+
 # Every family's grammar, for a choice of auto, required or one named tool.
 FAMILIES: list[ChatFormat] = [
     DeepSeekFormat(),
@@ -296,6 +340,7 @@ FAMILIES: list[ChatFormat] = [
     GptOssFormat(),
     FunctionaryV31Format(),
     FunctionaryV32Format(),
+    GraniteFormat(),
 ]
 R1_CALLS = R1_REPLY[R1_REPLY.index("<｜tool▁calls▁begin｜>") :]
 V31_CALL = (

@@ -13,6 +13,7 @@ from appliance.engine.formats.functionary import (
 )
 from appliance.engine.formats.generic import GenericFormat
 from appliance.engine.formats.gpt_oss import GptOssFormat
+from appliance.engine.formats.granite import GraniteFormat, is_granite3
 from appliance.engine.formats.hermes import HermesFormat
 
 
@@ -36,6 +37,8 @@ def detect(source: str | None) -> ChatFormat:
         return FunctionaryV32Format()
     if is_functionary_v31(text) and "<tool_call>" not in text:
         return FunctionaryV31Format()
+    if is_granite3(text):
+        return GraniteFormat()
     if is_deepseek(text):
         return DeepSeekFormat(text, v31="```json" not in text)
     if "<tool_call>" in text:
@@ -53,6 +56,7 @@ __all__ = [
     "FunctionaryV32Format",
     "GenericFormat",
     "GptOssFormat",
+    "GraniteFormat",
     "HermesFormat",
     "ThinkingFormat",
     "detect",
