@@ -122,6 +122,16 @@ def test_deepseek_r1_reply_without_a_call_and_llama_cpps_recorded_call() -> None
     assert check_every_split(fmt, "a <｜tool is not a call").content == "a <｜tool is not a call"
 
 
+def test_deepseek_calls_that_begin_inside_the_opened_thoughts_end_them() -> None:
+    # What a grammar forcing the calls from the first token makes, or a distill skipping </think>.
+    output = "Need the weather." + R1_REPLY[R1_REPLY.index("<｜tool▁calls▁begin｜>") :]
+    whole = check_every_split(DeepSeekFormat(), output, thinking=True)
+    assert (whole.reasoning, whole.content) == ("Need the weather.", "")
+    assert [c.name for c in whole.calls] == ["get_weather", "get_time"]
+    # Without tools the same text is all thoughts, as the model wrote it.
+    assert check_every_split(DeepSeekFormat(), output, thinking=True, tools=False).reasoning == output
+
+
 def test_deepseek_r1_reply_cut_mid_call_keeps_what_was_written() -> None:
     output = (
         '<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>get_weather\n```json\n{"city": "Pa'
@@ -358,6 +368,7 @@ MATCHES: list[tuple[ChatFormat, str, bool, str]] = [
         R1_CALLS.split("\n<｜tool▁call▁begin｜>")[0] + "<｜tool▁calls▁end｜>",
     ),
     (DeepSeekFormat(v31=True), "required", False, V31_CALL),
+    (DeepSeekFormat(), "required", True, "The user wants it.\n</think>\n\n" + R1_CALLS),
     (GptOssFormat(), "auto", False, " to=functions.get_weather <|constrain|>json<|message|>" + NESTED),
     (GptOssFormat(), "required", False, OSS_THOUGHT + "<|start|>assistant" + OSS_CALL),
     (

@@ -20,7 +20,7 @@ import json
 import re
 from typing import Any
 
-from appliance.engine.formats.base import Call, ChatFormat, Grammar, Parsed, Thinking
+from appliance.engine.formats.base import Call, ChatFormat, Grammar, Parsed, Thinking, held_back
 from appliance.engine.formats.scan import each_call, expect, json_value, skip_space, words_before
 from appliance.engine.formats.schema import GrammarBuilder, literal, repeated
 
@@ -77,8 +77,13 @@ class DeepSeekFormat(ChatFormat):
         builder = GrammarBuilder()
         call = each_call(builder, tools, choice, self._call_rule)
         calls = repeated(call, parallel=parallel, separator='"\\n"?')
-        root = f"{literal(CALLS_BEGIN)} {calls} {literal(CALLS_END)}"
-        return Grammar(builder.build(root), (CALLS_BEGIN,) if choice == "auto" else ())
+        section = f"{literal(CALLS_BEGIN)} {calls} {literal(CALLS_END)}"
+        if choice == "auto":
+            return Grammar(builder.build(section), (CALLS_BEGIN,))
+        # From the first token, and the prompt may have opened the thoughts: they may go on first
+        # (without "</" in them), or end at once, or the calls may start inside them (parse sees to it).
+        thought = builder.rule("thought", '( [^<] | "<" [^/] )*')
+        return Grammar(builder.build(f'( {thought} "</think>" [ \\t\\n]* )? {section}'))
 
     def _call_rule(self, name: str, args: str) -> str:
         """The grammar of one call to ``name`` whose arguments follow rule ``args``."""
@@ -86,6 +91,17 @@ class DeepSeekFormat(ChatFormat):
             return f"{literal(CALL_BEGIN + name + SEP)} {args} {literal(CALL_END)}"
         head = CALL_BEGIN + "function" + SEP + name + "\n" + FENCE_OPEN + "\n"
         return f'{literal(head)} {args} "\\n"? {literal(FENCE_CLOSE + CALL_END)}'
+
+    def parse(self, text: str, *, partial: bool, thinking: bool, tools: bool) -> Parsed:
+        """As the base reads it, but calls that begin inside thoughts the prompt opened end them (a
+        grammar that forced the calls from the first token, or a model that skipped ``</think>``)."""
+        if thinking and tools and self.thinking is not None and self.thinking.close not in text:
+            begin = text.find(CALLS_BEGIN)
+            if begin >= 0:
+                text = text[:begin] + self.thinking.close + text[begin:]
+            elif partial:  # the thoughts' last characters may still turn into the section's start
+                text = text[: len(text) - held_back(text, [CALLS_BEGIN])]
+        return super().parse(text, partial=partial, thinking=thinking, tools=tools)
 
     def parse_calls(self, text: str, *, partial: bool) -> Parsed:
         first = text.find(CALLS_BEGIN)
