@@ -9,11 +9,9 @@ import subprocess
 import sys
 import textwrap
 
-# The embedded model's vocabulary, loaded alone; the payload as ``given``.
 _VOCAB = textwrap.dedent("""
-    import ctypes, json, sys, threading, llama_cpp
+    import json, sys, llama_cpp
     from models.embedded import embedded_model_path
-    given = json.load(sys.stdin)
     llama_cpp.llama_backend_init()
     params = llama_cpp.llama_model_default_params()
     params.vocab_only = True
@@ -21,8 +19,9 @@ _VOCAB = textwrap.dedent("""
     vocab = llama_cpp.llama_model_get_vocab(model)
 """)
 
-_SCRIPT = _VOCAB + textwrap.dedent("""
-    grammars = given
+_SCRIPT = textwrap.dedent("""
+    import threading
+    grammars = json.load(sys.stdin)
     made = []
     def build():
         for grammar in grammars:
@@ -33,55 +32,23 @@ _SCRIPT = _VOCAB + textwrap.dedent("""
 """)
 
 
-def built_by_llama_cpp(grammars: list[str]) -> list[bool]:
-    """Whether llama.cpp built each of ``grammars`` over the embedded model's vocabulary; fails the
-    calling test with llama.cpp's stderr if its process died."""
-    return _run(_SCRIPT, grammars)
-
-
-def _run(script: str, payload: object) -> list[bool]:
-    """``script`` run in a Python of its own with ``payload`` as JSON on stdin; its last line's list."""
+def in_llama_process(script: str, payload: object) -> object:
+    """What ``script`` (after the embedded model's vocabulary is loaded as ``vocab``) prints last as
+    JSON, given ``payload`` as JSON on its stdin; fails the calling test with llama.cpp's stderr if its
+    process died."""
     done = subprocess.run(
-        [sys.executable, "-c", script],
+        [sys.executable, "-c", _VOCAB + script],
         input=json.dumps(payload),
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    result: list[bool] = json.loads(done.stdout.strip().splitlines()[-1])
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def built_by_llama_cpp(grammars: list[str]) -> list[bool]:
+    """Whether llama.cpp built each of ``grammars`` over the embedded model's vocabulary."""
+    result = in_llama_process(_SCRIPT, grammars)
+    assert isinstance(result, list)
     return result
-
-
-_MATCH_SCRIPT = _VOCAB + textwrap.dedent("""
-    cases = given
-    eos = llama_cpp.llama_vocab_eos(vocab)
-
-    def allowed(sampler, token):
-        data = (llama_cpp.llama_token_data * 1)(llama_cpp.llama_token_data(token, 0.0, 0.0))
-        array = llama_cpp.llama_token_data_array(data, 1, -1, False)
-        llama_cpp.llama_sampler_apply(sampler, ctypes.byref(array))
-        return data[0].logit != float("-inf")
-
-    results = []
-    for grammar, text in cases:
-        sampler = llama_cpp.llama_sampler_init_grammar(vocab, grammar.encode(), b"root")
-        raw = text.encode()
-        tokens = (llama_cpp.llama_token * (len(raw) + 8))()
-        n = llama_cpp.llama_tokenize(vocab, raw, len(raw), tokens, len(raw) + 8, False, False)
-        ok = True
-        for token in tokens[:n]:
-            if not allowed(sampler, token):
-                ok = False
-                break
-            llama_cpp.llama_sampler_accept(sampler, token)
-        results.append(ok and allowed(sampler, eos))  # the whole text, and the grammar may end there
-        llama_cpp.llama_sampler_free(sampler)
-    print(json.dumps(results))
-""")
-
-
-def matched_by_llama_cpp(cases: list[tuple[str, str]]) -> list[bool]:
-    """For each (grammar, text): whether llama.cpp's grammar sampler lets the embedded model write
-    exactly ``text`` (every token of it, then the end of generation) under ``grammar``."""
-    return _run(_MATCH_SCRIPT, cases)

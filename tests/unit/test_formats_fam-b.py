@@ -24,7 +24,8 @@ from appliance.engine.formats import (
 )
 from appliance.engine.gbnf import check_gbnf
 from tests.format_streams import check_every_split, stream
-from tests.llama_grammars import built_by_llama_cpp, matched_by_llama_cpp
+from tests.grammar_text import allowed_by_llama_cpp
+from tests.llama_grammars import built_by_llama_cpp
 
 TEMPLATES = Path(__file__).parent.parent / "fixtures" / "templates"
 WEATHER = {
@@ -407,5 +408,5 @@ def test_call_grammars_let_the_model_write_its_real_calls_and_no_other_tool() ->
         assert not grammar.triggers or text.startswith(grammar.triggers), (fmt.name, choice)
         unknown = text.replace("get_", "got_")  # a tool nobody offered
         cases += [(grammar.gbnf, text), (grammar.gbnf, unknown)]
-    matched = matched_by_llama_cpp(cases)
+    matched = allowed_by_llama_cpp(cases)
     assert matched == [True, False] * len(MATCHES), [(f.name, c) for f, c, *_ in MATCHES]
