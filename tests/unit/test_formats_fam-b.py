@@ -344,6 +344,31 @@ def test_granite_templates_render_calls_and_40_is_hermes() -> None:
     assert calls(check_every_split(fmt4, recorded)) == [("special_function", {"arg1": 1})]
 
 
+@pytest.mark.parametrize(
+    ("template", "thinking", "effort", "ending"),
+    [
+        # R1 thinks by default: the prompt leaves the thoughts open (llama.cpp's copy of the Qwen
+        # distill's template closes them unless enable_thinking).
+        ("deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja", None, None, "<｜Assistant｜><think>\n"),
+        ("deepseek-ai-DeepSeek-V3.1.jinja", None, None, "<｜Assistant｜><think></think>"),
+        ("deepseek-ai-DeepSeek-V3.1.jinja", True, None, "<｜Assistant｜><think>"),
+        ("openai-gpt-oss-120b.jinja", None, "high", "Reasoning: high"),
+        ("openai-gpt-oss-120b.jinja", False, None, "Reasoning: low"),
+        ("openai-gpt-oss-120b.jinja", None, None, "Reasoning: medium"),
+        ("ibm-granite-granite-3.3-2B-Instruct.jinja", True, None, "<think></think>"),
+    ],
+)
+def test_thinking_and_effort_reach_the_template(
+    template: str, thinking: bool | None, effort: str | None, ending: str
+) -> None:
+    source = fixture(template)
+    variables = detect(source).template_variables(thinking=thinking, effort=effort)
+    prompt = ChatTemplate(source, bos_token="", eos_token="").render(
+        [{"role": "user", "content": "Hi"}], variables=variables
+    )
+    assert prompt.endswith(ending) if ending.startswith("<｜") else ending in prompt
+
+
 # Every family's grammar, for a choice of auto, required or one named tool.
 FAMILIES: list[ChatFormat] = [
     DeepSeekFormat(),

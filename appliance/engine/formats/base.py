@@ -242,6 +242,11 @@ class ChatFormat:
         """Text for the system message describing the tools, when the template does not render them."""
         return None
 
+    def template_variables(self, *, thinking: bool | None, effort: str | None) -> dict[str, Any]:
+        """What this family's template reads of a request's wish to think (None: the model's default)
+        and its reasoning effort (OpenAI's "minimal" to "high"); by default nothing."""
+        return {}
+
     def template_tools(self, tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """The ``tools`` list as this family's template reads it (by default as the client sent it)."""
         return tools

@@ -46,6 +46,13 @@ class DeepSeekFormat(ChatFormat):
         # The Llama-8B distill's template adds the arguments to text: it wants them as a string.
         self._string_arguments = re.search(r"\['arguments'\]\s*\+", source) is not None
 
+    def template_variables(self, *, thinking: bool | None, effort: str | None) -> dict[str, Any]:
+        """V3.1's ``thinking`` switch (off unless asked); R1 always thinks, and llama.cpp's copy of the
+        Qwen distill's template closes the thoughts at once unless ``enable_thinking``."""
+        if self.v31:
+            return {} if thinking is None else {"thinking": thinking}
+        return {"enable_thinking": True if thinking is None else thinking}
+
     def markers(self) -> tuple[str, ...]:
         return (*super().markers(), CALLS_BEGIN, CALLS_END, CALL_BEGIN, CALL_END, SEP)
 

@@ -50,6 +50,15 @@ class GptOssFormat(ChatFormat):
         # As llama.cpp names them: the analysis channel's opening and its end (the parse is our own).
         self.thinking = Thinking(CHANNEL + "analysis" + MESSAGE, END)
 
+    def template_variables(self, *, thinking: bool | None, effort: str | None) -> dict[str, Any]:
+        """Harmony's "Reasoning: low|medium|high" line: the request's effort ("minimal" is low), low
+        when it asks not to think (gpt-oss always thinks), else the template's medium."""
+        if effort in ("low", "medium", "high"):
+            return {"reasoning_effort": effort}
+        if effort == "minimal" or thinking is False:
+            return {"reasoning_effort": "low"}
+        return {}
+
     def markers(self) -> tuple[str, ...]:
         return STRUCTURE
 

@@ -45,6 +45,10 @@ class GraniteFormat(ChatFormat):
     def __init__(self) -> None:
         self.thinking = Thinking("<think>", "</think>")
 
+    def template_variables(self, *, thinking: bool | None, effort: str | None) -> dict[str, Any]:
+        """The 3.3 template's ``thinking`` switch (it asks for <think> and <response> only without tools)."""
+        return {} if thinking is None else {"thinking": thinking}
+
     def markers(self) -> tuple[str, ...]:
         return (*super().markers(), TOOL_CALL, RESPONSE_OPEN, RESPONSE_CLOSE)
 
