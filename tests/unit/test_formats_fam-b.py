@@ -176,6 +176,29 @@ def test_deepseek_templates_are_recognised_and_render_calls(template: str, name:
     assert '{"sky": "clear"}' in prompt
 
 
+@pytest.mark.parametrize(
+    "template",
+    [
+        "deepseek-ai-DeepSeek-R1-Distill-Llama-8B.jinja",
+        "deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja",
+        "llama-cpp-deepseek-r1.jinja",
+        "deepseek-ai-DeepSeek-V3.1.jinja",
+    ],
+)
+def test_deepseek_earlier_turn_with_words_and_a_call_keeps_both(template: str) -> None:
+    source = fixture(template)
+    fmt = detect(source)
+    earlier = {
+        "role": "assistant",
+        "content": "Let me check.",
+        "tool_calls": [{"id": "c", "type": "function", "function": {"name": "get_time", "arguments": "{}"}}],
+    }
+    messages = [{"role": "user", "content": "Time?"}, fmt.history_calls(earlier)]
+    messages.append({"role": "tool", "tool_call_id": "c", "content": "noon"})
+    prompt = ChatTemplate(source, bos_token="", eos_token="").render(messages)
+    assert "Let me check." in prompt and "get_time" in prompt and "noon" in prompt
+
+
 # gpt-oss: the harmony replies of llama.cpp's tests and OpenAI's harmony guide.
 OSS_THOUGHT = "<|channel|>analysis<|message|>I'm\nthinking<|end|>"
 

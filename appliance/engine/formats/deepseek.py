@@ -72,6 +72,16 @@ class DeepSeekFormat(ChatFormat):
         and no empty content (the distills' templates would write an empty turn after the calls, or
         skip the calls, for "" where they test for None)."""
         ready = super().history_calls(message)
+        if ready.get("content") and not self.v31:
+            # R1's templates write either the words or the calls of a turn: the calls go after the
+            # words, in the model's own layout.
+            written = "\n".join(
+                f"{CALL_BEGIN}function{SEP}{call['function'].get('name')}\n{FENCE_OPEN}\n"
+                f"{json.dumps(call['function'].get('arguments'), ensure_ascii=False)}\n"
+                f"{FENCE_CLOSE}{CALL_END}"
+                for call in ready.pop("tool_calls")
+            )
+            return {**ready, "content": f"{ready['content']}{CALLS_BEGIN}{written}{CALLS_END}"}
         calls = []
         for call in ready["tool_calls"]:
             fn = dict(call["function"])
