@@ -9,12 +9,9 @@ import subprocess
 import sys
 import textwrap
 
-# The start of a script that has the embedded model's vocabulary (only) as ``vocab``, and its input as
-# ``job`` (JSON on stdin).
-VOCAB_SCRIPT = textwrap.dedent("""
+_VOCAB = textwrap.dedent("""
     import json, sys, llama_cpp
     from models.embedded import embedded_model_path
-    job = json.load(sys.stdin)
     llama_cpp.llama_backend_init()
     params = llama_cpp.llama_model_default_params()
     params.vocab_only = True
@@ -22,9 +19,9 @@ VOCAB_SCRIPT = textwrap.dedent("""
     vocab = llama_cpp.llama_model_get_vocab(model)
 """)
 
-_SCRIPT = VOCAB_SCRIPT + textwrap.dedent("""
+_SCRIPT = textwrap.dedent("""
     import threading
-    grammars = job
+    grammars = json.load(sys.stdin)
     made = []
     def build():
         for grammar in grammars:
@@ -35,16 +32,23 @@ _SCRIPT = VOCAB_SCRIPT + textwrap.dedent("""
 """)
 
 
-def built_by_llama_cpp(grammars: list[str]) -> list[bool]:
-    """Whether llama.cpp built each of ``grammars`` over the embedded model's vocabulary; fails the
-    calling test with llama.cpp's stderr if its process died."""
+def in_llama_process(script: str, payload: object) -> object:
+    """What ``script`` (after the embedded model's vocabulary is loaded as ``vocab``) prints last as
+    JSON, given ``payload`` as JSON on its stdin; fails the calling test with llama.cpp's stderr if its
+    process died."""
     done = subprocess.run(
-        [sys.executable, "-c", _SCRIPT],
-        input=json.dumps(grammars),
+        [sys.executable, "-c", _VOCAB + script],
+        input=json.dumps(payload),
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    result: list[bool] = json.loads(done.stdout.strip().splitlines()[-1])
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def built_by_llama_cpp(grammars: list[str]) -> list[bool]:
+    """Whether llama.cpp built each of ``grammars`` over the embedded model's vocabulary."""
+    result = in_llama_process(_SCRIPT, grammars)
+    assert isinstance(result, list)
     return result

@@ -35,7 +35,15 @@ def _raise_exception(message: str) -> None:
 
 
 def _tojson(value: Any, indent: int | None = None, **_: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, indent=indent)
+    # Jinja's map and select give generators (llama.cpp's R1 template writes
+    # ``tools | map(attribute='function') | tojson``): they are written as lists.
+    return json.dumps(value, ensure_ascii=False, indent=indent, default=_as_list)
+
+
+def _as_list(value: Any) -> list[Any]:
+    if isinstance(value, (str, bytes, dict)) or not hasattr(value, "__iter__"):
+        raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+    return list(value)
 
 
 def _strftime_now(fmt: str) -> str:
@@ -72,15 +80,15 @@ class ChatTemplate:
         *,
         add_generation_prompt: bool = True,
         tools: list[dict[str, Any]] | None = None,
-        extra: Mapping[str, Any] | None = None,
+        variables: Mapping[str, Any] | None = None,
     ) -> str:
-        """The prompt text for ``messages``, ending with the assistant's turn opening. ``extra``: more
-        variables for the template (a request's ``chat_template_kwargs``, e.g. ``enable_thinking``);
+        """The prompt text for ``messages``, ending with the assistant's turn opening. ``variables``: more
+        for the template (a request's ``chat_template_kwargs``, e.g. ``enable_thinking``);
         they never replace the ones named here."""
         try:
             return self._template.render(
                 {
-                    **(extra or {}),
+                    **(variables or {}),
                     "messages": messages,
                     "tools": tools,
                     "add_generation_prompt": add_generation_prompt,

@@ -327,7 +327,7 @@ class LocalLlamaBackend:
         fmt = self._format
         assert self._template is not None  # loaded with the model
         grammar = await self._reply_grammar(model, params, choice)
-        variables = template_variables(params.reasoning, params.template_kwargs)
+        variables = template_variables(fmt, params.reasoning, params.template_kwargs)
         # A reply constrained from its first token leaves no room for thoughts the model would open
         # itself: unless the client asked, the template is asked for none (Qwen3 writes an empty block).
         constrained = grammar is not None and not grammar.triggers and params.grammar is None

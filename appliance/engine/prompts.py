@@ -87,30 +87,32 @@ def render_chat(
     tools: list[dict[str, Any]],
     choice: str | None,
     literals: Literals,
-    extra: Mapping[str, Any] | None = None,
+    variables: Mapping[str, Any] | None = None,
 ) -> str:
     """The chat as ``template`` renders it, every client text protected by ``literals``; the tools go to
-    the template when the family's template lists them (``fmt.native_tools``), ``extra`` as more
+    the template when the family's template lists them (``fmt.native_tools``), ``variables`` as more
     template variables. A template that rejects a "tool" turn gets tool results as user turns instead."""
     prepared = chat_messages(messages, fmt, tools, choice, literals)
-    listed = protected(tools, literals) if choice is not None and fmt.native_tools else None
+    listed = None
+    if choice is not None and fmt.native_tools:
+        listed = protected(fmt.template_tools(tools), literals)
     try:
-        return template.render(prepared, tools=listed, extra=extra)
+        return template.render(prepared, tools=listed, variables=variables)
     except TemplateError:
         if not any(m.get("role") == "tool" for m in prepared):
             raise
-    return template.render(tool_results_as_user_turns(prepared), tools=listed, extra=extra)
+    return template.render(tool_results_as_user_turns(prepared), tools=listed, variables=variables)
 
 
-def template_variables(reasoning: Reasoning, client: Mapping[str, Any]) -> dict[str, Any]:
-    """The chat template's extra variables: the client's ``chat_template_kwargs``, and the request's
-    thinking switch the way templates read it (Qwen3 and its kin ``enable_thinking``, gpt-oss
-    ``reasoning_effort``); a client's own value wins."""
-    # On unless asked off, as llama.cpp renders templates: some (DeepSeek R1's, as llama.cpp ships it)
-    # close the thinking block at once when the variable is not set.
+def template_variables(fmt: ChatFormat, reasoning: Reasoning, client: Mapping[str, Any]) -> dict[str, Any]:
+    """The chat template's extra variables: the request's thinking switch the way templates read it
+    (Qwen3 and its kin ``enable_thinking``, on unless asked off as llama.cpp renders templates, since
+    some close the thinking block at once when it is not set; ``reasoning_effort``; and what the family
+    reads besides, ``fmt.template_variables``), then the client's ``chat_template_kwargs``, which win."""
     out: dict[str, Any] = {"enable_thinking": reasoning.enabled is not False}
     if reasoning.effort is not None:
         out["reasoning_effort"] = reasoning.effort
+    out.update(fmt.template_variables(thinking=reasoning.enabled, effort=reasoning.effort))
     return {**out, **client}
 
 

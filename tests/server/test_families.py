@@ -141,6 +141,18 @@ def test_a_required_call_is_native_and_valid_in_the_anthropic_dialect(daemon: Da
     uses = [block for block in reply.content if block.type == "tool_use"]
     assert reply.stop_reason == "tool_use" and len(uses) == 1
     assert uses[0].name == "get_weather" and isinstance(uses[0].input, dict) and "city" in uses[0].input
+    with client.messages.stream(
+        model="qwen25-family",
+        max_tokens=120,
+        messages=[{"role": "user", "content": "Weather in Paris?"}],
+        tools=[tool],  # type: ignore[list-item]
+        tool_choice={"type": "any"},
+    ) as stream:
+        kinds = [event.type for event in stream]
+        streamed = stream.get_final_message()
+    assert "input_json" in kinds  # the call's arguments came in pieces as the model wrote them
+    again = [block for block in streamed.content if block.type == "tool_use"]
+    assert [(b.name, b.input) for b in again] == [(b.name, b.input) for b in uses]  # temperature 0
 
 
 def test_a_history_with_native_calls_and_results_renders(daemon: Daemon) -> None:

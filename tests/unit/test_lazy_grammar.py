@@ -5,13 +5,10 @@ text of that token that comes before the trigger."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 import textwrap
 
 from appliance.engine.formats import HermesFormat
-from tests.llama_grammars import VOCAB_SCRIPT
+from tests.llama_grammars import in_llama_process
 
 WEATHER = {
     "type": "function",
@@ -21,8 +18,9 @@ WEATHER = {
     },
 }
 
-_SCRIPT = VOCAB_SCRIPT + textwrap.dedent("""
+_SCRIPT = textwrap.dedent("""
     import ctypes
+    job = json.load(sys.stdin)
     from appliance.engine.params import SamplingParams
     from appliance.engine.sampler import new_sampler
     n_vocab = llama_cpp.llama_vocab_n_tokens(vocab)
@@ -55,11 +53,8 @@ _SCRIPT = VOCAB_SCRIPT + textwrap.dedent("""
 
 def _run(gbnf: str, triggers: tuple[str, ...], output: str, next_texts: list[str]) -> dict:  # type: ignore[type-arg]
     job = {"gbnf": gbnf, "triggers": list(triggers), "output": output, "next": next_texts}
-    done = subprocess.run(
-        [sys.executable, "-c", _SCRIPT], input=json.dumps(job), capture_output=True, text=True, timeout=120
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    report: dict = json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[type-arg]
+    report = in_llama_process(_SCRIPT, job)
+    assert isinstance(report, dict)
     return report
 
 

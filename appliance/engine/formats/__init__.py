@@ -4,7 +4,16 @@ template (llama.cpp's common/chat.cpp is the reference for what each family writ
 from __future__ import annotations
 
 from appliance.engine.formats.base import ChatFormat, Thinking
+from appliance.engine.formats.deepseek import DeepSeekFormat, is_deepseek
+from appliance.engine.formats.functionary import (
+    FunctionaryV31Format,
+    FunctionaryV32Format,
+    is_functionary_v31,
+    is_functionary_v32,
+)
 from appliance.engine.formats.generic import GenericFormat
+from appliance.engine.formats.gpt_oss import GptOssFormat
+from appliance.engine.formats.granite import GraniteFormat, is_granite3
 from appliance.engine.formats.hermes import HermesFormat
 
 
@@ -22,6 +31,16 @@ def detect(source: str | None) -> ChatFormat:
     """The format of the model whose chat template is ``source`` (None: the model has none)."""
     text = source or ""
     thinks = "<think>" in text
+    if "<|channel|>" in text:  # harmony's channels: gpt-oss
+        return GptOssFormat()
+    if is_functionary_v32(text):
+        return FunctionaryV32Format()
+    if is_functionary_v31(text) and "<tool_call>" not in text:
+        return FunctionaryV31Format()
+    if is_granite3(text):
+        return GraniteFormat()
+    if is_deepseek(text):
+        return DeepSeekFormat(text, v31="```json" not in text)
     if "<tool_call>" in text:
         return HermesFormat(thinks=thinks)
     fmt = GenericFormat()
@@ -30,4 +49,15 @@ def detect(source: str | None) -> ChatFormat:
     return fmt
 
 
-__all__ = ["ChatFormat", "GenericFormat", "HermesFormat", "ThinkingFormat", "detect"]
+__all__ = [
+    "ChatFormat",
+    "DeepSeekFormat",
+    "FunctionaryV31Format",
+    "FunctionaryV32Format",
+    "GenericFormat",
+    "GptOssFormat",
+    "GraniteFormat",
+    "HermesFormat",
+    "ThinkingFormat",
+    "detect",
+]

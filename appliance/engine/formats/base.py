@@ -241,6 +241,15 @@ class ChatFormat:
         """Text for the system message describing the tools, when the template does not render them."""
         return None
 
+    def template_variables(self, *, thinking: bool | None, effort: str | None) -> dict[str, Any]:
+        """What this family's template reads of a request's wish to think (None: the model's default)
+        and its reasoning effort (OpenAI's "minimal" to "high"); by default nothing."""
+        return {}
+
+    def template_tools(self, tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The ``tools`` list as this family's template reads it (by default as the client sent it)."""
+        return tools
+
     def history_calls(self, message: dict[str, Any]) -> dict[str, Any]:
         """An earlier assistant turn with ``tool_calls``, made ready for the template: by default the
         calls stay (OpenAI shape, with arguments also given as an object as most templates want)."""
