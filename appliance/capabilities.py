@@ -12,10 +12,11 @@ its family's native format or, without one, the generic JSON way.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from appliance.backend import Capabilities
 from models.gguf_header import GGUFError, read_gguf_file
 
 # Architectures llama.cpp runs only as encoders: they embed, they cannot generate.
@@ -158,3 +159,39 @@ def find_projector(model: Path) -> Path | None:
     except OSError:
         return None
     return found[0] if found else None
+
+
+def serving_capabilities(path: Path | None, base: Capabilities) -> Capabilities:
+    """What the router may count on from the local model in ``path``: ``base`` (what the engine does),
+    narrowed by what the file declares (an embedding-only model does not chat; None or an unreadable
+    file: ``base``, and loading it will say what is wrong)."""
+    if path is None:
+        return base
+    try:
+        declared = declared_capabilities(path)
+    except GGUFError:
+        return base
+    return replace(
+        base,
+        chat=base.chat and declared.chat,
+        completions=base.completions and declared.completion,
+        tools=base.tools and declared.tools,
+        structured_output=base.structured_output and declared.completion,
+        grammar=base.grammar and declared.completion,
+        reasoning=declared.thinking,
+        vision=False,  # a projector beside the model is found, but llama.cpp's mtmd is not wired in here
+    )
+
+
+def described_capabilities(path: Path, data_dir: Path) -> dict[str, Any]:
+    """The fields a model's description carries (`/v1/models` cards' ``meta``, `/api/show`,
+    `appliance list --json`): ``capabilities`` (Ollama's names), ``declared`` (how: template, tool
+    format, ...) and ``measured`` (what `appliance eval` found, with its one-line ``summary``; None when
+    nothing was measured on this file). GGUFError or OSError when the file cannot be read."""
+    from appliance.evaluation.results import load_results, results_summary
+
+    declared = declared_capabilities(path).to_json()
+    measured = load_results(data_dir, path)
+    if measured is not None:
+        measured = {**measured, "summary": results_summary(measured)}
+    return {"capabilities": declared.pop("capabilities"), "declared": declared, "measured": measured}
