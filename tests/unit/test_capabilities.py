@@ -13,7 +13,8 @@ from typing import Any
 import gguf
 import pytest
 
-from appliance.capabilities import VISION_UNSUPPORTED, declared_capabilities
+from appliance.backend import Capabilities
+from appliance.capabilities import VISION_UNSUPPORTED, declared_capabilities, serving_capabilities
 from models.embedded import embedded_model_path
 from models.gguf_header import ArrayInfo, GGUFError, read_gguf_file
 
@@ -129,3 +130,14 @@ def test_a_broken_file_is_a_gguf_error(tmp_path: Path) -> None:
         declared_capabilities(bad)
     with pytest.raises(GGUFError):
         declared_capabilities(tmp_path / "missing.gguf")
+
+
+def test_the_router_counts_on_what_the_file_declares(tmp_path: Path) -> None:
+    base = Capabilities()
+    chat_model = serving_capabilities(embedded_model_path(), base)
+    assert chat_model.chat and chat_model.tools and not chat_model.reasoning and not chat_model.vision
+    thinker = serving_capabilities(header_copy(tmp_path / "t.gguf", tokenizer__chat_template="<think>"), base)
+    assert thinker.reasoning
+    encoder = serving_capabilities(header_copy(tmp_path / "bert.gguf", arch="bert"), base)
+    assert not encoder.chat and not encoder.completions and not encoder.tools and encoder.embeddings
+    assert serving_capabilities(tmp_path / "missing.gguf", base) == base  # loading it will say why
