@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance.backend import Capabilities
+from appliance.capabilities import described_capabilities, serving_capabilities
 from appliance.config import PerModelSettings, Settings
 from appliance.engine.local import LOCAL_CAPABILITIES, LocalLlamaBackend, ModelState
 from appliance.engine.params import RequestLimits
@@ -149,10 +150,13 @@ class ModelManager:
         return list(self._loaded.values())
 
     def capabilities(self, model_id: str) -> Capabilities:
-        """What the local model ``model_id`` can do (the same for every model this engine loads, loaded
-        or not)."""
-        entry = self._loaded.get(model_id)
-        return entry.backend.capabilities if entry is not None else LOCAL_CAPABILITIES
+        """What the local model ``model_id`` can do, loaded or not: what the engine does, as far as the
+        model's file declares it (appliance.capabilities)."""
+        model = self._models.get(model_id)
+        if model is None:
+            return serving_capabilities(None, LOCAL_CAPABILITIES)
+        template = self.settings.per_model(model.id, model.name).chat_template_file
+        return serving_capabilities(model.path, LOCAL_CAPABILITIES, template)
 
     def model_id(self, name: str) -> str:
         """The model id ``name`` stands for: an installed model's own id first, then an alias of a
@@ -491,6 +495,8 @@ class ModelManager:
         try:
             info["size_bytes"] = model.path.stat().st_size
             info["plan"] = self.plan_for(model).to_json()
+            template = self.settings.per_model(model.id, model.name).chat_template_file
+            info.update(described_capabilities(model.path, self.settings.dirs.data, template))
         except (OSError, ValueError) as exc:
             info["error"] = str(exc)
         return info

@@ -215,6 +215,11 @@ class SyncDaemonClient(_Base):
         result: dict[str, Any] = self._request("GET", REMOTES)
         return result
 
+    def model_card(self, model: str) -> dict[str, Any]:
+        """GET /v1/models/MODEL: the model's card (with our ``meta``: its file, capabilities, results)."""
+        result: dict[str, Any] = self._request("GET", f"{OPENAI_MODELS}/{model}")
+        return result
+
     def chat(self, body: dict[str, Any]) -> dict[str, Any]:
         """One chat completion, not streamed (``body`` as OpenAI's)."""
         result: dict[str, Any] = self._request("POST", CHAT, json={**body, "stream": False})

@@ -32,6 +32,7 @@ from appliance.backend import (
     TextDelta,
     ToolCallDelta,
 )
+from appliance.capabilities import described_capabilities
 from appliance.config import PerModelSettings
 from appliance.errors import ApplianceError, InvalidRequest, ModelNotFound
 from appliance.manager import ModelManager
@@ -327,6 +328,7 @@ async def show(request: Request) -> Response:
     model = _resolve(manager, (await read_body(request, OllamaModelRequest)).model_name)
     info = manager.plan_for(model).model
     arch = info.architecture
+    described = described_capabilities(model.path, manager.settings.dirs.data)
     model_info = {
         "general.architecture": arch, "general.name": info.name, "general.parameter_count": info.n_params,
         "general.file_type": info.quant, f"{arch}.context_length": info.n_ctx_train,
@@ -339,7 +341,9 @@ async def show(request: Request) -> Response:
     return JSONResponse({
         "modelfile": f"FROM {model.path}\n", "parameters": "", "template": "", "license": "",
         "details": _details(manager, model), "model_info": model_info,
-        "capabilities": ["completion", "tools", "embedding"],
+        "capabilities": described["capabilities"],
+        # Ours, beside model_info: how the capabilities come about, and what `appliance eval` measured.
+        "appliance": {"declared": described["declared"], "measured": described["measured"]},
         "modified_at": _iso(model.path.stat().st_mtime),
     })  # fmt: skip
 

@@ -234,6 +234,9 @@ class OllamaShow(_Out):
     details: OllamaDetails
     model_info: dict[str, Any]
     capabilities: list[str]
+    appliance: dict[str, Any]
+    """Ours: ``declared`` (template, tool_format, embedding_only, vision...) and ``measured`` (the probe,
+    golden set and drift results `appliance eval` kept for this file, or null)."""
     modified_at: str
 
 
@@ -357,6 +360,9 @@ class InstalledModel(_Out):
     state: str
     size_bytes: int | None = None
     plan: dict[str, Any] | None = None
+    capabilities: list[str] = Field([], description="what its file declares, in Ollama's names")
+    declared: dict[str, Any] | None = Field(None, description="how: template, tool_format, embedding_only...")
+    measured: dict[str, Any] | None = Field(None, description="what `appliance eval` measured on this file")
     error: str | None = Field(None, description="why the model cannot be planned (a file gone, unreadable)")
 
 

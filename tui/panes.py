@@ -102,11 +102,29 @@ def plan_text(model: dict[str, Any]) -> str:
         f"{_gib(memory.get('vram_bytes'))} VRAM; {'fits' if plan.get('fits') else 'does not fit'}",
         *(f"  - {reason}" for reason in plan.get("reasons") or []),
     ]
+    lines += capability_lines(model)
     for alt in plan.get("alternatives") or []:
         verdict = "fits" if alt.get("fits") else "does not fit"
         ram = _gib(alt.get("ram_bytes"))
         lines.append(f"  alternative {alt.get('quant')}: context {alt.get('n_ctx')}, {ram} RAM, {verdict}")
     return "\n".join(lines)
+
+
+def capability_lines(model: dict[str, Any]) -> list[str]:
+    """What the model's file declares and what `appliance eval` measured on it (none for a daemon too
+    old to say)."""
+    lines = []
+    if model.get("capabilities"):
+        declared = model.get("declared") or {}
+        how = [f"tools {declared['tool_format']}"] if declared.get("tool_format") else []
+        how += [f"vision: {declared['vision']}"] if declared.get("vision") else []
+        lines.append(
+            f"  capabilities {', '.join(model['capabilities'])}" + (f" ({'; '.join(how)})" if how else "")
+        )
+    summary = (model.get("measured") or {}).get("summary")
+    if summary:
+        lines.append(f"  measured {summary}")
+    return lines
 
 
 def log_row(e: dict[str, Any]) -> tuple[str, ...]:

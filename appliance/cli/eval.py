@@ -1,9 +1,11 @@
-"""`appliance eval MODEL [--golden FILE.jsonl] [--against MODEL2] [--url URL] [--json]`.
+"""`appliance eval MODEL [--golden FILE.jsonl] [--against MODEL2] [--probe] [--url URL] [--json]`.
 
 The golden set is answered by the daemon at ``--url`` (MODEL is then any id it serves, a remote's
 included) or by MODEL loaded here (a .gguf path or an installed name), planned as `serve` plans it.
 Drift (``--against``) needs logits, which no HTTP API returns whole: both models are loaded here, one
-after the other, each planned for one sequence of ``--chunk`` tokens.
+after the other, each planned for one sequence of ``--chunk`` tokens. ``--probe`` runs the capability
+probe (appliance.evaluation.probe) instead of the golden set. Results are kept with the model file
+(appliance.evaluation.results), for `list`, `plan`, `/api/show` and the TUI.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from appliance.evaluation.golden import Case, GoldenError, Outcome, builtin_gold
 
 if TYPE_CHECKING:
     from appliance.evaluation.drift import Drift
+    from appliance.evaluation.probe import ProbeResult
     from appliance.hardware.profile import HardwareProfile
     from appliance.planner.plan import Plan
 
@@ -49,6 +52,10 @@ class EvalRun:
     drift: Drift | None = None
     file: Path | None = None  # the model's file, when it was loaded here
     against_file: Path | None = None
+    probe: bool = False
+    probed: ProbeResult | None = None
+    against_quant: str | None = None
+    stored: Path | None = None  # where the results were kept
 
 
 def _local(settings: Settings, hardware: HardwareProfile, target: str, **model: Any) -> Plan:
@@ -72,6 +79,47 @@ def _local(settings: Settings, hardware: HardwareProfile, target: str, **model: 
     return chosen
 
 
+def _replies(run: EvalRun, settings: Settings, hardware: HardwareProfile) -> Any:
+    """The daemon's replies (``--url``), or the model's loaded here; sets ``run.file`` when the file is
+    known here (a daemon on this machine names it in the model's card)."""
+    from appliance.evaluation.replies import DaemonReplies, LocalReplies
+
+    if run.url is not None:
+        replies = DaemonReplies(run.url, run.model, run.api_key)
+        try:
+            path = (replies.card().get("meta") or {}).get("path")
+        except EvalError:  # a model it sends to a remote has no card: the golden set still runs
+            path = None
+        if path and Path(path).is_file():
+            run.file = Path(path)
+        return replies
+    from appliance.planning import fallback_ladder, load_options
+    from models.naming import model_id_from_path
+
+    chosen = _local(settings, hardware, run.model, n_parallel=1)
+    run.file = Path(chosen.model.path)
+    options = load_options(chosen, hardware, settings.model.n_threads)
+    fallbacks = fallback_ladder(options, chosen.model)
+    return LocalReplies(run.file, model_id_from_path(run.file), options, fallbacks)
+
+
+def _probe(run: EvalRun, settings: Settings, hardware: HardwareProfile) -> None:
+    from appliance.capabilities import declared_capabilities
+    from appliance.evaluation.probe import run_probe
+    from models.gguf_header import GGUFError
+
+    replies = _replies(run, settings, hardware)
+    if run.file is not None:
+        try:
+            thinking = declared_capabilities(run.file).thinking
+        except GGUFError as exc:
+            raise EvalError(str(exc)) from None
+    else:  # a remote's model: what the daemon declares
+        thinking = "thinking" in (replies.card().get("meta") or {}).get("capabilities", [])
+    with replies:
+        run.probed = run_probe(replies, thinking=thinking)
+
+
 def _answer_golden(
     run: EvalRun,
     cases: list[tuple[str, Case]],
@@ -79,20 +127,7 @@ def _answer_golden(
     hardware: HardwareProfile,
     progress: TextIO | None,
 ) -> None:
-    from appliance.evaluation.replies import DaemonReplies, LocalReplies
-
-    if run.url is not None:
-        replies: Any = DaemonReplies(run.url, run.model, run.api_key)
-    else:
-        from appliance.planning import fallback_ladder, load_options
-        from models.naming import model_id_from_path
-
-        chosen = _local(settings, hardware, run.model, n_parallel=1)
-        run.file = Path(chosen.model.path)
-        options = load_options(chosen, hardware, settings.model.n_threads)
-        replies = LocalReplies(
-            run.file, model_id_from_path(run.file), options, fallback_ladder(options, chosen.model)
-        )
+    replies = _replies(run, settings, hardware)
     with replies:
         if progress is not None:
             progress.write(f"golden set {run.golden or 'built-in'} ({len(cases)} cases):\n")
@@ -126,6 +161,7 @@ def _measure_drift(
 
     run.file = Path(plans["model"].model.path)
     run.against_file = Path(plans["against"].model.path)
+    run.against_quant = plans["against"].model.quant
     by_path = {Path(p.model.path): p for p in plans.values()}
 
     @contextlib.contextmanager
@@ -155,6 +191,14 @@ def run_eval(run: EvalRun, settings: Settings, progress: TextIO | None = None) -
 
     if run.chunk < 16:
         raise EvalError("--chunk must be at least 16 tokens")
+    if run.probe:
+        if run.against is not None or run.golden is not None:
+            raise EvalError("--probe runs the probe set alone: drop --golden and --against")
+        from appliance.hardware.detect import detect_hardware as detect
+
+        _probe(run, settings, detect())
+        _store(run, settings)
+        return run
     try:
         cases = load_golden(run.golden or builtin_golden())
     except GoldenError as exc:
@@ -173,7 +217,32 @@ def run_eval(run: EvalRun, settings: Settings, progress: TextIO | None = None) -
     _answer_golden(run, cases, settings, hardware, progress)
     if run.against is not None:
         _measure_drift(run, text, plans, settings, hardware)
+    _store(run, settings)
     return run
+
+
+def _store(run: EvalRun, settings: Settings) -> None:
+    """Keep the results with the model file, when it is known here."""
+    from appliance.evaluation.results import save_results
+    from models.gguf_header import GGUFError
+
+    if run.file is None:
+        return  # a remote's model, or a daemon elsewhere: nothing here to keep them with
+    sections: dict[str, dict[str, Any]] = {}
+    if run.probed is not None:
+        sections["probe"] = run.probed.to_json()
+    if run.outcomes:
+        passed = sum(o.passed for o in run.outcomes)
+        sections["golden"] = {"passed": passed, "total": len(run.outcomes), "pass_rate": pass_rate(run),
+                              "golden": str(run.golden or "built-in")}  # fmt: skip
+    if run.drift is not None:
+        drift = run.drift.to_json()
+        sections["drift"] = {"against": run.against, "against_quant": run.against_quant,
+                             **{k: drift[k] for k in ("kld_mean", "top1_agreement", "ppl")}}  # fmt: skip
+    try:
+        run.stored = save_results(settings.dirs.data, run.file, run.model, **sections)
+    except (OSError, GGUFError) as exc:
+        raise EvalError(f"cannot keep the results: {exc}") from None
 
 
 def pass_rate(run: EvalRun) -> float:
@@ -189,6 +258,9 @@ def _outcome_line(outcome: Outcome) -> str:
 
 
 def eval_json(run: EvalRun) -> dict[str, Any]:
+    if run.probed is not None:
+        return {"model": run.model, "file": str(run.file) if run.file else None, "url": run.url,
+                "probe": run.probed.to_json(), "stored": str(run.stored) if run.stored else None}  # fmt: skip
     data: dict[str, Any] = {
         "model": run.model,
         "file": str(run.file) if run.file else None,
@@ -211,6 +283,12 @@ def eval_json(run: EvalRun) -> dict[str, Any]:
 def eval_summary(run: EvalRun) -> str:
     """What follows the per-case lines in text output."""
     where = f"served at {run.url}" if run.url else f"{run.file.name if run.file else run.model}, loaded here"
+    if run.probed is not None:
+        from appliance.evaluation.results import results_summary
+
+        lines = [f"{run.model} ({where}): {results_summary({'probe': run.probed.to_json()})}"]
+        lines += [f"  {why}" for why in run.probed.failures]
+        return "\n".join(lines + ([f"kept in {run.stored}"] if run.stored else []))
     lines = [
         f"{run.model} ({where}): {sum(o.passed for o in run.outcomes)} of {len(run.outcomes)} golden cases "
         f"passed, pass rate {pass_rate(run):.2f}"
@@ -266,6 +344,11 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
         "--text", type=Path, metavar="FILE", help="text drift is measured on (default: built-in)"
     )
     evaluate.add_argument("--chunk", type=int, default=512, help="tokens per drift chunk (default 512)")
+    evaluate.add_argument(
+        "--probe",
+        action="store_true",
+        help="run the capability probe instead: valid tool calls, JSON for a schema, thinking split",
+    )
     evaluate.add_argument("--json", action="store_true", help="print the results as JSON")
     evaluate.set_defaults(run=run_command)
 
@@ -274,7 +357,8 @@ def run_command(args: argparse.Namespace) -> int:
     """Evaluate; the exit status."""
     loaded = settings(args)
     key = api_key(args, loaded)
-    run = EvalRun(args.model, args.golden, args.against, base_url(args.url), key, args.text, args.chunk)
+    run = EvalRun(args.model, args.golden, args.against, base_url(args.url), key, args.text, args.chunk,
+                  probe=args.probe)  # fmt: skip
     try:
         return main(run, loaded, args.json)
     except EvalError as exc:

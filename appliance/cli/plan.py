@@ -116,10 +116,24 @@ def make_plan(settings: Settings, target: str, *, dry_run: bool = True) -> tuple
     return chosen, figures
 
 
-def plan_json(chosen: Plan, figures: dict[str, Any] | None) -> str:
+def measured(settings: Settings, chosen: Plan) -> dict[str, Any] | None:
+    """What `appliance eval` kept for the planned file (None: nothing, or not a file here)."""
+    from appliance.evaluation.results import load_results
+    from models.gguf_header import GGUFError
+
+    path = Path(chosen.model.path)
+    try:
+        return load_results(settings.dirs.data, path) if path.is_file() else None
+    except (GGUFError, OSError):
+        return None
+
+
+def plan_json(chosen: Plan, figures: dict[str, Any] | None, results: dict[str, Any] | None = None) -> str:
     data = chosen.to_json()
     if figures is not None:
         data["llama_cpp"] = figures
+    if results is not None:
+        data["measured"] = results
     return to_json(data)
 
 
@@ -127,7 +141,7 @@ def _mib(n: int) -> str:
     return f"{n / MIB:,.0f} MiB"
 
 
-def plan_text(chosen: Plan, figures: dict[str, Any] | None) -> str:
+def plan_text(chosen: Plan, figures: dict[str, Any] | None, results: dict[str, Any] | None = None) -> str:
     m, s, mem = chosen.model, chosen.settings, chosen.memory
     where = (
         "CPU"
@@ -148,6 +162,10 @@ def plan_text(chosen: Plan, figures: dict[str, Any] | None) -> str:
         lines.append(
             f"  llama.cpp dry run: KV {_mib(figures['kv_bytes'])}, compute buffers reserved {compute}"
         )
+    if results:
+        from appliance.evaluation.results import results_summary
+
+        lines.append(f"  measured {results_summary(results)}")
     lines.append("  why")
     lines.extend(f"    - {reason}" for reason in chosen.reasons)
     if len(chosen.alternatives) > 1:
@@ -189,7 +207,8 @@ def run(args: argparse.Namespace) -> int:
         chosen, figures = make_plan(loaded, args.model, dry_run=not args.no_dry_run)
     except PlanError as exc:
         raise UserError(str(exc)) from None
-    print(plan_json(chosen, figures) if args.json else plan_text(chosen, figures))
+    results = measured(loaded, chosen)
+    print(plan_json(chosen, figures, results) if args.json else plan_text(chosen, figures, results))
     if not chosen.fits:
         raise UserError(chosen.reasons[0])
     return 0

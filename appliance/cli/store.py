@@ -33,9 +33,23 @@ def _fits(model: LocalModel, hardware: HardwareProfile, settings: Settings) -> t
         return "no", str(exc)
 
 
+def _capabilities(model: LocalModel, settings: Settings) -> dict[str, Any]:
+    """What the file declares and what was measured on it (appliance.capabilities); empty if unreadable."""
+    from appliance.capabilities import declared_capabilities, described_capabilities
+    from models.gguf_header import GGUFError
+
+    try:
+        template = settings.per_model(model.id, model.name).chat_template_file
+        described = described_capabilities(model.path, settings.dirs.data, template)
+        return {**described, "short": declared_capabilities(model.path, template).short()}
+    except (GGUFError, OSError):
+        return {"capabilities": [], "declared": None, "measured": None, "short": ""}
+
+
 def list_entries(settings: Settings, hardware: HardwareProfile) -> list[dict[str, Any]]:
-    """`appliance list --json`: INTERFACES.md's fields, plus each model's origin and, for a file that
-    cannot be read (corrupt, truncated, missing), ``error`` saying why."""
+    """`appliance list --json`: INTERFACES.md's fields, plus each model's origin, its capabilities
+    (``capabilities``, ``declared``, ``measured``) and, for a file that cannot be read (corrupt,
+    truncated, missing), ``error`` saying why."""
     entries = []
     from appliance.inventory import installed_models
 
@@ -43,7 +57,8 @@ def list_entries(settings: Settings, hardware: HardwareProfile) -> list[dict[str
         fits, error = _fits(m, hardware, settings)
         entries.append({"name": m.id, "quant": m.quant, "size_bytes": m.size_bytes, "sha256": m.sha256,
                         "path": str(m.path), "source": m.origin or m.source, "external": m.external,
-                        "fits": fits, "kind": m.source, "error": error})  # fmt: skip
+                        "fits": fits, "kind": m.source, "error": error,
+                        **_capabilities(m, settings)})  # fmt: skip
     return entries
 
 
@@ -56,11 +71,13 @@ def _size(n: int | None) -> str:
 def list_text(entries: list[dict[str, Any]]) -> str:
     if not entries:
         return "no models installed: `appliance pull owner/repo` or `appliance import FILE.gguf`"
-    rows = [("NAME", "QUANT", "SIZE", "FITS", "FROM")]
+    rows = [("NAME", "QUANT", "SIZE", "FITS", "CAPABILITIES", "MEASURED", "FROM")]
     for e in entries:
         origin = e["kind"] + (" (external)" if e["external"] else "")
         fits = "broken" if e.get("error") else e["fits"]
-        rows.append((e["name"], e["quant"] or "?", _size(e["size_bytes"]), fits, origin))
+        measured = (e.get("measured") or {}).get("summary") or "-"
+        rows.append((e["name"], e["quant"] or "?", _size(e["size_bytes"]), fits, e.get("short") or "?",
+                     measured, origin))  # fmt: skip
     lines = table(rows)
     lines += [f"{e['name']} is broken: {e['error']}" for e in entries if e.get("error")]
     return "\n".join(lines)

@@ -9,18 +9,35 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import client
-from appliance.backend import ChatParams, TextDelta
+from appliance.backend import ChatParams, Finished, TextDelta
 from appliance.engine.params import LoadOptions, SamplingParams
 from appliance.errors import ApplianceError
 from appliance.evaluation import CaseError, EvalError
 from appliance.evaluation.golden import Case
 
 GREEDY = SamplingParams(temperature=0.0, seed=0)
+
+
+@dataclass
+class Answer:
+    """A whole reply as the probe reads it: the text, the thinking kept apart, and the tool calls as
+    (name, arguments JSON text)."""
+
+    content: str = ""
+    reasoning: str = ""
+    calls: list[tuple[str, str]] = field(default_factory=list)
+
+
+def _response_format(schema: dict[str, Any] | None) -> dict[str, Any]:
+    return {} if schema is None else {
+        "response_format": {"type": "json_schema", "json_schema": {"name": "reply", "schema": schema}}
+    }  # fmt: skip
 
 
 class DaemonReplies:
@@ -36,6 +53,15 @@ class DaemonReplies:
 
     def __exit__(self, *exc: object) -> None:
         self._daemon.close()
+
+    def card(self) -> dict[str, Any]:
+        """The model's card as the daemon describes it."""
+        try:
+            return self._daemon.model_card(self.model)
+        except client.DaemonUnreachable as exc:
+            raise EvalError(exc.hint) from None
+        except client.ClientError as exc:
+            raise EvalError(str(exc)) from None
 
     def reply(self, case: Case) -> str:
         body: dict[str, Any] = {
@@ -53,6 +79,10 @@ class DaemonReplies:
                 "type": "json_schema",
                 "json_schema": {"name": "reply", "schema": schema},
             }
+        message = self._message(body)
+        return str(message.get("content") or "")
+
+    def _message(self, body: dict[str, Any]) -> dict[str, Any]:
         try:
             answer = self._daemon.chat(body)
         except client.DaemonUnreachable as exc:
@@ -64,8 +94,26 @@ class DaemonReplies:
             raise CaseError(str(exc)) from None
         except client.ClientError as exc:
             raise EvalError(str(exc)) from None
-        message = answer["choices"][0]["message"]
-        return str(message.get("content") or "")
+        message: dict[str, Any] = answer["choices"][0]["message"]
+        return message
+
+    def answer(
+        self,
+        messages: list[dict[str, Any]],
+        max_tokens: int,
+        tools: list[dict[str, Any]] | None = None,
+        schema: dict[str, Any] | None = None,
+    ) -> Answer:
+        """The whole reply to ``messages`` (greedy), with ``tools`` under tool_choice auto or held to
+        ``schema``."""
+        body: dict[str, Any] = {"model": self.model, "messages": messages, "max_tokens": max_tokens,
+                                "temperature": 0, "seed": 0, **_response_format(schema)}  # fmt: skip
+        if tools:
+            body.update(tools=tools, tool_choice="auto")
+        message = self._message(body)
+        calls = [(str(c["function"]["name"]), str(c["function"]["arguments"]))
+                 for c in message.get("tool_calls") or []]  # fmt: skip
+        return Answer(str(message.get("content") or ""), str(message.get("reasoning_content") or ""), calls)
 
 
 class LocalReplies:
@@ -109,6 +157,31 @@ class LocalReplies:
             return self._loop.run_until_complete(self._reply(params))
         except ApplianceError as exc:
             raise CaseError(exc.message) from None
+
+    def answer(
+        self,
+        messages: list[dict[str, Any]],
+        max_tokens: int,
+        tools: list[dict[str, Any]] | None = None,
+        schema: dict[str, Any] | None = None,
+    ) -> Answer:
+        """As DaemonReplies.answer, from the model loaded here."""
+        params = ChatParams(messages=messages, sampling=GREEDY, max_tokens=max_tokens, json_schema=schema,
+                            tools=tools or [], tool_choice="auto" if tools else None)  # fmt: skip
+        try:
+            return self._loop.run_until_complete(self._answer(params))
+        except ApplianceError as exc:
+            raise CaseError(exc.message) from None
+
+    async def _answer(self, params: ChatParams) -> Answer:
+        answer = Answer()
+        async for event in await self._backend.chat(params):
+            if isinstance(event, TextDelta):
+                answer.content += event.text
+                answer.reasoning += event.reasoning
+            elif isinstance(event, Finished):
+                answer.calls = [(call.name, call.arguments) for call in event.tool_calls]
+        return answer
 
     async def _reply(self, params: ChatParams) -> str:
         stream = await self._backend.chat(params)

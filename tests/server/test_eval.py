@@ -130,6 +130,7 @@ def test_errors_are_one_line_and_exit_1(daemon: Daemon, tmp_path: Path) -> None:
         ([MODEL_ID, "--against", "no-such-model"], "no such file or installed model: no-such-model"),
         ([MODEL_ID, "--against", MODEL_ID, "--text", str(short)], "drift needs at least one chunk of 512"),
         ([MODEL_ID, "--against", MODEL_ID, "--chunk", "4"], "--chunk must be at least 16"),
+        ([MODEL_ID, "--probe", "--against", MODEL_ID], "--probe runs the probe set alone"),
     ]
     for args, expected in cases:
         done = _eval(tmp_path, *args)

@@ -16,6 +16,7 @@ import pytest
 
 from appliance.engine.formats.schema import literal
 from models.embedded import embedded_model_path
+from tests import web
 from tests.server.conftest import NO_EOS_BIAS, Daemon, start_daemon, stop_daemon
 
 TEMPLATES = Path(__file__).parent.parent / "fixtures" / "templates"
@@ -205,3 +206,15 @@ def test_a_template_that_opens_the_thoughts_and_a_thinking_budget(daemon: Daemon
         **ban_eos,  # type: ignore[arg-type]
     )
     assert off.choices[0].message.content and not getattr(off.choices[0].message, "reasoning_content", None)
+
+
+def test_capabilities_follow_the_configured_template(daemon: Daemon) -> None:
+    """The same weights declare thinking under Qwen3's template and not under Qwen2.5's, with the
+    family's tool format named (read from the template file the settings give, without a load)."""
+    shown = {
+        m: web.post(f"{daemon.url}/api/show", json={"model": m}, timeout=30).json() for m in FAMILY_MODELS
+    }
+    assert "thinking" in shown["qwen3-family"]["capabilities"]
+    assert "thinking" not in shown["qwen25-family"]["capabilities"]
+    assert all("tools" in s["capabilities"] for s in shown.values())
+    assert shown["qwen25-family"]["appliance"]["declared"]["tool_format"] == "hermes"
