@@ -11,9 +11,9 @@ from pathlib import Path, PurePosixPath
 
 import httpx
 
-# huggingface_hub is imported where it is used, not here: its hf_api cost every daemon and CLI start
-# 0.13 s of CPU on top of the daemon's 1.41 s of imports, and the daemon and most commands import this
-# module without ever talking to the Hub.
+# huggingface_hub is imported where it is used, not here: its hf_api cost every daemon start 0.13 s of
+# CPU on top of the daemon's 1.41 s of imports, and the daemon imports this module (for its pull routes)
+# without ever talking to the Hub until a pull.
 from models.errors import NotFound
 from models.naming import quant_from_path
 
