@@ -23,17 +23,14 @@ def _rows(app: ApplianceApp, table_id: str) -> list[list[str]]:
 
 
 def drive(daemon: Daemon, scenario: Callable[[ApplianceApp, Pilot[None]], Awaitable[None]]) -> None:
-    """Run ``scenario`` with the app attached to ``daemon`` in a 120x40 test terminal; stop the daemon."""
+    """Run ``scenario`` with the app attached to ``daemon`` in a 120x40 test terminal."""
 
     async def run() -> None:
         app = ApplianceApp(daemon.url)
         async with app.run_test(size=(120, 40)) as pilot:
             await scenario(app, pilot)
 
-    try:
-        asyncio.run(run())
-    finally:
-        stop_daemon(daemon)
+    asyncio.run(run())
 
 
 def _state(app: ApplianceApp, name: str) -> str | None:
@@ -102,7 +99,7 @@ def test_dashboard_models_load_unload_and_reconnect(tmp_path: Path) -> None:
         stop_daemon(daemon)
 
 
-def test_chat_streams_a_reply_with_its_speed_and_escape_stops_a_long_one(tmp_path: Path) -> None:
+def test_chat_streams_a_reply_with_its_speed_and_escape_stops_a_long_one(tui_daemon: Daemon) -> None:
     from textual.widgets import Input, RichLog
 
     def transcript(app: ApplianceApp) -> str:
@@ -154,10 +151,10 @@ def test_chat_streams_a_reply_with_its_speed_and_escape_stops_a_long_one(tmp_pat
                 break
         assert "(stopped)" in transcript(app)
 
-    drive(start_daemon(tmp_path, "--parallel", "1", "--ctx", "2048"), scenario)
+    drive(tui_daemon, scenario)
 
 
-def test_the_command_palette_offers_the_appliance_s_commands(tmp_path: Path) -> None:
+def test_the_command_palette_offers_the_appliance_s_commands(tui_daemon: Daemon) -> None:
     async def scenario(app: ApplianceApp, pilot: Pilot[None]) -> None:
         titles = [command.title for command in app.get_system_commands(app.screen)]
         assert {"Pull a model", "Show models", "Load the selected model", "Quit"} <= set(titles)
@@ -166,4 +163,4 @@ def test_the_command_palette_offers_the_appliance_s_commands(tmp_path: Path) -> 
         await pilot.pause(0.2)
         assert app.query_one(TabbedContent).active == "logs"
 
-    drive(start_daemon(tmp_path, "--parallel", "1", "--ctx", "2048"), scenario)
+    drive(tui_daemon, scenario)

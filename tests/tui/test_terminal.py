@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.server.conftest import MODEL_ID, start_daemon, stop_daemon, wait_until
+from tests.server.conftest import MODEL_ID, Daemon, wait_until
 
 
 def _screen(session: str) -> str:
@@ -24,11 +24,10 @@ def _alive(session: str) -> bool:
 
 
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux")
-def test_the_tui_draws_in_a_120x40_terminal_and_quits_on_q(tmp_path: Path) -> None:
-    daemon = start_daemon(tmp_path, "--parallel", "1", "--ctx", "2048")
+def test_the_tui_draws_in_a_120x40_terminal_and_quits_on_q(tui_daemon: Daemon, tmp_path: Path) -> None:
     session = f"appliance-{uuid.uuid4().hex[:8]}"
     env = f"APPLIANCE_HOME={tmp_path} TERM=xterm-256color COLORTERM=truecolor"
-    command = f"env {env} {sys.executable} -m appliance tui --url {daemon.url}"
+    command = f"env {env} {sys.executable} -m appliance tui --url {tui_daemon.url}"
     try:
         subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "120", "-y", "40", command],
                        check=True, env={**os.environ, "TMUX": ""})  # fmt: skip
@@ -48,4 +47,3 @@ def test_the_tui_draws_in_a_120x40_terminal_and_quits_on_q(tmp_path: Path) -> No
         )
     finally:
         subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
-        stop_daemon(daemon)
