@@ -155,8 +155,11 @@ class ModelManager:
         model = self._models.get(model_id)
         if model is None:
             return serving_capabilities(None, LOCAL_CAPABILITIES)
-        template = self.settings.per_model(model.id, model.name).chat_template_file
-        return serving_capabilities(model.path, LOCAL_CAPABILITIES, template)
+        return serving_capabilities(model.path, LOCAL_CAPABILITIES, self.template_file(model))
+
+    def template_file(self, model: LocalModel) -> Path | None:
+        """The chat template the settings give ``model`` in place of its GGUF's, if any."""
+        return self.settings.per_model(model.id, model.name).chat_template_file
 
     def model_id(self, name: str) -> str:
         """The model id ``name`` stands for: an installed model's own id first, then an alias of a
@@ -495,8 +498,8 @@ class ModelManager:
         try:
             info["size_bytes"] = model.path.stat().st_size
             info["plan"] = self.plan_for(model).to_json()
-            template = self.settings.per_model(model.id, model.name).chat_template_file
-            info.update(described_capabilities(model.path, self.settings.dirs.data, template))
+            data = self.settings.dirs.data
+            info.update(described_capabilities(model.path, data, self.template_file(model)))
         except (OSError, ValueError) as exc:
             info["error"] = str(exc)
         return info

@@ -328,7 +328,7 @@ async def show(request: Request) -> Response:
     model = _resolve(manager, (await read_body(request, OllamaModelRequest)).model_name)
     info = manager.plan_for(model).model
     arch = info.architecture
-    described = described_capabilities(model.path, manager.settings.dirs.data)
+    described = described_capabilities(model.path, manager.settings.dirs.data, manager.template_file(model))
     model_info = {
         "general.architecture": arch, "general.name": info.name, "general.parameter_count": info.n_params,
         "general.file_type": info.quant, f"{arch}.context_length": info.n_ctx_train,
