@@ -46,6 +46,9 @@ class ChatParams:
     # llama-server's default: small models asked for a list of calls tend to repeat one forever.
     parallel_tool_calls: bool = False
     reasoning: Reasoning = field(default_factory=Reasoning)
+    context_tokens: int | None = None
+    """The context this request may use (Ollama's ``num_ctx``): prompt and reply within it. None: one
+    slot's; more than a slot holds is the manager's to grant (a reload) before the engine sees it."""
 
 
 def has_images(messages: list[dict[str, Any]]) -> bool:
@@ -71,6 +74,7 @@ class CompletionParams:
     echo: bool = False
     json_schema: dict[str, Any] | None = None
     grammar: str | None = None  # a client's GBNF grammar, instead of json_schema
+    context_tokens: int | None = None  # as ChatParams.context_tokens
 
 
 @dataclass(frozen=True)

@@ -306,6 +306,7 @@ class LocalLlamaBackend:
             params.stop,
             params.top_logprobs,
             tool_mode=choice is not None,
+            context_tokens=params.context_tokens,
         )
 
     async def complete(self, params: CompletionParams) -> JobStream:
@@ -334,6 +335,7 @@ class LocalLlamaBackend:
             params.stop,
             params.top_logprobs,
             prefix_text=echo,
+            context_tokens=params.context_tokens,
         )
 
     async def embed(self, inputs: list[str] | list[list[int]]) -> Embeddings:
@@ -408,9 +410,10 @@ class LocalLlamaBackend:
         *,
         tool_mode: bool = False,
         prefix_text: str = "",
+        context_tokens: int | None = None,
     ) -> JobStream:
         max_tokens = generation_budget(
-            len(prompt), max_tokens, model.n_ctx_per_seq, self.limits.max_tokens_cap
+            len(prompt), max_tokens, model.n_ctx_per_seq, self.limits.max_tokens_cap, context_tokens
         )
         sampling = fitted_sampling(sampling, grammar, model.n_ctx_per_seq, model.n_vocab)
         deadline_s = self.limits.request_deadline_s
