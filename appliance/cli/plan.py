@@ -90,8 +90,8 @@ def candidates(target: Path) -> list[ModelInfo]:
 
 
 def make_plan(settings: Settings, target: str, *, dry_run: bool = True) -> tuple[Plan, dict[str, Any] | None]:
-    """The plan for ``target`` on this machine (with its own `[models."ID"]` settings), and llama.cpp's own figures from a dry run (only for
-    a local file)."""
+    """The plan for ``target`` on this machine (with its own `[models."ID"]` settings), and llama.cpp's
+    own figures from a dry run (only for a local file)."""
     from appliance.hardware.detect import detect_hardware
     from appliance.planning import choose_plan, load_options
 
