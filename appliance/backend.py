@@ -48,6 +48,9 @@ class ChatParams:
     reasoning: Reasoning = field(default_factory=Reasoning)
     template_kwargs: dict[str, Any] = field(default_factory=dict)
     """More variables for the model's chat template (vLLM's ``chat_template_kwargs``)."""
+    context_tokens: int | None = None
+    """The context this request may use (Ollama's ``num_ctx``): prompt and reply within it. None: one
+    slot's; more than a slot holds is the manager's to grant (a reload) before the engine sees it."""
 
 
 def has_images(messages: list[dict[str, Any]]) -> bool:
@@ -73,6 +76,7 @@ class CompletionParams:
     echo: bool = False
     json_schema: dict[str, Any] | None = None
     grammar: str | None = None  # a client's GBNF grammar, instead of json_schema
+    context_tokens: int | None = None  # as ChatParams.context_tokens
 
 
 @dataclass(frozen=True)

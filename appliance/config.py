@@ -54,6 +54,11 @@ class StateDirs:
         """The model store: GGUF files here (or one folder down) can be served by name."""
         return self.data / "models"
 
+    @property
+    def derived(self) -> Path:
+        """Derived models (Ollama's /api/create and /api/copy): a name and settings over a stored file."""
+        return self.data / "derived"
+
 
 def state_dirs(home: Path | None = None) -> StateDirs:
     """The state directories: under ``home`` when given, else platformdirs' user dirs. Settings.dirs is
@@ -152,6 +157,8 @@ class ModelSettings(BaseModel):
     """Layers offloaded to a GPU (-1: all, 0: none); empty lets the planner choose."""
     flash_attn: Literal["auto", "on", "off"] = "auto"
     """Flash attention: auto lets llama.cpp decide per backend."""
+    kv_type: Literal["f16", "q8_0", "q4_0"] | None = None
+    """KV cache type (q8_0 and q4_0 need flash attention); empty: f16, q8_0 when only that fits."""
     keep_alive: str = "5m"
     """How long a model loaded on demand stays loaded after its last request ("30s", "5m", "1h"; -1: until
     its memory is needed). The model `serve` starts with stays loaded unless memory is needed."""
@@ -165,6 +172,13 @@ class ModelSettings(BaseModel):
     def _duration(cls, value: str) -> str:
         parse_duration(value)
         return value
+
+
+class ModelMessage(BaseModel):
+    """A turn a model's configuration puts before every chat (Ollama's MESSAGE)."""
+
+    role: Literal["system", "user", "assistant"]
+    content: str
 
 
 class PerModelSettings(BaseModel):
@@ -195,6 +209,17 @@ class PerModelSettings(BaseModel):
     chat_template_file: Path | None = None
     """A Jinja chat template used instead of the one in the GGUF (llama-server's --chat-template-file);
     its model family's tool-call and thinking format is recognised from it (applies at the next load)."""
+    stop: list[str] = []
+    """Stop sequences for requests that give none."""
+    num_ctx: int | None = Field(None, ge=64)
+    """Context of one request in tokens (Ollama's `num_ctx`), for requests that give none: at most one
+    slot's context bounds them; more reloads the model with larger slots when they fit."""
+    messages: list[ModelMessage] = []
+    """Turns put before every chat's own (after its system prompt), as Ollama's MESSAGE lines."""
+    reasoning: bool | Literal["low", "medium", "high"] | None = None
+    """Thinking on or off, or how hard, for chats that do not say (a request's own switch wins)."""
+    kv_type: Literal["f16", "q8_0", "q4_0"] | None = None
+    """KV cache type of this model (q8_0 and q4_0 need flash attention); empty: the planner picks."""
 
     @field_validator("aliases")
     @classmethod
@@ -360,11 +385,11 @@ class Settings(BaseSettings):
 
     def for_model(self, *names: str) -> Settings:
         """These settings as the planner should see them for the model ``names`` name (as `per_model`):
-        its own `n_ctx` and `n_parallel` over those of `[model]`."""
+        its own `n_ctx`, `n_parallel` and `kv_type` over those of `[model]`."""
         per_model = self.per_model(*names)
-        if per_model.n_ctx is None and per_model.n_parallel is None:
+        own = {k: v for k in ("n_ctx", "n_parallel", "kv_type") if (v := getattr(per_model, k)) is not None}
+        if not own:
             return self
-        own = {k: v for k in ("n_ctx", "n_parallel") if (v := getattr(per_model, k)) is not None}
         return self.model_copy(update={"model": self.model.model_copy(update=own)})
 
     def model_id_of(self, name: str) -> str:

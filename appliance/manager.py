@@ -16,15 +16,14 @@ import logging
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from appliance.backend import Capabilities
 from appliance.capabilities import described_capabilities, serving_capabilities
 from appliance.config import PerModelSettings, Settings
+from appliance.derived import DerivedModel, DerivedModels, derive, merged
 from appliance.engine.local import LOCAL_CAPABILITIES, LocalLlamaBackend, ModelState
-from appliance.engine.params import RequestLimits
 from appliance.errors import (
     InvalidRequest,
     ModelLoadFailed,
@@ -34,9 +33,10 @@ from appliance.errors import (
     ShuttingDown,
 )
 from appliance.hardware.profile import HardwareProfile
+from appliance.loaded import Loaded, request_limits
 from appliance.planner.model_info import read_model_info
 from appliance.planner.plan import Budget, Plan, fits_budget
-from appliance.planning import choose_plan, fallback_ladder, fit_label, load_options
+from appliance.planning import choose_plan, fallback_ladder, fit_label, largest_context, load_options, widened
 from appliance.units import parse_duration
 from models.catalog import LocalModel
 
@@ -44,63 +44,6 @@ log = logging.getLogger(__name__)
 
 _REAP_INTERVAL_S = 1.0
 _ROOM_POLL_S = 0.2
-
-
-@dataclass(eq=False)
-class Loaded:
-    """A model with a backend: loading, ready, failed, or being unloaded."""
-
-    model: LocalModel
-    backend: LocalLlamaBackend
-    plan: Plan
-    keep_alive_s: float | None  # None: stays until its memory is needed
-    settled: asyncio.Event  # set once the load succeeded or failed
-    leases: int = 0  # requests between choosing this model and queueing on it
-    last_used: float = field(default_factory=time.monotonic)
-    unloading: bool = False
-    closed: asyncio.Event = field(default_factory=asyncio.Event)
-
-    @property
-    def idle(self) -> bool:
-        return self.leases == 0 and self.backend.idle
-
-    def idle_seconds(self, now: float) -> float:
-        return now - max(self.last_used, self.backend.idle_since)
-
-    def describe(self, now: float) -> dict[str, Any]:
-        memory, settings = self.plan.memory, self.plan.settings
-        info = self.backend.describe()
-        info.update(
-            source=self.model.source,
-            quant=self.plan.model.quant,
-            plan={
-                "n_ctx": settings.n_ctx,
-                "n_parallel": settings.n_parallel,
-                "n_gpu_layers": settings.n_gpu_layers,
-                "kv_type": settings.kv_type,
-                "ram_bytes": memory.ram_bytes,
-                "vram_bytes": memory.vram_bytes,
-            },
-            keep_alive_s=self.keep_alive_s,
-            idle_s=round(self.idle_seconds(now), 1) if self.idle else 0.0,
-            state=self.state,
-        )
-        return info
-
-    @property
-    def state(self) -> str:
-        return "unloading" if self.unloading else self.backend.state.value
-
-
-def request_limits(settings: Settings) -> RequestLimits:
-    """The limits the server settings put on each model's requests."""
-    server = settings.server
-    return RequestLimits(
-        max_queue=server.max_queue,
-        request_deadline_s=server.request_deadline_s,
-        max_messages=server.max_messages,
-        max_tokens_cap=server.max_tokens_cap,
-    )
 
 
 class ModelManager:
@@ -119,6 +62,7 @@ class ModelManager:
         self.settings = settings
         self.hardware = hardware  # detected before any model loaded: every plan sees the whole machine
         self._models = {m.id: m for m in models}
+        self.derived = DerivedModels(settings.dirs.derived)  # served through their bases' models
         self.default_id = default_id
         self._plans: dict[Path, Plan] = {}
         self._best: dict[str, LocalModel] = {}  # bare name -> the installed tag chosen for it
@@ -164,20 +108,26 @@ class ModelManager:
     def model_id(self, name: str) -> str:
         """The model id ``name`` stands for: an installed model's own id first, then an alias of a
         configured model (`[models."ID"] aliases`, read from the settings of the moment, so a reload
-        changes them), else ``name`` as it is."""
-        return name if name in self._models else self.settings.model_id_of(name)
+        changes them), then a derived model's base, else ``name`` as it is."""
+        if name in self._models:
+            return name
+        derived = self.derived.get(name)
+        return derived.base if derived is not None else self.settings.model_id_of(name)
 
     def is_alias(self, name: str | None) -> bool:
         """Whether ``name`` is an alias (answers then name the model as the client asked for it)."""
         return bool(name) and self.model_id(name or "") != name
 
     def settings_for(self, name: str | None) -> PerModelSettings:
-        """The `[models."ID"]` settings of the model ``name`` stands for (empty ones when it has none)."""
+        """The `[models."ID"]` settings of the model ``name`` stands for (empty ones when it has none); a
+        derived model's own over its base's."""
         try:
             model = self.resolve(name)
         except ModelNotFound:  # a model only a remote serves may have settings too
             return self.settings.per_model(self.model_id(name or self.default_id))
-        return self.settings.per_model(model.id, model.name)
+        settings = self.settings.per_model(model.id, model.name)
+        derived = None if name in self._models else self.derived.get(name)
+        return merged(settings, derived.settings) if derived is not None else settings
 
     def resolve(self, name: str | None) -> LocalModel:
         """The installed model ``name`` (the default one for None; an alias: its model). A bare ``name``
@@ -213,6 +163,18 @@ class ModelManager:
         self._plans.pop(model.path, None)
         self._best.pop(model.name, None)
 
+    def derive(self, name: str, source: str, **fields: Any) -> DerivedModel:
+        """Make the derived model ``name`` from ``source`` with ``fields`` (appliance.derived.derive)."""
+
+        def taken(candidate: str) -> bool:
+            return candidate in self._models or self.settings.model_id_of(candidate) != candidate
+
+        return derive(self.derived, name, source, base_of=lambda n: self.resolve(n).id, taken=taken, **fields)
+
+    def remove_derived(self, name: str) -> bool:
+        """Forget the derived model ``name`` (its base stays as it is); False if there is none."""
+        return name not in self._models and self.derived.remove(name)
+
     async def remove_model(self, name: str) -> LocalModel:
         """Forget an installed model, unloading it first; the caller deletes its files."""
         model = self.resolve(name)
@@ -233,6 +195,37 @@ class ModelManager:
             plan = choose_plan([read_model_info(model.path)], self.hardware, settings)
             self._plans[model.path] = plan
         return plan
+
+    async def ensure_context(self, name: str | None, context_tokens: int | None) -> None:
+        """Room for a request that wants ``context_tokens`` (Ollama's num_ctx) of ``name``'s context: when
+        one slot holds less, the model is planned again with slots that large and, if that fits,
+        unloaded so that its next load takes the new plan (Ollama reloads for a larger num_ctx too);
+        else InvalidRequest naming the largest context that fits. Smaller ones the engine bounds."""
+        if context_tokens is None:
+            return
+        model = self.resolve(name)
+        entry = self._loaded.get(model.id)
+        plan = entry.plan if entry is not None else self.plan_for(model)
+        if context_tokens <= plan.settings.n_ctx // plan.settings.n_parallel:
+            return
+        async with self._lock:  # one load decision at a time
+            settings = self.settings.for_model(model.id, model.name)
+            info = await asyncio.to_thread(read_model_info, model.path)
+            wider = await asyncio.to_thread(widened, info, self.hardware, settings, plan, context_tokens)
+            if not wider.fits:
+                most = await asyncio.to_thread(
+                    largest_context, info, self.hardware, settings, plan, context_tokens
+                )
+                raise InvalidRequest(
+                    f"num_ctx {context_tokens} does not fit: the largest context {model.id} can have here is "
+                    f"{most} tokens ({wider.reasons[0]})",
+                    param="num_ctx",
+                )
+            self._plans[model.path] = wider
+            log.info("reloading %s for a context of %d tokens a slot", model.id, context_tokens)
+        entry = self._loaded.get(model.id)
+        if entry is not None and entry.plan is not wider:
+            await self._unload(entry, "context")
 
     def _decide(self, model: LocalModel) -> Plan:
         """The plan a load goes by, counted by its verdict (`appliance list`'s fits)."""
@@ -481,11 +474,21 @@ class ModelManager:
         return [entry.describe(now) for entry in self._loaded.values()]
 
     def describe_installed(self) -> list[dict[str, Any]]:
-        """Every installed model, loaded or not, with the plan it would be loaded with."""
-        return [self.describe_model(model) for model in self._models.values()]
+        """Every installed model, loaded or not, with the plan it would be loaded with; then the derived
+        models (with their bases')."""
+        installed = [self.describe_model(model) for model in self._models.values()]
+        bases = {model.id: model for model in self._models.values()}
+        return installed + [
+            self.describe_model(bases[d.base], d.name) for d in self.derived if d.base in bases
+        ]
 
-    def describe_model(self, model: LocalModel) -> dict[str, Any]:
+    def describe_model(self, model: LocalModel, name: str | None = None) -> dict[str, Any]:
+        """``model`` as /v1/models shows it; as the derived model ``name`` when that is one of its."""
         entry = self._loaded.get(model.id)
+        derived = self.derived.get(name) if name and name not in self._models else None
+        if derived is not None:
+            return {**self.describe_model(model), "id": derived.name, "derived_from": derived.base,
+                    "default": False, "aliases": []}  # fmt: skip
         info: dict[str, Any] = {
             "id": model.id,
             "path": str(model.path),

@@ -34,6 +34,7 @@ def plan_request(settings: Settings) -> PlanRequest:
         ram_margin_bytes=size(planner.ram_margin),
         vram_margin_bytes=parse_size(planner.vram_margin),
         quality_floor_bpw=planner.quality_floor_bpw,
+        kv_type=model.kv_type,
     )
 
 
@@ -43,6 +44,30 @@ def choose_plan(candidates: list[ModelInfo], hardware: HardwareProfile, settings
     if settings.model.n_parallel is None:
         return plan_auto_parallel(candidates, hardware, request)
     return plan(candidates, hardware, request)
+
+
+def widened(
+    info: ModelInfo, hardware: HardwareProfile, settings: Settings, plan: Plan, per_slot: int
+) -> Plan:
+    """``plan`` again with ``per_slot`` tokens of context in each of its slots (as many slots)."""
+    slots = plan.settings.n_parallel
+    model = settings.model.model_copy(update={"n_ctx": per_slot * slots, "n_parallel": slots})
+    return choose_plan([info], hardware, settings.model_copy(update={"model": model}))
+
+
+def largest_context(
+    info: ModelInfo, hardware: HardwareProfile, settings: Settings, plan: Plan, most: int
+) -> int:
+    """The largest context per slot, below ``most``, that ``plan``'s slots can have on ``hardware``
+    (at least what they have now), found by bisection: each try is a pure plan."""
+    low, high = plan.settings.n_ctx // plan.settings.n_parallel, most  # low fits, high does not
+    while high - low > 1:
+        middle = (low + high) // 2
+        if widened(info, hardware, settings, plan, middle).fits:
+            low = middle
+        else:
+            high = middle
+    return low
 
 
 def load_options(plan: Plan, hardware: HardwareProfile, n_threads: int | None) -> LoadOptions:

@@ -22,6 +22,7 @@ from server.disconnects import CancelOnDisconnect
 from server.errors import install_error_handlers
 from server.lifecycle import DrainGuard, Lifecycle
 from server.metrics import Metrics, RequestCounter
+from server.ollama_create_routes import router as ollama_create_router
 from server.ollama_routes import router as ollama_router
 from server.openai_routes import router as openai_router
 from server.pull_routes import router as pull_router
@@ -92,6 +93,7 @@ def create_app(settings: Settings, manager: ModelManager, hardware: HardwareProf
     app.include_router(status_router)
     app.include_router(pull_router)
     app.include_router(ollama_router)
+    app.include_router(ollama_create_router)
     app.include_router(anthropic_router)
     app.include_router(reload_router)
 

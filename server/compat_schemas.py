@@ -1,7 +1,7 @@
 """Request schemas of Ollama's and Anthropic's APIs and of the appliance's own: each route validates its
 body with one of these, as the OpenAI routes do with server/schemas.py, so a wrong type is a 400 in the
 client's own error shape, never a 500, and the published OpenAPI document is built from the same models.
-Unknown fields pass: both APIs have options that mean nothing here (num_ctx, num_gpu, metadata, ...)."""
+Unknown fields pass: both APIs have options that mean nothing here (num_gpu, metadata, ...)."""
 
 from __future__ import annotations
 
@@ -36,6 +36,11 @@ class OllamaOptions(_Lenient):
     frequency_penalty: float | None = None
     num_predict: int | None = Field(None, description="max tokens; -1 or absent: until the context ends")
     stop: str | list[str] | None = None
+    num_ctx: int | None = Field(
+        None,
+        ge=1,
+        description="the request's context: one slot's bounds it; more reloads the model when it fits",
+    )
 
 
 class OllamaFunctionCall(_Lenient):
@@ -133,6 +138,40 @@ class OllamaModelRequest(_OllamaNamed):
 class OllamaPullRequest(_OllamaNamed):
     stream: bool | None = Field(None, description="NDJSON progress lines unless false")
     insecure: bool | None = None
+
+
+class OllamaCreateMessage(_Lenient):
+    role: Literal["system", "user", "assistant"]
+    content: str = ""
+
+
+class OllamaCreateRequest(_OllamaNamed):
+    """/api/create: a new model over an installed one, from JSON fields or (older clients) a Modelfile's
+    text; the JSON fields win over the Modelfile's lines."""
+
+    from_: str | None = Field(None, alias="from", description="the model it is made from")
+    modelfile: str | None = Field(
+        None, description="a Modelfile's text (FROM, SYSTEM, PARAMETER, MESSAGE, ...)"
+    )
+    system: str | None = None
+    template: str | None = Field(None, description="Go template syntax: refused (the GGUF's own is used)")
+    parameters: dict[str, Any] | None = None
+    messages: list[OllamaCreateMessage] | None = None
+    license: str | list[str] | None = None
+    quantize: str | None = Field(None, description="refused: a derived model shares its base's file")
+    files: dict[str, str] | None = Field(None, description="refused: make models from installed ones")
+    adapters: dict[str, str] | None = Field(None, description="refused: LoRA adapters are not served")
+    path: str | None = Field(None, description="refused: send the Modelfile's text in `modelfile`")
+    stream: bool | None = Field(None, description="NDJSON status lines unless false")
+
+
+class OllamaCopyRequest(BaseModel):
+    """/api/copy."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    source: str = Field(min_length=1)
+    destination: str = Field(min_length=1)
 
 
 # Anthropic (/v1/messages)

@@ -57,14 +57,17 @@ async def generate(
     metrics: Metrics = request.app.state.metrics
     record = record_of(request.scope)
     manager: ModelManager = request.app.state.manager
-    params = model_defaults.with_system(params, manager.settings_for(name))
+    params = model_defaults.applied(params, manager.settings_for(name))
     escalated = await escalate_generation(request, name, params) if escalate else None
     if escalated is not None:
         stream, where = escalated
         record.serve(endpoint, where.model, where.backend, where.reason)
         return Generation(metrics.observe(aiter(stream), record), stream.cancel, where.model, where.backend)
+    if check_local is not None:
+        check_local()
+    await manager.ensure_context(name, params.context_tokens)  # a larger num_ctx: reloaded, if it fits
     backend: Backend
-    async with _local(request, name, wait, check_local) as backend:
+    async with _local(request, name, wait, None) as backend:
         local = await (backend.chat(params) if isinstance(params, ChatParams) else backend.complete(params))
     record.serve(endpoint, backend.model_id)
     return Generation(metrics.observe(aiter(local), record), local.cancel, backend.model_id)

@@ -1,11 +1,12 @@
 """Ollama's API (`/api/*`), so Ollama clients work unchanged: tags, ps, show, version, chat, generate,
-embed, pull and delete, streamed as NDJSON by default as Ollama does. Errors are Ollama's
-`{"error": "..."}`.
+embed, pull and delete (a derived model's name only), streamed as NDJSON by default as Ollama does.
+Errors are Ollama's `{"error": "..."}`.
 
 It maps onto the same models and engine as the OpenAI routes. Ollama's request options map to the
-sampler (`num_predict` is max tokens; `num_ctx` is not honoured per request: the planner sizes the
-context for the machine). Chat, generate and embed go where the router says (server.generation), to this
-machine or to a remote, as every dialect does.
+sampler (`num_predict` is max tokens; `num_ctx` is the request's context: one slot's bounds it, more
+reloads the model with larger slots when the planner says they fit). Chat, generate and embed go where
+the router says (server.generation), to this machine or to a remote, as every dialect does.
+/api/create and /api/copy are in server.ollama_create_routes.
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ from server.compat_schemas import (
     OllamaPullRequest,
 )
 from server.errors import clip, dialect_error_body
+from server.ollama_create_routes import show as derived_show
+from server.ollama_create_routes import tag as derived_tag
 from server.openapi import BODY, GENERATION, doc
 from server.pull_routes import failed_kind, remove_stored, start_pull
 from server.response_schemas import (
@@ -113,7 +116,7 @@ def _entry(manager: ModelManager, model: LocalModel) -> dict[str, Any]:
 
 def _options(
     options: OllamaOptions | None, defaults: PerModelSettings
-) -> tuple[SamplingParams, int | None, tuple[str, ...]]:
+) -> tuple[SamplingParams, int | None, tuple[str, ...], int | None]:
     options = options or OllamaOptions()
     sampling = model_defaults.sampling(
         {f: getattr(options, key) for key, f in _SAMPLING_OPTIONS.items()}, defaults
@@ -121,7 +124,7 @@ def _options(
     predict = options.num_predict
     max_tokens = None if predict is None or predict < 0 else predict
     stop = options.stop or ()
-    return sampling, max_tokens, (stop,) if isinstance(stop, str) else tuple(stop)
+    return sampling, max_tokens, (stop,) if isinstance(stop, str) else tuple(stop), options.num_ctx
 
 
 def _tools(tools: list[Tool] | None) -> list[dict[str, Any]]:
@@ -293,11 +296,14 @@ async def version() -> dict[str, str]:
 async def tags(request: Request) -> dict[str, Any]:
     manager = _manager(request)
     models = []
+    entries: dict[str, dict[str, Any]] = {}
     for model in manager.models:
         try:
-            models.append(_entry(manager, model))
+            entries[model.id] = _entry(manager, model)
         except (OSError, ValueError):
             continue  # a file gone or unreadable since the scan: not listed
+        models.append(entries[model.id])
+    models += [derived_tag(d, entries[d.base]) for d in manager.derived if d.base in entries]
     return {"models": models}
 
 
@@ -317,7 +323,8 @@ async def ps(request: Request) -> dict[str, Any]:
         )
         item = {**_entry(manager, entry.model), "size": memory.ram_bytes + memory.vram_bytes,
                 "size_vram": memory.vram_bytes, "expires_at": expires,
-                "context_length": entry.plan.settings.n_ctx}  # fmt: skip
+                # what one request gets: one slot's share of the KV cache
+                "context_length": entry.plan.settings.n_ctx // entry.plan.settings.n_parallel}  # fmt: skip
         out.append(item)
     return {"models": out}
 
@@ -325,7 +332,8 @@ async def ps(request: Request) -> dict[str, Any]:
 @router.post("/show", **doc("ollama", body=OllamaModelRequest, ok=OllamaShow, errors=(*BODY, 404)))
 async def show(request: Request) -> Response:
     manager = _manager(request)
-    model = _resolve(manager, (await read_body(request, OllamaModelRequest)).model_name)
+    name = (await read_body(request, OllamaModelRequest)).model_name
+    model = _resolve(manager, name)
     info = manager.plan_for(model).model
     arch = info.architecture
     described = described_capabilities(model.path, manager.settings.dirs.data, manager.template_file(model))
@@ -338,14 +346,16 @@ async def show(request: Request) -> Response:
         f"{arch}.attention.head_count_kv": max(info.n_head_kv, default=0),
         f"{arch}.vocab_size": info.n_vocab,
     }  # fmt: skip
-    return JSONResponse({
+    shown = {
         "modelfile": f"FROM {model.path}\n", "parameters": "", "template": "", "license": "",
         "details": _details(manager, model), "model_info": model_info,
         "capabilities": described["capabilities"],
         # Ours, beside model_info: how the capabilities come about, and what `appliance eval` measured.
         "appliance": {"declared": described["declared"], "measured": described["measured"]},
         "modified_at": _iso(model.path.stat().st_mtime),
-    })  # fmt: skip
+    }  # fmt: skip
+    derived = None if name in (m.id for m in manager.models) else manager.derived.get(name)
+    return JSONResponse(derived_show(derived, shown) if derived is not None else shown)
 
 
 @router.post(
@@ -354,10 +364,13 @@ async def show(request: Request) -> Response:
 )
 async def chat(request: Request) -> Response:
     body = await read_body(request, OllamaChatRequest)
-    sampling, max_tokens, stop = _options(body.options, _manager(request).settings_for(body.model_name))
+    sampling, max_tokens, stop, n_ctx = _options(
+        body.options, _manager(request).settings_for(body.model_name)
+    )
     params = ChatParams(messages=_messages(body.messages or []), sampling=sampling,
                         max_tokens=max_tokens, stop=stop, json_schema=_format(body.format),
-                        tools=_tools(body.tools), reasoning=_think(body.think))  # fmt: skip
+                        tools=_tools(body.tools), reasoning=_think(body.think),
+                        context_tokens=n_ctx)  # fmt: skip
     return await _run(request, body, params, chat=True)
 
 
@@ -377,17 +390,20 @@ async def generate(request: Request) -> Response:
             pass
         return JSONResponse({"model": name, "created_at": _now(), "response": "", "done": True,
                              "done_reason": "load"})  # fmt: skip
-    sampling, max_tokens, stop = _options(body.options, _manager(request).settings_for(body.model_name))
+    sampling, max_tokens, stop, n_ctx = _options(
+        body.options, _manager(request).settings_for(body.model_name)
+    )
     params: ChatParams | CompletionParams
     if body.raw:
         params = CompletionParams(prompt=body.prompt, sampling=sampling, max_tokens=max_tokens, stop=stop,
-                                  json_schema=_format(body.format))  # fmt: skip
+                                  json_schema=_format(body.format), context_tokens=n_ctx)  # fmt: skip
     else:
         system = [{"role": "system", "content": body.system}] if body.system else []
         user = {"role": "user", "content": _content(body.prompt, body.images)}
         params = ChatParams(messages=[*system, user],
                             sampling=sampling, max_tokens=max_tokens, stop=stop,
-                            json_schema=_format(body.format), reasoning=_think(body.think))  # fmt: skip
+                            json_schema=_format(body.format), reasoning=_think(body.think),
+                            context_tokens=n_ctx)  # fmt: skip
     return await _run(request, body, params, chat=False)
 
 
@@ -460,6 +476,8 @@ async def pull(request: Request) -> Response:
 )
 async def delete(request: Request) -> Response:
     name = (await read_body(request, OllamaModelRequest)).model_name
+    if _manager(request).remove_derived(name):  # its name and settings only, never its base's file
+        return Response(status_code=200)
     try:
         await remove_stored(_manager(request), name)
     except ModelNotFound:

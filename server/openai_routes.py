@@ -266,5 +266,5 @@ async def list_models(request: Request) -> dict[str, Any]:
 @router.get("/v1/models/{model_id:path}", **doc("openai", ok=ModelCard, errors=(*PROTECTED, 404)))
 async def get_model(model_id: str, request: Request) -> dict[str, Any]:
     manager = _manager(request)
-    info = await asyncio.to_thread(manager.describe_model, manager.resolve(model_id))
+    info = await asyncio.to_thread(manager.describe_model, manager.resolve(model_id), model_id)
     return _model_card(info, request.app.state.started_at)

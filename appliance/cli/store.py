@@ -51,6 +51,7 @@ def list_entries(settings: Settings, hardware: HardwareProfile) -> list[dict[str
     (``capabilities``, ``declared``, ``measured``) and, for a file that cannot be read (corrupt,
     truncated, missing), ``error`` saying why."""
     entries = []
+    from appliance.derived import DerivedModels
     from appliance.inventory import installed_models
 
     for m in installed_models(settings):
@@ -59,6 +60,11 @@ def list_entries(settings: Settings, hardware: HardwareProfile) -> list[dict[str
                         "path": str(m.path), "source": m.origin or m.source, "external": m.external,
                         "fits": fits, "kind": m.source, "error": error,
                         **_capabilities(m, settings)})  # fmt: skip
+    bases = {entry["name"]: entry for entry in entries}
+    for derived in DerivedModels(settings.dirs.derived):  # /api/create's: the base's file, own settings
+        if derived.base in bases:
+            entries.append({**bases[derived.base], "name": derived.name, "source": f"from {derived.base}",
+                            "kind": "derived", "external": False})  # fmt: skip
     return entries
 
 

@@ -9,13 +9,23 @@ from appliance.engine.params import SamplingParams
 from appliance.errors import ContextOverflow, InvalidRequest
 
 
-def generation_budget(prompt_tokens: int, max_tokens: int | None, n_ctx_per_seq: int, cap: int | None) -> int:
+def generation_budget(
+    prompt_tokens: int,
+    max_tokens: int | None,
+    n_ctx_per_seq: int,
+    cap: int | None,
+    context_tokens: int | None = None,
+) -> int:
     """How many tokens a request may generate after a prompt of ``prompt_tokens``, in a slot of
-    ``n_ctx_per_seq`` tokens, under the server's ``cap`` (server.max_tokens_cap; None: no cap).
+    ``n_ctx_per_seq`` tokens, under the server's ``cap`` (server.max_tokens_cap; None: no cap), within
+    the request's own smaller context ``context_tokens`` (Ollama's num_ctx) when it has one.
 
-    ``max_tokens`` None means the rest of the slot's context (within the cap). Raises InvalidRequest
+    ``max_tokens`` None means the rest of the context (within the cap). Raises InvalidRequest
     for an empty prompt or a max_tokens over the cap, ContextOverflow when the prompt and max_tokens do
-    not fit the slot together."""
+    not fit the context together."""
+    what = "this model's maximum context length"
+    if context_tokens is not None and context_tokens < n_ctx_per_seq:
+        n_ctx_per_seq, what = context_tokens, "this request's context (num_ctx)"
     if prompt_tokens == 0:
         raise InvalidRequest("the prompt is empty", param="prompt")
     if max_tokens is not None and cap is not None and max_tokens > cap:
@@ -27,14 +37,14 @@ def generation_budget(prompt_tokens: int, max_tokens: int | None, n_ctx_per_seq:
     if max_tokens is None:
         if prompt_tokens >= n_ctx_per_seq:
             raise ContextOverflow(
-                f"this model's maximum context length is {n_ctx_per_seq} tokens; the prompt has "
-                f"{prompt_tokens} tokens, which leaves none to generate",
+                f"{what} is {n_ctx_per_seq} tokens; the prompt has {prompt_tokens} tokens, which leaves "
+                "none to generate",
                 param="messages",
             )
         max_tokens = min(n_ctx_per_seq - prompt_tokens, cap or n_ctx_per_seq)
     if max_tokens < 1 or prompt_tokens + max_tokens > n_ctx_per_seq:
         raise ContextOverflow(
-            f"this model's maximum context length is {n_ctx_per_seq} tokens; the prompt has {prompt_tokens} "
+            f"{what} is {n_ctx_per_seq} tokens; the prompt has {prompt_tokens} "
             f"tokens and {max_tokens} more were requested ({prompt_tokens + max_tokens} in all)",
             param="messages",
         )

@@ -363,6 +363,7 @@ class LocalLlamaBackend:
             params.top_logprobs,
             reader=reader,
             thinking=(budget, end_thoughts),
+            context_tokens=params.context_tokens,
         )
 
     async def complete(self, params: CompletionParams) -> JobStream:
@@ -391,6 +392,7 @@ class LocalLlamaBackend:
             params.stop,
             params.top_logprobs,
             prefix_text=echo,
+            context_tokens=params.context_tokens,
         )
 
     async def embed(self, inputs: list[str] | list[list[int]]) -> Embeddings:
@@ -477,9 +479,10 @@ class LocalLlamaBackend:
         reader: ReplyReader | None = None,
         thinking: tuple[int | None, tuple[int, ...]] = (None, ()),
         prefix_text: str = "",
+        context_tokens: int | None = None,
     ) -> JobStream:
         max_tokens = generation_budget(
-            len(prompt), max_tokens, model.n_ctx_per_seq, self.limits.max_tokens_cap
+            len(prompt), max_tokens, model.n_ctx_per_seq, self.limits.max_tokens_cap, context_tokens
         )
         gbnf, triggers = (grammar.gbnf, grammar.triggers) if grammar is not None else (None, ())
         sampling = fitted_sampling(sampling, gbnf, model.n_ctx_per_seq, model.n_vocab, triggers)

@@ -56,6 +56,7 @@ class LoadSettings:
     n_gpu_layers: int = 0
     flash_attn: bool = True
     kv_type: str = "f16"
+    kv_fixed: bool = False  # kv_type was asked for: the planner does not quantize further to fit
     gpu_backend: str | None = None  # None: CPU only
     unified_memory: bool = False  # the GPU shares host RAM (Apple silicon)
     cpu_repack_types: frozenset[str] = frozenset()  # see cpu_repack_types()

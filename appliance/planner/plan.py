@@ -41,6 +41,7 @@ class PlanRequest:
     ram_margin_bytes: int | None = None  # None: 10% of RAM, between 256 MiB and 2 GiB
     vram_margin_bytes: int = 512 * MIB
     quality_floor_bpw: float = 3.3  # below this (Q2_K, IQ2...) only if nothing better fits, and said
+    kv_type: str | None = None  # f16 | q8_0 | q4_0; None: f16, q8_0 when that is what fits
 
 
 @dataclass(frozen=True)
@@ -192,6 +193,8 @@ def _option(model: ModelInfo, settings: LoadSettings, budget: Budget) -> Option:
 
 
 def _kv_types(settings: LoadSettings) -> list[str]:
+    if settings.kv_fixed:
+        return [settings.kv_type]
     return ["f16", "q8_0"] if settings.flash_attn else ["f16"]  # a quantized V cache needs flash attention
 
 
@@ -304,7 +307,13 @@ def plan(
         unified_memory=bool(gpu and gpu.unified_memory),
         cpu_repack_types=cpu_repack_types(hardware.cpu.features),
         cpu_amx=cpu_has_amx(hardware.cpu.features),
+        kv_type=request.kv_type or "f16",
+        kv_fixed=request.kv_type is not None,
     )
+    if base.kv_type != "f16" and not base.flash_attn:
+        option = _option(candidates[0], base, budget)
+        reason = f"a {base.kv_type} KV cache needs flash attention, which model.flash_attn turns off"
+        return Plan(option.model, option.settings, option.memory, budget, False, (reason,), ())
     ranked = sorted(candidates, key=lambda m: m.bits_per_weight, reverse=True)
     per_slot = request.n_ctx // request.n_parallel if request.n_ctx is not None else None
     if request.n_ctx is not None and per_slot is not None and all(per_slot > m.n_ctx_train for m in ranked):
@@ -353,7 +362,9 @@ def plan(
         reasons.append(
             f"{settings.n_parallel} parallel slots of {settings.n_ctx // settings.n_parallel} tokens each"
         )
-    if settings.kv_type != "f16":
+    if settings.kv_fixed:
+        reasons.append(f"KV cache {settings.kv_type} (configured)")
+    elif settings.kv_type != "f16":
         reasons.append(f"KV cache quantized to {settings.kv_type} to fit")
     if chosen.model.n_swa and any(chosen.model.swa_layers):
         reasons.append(

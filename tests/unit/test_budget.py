@@ -148,3 +148,13 @@ def test_a_logit_bias_outside_the_vocabulary_is_refused(token: int) -> None:
         fitted_sampling(SamplingParams(logit_bias={token: 1.0}), None, 100, 1000)
     assert raised.value.param == "logit_bias"
     assert "outside the vocabulary" in raised.value.message
+
+
+def test_a_requests_own_smaller_context_bounds_it_and_says_num_ctx() -> None:
+    assert generation_budget(30, None, 1024, None, context_tokens=64) == 34
+    assert generation_budget(30, None, 1024, None, context_tokens=4096) == 994  # the slot's is the bound
+    with pytest.raises(ContextOverflow) as raised:
+        generation_budget(70, None, 1024, None, context_tokens=64)
+    assert "this request's context (num_ctx) is 64 tokens" in raised.value.message
+    with pytest.raises(ContextOverflow):
+        generation_budget(30, 40, 1024, None, context_tokens=64)

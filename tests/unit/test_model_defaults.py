@@ -10,7 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from appliance import model_defaults
-from appliance.backend import ChatParams, CompletionParams, SamplingParams
+from appliance.backend import ChatParams, CompletionParams, Reasoning, SamplingParams
 from appliance.cli import main
 from appliance.config import PerModelSettings, Settings
 
@@ -73,16 +73,16 @@ USER = {"role": "user", "content": "Hi"}
 def test_the_system_prompt_goes_only_to_a_chat_without_one(
     messages: list[dict[str, Any]], expected_first: dict[str, Any]
 ) -> None:
-    chat = model_defaults.with_system(ChatParams(messages=messages), PerModelSettings(system="Be a pirate."))
+    chat = model_defaults.applied(ChatParams(messages=messages), PerModelSettings(system="Be a pirate."))
     assert isinstance(chat, ChatParams)
     assert chat.messages[0] == expected_first and chat.messages[-1] == USER
 
 
 def test_no_system_prompt_and_raw_completions_stay_as_they_are() -> None:
     chat = ChatParams(messages=[USER])
-    assert model_defaults.with_system(chat, PerModelSettings()) is chat
+    assert model_defaults.applied(chat, PerModelSettings()) is chat
     raw = CompletionParams(prompt="Once")
-    assert model_defaults.with_system(raw, PerModelSettings(system="Be a pirate.")) is raw
+    assert model_defaults.applied(raw, PerModelSettings(system="Be a pirate.")) is raw
 
 
 def test_a_models_own_context_and_slots_are_what_the_planner_sees_for_it() -> None:
@@ -99,3 +99,24 @@ def test_a_tagged_model_takes_the_table_of_its_id_then_of_its_bare_name() -> Non
     assert settings.per_model("m:q4_k_m", "m").temperature == 0.1
     assert settings.per_model("other") == PerModelSettings()
     assert settings.for_model("m:q4_k_m", "m") is settings  # no context or slots of its own
+
+
+def test_stop_context_message_turns_and_reasoning_fill_in_what_a_request_leaves_out() -> None:
+    defaults = PerModelSettings(system="Be a pirate.", stop=["Arr"], num_ctx=512, reasoning="high",
+                                messages=[{"role": "user", "content": "Ahoy"},
+                                          {"role": "assistant", "content": "Arr"}])  # fmt: skip
+    chat = model_defaults.applied(ChatParams(messages=[USER]), defaults)
+    assert isinstance(chat, ChatParams)
+    assert [m["content"] for m in chat.messages] == ["Be a pirate.", "Ahoy", "Arr", "Hi"]
+    assert (chat.stop, chat.context_tokens) == (("Arr",), 512)
+    assert chat.reasoning == Reasoning(enabled=True, effort="high")
+    own = ChatParams(messages=[{"role": "system", "content": "Mine."}, USER], stop=("x",), context_tokens=64,
+                     reasoning=Reasoning(enabled=False))  # fmt: skip
+    chat = model_defaults.applied(own, defaults)
+    assert isinstance(chat, ChatParams)
+    assert [m["content"] for m in chat.messages] == ["Mine.", "Ahoy", "Arr", "Hi"]
+    assert (chat.stop, chat.context_tokens, chat.reasoning) == (("x",), 64, Reasoning(enabled=False))
+    raw = model_defaults.applied(CompletionParams(prompt="Once"), defaults)
+    assert (raw.stop, raw.context_tokens) == (("Arr",), 512)
+    off = model_defaults.applied(ChatParams(messages=[USER]), PerModelSettings(reasoning=False))
+    assert isinstance(off, ChatParams) and off.reasoning == Reasoning(enabled=False)

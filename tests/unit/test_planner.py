@@ -9,6 +9,7 @@ import pytest
 from gguf import GGMLQuantizationType as T
 
 from appliance.planner.memory import (
+    KV_TYPE_BYTES,
     LoadSettings,
     cpu_mapped_bytes,
     cpu_weight_copies,
@@ -364,3 +365,25 @@ def test_parallel_slots_when_memory_allows() -> None:
     # An explicit context is the total: it is not split further.
     fixed = plan_auto_parallel([llama("1b", "Q8_0")], profile("rtx4090-box"), PlanRequest(n_ctx=8192))
     assert fixed.settings.n_parallel == 1
+
+
+@pytest.mark.parametrize("kv", ["f16", "q8_0", "q4_0"])
+def test_a_configured_kv_type_is_planned_and_counted(kv: str) -> None:
+    chosen = plan([llama("1b", "Q8_0")], profile("laptop-8gb"), PlanRequest(kv_type=kv))
+    assert chosen.fits and chosen.settings.kv_type == kv
+    assert f"KV cache {kv} (configured)" in chosen.reasons
+    assert chosen.memory.kv_bytes == sum(kv_layer_bytes(chosen.model, chosen.settings))
+    f16 = plan([llama("1b", "Q8_0")], profile("laptop-8gb"))
+    assert chosen.memory.kv_bytes == pytest.approx(f16.memory.kv_bytes * KV_TYPE_BYTES[kv] / 2, rel=0.01)
+
+
+def test_a_configured_kv_type_is_not_quantized_further_and_a_quantized_one_needs_flash_attention() -> None:
+    model = llama("1b", "Q8_0")
+    f16_kv_bytes = plan([model], profile("laptop-8gb")).memory.kv_bytes
+    tight = PlanRequest(
+        kv_type="f16", max_ram_bytes=plan([model], profile("laptop-8gb")).memory.ram_bytes - f16_kv_bytes // 4
+    )
+    chosen = plan([model], profile("laptop-8gb"), tight)
+    assert chosen.settings.kv_type == "f16"  # the context shrank instead
+    refused = plan([model], profile("laptop-8gb"), PlanRequest(kv_type="q4_0", flash_attn="off"))
+    assert not refused.fits and "needs flash attention" in refused.reasons[0]
