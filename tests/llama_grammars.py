@@ -9,15 +9,19 @@ import subprocess
 import sys
 import textwrap
 
-_SCRIPT = textwrap.dedent("""
-    import json, sys, threading, llama_cpp
+_VOCAB = textwrap.dedent("""
+    import json, sys, llama_cpp
     from models.embedded import embedded_model_path
-    grammars = json.load(sys.stdin)
     llama_cpp.llama_backend_init()
     params = llama_cpp.llama_model_default_params()
     params.vocab_only = True
     model = llama_cpp.llama_model_load_from_file(str(embedded_model_path()).encode(), params)
     vocab = llama_cpp.llama_model_get_vocab(model)
+""")
+
+_SCRIPT = textwrap.dedent("""
+    import threading
+    grammars = json.load(sys.stdin)
     made = []
     def build():
         for grammar in grammars:
@@ -28,16 +32,23 @@ _SCRIPT = textwrap.dedent("""
 """)
 
 
-def built_by_llama_cpp(grammars: list[str]) -> list[bool]:
-    """Whether llama.cpp built each of ``grammars`` over the embedded model's vocabulary; fails the
-    calling test with llama.cpp's stderr if its process died."""
+def in_llama_process(script: str, payload: object) -> object:
+    """What ``script`` (after the embedded model's vocabulary is loaded as ``vocab``) prints last as
+    JSON, given ``payload`` as JSON on its stdin; fails the calling test with llama.cpp's stderr if its
+    process died."""
     done = subprocess.run(
-        [sys.executable, "-c", _SCRIPT],
-        input=json.dumps(grammars),
+        [sys.executable, "-c", _VOCAB + script],
+        input=json.dumps(payload),
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    result: list[bool] = json.loads(done.stdout.strip().splitlines()[-1])
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def built_by_llama_cpp(grammars: list[str]) -> list[bool]:
+    """Whether llama.cpp built each of ``grammars`` over the embedded model's vocabulary."""
+    result = in_llama_process(_SCRIPT, grammars)
+    assert isinstance(result, list)
     return result

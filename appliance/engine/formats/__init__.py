@@ -6,6 +6,7 @@ from __future__ import annotations
 from appliance.engine.formats.base import ChatFormat, Thinking
 from appliance.engine.formats.generic import GenericFormat
 from appliance.engine.formats.hermes import HermesFormat
+from appliance.engine.formats.qwen3_coder import Qwen3CoderFormat
 
 
 class ThinkingFormat(ChatFormat):
@@ -22,6 +23,8 @@ def detect(source: str | None) -> ChatFormat:
     """The format of the model whose chat template is ``source`` (None: the model has none)."""
     text = source or ""
     thinks = "<think>" in text
+    if "<tool_call>" in text and "<function=" in text and "<parameter=" in text:
+        return Qwen3CoderFormat(thinks=thinks)
     if "<tool_call>" in text:
         return HermesFormat(thinks=thinks)
     fmt = GenericFormat()
@@ -30,4 +33,4 @@ def detect(source: str | None) -> ChatFormat:
     return fmt
 
 
-__all__ = ["ChatFormat", "GenericFormat", "HermesFormat", "ThinkingFormat", "detect"]
+__all__ = ["ChatFormat", "GenericFormat", "HermesFormat", "Qwen3CoderFormat", "ThinkingFormat", "detect"]

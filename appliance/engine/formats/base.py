@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -211,6 +211,43 @@ def call_from_object(
     return call, end
 
 
+def tagged_calls(
+    text: str,
+    *,
+    partial: bool,
+    tags: tuple[str, str],
+    read: Callable[[str, int], tuple[Call | None, int | None]],
+) -> Parsed:
+    """The content and calls of ``text`` where each call sits between the ``tags`` (open, close),
+    after any words: ``read(text, start)`` reads one call's body from ``start`` (the call as far as it
+    is written, and the index past its body, None while it is open). Words between and after calls are
+    content too."""
+    opening, closing = tags
+    first = text.find(opening)
+    if first < 0:
+        keep = len(text) - (held_back(text, [opening]) if partial else 0)
+        return Parsed(text[:keep])
+    parsed = Parsed(text[:first])
+    i = first
+    while i >= 0:
+        call, end = read(text, i + len(opening))
+        if call is not None:
+            parsed.calls.append(call)
+        if end is None:
+            return parsed
+        close = text.find(closing, end)
+        if close < 0:
+            return parsed  # the closing tag is still to come (or never comes: the call stands)
+        after = close + len(closing)
+        i = text.find(opening, after)
+        tail = text[after:] if i < 0 else text[after:i]
+        if partial and i < 0:
+            tail = tail[: len(tail) - held_back(tail, [opening])]
+        if tail.strip():  # words after a call are content too
+            parsed.content += tail
+    return parsed
+
+
 def tool_names(tools: Sequence[dict[str, Any]]) -> list[str]:
     return [str(t["function"]["name"]) for t in tools]
 
@@ -254,6 +291,12 @@ class ChatFormat:
                     fn["arguments"] = json.loads(arguments or "{}")
             calls.append({**call, "function": fn})
         return {**message, "tool_calls": calls}
+
+    def for_tools(self, tools: list[dict[str, Any]]) -> ChatFormat:
+        """This format for a request offering ``tools``. A family whose calls are not written as JSON
+        reads each argument's type from its tool's schema (Qwen3-Coder's XML parameters); the others
+        are the same for every request."""
+        return self
 
     def grammar(self, tools: list[dict[str, Any]], choice: str, *, parallel: bool) -> Grammar | None:
         """The grammar of a reply with calls; None when the family has none (calls are parsed only)."""

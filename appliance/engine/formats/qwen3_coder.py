@@ -1,0 +1,214 @@
+"""Qwen3-Coder's XML-style tool calls (also Qwen3.5 and Nemotron Nano 3, which think first): each call
+names its function and writes each parameter's value as raw text on lines of its own.
+
+    I'll run it.
+    <tool_call>
+    <function=run>
+    <parameter=code>
+    print("hi")
+    </parameter>
+    <parameter=timeout_s>
+    5
+    </parameter>
+    </function>
+    </tool_call>
+
+A value is text, typed by the tool's JSON schema: a string parameter's value is taken as written, any
+other is read as JSON. The arguments are streamed as JSON built from the completed parameters, so they
+only grow: ``{"code": "print(\\"hi\\")"``, then ``, "timeout_s": 5``, then ``}``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from appliance.engine.formats.base import (
+    Call,
+    ChatFormat,
+    Grammar,
+    Parsed,
+    Thinking,
+    offered,
+    tagged_calls,
+)
+from appliance.engine.formats.schema import GrammarBuilder, alternatives, literal, repeated
+
+OPEN, CLOSE = "<tool_call>", "</tool_call>"
+FUNCTION, FUNCTION_END = "<function=", "</function>"
+PARAMETER, VALUE_END = "<parameter=", "\n</parameter>"
+_CLASS_ESCAPES = {"\n": "\\n", "\\": "\\\\", "]": "\\]", "-": "\\-", "^": "\\^"}
+
+
+def schema_types(schema: dict[str, Any]) -> set[str]:
+    """The JSON types a parameter's schema allows (empty: any, or not said)."""
+    declared = schema.get("type")
+    types = {declared} if isinstance(declared, str) else set(declared or ())
+    for key in ("anyOf", "oneOf"):
+        for option in schema.get(key) or ():
+            if isinstance(option, dict):
+                types |= schema_types(option)
+    if "enum" in schema and not types:
+        types = {"string"} if all(isinstance(v, str) for v in schema["enum"]) else set()
+    return {str(t) for t in types}
+
+
+def typed_value(raw: str, schema: dict[str, Any] | None) -> str:
+    """A parameter's raw text as JSON: a string when the schema allows only strings (or the text is
+    not JSON), else the JSON value it writes (numbers, booleans, objects, arrays)."""
+    types = schema_types(schema or {})
+    if types != {"string"}:
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            value = None
+        else:
+            if not isinstance(value, str):
+                return json.dumps(value, ensure_ascii=False)
+    return json.dumps(raw, ensure_ascii=False)
+
+
+def text_until(builder: GrammarBuilder, name: str, delimiter: str) -> str:
+    """A rule matching any text up to and including the first ``delimiter`` (a DFA over the
+    delimiter's prefixes, as llama.cpp's own ``until`` rules are built); its name."""
+    fail = [0] * len(delimiter)  # KMP: the longest proper prefix that is also a suffix
+    for i in range(1, len(delimiter)):
+        k = fail[i - 1]
+        while k and delimiter[i] != delimiter[k]:
+            k = fail[k - 1]
+        fail[i] = k + 1 if delimiter[i] == delimiter[k] else 0
+
+    def step(state: int, char: str) -> int:
+        while state and delimiter[state] != char:
+            state = fail[state - 1]
+        return state + 1 if delimiter[state] == char else 0
+
+    def state_name(state: int) -> str:
+        return name if state == 0 else f"{name}-{state}"
+
+    def char_class(chars: list[str], negate: bool) -> str:
+        escaped = "".join(_CLASS_ESCAPES.get(c, c) for c in chars)
+        return f"[{'^' if negate else ''}{escaped}]"
+
+    for state in range(len(delimiter)):
+        ends: list[str] = []
+        moves: dict[int, list[str]] = {}
+        for char in sorted(set(delimiter)):
+            after = step(state, char)
+            if after == len(delimiter):
+                ends.append(char)
+            elif after:
+                moves.setdefault(after, []).append(char)
+        options = [char_class(ends, False)] if ends else []
+        options += [f"{char_class(chars, False)} {state_name(to)}" for to, chars in sorted(moves.items())]
+        specific = ends + [c for chars in moves.values() for c in chars]
+        options.append(f"{char_class(specific, True)} {state_name(0)}")
+        builder.rule(state_name(state), " | ".join(options))
+    return name
+
+
+class Qwen3CoderFormat(ChatFormat):
+    name = "qwen3-coder"
+    native_tools = True
+
+    def __init__(self, *, thinks: bool = False, tools: list[dict[str, Any]] | None = None) -> None:
+        self.thinking = Thinking("<think>", "</think>") if thinks else None
+        self._schemas: dict[str, dict[str, Any]] = {}
+        for tool in tools or ():
+            fn = tool.get("function") or {}
+            properties = (fn.get("parameters") or {}).get("properties")
+            self._schemas[str(fn.get("name"))] = properties if isinstance(properties, dict) else {}
+
+    def for_tools(self, tools: list[dict[str, Any]]) -> Qwen3CoderFormat:
+        return Qwen3CoderFormat(thinks=self.thinking is not None, tools=tools)
+
+    def markers(self) -> tuple[str, ...]:
+        return (*super().markers(), OPEN, CLOSE)
+
+    def grammar(self, tools: list[dict[str, Any]], choice: str, *, parallel: bool) -> Grammar | None:
+        builder = GrammarBuilder()
+        text = text_until(builder, "parameter-text", VALUE_END + "\n")
+        functions = []
+        for tool in offered(tools, choice):
+            fn = tool["function"]
+            name = fn["name"]
+            schema = fn.get("parameters") or {}
+            properties = schema.get("properties") or {}
+            required = [key for key in properties if key in (schema.get("required") or ())]
+            rules = {}
+            for key, prop in properties.items():
+                types = schema_types(prop)
+                value = text
+                if types and "string" not in types:  # JSON, checked by the schema
+                    value = f"{builder.json(prop, f'{name}-{key}')} {literal(VALUE_END + chr(10))}"
+                opening = literal(f"{PARAMETER}{key}>\n")
+                rules[key] = builder.rule(f"{name}-{key}-parameter", f"{opening} {value}")
+            optional = [rules[key] for key in properties if key not in required]
+            args = " ".join(rules[key] for key in required)
+            if optional:
+                args += f" {alternatives(optional)}*"
+            if not properties:  # any parameters, as text
+                args = f'( {literal(PARAMETER)} [^>\\n]+ ">\\n" {text} )*'
+            functions.append(
+                builder.rule(
+                    f"{name}-function",
+                    f"{literal(f'{FUNCTION}{name}>{chr(10)}')} {args} {literal(FUNCTION_END + chr(10))}",
+                )
+            )
+        call = builder.rule("call", f"{literal(OPEN + chr(10))} {alternatives(functions)} {literal(CLOSE)}")
+        root = repeated(call, parallel=parallel, separator='"\\n"?')
+        return Grammar(builder.build(root), (OPEN,) if choice == "auto" else ())
+
+    def parse_calls(self, text: str, *, partial: bool) -> Parsed:
+        return tagged_calls(
+            text, partial=partial, tags=(OPEN, CLOSE), read=lambda t, i: self._call(t, i, partial=partial)
+        )
+
+    def _call(self, text: str, start: int, *, partial: bool) -> tuple[Call | None, int | None]:
+        """The call whose ``<function=`` follows ``text[start:]`` (white space before it), as far as
+        it is written, and the index past its ``</function>`` (None while it is open)."""
+        i = _skip(text, start)
+        if not text.startswith(FUNCTION, i):
+            return None, None
+        name_end = text.find(">", i)
+        if name_end < 0:
+            return None, None
+        name = text[i + len(FUNCTION) : name_end].strip()
+        schemas = self._schemas.get(name, {})
+        fields: list[str] = []
+        i = name_end + 1
+        end: int | None = None
+        while True:
+            i = _skip(text, i)
+            if text.startswith(FUNCTION_END, i):
+                end = i + len(FUNCTION_END)
+                break
+            if not text.startswith(PARAMETER, i):
+                break  # still being written, or not this format: the call stands as it is
+            key_end = text.find(">", i)
+            if key_end < 0:
+                break
+            key = text[i + len(PARAMETER) : key_end].strip()
+            value_start = key_end + 1 + (text[key_end + 1 : key_end + 2] == "\n")
+            value_end = text.find(VALUE_END, value_start - 1)
+            if value_end < 0:
+                if not partial:  # the text is whole: the last value runs to its end
+                    fields.append(_field(key, text[value_start:].rstrip("\n"), schemas))
+                break
+            fields.append(_field(key, text[value_start:value_end], schemas))
+            i = value_end + len(VALUE_END)
+        closed = end is not None or not partial
+        return Call(name, "{" + ", ".join(fields) + ("}" if closed else "")), end
+
+
+def _field(key: str, raw: str, schemas: dict[str, Any]) -> str:
+    return f"{json.dumps(key, ensure_ascii=False)}: {typed_value(raw, schemas.get(key))}"
+
+
+def _skip(text: str, i: int) -> int:
+    while i < len(text) and text[i] in " \t\r\n":
+        i += 1
+    return i
+
+
+__all__ = ["Qwen3CoderFormat", "schema_types", "text_until", "typed_value"]

@@ -1,0 +1,209 @@
+"""Model families with tool-call formats of their own (Qwen3-Coder's XML-style parameters, Llama 3.x,
+Mistral, Command R7B): real replies, as the models' cards and llama.cpp's tests/test-chat.cpp record
+them, read whole and streamed at every split (tests/format_streams.py); each family recognised from its
+real template (tests/fixtures/templates); its grammar built by llama.cpp and letting the model write
+the family's real calls (and nothing else); its template rendering tools and an earlier call."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from appliance.engine.chat_template import ChatTemplate
+from appliance.engine.formats import Qwen3CoderFormat, detect
+from appliance.engine.formats.base import ChatFormat
+from appliance.engine.gbnf import check_gbnf
+from tests.format_streams import check_every_split, stream
+from tests.grammar_text import allowed_by_llama_cpp
+
+TEMPLATES = Path(__file__).parent.parent / "fixtures" / "templates"
+
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "city": {"type": "string"},
+                "days": {"type": "integer"},
+                "unit": {"type": "string", "enum": ["c", "f"]},
+            },
+            "required": ["city"],
+        },
+    },
+}
+RUN = {
+    "type": "function",
+    "function": {
+        "name": "run",
+        "description": "Run Python code.",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "code": {"type": "string"},
+                "options": {
+                    "type": "object",
+                    "properties": {"timeout_s": {"type": "number"}, "env": {"type": "object"}},
+                },
+            },
+            "required": ["code"],
+        },
+    },
+}
+TOOLS = [WEATHER, RUN]
+
+
+def calls(parsed: Any) -> list[tuple[str, Any]]:
+    """The parsed calls with their arguments decoded (each must be whole JSON)."""
+    return [(c.name, json.loads(c.arguments)) for c in parsed.calls]
+
+
+def history(call_id: str = "call_1") -> list[dict[str, Any]]:
+    """A conversation with an earlier call (OpenAI shape) and its result."""
+    return [
+        {"role": "system", "content": "You are a helpful assistant."},
+        {"role": "user", "content": "Weather in Paris?"},
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [
+                {
+                    "id": call_id,
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city": "Paris", "days": 2}'},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": call_id, "content": '{"temp_c": 21}'},
+    ]
+
+
+def rendered(fmt: ChatFormat, template: str, messages: list[dict[str, Any]]) -> str:
+    """``messages`` through the real ``template``, the assistant turns with calls made ready by
+    ``fmt`` as the engine does."""
+    ready = [fmt.history_calls(m) if m.get("tool_calls") else m for m in messages]
+    chat = ChatTemplate((TEMPLATES / template).read_text(), bos_token="<s>", eos_token="</s>")
+    return chat.render(ready, tools=TOOLS)
+
+
+def grammars(fmt: ChatFormat, *, parallel: bool = True) -> dict[str, str]:
+    """The family's grammar for auto, required and a named tool, each checked by our GBNF checker."""
+    out = {}
+    for choice in ("auto", "required", "get_weather"):
+        grammar = fmt.grammar(TOOLS, choice, parallel=parallel)
+        assert grammar is not None
+        check_gbnf(grammar.gbnf)
+        assert bool(grammar.triggers) == (choice == "auto")
+        out[choice] = grammar.gbnf
+    return out
+
+
+# --- Qwen3-Coder -------------------------------------------------------------------------------
+
+QWEN_CODER = Qwen3CoderFormat().for_tools(TOOLS)
+CODER_CALL = (
+    "<tool_call>\n<function=get_weather>\n<parameter=city>\nParis\n</parameter>\n</function>\n</tool_call>"
+)
+CODER_RUN = (
+    "<tool_call>\n<function=run>\n<parameter=code>\n"
+    'def hello():\n    print("Hello, wörld! 格")\n\nhello()\n'
+    "</parameter>\n<parameter=options>\n"
+    '{"timeout_s": 2.5, "env": {"LANG": "C", "Q": "say \\"hi\\""}}\n'
+    "</parameter>\n</function>\n</tool_call>"
+)
+
+
+def test_qwen3_coder_call_streams_at_every_split() -> None:
+    whole = check_every_split(QWEN_CODER, CODER_CALL)
+    assert whole.content == "" and calls(whole) == [("get_weather", {"city": "Paris"})]
+
+
+def test_qwen3_coder_values_are_typed_by_the_tool_schema() -> None:
+    output = (
+        "Let me call it.\n<tool_call>\n<function=get_weather>\n<parameter=city>\n1984\n</parameter>\n"
+        "<parameter=days>\n3\n</parameter>\n</function>\n</tool_call>"
+    )
+    whole = check_every_split(QWEN_CODER, output)
+    assert whole.content == "Let me call it.\n"
+    # city is a string parameter: "1984" stays text; days is an integer.
+    assert calls(whole) == [("get_weather", {"city": "1984", "days": 3})]
+
+
+def test_qwen3_coder_multiline_code_nested_objects_quotes_and_non_ascii() -> None:
+    whole = check_every_split(QWEN_CODER, CODER_RUN)
+    assert calls(whole) == [
+        (
+            "run",
+            {
+                "code": 'def hello():\n    print("Hello, wörld! 格")\n\nhello()',
+                "options": {"timeout_s": 2.5, "env": {"LANG": "C", "Q": 'say "hi"'}},
+            },
+        )
+    ]
+
+
+def test_qwen3_coder_two_calls_after_words() -> None:
+    output = "I'll check both.\n" + CODER_CALL + "\n" + CODER_CALL.replace("Paris", "Saint-Malo")
+    whole = check_every_split(QWEN_CODER, output)
+    assert whole.content == "I'll check both.\n"
+    assert calls(whole) == [("get_weather", {"city": "Paris"}), ("get_weather", {"city": "Saint-Malo"})]
+
+
+def test_qwen3_coder_arguments_grow_one_completed_parameter_at_a_time() -> None:
+    head = "<tool_call>\n<function=get_weather>\n<parameter=city>\nPar"
+    assert stream(QWEN_CODER, head, [head], cut=True).calls == [("get_weather", "{")]
+    more = head + "is\n</parameter>\n<parameter=days>\n2"
+    assert stream(QWEN_CODER, more, [more], cut=True).calls == [("get_weather", '{"city": "Paris"')]
+
+
+def test_qwen3_coder_reply_without_a_call_and_a_thinking_variant() -> None:
+    assert check_every_split(QWEN_CODER, "Hello <tool is not a call>").content == "Hello <tool is not a call>"
+    thinking = Qwen3CoderFormat(thinks=True).for_tools(TOOLS)
+    whole = check_every_split(thinking, "Paris, then.\n</think>\n\n" + CODER_CALL, thinking=True)
+    assert whole.reasoning == "Paris, then." and calls(whole) == [("get_weather", {"city": "Paris"})]
+
+
+def test_qwen3_coder_without_schemas_reads_json_looking_values_as_json() -> None:
+    output = CODER_CALL.replace("Paris", "[1, 2]")
+    assert calls(check_every_split(Qwen3CoderFormat(), output)) == [("get_weather", {"city": [1, 2]})]
+
+
+def test_qwen3_coder_template_is_recognised_before_hermes() -> None:
+    fmt = detect((TEMPLATES / "Qwen3-Coder.jinja").read_text())
+    assert isinstance(fmt, Qwen3CoderFormat) and fmt.thinking is None and fmt.native_tools
+    assert detect((TEMPLATES / "Qwen-Qwen3-0.6B.jinja").read_text()).name == "hermes"
+
+
+def test_qwen3_coder_template_renders_tools_and_an_earlier_call() -> None:
+    prompt = rendered(QWEN_CODER, "Qwen3-Coder.jinja", history())
+    assert "<name>get_weather</name>" in prompt and "<name>run</name>" in prompt
+    assert "<function=get_weather>\n<parameter=city>\nParis\n</parameter>\n<parameter=days>\n2\n" in prompt
+    assert '<tool_response>\n{"temp_c": 21}\n</tool_response>' in prompt
+
+
+def with_days(days: str) -> str:
+    days_parameter = f"<parameter=days>\n{days}\n</parameter>\n"
+    return CODER_CALL.replace("</function>", days_parameter + "</function>")
+
+
+def test_qwen3_coder_grammars_let_llama_cpp_write_real_calls_only() -> None:
+    made = grammars(QWEN_CODER)
+    single = QWEN_CODER.grammar(TOOLS, "auto", parallel=False)
+    assert single is not None
+    two = CODER_CALL + "\n" + CODER_CALL
+    cases = [
+        (made["auto"], CODER_CALL),
+        (made["auto"], CODER_RUN),
+        (made["auto"], two),
+        (made["required"], CODER_RUN),
+        (made["get_weather"], with_days("3")),
+        # refused: a named tool other than the one asked for, a day count that is not an integer,
+        # a missing required parameter, and a second call where only one may be made
+        (made["get_weather"], CODER_RUN),
+        (made["auto"], with_days("soon")),
+        (made["auto"], "<tool_call>\n<function=run>\n</function>\n</tool_call>"),
+        (single.gbnf, two),
+    ]
+    assert allowed_by_llama_cpp(cases) == [True] * 5 + [False] * 4
