@@ -10,8 +10,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from appliance.engine.chat_template import ChatTemplate
-from appliance.engine.formats import Qwen3CoderFormat, detect
+from appliance.engine.formats import Llama3Format, Qwen3CoderFormat, detect
 from appliance.engine.formats.base import ChatFormat
 from appliance.engine.gbnf import check_gbnf
 from tests.format_streams import check_every_split, stream
@@ -207,3 +209,91 @@ def test_qwen3_coder_grammars_let_llama_cpp_write_real_calls_only() -> None:
         (single.gbnf, two),
     ]
     assert allowed_by_llama_cpp(cases) == [True] * 5 + [False] * 4
+
+
+# --- Llama 3.x ---------------------------------------------------------------------------------
+
+LLAMA = Llama3Format()
+LLAMA_TEMPLATES = [
+    "meta-llama-Llama-3.1-8B-Instruct.jinja",
+    "meta-llama-Llama-3.2-3B-Instruct.jinja",
+    "meta-llama-Llama-3.3-70B-Instruct.jinja",
+]
+# As Meta's Llama 3.1 prompt-format docs show them: a JSON call, a builtin tool's call ending the
+# message with <|eom_id|>.
+LLAMA_CALL = '{"name": "get_weather", "parameters": {"city": "Saint-\\"Malo\\" ☀", "days": 2}}'
+LLAMA_BUILTIN = '<|python_tag|>brave_search.call(query="current weather in Menlo Park, California")<|eom_id|>'
+
+
+def test_llama3_json_call_is_the_whole_reply() -> None:
+    whole = check_every_split(LLAMA, LLAMA_CALL)
+    assert whole.content == ""
+    assert calls(whole) == [("get_weather", {"city": 'Saint-"Malo" ☀', "days": 2})]
+    nested = '\n{"name": "run", "parameters": {"code": "x", "options": {"env": {"A": "b"}}}}'
+    assert calls(check_every_split(LLAMA, nested)) == [("run", {"code": "x", "options": {"env": {"A": "b"}}})]
+
+
+def test_llama3_python_tag_call_after_words() -> None:
+    whole = check_every_split(LLAMA, "Let me look.<|python_tag|>" + LLAMA_CALL + "<|eom_id|>")
+    assert whole.content == "Let me look."
+    assert calls(whole) == [("get_weather", {"city": 'Saint-"Malo" ☀', "days": 2})]
+
+
+def test_llama3_builtin_tools_in_python_syntax() -> None:
+    whole = check_every_split(LLAMA, LLAMA_BUILTIN)
+    assert calls(whole) == [("brave_search", {"query": "current weather in Menlo Park, California"})]
+    wolfram = "<|python_tag|>wolfram_alpha.call(query=\"solve x^3 - 4x^2 + 6x - 24 = 0 (it's «cubic»)\")"
+    assert calls(check_every_split(LLAMA, wolfram)) == [
+        ("wolfram_alpha", {"query": "solve x^3 - 4x^2 + 6x - 24 = 0 (it's «cubic»)"})
+    ]
+    code = "<|python_tag|>import math\nprint(math.sqrt(16))<|eom_id|>"
+    assert calls(check_every_split(LLAMA, code)) == [
+        ("python", {"code": "import math\nprint(math.sqrt(16))"})
+    ]
+
+
+def test_llama3_replies_without_a_call() -> None:
+    assert check_every_split(LLAMA, "Hello, world!\nWhat's up?").content == "Hello, world!\nWhat's up?"
+    answer = '  {"name": "Bob", "age": 3}'  # JSON with a name, but no parameters: an answer
+    whole = check_every_split(LLAMA, answer)
+    assert whole.content == answer and not whole.calls
+    assert check_every_split(LLAMA, "a <|python").content == "a <|python"
+    assert check_every_split(LLAMA, "Is " + answer + " one?").content == "Is " + answer + " one?"
+
+
+def test_llama3_json_call_after_words_where_the_grammar_triggers() -> None:
+    whole = check_every_split(LLAMA, "I'll check.\n" + LLAMA_CALL)
+    assert whole.content == "I'll check.\n" and calls(whole)[0][0] == "get_weather"
+
+
+@pytest.mark.parametrize("template", LLAMA_TEMPLATES)
+def test_llama3_templates_are_recognised_and_render_tools_and_an_earlier_call(template: str) -> None:
+    source = (TEMPLATES / template).read_text()
+    assert detect(source).name == "llama3"
+    prompt = rendered(LLAMA, template, history())
+    assert '"name": "get_weather"' in prompt and '"name": "run"' in prompt
+    assert '{"name": "get_weather", "parameters": {"city": "Paris", "days": 2}}' in prompt
+    # The result goes in an ipython turn (3.1 and 3.3 write a string result through tojson: quoted).
+    assert "temp_c" in prompt.split("ipython<|end_header_id|>\n\n")[-1]
+
+
+def test_functionary_and_hermes_on_llama_are_not_llama3() -> None:
+    others = ["meetkai-functionary-medium-v3.1.jinja", "NousResearch-Hermes-3-Llama-3.1-8B-tool_use.jinja"]
+    for template in others:
+        assert detect((TEMPLATES / template).read_text()).name != "llama3"
+
+
+def test_llama3_grammars_let_llama_cpp_write_real_calls_only() -> None:
+    made = grammars(LLAMA)
+    weather = '{"name": "get_weather", "parameters": {"city": "Paris"}}'
+    cases = [
+        (made["auto"], weather),
+        (made["auto"], "<|python_tag|>" + weather),
+        (made["required"], '{"name": "run", "parameters": {"code": "1", "options": {"timeout_s": 1}}}'),
+        (made["get_weather"], LLAMA_CALL),
+        # refused: another tool than the one named, a missing required parameter, two calls
+        (made["get_weather"], '{"name": "run", "parameters": {"code": "1"}}'),
+        (made["auto"], '{"name": "get_weather", "parameters": {"days": 1}}'),
+        (made["auto"], weather + weather),
+    ]
+    assert allowed_by_llama_cpp(cases) == [True] * 4 + [False] * 3

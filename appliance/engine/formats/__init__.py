@@ -6,6 +6,7 @@ from __future__ import annotations
 from appliance.engine.formats.base import ChatFormat, Thinking
 from appliance.engine.formats.generic import GenericFormat
 from appliance.engine.formats.hermes import HermesFormat
+from appliance.engine.formats.llama3 import Llama3Format, is_llama3
 from appliance.engine.formats.qwen3_coder import Qwen3CoderFormat
 
 
@@ -25,6 +26,8 @@ def detect(source: str | None) -> ChatFormat:
     thinks = "<think>" in text
     if "<tool_call>" in text and "<function=" in text and "<parameter=" in text:
         return Qwen3CoderFormat(thinks=thinks)
+    if is_llama3(text):
+        return Llama3Format()
     if "<tool_call>" in text:
         return HermesFormat(thinks=thinks)
     fmt = GenericFormat()
@@ -33,4 +36,12 @@ def detect(source: str | None) -> ChatFormat:
     return fmt
 
 
-__all__ = ["ChatFormat", "GenericFormat", "HermesFormat", "Qwen3CoderFormat", "ThinkingFormat", "detect"]
+__all__ = [
+    "ChatFormat",
+    "GenericFormat",
+    "HermesFormat",
+    "Llama3Format",
+    "Qwen3CoderFormat",
+    "ThinkingFormat",
+    "detect",
+]
