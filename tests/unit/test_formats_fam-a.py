@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 
 from appliance.engine.chat_template import ChatTemplate
-from appliance.engine.formats import Llama3Format, Qwen3CoderFormat, detect
+from appliance.engine.formats import Llama3Format, MistralFormat, Qwen3CoderFormat, detect
 from appliance.engine.formats.base import ChatFormat
+from appliance.engine.formats.mistral import mistral_id
 from appliance.engine.gbnf import check_gbnf
 from tests.format_streams import check_every_split, stream
 from tests.grammar_text import allowed_by_llama_cpp
@@ -297,3 +298,106 @@ def test_llama3_grammars_let_llama_cpp_write_real_calls_only() -> None:
         (made["auto"], weather + weather),
     ]
     assert allowed_by_llama_cpp(cases) == [True] * 4 + [False] * 3
+
+
+# --- Mistral Nemo, Mistral Small 3.2, Devstral -------------------------------------------------
+
+NEMO = MistralFormat()
+SMALL = MistralFormat(args=True)
+DEVSTRAL = MistralFormat(args=True, call_ids=False)
+NEMO_CALL = '{"name": "get_weather", "arguments": {"city": "Zürich \\"ZH\\"", "days": 1}, "id": "a1B2c3D4e"}'
+NEMO_RUN = '{"name": "run", "arguments": {"code": "x", "options": {"env": {"A": "b"}}}, "id": "000000002"}'
+
+
+def test_nemo_json_list_of_calls_keeps_their_ids() -> None:
+    whole = check_every_split(NEMO, f"[TOOL_CALLS][{NEMO_CALL}, {NEMO_RUN}]")
+    assert whole.content == ""
+    assert calls(whole) == [
+        ("get_weather", {"city": 'Zürich "ZH"', "days": 1}),
+        ("run", {"code": "x", "options": {"env": {"A": "b"}}}),
+    ]
+    assert [c.id for c in whole.calls] == ["a1B2c3D4e", "000000002"]
+    got = stream(NEMO, f"[TOOL_CALLS][{NEMO_CALL}]", list(f"[TOOL_CALLS][{NEMO_CALL}]"))
+    assert [c.id for c in got.finished] == ["a1B2c3D4e"]  # the id written after the arguments
+
+
+def test_small_3_2_calls_with_call_ids_after_words() -> None:
+    output = (
+        "Checking.[TOOL_CALLS]get_weather[CALL_ID]000000001[ARGS]{\"city\": \"東京\", \"days\": 3}"
+        "[TOOL_CALLS]run[CALL_ID]000000002[ARGS]{\"code\": \"print('a\\\\tb')\", \"options\": {\"env\": {}}}"
+    )
+    whole = check_every_split(SMALL, output)
+    assert whole.content == "Checking."
+    assert calls(whole) == [
+        ("get_weather", {"city": "東京", "days": 3}),
+        ("run", {"code": "print('a\\tb')", "options": {"env": {}}}),
+    ]
+    got = stream(SMALL, output, [output])
+    assert [c.id for c in got.finished] == ["000000001", "000000002"]
+
+
+def test_devstral_calls_without_ids_and_replies_without_calls() -> None:
+    output = 'Hello, world!\nWhat\'s up?[TOOL_CALLS]get_weather[ARGS]{"city": "Paris"}'
+    whole = check_every_split(DEVSTRAL, output)
+    assert whole.content == "Hello, world!\nWhat's up?"
+    assert calls(whole) == [("get_weather", {"city": "Paris"})] and whole.calls[0].id is None
+    for fmt in (NEMO, SMALL, DEVSTRAL):
+        assert check_every_split(fmt, "No [TOOL] here [1, 2]").content == "No [TOOL] here [1, 2]"
+
+
+@pytest.mark.parametrize(
+    ("template", "fmt"),
+    [
+        ("mistralai-Mistral-Nemo-Instruct-2407.jinja", NEMO),
+        ("Mistral-Small-3.2-24B-Instruct-2506.jinja", SMALL),
+        ("unsloth-mistral-Devstral-Small-2507.jinja", DEVSTRAL),
+    ],
+)
+def test_mistral_templates_are_recognised_and_take_any_call_id(template: str, fmt: MistralFormat) -> None:
+    found = detect((TEMPLATES / template).read_text())
+    assert isinstance(found, MistralFormat) and (found.args, found.call_ids) == (fmt.args, fmt.call_ids)
+    # An OpenAI client sends back the ids the appliance gave (call_ + 24 hex digits): the templates
+    # refuse any id but 9 letters and digits, so the call and its result get the same such id.
+    messages = history("call_0123456789abcdef01234567")
+    messages = [fmt.history_result(m) if m["role"] == "tool" else m for m in messages]
+    prompt = rendered(fmt, template, messages)
+    assert '"name": "get_weather"' in prompt and '"name": "run"' in prompt
+    assert "temp_c" in prompt
+    if fmt is not DEVSTRAL:
+        short = mistral_id("call_0123456789abcdef01234567")
+        assert len(short) == 9 and short.isalnum() and prompt.count(short) == 2
+    assert mistral_id("a1B2c3D4e") == "a1B2c3D4e"
+
+
+def test_mistral_grammars_let_llama_cpp_write_real_calls_only() -> None:
+    nemo, small, devstral = grammars(NEMO), grammars(SMALL), grammars(DEVSTRAL)
+    small_call = '[TOOL_CALLS]get_weather[CALL_ID]000000001[ARGS]{"city": "Paris"}'
+    devstral_call = '[TOOL_CALLS]get_weather[ARGS]{"city": "Paris"}'
+    cases = [
+        (nemo["auto"], f"[TOOL_CALLS][{NEMO_CALL}, {NEMO_RUN}]"),
+        (nemo["get_weather"], f"[TOOL_CALLS][{NEMO_CALL}]"),
+        (small["auto"], small_call + small_call.replace("001", "002")),
+        (small["required"], small_call),
+        (devstral["get_weather"], devstral_call),
+        # refused: an id of 8 characters, a call without its id, a wrong tool, a missing parameter
+        (nemo["auto"], f"[TOOL_CALLS][{NEMO_CALL.replace('a1B2c3D4e', 'a1B2c3D4')}]"),
+        (small["auto"], devstral_call),
+        (devstral["get_weather"], '[TOOL_CALLS]run[ARGS]{"code": "1"}'),
+        (devstral["auto"], "[TOOL_CALLS]get_weather[ARGS]{}"),
+    ]
+    assert allowed_by_llama_cpp(cases) == [True] * 5 + [False] * 4
+
+
+def test_ministral_3_reasoning_thinks_between_think_tags() -> None:
+    fmt = detect((TEMPLATES / "mistralai-Ministral-3-14B-Reasoning-2512.jinja").read_text())
+    assert isinstance(fmt, MistralFormat) and fmt.args and not fmt.call_ids and fmt.thinking is not None
+    words = check_every_split(fmt, "[THINK]I'm\nthinking[/THINK]Hello, world!\nWhat's up?")
+    assert (words.reasoning, words.content) == ("I'm\nthinking", "Hello, world!\nWhat's up?")
+    # From llama.cpp's tests: a call marker inside the thoughts is a thought.
+    output = (
+        '[THINK]Let me think about [TOOL_CALLS]get_weather[ARGS]{"city":"x"} and more[/THINK]'
+        '[TOOL_CALLS]get_weather[ARGS]{"city": "Paris"}'
+    )
+    whole = check_every_split(fmt, output)
+    assert whole.reasoning == 'Let me think about [TOOL_CALLS]get_weather[ARGS]{"city":"x"} and more'
+    assert whole.content == "" and calls(whole) == [("get_weather", {"city": "Paris"})]

@@ -7,6 +7,7 @@ from appliance.engine.formats.base import ChatFormat, Thinking
 from appliance.engine.formats.generic import GenericFormat
 from appliance.engine.formats.hermes import HermesFormat
 from appliance.engine.formats.llama3 import Llama3Format, is_llama3
+from appliance.engine.formats.mistral import MistralFormat, mistral_style
 from appliance.engine.formats.qwen3_coder import Qwen3CoderFormat
 
 
@@ -28,6 +29,9 @@ def detect(source: str | None) -> ChatFormat:
         return Qwen3CoderFormat(thinks=thinks)
     if is_llama3(text):
         return Llama3Format()
+    mistral = mistral_style(text)
+    if mistral is not None:
+        return mistral
     if "<tool_call>" in text:
         return HermesFormat(thinks=thinks)
     fmt = GenericFormat()
@@ -41,6 +45,7 @@ __all__ = [
     "GenericFormat",
     "HermesFormat",
     "Llama3Format",
+    "MistralFormat",
     "Qwen3CoderFormat",
     "ThinkingFormat",
     "detect",

@@ -298,6 +298,11 @@ class ChatFormat:
         are the same for every request."""
         return self
 
+    def history_result(self, message: dict[str, Any]) -> dict[str, Any]:
+        """A tool result (role ``tool``) made ready for the template: by default as it is (Mistral's
+        templates want the call's id in the form its ``history_calls`` gave it)."""
+        return message
+
     def grammar(self, tools: list[dict[str, Any]], choice: str, *, parallel: bool) -> Grammar | None:
         """The grammar of a reply with calls; None when the family has none (calls are parsed only)."""
         return None
