@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from appliance.engine.chat_template import ChatTemplate
-from appliance.engine.formats import Llama3Format, MistralFormat, Qwen3CoderFormat, detect
+from appliance.engine.formats import CommandR7BFormat, Llama3Format, MistralFormat, Qwen3CoderFormat, detect
 from appliance.engine.formats.base import ChatFormat
 from appliance.engine.formats.mistral import mistral_id
 from appliance.engine.gbnf import check_gbnf
@@ -401,3 +401,72 @@ def test_ministral_3_reasoning_thinks_between_think_tags() -> None:
     whole = check_every_split(fmt, output)
     assert whole.reasoning == 'Let me think about [TOOL_CALLS]get_weather[ARGS]{"city":"x"} and more'
     assert whole.content == "" and calls(whole) == [("get_weather", {"city": "Paris"})]
+
+
+# --- Command R7B -------------------------------------------------------------------------------
+
+R7B = CommandR7BFormat()
+R7B_TEMPLATE = "CohereForAI-c4ai-command-r7b-12-2024-tool_use.jinja"
+# llama.cpp's recorded replies (tests/test-chat.cpp), with the template's own layout of the list.
+R7B_CALLS = (
+    "<|START_THINKING|>I'm\nthinking<|END_THINKING|><|START_ACTION|>[\n"
+    '    {"tool_call_id": "0", "tool_name": "get_weather", '
+    '"parameters": {"city": "Kraków \\"PL\\"", "days": 1}},\n'
+    '    {"tool_call_id": "1", "tool_name": "run", '
+    '"parameters": {"code": "x", "options": {"env": {"A": "b"}}}}\n'
+    "]<|END_ACTION|>"
+)
+
+
+def test_command_r7b_thoughts_and_two_calls() -> None:
+    whole = check_every_split(R7B, R7B_CALLS)
+    assert whole.reasoning == "I'm\nthinking" and whole.content == ""
+    assert calls(whole) == [
+        ("get_weather", {"city": 'Kraków "PL"', "days": 1}),
+        ("run", {"code": "x", "options": {"env": {"A": "b"}}}),
+    ]
+    assert [c.id for c in whole.calls] == [None, None]  # the turn's indexes: the reader makes ids
+    one = R7B_CALLS.replace("<|START_THINKING|>I'm\nthinking", "<|START_THINKING|>").split(",\n    {")[0]
+    assert calls(check_every_split(R7B, one + "\n]<|END_ACTION|>"))[0][0] == "get_weather"
+
+
+def test_command_r7b_response_is_the_content() -> None:
+    output = "<|START_THINKING|>I'm\nthinking<|END_THINKING|>"
+    whole = check_every_split(R7B, output + "<|START_RESPONSE|>Hello, world!\nWhat's up?<|END_RESPONSE|>")
+    assert (whole.reasoning, whole.content, whole.calls) == ("I'm\nthinking", "Hello, world!\nWhat's up?", [])
+    assert check_every_split(R7B, "Plain words, <|no block|>").content == "Plain words, <|no block|>"
+
+
+def test_command_r7b_reply_cut_mid_call_keeps_what_was_written() -> None:
+    output = R7B_CALLS.split('"parameters": ')[0]
+    assert stream(R7B, output, [output], cut=True).calls == [("get_weather", "")]
+
+
+def test_command_r7b_template_is_recognised_and_renders_tools_and_an_earlier_call() -> None:
+    assert isinstance(detect((TEMPLATES / R7B_TEMPLATE).read_text()), CommandR7BFormat)
+    messages = history()
+    messages[2]["reasoning_content"] = "I will look it up."
+    prompt = rendered(R7B, R7B_TEMPLATE, messages)
+    assert '"name": "get_weather"' in prompt and '"name": "run"' in prompt
+    assert "<|START_THINKING|>I will look it up.<|END_THINKING|><|START_ACTION|>" in prompt
+    assert '"tool_name": "get_weather", "parameters": {"city": "Paris", "days": 2}' in prompt
+    assert "temp_c" in prompt.split("<|START_TOOL_RESULT|>")[-1]
+
+
+def test_command_r7b_grammars_let_llama_cpp_write_real_calls_only() -> None:
+    made = grammars(R7B)
+    single = R7B.grammar(TOOLS, "auto", parallel=False)
+    assert single is not None
+    action = R7B_CALLS.split("<|END_THINKING|>")[1]
+    weather = action.split(",\n    {")[0] + "\n]<|END_ACTION|>"
+    cases = [
+        (made["auto"], action),
+        (made["required"], R7B_CALLS),  # thoughts first, then the calls
+        (made["required"], action),
+        (made["get_weather"], weather),
+        # refused: another tool than the one named, two calls where one may be made, no list
+        (made["get_weather"], action),
+        (single.gbnf, action),
+        (made["auto"], action.replace("[\n", "").replace("\n]", "")),
+    ]
+    assert allowed_by_llama_cpp(cases) == [True] * 4 + [False] * 3

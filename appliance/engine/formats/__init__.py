@@ -4,6 +4,7 @@ template (llama.cpp's common/chat.cpp is the reference for what each family writ
 from __future__ import annotations
 
 from appliance.engine.formats.base import ChatFormat, Thinking
+from appliance.engine.formats.command_r import CommandR7BFormat, is_command_r7b
 from appliance.engine.formats.generic import GenericFormat
 from appliance.engine.formats.hermes import HermesFormat
 from appliance.engine.formats.llama3 import Llama3Format, is_llama3
@@ -29,6 +30,8 @@ def detect(source: str | None) -> ChatFormat:
         return Qwen3CoderFormat(thinks=thinks)
     if is_llama3(text):
         return Llama3Format()
+    if is_command_r7b(text):
+        return CommandR7BFormat()
     mistral = mistral_style(text)
     if mistral is not None:
         return mistral
@@ -42,6 +45,7 @@ def detect(source: str | None) -> ChatFormat:
 
 __all__ = [
     "ChatFormat",
+    "CommandR7BFormat",
     "GenericFormat",
     "HermesFormat",
     "Llama3Format",

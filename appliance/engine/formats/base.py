@@ -211,6 +211,36 @@ def call_from_object(
     return call, end
 
 
+def listed_calls(
+    text: str, start: int, read: Callable[[str, int], tuple[Call | None, int | None]]
+) -> tuple[list[tuple[Call, int | None]], int | None]:
+    """The calls in the JSON list starting at ``text[start]`` (white space before it skipped), each
+    read by ``read(text, object_start)`` as far as it is written, with the index past its object (None
+    while open); and the index past the list (None while open, or when no list starts there)."""
+    calls: list[tuple[Call, int | None]] = []
+    i = start
+    while i < len(text) and text[i] in " \t\r\n":
+        i += 1
+    if not text.startswith("[", i):
+        return calls, None
+    i += 1
+    while i < len(text):
+        if text[i] in " \t\r\n,":
+            i += 1
+            continue
+        if text[i] == "]":
+            return calls, i + 1
+        if text[i] != "{":
+            break
+        call, end = read(text, i)
+        if call is not None:
+            calls.append((call, end))
+        if end is None:
+            break
+        i = end
+    return calls, None
+
+
 def tagged_calls(
     text: str,
     *,

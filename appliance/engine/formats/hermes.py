@@ -20,7 +20,7 @@ from appliance.engine.formats.base import (
     offered,
     tagged_calls,
 )
-from appliance.engine.formats.schema import GrammarBuilder, alternatives, literal, repeated
+from appliance.engine.formats.schema import GrammarBuilder, alternatives, json_object, literal, repeated
 
 OPEN, CLOSE = "<tool_call>", "</tool_call>"
 
@@ -41,13 +41,8 @@ class HermesFormat(ChatFormat):
         for tool in offered(tools, choice):
             name = tool["function"]["name"]
             args = builder.arguments(tool)
-            objects.append(
-                builder.rule(
-                    f"{name}-call",
-                    f'"{{" space "\\"name\\"" space ":" space {literal(literal(name))} space "," space '
-                    f'"\\"arguments\\"" space ":" space {args} "}}" space',
-                )
-            )
+            fields = [("name", f"{literal(literal(name))} space"), ("arguments", args)]
+            objects.append(builder.rule(f"{name}-call", json_object(fields)))
         call = builder.rule("call", f"{literal(OPEN)} space {alternatives(objects)} {literal(CLOSE)}")
         root = repeated(call, parallel=parallel, separator="space")
         return Grammar(builder.build(root), (OPEN,) if choice == "auto" else ())

@@ -26,10 +26,11 @@ from appliance.engine.formats.base import (
     call_from_object,
     held_back,
     json_end,
+    listed_calls,
     offered,
     tagged_calls,
 )
-from appliance.engine.formats.schema import GrammarBuilder, alternatives, literal, repeated
+from appliance.engine.formats.schema import GrammarBuilder, alternatives, json_object, literal, repeated
 
 TOOL_CALLS, CALL_ID, ARGS = "[TOOL_CALLS]", "[CALL_ID]", "[ARGS]"
 _ID = re.compile(r"[A-Za-z0-9]{9}")
@@ -78,10 +79,9 @@ class MistralFormat(ChatFormat):
                 call_id = f"{literal(CALL_ID)} {ID_RULE} " if self.call_ids else ""
                 body = f"{literal(TOOL_CALLS + name)} {call_id}{literal(ARGS)} {args}"
             else:
-                body = (
-                    f'"{{" space "\\"name\\"" space ":" space {literal(literal(name))} space "," space '
-                    f'"\\"arguments\\"" space ":" space {args} "," space "\\"id\\"" space ":" space '
-                    f'"\\"" {ID_RULE} "\\"" space "}}"'
+                call_id = '"\\"" ' + ID_RULE + ' "\\"" space'
+                body = json_object(
+                    [("name", f"{literal(literal(name))} space"), ("arguments", args), ("id", call_id)]
                 )
             calls.append(builder.rule(f"{name}-call", body))
         if self.args:
@@ -118,24 +118,8 @@ class MistralFormat(ChatFormat):
         """Nemo's JSON list of calls at ``text[start]``, as far as it is written. A call is reported
         once its id is whole (or its object closed): the id comes after the arguments, and the
         reader takes a call's id when it first sees the call."""
-        calls: list[Call] = []
-        i = start + len(text[start:]) - len(text[start:].lstrip())
-        if not text.startswith("[", i):
-            return calls
-        i += 1
-        while i < len(text):
-            if text[i] in " \t\r\n,":
-                i += 1
-                continue
-            if text[i] != "{":
-                break
-            call, end = call_from_object(text, i)
-            if call is not None and (call.id is not None or end is not None or not partial):
-                calls.append(call)
-            if end is None:
-                break
-            i = end
-        return calls
+        calls, _ = listed_calls(text, start, call_from_object)
+        return [c for c, end in calls if c.id is not None or end is not None or not partial]
 
 
 def mistral_style(template: str) -> MistralFormat | None:
