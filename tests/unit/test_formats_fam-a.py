@@ -470,3 +470,19 @@ def test_command_r7b_grammars_let_llama_cpp_write_real_calls_only() -> None:
         (made["auto"], action.replace("[\n", "").replace("\n]", "")),
     ]
     assert allowed_by_llama_cpp(cases) == [True] * 4 + [False] * 3
+
+
+def test_qwen3_coder_first_call_without_its_tool_call_tag() -> None:
+    bare = CODER_CALL.removeprefix("<tool_call>\n")
+    # As llama.cpp's tests record it: the first call opened by <function=NAME> alone.
+    whole = check_every_split(QWEN_CODER, "Let me call it.\n" + bare + "\n" + CODER_RUN)
+    assert whole.content == "Let me call it.\n"
+    assert [name for name, _ in calls(whole)] == ["get_weather", "run"]
+    code = "#include <functional>\n<function=other> is no tool of ours"
+    assert check_every_split(QWEN_CODER, code).content == code
+    grammar = QWEN_CODER.grammar(TOOLS, "auto", parallel=True)
+    assert grammar is not None and "<function=get_weather>" in grammar.triggers
+    assert allowed_by_llama_cpp([(grammar.gbnf, bare + "\n" + CODER_RUN), (grammar.gbnf, bare + bare)]) == [
+        True,
+        False,  # only the first call may leave its tag out
+    ]

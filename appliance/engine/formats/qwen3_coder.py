@@ -29,10 +29,11 @@ from appliance.engine.formats.base import (
     Grammar,
     Parsed,
     Thinking,
+    held_back,
     offered,
     tagged_calls,
 )
-from appliance.engine.formats.schema import GrammarBuilder, alternatives, literal, repeated, text_until
+from appliance.engine.formats.schema import GrammarBuilder, alternatives, literal, text_until
 
 OPEN, CLOSE = "<tool_call>", "</tool_call>"
 FUNCTION, FUNCTION_END = "<function=", "</function>"
@@ -78,6 +79,7 @@ class Qwen3CoderFormat(ChatFormat):
             fn = tool.get("function") or {}
             properties = (fn.get("parameters") or {}).get("properties")
             self._schemas[str(fn.get("name"))] = properties if isinstance(properties, dict) else {}
+        self._bare = [] if thinks else [f"{FUNCTION}{name}>" for name in self._schemas]
 
     def for_tools(self, tools: list[dict[str, Any]]) -> Qwen3CoderFormat:
         return Qwen3CoderFormat(thinks=self.thinking is not None, tools=tools)
@@ -115,14 +117,43 @@ class Qwen3CoderFormat(ChatFormat):
                     f"{literal(f'{FUNCTION}{name}>{chr(10)}')} {args} {literal(FUNCTION_END + chr(10))}",
                 )
             )
-        call = builder.rule("call", f"{literal(OPEN + chr(10))} {alternatives(functions)} {literal(CLOSE)}")
-        root = repeated(call, parallel=parallel, separator='"\\n"?')
-        return Grammar(builder.build(root), (OPEN,) if choice == "auto" else ())
+        body = f"{alternatives(functions)} {literal(CLOSE)}"
+        call = builder.rule("call", f"{literal(OPEN + chr(10))} {body}")
+        first, triggers = call, [OPEN]
+        if self.thinking is None:
+            # Qwen3-Coder sometimes leaves out its first call's <tool_call> (llama.cpp allows it too).
+            first = builder.rule("first-call", f"{literal(OPEN + chr(10))}? {body}")
+            triggers += [f"{FUNCTION}{t['function']['name']}>" for t in offered(tools, choice)]
+        root = f'{first} ( "\\n"? {call} )*' if parallel else first
+        return Grammar(builder.build(root), tuple(triggers) if choice == "auto" else ())
 
     def parse_calls(self, text: str, *, partial: bool) -> Parsed:
-        return tagged_calls(
-            text, partial=partial, tags=(OPEN, CLOSE), read=lambda t, i: self._call(t, i, partial=partial)
-        )
+        def read(whole: str, start: int) -> tuple[Call | None, int | None]:
+            return self._call(whole, start, partial=partial)
+
+        bare = self._bare_call(text)
+        if bare < 0:
+            parsed = tagged_calls(text, partial=partial, tags=(OPEN, CLOSE), read=read)
+            if partial and not parsed.calls:
+                parsed.content = parsed.content[: len(parsed.content) - held_back(parsed.content, self._bare)]
+            return parsed
+        # A first call without its <tool_call>: the rest is read as usual after its </tool_call>.
+        call, end = self._call(text, bare, partial=partial)
+        parsed = Parsed(text[:bare], calls=[call] if call is not None else [])
+        close = text.find(CLOSE, end) if end is not None else -1
+        if close >= 0:
+            rest = tagged_calls(text[close + len(CLOSE) :], partial=partial, tags=(OPEN, CLOSE), read=read)
+            parsed.calls += rest.calls
+            if rest.content.strip():
+                parsed.content += rest.content
+        return parsed
+
+    def _bare_call(self, text: str) -> int:
+        """Where a call opened by ``<function=NAME>`` of an offered tool starts before any
+        ``<tool_call>`` (-1: none). Only the non-thinking Qwen3-Coder does this."""
+        limit = text.find(OPEN)
+        found = [at for opener in self._bare if (at := text.find(opener)) >= 0 and (limit < 0 or at < limit)]
+        return min(found, default=-1)
 
     def _call(self, text: str, start: int, *, partial: bool) -> tuple[Call | None, int | None]:
         """The call whose ``<function=`` follows ``text[start:]`` (white space before it), as far as
