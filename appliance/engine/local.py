@@ -324,9 +324,9 @@ class LocalLlamaBackend:
             raise InvalidRequest("images are not supported: this model reads text only", param="messages")
         choice = resolve_choice(params.tools, params.tool_choice)
         literals = Literals(self._control_texts)
-        fmt = self._format
+        fmt = self._format.for_tools(params.tools) if choice is not None else self._format
         assert self._template is not None  # loaded with the model
-        grammar = await self._reply_grammar(model, params, choice)
+        grammar = await self._reply_grammar(model, params, fmt, choice)
         variables = template_variables(fmt, params.reasoning, params.template_kwargs)
         # A reply constrained from its first token leaves no room for thoughts the model would open
         # itself: unless the client asked, the template is asked for none (Qwen3 writes an empty block).
@@ -431,13 +431,15 @@ class LocalLlamaBackend:
 
     # -- helpers --------------------------------------------------------------------------------
 
-    async def _reply_grammar(self, model: Any, params: ChatParams, choice: str | None) -> Grammar | None:
+    async def _reply_grammar(
+        self, model: Any, params: ChatParams, fmt: ChatFormat, choice: str | None
+    ) -> Grammar | None:
         """The grammar a chat's reply follows: the client's own, else the family's call format when
         tools are in force, else the JSON schema's; None: free text."""
         if params.grammar is not None:  # the client's own: it drives sampling, tools or not
             return Grammar(await self._client_grammar(model, params.grammar))
         if choice is not None:
-            return self._format.grammar(params.tools, choice, parallel=params.parallel_tool_calls)
+            return fmt.grammar(params.tools, choice, parallel=params.parallel_tool_calls)
         if params.json_schema is not None:
             return Grammar(self._grammar(params.json_schema))
         return None

@@ -38,10 +38,15 @@ def chat_messages(
     writes them (``fmt``), the tool instructions in the system message when a tool ``choice`` is in
     force and the template does not list the tools itself, and every string a client wrote protected
     by ``literals``."""
-    prepared = [
-        fmt.history_calls(dict(m)) if m.get("role") == "assistant" and m.get("tool_calls") else dict(m)
-        for m in messages
-    ]
+
+    def ready(message: dict[str, Any]) -> dict[str, Any]:
+        if message.get("role") == "assistant" and message.get("tool_calls"):
+            return fmt.history_calls(message)
+        if message.get("role") == "tool":
+            return fmt.history_result(message)
+        return message
+
+    prepared = [ready(dict(m)) for m in messages]
     instructions = (
         fmt.tool_instructions(tools, choice) if choice is not None and not fmt.native_tools else None
     )

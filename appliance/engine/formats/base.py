@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -210,6 +210,73 @@ def call_from_object(
     return call, end
 
 
+def listed_calls(
+    text: str, start: int, read: Callable[[str, int], tuple[Call | None, int | None]]
+) -> tuple[list[tuple[Call, int | None]], int | None]:
+    """The calls in the JSON list starting at ``text[start]`` (white space before it skipped), each
+    read by ``read(text, object_start)`` as far as it is written, with the index past its object (None
+    while open); and the index past the list (None while open, or when no list starts there)."""
+    calls: list[tuple[Call, int | None]] = []
+    i = start
+    while i < len(text) and text[i] in " \t\r\n":
+        i += 1
+    if not text.startswith("[", i):
+        return calls, None
+    i += 1
+    while i < len(text):
+        if text[i] in " \t\r\n,":
+            i += 1
+            continue
+        if text[i] == "]":
+            return calls, i + 1
+        if text[i] != "{":
+            break
+        call, end = read(text, i)
+        if call is not None:
+            calls.append((call, end))
+        if end is None:
+            break
+        i = end
+    return calls, None
+
+
+def tagged_calls(
+    text: str,
+    *,
+    partial: bool,
+    tags: tuple[str, str],
+    read: Callable[[str, int], tuple[Call | None, int | None]],
+) -> Parsed:
+    """The content and calls of ``text`` where each call sits between the ``tags`` (open, close),
+    after any words: ``read(text, start)`` reads one call's body from ``start`` (the call as far as it
+    is written, and the index past its body, None while it is open). Words between and after calls are
+    content too."""
+    opening, closing = tags
+    first = text.find(opening)
+    if first < 0:
+        keep = len(text) - (held_back(text, [opening]) if partial else 0)
+        return Parsed(text[:keep])
+    parsed = Parsed(text[:first])
+    i = first
+    while i >= 0:
+        call, end = read(text, i + len(opening))
+        if call is not None:
+            parsed.calls.append(call)
+        if end is None:
+            return parsed
+        close = text.find(closing, end)
+        if close < 0:
+            return parsed  # the closing tag is still to come (or never comes: the call stands)
+        after = close + len(closing)
+        i = text.find(opening, after)
+        tail = text[after:] if i < 0 else text[after:i]
+        if partial and i < 0:
+            tail = tail[: len(tail) - held_back(tail, [opening])]
+        if tail.strip():  # words after a call are content too
+            parsed.content += tail
+    return parsed
+
+
 def tool_names(tools: Sequence[dict[str, Any]]) -> list[str]:
     return [str(t["function"]["name"]) for t in tools]
 
@@ -262,6 +329,17 @@ class ChatFormat:
                     fn["arguments"] = json.loads(arguments or "{}")
             calls.append({**call, "function": fn})
         return {**message, "tool_calls": calls}
+
+    def for_tools(self, tools: list[dict[str, Any]]) -> ChatFormat:
+        """This format for a request offering ``tools``. A family whose calls are not written as JSON
+        reads each argument's type from its tool's schema (Qwen3-Coder's XML parameters); the others
+        are the same for every request."""
+        return self
+
+    def history_result(self, message: dict[str, Any]) -> dict[str, Any]:
+        """A tool result (role ``tool``) made ready for the template: by default as it is (Mistral's
+        templates want the call's id in the form its ``history_calls`` gave it)."""
+        return message
 
     def grammar(self, tools: list[dict[str, Any]], choice: str, *, parallel: bool) -> Grammar | None:
         """The grammar of a reply with calls; None when the family has none (calls are parsed only)."""

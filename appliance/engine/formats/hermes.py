@@ -17,10 +17,10 @@ from appliance.engine.formats.base import (
     Parsed,
     Thinking,
     call_from_object,
-    held_back,
     offered,
+    tagged_calls,
 )
-from appliance.engine.formats.schema import GrammarBuilder, alternatives, literal, repeated
+from appliance.engine.formats.schema import GrammarBuilder, alternatives, json_object, literal, repeated
 
 OPEN, CLOSE = "<tool_call>", "</tool_call>"
 
@@ -41,39 +41,12 @@ class HermesFormat(ChatFormat):
         for tool in offered(tools, choice):
             name = tool["function"]["name"]
             args = builder.arguments(tool)
-            objects.append(
-                builder.rule(
-                    f"{name}-call",
-                    f'"{{" space "\\"name\\"" space ":" space {literal(literal(name))} space "," space '
-                    f'"\\"arguments\\"" space ":" space {args} "}}" space',
-                )
-            )
+            fields = [("name", f"{literal(literal(name))} space"), ("arguments", args)]
+            objects.append(builder.rule(f"{name}-call", json_object(fields)))
         ws = builder.ws()
         call = builder.rule("call", f"{literal(OPEN)} {ws} {alternatives(objects)} {ws} {literal(CLOSE)}")
         root = repeated(call, parallel=parallel, separator=ws)
         return Grammar(builder.build(root), (OPEN,) if choice == "auto" else ())
 
     def parse_calls(self, text: str, *, partial: bool) -> Parsed:
-        first = text.find(OPEN)
-        if first < 0:
-            keep = len(text) - (held_back(text, [OPEN]) if partial else 0)
-            return Parsed(text[:keep])
-        parsed = Parsed(text[:first])
-        i = first
-        while i >= 0:
-            call, end = call_from_object(text, i + len(OPEN))
-            if call is not None:
-                parsed.calls.append(call)
-            if end is None:
-                return parsed
-            close = text.find(CLOSE, end)
-            if close < 0:
-                return parsed  # the closing tag is still to come (or never comes: the call stands)
-            after = close + len(CLOSE)
-            i = text.find(OPEN, after)
-            tail = text[after:] if i < 0 else text[after:i]
-            if partial and i < 0:
-                tail = tail[: len(tail) - held_back(tail, [OPEN])]
-            if tail.strip():  # words after a call are content too
-                parsed.content += tail
-        return parsed
+        return tagged_calls(text, partial=partial, tags=(OPEN, CLOSE), read=call_from_object)

@@ -74,6 +74,55 @@ def prefixed(gbnf: str, prefix: str, *, then_space: bool = False) -> str:
     return f"root ::= {literal(prefix)}{space} root-{n}\n{body}"
 
 
+_CLASS_ESCAPES = {"\n": "\\n", "\\": "\\\\", "]": "\\]", "-": "\\-", "^": "\\^"}
+
+
+def text_until(builder: GrammarBuilder, name: str, delimiter: str) -> str:
+    """A rule matching any text up to and including the first ``delimiter`` (a DFA over the
+    delimiter's prefixes, as llama.cpp's own ``until`` rules are built); its name."""
+    fail = [0] * len(delimiter)  # KMP: the longest proper prefix that is also a suffix
+    for i in range(1, len(delimiter)):
+        k = fail[i - 1]
+        while k and delimiter[i] != delimiter[k]:
+            k = fail[k - 1]
+        fail[i] = k + 1 if delimiter[i] == delimiter[k] else 0
+
+    def step(state: int, char: str) -> int:
+        while state and delimiter[state] != char:
+            state = fail[state - 1]
+        return state + 1 if delimiter[state] == char else 0
+
+    def state_name(state: int) -> str:
+        return name if state == 0 else f"{name}-{state}"
+
+    def char_class(chars: list[str], negate: bool) -> str:
+        escaped = "".join(_CLASS_ESCAPES.get(c, c) for c in chars)
+        return f"[{'^' if negate else ''}{escaped}]"
+
+    for state in range(len(delimiter)):
+        ends: list[str] = []
+        moves: dict[int, list[str]] = {}
+        for char in sorted(set(delimiter)):
+            after = step(state, char)
+            if after == len(delimiter):
+                ends.append(char)
+            elif after:
+                moves.setdefault(after, []).append(char)
+        options = [char_class(ends, False)] if ends else []
+        options += [f"{char_class(chars, False)} {state_name(to)}" for to, chars in sorted(moves.items())]
+        specific = ends + [c for chars in moves.values() for c in chars]
+        options.append(f"{char_class(specific, True)} {state_name(0)}")
+        builder.rule(state_name(state), " | ".join(options))
+    return name
+
+
+def json_object(fields: list[tuple[str, str]]) -> str:
+    """GBNF for a JSON object with exactly ``fields``, in order: (key, the rule for its value, which
+    takes the white space after it, as the schema converter's rules do)."""
+    parts = [f'{literal(literal(key))} space ":" space {value}' for key, value in fields]
+    return '"{" space ' + ' "," space '.join(parts) + ' "}" space'
+
+
 def alternatives(rules: list[str]) -> str:
     return rules[0] if len(rules) == 1 else "( " + " | ".join(rules) + " )"
 
