@@ -25,6 +25,12 @@ FAMILY_MODELS = {
     "qwen3-family": "Qwen-Qwen3-0.6B.jinja",
     "qwen25-family": "Qwen-Qwen2.5-7B-Instruct.jinja",
     "r1-family": "deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja",
+    "coder-family": "Qwen3-Coder.jinja",
+    "llama31-family": "meta-llama-Llama-3.1-8B-Instruct.jinja",
+    "mistral-family": "Mistral-Small-3.2-24B-Instruct-2506.jinja",
+    "gptoss-family": "openai-gpt-oss-120b.jinja",
+    "granite-family": "ibm-granite-granite-3.3-2B-Instruct.jinja",
+    "command-family": "CohereForAI-c4ai-command-r7b-12-2024-tool_use.jinja",
 }
 WEATHER = {
     "type": "function",
@@ -70,7 +76,7 @@ def _streamed(daemon: Daemon, model: str, **extra: Any) -> tuple[str, str, list[
     content, reasoning, finish = "", "", ""
     calls: dict[int, list[str]] = {}
     stream = daemon.client().chat.completions.create(
-        model=model, messages=ASK, stream=True, max_tokens=200, **extra
+        model=model, messages=ASK, stream=True, max_tokens=300, **extra
     )
     for chunk in stream:
         delta = chunk.choices[0].delta
@@ -218,3 +224,41 @@ def test_capabilities_follow_the_configured_template(daemon: Daemon) -> None:
     assert "thinking" not in shown["qwen25-family"]["capabilities"]
     assert all("tools" in s["capabilities"] for s in shown.values())
     assert shown["qwen25-family"]["appliance"]["declared"]["tool_format"] == "hermes"
+
+
+# model -> (what it is made to write, the thoughts that come apart): each family's native call of
+# get_weather(city="Paris"), as its model writes one (see each family's unit tests for the sources).
+# One family of each way of reading a reply (XML parameters typed by the schema, a bare JSON reply,
+# harmony channels, thoughts the prompt opened); the others' parsers are the same machinery, tested
+# whole and at every split in tests/unit/test_formats_family_*.py (Mistral, Granite and Command R7B
+# prompts are long: their daemon runs cost more than they check here).
+NATIVE_CALLS = {
+    "coder-family": (
+        "<tool_call>\n<function=get_weather>\n<parameter=city>\nParis\n</parameter>\n</function>\n</tool_call>",
+        "",
+    ),
+    "llama31-family": ('{"name": "get_weather", "parameters": {"city": "Paris"}}', ""),
+    "gptoss-family": (
+        "<|channel|>analysis<|message|>Need the weather.<|end|><|start|>assistant<|channel|>commentary "
+        'to=functions.get_weather <|constrain|>json<|message|>{"city": "Paris"}<|call|>',
+        "Need the weather.",
+    ),
+    "r1-family": (
+        "Let me call it.\n</think>\n\n<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>"
+        'get_weather\n```json\n{"city": "Paris"}\n```<｜tool▁call▁end｜><｜tool▁calls▁end｜>',
+        "Let me call it.",
+    ),
+}
+
+
+@pytest.mark.parametrize("model", list(NATIVE_CALLS))
+def test_each_family_s_native_call_is_read_as_it_streams(daemon: Daemon, model: str) -> None:
+    """The model is made to write its family's own call text; the OpenAI stream's deltas join into the
+    call (and the thoughts apart). The whole answer takes the same reader (see the Qwen3 test)."""
+    output, thoughts = NATIVE_CALLS[model]
+    extra = {"tools": [WEATHER], "extra_body": _forced(output)}
+    content, reasoning, calls, finish = _streamed(daemon, model, **extra)
+    assert [(name, json.loads(arguments)) for name, arguments in calls] == [
+        ("get_weather", {"city": "Paris"})
+    ]
+    assert (content, reasoning, finish) == ("", thoughts, "tool_calls")
