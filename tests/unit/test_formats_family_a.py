@@ -243,7 +243,7 @@ def test_llama3_python_tag_call_after_words() -> None:
 def test_llama3_builtin_tools_in_python_syntax() -> None:
     whole = check_every_split(LLAMA, LLAMA_BUILTIN)
     assert calls(whole) == [("brave_search", {"query": "current weather in Menlo Park, California"})]
-    wolfram = "<|python_tag|>wolfram_alpha.call(query=\"solve x^3 - 4x^2 + 6x - 24 = 0 (it's «cubic»)\")"
+    wolfram = '<|python_tag|>wolfram_alpha.call(query="solve x^3 - 4x^2 + 6x - 24 = 0 (it\'s «cubic»)")'
     assert calls(check_every_split(LLAMA, wolfram)) == [
         ("wolfram_alpha", {"query": "solve x^3 - 4x^2 + 6x - 24 = 0 (it's «cubic»)"})
     ]
@@ -323,8 +323,8 @@ def test_nemo_json_list_of_calls_keeps_their_ids() -> None:
 
 def test_small_3_2_calls_with_call_ids_after_words() -> None:
     output = (
-        "Checking.[TOOL_CALLS]get_weather[CALL_ID]000000001[ARGS]{\"city\": \"東京\", \"days\": 3}"
-        "[TOOL_CALLS]run[CALL_ID]000000002[ARGS]{\"code\": \"print('a\\\\tb')\", \"options\": {\"env\": {}}}"
+        'Checking.[TOOL_CALLS]get_weather[CALL_ID]000000001[ARGS]{"city": "東京", "days": 3}'
+        '[TOOL_CALLS]run[CALL_ID]000000002[ARGS]{"code": "print(\'a\\\\tb\')", "options": {"env": {}}}'
     )
     whole = check_every_split(SMALL, output)
     assert whole.content == "Checking."
@@ -432,8 +432,15 @@ def test_command_r7b_thoughts_and_two_calls() -> None:
 
 def test_command_r7b_response_is_the_content() -> None:
     output = "<|START_THINKING|>I'm\nthinking<|END_THINKING|>"
-    whole = check_every_split(R7B, output + "<|START_RESPONSE|>Hello, world!\nWhat's up?<|END_RESPONSE|>")
-    assert (whole.reasoning, whole.content, whole.calls) == ("I'm\nthinking", "Hello, world!\nWhat's up?", [])
+    for tools in (True, False):  # a chat without tools: the answer's markers do not show either
+        whole = check_every_split(
+            R7B, output + "<|START_RESPONSE|>Hello, world!\nWhat's up?<|END_RESPONSE|>", tools=tools
+        )
+        assert (whole.reasoning, whole.content, whole.calls) == (
+            "I'm\nthinking",
+            "Hello, world!\nWhat's up?",
+            [],
+        )
     assert check_every_split(R7B, "Plain words, <|no block|>").content == "Plain words, <|no block|>"
 
 

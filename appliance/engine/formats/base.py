@@ -295,6 +295,9 @@ class ChatFormat:
     name = "content"
     thinking: Thinking | None = None
     native_tools = False
+    wrapped_answer = False
+    """The answer comes inside markers of its own (Command R7B's <|START_RESPONSE|>, Granite's <response>):
+    the reply is read by ``parse_calls`` with or without tools."""
     """The model's template renders the ``tools`` list itself (else the instructions are added to the
     system message, see ``tool_instructions``)."""
 
@@ -351,10 +354,12 @@ class ChatFormat:
         reasoning, rest, done = split_thinking(text, self.thinking, inside=thinking, partial=partial)
         if not done:
             return Parsed(reasoning=reasoning, thinking=True)
-        if not tools:
+        if not tools and not self.wrapped_answer:
             return Parsed(rest, reasoning)
         parsed = self.parse_calls(rest, partial=partial)
         parsed.reasoning = reasoning
+        if not tools:
+            parsed.calls = []  # none were offered: the answer's text only
         return parsed
 
     def parse_calls(self, text: str, *, partial: bool) -> Parsed:

@@ -56,6 +56,7 @@ def _action_call(text: str, start: int) -> tuple[Call | None, int | None]:
 class CommandR7BFormat(ChatFormat):
     name = "command-r7b"
     native_tools = True
+    wrapped_answer = True
 
     def __init__(self) -> None:
         self.thinking = Thinking(START_THINKING, END_THINKING)

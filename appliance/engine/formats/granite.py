@@ -41,6 +41,7 @@ def is_granite3(source: str) -> bool:
 class GraniteFormat(ChatFormat):
     name = "granite"
     native_tools = True
+    wrapped_answer = True
 
     def __init__(self) -> None:
         self.thinking = Thinking("<think>", "</think>")
