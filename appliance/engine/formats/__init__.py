@@ -21,16 +21,6 @@ from appliance.engine.formats.mistral import MistralFormat, mistral_style
 from appliance.engine.formats.qwen3_coder import Qwen3CoderFormat
 
 
-class ThinkingFormat(ChatFormat):
-    """A model that thinks between ``<think>`` tags and has no tool format of its own (tools go the
-    generic way)."""
-
-    name = "thinking"
-
-    def __init__(self) -> None:
-        self.thinking = Thinking("<think>", "</think>")
-
-
 def detect(source: str | None) -> ChatFormat:
     """The format of the model whose chat template is ``source`` (None: the model has none)."""
     text = source or ""
@@ -75,6 +65,5 @@ __all__ = [
     "Llama3Format",
     "MistralFormat",
     "Qwen3CoderFormat",
-    "ThinkingFormat",
     "detect",
 ]
