@@ -26,3 +26,18 @@ def appliance_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest
     monkeypatch.setenv("OLLAMA_MODELS", str(home / "ollama"))
     monkeypatch.setenv("HOME", str(home))
     return home
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Stop the daemons a test started and never stopped, and name those tests: a leaked daemon keeps
+    a core busy and a port taken after the run."""
+    from tests.server.conftest import RUNNING, stop_daemon
+
+    leaked = list(RUNNING.values())
+    for daemon, _ in leaked:
+        stop_daemon(daemon)
+    if leaked:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        names = ", ".join(sorted({test for _, test in leaked}))
+        if reporter is not None:
+            reporter.write_line(f"stopped {len(leaked)} daemon(s) left running by: {names}", red=True)

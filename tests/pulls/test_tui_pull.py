@@ -8,7 +8,7 @@ from textual.pilot import Pilot
 from textual.widgets import DataTable, Input, ProgressBar, Static, TabbedContent
 
 from tests.pulls.fakehub import FakeHub
-from tests.server.conftest import start_daemon
+from tests.server.conftest import start_daemon, stop_daemon
 from tests.tui.test_app import _rows, _until, drive
 from tui.app import ApplianceApp, PullScreen
 
@@ -41,4 +41,7 @@ def test_pull_with_progress_then_remove(hub: FakeHub, tmp_path: Path) -> None:
         await pilot.press("x", "y")
         assert await _until(pilot, lambda: PULLED not in [r[0] for r in _rows(app, "#installed")])
 
-    drive(daemon, scenario)
+    try:
+        drive(daemon, scenario)
+    finally:
+        stop_daemon(daemon)

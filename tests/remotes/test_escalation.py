@@ -79,25 +79,19 @@ def test_each_reason_escalates_with_headers_and_usage(
 
 
 def test_a_busy_local_slot_escalates_for_load(daemon: Daemon) -> None:
-    import threading
-
-    done = threading.Event()
-
-    def hold() -> None:
-        _chat(daemon, MODEL_ID, max_tokens=400, logit_bias=NO_EOS_BIAS)
-        done.set()
-
-    holder = threading.Thread(target=hold)
-    holder.start()
-    try:
-        status = f"{daemon.url}/appliance/v1/status"
+    # The one local slot is held by a long stream, closed once the check is done (which frees the slot:
+    # waiting for its 400 tokens would only cost time).
+    body = {"model": MODEL_ID, "messages": [{"role": "user", "content": "Tell a long story."}],
+            "max_tokens": 400, "temperature": 0, "stream": True, "logit_bias": NO_EOS_BIAS}  # fmt: skip
+    status = f"{daemon.url}/appliance/v1/status"
+    with web.stream("POST", f"{daemon.v1}/chat/completions", json=body, timeout=120) as holder:
+        assert holder.status_code == 200 and holder.headers["x-appliance-backend"] == "local"
         assert wait_until(lambda: web.get(status).json()["slots"]["busy"] == 1, 30)
         response = _chat(daemon, MODEL_ID)
         assert response.headers["x-appliance-backend"] == "remote:gpu-box"
         assert response.headers["x-appliance-escalation-reason"] == "load"
-    finally:
-        holder.join(120)
-    assert done.is_set()
+        assert web.get(status).json()["slots"]["busy"] == 1  # still generating here meanwhile
+    assert wait_until(lambda: web.get(status).json()["slots"]["busy"] == 0, 30)
 
 
 def test_x_escalate_never_and_the_remotes_client_errors(daemon: Daemon) -> None:

@@ -56,6 +56,11 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+# Every daemon started and not yet stopped, with the test that started it: what is left at the end of
+# the session leaked (a test that forgot stop_daemon) and is stopped then (tests/conftest.py).
+RUNNING: dict[int, tuple[Daemon, str]] = {}
+
+
 def start_daemon(
     home: Path, *args: str, env: dict[str, str] | None = None, port: int | None = None
 ) -> Daemon:
@@ -72,6 +77,7 @@ def start_daemon(
             env=full_env,
         )
     daemon = Daemon(f"http://127.0.0.1:{port}", process, log_path)
+    RUNNING[process.pid] = (daemon, os.environ.get("PYTEST_CURRENT_TEST", "?"))
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -87,6 +93,7 @@ def start_daemon(
 
 
 def stop_daemon(daemon: Daemon) -> None:
+    RUNNING.pop(daemon.process.pid, None)
     daemon.process.terminate()
     try:
         daemon.process.wait(timeout=20)

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from appliance import cli
+from appliance.cli.eval import builtin_text
 from appliance.evaluation.golden import builtin_golden
 from models.embedded import embedded_model_path
 from tests.benchmark_scripts import load_script
@@ -66,11 +67,17 @@ def _one_case_of_each_kind(golden: Path) -> list[str]:
 def test_the_golden_set_gets_the_same_replies_here_and_from_the_daemon(
     daemon: Daemon, tmp_path: Path
 ) -> None:
-    served = _json(_eval(tmp_path, MODEL_ID, "--url", daemon.url, "--json"))
+    # One case of each kind of the built-in set (the whole set would take three times as long and check
+    # nothing more: every case goes through the same road).
+    lines = builtin_golden().read_text(encoding="utf-8").splitlines()
+    assert len(lines) >= 20
+    subset = tmp_path / "subset.jsonl"
+    subset.write_text("\n".join(_one_case_of_each_kind(builtin_golden())) + "\n", encoding="utf-8")
+    served = _json(_eval(tmp_path, MODEL_ID, "--url", daemon.url, "--golden", str(subset), "--json"))
     # The daemon says which file it serves, so the results are kept with that file (appliance list).
-    assert served["file"] == str(embedded_model_path()) and served["golden"] == str(builtin_golden())
+    assert served["file"] == str(embedded_model_path()) and served["golden"] == str(subset)
     cases = served["cases"]
-    assert isinstance(cases, list) and len(cases) >= 20
+    assert isinstance(cases, list) and len(cases) == 6
     passed = sum(c["passed"] for c in cases)
     assert served["passed"] == passed and served["pass_rate"] == passed / len(cases)
     # A real model gets some right and some wrong; a check that passed or failed everything is broken.
@@ -79,17 +86,11 @@ def test_the_golden_set_gets_the_same_replies_here_and_from_the_daemon(
     assert all(c["why"] for c in cases if not c["passed"])
     assert "kld_mean" not in served
 
-    # Loaded here, one case of each kind (the whole set again would take as long as the run above and
-    # check nothing more): greedy decoding through the same engine, template and grammar gives the
-    # same replies, reply for reply.
-    subset = tmp_path / "subset.jsonl"
-    subset.write_text("\n".join(_one_case_of_each_kind(builtin_golden())) + "\n", encoding="utf-8")
+    # Loaded here: greedy decoding through the same engine, template and grammar gives the same
+    # replies, reply for reply.
     here = _json(_eval(tmp_path, MODEL_ID, "--golden", str(subset), "--json"))
     assert here["file"] == str(embedded_model_path())
-    by_id = {c["id"]: c["reply"] for c in cases}
-    here_cases = here["cases"]
-    assert isinstance(here_cases, list) and len(here_cases) == 6
-    assert [c["reply"] for c in here_cases] == [by_id[c["id"]] for c in here_cases]
+    assert [c["reply"] for c in here["cases"]] == [c["reply"] for c in cases]  # type: ignore[union-attr]
 
 
 def test_text_output_lists_each_case_then_the_pass_rate(tmp_path: Path) -> None:
@@ -113,20 +114,21 @@ def test_drift_is_zero_against_itself_and_grows_as_quantization_coarsens(
 ) -> None:
     golden = tmp_path / "golden.jsonl"
     golden.write_text('{"prompt": "Say hello.", "max_tokens": 8, "expect": {"regex": "."}}\n')
+    # One chunk of 256 tokens of the built-in prose (the whole text is three chunks of 512, six times
+    # the work, and would check nothing more here: the scoring is the same).
+    words = builtin_text().read_text(encoding="utf-8").split()
+    assert len(words) > 1000
+    one_chunk = tmp_path / "one-chunk.txt"
+    one_chunk.write_text(" ".join(words[:250]))
+    drift = ("--against", MODEL_ID, "--golden", str(golden), "--text", str(one_chunk), "--chunk", "256")
     reference = str(embedded_model_path())
-    same = _json(_eval(tmp_path, MODEL_ID, "--against", reference, "--golden", str(golden), "--json"))
-    assert same["against_file"] == reference and same["chunks"] == 3 and same["tokens"] == 3 * 255
+    same = _json(_eval(tmp_path, reference, *drift, "--json"))
+    assert same["against_file"] == reference and same["chunks"] == 1 and same["tokens"] == 127
     assert same["kld_mean"] == same["kld_max"] == 0.0
     assert same["top1_agreement"] == 1.0 and same["ppl"] == same["ppl_against"]
     ppl = same["ppl"]
     assert isinstance(ppl, float) and 5 < ppl < 100  # English prose under a real 135M chat model
 
-    # The requantized pair is scored on one shorter chunk of the same prose: enough to tell them apart,
-    # at a sixth of the time.
-    words = (Path(str(same["text"])).read_text(encoding="utf-8")).split()
-    one_chunk = tmp_path / "one-chunk.txt"
-    one_chunk.write_text(" ".join(words[:250]))
-    drift = ("--against", MODEL_ID, "--golden", str(golden), "--text", str(one_chunk), "--chunk", "256")
     close = _json(_eval(tmp_path, str(requantized["Q8_0"]), *drift, "--json"))
     assert close["chunks"] == 1 and 0 < close["kld_mean"] < 0.05  # type: ignore[operator]
     assert close["top1_agreement"] < 1.0  # type: ignore[operator]
