@@ -159,6 +159,10 @@ class ModelSettings(BaseModel):
     """Flash attention: auto lets llama.cpp decide per backend."""
     kv_type: Literal["f16", "q8_0", "q4_0"] | None = None
     """KV cache type (q8_0 and q4_0 need flash attention); empty: f16, q8_0 when only that fits."""
+    draft_max: int = Field(16, ge=0, le=64)
+    """Speculative decoding by prompt lookup: at most this many tokens guessed from the prompt and the
+    reply so far, checked in one decode (the output is the same; a reply that repeats its prompt comes
+    several times faster); 0 turns it off (llama-server's --draft-max with --spec-type ngram)."""
     keep_alive: str = "5m"
     """How long a model loaded on demand stays loaded after its last request ("30s", "5m", "1h"; -1: until
     its memory is needed). The model `serve` starts with stays loaded unless memory is needed."""
@@ -220,6 +224,8 @@ class PerModelSettings(BaseModel):
     """Thinking on or off, or how hard, for chats that do not say (a request's own switch wins)."""
     kv_type: Literal["f16", "q8_0", "q4_0"] | None = None
     """KV cache type of this model (q8_0 and q4_0 need flash attention); empty: the planner picks."""
+    draft_max: int | None = Field(None, ge=0, le=64)
+    """Tokens guessed at most per step by prompt lookup for this model (0: off); empty: `model.draft_max`."""
 
     @field_validator("aliases")
     @classmethod

@@ -402,6 +402,7 @@ class ModelManager:
                 loop.call_soon_threadsafe(settled.set)
 
         options = load_options(plan, self.hardware, self.settings.model.n_threads)
+        own = self.settings.per_model(model.id, model.name)
         backend = LocalLlamaBackend(
             model.path,
             model.id,
@@ -409,7 +410,8 @@ class ModelManager:
             limits=request_limits(self.settings),
             on_settled=on_settled,
             fallbacks=fallback_ladder(options, plan.model),
-            template_file=self.settings.per_model(model.id, model.name).chat_template_file,
+            template_file=own.chat_template_file,
+            draft_max=self.settings.model.draft_max if own.draft_max is None else own.draft_max,
         )
         entry = Loaded(model, backend, plan, keep_alive_s, settled)
         self._loaded[model.id] = entry

@@ -17,6 +17,7 @@ from appliance.engine.faults import Faults
 from appliance.engine.formats.reader import ReplyEvent
 from appliance.engine.jobs import DONE, GenerationJob
 from appliance.engine.params import GeneratedToken
+from appliance.engine.speculation import NgramDrafter
 from appliance.engine.text import StopScanner
 from appliance.errors import ApplianceError, EngineFailure
 
@@ -41,9 +42,15 @@ class Slot:
         self.job: GenerationJob | None = None
         self._sampler: Any = None
         self.fault: str | None = None  # the injected fault this request asks for (tests only)
+        self.drafter: NgramDrafter | None = None
+        self.drafted: list[int] = []
 
-    def start(self, model: Any, job: GenerationJob) -> None:
+    def start(self, model: Any, job: GenerationJob, draft_max: int = 0) -> None:
         self._sampler = model.new_sampler(job.sampling)  # raises InvalidRequest for a bad grammar
+        # Guesses from the prompt and the reply (appliance.engine.speculation), where the cache can be
+        # cut back past a refused guess.
+        self.drafter = NgramDrafter(draft_max) if draft_max > 0 and model.can_truncate else None
+        self.drafted = []
         self.job = job
         self.started_at = time.monotonic()
         self.reused = model.reuse_prefix(self.seq, job.prompt)
@@ -101,11 +108,42 @@ class Slot:
         if self.generated >= job.max_tokens:
             self.finish(model, "length")
 
+    def guess(self, model: Any, room: int) -> list[int]:
+        """Tokens guessed to follow ``next_token`` (none without a drafter), at most ``room``, and at
+        most as many as the request may still generate after it."""
+        if self.drafter is None or self.next_token is None or self.job is None:
+            return []
+        self.drafter.sync(model.cached_tokens(self.seq))
+        room = min(room, self.job.max_tokens - self.generated - 1)
+        self.drafted = self.drafter.draft(self.next_token, room)
+        return self.drafted
+
+    def on_outputs(self, model: Any, index: int, drafted: list[int]) -> int:
+        """Sample at batch ``index`` (after the token just decoded) and, while each sample confirms the
+        next of the ``drafted`` tokens decoded with it, at the position after that one. Returns how
+        many drafted tokens were confirmed; the others must leave the cache."""
+        assert self.job is not None
+        kept = 0
+        while True:
+            step = model.sample(self._sampler, index + kept, self.job.top_logprobs)
+            self.on_token(model, step)
+            if self.job is None or self.next_token is None or kept == len(drafted):
+                break  # finished, thoughts ended for it, or every guess confirmed (and one token more)
+            if step.token != drafted[kept]:
+                break  # the sampled token replaces the refused guess: it is decoded next
+            kept += 1
+        if self.drafter is not None and drafted:
+            self.drafter.feedback(len(drafted), kept)
+        return kept
+
     def finish(self, model: Any, reason: str) -> None:
         job = self.job
         assert job is not None
         rest = self.scanner.flush()
         usage = Usage(len(job.prompt), self.generated, self.reused)
+        drafter = self.drafter
+        if drafter is not None and drafter.drafted:
+            log.debug("slot %d kept %d of %d guessed tokens", self.seq, drafter.kept, drafter.drafted)
         stream = job.stream
         finish: FinishReason = "stop" if reason == "stop" else "length"
         if job.reader is not None:
@@ -166,8 +204,10 @@ class BatchingEngine:
         model: Any,
         on_request_done: Callable[[float], None] = lambda _s: None,
         faults: Faults | None = None,
+        draft_max: int = 0,
     ) -> None:
         self.model = model
+        self.draft_max = draft_max  # tokens guessed at most per step and slot (0: no speculation)
         self.slots = [Slot(seq) for seq in range(model.n_seq)]
         self.n_batch = model.options.n_batch
         self._on_request_done = on_request_done  # seconds a request held its slot (for Retry-After)
@@ -194,7 +234,7 @@ class BatchingEngine:
 
         slot = max(idle, key=shared)
         try:
-            slot.start(self.model, job)
+            slot.start(self.model, job, self.draft_max)
             if self._faults is not None:
                 slot.fault = self._faults.point(job.prompt)
         except Exception as exc:  # a bad grammar (InvalidRequest), or a bug: this request only
@@ -225,21 +265,23 @@ class BatchingEngine:
             elif slot.job is not None and slot.job.deadline is not None and now > slot.job.deadline:
                 log.info("request in slot %d passed its deadline after %d tokens", slot.seq, slot.generated)
                 slot.finish(model, "length")
-        entries: list[tuple[int, list[int], bool]] = []
+        entries: list[tuple[int, list[int], int]] = []
         owners: list[Slot] = []
-        budget = self.n_batch
-        for slot in self.slots:  # generating slots first: one token each keeps every stream moving
-            if slot.job is not None and slot.next_token is not None:
-                entries.append((slot.seq, [slot.next_token], True))
-                owners.append(slot)
-                slot.next_token = None
-                budget -= 1
+        generating = [slot for slot in self.slots if slot.job is not None and slot.next_token is not None]
+        budget = self.n_batch - len(generating)
+        for slot in generating:  # generating slots first: one token each keeps every stream moving
+            assert slot.next_token is not None
+            guessed = slot.guess(model, budget)  # and the tokens guessed to follow it
+            entries.append((slot.seq, [slot.next_token, *guessed], 1 + len(guessed)))
+            owners.append(slot)
+            slot.next_token = None
+            budget -= len(guessed)
         for slot in self.slots:  # then prompts, in chunks, with what is left of the batch
             if budget <= 0:
                 break
             if slot.job is not None and slot.pending:
                 chunk, slot.pending = slot.pending[:budget], slot.pending[budget:]
-                entries.append((slot.seq, chunk, not slot.pending))
+                entries.append((slot.seq, chunk, int(not slot.pending)))
                 owners.append(slot)
                 budget -= len(chunk)
         if not entries:
@@ -249,7 +291,7 @@ class BatchingEngine:
                 Faults.check("step", slot.fault, slot.generated)
         self._decode_and_sample(entries, owners)
 
-    def _decode_and_sample(self, entries: list[tuple[int, list[int], bool]], owners: list[Slot]) -> None:
+    def _decode_and_sample(self, entries: list[tuple[int, list[int], int]], owners: list[Slot]) -> None:
         model = self.model
         try:
             if self._faults is not None:
@@ -270,16 +312,21 @@ class BatchingEngine:
             if owners[0].job is not None:
                 owners[0].fail(model, failure("decoding", exc))
             return
-        for slot, index in zip(owners, indices, strict=True):
+        for slot, index, (seq, tokens, outputs) in zip(owners, indices, entries, strict=True):
             if index < 0 or slot.job is None:
                 continue
+            drafted, slot.drafted = tokens[len(tokens) - outputs + 1 :], []
+            kept = 0
             try:
                 if self._faults is not None:
                     Faults.check("sample", slot.fault, slot.generated)
-                slot.on_token(model, model.sample(slot._sampler, index, slot.job.top_logprobs))
+                kept = slot.on_outputs(model, index, drafted)
             except Exception as exc:  # a bug or a llama.cpp error in one request: fail that one only
                 if slot.job is not None:
                     slot.fail(model, failure("generation", exc))
+            finally:
+                if kept < len(drafted):  # refused guesses leave the cache (it is kept for a next request)
+                    model.truncate(seq, len(model.cached_tokens(seq)) - (len(drafted) - kept))
 
     def fail_all(self, error: ApplianceError) -> None:
         """End every running request with ``error`` (the step failed where no one request is at fault)."""

@@ -199,23 +199,26 @@ class LlamaModel:
         del cached[common:]
         return common
 
-    def decode(self, entries: list[tuple[int, list[int], bool]], *, output_all: bool = False) -> list[int]:
+    def decode(self, entries: list[tuple[int, list[int], int]], *, output_all: bool = False) -> list[int]:
         """One llama_decode of several sequences' tokens (at most n_batch in all), each appended at its
-        sequence's next position. Returns, per entry, the batch index of its last token's output
-        (-1 where none was asked for)."""
+        sequence's next position. An entry's third element is how many of its last tokens get outputs
+        (True: the last one; more for drafted tokens, each checked on the logits before it). Returns,
+        per entry, the batch index of its first output (-1 where none was asked for); the others
+        follow it."""
         batch = self._batch
         n = 0
         indices = []
-        for seq, tokens, want_output in entries:
+        for seq, tokens, outputs in entries:
             start = len(self._cached[seq])
+            first = len(tokens) - int(outputs)
             for i, tok in enumerate(tokens):
                 batch.token[n] = tok
                 batch.pos[n] = start + i
                 batch.n_seq_id[n] = 1
                 batch.seq_id[n][0] = seq
-                batch.logits[n] = output_all or (want_output and i == len(tokens) - 1)
+                batch.logits[n] = output_all or i >= first
                 n += 1
-            indices.append(n - 1 if want_output else -1)
+            indices.append(n - len(tokens) + first if outputs else -1)
         batch.n_tokens = n
         rc = llama_cpp.llama_decode(self._ctx, batch)
         if rc != 0:
@@ -227,6 +230,20 @@ class LlamaModel:
         for seq, tokens, _ in entries:
             self._cached[seq].extend(tokens)
         return indices
+
+    def truncate(self, seq: int, length: int) -> None:
+        """Drop the cached tokens of ``seq`` from position ``length`` on (drafted tokens that sampling
+        did not confirm). Only for models whose cache can be cut (``can_truncate``)."""
+        if length < len(self._cached[seq]):
+            if not llama_cpp.llama_memory_seq_rm(self._memory, seq, length, -1):
+                raise EngineFailure(f"llama.cpp could not drop the cache of sequence {seq} from {length}")
+            del self._cached[seq][length:]
+
+    @property
+    def can_truncate(self) -> bool:
+        """Whether the cache of a sequence can be cut at any position: not for recurrent or hybrid
+        models (their state is one summary), nor sliding-window ones (what left the window is gone)."""
+        return self._prefix_reuse
 
     def new_sampler(self, params: SamplingParams) -> Sampler:
         """A sampler for one request (free it with free_sampler)."""

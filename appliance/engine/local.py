@@ -89,8 +89,10 @@ class LocalLlamaBackend:
         on_settled: Callable[[LocalLlamaBackend], None] | None = None,
         fallbacks: list[LoadOptions] | None = None,
         template_file: Path | None = None,
+        draft_max: int = 0,
     ) -> None:
         self.path = path
+        self.draft_max = draft_max  # speculative decoding by prompt lookup (appliance.engine.speculation)
         self._template_file = template_file  # used instead of the GGUF's chat template
         self.model_id = model_id
         self.options = options
@@ -186,7 +188,7 @@ class LocalLlamaBackend:
         self._load()
         if self._model is not None:
             self._faults = Faults.from_environment(self._model)
-            self._engine = BatchingEngine(self._model, self._job_took, self._faults)
+            self._engine = BatchingEngine(self._model, self._job_took, self._faults, self.draft_max)
         loop = JobLoop(self._jobs, self.model_id, left_queue=self._left_queue, job_took=self._job_took)
         loop.run(self._model, self._engine, self.error)
 

@@ -1,0 +1,128 @@
+"""Prompt-lookup speculative decoding: the drafter's guesses, and the batching engine with the embedded
+model giving the same replies with guesses as without them, in fewer decodes where the reply repeats
+its prompt."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from appliance.backend import Finished, TextDelta
+from appliance.engine.batching import BatchingEngine
+from appliance.engine.jobs import DONE, GenerationJob, JobStream
+from appliance.engine.params import LoadOptions, SamplingParams
+from appliance.engine.speculation import NgramDrafter
+from models.embedded import embedded_model_path
+
+
+def test_the_guess_is_what_followed_the_latest_earlier_occurrence() -> None:
+    drafter = NgramDrafter(draft_max=8)
+    drafter.limit = 8
+    drafter.sync([1, 2, 3, 4, 5, 1, 2, 3, 9, 9, 7, 1, 2])
+    # (1, 2, 3) was followed by 4 once and by 9 later: the latest wins.
+    assert drafter.draft(3, room=8) == [9, 9, 7, 1, 2]
+    assert drafter.draft(3, room=2) == [9, 9]
+    assert drafter.draft(8, room=8) == []  # (1, 2, 8) never seen
+    # The n-gram that ends at the newest token is not its own earlier occurrence.
+    lonely = NgramDrafter(draft_max=8)
+    lonely.sync([5, 6])
+    assert lonely.draft(7, room=8) == []
+
+
+def test_the_index_grows_with_the_sequence_and_the_guess_length_adapts() -> None:
+    drafter = NgramDrafter(draft_max=16)
+    held = [10, 11, 12, 13, 14, 15]
+    drafter.sync(held)
+    assert drafter.draft(12, room=16) == []  # (14, 15, 12): not seen
+    held += [10, 11]
+    drafter.sync(held)
+    assert drafter.draft(12, room=16) == [13, 14, 15, 10]  # the first guess is short (FIRST_DRAFT)
+    drafter.feedback(4, 4)
+    assert drafter.limit == 8
+    drafter.feedback(8, 8)
+    drafter.feedback(16, 16)
+    assert drafter.limit == 16  # at most draft_max
+    drafter.feedback(16, 3)
+    assert drafter.limit == 3  # back to what was kept
+    drafter.feedback(3, 0)
+    assert drafter.limit == 1
+    assert (drafter.drafted, drafter.kept) == (47, 31)
+
+
+@pytest.fixture(scope="module")
+def model() -> Iterator[Any]:
+    from appliance.engine.llama import LlamaModel
+
+    path = embedded_model_path()
+    assert path is not None, "the [default-model] extra is needed"
+    loaded = LlamaModel(path, LoadOptions(n_ctx=4096, n_seq_max=2, flash_attn="on", n_threads=1,
+                                          n_threads_batch=1))  # one thread: no spinning on a busy machine
+    yield loaded
+    loaded.close()
+
+
+# A reply that repeats its prompt: the embedded 135M model copies prose faithfully (code it rewrites).
+TEXT = ("The quick brown fox jumps over the lazy dog. The dog sleeps in the sun while the fox runs into the "
+        "forest to find food for its family before the winter comes. In the spring the fox returns with "
+        "three cubs, and the dog, now old and slow, watches them play in the tall grass by the river.")
+COPY = f"<|im_start|>user\nCopy this text exactly: {TEXT}<|im_end|>\n<|im_start|>assistant\n"
+
+
+def _generate(model: Any, draft_max: int, prompts: list[str], sampling: SamplingParams,
+              max_tokens: int = 120) -> tuple[list[str], int, int]:  # fmt: skip
+    """Each prompt's reply from one engine run (together, in two slots), the decodes it took, and the
+    guessed tokens kept."""
+    loop = asyncio.new_event_loop()
+    engine = BatchingEngine(model, draft_max=draft_max)
+    model.forget()
+    streams = []
+    for prompt in prompts:
+        tokens = model.tokenize(prompt, add_special=True, parse_special=True)
+        stream = JobStream(loop)
+        engine.start(GenerationJob(stream, tokens, sampling, max_tokens))
+        streams.append(stream)
+    steps = 0
+    while engine.active:
+        engine.step()
+        steps += 1
+    kept = sum(slot.drafter.kept for slot in engine.slots if slot.drafter is not None)
+
+    async def texts() -> list[str]:
+        out = []
+        for stream in streams:
+            parts = []
+            while (item := await stream._events.get()) is not DONE:
+                if isinstance(item, TextDelta):
+                    parts.append(item.text)
+                else:
+                    assert isinstance(item, Finished), item
+            out.append("".join(parts))
+        return out
+
+    try:
+        return loop.run_until_complete(texts()), steps, kept
+    finally:
+        loop.close()
+
+
+def test_greedy_replies_are_the_same_with_guesses_and_come_in_fewer_decodes(model: Any) -> None:
+    greedy = SamplingParams(temperature=0.0)
+    plain, plain_steps, _ = _generate(model, 0, [COPY], greedy)
+    guessed, guessed_steps, kept = _generate(model, 16, [COPY], greedy)
+    assert guessed == plain
+    assert "the fox returns with three cubs" in plain[0]  # it does repeat the text
+    assert kept > 30 and guessed_steps < plain_steps * 0.6, (plain_steps, guessed_steps, kept)
+
+
+def test_seeded_sampling_and_a_second_slot_give_the_same_replies_with_guesses(model: Any) -> None:
+    """At a temperature, each kept guess was sampled at its position from the same distribution, with
+    the same random draws in the same order: a seed gives the same reply. A free-text request beside the
+    copy, in the other slot, is not disturbed by its neighbour's guesses."""
+    seeded = SamplingParams(temperature=0.7, seed=42)
+    prompts = [COPY, "<|im_start|>user\nWrite about the sea.<|im_end|>\n<|im_start|>assistant\n"]
+    plain, _, _ = _generate(model, 0, prompts, seeded, max_tokens=60)
+    guessed, _, _ = _generate(model, 16, prompts, seeded, max_tokens=60)
+    assert guessed == plain and all(plain)
