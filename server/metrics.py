@@ -19,6 +19,7 @@ from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from appliance.backend import Event, Finished, TextDelta
+from appliance.loaded import Loaded, gpu_memory
 from appliance.manager import ModelManager
 from appliance.remotes.pool import RemotePool
 from server.record import RequestRecord, record_of
@@ -96,6 +97,26 @@ class _ModelsCollector(Collector):
         for (model, fit), count in list(self._models.fit_decisions.items()):
             fits.add_metric([model, fit], count)
         yield fits
+        yield from gpu_memory_metrics(self._models.loaded())
+
+
+def gpu_memory_metrics(entries: list[Loaded]) -> Iterable[Metric]:
+    """GPU memory per GPU: the planner's budget, and what each loaded model's plan holds there."""
+    budget = GaugeMetricFamily(
+        "appliance_gpu_memory_budget_bytes", "GPU memory the planner may use, per GPU", labels=["gpu", "name"]
+    )
+    planned = GaugeMetricFamily(
+        "appliance_gpu_memory_planned_bytes", "GPU memory a loaded model's plan holds, per GPU",
+        labels=["gpu", "model"],
+    )  # fmt: skip
+    if entries:
+        for gpu in gpu_memory(entries[0].plan.budget, []):
+            budget.add_metric([str(gpu["index"]), gpu["name"]], gpu["budget_bytes"])
+        for entry in entries:
+            for gpu in gpu_memory(entries[0].plan.budget, [entry]):
+                if gpu["models_bytes"]:
+                    planned.add_metric([str(gpu["index"]), entry.model.id], gpu["models_bytes"])
+    yield from (budget, planned)
 
 
 class _RemotesCollector(Collector):
