@@ -24,6 +24,7 @@ from appliance.planner.memory import LoadSettings, estimate
 from appliance.planner.plan import GIB, Plan, PlanRequest, fits_budget, plan, plan_auto_parallel, remaining
 from appliance.planning import describe_options, fallback_ladder, load_options
 from server.metrics import gpu_memory_metrics
+from tests.benchmark_scripts import load_script
 from tests.hardware_profiles import profile
 from tests.unit.test_planner import llama
 from tui.panes import hardware_lines, plan_text
@@ -289,3 +290,28 @@ def test_plan_and_serve_take_gpus(
         cli.main(["serve", "--gpus", "0,x"])
     assert usage.value.code == 2
     assert "not a list of GPU indices" in capsys.readouterr().err
+
+
+def test_the_benchmark_gives_llama_server_the_same_split_and_checks_each_gpu() -> None:
+    bench = load_script("multi_gpu")
+    machine = profile("rtx3060-rtx3090")
+    chosen = plan([llama("70b", "Q4_K_M")], machine)
+    options = load_options(chosen, machine, 8)
+    command = bench.llama_server_command("llama-server", "m.gguf", options, 8080)
+    flags = dict(zip(command[1::2], command[2::2], strict=False))
+    assert flags["--device"] == "CUDA1,CUDA0" and flags["--split-mode"] == "layer"
+    assert flags["--tensor-split"] == ",".join(f"{n}" for n in chosen.settings.split)
+    assert flags["-ngl"] == str(chosen.settings.n_gpu_layers) and flags["--fit"] == "off"
+    assert flags["--main-gpu"] == "1" and flags["-ctk"] == flags["-ctv"] == "f16"
+    predicted = {d.gpu: d.vram_bytes for d in chosen.memory.devices}
+    layers = {d.gpu: d.layers for d in chosen.memory.devices}
+    close = {0: predicted[0] * 100 // 104, 1: predicted[1]}  # 4% over: within the goal
+    rows, problems = bench.memory_rows(predicted, layers, close, {})
+    assert not problems and [r["gpu"] for r in rows] == [0, 1]
+    under = {0: predicted[0] * 100 // 90, 1: predicted[1], 2: 700 * MIB}  # 10% under; a GPU not planned
+    _, problems = bench.memory_rows(predicted, layers, under, {})
+    assert [p.split(":")[0] for p in problems] == ["GPU 0", "GPU 2 is outside the plan but took 700 MiB"]
+    table = bench.markdown(
+        "llama-70b", 4096, rows, options, {"decode_tok_s": 20.0}, {"decode_tok_s": 25.0}, {}
+    )
+    assert "| llama-70b | CUDA1,CUDA0 | CUDA1 19, CUDA0 42 | 20.0 | 25.0 | 0.80x | - |" in table
