@@ -216,6 +216,10 @@ def selected_gpus(hardware: HardwareProfile, request: PlanRequest = PlanRequest(
         gpus = tuple(g for g in gpus if g.index in request.gpus)
     if not gpus:
         return ()
+    # Where llama.cpp's registry names the GPUs, one it does not name is one it cannot see (hidden by
+    # CUDA_VISIBLE_DEVICES, say): the engine could not place layers on it.
+    if any(g.device for g in gpus):
+        gpus = tuple(g for g in gpus if g.device)
     main = max(gpus, key=lambda g: g.free_bytes)
     if main.unified_memory:
         return (main,)

@@ -315,3 +315,12 @@ def test_the_benchmark_gives_llama_server_the_same_split_and_checks_each_gpu() -
         "llama-70b", 4096, rows, options, {"decode_tok_s": 20.0}, {"decode_tok_s": 25.0}, {}
     )
     assert "| llama-70b | CUDA1,CUDA0 | CUDA1 19, CUDA0 42 | 20.0 | 25.0 | 0.80x | - |" in table
+
+
+def test_a_gpu_llama_cpp_does_not_list_gets_no_layers() -> None:
+    # CUDA_VISIBLE_DEVICES=0: NVML still reports both cards, llama.cpp's registry only the first.
+    machine = profile("dual-rtx3090")
+    hidden = replace(machine, gpus=(machine.gpus[0], replace(machine.gpus[1], device=None)))
+    chosen = plan([llama("70b", "Q4_K_M")], hidden)
+    assert chosen.settings.gpus == (0,) and [d.gpu for d in chosen.memory.devices] == [0]
+    assert load_options(chosen, hidden, None).devices == ("CUDA0",)
