@@ -144,10 +144,11 @@ def _mib(n: int) -> str:
 
 def plan_text(chosen: Plan, figures: dict[str, Any] | None, results: dict[str, Any] | None = None) -> str:
     m, s, mem = chosen.model, chosen.settings, chosen.memory
+    gpus = f"{len(s.split)} GPUs" if len(s.split) > 1 else "GPU"
     where = (
         "CPU"
         if not s.gpu_backend
-        else ("GPU" if s.n_gpu_layers < 0 else f"{s.n_gpu_layers} layers on the GPU")
+        else (gpus if s.n_gpu_layers < 0 else f"{s.n_gpu_layers} layers on the {gpus}")
     )
     lines = [
         f"{m.name} ({Path(m.path).name}): {m.quant}, context {s.n_ctx}, KV {s.kv_type}, {where}"
