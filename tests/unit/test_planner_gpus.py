@@ -7,6 +7,7 @@ import bisect
 import ctypes
 import json
 from dataclasses import replace
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
 
@@ -22,7 +23,7 @@ from appliance.errors import ModelLoadFailed
 from appliance.loaded import Loaded, gpu_memory
 from appliance.planner.memory import LoadSettings, estimate
 from appliance.planner.plan import GIB, Plan, PlanRequest, fits_budget, plan, plan_auto_parallel, remaining
-from appliance.planning import describe_options, fallback_ladder, load_options
+from appliance.planning import describe_options, fallback_ladder, load_options, plan_request
 from server.metrics import gpu_memory_metrics
 from tests.benchmark_scripts import load_script
 from tests.hardware_profiles import profile
@@ -324,3 +325,18 @@ def test_a_gpu_llama_cpp_does_not_list_gets_no_layers() -> None:
     chosen = plan([llama("70b", "Q4_K_M")], hidden)
     assert chosen.settings.gpus == (0,) and [d.gpu for d in chosen.memory.devices] == [0]
     assert load_options(chosen, hidden, None).devices == ("CUDA0",)
+
+
+def test_model_gpus_in_config_must_be_distinct_indices(tmp_path: Path) -> None:
+    from pydantic import ValidationError
+
+    from appliance.config import load_settings
+
+    config = tmp_path / "config.toml"
+    config.write_text("[model]\ngpus = [1, 0]\n")
+    settings = load_settings(config)
+    assert settings.model.gpus == [1, 0] and plan_request(settings).gpus == (1, 0)
+    for bad in ("[0, 0]", "[-1]", "[]"):
+        config.write_text(f"[model]\ngpus = {bad}\n")
+        with pytest.raises(ValidationError, match="GPU indices must be distinct"):
+            load_settings(config)
