@@ -19,6 +19,7 @@ from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from appliance.backend import Event, Finished, TextDelta
+from appliance.hardware.nvidia import detect_nvidia
 from appliance.loaded import Loaded, gpu_memory
 from appliance.manager import ModelManager
 from appliance.remotes.pool import RemotePool
@@ -145,6 +146,26 @@ class _RemotesCollector(Collector):
         yield from (healthy, usable, running, waiting)
 
 
+class GpuCollector(Collector):
+    """Each NVIDIA GPU's memory as NVML reports it at scrape time (beside what the plans predict: see
+    gpu_memory_metrics). ``nvml`` stands in for the pynvml module in tests."""
+
+    def __init__(self, nvml: Any | None = None) -> None:
+        self._nvml = nvml
+
+    def collect(self) -> Iterable[Metric]:
+        total = GaugeMetricFamily(
+            "appliance_gpu_memory_total_bytes", "GPU memory, per GPU (NVML)", labels=["gpu", "name"]
+        )
+        free = GaugeMetricFamily(
+            "appliance_gpu_memory_free_bytes", "Free GPU memory now, per GPU (NVML)", labels=["gpu", "name"]
+        )
+        for gpu in detect_nvidia(self._nvml):
+            total.add_metric([str(gpu.index), gpu.name], gpu.total_bytes)
+            free.add_metric([str(gpu.index), gpu.name], gpu.free_bytes)
+        yield from (total, free)
+
+
 class Metrics:
     def __init__(self, models: ModelManager, remotes: RemotePool | None = None) -> None:
         self.registry = CollectorRegistry()
@@ -177,6 +198,7 @@ class Metrics:
             registry=r,
         )  # fmt: skip
         r.register(_ModelsCollector(models))
+        r.register(GpuCollector())
         if remotes is not None:
             r.register(_RemotesCollector(remotes))
 

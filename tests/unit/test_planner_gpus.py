@@ -24,9 +24,9 @@ from appliance.loaded import Loaded, gpu_memory
 from appliance.planner.memory import LoadSettings, estimate
 from appliance.planner.plan import GIB, Plan, PlanRequest, fits_budget, plan, plan_auto_parallel, remaining
 from appliance.planning import describe_options, fallback_ladder, load_options, plan_request
-from server.metrics import gpu_memory_metrics
+from server.metrics import GpuCollector, gpu_memory_metrics
 from tests.benchmark_scripts import load_script
-from tests.hardware_profiles import profile
+from tests.hardware_profiles import FIXTURES, FakeNvml, profile
 from tests.unit.test_planner import llama
 from tui.panes import hardware_lines, plan_text
 
@@ -340,3 +340,16 @@ def test_model_gpus_in_config_must_be_distinct_indices(tmp_path: Path) -> None:
         config.write_text(f"[model]\ngpus = {bad}\n")
         with pytest.raises(ValidationError, match="GPU indices must be distinct"):
             load_settings(config)
+
+
+def test_metrics_read_each_gpus_memory_from_nvml() -> None:
+    recorded = json.loads((FIXTURES / "rtx3060-rtx3090" / "nvml.json").read_text())
+    samples = {
+        (s.name, s.labels["gpu"], s.labels["name"]): s.value
+        for family in GpuCollector(FakeNvml(recorded)).collect()
+        for s in family.samples
+    }
+    for index, device in enumerate(recorded["devices"]):
+        key = (str(index), device["name"])
+        assert samples[("appliance_gpu_memory_total_bytes", *key)] == device["memory"]["total"]
+        assert samples[("appliance_gpu_memory_free_bytes", *key)] == device["memory"]["free"]
