@@ -19,7 +19,16 @@ from appliance.planner.memory import (
     estimate,
 )
 from appliance.planner.model_info import ModelInfo
-from appliance.planner.split import GpuBudget, choose_split, device_fits, gpu_sets
+from appliance.planner.split import (
+    GpuBudget,
+    choose_split,
+    device_fits,
+    gpu_sets,
+    selected_gpus,
+    split_budgets,
+    split_reason,
+    unknown_gpus,
+)
 
 GIB = 1 << 30
 USEFUL_CTX = 4096
@@ -164,9 +173,11 @@ def budget_for(hardware: HardwareProfile, request: PlanRequest) -> Budget:
     if request.max_ram_bytes is not None and request.max_ram_bytes < ram:
         ram = request.max_ram_bytes
         reasons.append(f"RAM capped at {gib(ram)} (--max-ram)")
-    selected = selected_gpus(hardware, request)
+    selected = selected_gpus(hardware, request.gpus)
     if len(selected) > 1:  # discrete GPUs of one backend: a layer split
-        return _split_budget(selected, request, Budget(ram, 0, tuple(reasons), request.max_ram_bytes))
+        budgets, why = split_budgets(selected, request.vram_margin_bytes, request.max_vram_bytes)
+        total = sum(g.vram_bytes for g in budgets)
+        return Budget(ram, total, (*reasons, *why), request.max_ram_bytes, budgets)
     gpu = selected[0] if selected else None
     vram = 0
     if gpu is not None and gpu.unified_memory:
@@ -187,65 +198,10 @@ def budget_for(hardware: HardwareProfile, request: PlanRequest) -> Budget:
     return Budget(ram, vram, tuple(reasons), request.max_ram_bytes, gpus)
 
 
-def _split_budget(gpus: tuple[GpuInfo, ...], request: PlanRequest, host: Budget) -> Budget:
-    """The budget with several discrete GPUs: each its free memory minus the margin, the main GPU first;
-    an explicit --max-vram caps their sum, each GPU keeping its share."""
-    margin = request.vram_margin_bytes
-    ranked = sorted(gpus, key=lambda g: (-g.free_bytes, g.index))
-    each = [max(g.free_bytes - margin, 0) for g in ranked]
-    reasons = list(host.reasons)
-    reasons.append(
-        f"VRAM budget {gib(sum(each))} on {len(ranked)} GPUs: "
-        + ", ".join(f"{gib(b)} on GPU {g.index} ({g.name})" for g, b in zip(ranked, each, strict=True))
-        + f", each its free memory minus {gib(margin)} kept free"
-    )
-    cap = request.max_vram_bytes
-    if cap is not None and cap < sum(each):
-        total = sum(each)
-        each = [b * cap // total for b in each]
-        reasons.append(f"VRAM capped at {gib(cap)} (--max-vram), shared by the GPUs in proportion")
-    budgets = tuple(GpuBudget(g.index, g.name, b) for g, b in zip(ranked, each, strict=True))
-    return replace(host, vram_bytes=sum(each), reasons=tuple(reasons), gpus=budgets)
-
-
-def selected_gpus(hardware: HardwareProfile, request: PlanRequest = PlanRequest()) -> tuple[GpuInfo, ...]:
-    """The GPUs a plan may use: those the llama.cpp build can use, restricted to ``request.gpus``. Several
-    only where they are discrete GPUs of one backend (a layer split); otherwise the main GPU alone."""
-    gpus = hardware.usable_gpus
-    if request.gpus is not None:
-        gpus = tuple(g for g in gpus if g.index in request.gpus)
-    if not gpus:
-        return ()
-    # Where llama.cpp's registry names the GPUs, one it does not name is one it cannot see (hidden by
-    # CUDA_VISIBLE_DEVICES, say): the engine could not place layers on it.
-    if any(g.device for g in gpus):
-        gpus = tuple(g for g in gpus if g.device)
-    main = max(gpus, key=lambda g: g.free_bytes)
-    if main.unified_memory:
-        return (main,)
-    return tuple(g for g in gpus if g.backend == main.backend and not g.unified_memory)
-
-
 def main_gpu(hardware: HardwareProfile, request: PlanRequest = PlanRequest()) -> GpuInfo | None:
     """The GPU with the most free memory that the llama.cpp build can use (among ``request.gpus``)."""
-    gpus = selected_gpus(hardware, request)
+    gpus = selected_gpus(hardware, request.gpus)
     return max(gpus, key=lambda g: g.free_bytes) if gpus else None
-
-
-def unknown_gpus(hardware: HardwareProfile, request: PlanRequest) -> str | None:
-    """Why ``request.gpus`` cannot be used as given (an index no usable GPU has), or None."""
-    if request.gpus is None:
-        return None
-    usable = {g.index for g in hardware.usable_gpus}
-    missing = [i for i in request.gpus if i not in usable]
-    if not missing and request.gpus:
-        return None
-    have = ", ".join(str(i) for i in sorted(usable)) or "none"
-    named = ", ".join(str(i) for i in missing) if missing else "no GPU"
-    return (
-        f"GPU {named} cannot be used (--gpus / model.gpus): the GPUs this llama.cpp build can use are "
-        f"{have} (see appliance hw)"
-    )
 
 
 def fits_budget(memory: MemoryEstimate, budget: Budget, unified: bool) -> bool:
@@ -430,7 +386,7 @@ def plan(
         kv_fixed=request.kv_type is not None,
         gpus=gpu_sets(budget.gpus)[-1] if budget.gpus else (),
     )
-    refused = unknown_gpus(hardware, request)
+    refused = unknown_gpus(hardware, request.gpus)
     if refused is not None:
         option = _option(candidates[0], replace(base, gpu_backend=None, gpus=()), budget)
         return Plan(option.model, option.settings, option.memory, budget, False, (refused,), ())
@@ -478,7 +434,7 @@ def plan(
     settings = chosen.settings
     reasons.insert(0, _summary(chosen, mode, len(candidates)))
     if len(settings.split) > 1:
-        reasons.append(_split_reason(chosen, budget))
+        reasons.append(split_reason(chosen.memory, budget.gpus))
     if (
         request.n_ctx is None
         and settings.n_ctx < min(USEFUL_CTX, chosen.model.n_ctx_train) * request.n_parallel
@@ -499,19 +455,6 @@ def plan(
     reasons.append("flash attention on" if settings.flash_attn else "flash attention off (requested)")
     reasons.extend(budget.reasons)
     return Plan(chosen.model, settings, chosen.memory, budget, True, tuple(reasons), alternatives)
-
-
-def _split_reason(option: Option, budget: Budget) -> str:
-    names = {g.index: g.name for g in budget.gpus}
-    parts = [
-        f"{d.layers} on GPU {d.gpu} ({names.get(d.gpu or 0, '')}, {gib(d.vram_bytes)})"
-        for d in option.memory.devices
-    ]
-    return (
-        f"layers split across {len(parts)} GPUs: {', '.join(parts)}; in proportion to what each has "
-        "free after its reserve, the GPU with the most free memory last, holding the output layer and "
-        "the logits' compute buffer"
-    )
 
 
 def _summary(option: Option, mode: str, n_candidates: int) -> str:

@@ -11,8 +11,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from appliance.hardware.profile import GpuInfo, HardwareProfile
 from appliance.planner.memory import LoadSettings, MemoryEstimate, device_memory, kv_layer_bytes
 from appliance.planner.model_info import ModelInfo
+
+GIB = 1 << 30
 
 
 @dataclass(frozen=True)
@@ -84,3 +87,74 @@ def choose_split(model: ModelInfo, settings: LoadSettings, budgets: dict[int, in
 def device_fits(memory: MemoryEstimate, budgets: dict[int, int]) -> bool:
     """Whether each GPU of ``memory`` stays within its budget (GPUs not named by index: not checked here)."""
     return all(d.gpu is None or d.vram_bytes <= budgets.get(d.gpu, 0) for d in memory.devices)
+
+
+def selected_gpus(hardware: HardwareProfile, indices: tuple[int, ...] | None = None) -> tuple[GpuInfo, ...]:
+    """The GPUs a plan may use: those the llama.cpp build can use, restricted to ``indices`` (--gpus).
+    Several only where they are discrete GPUs of one backend (a layer split); else the main GPU alone."""
+    gpus = hardware.usable_gpus
+    if indices is not None:
+        gpus = tuple(g for g in gpus if g.index in indices)
+    if not gpus:
+        return ()
+    # Where llama.cpp's registry names the GPUs, one it does not name is one it cannot see (hidden by
+    # CUDA_VISIBLE_DEVICES, say): the engine could not place layers on it.
+    if any(g.device for g in gpus):
+        gpus = tuple(g for g in gpus if g.device)
+    main = max(gpus, key=lambda g: g.free_bytes)
+    if main.unified_memory:
+        return (main,)
+    return tuple(g for g in gpus if g.backend == main.backend and not g.unified_memory)
+
+
+def unknown_gpus(hardware: HardwareProfile, indices: tuple[int, ...] | None) -> str | None:
+    """Why ``indices`` (--gpus) cannot be used as given (an index no usable GPU has), or None."""
+    if indices is None:
+        return None
+    usable = {g.index for g in hardware.usable_gpus}
+    missing = [i for i in indices if i not in usable]
+    if not missing and indices:
+        return None
+    have = ", ".join(str(i) for i in sorted(usable)) or "none"
+    named = ", ".join(str(i) for i in missing) if missing else "no GPU"
+    return (
+        f"GPU {named} cannot be used (--gpus / model.gpus): the GPUs this llama.cpp build can use are "
+        f"{have} (see appliance hw)"
+    )
+
+
+def _gib(n: int) -> str:
+    return f"{n / GIB:.2f} GiB"
+
+
+def split_budgets(
+    gpus: tuple[GpuInfo, ...], margin_bytes: int, cap_bytes: int | None
+) -> tuple[tuple[GpuBudget, ...], list[str]]:
+    """Several discrete GPUs' budgets, the main GPU first, and why: each its free memory minus the
+    margin; an explicit --max-vram caps their sum, each GPU keeping its share."""
+    ranked = sorted(gpus, key=lambda g: (-g.free_bytes, g.index))
+    each = [max(g.free_bytes - margin_bytes, 0) for g in ranked]
+    reasons = [
+        f"VRAM budget {_gib(sum(each))} on {len(ranked)} GPUs: "
+        + ", ".join(f"{_gib(b)} on GPU {g.index} ({g.name})" for g, b in zip(ranked, each, strict=True))
+        + f", each its free memory minus {_gib(margin_bytes)} kept free"
+    ]
+    if cap_bytes is not None and cap_bytes < sum(each):
+        total = sum(each)
+        each = [b * cap_bytes // total for b in each]
+        reasons.append(f"VRAM capped at {_gib(cap_bytes)} (--max-vram), shared by the GPUs in proportion")
+    return tuple(GpuBudget(g.index, g.name, b) for g, b in zip(ranked, each, strict=True)), reasons
+
+
+def split_reason(memory: MemoryEstimate, gpus: tuple[GpuBudget, ...]) -> str:
+    """The reason a plan gives for its split: the layers and memory of each GPU."""
+    names = {g.index: g.name for g in gpus}
+    parts = [
+        f"{d.layers} on GPU {d.gpu} ({names.get(d.gpu or 0, '')}, {_gib(d.vram_bytes)})"
+        for d in memory.devices
+    ]
+    return (
+        f"layers split across {len(parts)} GPUs: {', '.join(parts)}; in proportion to what each has "
+        "free after its reserve, the GPU with the most free memory last, holding the output layer and "
+        "the logits' compute buffer"
+    )
