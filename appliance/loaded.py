@@ -11,7 +11,7 @@ from typing import Any
 from appliance.config import Settings
 from appliance.engine.local import LocalLlamaBackend
 from appliance.engine.params import RequestLimits
-from appliance.planner.plan import Budget, Plan
+from appliance.planner.plan import Budget, Plan, remaining
 from models.catalog import LocalModel
 
 
@@ -65,20 +65,17 @@ class Loaded:
 
 
 def gpu_memory(budget: Budget, entries: list[Loaded]) -> list[dict[str, Any]]:
-    """Each GPU the planner may use: its budget and what the loaded models' plans hold on it (a plan's
-    GPU named by no index counts on the main GPU, the first)."""
-    out = []
-    for i, gpu in enumerate(budget.gpus):
-        held = sum(
-            d.vram_bytes
-            for e in entries
-            for d in e.plan.memory.devices
-            if d.gpu == gpu.index or (d.gpu is None and i == 0)
-        )
-        out.append(
-            {"index": gpu.index, "name": gpu.name, "budget_bytes": gpu.vram_bytes, "models_bytes": held}
-        )
-    return out
+    """Each GPU the planner may use: its budget and what the loaded models' plans hold on it."""
+    left = remaining(budget, [e.plan.memory for e in entries]).gpus
+    return [
+        {
+            "index": g.index,
+            "name": g.name,
+            "budget_bytes": g.vram_bytes,
+            "models_bytes": g.vram_bytes - r.vram_bytes,
+        }
+        for g, r in zip(budget.gpus, left, strict=True)
+    ]
 
 
 def request_limits(settings: Settings) -> RequestLimits:
