@@ -5,7 +5,8 @@ llama-server given the same split.
         [--llama-server build/bin/llama-server] [--tokens 128] [--requests 8] [--json OUT]
     python benchmarks/multi_gpu.py MODEL.gguf --gpus 0         # one GPU of a machine, restricted
 
-It plans MODEL as `appliance serve --gpus LIST` would (one slot, the given context), then:
+It plans MODEL as `appliance serve --gpus LIST` would (one slot, the given context), prints llama.cpp's
+own compute buffer per device from a dry run (nothing allocated) beside the planner's, then:
 1. starts `appliance serve MODEL --gpus LIST` and, once it has answered a ~2000-token prompt, reads each
    GPU's memory increase from NVML against what the daemon's plan predicted for that GPU
    (/appliance/v1/status); goal as for one GPU: within +-10%, never under by more than 5%;
@@ -39,6 +40,7 @@ import httpx
 from appliance.bench.load import Load, run_load
 from appliance.bench.servers import free_port, stop, wait_healthy
 from appliance.config import Settings
+from appliance.engine.dry_run import dry_run
 from appliance.engine.params import LoadOptions
 from appliance.hardware.detect import detect_hardware
 from appliance.planner.model_info import read_model_info
@@ -211,6 +213,10 @@ def main() -> int:
     alone = fits_one_gpu(args.model, gpus, args.ctx, args.max_vram) if len(gpus) > 1 else {}
     print(f"plan: {chosen.reasons[0]}", *(f"  - {r}" for r in chosen.reasons[1:]), sep="\n", file=sys.stderr)
     load = Load(tokens=args.tokens, requests=args.requests)
+    # llama.cpp's own compute buffer per device, planned without allocating: beside the planner's.
+    reserved = dry_run(args.model, options).compute_bytes
+    predicted_compute = {d.gpu: d.compute_bytes for d in chosen.memory.devices}
+    print(f"compute buffers: llama.cpp {reserved}, planned per GPU {predicted_compute}", file=sys.stderr)
 
     port = free_port()
     flags = ["--port", str(port), "--ctx", str(args.ctx), "--parallel", "1", "--threads", str(args.threads)]
@@ -258,8 +264,11 @@ def main() -> int:
         if speed.get("errors"):
             problems.append(f"{speed['errors']} requests to {name} failed")
     print(markdown(args.model.name, args.ctx, rows, options, ours_speed, their_speed, alone))
-    report = {"plan": chosen.to_json(), "options": options.__dict__, "rows": rows, "appliance": ours_speed,
-              "llama_server": their_speed, "fits_one_gpu": alone, "problems": problems}  # fmt: skip
+    report = {
+        "plan": chosen.to_json(), "options": options.__dict__, "llama_cpp_compute_bytes": reserved,
+        "rows": rows, "appliance": ours_speed, "llama_server": their_speed, "fits_one_gpu": alone,
+        "problems": problems,
+    }  # fmt: skip
     if args.json:
         args.json.write_text(json.dumps(report, indent=2, default=str))
     for problem in problems:
