@@ -155,6 +155,9 @@ class ModelSettings(BaseModel):
     """Physical batch size for prompt processing."""
     n_gpu_layers: int | None = None
     """Layers offloaded to a GPU (-1: all, 0: none); empty lets the planner choose."""
+    gpus: list[int] | None = None
+    """GPUs models may use, by the indices `appliance hw` lists (e.g. [0, 1]); empty: every GPU the build
+    can use. Layers are split across several when a model needs them."""
     flash_attn: Literal["auto", "on", "off"] = "auto"
     """Flash attention: auto lets llama.cpp decide per backend."""
     kv_type: Literal["f16", "q8_0", "q4_0"] | None = None
@@ -175,6 +178,13 @@ class ModelSettings(BaseModel):
     @classmethod
     def _duration(cls, value: str) -> str:
         parse_duration(value)
+        return value
+
+    @field_validator("gpus")
+    @classmethod
+    def _gpu_indices(cls, value: list[int] | None) -> list[int] | None:
+        if value is not None and (not value or any(i < 0 for i in value) or len(set(value)) != len(value)):
+            raise ValueError(f"GPU indices must be distinct and not negative, at least one: {value}")
         return value
 
 

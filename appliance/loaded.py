@@ -11,7 +11,7 @@ from typing import Any
 from appliance.config import Settings
 from appliance.engine.local import LocalLlamaBackend
 from appliance.engine.params import RequestLimits
-from appliance.planner.plan import Plan
+from appliance.planner.plan import Budget, Plan, remaining
 from models.catalog import LocalModel
 
 
@@ -49,6 +49,9 @@ class Loaded:
                 "kv_type": settings.kv_type,
                 "ram_bytes": memory.ram_bytes,
                 "vram_bytes": memory.vram_bytes,
+                "devices": [
+                    {"index": d.gpu, "layers": d.layers, "vram_bytes": d.vram_bytes} for d in memory.devices
+                ],
             },
             keep_alive_s=self.keep_alive_s,
             idle_s=round(self.idle_seconds(now), 1) if self.idle else 0.0,
@@ -59,6 +62,20 @@ class Loaded:
     @property
     def state(self) -> str:
         return "unloading" if self.unloading else self.backend.state.value
+
+
+def gpu_memory(budget: Budget, entries: list[Loaded]) -> list[dict[str, Any]]:
+    """Each GPU the planner may use: its budget and what the loaded models' plans hold on it."""
+    left = remaining(budget, [e.plan.memory for e in entries]).gpus
+    return [
+        {
+            "index": g.index,
+            "name": g.name,
+            "budget_bytes": g.vram_bytes,
+            "models_bytes": g.vram_bytes - r.vram_bytes,
+        }
+        for g, r in zip(budget.gpus, left, strict=True)
+    ]
 
 
 def request_limits(settings: Settings) -> RequestLimits:

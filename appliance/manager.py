@@ -35,7 +35,7 @@ from appliance.errors import (
 from appliance.hardware.profile import HardwareProfile
 from appliance.loaded import Loaded, request_limits
 from appliance.planner.model_info import read_model_info
-from appliance.planner.plan import Budget, Plan, fits_budget
+from appliance.planner.plan import Plan, fits_budget, remaining
 from appliance.planning import choose_plan, fallback_ladder, fit_label, largest_context, load_options, widened
 from appliance.units import parse_duration
 from models.catalog import LocalModel
@@ -375,15 +375,7 @@ class ModelManager:
 
     @staticmethod
     def _room(plan: Plan, entries: list[Loaded]) -> bool:
-        used = [e.plan.memory for e in entries]
-        budget = plan.budget
-        cap = budget.ram_cap_bytes
-        left = Budget(
-            ram_bytes=budget.ram_bytes - sum(m.ram_required_bytes for m in used),
-            vram_bytes=budget.vram_bytes - sum(m.vram_bytes for m in used),
-            reasons=(),
-            ram_cap_bytes=None if cap is None else cap - sum(m.ram_bytes for m in used),
-        )
+        left = remaining(plan.budget, [e.plan.memory for e in entries])
         return fits_budget(plan.memory, left, plan.settings.unified_memory)
 
     def _spawn(

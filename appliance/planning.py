@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
+from typing import Any
 
 from appliance.config import Settings
 from appliance.engine.params import LoadOptions
@@ -35,6 +36,7 @@ def plan_request(settings: Settings) -> PlanRequest:
         vram_margin_bytes=parse_size(planner.vram_margin),
         quality_floor_bpw=planner.quality_floor_bpw,
         kv_type=model.kv_type,
+        gpus=tuple(model.gpus) if model.gpus is not None else None,
     )
 
 
@@ -84,7 +86,24 @@ def load_options(plan: Plan, hardware: HardwareProfile, n_threads: int | None) -
         flash_attn="on" if s.flash_attn else "off",
         n_seq_max=s.n_parallel,
         kv_type=s.kv_type,
+        **gpu_placement(plan, hardware),
     )
+
+
+def gpu_placement(plan: Plan, hardware: HardwareProfile) -> dict[str, Any]:
+    """LoadOptions' devices, tensor_split and main_gpu for ``plan``'s GPUs: llama.cpp's names for them in
+    the plan's order (the main GPU last, with the output layer) and each one's layer count as its share.
+    Nothing where the plan is on the CPU or names a GPU llama.cpp's registry did not list (llama.cpp
+    then chooses, as it always has for one GPU)."""
+    s = plan.settings
+    if not s.gpu_backend or s.n_gpu_layers == 0 or not s.gpus:
+        return {}
+    names = {g.index: g.device for g in hardware.gpus}
+    devices = tuple(names.get(i) for i in s.gpus)
+    if not all(devices):
+        return {}
+    split = tuple(float(n) for n in s.split) if len(s.split) > 1 else ()
+    return {"devices": devices, "tensor_split": split, "main_gpu": len(devices) - 1}
 
 
 def fallback_ladder(options: LoadOptions, model: ModelInfo) -> list[LoadOptions]:
@@ -106,14 +125,20 @@ def fallback_ladder(options: LoadOptions, model: ModelInfo) -> list[LoadOptions]
         current = replace(current, n_gpu_layers=layers)
         ladder.append(current)
     if current.n_gpu_layers != 0:
-        ladder.append(replace(current, n_gpu_layers=0))
+        ladder.append(replace(current, n_gpu_layers=0, devices=(), tensor_split=(), main_gpu=0))
     return ladder
 
 
 def describe_options(options: LoadOptions) -> str:
+    where = ""
+    if options.n_gpu_layers != 0 and len(options.devices) > 1:
+        shares = ", ".join(f"{d} {s:g}" for d, s in zip(options.devices, options.tensor_split, strict=False))
+        where = f" split across {shares}"
+    elif options.n_gpu_layers != 0 and options.devices:
+        where = f" on {options.devices[0]}"
     return (
         f"context {options.n_ctx}, KV {options.kv_type}, "
-        f"{'all' if options.n_gpu_layers < 0 else options.n_gpu_layers} GPU layers"
+        f"{'all' if options.n_gpu_layers < 0 else options.n_gpu_layers} GPU layers{where}"
     )
 
 

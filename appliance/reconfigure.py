@@ -26,6 +26,7 @@ RESTART_ONLY = (
     "model.n_batch",
     "model.n_ubatch",
     "model.n_gpu_layers",
+    "model.gpus",
     "model.flash_attn",
     "planner",  # the plans of the models the daemon knows are made once
     "store.discover",  # the installed models are listed at start

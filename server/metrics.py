@@ -19,6 +19,8 @@ from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from appliance.backend import Event, Finished, TextDelta
+from appliance.hardware.nvidia import detect_nvidia
+from appliance.loaded import Loaded, gpu_memory
 from appliance.manager import ModelManager
 from appliance.remotes.pool import RemotePool
 from server.record import RequestRecord, record_of
@@ -96,6 +98,26 @@ class _ModelsCollector(Collector):
         for (model, fit), count in list(self._models.fit_decisions.items()):
             fits.add_metric([model, fit], count)
         yield fits
+        yield from gpu_memory_metrics(self._models.loaded())
+
+
+def gpu_memory_metrics(entries: list[Loaded]) -> Iterable[Metric]:
+    """GPU memory per GPU: the planner's budget, and what each loaded model's plan holds there."""
+    budget = GaugeMetricFamily(
+        "appliance_gpu_memory_budget_bytes", "GPU memory the planner may use, per GPU", labels=["gpu", "name"]
+    )
+    planned = GaugeMetricFamily(
+        "appliance_gpu_memory_planned_bytes", "GPU memory a loaded model's plan holds, per GPU",
+        labels=["gpu", "model"],
+    )  # fmt: skip
+    if entries:
+        for gpu in gpu_memory(entries[0].plan.budget, []):
+            budget.add_metric([str(gpu["index"]), gpu["name"]], gpu["budget_bytes"])
+        for entry in entries:
+            for gpu in gpu_memory(entries[0].plan.budget, [entry]):
+                if gpu["models_bytes"]:
+                    planned.add_metric([str(gpu["index"]), entry.model.id], gpu["models_bytes"])
+    yield from (budget, planned)
 
 
 class _RemotesCollector(Collector):
@@ -122,6 +144,26 @@ class _RemotesCollector(Collector):
             if load is not None and load.waiting is not None:
                 waiting.add_metric([remote.name], load.waiting)
         yield from (healthy, usable, running, waiting)
+
+
+class GpuCollector(Collector):
+    """Each NVIDIA GPU's memory as NVML reports it at scrape time (beside what the plans predict: see
+    gpu_memory_metrics). ``nvml`` stands in for the pynvml module in tests."""
+
+    def __init__(self, nvml: Any | None = None) -> None:
+        self._nvml = nvml
+
+    def collect(self) -> Iterable[Metric]:
+        total = GaugeMetricFamily(
+            "appliance_gpu_memory_total_bytes", "GPU memory, per GPU (NVML)", labels=["gpu", "name"]
+        )
+        free = GaugeMetricFamily(
+            "appliance_gpu_memory_free_bytes", "Free GPU memory now, per GPU (NVML)", labels=["gpu", "name"]
+        )
+        for gpu in detect_nvidia(self._nvml):
+            total.add_metric([str(gpu.index), gpu.name], gpu.total_bytes)
+            free.add_metric([str(gpu.index), gpu.name], gpu.free_bytes)
+        yield from (total, free)
 
 
 class Metrics:
@@ -156,6 +198,7 @@ class Metrics:
             registry=r,
         )  # fmt: skip
         r.register(_ModelsCollector(models))
+        r.register(GpuCollector())
         if remotes is not None:
             r.register(_RemotesCollector(remotes))
 

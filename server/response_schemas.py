@@ -390,11 +390,19 @@ class Slots(_Out):
     total: int
 
 
+class GpuMemory(_Out):
+    index: int
+    name: str
+    budget_bytes: int = Field(description="what the planner may use on this GPU")
+    models_bytes: int = Field(description="what the loaded models' plans hold on it")
+
+
 class MemoryUse(_Out):
     budget_ram_bytes: int
     budget_vram_bytes: int
     models_ram_bytes: int
     models_vram_bytes: int
+    gpus: list[GpuMemory] = Field(default_factory=list, description="per GPU (a model may span several)")
 
 
 class Status(_Out):

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Request
 
 from appliance import __version__
 from appliance.errors import InvalidRequest
+from appliance.loaded import gpu_memory
 from appliance.manager import ModelManager
 from appliance.remotes.pool import RemotePool
 from appliance.units import parse_duration
@@ -97,6 +98,7 @@ async def status(request: Request) -> dict[str, Any]:
             "budget_vram_bytes": budget.vram_bytes,
             "models_ram_bytes": sum(m["plan"]["ram_bytes"] for m in loaded),
             "models_vram_bytes": sum(m["plan"]["vram_bytes"] for m in loaded),
+            "gpus": gpu_memory(budget, manager.loaded()),
         },
         "requests": {status: int(count) for status, count in sorted(totals.items())},
         "requests_by_backend": {b: dict(sorted(c.items())) for b, c in sorted(by_backend.items())},

@@ -28,6 +28,8 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures" / "hardware"
 MACHINES = ("rtx4090-box", "laptop-8gb", "m2-16gb", "rpi5-8gb", "container-2gb")
 # Recorded by tests/fixtures/hardware/record.py on machines we ran on.
 RECORDED = ("h100-device", "epyc-vm-cgroup-v1")
+# Machines with several GPUs, for the layer split (reconstructed, as MACHINES).
+MULTI_GPU = ("dual-rtx3090", "rtx3060-rtx3090", "quad-a100-40gb")
 
 
 class FakeNvml:

@@ -21,10 +21,15 @@ def hardware_lines(status: dict[str, Any]) -> str:
         f"RAM  {_gib(memory.get('available_bytes'))} free of {_gib(memory.get('total_bytes'))}; models "
         f"{_gib(budget.get('models_ram_bytes'))} of a {_gib(budget.get('budget_ram_bytes'))} budget",
     ]
+    planned = {g.get("index"): g for g in budget.get("gpus") or []}
     for gpu in hw.get("gpus") or []:
-        lines.append(
-            f"GPU  {gpu.get('name')}: {_gib(gpu.get('free_bytes'))} free of {_gib(gpu.get('total_bytes'))}"
+        line = f"GPU {gpu.get('index', '')} {gpu.get('name')}: {_gib(gpu.get('free_bytes'))} free of " + _gib(
+            gpu.get("total_bytes")
         )
+        use = planned.get(gpu.get("index"))
+        if use is not None:  # a GPU the planner may use: what the loaded models hold on it
+            line += f"; models {_gib(use.get('models_bytes'))} of a {_gib(use.get('budget_bytes'))} budget"
+        lines.append(line)
     slots = status.get("slots") or {}
     lines.append(f"Slots {slots.get('busy', 0)}/{slots.get('total', 0)} busy, queue {status.get('queue', 0)}")
     lines.append(f"Requests  {requests_line(status)}")
@@ -102,6 +107,14 @@ def plan_text(model: dict[str, Any]) -> str:
         f"{_gib(memory.get('vram_bytes'))} VRAM; {'fits' if plan.get('fits') else 'does not fit'}",
         *(f"  - {reason}" for reason in plan.get("reasons") or []),
     ]
+    devices = plan.get("devices") or []
+    if len(devices) > 1:
+        lines.append(
+            "  per GPU: "
+            + ", ".join(
+                f"GPU {d.get('index')} {d.get('layers')} layers {_gib(d.get('vram_bytes'))}" for d in devices
+            )
+        )
     lines += capability_lines(model)
     for alt in plan.get("alternatives") or []:
         verdict = "fits" if alt.get("fits") else "does not fit"

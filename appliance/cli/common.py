@@ -33,7 +33,24 @@ def budgets_parser() -> argparse.ArgumentParser:
     budgets = argparse.ArgumentParser(add_help=False)
     budgets.add_argument("--max-ram", metavar="SIZE", help="cap the RAM a model may use, e.g. 6GiB")
     budgets.add_argument("--max-vram", metavar="SIZE", help="cap the GPU memory a model may use, e.g. 20GiB")
+    budgets.add_argument(
+        "--gpus",
+        metavar="LIST",
+        type=gpu_list,
+        help="GPUs a model may use, by appliance hw's indices, e.g. 0,1 (default: every one)",
+    )
     return budgets
+
+
+def gpu_list(text: str) -> list[int]:
+    """--gpus' value: comma-separated GPU indices."""
+    try:
+        indices = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of GPU indices: {text!r} (e.g. 0,1)") from None
+    if any(i < 0 for i in indices) or len(set(indices)) != len(indices):
+        raise argparse.ArgumentTypeError(f"GPU indices must be distinct and not negative: {text!r}")
+    return indices
 
 
 def shows(
@@ -85,6 +102,11 @@ def settings(args: argparse.Namespace, **overrides: Any) -> Settings:
 def budgets(args: argparse.Namespace) -> dict[str, Any]:
     """The planner overrides --max-ram and --max-vram give."""
     return {"max_ram": args.max_ram, "max_vram": args.max_vram}
+
+
+def gpus(args: argparse.Namespace) -> list[int] | None:
+    """The model.gpus override --gpus gives."""
+    return getattr(args, "gpus", None)
 
 
 def base_url(url: str | None) -> str | None:

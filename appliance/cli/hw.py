@@ -47,6 +47,8 @@ def hw_summary(profile: HardwareProfile) -> list[str]:
             details.append(f"driver {gpu.driver}")
         if gpu.unified_memory:
             details.append("unified memory")
+        if gpu.device:
+            details.append(f"llama.cpp {gpu.device}")
         lines.append(
             f"GPU {gpu.index}    {gpu.name}: {_gib(gpu.free_bytes)} free of {_gib(gpu.total_bytes)} "
             f"({', '.join(details)})"

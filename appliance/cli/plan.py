@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from appliance.cli.common import budgets, settings, to_json
+from appliance.cli.common import budgets, gpus, settings, to_json
 from appliance.config import Settings
 from appliance.errors import UserError
 
@@ -144,10 +144,11 @@ def _mib(n: int) -> str:
 
 def plan_text(chosen: Plan, figures: dict[str, Any] | None, results: dict[str, Any] | None = None) -> str:
     m, s, mem = chosen.model, chosen.settings, chosen.memory
+    gpus = f"{len(s.split)} GPUs" if len(s.split) > 1 else "GPU"
     where = (
         "CPU"
         if not s.gpu_backend
-        else ("GPU" if s.n_gpu_layers < 0 else f"{s.n_gpu_layers} layers on the GPU")
+        else (gpus if s.n_gpu_layers < 0 else f"{s.n_gpu_layers} layers on the {gpus}")
     )
     lines = [
         f"{m.name} ({Path(m.path).name}): {m.quant}, context {s.n_ctx}, KV {s.kv_type}, {where}"
@@ -156,6 +157,15 @@ def plan_text(chosen: Plan, figures: dict[str, Any] | None, results: dict[str, A
         f"compute {_mib(mem.compute_bytes)} -> {_mib(mem.ram_bytes)} RAM, {_mib(mem.vram_bytes)} VRAM",
         f"  budget   {_mib(chosen.budget.ram_bytes)} RAM, {_mib(chosen.budget.vram_bytes)} VRAM",
     ]
+    if len(mem.devices) > 1:
+        for device in chosen.devices_json():
+            output = ", with the output layer" if device["output_layer"] else ""
+            lines.append(
+                f"  GPU {device['index']}    {device['name']}: {device['layers']} layers{output}; weights "
+                f"{_mib(device['weights_bytes'])}, KV {_mib(device['kv_bytes'])}, compute "
+                f"{_mib(device['compute_bytes'])} -> {_mib(device['vram_bytes'])} VRAM of "
+                f"{_mib(device['budget_bytes'])}"
+            )
     if figures is not None:
         compute = ", ".join(
             f"{name} {_mib(size)}" for name, size in figures["compute_reserved_bytes"].items()
@@ -203,7 +213,11 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
 
 def run(args: argparse.Namespace) -> int:
     """Print the plan; the exit status (1 when the model does not fit)."""
-    loaded = settings(args, model={"n_ctx": args.ctx, "n_parallel": args.parallel}, planner=budgets(args))
+    loaded = settings(
+        args,
+        model={"n_ctx": args.ctx, "n_parallel": args.parallel, "gpus": gpus(args)},
+        planner=budgets(args),
+    )
     try:
         chosen, figures = make_plan(loaded, args.model, dry_run=not args.no_dry_run)
     except PlanError as exc:

@@ -7,7 +7,7 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
-from appliance.cli.common import budgets, settings, to_json
+from appliance.cli.common import budgets, gpus, settings, to_json
 from appliance.config import Settings
 from appliance.errors import UserError
 
@@ -107,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
     """Pull, printing progress; the exit status."""
     from appliance.pulls import PullError
 
-    loaded = settings(args, model={"n_ctx": args.ctx}, planner=budgets(args))
+    loaded = settings(args, model={"n_ctx": args.ctx, "gpus": gpus(args)}, planner=budgets(args))
     try:
         print(run_pull(loaded, args.ref, args.json))
     except PullError as exc:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from appliance.cli.common import budgets, settings
+from appliance.cli.common import budgets, gpus, settings
 from appliance.config import Settings
 
 
@@ -66,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
                 "n_ctx": args.ctx,
                 "n_parallel": args.parallel,
                 "n_threads": args.threads,
+                "gpus": gpus(args),
             },
             planner=budgets(args),
         )

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from appliance.cli.common import budgets, settings, show, table, to_json
+from appliance.cli.common import budgets, gpus, settings, show, table, to_json
 from appliance.config import Settings
 from appliance.errors import UserError
 
@@ -171,7 +171,9 @@ def run_list(args: argparse.Namespace) -> int:
     """Print the installed models; the exit status."""
     from appliance.hardware.detect import detect_hardware
 
-    entries = list_entries(settings(args, planner=budgets(args)), detect_hardware())
+    entries = list_entries(
+        settings(args, model={"gpus": gpus(args)}, planner=budgets(args)), detect_hardware()
+    )
     show(entries, as_json=args.json, text=lambda: list_text(entries))
     return 0
 

@@ -8,6 +8,7 @@ from typing import Any
 import llama_cpp
 
 from appliance.engine.params import LoadOptions
+from appliance.errors import ModelLoadFailed
 
 _FLASH_ATTN = {
     "auto": llama_cpp.LLAMA_FLASH_ATTN_TYPE_AUTO,
@@ -29,12 +30,47 @@ _KV_TYPES = {
 _NO_DEVICES = (ctypes.c_void_p * 1)(None)
 
 
+def split_arguments(options: LoadOptions) -> dict[str, Any]:
+    """The GPU placement ``options`` asks of llama.cpp, as llama_model_params fields: the devices (by
+    name), ``split_mode`` (a layer split: whole layers, each with its KV cache, go to the devices in
+    order), ``main_gpu`` (an index into the devices) and ``tensor_split`` (the share of each, as layer
+    counts; llama.cpp reads llama_max_devices() floats). Empty where the options name no devices."""
+    if options.n_gpu_layers == 0 or not options.devices:
+        return {}
+    split = list(options.tensor_split) if len(options.devices) > 1 else []
+    return {
+        "devices": list(options.devices),
+        "split_mode": llama_cpp.LLAMA_SPLIT_MODE_LAYER,
+        "main_gpu": options.main_gpu,
+        "tensor_split": split + [0.0] * (int(llama_cpp.llama_max_devices()) - len(split)) if split else None,
+    }
+
+
 def model_params(options: LoadOptions) -> Any:
-    """llama_model_params for a load with ``options``."""
+    """llama_model_params for a load with ``options``. The arrays it points to are kept on it
+    (``_appliance_arrays``): keep it alive until the model is loaded."""
     mparams = llama_cpp.llama_model_default_params()
     mparams.n_gpu_layers = options.n_gpu_layers
     if options.n_gpu_layers == 0:  # a CPU plan stays off the GPU entirely
         mparams.devices = ctypes.addressof(_NO_DEVICES)
+        return mparams
+    arguments = split_arguments(options)
+    if arguments:
+        from appliance.engine.runtime import device_handles
+
+        try:
+            handles = device_handles(tuple(arguments["devices"]))
+        except LookupError as exc:
+            raise ModelLoadFailed(f"cannot use the planned GPUs: {exc}") from None
+        mparams.devices = ctypes.addressof(handles)
+        mparams.split_mode = arguments["split_mode"]
+        mparams.main_gpu = arguments["main_gpu"]
+        arrays: list[Any] = [handles]
+        if arguments["tensor_split"] is not None:
+            split = (ctypes.c_float * len(arguments["tensor_split"]))(*arguments["tensor_split"])
+            mparams.tensor_split = ctypes.cast(split, ctypes.POINTER(ctypes.c_float))
+            arrays.append(split)
+        mparams._appliance_arrays = arrays  # ctypes does not keep what a pointer field points to
     return mparams
 
 

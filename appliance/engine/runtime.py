@@ -109,6 +109,20 @@ def _ggml_function(name: str, restype: Any, *argtypes: Any) -> Any:
         return prototype((name, base))
 
 
+def device_handles(names: tuple[str, ...]) -> Any:
+    """A NULL-terminated array of ggml's devices named ``names`` (llama_model_params.devices). Raises
+    LookupError naming a device this build does not have."""
+    init_backend()
+    by_name = _ggml_function("ggml_backend_dev_by_name", ctypes.c_void_p, ctypes.c_char_p)
+    handles = (ctypes.c_void_p * (len(names) + 1))()
+    for i, name in enumerate(names):
+        handle = by_name(name.encode("utf-8"))
+        if not handle:
+            raise LookupError(f"this llama.cpp build has no device {name}")
+        handles[i] = handle
+    return handles
+
+
 def backend_devices() -> list[tuple[str, str, str, int, int]]:
     """The devices llama.cpp's build can run on, as ggml's backend registry reports them.
 

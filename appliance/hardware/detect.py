@@ -59,10 +59,11 @@ def merge_gpus(system_gpus: Sequence[GpuInfo], llama_gpus: Sequence[GpuInfo]) ->
                     backend=paired.backend,
                     total_bytes=paired.total_bytes,
                     free_bytes=paired.free_bytes,
+                    device=paired.device,
                 )
             )
         else:
-            merged.append(dataclasses.replace(system_gpu, backend=paired.backend))
+            merged.append(dataclasses.replace(system_gpu, backend=paired.backend, device=paired.device))
     return (*merged, *unpaired)
 
 

@@ -66,6 +66,7 @@ def offload_gpus(devices: Iterable[BackendDevice]) -> tuple[GpuInfo, ...]:
             total_bytes=d.total_bytes,
             free_bytes=d.free_bytes,
             unified_memory=d.type == "igpu" or d.backend == "metal",
+            device=d.name,
         )
         for d in devices
         if d.is_offload_target

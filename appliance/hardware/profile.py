@@ -21,6 +21,9 @@ class GpuInfo:
     compute_capability: str | None = None
     driver: str | None = None
     unified_memory: bool = False
+    # The llama.cpp build's name for it ("CUDA1"), where its backend registry lists it: how the engine
+    # names the GPUs of a plan to llama.cpp (CUDA's device order need not be NVML's).
+    device: str | None = None
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,7 @@ class HardwareProfile:
                     "compute_capability": g.compute_capability,
                     "driver": g.driver,
                     "unified_memory": g.unified_memory,
+                    "device": g.device,
                 }
                 for g in self.gpus
             ],

@@ -61,6 +61,28 @@ class LoadSettings:
     unified_memory: bool = False  # the GPU shares host RAM (Apple silicon)
     cpu_repack_types: frozenset[str] = frozenset()  # see cpu_repack_types()
     cpu_amx: bool = False  # the CPU has AMX: llama.cpp copies matrices into its AMX buffer first
+    # The GPUs (their indices, as `appliance hw` lists them) in the order llama.cpp gets them: the last
+    # holds the output layer. Empty: one GPU, whichever the build picks (or none).
+    gpus: tuple[int, ...] = ()
+    # With several GPUs: the offloaded layers each holds, in that order (the output layer counts as one
+    # of the last's). See appliance.planner.split.
+    split: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class DeviceMemory:
+    """What one GPU holds."""
+
+    gpu: int | None  # its index; None where the settings named no GPU (one GPU)
+    layers: int  # offloaded layers on it (the output layer counts as one)
+    weights_bytes: int
+    kv_bytes: int
+    compute_bytes: int
+    runtime_bytes: int
+
+    @property
+    def vram_bytes(self) -> int:
+        return self.weights_bytes + self.kv_bytes + self.compute_bytes + self.runtime_bytes
 
 
 @dataclass(frozen=True)
@@ -76,6 +98,9 @@ class MemoryEstimate:
     # File pages of weights that loading read and llama.cpp keeps mapped (the GPU's share, matrices the
     # CPU repacked): resident, so counted in RSS and ram_bytes, but clean, so reclaimable under pressure.
     file_cache_host: int = 0
+    # Per GPU, in the settings' order (empty on the CPU and on unified memory); the *_gpu figures are
+    # their sums.
+    devices: tuple[DeviceMemory, ...] = ()
 
     @property
     def weights_bytes(self) -> int:
@@ -204,10 +229,11 @@ def kv_layer_bytes(model: ModelInfo, settings: LoadSettings) -> list[int]:
     return out
 
 
-def compute_reserved_bytes(model: ModelInfo, settings: LoadSettings) -> int:
-    """llama.cpp's compute buffer reservation for one backend running the whole graph."""
+def compute_reserved_bytes(model: ModelInfo, settings: LoadSettings, *, output: bool = True) -> int:
+    """llama.cpp's compute buffer reservation for one backend running the whole graph (``output``), or
+    only repeating layers (a GPU of a split that does not hold the output layer: no logits there)."""
     t = min(settings.n_ubatch, settings.n_ctx)
-    logits = 4 * t * (model.n_vocab + 2 * model.n_embd)
+    logits = 4 * t * (model.n_vocab + 2 * model.n_embd) if output else 0
     ffn = 4 * t * (2 * model.n_embd + 2 * model.n_ff)
     attention = 0
     if not settings.flash_attn and model.has_attention:
@@ -230,19 +256,74 @@ def compute_touched_cpu_bytes(model: ModelInfo, settings: LoadSettings) -> int:
     return activations + logits + attention
 
 
+def _mask_bytes_per_token(model: ModelInfo, settings: LoadSettings) -> int:
+    """One token's row of the attention masks over the KV cells (f16 with flash attention, else f32)."""
+    if not model.has_attention:
+        return 0
+    full, window = kv_cells(model, settings)
+    swa = [s for s, h in zip(model.swa_layers, model.n_head_kv, strict=False) if h]
+    masks = (full if not all(swa) else 0) + (window if any(swa) else 0)
+    return (2 if settings.flash_attn else 4) * masks
+
+
 def gpu_host_compute_bytes(model: ModelInfo, settings: LoadSettings) -> int:
     """The GPU backend's pinned host compute buffer (llama.cpp's `CUDA_Host compute buffer`): the graph's
     inputs, i.e. the attention masks over the KV cells (f16 with flash attention) and two n_embd-wide
     f32 rows a token, plus the logits of one output a sequence. Matched llama.cpp to the KiB on four
-    models at 2k-64k contexts."""
+    models at 2k-64k contexts. With pipeline parallelism the scheduler keeps PIPELINE_COPIES of the
+    inputs (ggml-backend.cpp, pass 6 of the split)."""
     t = min(settings.n_ubatch, settings.n_ctx)
-    full, window = kv_cells(model, settings)
-    mask_bytes = 2 if settings.flash_attn else 4
-    masks = 0
-    if model.has_attention:
-        swa = [s for s, h in zip(model.swa_layers, model.n_head_kv, strict=False) if h]
-        masks = (full if not all(swa) else 0) + (window if any(swa) else 0)
-    return t * (mask_bytes * masks + 8 * model.n_embd) + 4 * model.n_vocab * settings.n_parallel
+    inputs = t * (_mask_bytes_per_token(model, settings) + 8 * model.n_embd)
+    copies = PIPELINE_COPIES if pipeline_parallel(model, settings) else 1
+    return copies * inputs + 4 * model.n_vocab * settings.n_parallel
+
+
+# ggml_backend_sched keeps this many copies of each split's inputs with pipeline parallelism
+# (GGML_SCHED_MAX_COPIES), so that one ubatch's device can start while the next device computes.
+PIPELINE_COPIES = 4
+
+
+def pipeline_parallel(model: ModelInfo, settings: LoadSettings) -> bool:
+    """Whether llama.cpp runs the GPUs of a split as a pipeline (llama-context.cpp): several devices, a
+    layer split, every layer offloaded (the KV cache with it)."""
+    n_gpu = model.n_layer + 1 if settings.n_gpu_layers < 0 else settings.n_gpu_layers
+    return len(settings.split) > 1 and settings.gpu_backend is not None and n_gpu > model.n_layer
+
+
+def device_memory(model: ModelInfo, settings: LoadSettings, kv_layers: list[int]) -> tuple[DeviceMemory, ...]:
+    """What each GPU of a discrete-GPU load holds (llama-model.cpp, load_tensors; llama-context.cpp):
+    the offloaded positions (the last n_gpu - 1 repeating layers, then the output layer) go to the GPUs
+    in order, ``settings.split`` of them each; a layer's KV cache lives with it; every GPU has the
+    runtime and a compute buffer for its part of the graph, and the one holding the output layer
+    also the logits (and a copy of tied embeddings). One GPU without a split holds them all."""
+    n_layer = model.n_layer
+    n_gpu = n_layer + 1 if settings.n_gpu_layers < 0 else min(settings.n_gpu_layers, n_layer + 1)
+    counts = settings.split if len(settings.split) > 1 else (n_gpu,)
+    gpus: tuple[int | None, ...] = (
+        settings.gpus if len(settings.gpus) == len(counts) else (None,) * len(counts)
+    )
+    positions = list(range(n_layer + 1 - n_gpu, n_layer + 1))  # n_layer: the output layer
+    output = (
+        model.output_bytes + model.other_bytes + (model.token_embd_bytes if model.output_bytes == 0 else 0)
+    )
+    runtime = GPU_RUNTIME_BYTES.get(settings.gpu_backend or "", DEFAULT_GPU_RUNTIME_BYTES)
+    pipeline = pipeline_parallel(model, settings)
+    t = min(settings.n_ubatch, settings.n_ctx)
+    # A device of a pipeline holds its copies of what enters it: the hidden state and the masks.
+    inputs = (
+        PIPELINE_COPIES * t * (4 * model.n_embd + _mask_bytes_per_token(model, settings)) if pipeline else 0
+    )
+    out = []
+    start = 0
+    for gpu, count in zip(gpus, counts, strict=True):
+        chunk = positions[start : start + count]
+        start += count
+        has_output = n_layer in chunk
+        weights = sum(model.layer_bytes[il] for il in chunk if il < n_layer) + (output if has_output else 0)
+        kv = sum(kv_layers[il] for il in chunk if il < n_layer)
+        compute = compute_reserved_bytes(model, settings, output=has_output) + inputs
+        out.append(DeviceMemory(gpu, count, weights, kv, compute, runtime))
+    return tuple(out)
 
 
 def cpu_mapped_bytes(model: ModelInfo, first_gpu_layer: int, output_on_gpu: bool) -> int:
@@ -290,6 +371,7 @@ def estimate(model: ModelInfo, settings: LoadSettings) -> MemoryEstimate:
     kv_host = sum(kv_layers) - kv_gpu
 
     file_cache = 0
+    devices: tuple[DeviceMemory, ...] = ()
     runtime_host = HOST_RUNTIME_BYTES + HOST_BYTES_PER_VOCAB_TOKEN * model.n_vocab
     if not gpu:
         compute_host, compute_gpu, runtime_gpu = compute_touched_cpu_bytes(model, settings), 0, 0
@@ -315,10 +397,11 @@ def estimate(model: ModelInfo, settings: LoadSettings) -> MemoryEstimate:
         runtime_host += GPU_HOST_RUNTIME_BYTES.get(settings.gpu_backend, 0)
     else:
         assert settings.gpu_backend is not None
-        compute_gpu = compute_reserved_bytes(model, settings)
+        devices = device_memory(model, settings, kv_layers)
+        compute_gpu = sum(d.compute_bytes for d in devices)
         # The CPU's layers compute in the GPU backend's pinned host buffer: no CPU compute buffer.
         compute_host = gpu_host_compute_bytes(model, settings)
-        runtime_gpu = GPU_RUNTIME_BYTES.get(settings.gpu_backend, DEFAULT_GPU_RUNTIME_BYTES)
+        runtime_gpu = sum(d.runtime_bytes for d in devices)
         base = runtime_host
         runtime_host = base + GPU_HOST_RUNTIME_BYTES.get(settings.gpu_backend, 0)
         # Peak RSS is the larger of two phases (measured on H100s, docs/BENCHMARKS.md). Loading reads
@@ -346,4 +429,5 @@ def estimate(model: ModelInfo, settings: LoadSettings) -> MemoryEstimate:
         runtime_host,
         runtime_gpu,
         file_cache,
+        devices,
     )

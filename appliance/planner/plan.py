@@ -19,6 +19,16 @@ from appliance.planner.memory import (
     estimate,
 )
 from appliance.planner.model_info import ModelInfo
+from appliance.planner.split import (
+    GpuBudget,
+    choose_split,
+    device_fits,
+    gpu_sets,
+    selected_gpus,
+    split_budgets,
+    split_reason,
+    unknown_gpus,
+)
 
 GIB = 1 << 30
 USEFUL_CTX = 4096
@@ -42,6 +52,7 @@ class PlanRequest:
     vram_margin_bytes: int = 512 * MIB
     quality_floor_bpw: float = 3.3  # below this (Q2_K, IQ2...) only if nothing better fits, and said
     kv_type: str | None = None  # f16 | q8_0 | q4_0; None: f16, q8_0 when that is what fits
+    gpus: tuple[int, ...] | None = None  # the GPUs (indices of `appliance hw`) it may use; None: every one
 
 
 @dataclass(frozen=True)
@@ -51,6 +62,12 @@ class Budget:
     reasons: tuple[str, ...]
     # An explicit --max-ram holds for everything the plan adds, reclaimable file pages included.
     ram_cap_bytes: int | None = None
+    # Each discrete GPU the plan may use, the main GPU (most free memory) first; vram_bytes is their sum.
+    gpus: tuple[GpuBudget, ...] = ()
+
+    def gpu_budgets(self) -> dict[int, int]:
+        """The VRAM budget of each GPU, by index."""
+        return {g.index: g.vram_bytes for g in self.gpus}
 
 
 @dataclass(frozen=True)
@@ -94,6 +111,7 @@ class Plan:
                 "ram_bytes": self.memory.ram_bytes,
                 "vram_bytes": self.memory.vram_bytes,
             },
+            "devices": self.devices_json(),
             "budget": {"ram_bytes": self.budget.ram_bytes, "vram_bytes": self.budget.vram_bytes},
             "fits": self.fits,
             "reasons": list(self.reasons),
@@ -111,6 +129,26 @@ class Plan:
                 for o in self.alternatives
             ],
         }
+
+    def devices_json(self) -> list[dict[str, Any]]:
+        """Memory per GPU, in the order llama.cpp gets them (the last holds the output layer)."""
+        names = {g.index: g.name for g in self.budget.gpus}
+        budgets = self.budget.gpu_budgets()
+        return [
+            {
+                "index": d.gpu,
+                "name": names.get(d.gpu, "") if d.gpu is not None else "",
+                "layers": d.layers,
+                "output_layer": i == len(self.memory.devices) - 1,
+                "weights_bytes": d.weights_bytes,
+                "kv_bytes": d.kv_bytes,
+                "compute_bytes": d.compute_bytes,
+                "runtime_bytes": d.runtime_bytes,
+                "vram_bytes": d.vram_bytes,
+                "budget_bytes": budgets.get(d.gpu, self.budget.vram_bytes) if d.gpu is not None else None,
+            }
+            for i, d in enumerate(self.memory.devices)
+        ]
 
 
 def gib(n: int) -> str:
@@ -135,7 +173,12 @@ def budget_for(hardware: HardwareProfile, request: PlanRequest) -> Budget:
     if request.max_ram_bytes is not None and request.max_ram_bytes < ram:
         ram = request.max_ram_bytes
         reasons.append(f"RAM capped at {gib(ram)} (--max-ram)")
-    gpu = main_gpu(hardware)
+    selected = selected_gpus(hardware, request.gpus)
+    if len(selected) > 1:  # discrete GPUs of one backend: a layer split
+        budgets, why = split_budgets(selected, request.vram_margin_bytes, request.max_vram_bytes)
+        total = sum(g.vram_bytes for g in budgets)
+        return Budget(ram, total, (*reasons, *why), request.max_ram_bytes, budgets)
+    gpu = selected[0] if selected else None
     vram = 0
     if gpu is not None and gpu.unified_memory:
         vram = min(gpu.free_bytes, ram)
@@ -151,12 +194,13 @@ def budget_for(hardware: HardwareProfile, request: PlanRequest) -> Budget:
     if gpu is not None and request.max_vram_bytes is not None and request.max_vram_bytes < vram:
         vram = request.max_vram_bytes
         reasons.append(f"VRAM capped at {gib(vram)} (--max-vram)")
-    return Budget(ram, vram, tuple(reasons), request.max_ram_bytes)
+    gpus = (GpuBudget(gpu.index, gpu.name, vram),) if gpu is not None and not gpu.unified_memory else ()
+    return Budget(ram, vram, tuple(reasons), request.max_ram_bytes, gpus)
 
 
-def main_gpu(hardware: HardwareProfile) -> GpuInfo | None:
-    """The GPU with the most free memory that the llama.cpp build can use."""
-    gpus = hardware.usable_gpus
+def main_gpu(hardware: HardwareProfile, request: PlanRequest = PlanRequest()) -> GpuInfo | None:
+    """The GPU with the most free memory that the llama.cpp build can use (among ``request.gpus``)."""
+    gpus = selected_gpus(hardware, request.gpus)
     return max(gpus, key=lambda g: g.free_bytes) if gpus else None
 
 
@@ -167,7 +211,31 @@ def fits_budget(memory: MemoryEstimate, budget: Budget, unified: bool) -> bool:
         return False
     if unified:  # one pool: everything counts as RAM, and the GPU's share is capped by its working set
         return memory.ram_required_bytes <= min(budget.ram_bytes, budget.vram_bytes or budget.ram_bytes)
-    return memory.ram_required_bytes <= budget.ram_bytes and memory.vram_bytes <= budget.vram_bytes
+    return memory.ram_required_bytes <= budget.ram_bytes and gpu_fits(memory, budget)
+
+
+def remaining(budget: Budget, used: list[MemoryEstimate]) -> Budget:
+    """What ``budget`` leaves beside models already loaded that use ``used``: on the host, in all, and on
+    each GPU (a loaded model's GPU named by no index counts against the main GPU, as it did when alone)."""
+    cap = budget.ram_cap_bytes
+    gpus = []
+    for i, g in enumerate(budget.gpus):
+        taken = sum(
+            d.vram_bytes for m in used for d in m.devices if d.gpu == g.index or (d.gpu is None and i == 0)
+        )
+        gpus.append(replace(g, vram_bytes=g.vram_bytes - taken))
+    return Budget(
+        ram_bytes=budget.ram_bytes - sum(m.ram_required_bytes for m in used),
+        vram_bytes=budget.vram_bytes - sum(m.vram_bytes for m in used),
+        reasons=(),
+        ram_cap_bytes=None if cap is None else cap - sum(m.ram_bytes for m in used),
+        gpus=tuple(gpus),
+    )
+
+
+def gpu_fits(memory: MemoryEstimate, budget: Budget) -> bool:
+    """Whether the GPU side fits: the total, and each GPU its own budget."""
+    return memory.vram_bytes <= budget.vram_bytes and device_fits(memory, budget.gpu_budgets())
 
 
 def _contexts(model: ModelInfo, request: PlanRequest, *, short: bool) -> list[int]:
@@ -188,6 +256,8 @@ def _contexts(model: ModelInfo, request: PlanRequest, *, short: bool) -> list[in
 
 
 def _option(model: ModelInfo, settings: LoadSettings, budget: Budget) -> Option:
+    if len(settings.gpus) > 1:
+        settings = choose_split(model, settings, budget.gpu_budgets())
     memory = estimate(model, settings)
     return Option(model, settings, memory, fits_budget(memory, budget, settings.unified_memory))
 
@@ -201,12 +271,16 @@ def _kv_types(settings: LoadSettings) -> list[str]:
 def _fixed_layers(
     model: ModelInfo, base: LoadSettings, budget: Budget, contexts: list[int], gpu_layers: int
 ) -> Option | None:
-    """The first (context, KV type) that fits with ``gpu_layers`` on the GPU."""
+    """The first (context, KV type) that fits with ``gpu_layers`` on the GPU; with several GPUs, on as
+    few of them as hold it (a split costs speed and a CUDA context on each)."""
+    sets = gpu_sets(budget.gpus) if len(base.gpus) > 1 and gpu_layers != 0 else [base.gpus]
     for n_ctx in contexts:
         for kv in _kv_types(base):
-            option = _option(model, replace(base, n_ctx=n_ctx, kv_type=kv, n_gpu_layers=gpu_layers), budget)
-            if option.fits:
-                return option
+            for gpus in sets:
+                settings = replace(base, n_ctx=n_ctx, kv_type=kv, n_gpu_layers=gpu_layers, gpus=gpus)
+                option = _option(model, settings, budget)
+                if option.fits:
+                    return option
     return None
 
 
@@ -219,9 +293,9 @@ def _most_layers(model: ModelInfo, base: LoadSettings, budget: Budget, contexts:
             while low <= high:
                 mid = (low + high) // 2
                 option = _option(model, replace(settings, n_gpu_layers=mid), budget)
-                if option.memory.vram_bytes <= budget.vram_bytes and option.fits:
+                if gpu_fits(option.memory, budget) and option.fits:
                     best, low = option, mid + 1
-                elif option.memory.vram_bytes <= budget.vram_bytes:
+                elif gpu_fits(option.memory, budget):
                     break  # the host side is what does not fit: more layers on the GPU will not help RAM
                 else:
                     high = mid - 1
@@ -234,7 +308,7 @@ def _search(
     tier: list[ModelInfo], base: LoadSettings, budget: Budget, request: PlanRequest, has_gpu: bool
 ) -> tuple[Option, str] | None:
     """Best quality fully on the GPU, else split, else on the CPU; useful contexts before short ones."""
-    cpu = replace(base, gpu_backend=None)
+    cpu = replace(base, gpu_backend=None, gpus=())
     for short in (False, True):
         if has_gpu and request.n_gpu_layers is None:
             for model in tier:
@@ -275,10 +349,11 @@ def plan_auto_parallel(
     for slots in AUTO_PARALLEL:
         wider = plan([single.model], hardware, replace(request, n_parallel=slots))
         s = wider.settings
-        same = (s.kv_type, s.n_gpu_layers, s.gpu_backend) == (
+        same = (s.kv_type, s.n_gpu_layers, s.gpu_backend, s.gpus) == (
             base.kv_type,
             base.n_gpu_layers,
             base.gpu_backend,
+            base.gpus,
         )
         if wider.fits and same and s.n_ctx == base.n_ctx * slots:
             reason = (
@@ -296,7 +371,7 @@ def plan(
     if not candidates:
         raise ValueError("no candidate model to plan for")
     budget = budget_for(hardware, request)
-    gpu = main_gpu(hardware)
+    gpu = main_gpu(hardware, request)
     base = LoadSettings(
         n_ctx=USEFUL_CTX,
         n_batch=request.n_batch,
@@ -309,7 +384,12 @@ def plan(
         cpu_amx=cpu_has_amx(hardware.cpu.features),
         kv_type=request.kv_type or "f16",
         kv_fixed=request.kv_type is not None,
+        gpus=gpu_sets(budget.gpus)[-1] if budget.gpus else (),
     )
+    refused = unknown_gpus(hardware, request.gpus)
+    if refused is not None:
+        option = _option(candidates[0], replace(base, gpu_backend=None, gpus=()), budget)
+        return Plan(option.model, option.settings, option.memory, budget, False, (refused,), ())
     if base.kv_type != "f16" and not base.flash_attn:
         option = _option(candidates[0], base, budget)
         reason = f"a {base.kv_type} KV cache needs flash attention, which model.flash_attn turns off"
@@ -353,6 +433,8 @@ def plan(
     chosen, mode = found
     settings = chosen.settings
     reasons.insert(0, _summary(chosen, mode, len(candidates)))
+    if len(settings.split) > 1:
+        reasons.append(split_reason(chosen.memory, budget.gpus))
     if (
         request.n_ctx is None
         and settings.n_ctx < min(USEFUL_CTX, chosen.model.n_ctx_train) * request.n_parallel
@@ -378,8 +460,13 @@ def plan(
 def _summary(option: Option, mode: str, n_candidates: int) -> str:
     m, s, mem = option.model, option.settings, option.memory
     where = mode
+    if len(s.split) > 1:
+        where = where.replace("the GPU", f"{len(s.split)} GPUs").replace(
+            "GPU and", f"{len(s.split)} GPUs and"
+        )
     if s.n_gpu_layers > 0 and s.gpu_backend:
-        where = f"{mode} ({s.n_gpu_layers} of {m.n_layer + 1} layers on the GPU)"
+        gpus = "GPUs" if len(s.split) > 1 else "GPU"
+        where = f"{where} ({s.n_gpu_layers} of {m.n_layer + 1} layers on the {gpus})"
     quality = f"best of {n_candidates} quantizations that fits" if n_candidates > 1 else "the only file"
     vram = f", {gib(mem.vram_bytes)} VRAM" if mem.vram_bytes else ""
     return (

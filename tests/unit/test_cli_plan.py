@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -91,19 +92,32 @@ def test_bad_size(model: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert "not a size" in _one_line(capsys)
 
 
-def test_serve_refuses_what_does_not_fit(model: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("flags", "reason"),
+    [
+        (["--max-ram", "50MiB"], "does not fit"),
+        # No GPU here: a restriction to one is refused, naming the usable ones (none).
+        (
+            ["--gpus", "3"],
+            "GPU 3 cannot be used (--gpus / model.gpus): the GPUs this llama.cpp build can use",
+        ),
+    ],
+)
+def test_serve_refuses_what_does_not_fit(model: Path, tmp_path: Path, flags: list[str], reason: str) -> None:
     """Nothing is loaded and the daemon exits 1 with one line when the plan does not fit."""
     result = subprocess.run(
-        [sys.executable, "-m", "appliance", "serve", str(model), "--port", "0", "--max-ram", "50MiB"],
+        [sys.executable, "-m", "appliance", "serve", str(model), "--port", "0", *flags],
         capture_output=True,
         text=True,
         timeout=60,
-        env={"APPLIANCE_HOME": str(tmp_path), "PATH": "/usr/bin:/bin"},
+        # PYTHONPATH, where set, so that the daemon runs this checkout's code (a worktree's).
+        env={"APPLIANCE_HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}
+        | {k: v for k, v in os.environ.items() if k == "PYTHONPATH"},
     )
     assert result.returncode == 1
     assert (
         result.stderr.strip()
         .splitlines()[-1]
-        .startswith("appliance: SmolLM2-135M-Instruct.Q4_1.gguf: does not fit")
+        .startswith(f"appliance: SmolLM2-135M-Instruct.Q4_1.gguf: {reason}")
     )
     assert "Traceback" not in result.stderr

@@ -19,7 +19,7 @@ from appliance.hardware import detect as detect_module
 from appliance.hardware.detect import detect_hardware
 from appliance.hardware.memory import memory_info
 from appliance.hardware.profile import GpuInfo, HardwareProfile, OffloadInfo
-from tests.hardware_profiles import FIXTURES, MACHINES, RECORDED, profile
+from tests.hardware_profiles import FIXTURES, MACHINES, MULTI_GPU, RECORDED, profile
 
 ROOT = Path(__file__).resolve().parents[2]
 GIB = 1 << 30
@@ -29,7 +29,9 @@ GIB = 1 << 30
 
 
 def test_every_machine_has_a_fixture() -> None:
-    assert {p.name for p in FIXTURES.iterdir() if p.is_dir()} == set(MACHINES) | set(RECORDED)
+    assert {p.name for p in FIXTURES.iterdir() if p.is_dir()} == set(MACHINES) | set(RECORDED) | set(
+        MULTI_GPU
+    )
 
 
 def test_rtx4090_box() -> None:
@@ -41,7 +43,16 @@ def test_rtx4090_box() -> None:
     assert hw.memory.limit_bytes is None  # a systemd session: cgroups all the way up, none limited
     # NVML's record wins over llama.cpp's for the same GPU: richer, and free before our CUDA context.
     assert hw.gpus == (
-        GpuInfo(0, "cuda", "NVIDIA GeForce RTX 4090", 25757220864, 25145049088, "8.9", "550.127.05"),
+        GpuInfo(
+            0,
+            "cuda",
+            "NVIDIA GeForce RTX 4090",
+            25757220864,
+            25145049088,
+            "8.9",
+            "550.127.05",
+            device="CUDA0",
+        ),
     )
     assert hw.offload == OffloadInfo(True, ("cuda",))
     assert hw.usable_gpus == hw.gpus
@@ -178,7 +189,7 @@ def test_appliance_hw_with_a_missing_config_is_a_user_error(tmp_path: Path) -> N
     ("name", "expected"),
     [
         ("rtx4090-box", "GPU 0    NVIDIA GeForce RTX 4090: 23.4 GiB free of 24.0 GiB (cuda, compute 8.9"),
-        ("m2-16gb", "GPU 0    Apple M2: 10.7 GiB free of 10.7 GiB (metal, unified memory)"),
+        ("m2-16gb", "GPU 0    Apple M2: 10.7 GiB free of 10.7 GiB (metal, unified memory, llama.cpp MTL0)"),
         ("container-2gb", "Memory   31.1 GiB total, 1.7 GiB available (cgroup limit 2.0 GiB)"),
         ("rpi5-8gb", "Board    Raspberry Pi 5 Model B Rev 1.0"),
         ("laptop-8gb", "Offload  none: the installed llama.cpp build runs on the CPU only"),
