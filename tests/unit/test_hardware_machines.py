@@ -183,7 +183,7 @@ def test_appliance_hw_with_a_missing_config_is_a_user_error(tmp_path: Path) -> N
         ("rpi5-8gb", "Board    Raspberry Pi 5 Model B Rev 1.0"),
         ("laptop-8gb", "Offload  none: the installed llama.cpp build runs on the CPU only"),
         ("rtx4090-box", "Offload  cuda (the installed llama.cpp build)"),
-        ("h100-device", "         (cuda GPU unused by this build: rebuild llama-cpp-python for it"),
+        ("h100-device", "Offload  none: the installed llama.cpp build runs on the CPU only"),
     ],
 )
 def test_hw_summary(
