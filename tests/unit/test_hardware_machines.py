@@ -19,7 +19,7 @@ from appliance.hardware import detect as detect_module
 from appliance.hardware.detect import detect_hardware
 from appliance.hardware.memory import memory_info
 from appliance.hardware.profile import GpuInfo, HardwareProfile, OffloadInfo
-from tests.hardware_profiles import FIXTURES, MACHINES, RECORDED, profile
+from tests.hardware_profiles import BOARDS, FIXTURES, MACHINES, RECORDED, profile
 
 ROOT = Path(__file__).resolve().parents[2]
 GIB = 1 << 30
@@ -29,7 +29,7 @@ GIB = 1 << 30
 
 
 def test_every_machine_has_a_fixture() -> None:
-    assert {p.name for p in FIXTURES.iterdir() if p.is_dir()} == set(MACHINES) | set(RECORDED)
+    assert {p.name for p in FIXTURES.iterdir() if p.is_dir()} == set(MACHINES) | set(RECORDED) | set(BOARDS)
 
 
 def test_rtx4090_box() -> None:
@@ -133,7 +133,7 @@ def check_hw_json(data: dict[str, Any]) -> None:
     assert isinstance(data["os"], str) and data["os"]
 
 
-@pytest.mark.parametrize("name", MACHINES + RECORDED)
+@pytest.mark.parametrize("name", sorted(set(MACHINES + RECORDED + BOARDS)))
 def test_profile_json_has_the_documented_shape(name: str) -> None:
     data = json.loads(json.dumps(profile(name).to_json()))
     check_hw_json(data)
