@@ -182,10 +182,14 @@ def install(
             _run([*target.systemctl, "daemon-reload"])
         raise
     when = "at boot" if target.system else "at login"
-    return [
+    lines = [
         f"installed {target.path}: started now and {when}, restarted if it fails",
         f"follow the logs: {target.logs_hint}",
     ]
+    if target.manager == "systemd" and not target.system:
+        # A user's units stop at logout and wait for a login after a reboot, unless the user lingers.
+        lines.append("to run it from boot without logging in: loginctl enable-linger $USER")
+    return lines
 
 
 def uninstall(target: ServiceTarget, *, is_root: bool) -> list[str]:

@@ -148,6 +148,7 @@ def test_user_service_install_status_uninstall(
     out = capsys.readouterr().out
     unit = config_home / "systemd" / "user" / "llm-appliance.service"
     assert f"installed {unit}" in out and "journalctl --user -u llm-appliance -f" in out
+    assert "loginctl enable-linger" in out
     text = unit.read_text()
     assert f'Environment="APPLIANCE_HOME={appliance_home}"' in text
     assert 'Environment="APPLIANCE_SERVER__PORT=11999"' in text
