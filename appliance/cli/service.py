@@ -53,10 +53,10 @@ def run(args: argparse.Namespace) -> int:
         system=args.system,
         home=Path.home(),
         environ=os.environ,
-        uid=os.getuid(),
+        uid=os.getuid() if hasattr(os, "getuid") else 0,  # no uids on Windows, which is refused anyway
         logs_dir=loaded.dirs.logs,
     )
-    is_root = os.geteuid() == 0
+    is_root = hasattr(os, "geteuid") and os.geteuid() == 0
     if args.service_command == "install":
         config_file = getattr(args, "config", None)
         if config_file is None and loaded.dirs.config_file.is_file() and not args.system:

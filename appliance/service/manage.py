@@ -7,7 +7,6 @@ wrote, so a second attempt starts clean.
 
 from __future__ import annotations
 
-import pwd
 import re
 import subprocess
 from collections.abc import Mapping, Sequence
@@ -136,6 +135,8 @@ def _check_system(command: Sequence[str], is_root: bool) -> None:
             "directories hidden (ProtectHome); install into a venv in /opt/llm-appliance "
             "(docs/INSTALL.md)"
         )
+    import pwd  # POSIX only: imported on the one path only Linux takes
+
     try:
         pwd.getpwnam(SYSTEM_USER)
     except KeyError:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import plistlib
+import pwd
 import shutil
 import subprocess
 import sys
@@ -215,7 +216,7 @@ def test_launchd_agent_install_status_uninstall(fakes: Path, tmp_path: Path) -> 
 
 def test_system_unit_install(fakes: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # The service user is not made on this machine for a test: its lookup answers as if it existed.
-    monkeypatch.setattr(manage.pwd, "getpwnam", lambda name: name)
+    monkeypatch.setattr(pwd, "getpwnam", lambda name: name)
     target = service_target(
         "Linux",
         system=True,
@@ -252,7 +253,7 @@ def test_errors_are_one_line(fakes: Path, tmp_path: Path, monkeypatch: pytest.Mo
     assert "needs root" in _error(lambda: install(target(system=True), COMMAND, {}, is_root=False))
     hidden = ["/home/ada/venv/bin/appliance", "serve"]
     assert "ProtectHome" in _error(lambda: install(target(system=True), hidden, {}, is_root=True))
-    monkeypatch.setattr(manage.pwd, "getpwnam", lambda name: (_ for _ in ()).throw(KeyError(name)))
+    monkeypatch.setattr(pwd, "getpwnam", lambda name: (_ for _ in ()).throw(KeyError(name)))
     assert "useradd --system" in _error(lambda: install(target(system=True), COMMAND, {}, is_root=True))
     assert "not installed" in _error(lambda: uninstall(target(), is_root=False))
     # A manager that refuses: the half-written unit is removed again.
