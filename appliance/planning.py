@@ -75,13 +75,17 @@ def largest_context(
 def load_options(plan: Plan, hardware: HardwareProfile, n_threads: int | None) -> LoadOptions:
     """llama.cpp settings that carry out ``plan``."""
     s = plan.settings
-    threads = n_threads or hardware.cpu.cores_physical
+    cpu = hardware.cpu
+    # On big.LITTLE boards (RK3588) only the big cores: llama.cpp splits each matrix evenly across its
+    # threads, so a thread on a LITTLE core holds the others back.
+    big_little = cpu.cores_performance is not None and cpu.cores_performance < cpu.cores_physical
+    threads = n_threads or (cpu.cores_performance if big_little else None) or cpu.cores_physical
     return LoadOptions(
         n_ctx=s.n_ctx,
         n_batch=s.n_batch,
         n_ubatch=s.n_ubatch,
         n_threads=threads,
-        n_threads_batch=max(threads, hardware.cpu.cores_logical),
+        n_threads_batch=threads if big_little else max(threads, cpu.cores_logical),
         n_gpu_layers=s.n_gpu_layers if s.gpu_backend else 0,
         flash_attn="on" if s.flash_attn else "off",
         n_seq_max=s.n_parallel,

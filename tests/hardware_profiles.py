@@ -14,7 +14,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from appliance.hardware.board import detect_board
-from appliance.hardware.cpu import cpu_from_cpuinfo, cpu_from_sysctl
+from appliance.hardware.cpu import cpu_from_cpuinfo, cpu_from_sysctl, performance_cores, read_cpu_ratings
 from appliance.hardware.detect import assemble
 from appliance.hardware.memory import cgroup_memory, memory_info
 from appliance.hardware.metal import detect_metal
@@ -26,6 +26,9 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures" / "hardware"
 
 # The five machines the planner's table covers (reconstructed from published outputs of such machines).
 MACHINES = ("rtx4090-box", "laptop-8gb", "m2-16gb", "rpi5-8gb", "container-2gb")
+# Small boards (reconstructed likewise; README.md says from what): Raspberry Pi 4 and 5 with 4 and 8 GB,
+# and an RK3588 board with 4 big and 4 LITTLE cores.
+BOARDS = ("rpi4-4gb", "rpi4-8gb", "rpi5-4gb", "rpi5-8gb", "orangepi5plus-8gb")
 # Recorded by tests/fixtures/hardware/record.py on machines we ran on.
 RECORDED = ("h100-device", "epyc-vm-cgroup-v1")
 # Machines with several GPUs, for the layer split (reconstructed, as MACHINES).
@@ -90,7 +93,8 @@ def profile(name: str) -> HardwareProfile:
         cpu = cpu_from_sysctl(_sysctl(directory), host["machine"])
     else:
         cpuinfo = (directory / "cpuinfo.txt").read_text()
-        cpu = cpu_from_cpuinfo(cpuinfo, host["machine"], cores["physical"], cores["logical"])
+        performance = performance_cores(read_cpu_ratings(directory / "cpu"))
+        cpu = cpu_from_cpuinfo(cpuinfo, host["machine"], cores["physical"], cores["logical"], performance)
     vm = host["virtual_memory"]
     cgroup = cgroup_memory(directory / "cgroup", directory / "proc_self_cgroup.txt")
     nvml = _json(directory / "nvml.json")

@@ -19,6 +19,7 @@ from appliance.cli import (
     pull,
     remotes,
     serve,
+    service,
     store,
     tui,
 )
@@ -26,7 +27,7 @@ from appliance.cli.common import budgets_parser, common_parser
 from appliance.errors import UserError
 
 # In `appliance --help`'s order.
-COMMANDS = (serve, plan, hw, remotes, pull, store, tui, chat, eval, bench, keys, config)
+COMMANDS = (serve, plan, hw, remotes, pull, store, tui, chat, eval, bench, keys, service, config)
 
 
 def parser() -> argparse.ArgumentParser:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import TYPE_CHECKING
 
 from appliance.cli.common import settings, show, shows
+from appliance.hardware.rebuild import pinned_requirement, rebuild_advice
 
 if TYPE_CHECKING:
     from appliance.hardware.profile import HardwareProfile
@@ -58,12 +60,6 @@ def hw_summary(profile: HardwareProfile) -> list[str]:
         lines.append(f"Offload  {backends} (the installed llama.cpp build)")
     else:
         lines.append("Offload  none: the installed llama.cpp build runs on the CPU only")
-    unused = [g for g in profile.gpus if g not in profile.usable_gpus]
-    if unused:
-        lines.append(
-            f"         ({', '.join(sorted({g.backend for g in unused}))} GPU unused by this build: "
-            "rebuild llama-cpp-python for it, see docs/GPU.md)"
-        )
     if profile.board:
         lines.append(f"Board    {profile.board}")
     lines.append(f"OS       {profile.os}")
@@ -77,4 +73,7 @@ def run(args: argparse.Namespace) -> int:
     settings(args)  # a broken --config is reported here as for every command
     profile = detect_hardware()
     show(profile.to_json(), as_json=args.json, text=lambda: "\n".join(hw_summary(profile)))
+    advice = rebuild_advice(profile, sys.executable, pinned_requirement())
+    if advice:  # on stderr: --json's stdout stays the profile alone
+        print("\n".join(advice), file=sys.stderr)
     return 0

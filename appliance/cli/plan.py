@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from appliance.planner.plan import Plan
 
 MIB = 1 << 20
+GIB = 1 << 30
 
 
 class PlanError(Exception):
@@ -129,8 +130,41 @@ def measured(settings: Settings, chosen: Plan) -> dict[str, Any] | None:
         return None
 
 
-def plan_json(chosen: Plan, figures: dict[str, Any] | None, results: dict[str, Any] | None = None) -> str:
+def cold_start(chosen: Plan, settings: Settings) -> dict[str, Any] | None:
+    """How long reading the planned file takes with nothing cached, from the storage it is on (for a
+    hub repo, the store it would be pulled into); None where that storage's speed is unknown."""
+    from appliance.hardware.storage import KIND_NAMES, detect_storage
+
+    where = Path(chosen.model.path)
+    if not where.is_file():
+        where = next((p for p in (settings.dirs.models, *settings.dirs.models.parents) if p.exists()), where)
+    storage = detect_storage(where)
+    if storage is None:
+        return None
+    return {
+        "storage": storage.kind,
+        "storage_name": KIND_NAMES[storage.kind],
+        "device": storage.device,
+        "read_bytes_per_s": storage.read_bytes_per_s,
+        "file_bytes": chosen.model.file_bytes,
+        "seconds": round(storage.cold_start_s(chosen.model.file_bytes), 1),
+    }
+
+
+def cold_start_line(load: dict[str, Any]) -> str:
+    """The plan's line for ``cold_start``'s figures."""
+    return (
+        f"  cold start ~{load['seconds']:.0f} s: {load['file_bytes'] / GIB:.1f} GiB read from "
+        f"{load['storage_name']} ({load['device']}) at ~{load['read_bytes_per_s'] // 1_000_000} MB/s; "
+        "faster while the file is still in the page cache"
+    )
+
+
+def plan_json(chosen: Plan, figures: dict[str, Any] | None, results: dict[str, Any] | None = None,
+              load: dict[str, Any] | None = None) -> str:  # fmt: skip
     data = chosen.to_json()
+    if load is not None:
+        data["cold_start"] = load
     if figures is not None:
         data["llama_cpp"] = figures
     if results is not None:
@@ -142,7 +176,8 @@ def _mib(n: int) -> str:
     return f"{n / MIB:,.0f} MiB"
 
 
-def plan_text(chosen: Plan, figures: dict[str, Any] | None, results: dict[str, Any] | None = None) -> str:
+def plan_text(chosen: Plan, figures: dict[str, Any] | None, results: dict[str, Any] | None = None,
+              load: dict[str, Any] | None = None) -> str:  # fmt: skip
     m, s, mem = chosen.model, chosen.settings, chosen.memory
     gpus = f"{len(s.split)} GPUs" if len(s.split) > 1 else "GPU"
     where = (
@@ -173,6 +208,8 @@ def plan_text(chosen: Plan, figures: dict[str, Any] | None, results: dict[str, A
         lines.append(
             f"  llama.cpp dry run: KV {_mib(figures['kv_bytes'])}, compute buffers reserved {compute}"
         )
+    if load is not None:
+        lines.append(cold_start_line(load))
     if results:
         from appliance.evaluation.results import results_summary
 
@@ -222,8 +259,10 @@ def run(args: argparse.Namespace) -> int:
         chosen, figures = make_plan(loaded, args.model, dry_run=not args.no_dry_run)
     except PlanError as exc:
         raise UserError(str(exc)) from None
-    results = measured(loaded, chosen)
-    print(plan_json(chosen, figures, results) if args.json else plan_text(chosen, figures, results))
+    results, load = measured(loaded, chosen), cold_start(chosen, loaded)
+    print(
+        plan_json(chosen, figures, results, load) if args.json else plan_text(chosen, figures, results, load)
+    )
     if not chosen.fits:
         raise UserError(chosen.reasons[0])
     return 0

@@ -53,6 +53,9 @@ def model_params(options: LoadOptions) -> Any:
     mparams.n_gpu_layers = options.n_gpu_layers
     if options.n_gpu_layers == 0:  # a CPU plan stays off the GPU entirely
         mparams.devices = ctypes.addressof(_NO_DEVICES)
+        # Mapped, never AUTO's choice (direct I/O where the device allows): the planner counts the
+        # file's pages as page cache the OS may drop, which holds on a 4 GB board only with mmap.
+        mparams.load_mode = llama_cpp.LLAMA_LOAD_MODE_MMAP
         return mparams
     arguments = split_arguments(options)
     if arguments:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import platform
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,6 +53,9 @@ class CpuInfo:
     cores_physical: int
     cores_logical: int
     features: tuple[str, ...]
+    # The fast cores of a big.LITTLE chip (RK3588: 4 Cortex-A76 of 8 cores; Apple M2: 4 of 8), all of
+    # them where the cores are alike; None where the OS does not say.
+    cores_performance: int | None = None
 
 
 def parse_cpuinfo(text: str, arch: str) -> tuple[str, tuple[str, ...]]:
@@ -81,11 +85,34 @@ def arm_core_name(text: str) -> str:
     return " + ".join(n for n in names if n)
 
 
-def cpu_from_cpuinfo(text: str, arch: str, cores_physical: int, cores_logical: int) -> CpuInfo:
-    """A Linux CPU from the text of /proc/cpuinfo and the core counts the OS reports."""
+def cpu_from_cpuinfo(
+    text: str, arch: str, cores_physical: int, cores_logical: int, cores_performance: int | None = None
+) -> CpuInfo:
+    """A Linux CPU from the text of /proc/cpuinfo, the core counts the OS reports and the count of its
+    performance cores (``performance_cores``)."""
     arch = arch.lower()
     model, features = parse_cpuinfo(text, arch)
-    return CpuInfo(model or arm_core_name(text) or arch, arch, cores_physical, cores_logical, features)
+    name = model or arm_core_name(text) or arch
+    return CpuInfo(name, arch, cores_physical, cores_logical, features, cores_performance)
+
+
+def performance_cores(ratings: Sequence[int]) -> int | None:
+    """How many CPUs have the highest rating (the kernel's cpu_capacity, or cpufreq's maximum
+    frequency): the performance cores. None without ratings."""
+    return ratings.count(max(ratings)) if ratings else None
+
+
+def read_cpu_ratings(root: Path = Path("/sys/devices/system/cpu")) -> list[int]:
+    """Each CPU's capacity as the scheduler sees it (``cpuN/cpu_capacity``, 1024 for the fastest, set
+    from the device tree's capacity-dmips-mhz and each cluster's top frequency), else its cpufreq
+    maximum; [] where neither is readable for every CPU (x86 without either, containers hiding sysfs)."""
+    cpus = sorted(p for p in root.glob("cpu[0-9]*") if p.name[3:].isdigit())
+    for name in ("cpu_capacity", "cpufreq/cpuinfo_max_freq"):
+        try:
+            return [int((cpu / name).read_text().strip()) for cpu in cpus]
+        except (OSError, ValueError):
+            continue
+    return []
 
 
 def cpu_from_sysctl(sysctl: Callable[[str], str | None], arch: str) -> CpuInfo:
@@ -94,13 +121,15 @@ def cpu_from_sysctl(sysctl: Callable[[str], str | None], arch: str) -> CpuInfo:
     logical = _int(sysctl("hw.logicalcpu")) or 1
     physical = _int(sysctl("hw.physicalcpu")) or logical
     model = (sysctl("machdep.cpu.brand_string") or "").strip() or arch
+    # Apple silicon numbers its core kinds: perflevel0 is the performance cores.
+    performance = _int(sysctl("hw.perflevel0.physicalcpu")) or None
     if arch in ("arm64", "aarch64"):
         features = tuple(name for key, name in _DARWIN_ARM_FEATURES.items() if _int(sysctl(key)))
     else:  # Intel Macs list CPUID flags in upper case, AVX as "AVX1.0"
         words = f"{sysctl('machdep.cpu.features') or ''} {sysctl('machdep.cpu.leaf7_features') or ''}"
         flags = {w.lower().replace("avx1.0", "avx").replace("_", "") for w in words.split()}
         features = tuple(f for f in _X86_FEATURES if f.replace("_", "") in flags)
-    return CpuInfo(model, arch, physical, logical, features)
+    return CpuInfo(model, arch, physical, logical, features, performance)
 
 
 def _int(value: str | None) -> int:
@@ -125,7 +154,7 @@ def detect_cpu(
         text = ""
     logical = psutil.cpu_count(logical=True) or 1
     physical = psutil.cpu_count(logical=False) or logical
-    cpu = cpu_from_cpuinfo(text, arch, physical, logical)
+    cpu = cpu_from_cpuinfo(text, arch, physical, logical, performance_cores(read_cpu_ratings()))
     if cpu.model == arch and platform.processor():
-        return CpuInfo(platform.processor(), arch, physical, logical, cpu.features)
+        return dataclasses.replace(cpu, model=platform.processor())
     return cpu

@@ -57,6 +57,7 @@ class HardwareProfile:
                 "arch": self.cpu.arch,
                 "cores_physical": self.cpu.cores_physical,
                 "cores_logical": self.cpu.cores_logical,
+                "cores_performance": self.cpu.cores_performance,
                 "features": list(self.cpu.features),
             },
             "memory": {

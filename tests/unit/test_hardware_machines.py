@@ -19,7 +19,7 @@ from appliance.hardware import detect as detect_module
 from appliance.hardware.detect import detect_hardware
 from appliance.hardware.memory import memory_info
 from appliance.hardware.profile import GpuInfo, HardwareProfile, OffloadInfo
-from tests.hardware_profiles import FIXTURES, MACHINES, MULTI_GPU, RECORDED, profile
+from tests.hardware_profiles import BOARDS, FIXTURES, MACHINES, MULTI_GPU, RECORDED, profile
 
 ROOT = Path(__file__).resolve().parents[2]
 GIB = 1 << 30
@@ -29,9 +29,8 @@ GIB = 1 << 30
 
 
 def test_every_machine_has_a_fixture() -> None:
-    assert {p.name for p in FIXTURES.iterdir() if p.is_dir()} == set(MACHINES) | set(RECORDED) | set(
-        MULTI_GPU
-    )
+    expected = set(MACHINES) | set(RECORDED) | set(MULTI_GPU) | set(BOARDS)
+    assert {p.name for p in FIXTURES.iterdir() if p.is_dir()} == expected
 
 
 def test_rtx4090_box() -> None:
@@ -144,7 +143,7 @@ def check_hw_json(data: dict[str, Any]) -> None:
     assert isinstance(data["os"], str) and data["os"]
 
 
-@pytest.mark.parametrize("name", MACHINES + RECORDED)
+@pytest.mark.parametrize("name", sorted(set(MACHINES + RECORDED + BOARDS)))
 def test_profile_json_has_the_documented_shape(name: str) -> None:
     data = json.loads(json.dumps(profile(name).to_json()))
     check_hw_json(data)
@@ -194,7 +193,7 @@ def test_appliance_hw_with_a_missing_config_is_a_user_error(tmp_path: Path) -> N
         ("rpi5-8gb", "Board    Raspberry Pi 5 Model B Rev 1.0"),
         ("laptop-8gb", "Offload  none: the installed llama.cpp build runs on the CPU only"),
         ("rtx4090-box", "Offload  cuda (the installed llama.cpp build)"),
-        ("h100-device", "         (cuda GPU unused by this build: rebuild llama-cpp-python for it"),
+        ("h100-device", "Offload  none: the installed llama.cpp build runs on the CPU only"),
     ],
 )
 def test_hw_summary(
