@@ -62,21 +62,19 @@ def test_cut_by_max_output_tokens_is_incomplete(client: openai.OpenAI) -> None:
 
 
 class City(BaseModel):
-    name: str = Field(max_length=20)
-    country: str = Field(max_length=20)
+    name: str = Field(max_length=12)
 
 
 def test_a_json_schema_format_is_parsed(client: openai.OpenAI) -> None:
-    response = client.responses.parse(model=MODEL_ID, input="Name a city and its country.", text_format=City,
-                                      max_output_tokens=60, temperature=0)  # fmt: skip
+    response = client.responses.parse(model=MODEL_ID, input="Name a city.", text_format=City,
+                                      max_output_tokens=24, temperature=0)  # fmt: skip
     assert response.status == "completed"
     assert isinstance(response.output_parsed, City) and response.output_parsed.name
     assert response.text is not None and response.text.format is not None
     assert response.text.format.type == "json_schema"
-    loose = client.responses.create(model=MODEL_ID, input="A JSON object about Paris.", max_output_tokens=40,
+    loose = client.responses.create(model=MODEL_ID, input="A JSON object about Paris.", max_output_tokens=16,
                                     text={"format": {"type": "json_object"}}, temperature=0)  # fmt: skip
-    if loose.status == "completed":
-        assert isinstance(json.loads(loose.output_text), dict)
+    assert loose.output_text.startswith("{")  # an object begins (16 tokens may not end it)
 
 
 def test_a_forced_function_call_and_its_output_fed_back(client: openai.OpenAI) -> None:
@@ -88,11 +86,11 @@ def test_a_forced_function_call_and_its_output_fed_back(client: openai.OpenAI) -
     result = {"type": "function_call_output", "call_id": call.call_id, "output": "Sunny, 21 C"}
     # Stateless: the whole conversation sent again, the call item as it came. (With "auto" this model
     # calls again: "none" asks for words.)
-    again = client.responses.create(model=MODEL_ID, tools=[WEATHER], tool_choice="none", max_output_tokens=12,  # type: ignore[list-item]
+    again = client.responses.create(model=MODEL_ID, tools=[WEATHER], tool_choice="none", max_output_tokens=6,  # type: ignore[list-item]
                                     temperature=0, input=[{"role": "user", "content": ASK}, call.model_dump(), result])  # type: ignore[list-item]  # fmt: skip
     assert again.output[0].type == "message" and again.output_text
     # Stateful: only the result, after the kept response.
-    chained = client.responses.create(model=MODEL_ID, tools=[WEATHER], tool_choice="none", max_output_tokens=12,  # type: ignore[list-item]
+    chained = client.responses.create(model=MODEL_ID, tools=[WEATHER], tool_choice="none", max_output_tokens=6,  # type: ignore[list-item]
                                       temperature=0, previous_response_id=first.id, input=[result])  # type: ignore[list-item]  # fmt: skip
     assert chained.previous_response_id == first.id and chained.output_text == again.output_text
     assert chained.usage is not None and again.usage is not None
