@@ -109,7 +109,7 @@ def test_qwen3_thoughts_words_and_a_native_call_come_apart_whole_and_streamed(da
     assert calls == [("get_weather", '{"city": "Paris"}')]
 
 
-def test_the_responses_api_gives_thoughts_words_and_a_call_as_items_whole_and_streamed(daemon: Daemon) -> None:
+def test_the_responses_api_gives_thoughts_words_and_a_call_as_items(daemon: Daemon) -> None:
     """The same Qwen3 reply through `POST /v1/responses`: a reasoning item (its text whole, in
     `content`), a message, a function_call; streamed, the reasoning as `response.reasoning_text.delta`
     events, and the SDK's accumulation ends at the same items. The thoughts go back to the template
@@ -120,7 +120,7 @@ def test_the_responses_api_gives_thoughts_words_and_a_call_as_items_whole_and_st
            "extra_body": _forced(QWEN3_REPLY)}  # fmt: skip
     whole = client.responses.create(**ask)  # type: ignore[call-overload]
     assert [item.type for item in whole.output] == ["reasoning", "message", "function_call"]
-    reasoning, message, call = whole.output
+    reasoning, _, call = whole.output
     assert [part.text for part in reasoning.content] == ["The user wants the weather."]
     assert whole.output_text == "Let me check." and call.name == "get_weather"
     assert json.loads(call.arguments) == {"city": "Paris"}

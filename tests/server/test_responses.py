@@ -86,12 +86,13 @@ def test_a_forced_function_call_and_its_output_fed_back(client: openai.OpenAI) -
     result = {"type": "function_call_output", "call_id": call.call_id, "output": "Sunny, 21 C"}
     # Stateless: the whole conversation sent again, the call item as it came. (With "auto" this model
     # calls again: "none" asks for words.)
-    again = client.responses.create(model=MODEL_ID, tools=[WEATHER], tool_choice="none", max_output_tokens=6,  # type: ignore[list-item]
-                                    temperature=0, input=[{"role": "user", "content": ASK}, call.model_dump(), result])  # type: ignore[list-item]  # fmt: skip
+    words: Any = {"model": MODEL_ID, "tools": [WEATHER], "tool_choice": "none", "max_output_tokens": 6,
+                  "temperature": 0}  # fmt: skip
+    again = client.responses.create(**words, input=[{"role": "user", "content": ASK}, call.model_dump(),
+                                                    result])  # fmt: skip
     assert again.output[0].type == "message" and again.output_text
     # Stateful: only the result, after the kept response.
-    chained = client.responses.create(model=MODEL_ID, tools=[WEATHER], tool_choice="none", max_output_tokens=6,  # type: ignore[list-item]
-                                      temperature=0, previous_response_id=first.id, input=[result])  # type: ignore[list-item]  # fmt: skip
+    chained = client.responses.create(**words, previous_response_id=first.id, input=[result])
     assert chained.previous_response_id == first.id and chained.output_text == again.output_text
     assert chained.usage is not None and again.usage is not None
     assert chained.usage.input_tokens == again.usage.input_tokens
