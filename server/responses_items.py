@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -137,13 +137,22 @@ def reasoning_item(item_id: str, thoughts: str, status: str) -> dict[str, Any]:
     return {"id": item_id, "type": "reasoning", "status": status, "summary": [], "content": content}
 
 
-def call_item(item_id: str, call: ToolCall, status: str) -> dict[str, Any]:
-    return {"id": item_id, "type": "function_call", "status": status, "call_id": call.id,
+def call_item(item_id: str, call: ToolCall, status: str, namespaces: Mapping[str, str]) -> dict[str, Any]:
+    """A ``function_call`` item; one to a function of a namespace tool names it (``namespaces``: a
+    function's name -> its namespace)."""
+    item = {"id": item_id, "type": "function_call", "status": status, "call_id": call.id,
             "name": call.name, "arguments": call.arguments}  # fmt: skip
+    if call.name in namespaces:
+        item["namespace"] = namespaces[call.name]
+    return item
 
 
 def output_items(
-    text: str, thoughts: str, finished: Finished, logprobs: Sequence[TokenLogprob] | None
+    text: str,
+    thoughts: str,
+    finished: Finished,
+    logprobs: Sequence[TokenLogprob] | None,
+    namespaces: Mapping[str, str],
 ) -> list[dict[str, Any]]:
     """A whole generation's output: its reasoning, its message (text, or an empty one when nothing else
     came), then one function_call item per call."""
@@ -151,7 +160,7 @@ def output_items(
     items = [reasoning_item(new_id("rs"), thoughts, status)] if thoughts else []
     if text or not finished.tool_calls:
         items.append(message_item(new_id("msg"), [text_part(text, logprobs)], status))
-    items.extend(call_item(new_id("fc"), call, status) for call in finished.tool_calls)
+    items.extend(call_item(new_id("fc"), call, status, namespaces) for call in finished.tool_calls)
     return items
 
 

@@ -24,7 +24,13 @@ from server.openai_payloads import collect
 from server.openai_routes import reasoning_of
 from server.openapi import GENERATION, PROTECTED, doc
 from server.responses_items import Echo, chat_messages, new_id, output_items, request_items, response_object
-from server.responses_schemas import ResponseDeleted, ResponseObject, ResponsesRequest
+from server.responses_schemas import (
+    ResponseDeleted,
+    ResponseObject,
+    ResponsesHostedTool,
+    ResponsesRequest,
+    ResponsesTool,
+)
 from server.responses_store import ResponseStore
 from server.responses_stream import response_events
 from server.schemas import read_body
@@ -46,12 +52,34 @@ def _store(request: Request) -> ResponseStore:
     return store
 
 
-def _tools(body: ResponsesRequest) -> tuple[list[dict[str, Any]], Any]:
+def _functions(body: ResponsesRequest) -> dict[str, tuple[ResponsesTool, str | None]]:
+    """The request's function tools by name, each with its namespace (None at the top level). Hosted
+    tools (web search, file search, ...) are left out, logged: nothing here runs them."""
+    out: dict[str, tuple[ResponsesTool, str | None]] = {}
+    hosted = []
+    for index, tool in enumerate(body.tools or []):
+        if isinstance(tool, ResponsesHostedTool):
+            hosted.append(tool.type)
+            continue
+        grouped = [(tool, None)] if isinstance(tool, ResponsesTool) else [(t, tool.name) for t in tool.tools]
+        for function, namespace in grouped:
+            if function.name in out:
+                raise InvalidRequest(f"tools.{index}: two tools are named {function.name!r}", param="tools")
+            out[function.name] = (function, namespace)
+    if hosted:
+        log.warning("/v1/responses: hosted tools left out (nothing here runs them): %s", ", ".join(hosted),
+                    extra={"ignored_tools": hosted})  # fmt: skip
+    return out
+
+
+def _tools(
+    body: ResponsesRequest, functions: dict[str, tuple[ResponsesTool, str | None]]
+) -> tuple[list[dict[str, Any]], Any]:
     """The request's function tools as chat tools, and its tool_choice as chat's (a named function, or
     ``allowed_tools``: the tools narrowed to those, with its mode)."""
     fields = {"name", "description", "parameters"}
-    tools = {tool.name: {"type": "function", "function": tool.model_dump(include=fields, exclude_none=True)}
-             for tool in body.tools or []}  # fmt: skip
+    tools = {name: {"type": "function", "function": tool.model_dump(include=fields, exclude_none=True)}
+             for name, (tool, _) in functions.items()}  # fmt: skip
     choice = body.tool_choice
     if not isinstance(choice, dict):
         return list(tools.values()), choice
@@ -76,12 +104,17 @@ def _json_schema(body: ResponsesRequest) -> dict[str, Any] | None:
     return fmt.schema_ if fmt.type == "json_schema" else {"type": "object"}
 
 
-def _params(body: ResponsesRequest, manager: ModelManager, conversation: list[dict[str, Any]],
-            where: list[str]) -> ChatParams:  # fmt: skip
+def _params(
+    body: ResponsesRequest,
+    manager: ModelManager,
+    conversation: list[dict[str, Any]],
+    where: list[str],
+    functions: dict[str, tuple[ResponsesTool, str | None]],
+) -> ChatParams:
     effort = body.reasoning.effort if body.reasoning else None
     asked = {name: getattr(body, name) for name in ("temperature", "top_p", "top_k", "min_p", "seed")}
     logprobs = _LOGPROBS in (body.include or [])
-    tools, choice = _tools(body)
+    tools, choice = _tools(body, functions)
     return ChatParams(
         messages=chat_messages(conversation, body.instructions, where),
         sampling=model_defaults.sampling(asked, manager.settings_for(body.model)),
@@ -115,7 +148,8 @@ async def create_response(request: Request) -> Response:
     asked = request_items(body)
     where = ["previous_response_id"] * len(earlier) + [f"input.{i}" for i in range(len(asked))]
     manager: ModelManager = request.app.state.manager
-    params = _params(body, manager, [*earlier, *asked], where)
+    functions = _functions(body)
+    params = _params(body, manager, [*earlier, *asked], where, functions)
     if body.truncation == "auto":
         log.info("/v1/responses: truncation 'auto' is read as 'disabled': nothing is dropped to fit")
     wait = request.headers.get("x-appliance-wait-for-load", "").strip().lower() not in ("false", "0", "no")
@@ -124,6 +158,7 @@ async def create_response(request: Request) -> Response:
     sampling = params.sampling
     echo = Echo(new_id("resp"), int(time.time()), shown, body, sampling.temperature, sampling.top_p)
     logprobs = params.top_logprobs is not None
+    namespaces = {name: ns for name, (_, ns) in functions.items() if ns is not None}
 
     def finish(status: str, output: list[dict[str, Any]], end: Finished | None,
                error: dict[str, Any] | None) -> dict[str, Any]:  # fmt: skip
@@ -134,7 +169,7 @@ async def create_response(request: Request) -> Response:
 
     if body.stream:
         started = response_object(echo, "in_progress", [])
-        events = response_events(run.events, started, finish, logprobs=logprobs)
+        events = response_events(run.events, started, finish, logprobs=logprobs, namespaces=namespaces)
 
         async def sse() -> Any:
             try:
@@ -150,7 +185,8 @@ async def create_response(request: Request) -> Response:
     finally:
         run.cancel()
     end = cast(Finished, collected.finished)
-    output = output_items(collected.text, collected.reasoning, end, collected.logprobs if logprobs else None)
+    lps = collected.logprobs if logprobs else None
+    output = output_items(collected.text, collected.reasoning, end, lps, namespaces)
     status = "incomplete" if end.finish_reason == "length" else "completed"
     return JSONResponse(finish(status, output, end, None))
 

@@ -5,7 +5,7 @@ this daemon cannot serve (built-in tools' calls, files) with a 400 naming the it
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -52,20 +52,32 @@ class ResponsesInputItem(_Open):
 
 
 class ResponsesTool(FunctionDef):
-    """A function tool, flat as the Responses API writes it (``name`` beside ``type``). Built-in tools
-    (web_search, file_search, computer, code_interpreter, mcp, custom) are refused: nothing here runs them."""
+    """A function tool, flat as the Responses API writes it (``name`` beside ``type``)."""
 
-    type: str
+    type: Literal["function"]
     strict: bool | None = None
 
-    @model_validator(mode="before")
-    @classmethod
-    def _function_only(cls, value: Any) -> Any:
-        if isinstance(value, dict) and value.get("type") != "function":
-            raise ValueError(
-                f"tools of type {value.get('type')!r} are not supported here: function tools only"
-            )
-        return value
+
+class ResponsesNamespace(_Open):
+    """A group of function tools under one name (Codex sends its sub-agent tools so): the model sees the
+    functions, and a call to one names its ``namespace``."""
+
+    type: Literal["namespace"]
+    name: str
+    description: str | None = None
+    tools: list[ResponsesTool]
+
+
+HOSTED_TOOLS = ("web_search", "web_search_preview", "web_search_2025_08_26", "file_search",
+                "code_interpreter", "image_generation", "mcp", "tool_search")  # fmt: skip
+"""Tools OpenAI's servers run for the model. Nothing here runs them: a request's are left out, logged."""
+
+
+class ResponsesHostedTool(_Open):
+    type: Literal[HOSTED_TOOLS]  # type: ignore[valid-type]
+
+
+AnyTool = Annotated[ResponsesTool | ResponsesNamespace | ResponsesHostedTool, Field(discriminator="type")]
 
 
 class ResponsesFormat(_Open):
@@ -103,7 +115,7 @@ class ResponsesRequest(_Open):
     top_k: int | None = Field(None, ge=0, le=INT32_MAX)
     min_p: float | None = Field(None, ge=0, le=1)
     seed: int | None = None
-    tools: list[ResponsesTool] | None = None
+    tools: list[AnyTool] | None = None
     tool_choice: Literal["none", "auto", "required"] | dict[str, Any] | None = None
     # llama-server's default: small models asked for a list of calls tend to repeat one forever.
     parallel_tool_calls: bool = False

@@ -11,7 +11,7 @@ start ends it with ``response.failed``, the response's ``error`` saying why."""
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from typing import Any
 
 from appliance.backend import Event, Finished, TokenLogprob, ToolCall, ToolCallDelta
@@ -28,9 +28,10 @@ Finish = Callable[[str, list[dict[str, Any]], Finished | None, dict[str, Any] | 
 class _Writer:
     """The events of one response: the item being written, the items done, the numbering."""
 
-    def __init__(self, logprobs: bool) -> None:
+    def __init__(self, logprobs: bool, namespaces: Mapping[str, str]) -> None:
         self.sequence = 0
         self.logprobs = logprobs
+        self.namespaces = namespaces
         self.done: list[dict[str, Any]] = []
         self.kind = ""  # "", "reasoning", "message" or "function_call": the open item's
         self.item: dict[str, Any] = {}
@@ -76,7 +77,7 @@ class _Writer:
 
     def call(self, delta: ToolCallDelta) -> Iterator[dict[str, Any]]:
         if delta.index not in self.calls:
-            item = call_item(new_id("fc"), ToolCall(delta.id, delta.name, ""), "in_progress")
+            item = call_item(new_id("fc"), ToolCall(delta.id, delta.name, ""), "in_progress", self.namespaces)
             yield from self.open("function_call", item)
             self.calls[delta.index] = len(self.done)
         if delta.arguments:
@@ -107,11 +108,17 @@ class _Writer:
 
 
 async def response_events(
-    events: AsyncIterator[Event], started: dict[str, Any], finish: Finish, *, logprobs: bool
+    events: AsyncIterator[Event],
+    started: dict[str, Any],
+    finish: Finish,
+    *,
+    logprobs: bool,
+    namespaces: Mapping[str, str],
 ) -> AsyncIterator[dict[str, Any]]:
     """The stream of one response: ``started`` (the in-progress response object) first, the backend's
-    ``events`` as items, then ``finish(status, items, end, error)`` in the terminal event."""
-    writer = _Writer(logprobs)
+    ``events`` as items, then ``finish(status, items, end, error)`` in the terminal event. ``namespaces``:
+    a function's name -> the namespace tool it belongs to, named in its calls."""
+    writer = _Writer(logprobs, namespaces)
     yield writer.event("response.created", response=started)
     yield writer.event("response.in_progress", response=started)
     finished: Finished | None = None

@@ -125,16 +125,21 @@ def test_a_stream_follows_the_documented_order(client: openai.OpenAI) -> None:
     assert final.id == events[0].response.id and final.output[0].id == events[2].item.id
 
 
-def test_the_sdk_accumulates_a_streamed_call(client: openai.OpenAI) -> None:
-    with client.responses.stream(model=MODEL_ID, input=ASK, tools=[WEATHER], tool_choice=FORCED,  # type: ignore[list-item,arg-type]
+def test_the_sdk_accumulates_a_streamed_call(client: openai.OpenAI, daemon: Daemon) -> None:
+    """As Codex sends its tools: some in a namespace, and a hosted web search (left out, logged)."""
+    tools: Any = [{"type": "namespace", "name": "weather_tools", "description": "", "tools": [WEATHER]},
+                  {"type": "web_search", "external_web_access": False}]  # fmt: skip
+    with client.responses.stream(model=MODEL_ID, input=ASK, tools=tools, tool_choice=FORCED,  # type: ignore[arg-type]
                                  max_output_tokens=40, temperature=0) as stream:  # fmt: skip
         events = list(stream)
         final = stream.get_final_response()
+    assert "hosted tools left out (nothing here runs them): web_search" in daemon.log()
     kinds = _event_kinds(events)
     assert kinds[2:6] == ["response.output_item.added", "response.function_call_arguments.delta",
                           "response.function_call_arguments.done", "response.output_item.done"]  # fmt: skip
     [call] = final.output
-    assert call.type == "function_call" and call.name == "get_weather"
+    assert call.type == "function_call" and call.name == "get_weather" and call.namespace == "weather_tools"
+    assert events[2].item.namespace == "weather_tools"  # type: ignore[union-attr]
     deltas = "".join(e.delta for e in events if e.type == "response.function_call_arguments.delta")
     assert call.arguments == deltas and isinstance(json.loads(deltas), dict)
     assert client.responses.retrieve(final.id).output[0].id == call.id  # kept: store is the default
@@ -168,7 +173,7 @@ def test_kept_responses_chain_and_can_be_deleted(client: openai.OpenAI, daemon: 
         ({"input": [{"type": "web_search_call", "id": "ws_1"}]}, "input.0: items of type 'web_search_call'"),
         ({"input": [{"role": "user", "content": [{"type": "input_file", "file_id": "f"}]}]},
          "input.0.content.0: parts of type 'input_file' are not supported"),
-        ({"input": "x", "tools": [{"type": "web_search"}]}, "tools of type 'web_search' are not supported"),
+        ({"input": "x", "tools": [{"type": "custom", "name": "x"}]}, "tools.0: Input tag 'custom' found"),
         ({"input": "x", "background": True}, "background responses are not supported"),
         ({"max_output_tokens": 4}, "missing required field 'input'"),
         ({"input": "x", "tool_choice": "required"}, "tool_choice needs tools"),

@@ -104,7 +104,7 @@ def test_calls_given_only_whole_at_the_end_stream_once_each() -> None:
 
     async def run() -> list[dict[str, Any]]:
         stream = response_events(_events(TextDelta("Let me see."), end), {"status": "in_progress"}, finish,
-                                 logprobs=False)  # fmt: skip
+                                 logprobs=False, namespaces={})  # fmt: skip
         return [event async for event in stream]
 
     events = asyncio.run(run())
