@@ -141,7 +141,10 @@ async def response_events(
         error = {"code": code, "message": str(getattr(exc, "message", exc))}
         yield writer.event("response.failed", response=finish("failed", writer.done, None, error))
         return
-    assert finished is not None  # every backend's stream ends with it
+    if finished is None:  # every backend's stream ends with it; a client must not wait for it forever
+        error = {"code": "server_error", "message": "the generation ended without its end"}
+        yield writer.event("response.failed", response=finish("failed", writer.done, None, error))
+        return
     status = "incomplete" if finished.finish_reason == "length" else "completed"
     streamed = set(writer.calls)
     for out in writer.close(status):
