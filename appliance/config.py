@@ -121,6 +121,11 @@ class ServerSettings(BaseModel):
     finish_reason "length" and waiting requests get 503."""
     log_prompts: bool = False
     """Write prompt and reply text to the request log (off: only sizes, timings and status)."""
+    responses_kept: int = Field(1000, ge=0)
+    """Responses (`POST /v1/responses` with `store`, OpenAI's default) kept in memory, never on disk, for
+    `previous_response_id` and `GET /v1/responses/{id}`; past it the oldest go. 0: none kept."""
+    responses_kept_size: str = "64MiB"
+    """The most memory kept responses may hold (each counted with its whole conversation, as JSON)."""
 
     @field_validator("max_body_size")
     @classmethod

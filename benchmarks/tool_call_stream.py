@@ -4,8 +4,8 @@
    its arguments in five pieces) is replayed with ``--gap-ms`` between its chunks through the remote
    backend and each dialect's writer: the time from the start to the first byte of the call the client
    gets (OpenAI's first ``tool_calls`` chunk, Anthropic's ``tool_use`` block start, Ollama's
-   ``tool_calls`` line) and to the end. "whole" is the same reply with the call given only in Finished,
-   as every writer sent it before calls streamed.
+   ``tool_calls`` line, the Responses API's ``function_call`` item added) and to the end. "whole" is
+   the same reply with the call given only in Finished, as every writer sent it before calls streamed.
 2. The writers' cost per ToolCallDelta: a reply of two calls of ``--fragments`` argument pieces each,
    written ``--rounds`` times.
 
@@ -29,7 +29,7 @@ from appliance.backend import Event, Finished, ToolCall, ToolCallDelta, Usage
 from appliance.config import RemoteSettings
 from appliance.remotes.backend import RemoteStream
 from appliance.remotes.pool import Remote
-from server import anthropic_routes, ollama_routes, openai_payloads
+from server import anthropic_routes, ollama_routes, openai_payloads, responses_stream
 from server.sse import frame
 
 RECORDED = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "remotes"
@@ -54,13 +54,26 @@ async def _ollama(events: AsyncIterator[Event]) -> AsyncIterator[Any]:
         yield line
 
 
+async def _responses(events: AsyncIterator[Event]) -> AsyncIterator[Any]:
+    def finish(*_: Any) -> dict[str, Any]:
+        return {"id": "resp_1"}
+
+    started = {"id": "resp_1"}
+    written = responses_stream.response_events(events, started, finish, logprobs=False, namespaces={})
+    async for event in written:
+        yield frame(event, event=event["type"])  # as the route sends it
+
+
+_CALL_MARKS = {"anthropic": '"tool_use"', "responses": '"function_call"'}
+
+
 def _carries_call(dialect: str, item: Any) -> bool:
     text = item.decode() if isinstance(item, bytes) else str(item)
-    return '"tool_use"' in text if dialect == "anthropic" else '"tool_calls"' in text
+    return _CALL_MARKS.get(dialect, '"tool_calls"') in text
 
 
 WRITERS: dict[str, Callable[[AsyncIterator[Event]], AsyncIterator[Any]]] = {
-    "openai": _openai, "anthropic": _anthropic, "ollama": _ollama,
+    "openai": _openai, "anthropic": _anthropic, "ollama": _ollama, "responses": _responses,
 }  # fmt: skip
 
 

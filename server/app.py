@@ -16,6 +16,7 @@ from appliance.config import Settings
 from appliance.hardware.profile import HardwareProfile
 from appliance.manager import ModelManager
 from appliance.remotes.pool import RemotePool
+from appliance.units import parse_size
 from server import openapi
 from server.anthropic_routes import router as anthropic_router
 from server.disconnects import CancelOnDisconnect
@@ -28,6 +29,8 @@ from server.openai_routes import router as openai_router
 from server.pull_routes import router as pull_router
 from server.record import record_of
 from server.reload import router as reload_router
+from server.responses_routes import router as responses_router
+from server.responses_store import ResponseStore
 from server.security import Access, Guard
 from server.status_routes import router as status_router
 
@@ -84,6 +87,8 @@ def create_app(settings: Settings, manager: ModelManager, hardware: HardwareProf
     app.state.hardware = hardware
     app.state.metrics = metrics = Metrics(manager, remotes)
     app.state.lifecycle = lifecycle
+    app.state.responses = ResponseStore(settings.server.responses_kept,
+                                        parse_size(settings.server.responses_kept_size))  # fmt: skip
     # Called in order with the new Settings after a reload (SIGHUP) replaced app.state.settings.
     app.state.reloaders = [manager.reconfigure, remotes.reconfigure]
     app.state.load_settings = None  # how to read the configuration again; set by `appliance serve`
@@ -95,6 +100,7 @@ def create_app(settings: Settings, manager: ModelManager, hardware: HardwareProf
     app.include_router(ollama_router)
     app.include_router(ollama_create_router)
     app.include_router(anthropic_router)
+    app.include_router(responses_router)
     app.include_router(reload_router)
 
     @app.get("/metrics", response_class=PlainTextResponse, **openapi.doc("openai", ok_media="text/plain"))

@@ -82,7 +82,7 @@ def _schema(response_format: ResponseFormat | None) -> dict[str, Any] | None:
     return response_format.json_schema.schema_
 
 
-def _reasoning(effort: str | None, budget: int | None = None) -> Reasoning:
+def reasoning_of(effort: str | None, budget: int | None = None) -> Reasoning:
     """OpenAI's ``reasoning_effort``: "none" turns thinking off; the others ask for that much of it.
     llama-server's ``reasoning_budget_tokens`` bounds the thoughts (-1: no bound)."""
     budget = None if budget is None or budget < 0 else budget
@@ -168,7 +168,7 @@ async def chat_completions(request: Request) -> Response:
         tools=[tool.model_dump(exclude_none=True) for tool in body.tools or []],
         tool_choice=body.tool_choice,
         parallel_tool_calls=body.parallel_tool_calls,
-        reasoning=_reasoning(body.reasoning_effort, body.reasoning_budget_tokens),
+        reasoning=reasoning_of(body.reasoning_effort, body.reasoning_budget_tokens),
         template_kwargs=body.chat_template_kwargs or {},
     )
     run = await generation.generate(request, "/v1/chat/completions", body.model, params,

@@ -11,6 +11,7 @@ from typing import Any
 
 import anthropic
 import ollama
+import openai
 import pytest
 
 from tests import web
@@ -80,6 +81,24 @@ def test_anthropic_messages_escalate_whole_and_streamed(daemon: Daemon) -> None:
     assert final.stop_reason == whole.stop_reason
     line = _last_log(daemon)
     assert (line["endpoint"], line["backend"], line["status"]) == ("/v1/messages", "remote:gpu-box", "ok")
+
+
+def test_openai_responses_escalate_as_chat_whole_and_streamed(daemon: Daemon) -> None:
+    """A Responses request goes to the remote as a chat completion (the stand-in speaks no Responses
+    API) and comes back as a response, whole and streamed."""
+    client = openai.OpenAI(base_url=daemon.v1, api_key="unused", max_retries=0)
+    asked: Any = {"model": "big-model", "input": ASK, "max_output_tokens": 8, "temperature": 0}
+    raw = client.responses.with_raw_response.create(**asked)
+    assert raw.headers["x-appliance-backend"] == "remote:gpu-box"
+    whole = raw.parse()
+    assert whole.output_text and whole.usage is not None and 1 <= whole.usage.output_tokens <= 8
+    line = _last_log(daemon)
+    assert (line["endpoint"], line["backend"], line["status"]) == ("/v1/responses", "remote:gpu-box", "ok")
+    with client.responses.stream(**asked) as stream:
+        text = "".join(e.delta for e in stream if e.type == "response.output_text.delta")
+        final = stream.get_final_response() if whole.status == "completed" else None
+    assert text == whole.output_text
+    assert final is None or final.output_text == text
 
 
 def test_an_error_event_mid_stream_then_failover_here_before_the_first_byte(

@@ -38,6 +38,10 @@ ROUTES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
         {"model": MODEL_ID, "messages": ASK, "max_tokens": 2},
         {"model": MODEL_ID, "messages": HI, "max_tokens": NUMBER},
     ),
+    "/v1/responses": (
+        {"model": MODEL_ID, "input": TEXT, "max_output_tokens": 2},
+        {"model": MODEL_ID, "input": "hi", "max_output_tokens": NUMBER},
+    ),
     "/api/chat": (
         {"model": MODEL_ID, "messages": ASK, "stream": False, "options": {"num_predict": 2}},
         {"model": MODEL_ID, "messages": HI, "stream": False, "options": {"num_predict": NUMBER}},

@@ -109,6 +109,39 @@ def test_qwen3_thoughts_words_and_a_native_call_come_apart_whole_and_streamed(da
     assert calls == [("get_weather", '{"city": "Paris"}')]
 
 
+def test_the_responses_api_gives_thoughts_words_and_a_call_as_items(daemon: Daemon) -> None:
+    """The same Qwen3 reply through `POST /v1/responses`: a reasoning item (its text whole, in
+    `content`), a message, a function_call; streamed, the reasoning as `response.reasoning_text.delta`
+    events, and the SDK's accumulation ends at the same items. The thoughts go back to the template
+    when the reasoning item is sent again."""
+    client = daemon.client()
+    tool = {"type": "function", **WEATHER["function"]}
+    ask = {"model": "qwen3-family", "input": ASK[0]["content"], "tools": [tool], "max_output_tokens": 200,
+           "extra_body": _forced(QWEN3_REPLY)}  # fmt: skip
+    whole = client.responses.create(**ask)  # type: ignore[call-overload]
+    assert [item.type for item in whole.output] == ["reasoning", "message", "function_call"]
+    reasoning, _, call = whole.output
+    assert [part.text for part in reasoning.content] == ["The user wants the weather."]
+    assert whole.output_text == "Let me check." and call.name == "get_weather"
+    assert json.loads(call.arguments) == {"city": "Paris"}
+    with client.responses.stream(**ask) as stream:  # type: ignore[call-overload]
+        events = list(stream)
+        final = stream.get_final_response()
+    thoughts = "".join(e.delta for e in events if e.type == "response.reasoning_text.delta")
+    assert thoughts == "The user wants the weather." and final.output_text == "Let me check."
+    assert [item.type for item in final.output] == ["reasoning", "message", "function_call"]
+    # The reasoning item sent back reaches the template as the turn's reasoning_content: the prompt
+    # grows by the thoughts (Qwen3's template keeps them for the turn after the last user message).
+    result = {"type": "function_call_output", "call_id": call.call_id, "output": "Sunny"}
+    history = [{"role": "user", "content": ASK[0]["content"]}, *[item.model_dump(exclude_none=True)
+               for item in whole.output], result]  # fmt: skip
+    bare = [item for item in history if item.get("type") != "reasoning"]
+    usage = [client.responses.create(model="qwen3-family", input=items, max_output_tokens=1).usage
+             for items in (history, bare)]  # fmt: skip
+    assert usage[0] is not None and usage[1] is not None
+    assert usage[0].input_tokens > usage[1].input_tokens
+
+
 def test_thoughts_without_tools_are_split_out(daemon: Daemon) -> None:
     forced = _forced("<think>\nEasy.\n</think>\n\nIt is sunny.")
     reply = daemon.client().chat.completions.create(

@@ -120,6 +120,17 @@ def test_each_dialect_gets_a_500_in_its_own_shape(faulty: Daemon) -> None:
     streamed = claude.messages.stream(model=MODEL_ID, max_tokens=48, messages=messages)
     with pytest.raises(anthropic.APIStatusError, match="generation failed"), streamed as stream:
         "".join(stream.text_stream)
+    asked = {"model": MODEL_ID, "input": poisoned, "max_output_tokens": 48, "temperature": 0}
+    with pytest.raises(openai.InternalServerError) as response:
+        faulty.client().responses.create(**asked)  # type: ignore[call-overload]
+    assert response.value.code == "engine_failure"
+    # Streamed (Responses API): the failure after the 200 is the stream's last event, response.failed.
+    events = list(faulty.client().responses.create(**asked, stream=True))  # type: ignore[call-overload]
+    assert [e.type for e in events[:3]] == ["response.created", "response.in_progress",
+                                            "response.output_item.added"]  # fmt: skip
+    assert events[-1].type == "response.failed" and events[-1].response.status == "failed"
+    assert events[-1].response.error.code == "engine_failure"
+    assert "generation failed" in events[-1].response.error.message
     assert_serving(faulty)
 
 

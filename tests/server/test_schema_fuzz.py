@@ -49,11 +49,13 @@ def _bounded(path: str, body: Any) -> Any:
         return body
     if path not in PULLS_AND_DELETES:
         body["model"] = MODEL_ID
-    for key in ("max_tokens", "max_completion_tokens"):
+    for key in ("max_tokens", "max_completion_tokens", "max_output_tokens"):
         if isinstance(body.get(key), int):
             body[key] = min(body[key], MAX_TOKENS)
     if "max_tokens" not in body:
         body["max_tokens"] = MAX_TOKENS
+    if path == "/v1/responses" and "max_output_tokens" not in body:
+        body["max_output_tokens"] = MAX_TOKENS
     options = body.get("options")
     if isinstance(options, dict):
         options["num_predict"] = MAX_TOKENS

@@ -85,7 +85,7 @@ def test_anthropic_streams_a_thinking_block_then_a_text_block() -> None:
 def test_each_dialect_s_switch_becomes_one_reasoning() -> None:
     def openai(effort: str) -> Reasoning:
         body = {"model": "m", "messages": [{"role": "user", "content": "x"}], "reasoning_effort": effort}
-        return openai_routes._reasoning(
+        return openai_routes.reasoning_of(
             parse_body(json.dumps(body).encode(), ChatCompletionRequest).reasoning_effort
         )
 
