@@ -56,7 +56,7 @@ class AnthropicToolChoice(Lenient):
     @model_validator(mode="after")
     def _named(self) -> AnthropicToolChoice:
         if self.type == "tool" and not self.name:
-            raise ValueError('tool_choice of type "tool" needs the name of the tool')
+            raise ValueError('type "tool" needs the name of the tool')
         return self
 
 
