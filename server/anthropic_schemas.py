@@ -42,7 +42,9 @@ class AnthropicBlock(Lenient):
 
 
 class AnthropicMessage(Lenient):
-    role: Literal["user", "assistant"]
+    role: Literal["user", "assistant", "system"] = Field(
+        description='"system": more instructions, as Claude Code sends them (text only)'
+    )
     content: str | list[AnthropicBlock]
 
 

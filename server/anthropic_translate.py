@@ -63,15 +63,22 @@ def _document_text(block: AnthropicBlock, where: str) -> str:
 
 
 def messages(body: AnthropicPrompt) -> list[dict[str, Any]]:
-    """The request's system prompt and messages as OpenAI-shaped messages: tool uses as tool calls, tool
-    results as "tool" messages, images as image_url parts (for a model that reads them: the local engine
-    refuses them, a remote with vision takes them), a previous turn's thinking as reasoning_content."""
+    """The request's system prompt (with its system messages) and messages as OpenAI-shaped messages:
+    tool uses as tool calls, tool results as "tool" messages, images as image_url parts (for a model that
+    reads them: the local engine refuses them, a remote with vision takes them), a previous turn's
+    thinking as reasoning_content."""
     out: list[dict[str, Any]] = []
-    if body.system:
-        out.append({"role": "system", "content": _text(body.system, "system")})
+    # System messages among the others (Claude Code sends them) join the system prompt: many chat
+    # templates take a system message only first.
+    system = [_text(body.system, "system")] if body.system else []
+    system += [_text(m.content, f"messages.{i}") for i, m in enumerate(body.messages) if m.role == "system"]
+    if system:
+        out.append({"role": "system", "content": "\n\n".join(system)})
     for index, message in enumerate(body.messages):
         where = f"messages.{index}"
         content = message.content
+        if message.role == "system":
+            continue
         blocks = [AnthropicBlock(type="text", text=content)] if isinstance(content, str) else content
         text: list[str] = []
         parts: list[dict[str, Any]] = []  # text and images, in order, when there are images

@@ -87,3 +87,14 @@ def test_a_text_document_is_its_text_and_others_are_refused() -> None:
         _params(tools=[{"type": "web_search_20250305", "name": "web_search"}])
     with pytest.raises(InvalidRequest, match="needs the name"):
         _params(tools=[TOOL], tool_choice={"type": "tool"})
+
+
+def test_system_messages_among_the_others_join_the_system_prompt() -> None:
+    """Claude Code sends a "system" message after the user's first: templates often take one system
+    message, first."""
+    system = {"role": "system", "content": [{"type": "text", "text": "B"}]}
+    asked = [{"role": "user", "content": "hi"}, system]
+    assert _params(system="A", messages=asked).messages == [
+        {"role": "system", "content": "A\n\nB"},
+        {"role": "user", "content": "hi"},
+    ]
