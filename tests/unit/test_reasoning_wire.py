@@ -84,6 +84,20 @@ def test_anthropic_streams_a_thinking_block_then_a_text_block() -> None:
     )
 
 
+def test_anthropic_s_omitted_thinking_keeps_the_block_without_its_text() -> None:
+    """``thinking.display: "omitted"``: the blocks are there (clients count on their order), empty."""
+    reply = anthropic_stream.Reply("msg_1", "m", omit_thinking=True)
+    frames = _run(_all(anthropic_stream.events(reply, _events(), lambda: None, 5)))
+    events = [json.loads(f.decode().split("data: ", 1)[1]) for f in frames]
+    assert events[0]["message"]["usage"]["input_tokens"] == 5
+    starts = [e["content_block"]["type"] for e in events if e["type"] == "content_block_start"]
+    deltas = [e["delta"]["type"] for e in events if e["type"] == "content_block_delta"]
+    assert (starts, deltas) == (["thinking", "text"], ["text_delta", "text_delta"])
+    whole = anthropic_stream.message(reply, "Hi there", "The user greets me.", THOUGHT[-1])  # type: ignore[arg-type]
+    assert whole["content"] == [{"type": "thinking", "thinking": "", "signature": ""},
+                                {"type": "text", "text": "Hi there"}]  # fmt: skip
+
+
 def test_each_dialect_s_switch_becomes_one_reasoning() -> None:
     def openai(effort: str) -> Reasoning:
         body = {"model": "m", "messages": [{"role": "user", "content": "x"}], "reasoning_effort": effort}
