@@ -179,8 +179,8 @@ def test_structured_output_streams_valid_json(client: anthropic.Anthropic) -> No
 
 @pytest.mark.parametrize(
     ("choice", "called"),
-    [({"type": "any"}, True), ({"type": "tool", "name": "get_weather"}, True),
-     ({"type": "any", "disable_parallel_tool_use": True}, True), ({"type": "none"}, False),
+    [({"type": "any"}, True), ({"type": "none"}, False),
+     ({"type": "tool", "name": "get_weather", "disable_parallel_tool_use": True}, True),
      ({"type": "auto", "disable_parallel_tool_use": False}, None)],
 )  # fmt: skip
 def test_every_tool_choice(client: anthropic.Anthropic, choice: dict[str, Any], called: bool | None) -> None:

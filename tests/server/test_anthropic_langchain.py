@@ -5,8 +5,6 @@ the assertions are on structure."""
 
 from __future__ import annotations
 
-import warnings
-
 import pytest
 from langchain_anthropic import ChatAnthropic
 from langchain_core.messages import AIMessage, HumanMessage
@@ -59,13 +57,11 @@ def test_bind_tools_with_a_forced_call(chat: ChatAnthropic, choice: str) -> None
     assert reply.response_metadata["stop_reason"] == "tool_use"
 
 
-# json_schema: output_config.format, enforced by a grammar; function_calling: a forced tool call;
-# json_mode: LangChain's old name, which it now sends as json_schema (with a warning).
-@pytest.mark.parametrize("method", ["json_schema", "function_calling", "json_mode"])
+# json_schema: output_config.format, enforced by a grammar; function_calling: a forced tool call.
+# (json_mode, LangChain's old name, warns and sends json_schema.)
+@pytest.mark.parametrize("method", ["json_schema", "function_calling"])
 def test_with_structured_output_by_each_method(chat: ChatAnthropic, method: str) -> None:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # json_mode's deprecation
-        structured = chat.with_structured_output(Colour, method=method)  # type: ignore[arg-type]
+    structured = chat.with_structured_output(Colour, method=method)  # type: ignore[arg-type]
     colour = structured.invoke("Name a colour.")
     assert isinstance(colour, Colour) and colour.name
 
