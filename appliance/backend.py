@@ -132,6 +132,8 @@ class Finished:
     finish_reason: FinishReason
     usage: Usage
     tool_calls: tuple[ToolCall, ...] = ()
+    stop_sequence: str | None = None
+    """The client's stop string that ended the text, when one did (Anthropic's ``stop_sequence``)."""
 
 
 Event = TextDelta | ToolCallDelta | Finished
@@ -163,6 +165,10 @@ class Capabilities:
 class EventStream(Protocol):
     """One generation's events, consumed once; ``cancel()`` stops it (the local job, or the remote's
     request), and is safe to call again or after the end."""
+
+    prompt_tokens: int | None
+    """The prompt's length in tokens when known before the first event (the local engine tokenized it;
+    Anthropic's ``message_start`` reports it); None: known only from Finished's usage (a remote)."""
 
     def __aiter__(self) -> AsyncIterator[Event]: ...
 

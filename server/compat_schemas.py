@@ -1,7 +1,7 @@
-"""Request schemas of Ollama's and Anthropic's APIs and of the appliance's own: each route validates its
-body with one of these, as the OpenAI routes do with server/schemas.py, so a wrong type is a 400 in the
-client's own error shape, never a 500, and the published OpenAPI document is built from the same models.
-Unknown fields pass: both APIs have options that mean nothing here (num_gpu, metadata, ...)."""
+"""Request schemas of Ollama's API and of the appliance's own (Anthropic's are in server.anthropic_schemas):
+each route validates its body with one of these, as the OpenAI routes do with server/schemas.py, so a wrong
+type is a 400 in the client's own error shape, never a 500, and the published OpenAPI document is built from
+the same models. Unknown fields pass: Ollama has options that mean nothing here (num_gpu, ...)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,9 @@ class _Lenient(BaseModel):
     """Unknown fields pass; known ones are typed strictly, without NaN or infinities (server/schemas.py)."""
 
     model_config = ConfigDict(extra="allow", strict=True, allow_inf_nan=False)
+
+
+Lenient = _Lenient  # the base of the other dialects' schemas too (server.anthropic_schemas)
 
 
 # Ollama (/api/*)
@@ -172,68 +175,6 @@ class OllamaCopyRequest(BaseModel):
 
     source: str = Field(min_length=1)
     destination: str = Field(min_length=1)
-
-
-# Anthropic (/v1/messages)
-
-
-class AnthropicTool(_Lenient):
-    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
-    description: str | None = None
-    input_schema: dict[str, Any] | None = None
-
-
-class AnthropicBlock(_Lenient):
-    """A content block: ``text``; ``image`` (``source``: base64 or url) in a user's message; ``tool_use``
-    in an assistant's; ``tool_result`` in a user's. Other kinds (documents) are refused with a 400."""
-
-    type: str
-    text: str | None = None
-    id: str | None = None
-    name: str | None = None
-    input: dict[str, Any] | None = None
-    tool_use_id: str | None = None
-    content: str | list[AnthropicBlock] | None = None
-    thinking: str | None = None
-    source: dict[str, Any] | None = None
-
-
-class AnthropicMessage(_Lenient):
-    role: Literal["user", "assistant"]
-    content: str | list[AnthropicBlock]
-
-
-class AnthropicToolChoice(_Lenient):
-    type: Literal["auto", "any", "tool", "none"]
-    name: str | None = None
-
-
-class AnthropicThinking(_Lenient):
-    """Extended thinking: on with a budget of thinking tokens (at least 1024, as Anthropic asks), or off."""
-
-    type: Literal["enabled", "disabled"]
-    budget_tokens: int | None = Field(None, ge=1024)
-
-    @model_validator(mode="after")
-    def _budgeted(self) -> AnthropicThinking:
-        if self.type == "enabled" and self.budget_tokens is None:
-            raise ValueError("thinking.budget_tokens is required when thinking is enabled")
-        return self
-
-
-class AnthropicRequest(_Lenient):
-    model: str
-    max_tokens: int = Field(ge=1)
-    messages: list[AnthropicMessage] = Field(min_length=1)
-    system: str | list[AnthropicBlock] | None = None
-    temperature: float | None = Field(None, ge=0, le=1)
-    top_p: float | None = Field(None, ge=0, le=1)
-    top_k: int | None = Field(None, ge=0, le=INT32_MAX)
-    stop_sequences: list[str] | None = None
-    tools: list[AnthropicTool] | None = None
-    tool_choice: AnthropicToolChoice | None = None
-    stream: bool = False
-    thinking: AnthropicThinking | None = None
 
 
 # The appliance's own (/appliance/v1/*)

@@ -39,6 +39,7 @@ class Generation:
     cancel: Callable[[], None]
     model_id: str
     backend: str = "local"
+    prompt_tokens: int | None = None  # as EventStream.prompt_tokens
 
 
 async def generate(
@@ -62,7 +63,8 @@ async def generate(
     if escalated is not None:
         stream, where = escalated
         record.serve(endpoint, where.model, where.backend, where.reason)
-        return Generation(metrics.observe(aiter(stream), record), stream.cancel, where.model, where.backend)
+        observed = metrics.observe(aiter(stream), record)
+        return Generation(observed, stream.cancel, where.model, where.backend, stream.prompt_tokens)
     if check_local is not None:
         check_local()
     await manager.ensure_context(name, params.context_tokens)  # a larger num_ctx: reloaded, if it fits
@@ -70,7 +72,8 @@ async def generate(
     async with _local(request, name, wait, None) as backend:
         local = await (backend.chat(params) if isinstance(params, ChatParams) else backend.complete(params))
     record.serve(endpoint, backend.model_id)
-    return Generation(metrics.observe(aiter(local), record), local.cancel, backend.model_id)
+    observed = metrics.observe(aiter(local), record)
+    return Generation(observed, local.cancel, backend.model_id, prompt_tokens=local.prompt_tokens)
 
 
 async def embed(
@@ -99,3 +102,18 @@ async def embed(
     record.serve(endpoint, backend.model_id)
     metrics.count_embeddings(record, result.prompt_tokens)
     return result, backend.model_id
+
+
+async def count_chat_tokens(request: Request, endpoint: str, name: str | None, params: ChatParams) -> int:
+    """The prompt tokens ``params`` would count in a generation on the model here named ``name`` (the
+    same per-model defaults, chat template and tokenizer), without generating. A model named through a
+    remote (``REMOTE/NAME``) is counted by the model named NAME here: the remotes are not asked."""
+    remote, _, rest = (name or "").partition("/")
+    if rest and request.app.state.remotes.get(remote) is not None:
+        name = rest
+    manager: ModelManager = request.app.state.manager
+    applied = model_defaults.applied(params, manager.settings_for(name))
+    assert isinstance(applied, ChatParams)
+    async with manager.use(name) as backend:
+        record_of(request.scope).serve(endpoint, backend.model_id)
+        return await backend.count_chat_tokens(applied)

@@ -329,6 +329,12 @@ class AnthropicUsage(_Out):
     output_tokens: int
 
 
+class AnthropicTokenCount(_Out):
+    """`POST /v1/messages/count_tokens`: the input tokens the same body would count in `/v1/messages`."""
+
+    input_tokens: int
+
+
 class AnthropicMessageOut(_Out):
     """A whole message; with ``"stream": true`` Anthropic's SSE events instead."""
 

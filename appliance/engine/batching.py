@@ -158,7 +158,7 @@ class Slot:
             calls = ()
             if rest or self.logprobs:
                 stream.emit(TextDelta(rest, tuple(self.logprobs)))
-        stream.emit(Finished(finish, usage, calls))
+        stream.emit(Finished(finish, usage, calls, self.scanner.matched))
         self.release(model)
 
     def _emit(self, events: list[ReplyEvent]) -> None:

@@ -21,13 +21,26 @@ __all__ = [
     "grammar_depth",
     "json_schema_grammar",
     "schema_converter",
+    "unbounded_long_strings",
 ]
 
 
+# Keys that say nothing of a value's shape: a schema of only these accepts any JSON value.
+_ANNOTATIONS = frozenset(("description", "title", "examples", "default", "$comment", "deprecated"))
+
+
 class _SchemaConverter(llama_grammar.SchemaConverter):
-    """llama-cpp-python's converter, plus the integer bounds it leaves out."""
+    """llama-cpp-python's converter, plus the integer bounds it leaves out, and schemas of annotations
+    only (Claude Code's tools have ``{"description": ...}`` for "any value"), which it refuses."""
 
     def visit(self, schema: Any, name: str) -> str:
+        if isinstance(schema, dict) and schema and _ANNOTATIONS.issuperset(schema):
+            rule_name = name or "root"
+            if rule_name in llama_grammar.RESERVED_NAMES:
+                rule_name += "-"
+            value = llama_grammar.PRIMITIVE_RULES["value"]
+            any_value: str = self._add_rule(rule_name, self._add_primitive("value", value))
+            return any_value
         bounds = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
         if isinstance(schema, dict) and schema.get("type") == "integer" and any(b in schema for b in bounds):
             low = schema.get("minimum")
@@ -91,6 +104,22 @@ def _too_long(schema: Any) -> bool:
         if any(n > MAX_GRAMMAR_DEPTH for n in counts):
             return True
     return any(_too_long(value) for value in schema.values())
+
+
+def unbounded_long_strings(schema: Any) -> Any:
+    """``schema`` without the ``maxLength`` bounds over MAX_GRAMMAR_DEPTH, which no grammar here can
+    enforce. For tool arguments only: agents declare such bounds as "as long as you like" (Claude Code's
+    Workflow tool, 524,288 characters), and a reply's max_tokens bounds it long before; an asked
+    response_format keeps its bounds, or is refused."""
+    if isinstance(schema, list):
+        return [unbounded_long_strings(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    return {
+        key: unbounded_long_strings(value)
+        for key, value in schema.items()
+        if not (key == "maxLength" and isinstance(value, int | float) and value > MAX_GRAMMAR_DEPTH)
+    }
 
 
 def schema_converter(prop_order: dict[str, int] | None = None) -> llama_grammar.SchemaConverter:

@@ -22,6 +22,7 @@ class JobStream:
         self._events: asyncio.Queue[Any] = asyncio.Queue()
         self.cancelled = threading.Event()
         self._on_done = on_done  # called once, on the worker, when DONE is first emitted
+        self.prompt_tokens: int | None = None  # a generation's prompt length, known when it is queued
 
     # Worker side.
     def emit(self, item: Any) -> None:

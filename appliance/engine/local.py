@@ -315,31 +315,7 @@ class LocalLlamaBackend:
     async def chat(self, params: ChatParams) -> JobStream:
         """Validate and queue a chat; the returned stream yields TextDelta then Finished."""
         model = self._require_ready()
-        most = self.limits.max_messages
-        if most is not None and len(params.messages) > most:
-            raise InvalidRequest(
-                f"the chat has {len(params.messages)} messages; this server takes at most {most} "
-                "(server.max_messages)",
-                param="messages",
-            )
-        if has_images(params.messages) and not self.capabilities.vision:
-            raise InvalidRequest("images are not supported: this model reads text only", param="messages")
-        choice = resolve_choice(params.tools, params.tool_choice)
-        literals = Literals(self._control_texts)
-        fmt = self._format.for_tools(params.tools) if choice is not None else self._format
-        assert self._template is not None  # loaded with the model
-        grammar = await self._reply_grammar(model, params, fmt, choice)
-        variables = template_variables(fmt, params.reasoning, params.template_kwargs)
-        # A reply constrained from its first token leaves no room for thoughts the model would open
-        # itself: unless the client asked, the template is asked for none (Qwen3 writes an empty block).
-        constrained = grammar is not None and not grammar.triggers and params.grammar is None
-        asked = params.reasoning.enabled is not None or "enable_thinking" in params.template_kwargs
-        if constrained and fmt.thinking and not asked:
-            variables["enable_thinking"] = False
-        prompt_text = render_chat(
-            self._template, params.messages, fmt, params.tools, choice, literals, variables
-        )
-        prompt = await asyncio.to_thread(tokenize_prompt, model, prompt_text, literals)
+        prompt, prompt_text, fmt, choice, grammar = await self._chat_prompt(model, params)
         # The template opened the thinking block: the model's first words are thoughts.
         thinking = fmt.thinking is not None and prompt_text.rstrip().endswith(fmt.thinking.open)
         if grammar and fmt.thinking and thinking and params.grammar is None and not grammar.triggers:
@@ -367,6 +343,44 @@ class LocalLlamaBackend:
             thinking=(budget, end_thoughts),
             context_tokens=params.context_tokens,
         )
+
+    async def count_chat_tokens(self, params: ChatParams) -> int:
+        """The tokens of the prompt ``chat(params)`` would generate after (its usage's prompt_tokens),
+        rendered and tokenized the same way, without queueing anything (Anthropic's count_tokens)."""
+        prompt, *_ = await self._chat_prompt(self._require_ready(), params)
+        return len(prompt)
+
+    async def _chat_prompt(
+        self, model: Any, params: ChatParams
+    ) -> tuple[list[int], str, ChatFormat, str | None, Grammar | None]:
+        """A chat checked and rendered: its prompt's tokens and text, the family's format for it, the
+        tool choice in force and the reply's grammar."""
+        most = self.limits.max_messages
+        if most is not None and len(params.messages) > most:
+            raise InvalidRequest(
+                f"the chat has {len(params.messages)} messages; this server takes at most {most} "
+                "(server.max_messages)",
+                param="messages",
+            )
+        if has_images(params.messages) and not self.capabilities.vision:
+            raise InvalidRequest("images are not supported: this model reads text only", param="messages")
+        choice = resolve_choice(params.tools, params.tool_choice)
+        literals = Literals(self._control_texts)
+        fmt = self._format.for_tools(params.tools) if choice is not None else self._format
+        assert self._template is not None  # loaded with the model
+        grammar = await self._reply_grammar(model, params, fmt, choice)
+        variables = template_variables(fmt, params.reasoning, params.template_kwargs)
+        # A reply constrained from its first token leaves no room for thoughts the model would open
+        # itself: unless the client asked, the template is asked for none (Qwen3 writes an empty block).
+        constrained = grammar is not None and not grammar.triggers and params.grammar is None
+        asked = params.reasoning.enabled is not None or "enable_thinking" in params.template_kwargs
+        if constrained and fmt.thinking and not asked:
+            variables["enable_thinking"] = False
+        prompt_text = render_chat(
+            self._template, params.messages, fmt, params.tools, choice, literals, variables
+        )
+        prompt = await asyncio.to_thread(tokenize_prompt, model, prompt_text, literals)
+        return prompt, prompt_text, fmt, choice, grammar
 
     async def complete(self, params: CompletionParams) -> JobStream:
         """Validate and queue a raw completion (no chat template)."""
@@ -493,7 +507,7 @@ class LocalLlamaBackend:
         deadline_s = self.limits.request_deadline_s
         deadline = time.monotonic() + deadline_s if deadline_s else None
         preserved = self._preserved if reader is not None else frozenset()
-        return self._submit(
+        queued = self._submit(
             lambda stream: GenerationJob(
                 stream,
                 prompt,
@@ -508,3 +522,5 @@ class LocalLlamaBackend:
                 deadline=deadline,
             )
         )
+        queued.prompt_tokens = len(prompt)
+        return queued

@@ -17,6 +17,7 @@ class StopScanner:
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._pending = ""
         self.stopped = False
+        self.matched: str | None = None  # the stop string that ended the text (Anthropic names it)
 
     def feed(self, data: bytes) -> str:
         """Add token bytes; return the text that is now safe to emit."""
@@ -26,8 +27,9 @@ class StopScanner:
         if not self._stops:
             out, self._pending = self._pending, ""
             return out
-        cut = min((i for i in (self._pending.find(s) for s in self._stops) if i >= 0), default=-1)
-        if cut >= 0:
+        found = [(i, s) for s in self._stops if (i := self._pending.find(s)) >= 0]
+        if found:
+            cut, self.matched = min(found, key=lambda hit: hit[0])
             self.stopped = True
             out, self._pending = self._pending[:cut], ""
             return out

@@ -208,6 +208,8 @@ def _refusal(remote: Remote, status: int, content: bytes) -> Exception:
 class RemoteStream:
     """The events of one remote generation; ``cancel()`` closes the upstream request (the remote stops)."""
 
+    prompt_tokens: int | None = None  # the remote says it only in the usage at the end
+
     def __init__(
         self, remote: Remote, response: httpx.Response, chunks: AsyncIterator[bytes], first: bytes, chat: bool
     ) -> None:
@@ -229,6 +231,7 @@ class RemoteStream:
         remote = self._remote
         buffer, done = self._first, False
         finish: str | None = None
+        matched: str | None = None  # vLLM names the stop string that ended the text in ``stop_reason``
         usage: dict[str, Any] = {}
         calls: dict[int, _Call] = {}  # the remote's index -> the call as it comes in
         try:
@@ -252,6 +255,8 @@ class RemoteStream:
                             for delta in self._tool_call_deltas(choice, calls):
                                 yield delta
                             finish = choice.get("finish_reason") or finish
+                            if isinstance(choice.get("stop_reason"), str):
+                                matched = choice["stop_reason"]
                 if done:
                     break
                 try:
@@ -282,7 +287,7 @@ class RemoteStream:
                 int(usage.get("completion_tokens") or 0),
                 int((usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0),
             )
-            yield Finished(_FINISH.get(finish, "stop"), counts, tool_calls)
+            yield Finished(_FINISH.get(finish, "stop"), counts, tool_calls, matched)
         finally:
             self.cancel()
 

@@ -79,8 +79,14 @@ def test_anthropic_messages_escalate_whole_and_streamed(daemon: Daemon) -> None:
         final = stream.get_final_message()
     assert text == whole.content[0].text and final.usage.output_tokens == whole.usage.output_tokens
     assert final.stop_reason == whole.stop_reason
+    assert final.usage.input_tokens == whole.usage.input_tokens  # from message_delta: vLLM says it last
     line = _last_log(daemon)
     assert (line["endpoint"], line["backend"], line["status"]) == ("/v1/messages", "remote:gpu-box", "ok")
+    # vLLM names the stop string that ended the text (its stop_reason): Anthropic's stop_sequence.
+    sequence = whole.content[0].text.strip().split()[-1]
+    cut = client.messages.create(model="big-model", max_tokens=8, messages=ASK, extra_body=greedy,
+                                 stop_sequences=["never written", sequence])  # fmt: skip
+    assert (cut.stop_reason, cut.stop_sequence) == ("stop_sequence", sequence)
 
 
 def test_openai_responses_escalate_as_chat_whole_and_streamed(daemon: Daemon) -> None:

@@ -195,6 +195,32 @@ def test_a_required_call_is_native_and_valid_in_the_anthropic_dialect(daemon: Da
     assert [(b.name, b.input) for b in again] == [(b.name, b.input) for b in uses]  # temperature 0
 
 
+def test_anthropic_streams_thinking_text_and_a_call_with_the_sdk(daemon: Daemon) -> None:
+    """Qwen3 made to think, say a few words and call a tool (its native text, by a client grammar), read
+    by the anthropic SDK's stream: a thinking block, a text block and a tool_use block, the prompt's
+    tokens in message_start as count_tokens gives them."""
+    client = anthropic.Anthropic(base_url=daemon.url, api_key="unused", max_retries=0)
+    tool = {
+        "name": "get_weather",
+        "description": "The weather.",
+        "input_schema": WEATHER["function"]["parameters"],
+    }
+    body: dict[str, Any] = {"model": "qwen3-family", "messages": ASK, "tools": [tool],
+                            "thinking": {"type": "enabled", "budget_tokens": 1024}}  # fmt: skip
+    counted = client.messages.count_tokens(**body, extra_body=_forced(QWEN3_REPLY)).input_tokens
+    with client.messages.stream(max_tokens=200, **body, extra_body=_forced(QWEN3_REPLY)) as stream:
+        events = list(stream)
+        final = stream.get_final_message()
+    started = [e.content_block.type for e in events if e.type == "content_block_start"]
+    assert started == ["thinking", "text", "tool_use"]
+    assert events[0].type == "message_start" and events[0].message.usage.input_tokens == counted > 0
+    assert [b.type for b in final.content] == ["thinking", "text", "tool_use"]
+    thinking, text, use = final.content
+    assert thinking.thinking == "The user wants the weather." and text.text == "Let me check."  # type: ignore[union-attr]
+    assert (use.name, use.input) == ("get_weather", {"city": "Paris"})  # type: ignore[union-attr]
+    assert final.stop_reason == "tool_use" and final.usage.input_tokens == counted
+
+
 def test_a_history_with_native_calls_and_results_renders(daemon: Daemon) -> None:
     """An agent's second turn: the earlier call and its result go back through the family's template."""
     messages = [

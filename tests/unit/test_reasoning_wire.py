@@ -15,8 +15,9 @@ from appliance.backend import ChatParams, Event, Finished, Reasoning, TextDelta,
 from appliance.config import PerModelSettings, RemoteSettings
 from appliance.remotes.backend import RemoteStream, chat_body
 from appliance.remotes.pool import Remote
-from server import anthropic_routes, ollama_routes, openai_payloads, openai_routes
-from server.compat_schemas import AnthropicRequest, OllamaChatRequest
+from server import anthropic_stream, anthropic_translate, ollama_routes, openai_payloads, openai_routes
+from server.anthropic_schemas import AnthropicRequest
+from server.compat_schemas import OllamaChatRequest
 from server.schemas import ChatCompletionRequest, parse_body
 
 THOUGHT = [TextDelta("", reasoning="The user "), TextDelta("", reasoning="greets me."), TextDelta("Hi"),
@@ -65,7 +66,8 @@ def test_ollama_whole_and_streamed() -> None:
 
 
 def test_anthropic_streams_a_thinking_block_then_a_text_block() -> None:
-    frames = _run(_all(anthropic_routes._events(_events(), lambda: None, "msg_1", "m")))
+    reply = anthropic_stream.Reply("msg_1", "m")
+    frames = _run(_all(anthropic_stream.events(reply, _events(), lambda: None, None)))
     events = [json.loads(f.decode().split("data: ", 1)[1]) for f in frames]
     kinds = [(e["type"], e.get("index"), (e.get("content_block") or e.get("delta") or {}).get("type"))
              for e in events]  # fmt: skip
@@ -80,6 +82,20 @@ def test_anthropic_streams_a_thinking_block_then_a_text_block() -> None:
     assert "".join(e["delta"].get("thinking", "") for e in events if e["type"] == "content_block_delta") == (
         "The user greets me."
     )
+
+
+def test_anthropic_s_omitted_thinking_keeps_the_block_without_its_text() -> None:
+    """``thinking.display: "omitted"``: the blocks are there (clients count on their order), empty."""
+    reply = anthropic_stream.Reply("msg_1", "m", omit_thinking=True)
+    frames = _run(_all(anthropic_stream.events(reply, _events(), lambda: None, 5)))
+    events = [json.loads(f.decode().split("data: ", 1)[1]) for f in frames]
+    assert events[0]["message"]["usage"]["input_tokens"] == 5
+    starts = [e["content_block"]["type"] for e in events if e["type"] == "content_block_start"]
+    deltas = [e["delta"]["type"] for e in events if e["type"] == "content_block_delta"]
+    assert (starts, deltas) == (["thinking", "text"], ["text_delta", "text_delta"])
+    whole = anthropic_stream.message(reply, "Hi there", "The user greets me.", THOUGHT[-1])  # type: ignore[arg-type]
+    assert whole["content"] == [{"type": "thinking", "thinking": "", "signature": ""},
+                                {"type": "text", "text": "Hi there"}]  # fmt: skip
 
 
 def test_each_dialect_s_switch_becomes_one_reasoning() -> None:
@@ -97,7 +113,7 @@ def test_each_dialect_s_switch_becomes_one_reasoning() -> None:
     anthropic = {"model": "m", "max_tokens": 2048, "messages": [{"role": "user", "content": "x"}],
                  "thinking": {"type": "enabled", "budget_tokens": 1024}}  # fmt: skip
     body = parse_body(json.dumps(anthropic).encode(), AnthropicRequest)
-    params = anthropic_routes._params(body, PerModelSettings())
+    params = anthropic_translate.chat_params(body, PerModelSettings())
     assert params.reasoning == Reasoning(enabled=True, budget_tokens=1024)
 
 
@@ -108,7 +124,7 @@ def test_a_previous_turn_s_thinking_goes_back_to_the_model() -> None:
                                           {"type": "redacted_thinking", "data": "xx"},
                                           {"type": "text", "text": "Hello"}]},
         {"role": "user", "content": "and?"}]}  # fmt: skip
-    messages = anthropic_routes._messages(parse_body(json.dumps(body).encode(), AnthropicRequest))
+    messages = anthropic_translate.messages(parse_body(json.dumps(body).encode(), AnthropicRequest))
     assert messages[1] == {"role": "assistant", "content": "Hello", "reasoning_content": "greet back"}
     ollama = {"model": "m", "messages": [{"role": "assistant", "content": "Hello", "thinking": "greet back"}]}
     assert (

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from appliance.engine.formats.schema import GrammarBuilder
 from appliance.engine.grammar import MAX_GRAMMAR_DEPTH, grammar_depth, json_schema_grammar
 from appliance.errors import InvalidRequest
 from tests.llama_grammars import built_by_llama_cpp
@@ -38,3 +39,25 @@ def test_the_largest_accepted_schema_parses_in_llama_cpp() -> None:
     """At the limit, llama.cpp builds the grammar (on a thread, as the engine does)."""
     grammar = json_schema_grammar({"type": "string", "maxLength": MAX_GRAMMAR_DEPTH})
     assert built_by_llama_cpp([grammar]) == [True]
+
+
+def test_a_tool_s_long_string_bound_is_dropped_and_its_other_bounds_kept() -> None:
+    """Claude Code's Workflow tool takes a script of up to 524,288 characters: a tool's maxLength over
+    the limit means no bound (max_tokens bounds the reply); a minLength over it is still refused."""
+    long_script = {"type": "object", "properties": {"script": {"type": "string", "maxLength": 524_288},
+                                                    "id": {"type": "string", "maxLength": 8}}}  # fmt: skip
+    builder = GrammarBuilder()
+    grammar = builder.build(builder.json(long_script, "workflow-args"))
+    assert built_by_llama_cpp([grammar]) == [True]
+    assert "workflow-args-id ::=" in grammar and "workflow-args-script ::=" not in grammar  # any string
+    with pytest.raises(InvalidRequest, match="too large to enforce"):
+        GrammarBuilder().json({"type": "string", "minLength": 10**6}, "x")
+    with pytest.raises(InvalidRequest, match="too large to enforce"):
+        json_schema_grammar(long_script)  # a response_format keeps its bounds
+
+
+def test_a_schema_of_annotations_only_is_any_value() -> None:
+    """Claude Code's Workflow tool declares ``args`` by a description alone: any JSON value."""
+    grammar = json_schema_grammar({"type": "object", "properties": {"args": {"description": "anything"}}})
+    assert built_by_llama_cpp([grammar]) == [True]
+    assert "args-kv ::= " in grammar and '":" space value' in grammar

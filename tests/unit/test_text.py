@@ -170,3 +170,18 @@ def test_flush_releases_held_text_once() -> None:
     assert scanner.flush() == "<|im"
     assert scanner.flush() == ""
     assert not scanner.stopped
+
+
+@pytest.mark.parametrize(
+    ("pieces", "stops", "matched"),
+    [([b"one ", b"two"], ("two", "one"), "one"), ([b"ab", b"c"], ("bc", "x"), "bc"),
+     ([b"abc"], ("x",), None), ([b"abc"], (), None)],
+)  # fmt: skip
+def test_the_stop_string_that_ended_the_text_is_named(
+    pieces: list[bytes], stops: tuple[str, ...], matched: str | None
+) -> None:
+    """The first in the text, whichever the client listed first (Anthropic's stop_sequence says it)."""
+    scanner = StopScanner(stops)
+    for piece in pieces:
+        scanner.feed(piece)
+    assert scanner.matched == matched

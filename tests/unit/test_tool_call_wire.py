@@ -20,7 +20,7 @@ from openai.lib.streaming.chat import ChatCompletionStreamState
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from appliance.backend import Event, Finished, TextDelta, ToolCall, ToolCallDelta, Usage
-from server import anthropic_routes, ollama_routes, openai_payloads
+from server import anthropic_stream, ollama_routes, openai_payloads
 
 CALLS = (
     ToolCall("call_a", "get_weather", '{"city": "Paris", "unit": "celsius"}'),
@@ -113,8 +113,11 @@ def test_openai_sends_calls_given_only_whole_in_one_chunk() -> None:
     ]  # fmt: skip
 
 
+REPLY = anthropic_stream.Reply("msg_1", "m")
+
+
 def _anthropic_events(sequence: list[Event]) -> list[dict[str, Any]]:
-    frames = _run(_all(anthropic_routes._events(_events(sequence), lambda: None, "msg_1", "m")))
+    frames = _run(_all(anthropic_stream.events(REPLY, _events(sequence), lambda: None, None)))
     return [json.loads(f.decode().split("data: ", 1)[1]) for f in frames]
 
 
@@ -126,7 +129,7 @@ def test_anthropic_s_stream_rebuilds_the_calls(calls: int, streamed: bool, text:
     for event in _anthropic_events(sequence):
         snapshot = accumulate_event(event=event, current_snapshot=snapshot, json_bufs=buffers)  # type: ignore[arg-type]
     uses = [(b.id, b.name, b.input) for b in snapshot.content if b.type == "tool_use"]
-    blocks = anthropic_routes._content(text, sequence[-1])  # type: ignore[arg-type]
+    blocks = anthropic_stream.message(REPLY, text, "", sequence[-1])["content"]  # type: ignore[arg-type]
     whole = [(b["id"], b["name"], b["input"]) for b in blocks if b["type"] == "tool_use"]
     assert uses == whole == [(c.id, c.name, json.loads(c.arguments)) for c in CALLS[:calls]]
     assert [b.type for b in snapshot.content] == ["text"] * bool(text) + ["tool_use"] * calls

@@ -25,8 +25,9 @@ class GrammarBuilder:
 
     def json(self, schema: dict[str, Any], name: str) -> str:
         """A rule accepting the JSON values valid under ``schema``; its name."""
-        from appliance.engine.grammar import check_schema_size
+        from appliance.engine.grammar import check_schema_size, unbounded_long_strings
 
+        schema = unbounded_long_strings(schema)
         check_schema_size(schema, param="tools")
         try:
             resolved = self._converter.resolve_refs(json.loads(json.dumps(schema)), name)
