@@ -45,6 +45,12 @@ async def _rerank(request: Request) -> dict[str, Any]:
 
 
 for _path in ("/v1/rerank", "/rerank", "/v1/reranking", "/reranking"):
+    # llama-server's older names are served too, but left out of the published document: one entry per
+    # shape is enough for clients, and the schema fuzzing does not try the same route four times.
     router.add_api_route(
-        _path, _rerank, methods=["POST"], **doc("openai", body=RerankRequest, errors=GENERATION)
+        _path,
+        _rerank,
+        methods=["POST"],
+        include_in_schema=_path in ("/v1/rerank", "/rerank"),
+        **doc("openai", body=RerankRequest, errors=GENERATION),
     )

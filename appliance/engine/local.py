@@ -34,13 +34,13 @@ from appliance.engine.formats import ChatFormat, GenericFormat, detect
 from appliance.engine.formats.base import Grammar
 from appliance.engine.formats.reader import ReplyReader
 from appliance.engine.formats.schema import prefixed
-from appliance.engine.gbnf import check_gbnf
 from appliance.engine.infill import infill_prompt
 from appliance.engine.jobs import ExclusiveJob, GenerationJob, Job, JobStream
 from appliance.engine.literals import Literals
 from appliance.engine.loading import load_with_fallbacks, prepare
 from appliance.engine.params import LoadOptions, RequestLimits, SamplingParams
 from appliance.engine.prompts import render_chat, template_variables, tokenize_prompt
+from appliance.engine.reply_grammar import client_grammar, reply_grammar, schema_grammar
 from appliance.engine.rerank import rerank_prompts
 from appliance.engine.tokens import check_token_ids, token_pieces, tokenize_mixed
 from appliance.engine.tools import resolve_choice
@@ -363,7 +363,7 @@ class LocalLlamaBackend:
         literals = Literals(self._control_texts)
         fmt = self._format.for_tools(params.tools) if choice is not None else self._format
         assert self._template is not None  # loaded with the model
-        grammar = await self._reply_grammar(model, params, fmt, choice)
+        grammar = await reply_grammar(model, params, fmt, choice)
         variables = template_variables(fmt, params.reasoning, params.template_kwargs)
         # A reply constrained from its first token leaves no room for thoughts the model would open
         # itself: unless the client asked, the template is asked for none (Qwen3 writes an empty block).
@@ -392,9 +392,9 @@ class LocalLlamaBackend:
             check_token_ids(model.n_vocab, prompt, "prompt")
         grammar = None
         if params.grammar is not None:
-            grammar = Grammar(await self._client_grammar(model, params.grammar))
+            grammar = Grammar(await client_grammar(model, params.grammar))
         elif params.json_schema is not None:
-            grammar = Grammar(self._grammar(params.json_schema))
+            grammar = Grammar(schema_grammar(params.json_schema))
         echo = b"".join(model.piece(t) for t in prompt).decode("utf-8", "replace") if params.echo else ""
         return self._queue_generation(
             model,
@@ -490,43 +490,6 @@ class LocalLlamaBackend:
                 param="model",
             )
         return model
-
-    async def _reply_grammar(
-        self, model: Any, params: ChatParams, fmt: ChatFormat, choice: str | None
-    ) -> Grammar | None:
-        """The grammar a chat's reply follows: the client's own, else the family's call format when
-        tools are in force, else the JSON schema's; None: free text."""
-        if params.grammar is not None:  # the client's own: it drives sampling, tools or not
-            return Grammar(await self._client_grammar(model, params.grammar))
-        if choice is not None:
-            return fmt.grammar(params.tools, choice, parallel=params.parallel_tool_calls)
-        if params.json_schema is not None:
-            return Grammar(self._grammar(params.json_schema))
-        return None
-
-    @staticmethod
-    def _grammar(schema: dict[str, Any]) -> str:
-        from appliance.engine.grammar import json_schema_grammar
-
-        return json_schema_grammar(schema)
-
-    @staticmethod
-    async def _client_grammar(model: Any, grammar: str) -> str:
-        """A client's GBNF ``grammar`` once it is known to be good: its syntax and size here, then its
-        tokens and llama.cpp's own build of it (off the event loop), so a bad one is a 400 before the
-        stream."""
-        tokens = check_gbnf(grammar)
-
-        def check() -> None:
-            for text in tokens:  # llama.cpp would refuse it too, saying why only on stderr
-                if len(model.tokenize(text, add_special=False, parse_special=True)) != 1:
-                    raise InvalidRequest(
-                        f"invalid grammar: {text} is not one token of this model", param="grammar"
-                    )
-            model.check_grammar(grammar)
-
-        await asyncio.to_thread(check)
-        return grammar
 
     def _queue_generation(
         self,
