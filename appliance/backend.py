@@ -65,8 +65,21 @@ def has_images(messages: list[dict[str, Any]]) -> bool:
 
 
 @dataclass(frozen=True)
+class Infill:
+    """Fill-in-the-middle: the text before the gap and after it, other files of the repository for
+    context (``(filename, text)`` pairs, llama-server's ``input_extra``), and text the middle starts with
+    (llama-server's ``prompt`` on /infill). The model's FIM tokens frame them (appliance.engine.infill)."""
+
+    prefix: str
+    suffix: str
+    extra: tuple[tuple[str, str], ...] = ()
+    prompt: str = ""
+
+
+@dataclass(frozen=True)
 class CompletionParams:
-    """A text completion request: a raw prompt, no chat template."""
+    """A text completion request: a raw prompt, no chat template; or, with ``infill``, the middle between
+    a prefix and a suffix (``prompt`` is then ignored)."""
 
     prompt: str | list[int]
     sampling: SamplingParams = field(default_factory=SamplingParams)
@@ -77,6 +90,7 @@ class CompletionParams:
     json_schema: dict[str, Any] | None = None
     grammar: str | None = None  # a client's GBNF grammar, instead of json_schema
     context_tokens: int | None = None  # as ChatParams.context_tokens
+    infill: Infill | None = None
 
 
 @dataclass(frozen=True)
@@ -160,6 +174,9 @@ class Capabilities:
     """Its thinking comes back apart from the answer (TextDelta.reasoning)."""
     vision: bool = False
     """It reads images (OpenAI image_url content parts in the messages)."""
+    infill: bool = False
+    """It fills in the middle (CompletionParams.infill): the model has FIM tokens, and the backend frames
+    them. Only the local engine does."""
 
 
 class EventStream(Protocol):

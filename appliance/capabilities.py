@@ -4,9 +4,11 @@ answer from ``declared_capabilities``.
 
 What the metadata says and what llama.cpp does with it (src/llama-arch.cpp, src/llama-vocab.cpp):
 an encoder architecture (BERT and its kin) or a pooling type makes an embedding model, which llama.cpp
-cannot generate text with; the three FIM token ids make fill-in-the-middle (Ollama's ``insert``)
-possible; every other model chats, through its own template or our ChatML fallback, and takes tools in
-its family's native format or, without one, the generic JSON way.
+cannot generate text with, and rank pooling (pooling_type 4, a classification head) makes a reranker,
+which scores documents against a query and does nothing else; the three FIM token ids make
+fill-in-the-middle (Ollama's ``insert``) possible; every other model chats, through its own template
+or our ChatML fallback, and takes tools in its family's native format or, without one, the generic JSON
+way.
 """
 
 from __future__ import annotations
@@ -61,6 +63,11 @@ class DeclaredCapabilities:
     def tools(self) -> bool:
         return self.tool_format is not None
 
+    @property
+    def rerank(self) -> bool:
+        """A reranker: rank pooling, served by /v1/rerank only."""
+        return self.pooling == "rank"
+
     def names(self) -> list[str]:
         """Ollama's capability names, in Ollama's order (vision only once we can read images)."""
         named = [("completion", self.completion), ("tools", self.tools), ("insert", self.insert),
@@ -69,6 +76,8 @@ class DeclaredCapabilities:
 
     def short(self) -> str:
         """One cell for `appliance list`: ``chat tools:hermes think insert``, ``embed only``."""
+        if self.rerank:
+            return "rerank only"
         if self.embedding_only:
             return "embed only"
         parts = ["chat" if self.chat else "text"]
@@ -87,6 +96,7 @@ class DeclaredCapabilities:
             "tool_format": self.tool_format,
             "embedding_only": self.embedding_only,
             "pooling": self.pooling,
+            "rerank": self.rerank,
             "vision": self.vision,
         }
 
@@ -143,7 +153,7 @@ def capabilities_from_metadata(
         template=template,
         tool_format=tool_format,
         thinking=thinking,
-        embedding=True,  # llama.cpp pools any model's hidden states into an embedding
+        embedding=pooling != "rank",  # llama.cpp pools any other model's hidden states into an embedding
         embedding_only=embedding_only,
         pooling=pooling,
         insert=insert,
@@ -181,6 +191,8 @@ def serving_capabilities(
         structured_output=base.structured_output and declared.completion,
         grammar=base.grammar and declared.completion,
         reasoning=declared.thinking,
+        infill=base.infill and declared.insert,
+        embeddings=base.embeddings and not declared.rerank,
         vision=False,  # a projector beside the model is found, but llama.cpp's mtmd is not wired in here
     )
 

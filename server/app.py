@@ -22,6 +22,7 @@ from server.anthropic_routes import router as anthropic_router
 from server.disconnects import CancelOnDisconnect
 from server.errors import install_error_handlers
 from server.lifecycle import DrainGuard, Lifecycle
+from server.llama_server_routes import router as llama_server_router
 from server.metrics import Metrics, RequestCounter
 from server.ollama_create_routes import router as ollama_create_router
 from server.ollama_routes import router as ollama_router
@@ -31,6 +32,7 @@ from server.record import record_of
 from server.reload import router as reload_router
 from server.responses_routes import router as responses_router
 from server.responses_store import ResponseStore
+from server.rerank_routes import router as rerank_router
 from server.security import Access, Guard
 from server.status_routes import router as status_router
 
@@ -102,6 +104,8 @@ def create_app(settings: Settings, manager: ModelManager, hardware: HardwareProf
     app.include_router(anthropic_router)
     app.include_router(responses_router)
     app.include_router(reload_router)
+    app.include_router(llama_server_router)
+    app.include_router(rerank_router)
 
     @app.get("/metrics", response_class=PlainTextResponse, **openapi.doc("openai", ok_media="text/plain"))
     async def prometheus_metrics() -> Response:

@@ -114,6 +114,9 @@ class OllamaGenerateRequest(_OllamaGeneration):
     images: list[str] | None = Field(
         None, description="base64 images, for a model that reads them (here: a remote with vision)"
     )
+    suffix: str | None = Field(
+        None, description="fill-in-the-middle: the text after the gap (the prompt is the text before it)"
+    )
 
 
 class OllamaEmbedRequest(_OllamaNamed):

@@ -166,6 +166,8 @@ async def escalate(request: Request, path: str, name: str | None) -> Response | 
     body: dict[str, Any] = json.loads(await request.body())
     messages = body.get("messages")
     need = "grammar" if body.get("grammar") else None
+    if body.get("suffix"):
+        need = "infill"  # served here only: no remote kind frames a model's FIM tokens for us
     if isinstance(messages, list) and has_images(messages):
         need = "vision"  # what the models here cannot do comes first
     decided = _decide(request, name, _needed_tokens(body), need)
@@ -196,6 +198,8 @@ async def escalate_generation(
     need = "logprobs" if params.top_logprobs is not None else None
     if params.grammar is not None:
         need = "grammar"  # every remote gives log-probabilities; only some read a grammar
+    if isinstance(params, CompletionParams) and params.infill is not None:
+        need = "infill"
     if isinstance(params, ChatParams) and has_images(params.messages):
         need = "vision"  # what the models here cannot do comes first
     decided = _decide(request, name, _params_tokens(params), need)

@@ -28,6 +28,7 @@ from appliance.backend import (
     Embeddings,
     Event,
     Finished,
+    Infill,
     Reasoning,
     SamplingParams,
     TextDelta,
@@ -381,9 +382,11 @@ async def chat(request: Request) -> Response:
 async def generate(request: Request) -> Response:
     body = await read_body(request, OllamaGenerateRequest)
     name = body.model_name
-    if body.images and body.raw:
-        raise InvalidRequest("images need a chat template: raw prompts take text only")
-    if not body.prompt:  # Ollama's way to load a model: answer once it is ready
+    if body.images and (body.raw or body.suffix):
+        raise InvalidRequest("images need a chat template: raw prompts and suffix take text only")
+    if body.system and body.suffix:  # Ollama's templates drop it without a word; said here
+        raise InvalidRequest("system cannot be combined with suffix: fill-in-the-middle has no chat template")
+    if not body.prompt and not body.suffix:  # Ollama's way to load a model: answer once it is ready
         manager = _manager(request)
         _resolve(manager, name)
         async with manager.use(name):
@@ -394,9 +397,15 @@ async def generate(request: Request) -> Response:
         body.options, _manager(request).settings_for(body.model_name)
     )
     params: ChatParams | CompletionParams
-    if body.raw:
-        params = CompletionParams(prompt=body.prompt, sampling=sampling, max_tokens=max_tokens, stop=stop,
-                                  json_schema=_format(body.format), context_tokens=n_ctx)  # fmt: skip
+    if body.suffix:  # fill-in-the-middle, framed by the model's FIM tokens (no chat template), raw or not
+        infill = Infill(prefix=body.prompt or "", suffix=body.suffix)
+        params = CompletionParams(prompt=infill.prefix, sampling=sampling, max_tokens=max_tokens, stop=stop,
+                                  json_schema=_format(body.format), context_tokens=n_ctx,
+                                  infill=infill)  # fmt: skip
+    elif body.raw:  # the prompt is not empty: see above
+        params = CompletionParams(prompt=body.prompt or "", sampling=sampling, max_tokens=max_tokens,
+                                  stop=stop, json_schema=_format(body.format),
+                                  context_tokens=n_ctx)  # fmt: skip
     else:
         system = [{"role": "system", "content": body.system}] if body.system else []
         user = {"role": "user", "content": _content(body.prompt, body.images)}

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from appliance import model_defaults
-from appliance.backend import ChatParams, CompletionParams, Effort, Event, Reasoning, SamplingParams
+from appliance.backend import ChatParams, CompletionParams, Effort, Event, Infill, Reasoning, SamplingParams
 from appliance.config import PerModelSettings
 from appliance.errors import InvalidRequest
 from appliance.manager import ModelManager
@@ -31,6 +31,7 @@ from server.schemas import (
     CompletionRequest,
     EmbeddingRequest,
     ResponseFormat,
+    _Sampling,
     read_body,
 )
 from server.sse import sse_response
@@ -51,9 +52,7 @@ def _wait_for_load(request: Request) -> bool:
     return request.headers.get("x-appliance-wait-for-load", "").strip().lower() not in ("false", "0", "no")
 
 
-def _sampling(
-    body: ChatCompletionRequest | CompletionRequest, n_vocab: int | None, defaults: PerModelSettings
-) -> SamplingParams:
+def _sampling(body: _Sampling, n_vocab: int | None, defaults: PerModelSettings) -> SamplingParams:
     bias: dict[int, float] = {}
     for key, value in (body.logit_bias or {}).items():
         try:
@@ -157,7 +156,24 @@ async def chat_completions(request: Request) -> Response:
     escalated = await escalate(request, "/v1/chat/completions", body.model)
     if escalated is not None:
         return escalated
-    params = ChatParams(
+    params = chat_params(request, body)
+    run = await generation.generate(request, "/v1/chat/completions", body.model, params,
+                                    wait=_wait_for_load(request), escalate=False)  # fmt: skip
+    meta = _meta("chatcmpl", _shown(request, body.model, run.model_id))
+    if body.stream:
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        chunks = payloads.chat_chunks(run.events, meta, logprobs=body.logprobs, include_usage=include_usage)
+        return sse_response(chunks, run.cancel)
+    collected = await _gather(run.cancel, run.events, request)
+    if collected is None:
+        return Response(status_code=499)
+    return JSONResponse(payloads.chat_completion(collected, meta, logprobs=body.logprobs))
+
+
+def chat_params(request: Request, body: ChatCompletionRequest) -> ChatParams:
+    """A chat completion request in the core's terms (shared with /apply-template, which renders what
+    this chat would)."""
+    return ChatParams(
         messages=_messages(body),
         sampling=_sampling(body, None, _manager(request).settings_for(body.model)),
         max_tokens=body.max_completion_tokens or body.max_tokens,
@@ -171,17 +187,6 @@ async def chat_completions(request: Request) -> Response:
         reasoning=reasoning_of(body.reasoning_effort, body.reasoning_budget_tokens),
         template_kwargs=body.chat_template_kwargs or {},
     )
-    run = await generation.generate(request, "/v1/chat/completions", body.model, params,
-                                    wait=_wait_for_load(request), escalate=False)  # fmt: skip
-    meta = _meta("chatcmpl", _shown(request, body.model, run.model_id))
-    if body.stream:
-        include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        chunks = payloads.chat_chunks(run.events, meta, logprobs=body.logprobs, include_usage=include_usage)
-        return sse_response(chunks, run.cancel)
-    collected = await _gather(run.cancel, run.events, request)
-    if collected is None:
-        return Response(status_code=499)
-    return JSONResponse(payloads.chat_completion(collected, meta, logprobs=body.logprobs))
 
 
 @router.post(
@@ -204,6 +209,8 @@ async def completions(request: Request) -> Response:
         echo=body.echo,
         json_schema=_schema(body.response_format),
         grammar=body.grammar_text(),
+        # The validator allows a suffix with a text prompt only: the middle goes between them.
+        infill=Infill(prefix=cast(str, prompt), suffix=body.suffix) if body.suffix else None,
     )
     run = await generation.generate(request, "/v1/completions", body.model, params,
                                     wait=_wait_for_load(request), escalate=False)  # fmt: skip

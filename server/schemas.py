@@ -202,6 +202,7 @@ class CompletionRequest(_Sampling):
     logprobs: int | None = Field(None, ge=0, le=20)
     echo: bool = False
     suffix: str | None = None
+    """Fill-in-the-middle: the text after the gap; the prompt is the text before it."""
     response_format: ResponseFormat | None = None
 
     @field_validator("prompt")
@@ -215,12 +216,13 @@ class CompletionRequest(_Sampling):
             raise ValueError("the prompt is empty")
         return value
 
-    @field_validator("suffix")
-    @classmethod
-    def _no_suffix(cls, value: str | None) -> str | None:
-        if value:
-            raise ValueError("suffix (fill-in-the-middle) is not supported")
-        return value
+    @model_validator(mode="after")
+    def _infill(self) -> CompletionRequest:
+        if self.suffix and not isinstance(self.prompt, str):
+            raise ValueError("suffix (fill-in-the-middle) needs the prompt as text, not token ids")
+        if self.suffix and self.echo:
+            raise ValueError("echo cannot be combined with suffix: the middle comes back alone")
+        return self
 
 
 class EmbeddingRequest(_Open):

@@ -24,8 +24,11 @@ def frame(payload: dict[str, Any], event: str | None = None) -> bytes:
     )
 
 
-def sse_response(chunks: AsyncIterator[dict[str, Any]], on_close: Callable[[], None]) -> StreamingResponse:
+def sse_response(
+    chunks: AsyncIterator[dict[str, Any]], on_close: Callable[[], None], *, done: bool = True
+) -> StreamingResponse:
     """Stream ``chunks`` as SSE. A failure mid-stream ends it with an error event and ``[DONE]``.
+    ``done=False``: no ``[DONE]`` (llama-server's own endpoints, /infill, end with their last chunk).
 
     ``on_close`` runs however the stream ends, including when the client disconnects (Starlette then
     cancels this generator), so the engine stops generating for nobody.
@@ -42,7 +45,8 @@ def sse_response(chunks: AsyncIterator[dict[str, Any]], on_close: Callable[[], N
             yield frame(appliance_error_body(EngineFailure(f"the stream failed: {exc}")))
         finally:
             on_close()
-        yield b"data: [DONE]\n\n"
+        if done:
+            yield b"data: [DONE]\n\n"
 
     return StreamingResponse(
         body(),

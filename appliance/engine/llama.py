@@ -14,6 +14,7 @@ from typing import Any
 import llama_cpp
 import numpy as np
 
+from appliance.engine.infill import FimTokens
 from appliance.engine.llama_params import context_params, model_params
 from appliance.engine.params import GeneratedToken, LoadOptions, SamplingParams
 from appliance.engine.runtime import init_backend
@@ -49,6 +50,11 @@ class LlamaModel:
             detail = "; ".join(bridge.recent_errors) or "not enough memory for the context?"
             raise ModelLoadFailed(f"cannot create a context for {path}: {detail}")
         self._ctx = ctx
+        # A reranker (rank pooling: a classification head over the last or CLS token) outputs scores,
+        # not logits: its context gives pooled outputs from the start, as llama-server's --reranking.
+        self.reranker = llama_cpp.llama_pooling_type(ctx) == llama_cpp.LLAMA_POOLING_TYPE_RANK
+        if self.reranker:
+            llama_cpp.llama_set_embeddings(ctx, True)
         self._memory = llama_cpp.llama_get_memory(ctx)
         self.n_ctx = int(llama_cpp.llama_n_ctx(ctx))
         self.n_vocab = int(llama_cpp.llama_vocab_n_tokens(self._vocab))
@@ -99,6 +105,40 @@ class LlamaModel:
     @property
     def eos_token(self) -> int:
         return int(llama_cpp.llama_vocab_eos(self._vocab))
+
+    @property
+    def sep_token(self) -> int:
+        return int(llama_cpp.llama_vocab_sep(self._vocab))
+
+    @property
+    def add_eos(self) -> bool:
+        return bool(llama_cpp.llama_vocab_get_add_eos(self._vocab))
+
+    @property
+    def add_sep(self) -> bool:
+        return bool(llama_cpp.llama_vocab_get_add_sep(self._vocab))
+
+    def fim_tokens(self) -> FimTokens:
+        """The vocabulary's fill-in-the-middle tokens, as llama.cpp found them (the GGUF's ids, or its
+        guess from the tokens' texts)."""
+
+        def token(fn: Any) -> int | None:
+            found = int(fn(self._vocab))
+            return found if 0 <= found < self.n_vocab else None
+
+        return FimTokens(
+            pre=token(llama_cpp.llama_vocab_fim_pre),
+            suf=token(llama_cpp.llama_vocab_fim_suf),
+            mid=token(llama_cpp.llama_vocab_fim_mid),
+            rep=token(llama_cpp.llama_vocab_fim_rep),
+            sep=token(llama_cpp.llama_vocab_fim_sep),
+        )
+
+    @property
+    def rerank_template(self) -> str | None:
+        """The GGUF's ``rerank`` prompt (tokenizer.chat_template.rerank, with {query} and {document})."""
+        found = llama_cpp.llama_model_chat_template(self._model, b"rerank")
+        return found.decode("utf-8", errors="replace") if found else None
 
     def token_text(self, token: int) -> str:
         """The vocabulary entry of ``token`` as stored (special tokens included)."""
@@ -305,7 +345,11 @@ class LlamaModel:
     def smoke_test(self, prompt: list[int], max_tokens: int = 8) -> str | None:
         """Generate a few tokens greedily on sequence 0 (forgotten after) and say why the model cannot
         serve: logits that are not finite, or output that is nothing but undecodable bytes and control
-        characters. None when it works (an immediate end of generation is fine)."""
+        characters. None when it works (an immediate end of generation is fine). A reranker scores
+        ``prompt`` instead: a score that is not finite is the problem."""
+        if self.reranker:
+            score = self.rank(prompt[: self.rank_limit])
+            return None if np.isfinite(score) else f"the reranker scores {score} (broken weights?)"
         sampler = self.new_sampler(SamplingParams(temperature=0.0))
         pieces: list[bytes] = []
         try:
@@ -380,6 +424,35 @@ class LlamaModel:
         mean = total / len(tokens)
         norm = float(np.linalg.norm(mean))
         return (mean / norm if norm > 0 else mean).tolist()
+
+    # -- ranking (rerankers) ----------------------------------------------------------------------
+
+    @property
+    def rank_limit(self) -> int:
+        """Tokens one query-document prompt may have: it is read in one micro-batch (a non-causal
+        model's must be, or llama.cpp aborts) and fits one slot."""
+        return min(self.n_ctx_per_seq, self.options.n_ubatch, self.options.n_batch)
+
+    def rank(self, tokens: list[int]) -> float:
+        """A reranker's relevance score of the prompt ``tokens`` (its classification head's first output,
+        as llama-server reports it), read on sequence 0 from an empty cache."""
+        if not self.reranker:
+            raise InvalidRequest("this model is not a reranker", param="model")
+        if not tokens or len(tokens) > self.rank_limit:
+            raise ContextOverflow(
+                f"a query and document take {len(tokens)} tokens; this reranker reads at most "
+                f"{self.rank_limit} at once",
+                param="documents",
+            )
+        self.forget(0)
+        try:
+            self.decode([(0, tokens, True)], output_all=True)
+            scores = llama_cpp.llama_get_embeddings_seq(self._ctx, 0)
+            if not scores:
+                raise EngineFailure("llama.cpp gave no rank score")
+            return float(scores[0])
+        finally:
+            self.forget(0)
 
     # -- scoring --------------------------------------------------------------------------------
 

@@ -34,12 +34,15 @@ from appliance.engine.formats import ChatFormat, GenericFormat, detect
 from appliance.engine.formats.base import Grammar
 from appliance.engine.formats.reader import ReplyReader
 from appliance.engine.formats.schema import prefixed
-from appliance.engine.gbnf import check_gbnf
+from appliance.engine.infill import infill_prompt
 from appliance.engine.jobs import ExclusiveJob, GenerationJob, Job, JobStream
 from appliance.engine.literals import Literals
 from appliance.engine.loading import load_with_fallbacks, prepare
 from appliance.engine.params import LoadOptions, RequestLimits, SamplingParams
 from appliance.engine.prompts import render_chat, template_variables, tokenize_prompt
+from appliance.engine.reply_grammar import client_grammar, reply_grammar, schema_grammar
+from appliance.engine.rerank import rerank_prompts
+from appliance.engine.tokens import check_token_ids, token_pieces, tokenize_mixed
 from appliance.engine.tools import resolve_choice
 from appliance.engine.worker import CUT, DRAIN, STOP, JobLoop
 from appliance.errors import (
@@ -56,8 +59,8 @@ log = logging.getLogger(__name__)
 
 
 # What a model here can do: no projector is loaded for images; thinking is split out for the families
-# that think (see capabilities).
-LOCAL_CAPABILITIES = Capabilities()
+# that think (see capabilities); the middle is filled for a model with FIM tokens.
+LOCAL_CAPABILITIES = Capabilities(infill=True)
 
 
 def single_tokens(model: Any, texts: tuple[str, ...]) -> frozenset[int]:
@@ -314,7 +317,7 @@ class LocalLlamaBackend:
 
     async def chat(self, params: ChatParams) -> JobStream:
         """Validate and queue a chat; the returned stream yields TextDelta then Finished."""
-        model = self._require_ready()
+        model = self._require_generator()
         prompt, prompt_text, fmt, choice, grammar = await self._chat_prompt(model, params)
         # The template opened the thinking block: the model's first words are thoughts.
         thinking = fmt.thinking is not None and prompt_text.rstrip().endswith(fmt.thinking.open)
@@ -347,7 +350,7 @@ class LocalLlamaBackend:
     async def count_chat_tokens(self, params: ChatParams) -> int:
         """The tokens of the prompt ``chat(params)`` would generate after (its usage's prompt_tokens),
         rendered and tokenized the same way, without queueing anything (Anthropic's count_tokens)."""
-        prompt, *_ = await self._chat_prompt(self._require_ready(), params)
+        prompt, *_ = await self._chat_prompt(self._require_generator(), params)
         return len(prompt)
 
     async def _chat_prompt(
@@ -368,7 +371,7 @@ class LocalLlamaBackend:
         literals = Literals(self._control_texts)
         fmt = self._format.for_tools(params.tools) if choice is not None else self._format
         assert self._template is not None  # loaded with the model
-        grammar = await self._reply_grammar(model, params, fmt, choice)
+        grammar = await reply_grammar(model, params, fmt, choice)
         variables = template_variables(fmt, params.reasoning, params.template_kwargs)
         # A reply constrained from its first token leaves no room for thoughts the model would open
         # itself: unless the client asked, the template is asked for none (Qwen3 writes an empty block).
@@ -383,21 +386,23 @@ class LocalLlamaBackend:
         return prompt, prompt_text, fmt, choice, grammar
 
     async def complete(self, params: CompletionParams) -> JobStream:
-        """Validate and queue a raw completion (no chat template)."""
-        model = self._require_ready()
-        if isinstance(params.prompt, str):
+        """Validate and queue a raw completion (no chat template), or a fill-in-the-middle."""
+        model = self._require_generator()
+        if params.infill is not None:
+            infill, most = params.infill, params.max_tokens
+            prompt = await asyncio.to_thread(infill_prompt, model, self.model_id, infill, most)
+        elif isinstance(params.prompt, str):
             prompt = await asyncio.to_thread(
                 model.tokenize, params.prompt, add_special=True, parse_special=False
             )
         else:
             prompt = list(params.prompt)
-            if any(t < 0 or t >= model.n_vocab for t in prompt):
-                raise InvalidRequest("prompt contains token ids outside the vocabulary", param="prompt")
+            check_token_ids(model.n_vocab, prompt, "prompt")
         grammar = None
         if params.grammar is not None:
-            grammar = Grammar(await self._client_grammar(model, params.grammar))
+            grammar = Grammar(await client_grammar(model, params.grammar))
         elif params.json_schema is not None:
-            grammar = Grammar(self._grammar(params.json_schema))
+            grammar = Grammar(schema_grammar(params.json_schema))
         echo = b"".join(model.piece(t) for t in prompt).decode("utf-8", "replace") if params.echo else ""
         return self._queue_generation(
             model,
@@ -412,7 +417,7 @@ class LocalLlamaBackend:
         )
 
     async def embed(self, inputs: list[str] | list[list[int]]) -> Embeddings:
-        model = self._require_ready()
+        model = self._require_generator()
         token_lists: list[list[int]] = []
         for item in inputs:
             if isinstance(item, str):
@@ -424,8 +429,7 @@ class LocalLlamaBackend:
         for tokens in token_lists:
             if not tokens:
                 raise InvalidRequest("an input is empty", param="input")
-            if any(t < 0 or t >= model.n_vocab for t in tokens):
-                raise InvalidRequest("input contains token ids outside the vocabulary", param="input")
+            check_token_ids(model.n_vocab, tokens, "input")
             if len(tokens) > model.n_ctx_per_seq:
                 raise ContextOverflow(
                     f"an input has {len(tokens)} tokens; this model's context is {model.n_ctx_per_seq}",
@@ -445,44 +449,55 @@ class LocalLlamaBackend:
         result: Embeddings = await self._submit(lambda stream: ExclusiveJob(stream, run)).result()
         return result
 
+    # -- llama-server's utilities and rerank ----------------------------------------------------
+
+    async def tokenize(
+        self, content: str | list[str | int], *, add_special: bool, parse_special: bool
+    ) -> list[int]:
+        """/tokenize: ``content`` (a text, or texts and token ids) as this model's token ids."""
+        model = self._require_ready()
+        return await asyncio.to_thread(
+            tokenize_mixed, model, content, add_special=add_special, parse_special=parse_special
+        )
+
+    def pieces(self, tokens: list[int]) -> list[bytes]:
+        """What each token writes (special ones as their text); InvalidRequest for an unknown id."""
+        return token_pieces(self._require_ready(), tokens)
+
+    async def apply_template(self, params: ChatParams) -> str:
+        """/apply-template: the prompt text ``chat(params)`` would generate after, nothing queued."""
+        _, prompt_text, *_ = await self._chat_prompt(self._require_generator(), params)
+        return prompt_text
+
+    async def rerank(self, query: str, documents: list[str]) -> tuple[list[float], int]:
+        """Each document's relevance score against ``query`` (a reranker's), in the documents' order, and
+        the tokens read in all. InvalidRequest for a model that is not a reranker."""
+        model = self._require_ready()
+        prompts = await asyncio.to_thread(rerank_prompts, model, self.model_id, query, documents)
+
+        def run(m: Any, stream: JobStream) -> None:
+            scores = []
+            for prompt in prompts:
+                if stream.cancelled.is_set():
+                    return
+                scores.append(m.rank(prompt))
+            stream.emit((scores, sum(map(len, prompts))))
+
+        result: tuple[list[float], int] = await self._submit(lambda s: ExclusiveJob(s, run)).result()
+        return result
+
     # -- helpers --------------------------------------------------------------------------------
 
-    async def _reply_grammar(
-        self, model: Any, params: ChatParams, fmt: ChatFormat, choice: str | None
-    ) -> Grammar | None:
-        """The grammar a chat's reply follows: the client's own, else the family's call format when
-        tools are in force, else the JSON schema's; None: free text."""
-        if params.grammar is not None:  # the client's own: it drives sampling, tools or not
-            return Grammar(await self._client_grammar(model, params.grammar))
-        if choice is not None:
-            return fmt.grammar(params.tools, choice, parallel=params.parallel_tool_calls)
-        if params.json_schema is not None:
-            return Grammar(self._grammar(params.json_schema))
-        return None
-
-    @staticmethod
-    def _grammar(schema: dict[str, Any]) -> str:
-        from appliance.engine.grammar import json_schema_grammar
-
-        return json_schema_grammar(schema)
-
-    @staticmethod
-    async def _client_grammar(model: Any, grammar: str) -> str:
-        """A client's GBNF ``grammar`` once it is known to be good: its syntax and size here, then its
-        tokens and llama.cpp's own build of it (off the event loop), so a bad one is a 400 before the
-        stream."""
-        tokens = check_gbnf(grammar)
-
-        def check() -> None:
-            for text in tokens:  # llama.cpp would refuse it too, saying why only on stderr
-                if len(model.tokenize(text, add_special=False, parse_special=True)) != 1:
-                    raise InvalidRequest(
-                        f"invalid grammar: {text} is not one token of this model", param="grammar"
-                    )
-            model.check_grammar(grammar)
-
-        await asyncio.to_thread(check)
-        return grammar
+    def _require_generator(self) -> Any:
+        """The ready model, if it generates (and embeds): a reranker only scores."""
+        model = self._require_ready()
+        if model.reranker:
+            raise InvalidRequest(
+                f"model {self.model_id} is a reranker: it scores documents against a query "
+                "(POST /v1/rerank) and neither generates text nor embeds",
+                param="model",
+            )
+        return model
 
     def _queue_generation(
         self,

@@ -105,6 +105,15 @@ def test_encoders_and_pooled_models_only_embed(tmp_path: Path, arch: str, poolin
     assert caps.short() == "embed only"
 
 
+def test_rank_pooling_makes_a_reranker_that_neither_chats_nor_embeds(tmp_path: Path) -> None:
+    path = header_copy(tmp_path / "reranker.gguf", arch="qwen3", qwen3__pooling_type=4)
+    caps = declared_capabilities(path)
+    assert caps.rerank and caps.pooling == "rank" and caps.names() == [] and caps.short() == "rerank only"
+    assert caps.to_json()["rerank"] is True
+    serving = serving_capabilities(path, Capabilities(infill=True))
+    assert not (serving.chat or serving.completions or serving.embeddings or serving.infill)
+
+
 def test_a_projector_beside_the_model_is_found_but_not_claimed(tmp_path: Path) -> None:
     path = header_copy(tmp_path / "model.gguf")
     assert declared_capabilities(path).vision is None
