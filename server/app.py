@@ -30,9 +30,9 @@ from server.openai_routes import router as openai_router
 from server.pull_routes import router as pull_router
 from server.record import record_of
 from server.reload import router as reload_router
+from server.rerank_routes import router as rerank_router
 from server.responses_routes import router as responses_router
 from server.responses_store import ResponseStore
-from server.rerank_routes import router as rerank_router
 from server.security import Access, Guard
 from server.status_routes import router as status_router
 
