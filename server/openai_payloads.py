@@ -53,7 +53,8 @@ def usage_body(usage: Usage) -> dict[str, Any]:
     }
 
 
-def _chat_logprob(lp: TokenLogprob) -> dict[str, Any]:
+def chat_logprob(lp: TokenLogprob) -> dict[str, Any]:
+    """One token's log-probability as OpenAI's chat answers (and Ollama's) write it."""
     return {
         "token": lp.token,
         "logprob": lp.logprob,
@@ -108,7 +109,7 @@ def chat_completion(collected: Collected, meta: Meta, *, logprobs: bool) -> dict
             {
                 "index": 0,
                 "message": message,
-                "logprobs": {"content": [_chat_logprob(lp) for lp in collected.logprobs]}
+                "logprobs": {"content": [chat_logprob(lp) for lp in collected.logprobs]}
                 if logprobs
                 else None,
                 "finish_reason": finished.finish_reason,
@@ -140,7 +141,7 @@ async def chat_chunks(
             if event.reasoning:
                 yield chunk({"reasoning_content": event.reasoning})
             if event.text or not event.reasoning:
-                lps = {"content": [_chat_logprob(lp) for lp in event.logprobs]} if logprobs else None
+                lps = {"content": [chat_logprob(lp) for lp in event.logprobs]} if logprobs else None
                 yield chunk({"content": event.text}, lps=lps)
             continue
         if isinstance(event, ToolCallDelta):
