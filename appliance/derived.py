@@ -54,14 +54,19 @@ class DerivedModel:
 
     def parameters(self) -> list[tuple[str, Any]]:
         """Its PARAMETER lines as Ollama shows them (one per stop sequence)."""
-        out: list[tuple[str, Any]] = []
-        for name in PARAMETERS:
-            value = getattr(self.settings, name)
-            if name == "stop":
-                out += [("stop", stop) for stop in value]
-            elif value is not None:
-                out.append((name, value))
-        return out
+        return parameters(self.settings)
+
+
+def parameters(settings: PerModelSettings) -> list[tuple[str, Any]]:
+    """The PARAMETER lines of a model with ``settings``, as Ollama shows them (one per stop sequence)."""
+    out: list[tuple[str, Any]] = []
+    for name in PARAMETERS:
+        value = getattr(settings, name)
+        if name == "stop":
+            out += [("stop", stop) for stop in value]
+        elif value is not None:
+            out.append((name, value))
+    return out
 
 
 def derived_settings(

@@ -44,6 +44,9 @@ log = logging.getLogger(__name__)
 
 _REAP_INTERVAL_S = 1.0
 _ROOM_POLL_S = 0.2
+_EXPIRE_POLL_S = 0.02  # a model with keep-alive 0 waits this long at most between its end and its unload
+FOREVER = float("inf")
+"""A request's keep-alive that keeps the model until its memory is needed (Ollama's negative one)."""
 
 
 class ModelManager:
@@ -273,15 +276,24 @@ class ModelManager:
     # -- requests -------------------------------------------------------------------------------
 
     @contextlib.asynccontextmanager
-    async def use(self, name: str | None, *, wait: bool = True) -> AsyncIterator[LocalLlamaBackend]:
+    async def use(
+        self, name: str | None, *, wait: bool = True, keep_alive_s: float | None = None
+    ) -> AsyncIterator[LocalLlamaBackend]:
         """The ready backend of ``name``, loading it first if needed. It is not unloaded while the
-        block runs (queue the request inside it). ``wait=False``: 503 at once while it loads."""
+        block runs (queue the request inside it). ``wait=False``: 503 at once while it loads.
+        ``keep_alive_s`` (a request's, as Ollama's ``keep_alive``) becomes the model's keep-alive, counted
+        from the end of its last request: 0 unloads it once idle, FOREVER keeps it until its memory is
+        needed; None leaves it as it is."""
         entry = await self._acquire(self.resolve(name), wait)
+        if keep_alive_s is not None:
+            entry.keep_alive_s = None if keep_alive_s == FOREVER else keep_alive_s
         try:
             yield entry.backend
         finally:
             entry.leases -= 1
             entry.last_used = time.monotonic()
+            if entry.keep_alive_s == 0:
+                self._background(self._expire(entry))
 
     async def load(
         self, name: str, *, keep_alive_s: float | None = None, set_keep_alive: bool = False
@@ -424,6 +436,15 @@ class ModelManager:
             entry.closed.set()
             self.unloads[(entry.model.id, reason)] += 1
             log.info("unloaded %s (%s)", entry.model.id, reason, extra={"model": entry.model.id})
+
+    async def _expire(self, entry: Loaded) -> None:
+        """Unload ``entry`` as soon as it is idle, if its keep-alive is still 0 then (keep_alive 0: Ollama
+        unloads a model once the request that said so is done, not a reaper's second later)."""
+        while entry.keep_alive_s == 0 and not entry.unloading and self._loaded.get(entry.model.id) is entry:
+            if entry.idle and entry.settled.is_set():
+                await self._unload(entry, "idle")
+                return
+            await asyncio.sleep(_EXPIRE_POLL_S)
 
     async def _reap(self) -> None:
         """Unload models idle for longer than their keep-alive."""

@@ -86,16 +86,26 @@ class _OllamaNamed(_Lenient):
         return self.model or self.name or ""
 
 
+_KEEP_ALIVE = (
+    'how long the model stays loaded after this request: "5m", "1h30m", seconds; 0 unloads it once idle; '
+    "negative: until its memory is needed; absent: as it is"
+)
+
+
 class _OllamaGeneration(_OllamaNamed):
     options: OllamaOptions | None = None
     format: Literal["", "json"] | dict[str, Any] | None = Field(
         None, description='"json" or a JSON schema the reply must follow'
     )
     stream: bool | None = Field(None, description="NDJSON lines unless false")
-    keep_alive: str | int | float | None = None
+    keep_alive: str | int | float | None = Field(None, description=_KEEP_ALIVE)
     think: bool | Literal["low", "medium", "high"] | None = Field(
-        None, description="thinking on or off, or how hard; the thoughts come back in `thinking`"
+        None,
+        description="thinking on or off, or how hard; the thoughts come back in `thinking` (a model that "
+        "cannot think: 400)",
     )
+    logprobs: bool | None = Field(None, description="each output token's log-probability in `logprobs`")
+    top_logprobs: int | None = Field(None, description="with logprobs: the N most likely tokens (0-20)")
 
     @property
     def streams(self) -> bool:
@@ -117,12 +127,18 @@ class OllamaGenerateRequest(_OllamaGeneration):
     suffix: str | None = Field(
         None, description="fill-in-the-middle: the text after the gap (the prompt is the text before it)"
     )
+    template: str | None = Field(None, description="a Go template: refused (the model's own is used)")
+    context: list[int] | None = Field(None, description="an earlier generation's tokens: refused")
 
 
 class OllamaEmbedRequest(_OllamaNamed):
     input: str | list[str]
     options: OllamaOptions | None = None
-    keep_alive: str | int | float | None = None
+    keep_alive: str | int | float | None = Field(None, description=_KEEP_ALIVE)
+    truncate: bool | None = Field(
+        None, description="false: an input longer than the context is a 400 (it is never cut short here)"
+    )
+    dimensions: int | None = Field(None, ge=1, description="the vectors cut to this length, renormalised")
 
     @model_validator(mode="after")
     def _some_input(self) -> OllamaEmbedRequest:

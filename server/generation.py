@@ -5,6 +5,7 @@ observed once for the metrics and the request's log line. The dialect modules on
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
@@ -20,14 +21,22 @@ from server.record import record_of
 
 @contextlib.asynccontextmanager
 async def _local(
-    request: Request, name: str | None, wait: bool, check_local: Callable[[], object] | None
+    request: Request,
+    name: str | None,
+    wait: bool,
+    check_local: Callable[[], object] | None,
+    keep_alive_s: float | None = None,
 ) -> AsyncIterator[Backend]:
-    """The local model's backend, held (not unloaded) while the block queues the request."""
+    """The local model's backend, held (not unloaded) while the block queues the request; the time its
+    model took to be ready (a load, or the wait for one) goes in the request's record."""
     if check_local is not None:
         check_local()
     manager: ModelManager = request.app.state.manager
-    async with manager.use(name, wait=wait) as backend:
-        record_of(request.scope).model = backend.model_id
+    record = record_of(request.scope)
+    started = time.monotonic()
+    async with manager.use(name, wait=wait, keep_alive_s=keep_alive_s) as backend:
+        record.load_s += time.monotonic() - started
+        record.model = backend.model_id
         yield backend
 
 
@@ -51,10 +60,12 @@ async def generate(
     wait: bool = True,
     escalate: bool = True,
     check_local: Callable[[], object] | None = None,
+    keep_alive_s: float | None = None,
 ) -> Generation:
     """Start ``params`` on the backend the router picks for model ``name``. ``escalate=False``: here
     (the OpenAI routes asked the router already, for their byte proxy). ``check_local`` runs before the
-    local model is used (a dialect's own not-found error); ``wait=False``: 503 while the model loads."""
+    local model is used (a dialect's own not-found error); ``wait=False``: 503 while the model loads;
+    ``keep_alive_s``: the local model's keep-alive from now on (ModelManager.use)."""
     metrics: Metrics = request.app.state.metrics
     record = record_of(request.scope)
     manager: ModelManager = request.app.state.manager
@@ -67,9 +78,11 @@ async def generate(
         return Generation(observed, stream.cancel, where.model, where.backend, stream.prompt_tokens)
     if check_local is not None:
         check_local()
+    started = time.monotonic()
     await manager.ensure_context(name, params.context_tokens)  # a larger num_ctx: reloaded, if it fits
+    record.load_s += time.monotonic() - started
     backend: Backend
-    async with _local(request, name, wait, None) as backend:
+    async with _local(request, name, wait, None, keep_alive_s) as backend:
         local = await (backend.chat(params) if isinstance(params, ChatParams) else backend.complete(params))
     record.serve(endpoint, backend.model_id)
     observed = metrics.observe(aiter(local), record)
@@ -84,6 +97,7 @@ async def embed(
     *,
     wait: bool = True,
     check_local: Callable[[], object] | None = None,
+    keep_alive_s: float | None = None,
 ) -> tuple[Embeddings, str]:
     """``inputs`` embedded by the backend the router picks (a remote only if it can embed them: token ids
     go as they are, to a remote that takes them), counted in the metrics; with the model id that served
@@ -97,7 +111,7 @@ async def embed(
         metrics.count_embeddings(record, result.prompt_tokens)
         return result, where.model
     backend: Backend
-    async with _local(request, name, wait, check_local) as backend:
+    async with _local(request, name, wait, check_local, keep_alive_s) as backend:
         result = await backend.embed(inputs)
     record.serve(endpoint, backend.model_id)
     metrics.count_embeddings(record, result.prompt_tokens)

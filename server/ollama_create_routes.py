@@ -16,6 +16,7 @@ from appliance.derived import SUPPORTED, DerivedModel
 from appliance.errors import InvalidRequest
 from appliance.manager import ModelManager
 from server.compat_schemas import OllamaCopyRequest, OllamaCreateRequest
+from server.ollama_show import settings_fields
 from server.openapi import BODY, doc
 from server.response_schemas import OllamaPullStatus
 from server.schemas import read_body
@@ -110,25 +111,8 @@ async def copy(request: Request) -> Response:
 def show(derived: DerivedModel, shown: dict[str, Any]) -> dict[str, Any]:
     """/api/show's answer for a derived model: its base's (``shown``), with its own parameters, system
     prompt, messages, license and Modelfile."""
-    settings = derived.settings
-    parameters = derived.parameters()
-    messages = [(m.role, m.content) for m in settings.messages]
-    text = modelfile.render(derived.base, system=settings.system, parameters=parameters,
-                            messages=messages, license_texts=list(derived.license_texts))  # fmt: skip
-    width = max((len(name) for name, _ in parameters), default=0)
-    return {
-        **shown,
-        "modelfile": text,
-        "parameters": "\n".join(f"{name:<{width}} {_value(value)}" for name, value in parameters),
-        "system": settings.system or "",
-        "messages": [{"role": role, "content": content} for role, content in messages],
-        "license": "\n".join(derived.license_texts),
-        "details": {**shown["details"], "parent_model": derived.base},
-    }
-
-
-def _value(value: Any) -> str:
-    return json.dumps(value) if isinstance(value, str) else str(value)
+    own = settings_fields(derived.base, derived.settings, derived.license_texts)
+    return {**shown, **own, "details": {**shown["details"], "parent_model": derived.base}}
 
 
 def tag(derived: DerivedModel, base_entry: dict[str, Any]) -> dict[str, Any]:

@@ -2,59 +2,60 @@
 embed, pull and delete (a derived model's name only), streamed as NDJSON by default as Ollama does.
 Errors are Ollama's `{"error": "..."}`.
 
-It maps onto the same models and engine as the OpenAI routes. Ollama's request options map to the
-sampler (`num_predict` is max tokens; `num_ctx` is the request's context: one slot's bounds it, more
-reloads the model with larger slots when the planner says they fit). Chat, generate and embed go where
-the router says (server.generation), to this machine or to a remote, as every dialect does.
-/api/create and /api/copy are in server.ollama_create_routes.
+It maps onto the same models and engine as the OpenAI routes; server.ollama_params translates the
+request fields (options, think, keep_alive, ...), and names any it cannot honour. Chat, generate and
+embed go where the router says (server.generation), to this machine or to a remote, as every dialect
+does. /api/create and /api/copy are in server.ollama_create_routes, /api/show's answer in
+server.ollama_show.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import math
 import time
 from collections.abc import AsyncIterator
 from datetime import datetime, timezone
-from typing import Any, cast
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from appliance import __version__, model_defaults
+from appliance import __version__
 from appliance.backend import (
     ChatParams,
     CompletionParams,
-    Effort,
     Embeddings,
     Event,
     Finished,
     Infill,
-    Reasoning,
-    SamplingParams,
     TextDelta,
+    TokenLogprob,
     ToolCallDelta,
 )
-from appliance.capabilities import described_capabilities
-from appliance.config import PerModelSettings
 from appliance.errors import ApplianceError, InvalidRequest, ModelNotFound
 from appliance.manager import ModelManager
 from models.catalog import LocalModel
 from server import generation
+from server import ollama_params as params_of
 from server.compat_schemas import (
     OllamaChatRequest,
     OllamaEmbeddingsRequest,
     OllamaEmbedRequest,
     OllamaGenerateRequest,
-    OllamaMessage,
     OllamaModelRequest,
-    OllamaOptions,
     OllamaPullRequest,
 )
 from server.errors import clip, dialect_error_body
 from server.ollama_create_routes import show as derived_show
 from server.ollama_create_routes import tag as derived_tag
+from server.ollama_show import details, iso
+from server.ollama_show import show as show_body
+from server.openai_payloads import chat_logprob
 from server.openapi import BODY, GENERATION, doc
 from server.pull_routes import failed_kind, remove_stored, start_pull
+from server.record import record_of
 from server.response_schemas import (
     OllamaChatAnswer,
     OllamaEmbedAnswer,
@@ -66,15 +67,10 @@ from server.response_schemas import (
     OllamaTags,
     OllamaVersion,
 )
-from server.schemas import Tool, read_body
+from server.schemas import read_body
 
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api")
-
-_SAMPLING_OPTIONS = {
-    "temperature": "temperature", "top_k": "top_k", "top_p": "top_p", "min_p": "min_p",
-    "repeat_penalty": "repeat_penalty", "repeat_last_n": "repeat_last_n", "seed": "seed",
-    "presence_penalty": "presence_penalty", "frequency_penalty": "frequency_penalty",
-}  # fmt: skip
 
 
 def _manager(request: Request) -> ModelManager:
@@ -86,10 +82,6 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
 
 
-def _iso(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp, timezone.utc).isoformat().replace("+00:00", "Z")
-
-
 def _resolve(manager: ModelManager, name: str) -> LocalModel:
     try:
         return manager.resolve(name)
@@ -97,98 +89,30 @@ def _resolve(manager: ModelManager, name: str) -> LocalModel:
         raise ModelNotFound(f"model '{name}' not found") from None
 
 
-def _details(manager: ModelManager, model: LocalModel) -> dict[str, Any]:
-    info = manager.plan_for(model).model
-    params = info.n_params
-    size = f"{params / 1e9:.1f}B" if params >= 1e9 else f"{params / 1e6:.0f}M"
-    return {"parent_model": "", "format": "gguf", "family": info.architecture,
-            "families": [info.architecture], "parameter_size": size,
-            "quantization_level": info.quant}  # fmt: skip
-
-
 def _entry(manager: ModelManager, model: LocalModel) -> dict[str, Any]:
     stat = model.path.stat()
-    entry = {"name": model.id, "model": model.id, "modified_at": _iso(stat.st_mtime), "size": stat.st_size,
-             "details": _details(manager, model)}  # fmt: skip
+    entry = {"name": model.id, "model": model.id, "modified_at": iso(stat.st_mtime), "size": stat.st_size,
+             "details": details(manager, model)}  # fmt: skip
     if model.sha256:
         entry["digest"] = model.sha256
     return entry
 
 
-def _options(
-    options: OllamaOptions | None, defaults: PerModelSettings
-) -> tuple[SamplingParams, int | None, tuple[str, ...], int | None]:
-    options = options or OllamaOptions()
-    sampling = model_defaults.sampling(
-        {f: getattr(options, key) for key, f in _SAMPLING_OPTIONS.items()}, defaults
-    )
-    predict = options.num_predict
-    max_tokens = None if predict is None or predict < 0 else predict
-    stop = options.stop or ()
-    return sampling, max_tokens, (stop,) if isinstance(stop, str) else tuple(stop), options.num_ctx
-
-
-def _tools(tools: list[Tool] | None) -> list[dict[str, Any]]:
-    return [tool.model_dump(exclude_none=True) for tool in tools or []]
-
-
-def _format(fmt: str | dict[str, Any] | None) -> dict[str, Any] | None:
-    if not fmt:
-        return None
-    return fmt if isinstance(fmt, dict) else {"type": "object"}  # "json"
-
-
-def _think(think: bool | str | None) -> Reasoning:
-    """Ollama's ``think``: true or false, or how hard ("low", "medium", "high", as gpt-oss takes it)."""
-    if think is None:
-        return Reasoning()
-    if isinstance(think, bool):
-        return Reasoning(enabled=think)
-    return Reasoning(enabled=True, effort=cast(Effort, think))
-
-
-def _content(text: str | None, images: list[str] | None) -> str | list[dict[str, Any]]:
-    """A message's content on the seam: its text, and its images (Ollama sends them base64-encoded, of
-    any format) as data-URL image parts."""
-    if not images:
-        return text or ""
-    parts: list[dict[str, Any]] = [{"type": "text", "text": text}] if text else []
-    # The format is not said; image readers sniff it from the bytes, whatever the URL's type says.
-    parts += [
-        {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{image}"}} for image in images
-    ]
-    return parts
-
-
-def _messages(messages: list[OllamaMessage]) -> list[dict[str, Any]]:
-    out = []
-    for index, message in enumerate(messages):
-        item: dict[str, Any] = {"role": message.role, "content": _content(message.content, message.images)}
-        if message.tool_calls:
-            item["tool_calls"] = [
-                {"id": f"call_{index}_{i}", "type": "function",
-                 "function": {"name": c.function.name, "arguments": json.dumps(c.function.arguments or {})}}
-                for i, c in enumerate(message.tool_calls)
-            ]  # fmt: skip
-        if message.tool_name:
-            item["name"] = message.tool_name
-        if message.thinking and message.role == "assistant":  # a previous turn's thinking
-            item["reasoning_content"] = message.thinking
-        out.append(item)
-    return out
-
-
-def _timings(started: int, first: int | None, done: int, finished: Finished | None) -> dict[str, Any]:
-    """Ollama's counts and durations (ns). A reply whose output all came with its end (calls a backend
-    gives only whole) counts its whole time as generation: prompt and generation cannot be told apart
-    then, and clients divide eval_count by eval_duration."""
+def _timings(
+    started: int, first: int | None, done: int, finished: Finished | None, load_ns: int = 0
+) -> dict[str, Any]:
+    """Ollama's counts and durations (ns): the whole request's, the model's load (or the wait for it)
+    within it, the prompt's after that, the generation's. A reply whose output all came with its end
+    (calls a backend gives only whole) counts its whole time as generation: prompt and generation cannot
+    be told apart then, and clients divide eval_count by eval_duration."""
     usage = finished.usage if finished is not None else None
-    first = first or started
+    first = first or started + load_ns
     return {
         # Ollama says "stop" for a reply with tool calls too; clients look for message.tool_calls.
         "done_reason": "length" if finished is not None and finished.finish_reason == "length" else "stop",
-        "total_duration": done - started, "load_duration": 0,
-        "prompt_eval_count": usage.prompt_tokens if usage else 0, "prompt_eval_duration": first - started,
+        "total_duration": done - started, "load_duration": load_ns,
+        "prompt_eval_count": usage.prompt_tokens if usage else 0,
+        "prompt_eval_duration": max(first - started - load_ns, 0),
         "eval_count": usage.completion_tokens if usage else 0, "eval_duration": done - first,
     }  # fmt: skip
 
@@ -209,23 +133,39 @@ def _tool_calls(finished: Finished | None) -> list[dict[str, Any]]:
 
 
 async def _answer(
-    events: AsyncIterator[Event], cancel: Any, model: str, stream: bool, chat: bool, started: int
+    events: AsyncIterator[Event],
+    cancel: Any,
+    model: str,
+    stream: bool,
+    chat: bool,
+    started: int,
+    *,
+    load_ns: int = 0,
+    logprobs: bool = False,
 ) -> Response:
     """The NDJSON stream (or one object) of a chat or generate request. Streamed, a tool call goes out
     whole in its own line (``message.tool_calls``, done false) once it is complete, as Ollama does: when
-    the next call begins, or at the end."""
+    the next call begins, or at the end. ``load_ns``: how long the model took to be ready (Ollama's
+    load_duration); ``logprobs``: each line carries its tokens' log-probabilities."""
 
-    def piece(text: str, thinking: str = "") -> dict[str, Any]:
+    def piece(text: str, thinking: str = "", lps: tuple[TokenLogprob, ...] = ()) -> dict[str, Any]:
         """A line of the answer; the model's thinking, when it has some, in Ollama's ``thinking``."""
         thought = {"thinking": thinking} if thinking else {}
+        scored = {"logprobs": [chat_logprob(lp) for lp in lps]} if logprobs and lps else {}
         if chat:
             message = {"role": "assistant", "content": text, **thought}
-            return {"model": model, "created_at": _now(), "message": message, "done": False}
-        return {"model": model, "created_at": _now(), "response": text, **thought, "done": False}
+            return {"model": model, "created_at": _now(), "message": message, **scored, "done": False}
+        return {"model": model, "created_at": _now(), "response": text, **thought, **scored, "done": False}
 
-    def last(text: str, first: int | None, finished: Finished | None, thinking: str = "") -> dict[str, Any]:
-        timings = _timings(started, first, time.monotonic_ns(), finished)
-        return {**piece(text, thinking), "done": True, **timings}
+    def last(
+        text: str,
+        first: int | None,
+        finished: Finished | None,
+        thinking: str = "",
+        lps: tuple[TokenLogprob, ...] = (),
+    ) -> dict[str, Any]:
+        timings = _timings(started, first, time.monotonic_ns(), finished, load_ns)
+        return {**piece(text, thinking, lps), "done": True, **timings}
 
     def calls_line(calls: list[dict[str, Any]]) -> bytes:
         line = piece("")
@@ -235,6 +175,7 @@ async def _answer(
     if not stream:
         parts: list[str] = []
         thoughts: list[str] = []
+        token_lps: list[TokenLogprob] = []
         first: int | None = None
         finished: Finished | None = None
         async for event in events:
@@ -243,9 +184,10 @@ async def _answer(
             if isinstance(event, TextDelta):
                 parts.append(event.text)
                 thoughts.append(event.reasoning)
+                token_lps.extend(event.logprobs)
             elif isinstance(event, Finished):
                 finished = event
-        answer = last("".join(parts), first, finished, "".join(thoughts))
+        answer = last("".join(parts), first, finished, "".join(thoughts), tuple(token_lps))
         if chat and (calls := _tool_calls(finished)):
             answer["message"]["tool_calls"] = calls
         return JSONResponse(answer)
@@ -259,7 +201,7 @@ async def _answer(
             async for event in events:
                 if isinstance(event, TextDelta) and (event.text or event.reasoning):
                     first = first or time.monotonic_ns()
-                    yield json.dumps(piece(event.text, event.reasoning)).encode() + b"\n"
+                    yield json.dumps(piece(event.text, event.reasoning, event.logprobs)).encode() + b"\n"
                 elif isinstance(event, ToolCallDelta) and chat:
                     first = first or time.monotonic_ns()
                     if event.index not in writing and event.index not in sent:
@@ -310,6 +252,9 @@ async def tags(request: Request) -> dict[str, Any]:
 
 @router.get("/ps", **doc("ollama", ok=OllamaPs))
 async def ps(request: Request) -> dict[str, Any]:
+    """The loaded models; ``expires_at``: when each unloads if no request comes (its keep-alive counted
+    from its last request's end, or from now while one runs; 9999-12-31 for one kept until its memory
+    is needed, as Ollama shows a negative keep_alive)."""
     manager = _manager(request)
     now = time.monotonic()
     out = []
@@ -317,11 +262,9 @@ async def ps(request: Request) -> dict[str, Any]:
         if entry.state != "ready":
             continue
         memory = entry.plan.memory
-        expires = (
-            _iso(time.time() + max(0.0, entry.keep_alive_s - entry.idle_seconds(now)))
-            if entry.keep_alive_s is not None
-            else "9999-12-31T23:59:59Z"  # stays until its memory is needed (as Ollama says "forever")
-        )
+        keep = entry.keep_alive_s
+        left_s = None if keep is None else keep - (entry.idle_seconds(now) if entry.idle else 0.0)
+        expires = "9999-12-31T23:59:59Z" if left_s is None else iso(time.time() + max(0.0, left_s))
         item = {**_entry(manager, entry.model), "size": memory.ram_bytes + memory.vram_bytes,
                 "size_vram": memory.vram_bytes, "expires_at": expires,
                 # what one request gets: one slot's share of the KV cache
@@ -335,28 +278,26 @@ async def show(request: Request) -> Response:
     manager = _manager(request)
     name = (await read_body(request, OllamaModelRequest)).model_name
     model = _resolve(manager, name)
-    info = manager.plan_for(model).model
-    arch = info.architecture
-    described = described_capabilities(model.path, manager.settings.dirs.data, manager.template_file(model))
-    model_info = {
-        "general.architecture": arch, "general.name": info.name, "general.parameter_count": info.n_params,
-        "general.file_type": info.quant, f"{arch}.context_length": info.n_ctx_train,
-        f"{arch}.embedding_length": info.n_embd, f"{arch}.block_count": info.n_layer,
-        f"{arch}.feed_forward_length": info.n_ff,
-        f"{arch}.attention.head_count": max(info.n_head, default=0),
-        f"{arch}.attention.head_count_kv": max(info.n_head_kv, default=0),
-        f"{arch}.vocab_size": info.n_vocab,
-    }  # fmt: skip
-    shown = {
-        "modelfile": f"FROM {model.path}\n", "parameters": "", "template": "", "license": "",
-        "details": _details(manager, model), "model_info": model_info,
-        "capabilities": described["capabilities"],
-        # Ours, beside model_info: how the capabilities come about, and what `appliance eval` measured.
-        "appliance": {"declared": described["declared"], "measured": described["measured"]},
-        "modified_at": _iso(model.path.stat().st_mtime),
-    }  # fmt: skip
+    shown = show_body(manager, model)
     derived = None if name in (m.id for m in manager.models) else manager.derived.get(name)
     return JSONResponse(derived_show(derived, shown) if derived is not None else shown)
+
+
+async def _preload(request: Request, name: str, keep_alive_s: float | None, chat: bool) -> Response:
+    """Ollama's way to load a model (an empty prompt or no messages): answer ``done_reason: "load"`` once
+    it is ready; with ``keep_alive: 0``, unload it (once its running requests are done) and answer
+    ``"unload"``."""
+    manager = _manager(request)
+    _resolve(manager, name)
+    if keep_alive_s == 0:
+        await manager.unload(name)
+        reason = "unload"
+    else:
+        async with manager.use(name, keep_alive_s=keep_alive_s):
+            pass
+        reason = "load"
+    empty: dict[str, Any] = {"message": {"role": "assistant", "content": ""}} if chat else {"response": ""}
+    return JSONResponse({"model": name, "created_at": _now(), **empty, "done": True, "done_reason": reason})
 
 
 @router.post(
@@ -365,14 +306,18 @@ async def show(request: Request) -> Response:
 )
 async def chat(request: Request) -> Response:
     body = await read_body(request, OllamaChatRequest)
-    sampling, max_tokens, stop, n_ctx = _options(
-        body.options, _manager(request).settings_for(body.model_name)
+    keep_alive_s = params_of.keep_alive(body.keep_alive)
+    if not body.messages:
+        return await _preload(request, body.model_name, keep_alive_s, chat=True)
+    sampling, max_tokens, stop, n_ctx = params_of.options(
+        body.options, _manager(request).settings_for(body.model_name), "/api/chat"
     )
-    params = ChatParams(messages=_messages(body.messages or []), sampling=sampling,
-                        max_tokens=max_tokens, stop=stop, json_schema=_format(body.format),
-                        tools=_tools(body.tools), reasoning=_think(body.think),
+    params = ChatParams(messages=params_of.messages(body.messages), sampling=sampling,
+                        max_tokens=max_tokens, stop=stop, json_schema=params_of.json_format(body.format),
+                        tools=params_of.tools(body.tools), reasoning=params_of.think(body.think),
+                        top_logprobs=params_of.top_logprobs(body.logprobs, body.top_logprobs),
                         context_tokens=n_ctx)  # fmt: skip
-    return await _run(request, body, params, chat=True)
+    return await _run(request, body, params, keep_alive_s, chat=True)
 
 
 @router.post(
@@ -386,48 +331,55 @@ async def generate(request: Request) -> Response:
         raise InvalidRequest("images need a chat template: raw prompts and suffix take text only")
     if body.system and body.suffix:  # Ollama's templates drop it without a word; said here
         raise InvalidRequest("system cannot be combined with suffix: fill-in-the-middle has no chat template")
-    if not body.prompt and not body.suffix:  # Ollama's way to load a model: answer once it is ready
-        manager = _manager(request)
-        _resolve(manager, name)
-        async with manager.use(name):
-            pass
-        return JSONResponse({"model": name, "created_at": _now(), "response": "", "done": True,
-                             "done_reason": "load"})  # fmt: skip
-    sampling, max_tokens, stop, n_ctx = _options(
-        body.options, _manager(request).settings_for(body.model_name)
+    params_of.refuse_unhonoured({**(body.model_extra or {}), "template": body.template,
+                                 "context": body.context}, "/api/generate")  # fmt: skip
+    keep_alive_s = params_of.keep_alive(body.keep_alive)
+    if not body.prompt and not body.suffix:  # Ollama's way to load a model (a suffix alone is a fill-in)
+        return await _preload(request, name, keep_alive_s, chat=False)
+    sampling, max_tokens, stop, n_ctx = params_of.options(
+        body.options, _manager(request).settings_for(body.model_name), "/api/generate"
     )
+    top = params_of.top_logprobs(body.logprobs, body.top_logprobs)
     params: ChatParams | CompletionParams
     if body.suffix:  # fill-in-the-middle, framed by the model's FIM tokens (no chat template), raw or not
         infill = Infill(prefix=body.prompt or "", suffix=body.suffix)
         params = CompletionParams(prompt=infill.prefix, sampling=sampling, max_tokens=max_tokens, stop=stop,
-                                  json_schema=_format(body.format), context_tokens=n_ctx,
-                                  infill=infill)  # fmt: skip
+                                  top_logprobs=top, json_schema=params_of.json_format(body.format),
+                                  context_tokens=n_ctx, infill=infill)  # fmt: skip
     elif body.raw:  # the prompt is not empty: see above
         params = CompletionParams(prompt=body.prompt or "", sampling=sampling, max_tokens=max_tokens,
-                                  stop=stop, json_schema=_format(body.format),
+                                  stop=stop, top_logprobs=top, json_schema=params_of.json_format(body.format),
                                   context_tokens=n_ctx)  # fmt: skip
     else:
         system = [{"role": "system", "content": body.system}] if body.system else []
-        user = {"role": "user", "content": _content(body.prompt, body.images)}
+        user = {"role": "user", "content": params_of.content(body.prompt, body.images)}
         params = ChatParams(messages=[*system, user],
-                            sampling=sampling, max_tokens=max_tokens, stop=stop,
-                            json_schema=_format(body.format), reasoning=_think(body.think),
-                            context_tokens=n_ctx)  # fmt: skip
-    return await _run(request, body, params, chat=False)
+                            sampling=sampling, max_tokens=max_tokens, stop=stop, top_logprobs=top,
+                            json_schema=params_of.json_format(body.format),
+                            reasoning=params_of.think(body.think), context_tokens=n_ctx)  # fmt: skip
+    return await _run(request, body, params, keep_alive_s, chat=False)
 
 
 async def _run(
     request: Request,
     body: OllamaChatRequest | OllamaGenerateRequest,
     params: ChatParams | CompletionParams,
+    keep_alive_s: float | None,
     chat: bool,
 ) -> Response:
     started = time.monotonic_ns()
     name = body.model_name
     endpoint = "/api/chat" if chat else "/api/generate"
-    run = await generation.generate(request, endpoint, name, params,
-                                    check_local=lambda: _resolve(_manager(request), name))  # fmt: skip
-    return await _answer(run.events, run.cancel, name, body.streams, chat, started)
+
+    def check_local() -> None:  # served here: the model must be installed, and think what it can
+        _resolve(_manager(request), name)
+        params_of.check_think(_manager(request), name, body.think)
+
+    run = await generation.generate(request, endpoint, name, params, check_local=check_local,
+                                    keep_alive_s=keep_alive_s)  # fmt: skip
+    load_ns = round(record_of(request.scope).load_s * 1e9)
+    return await _answer(run.events, run.cancel, name, body.streams, chat, started, load_ns=load_ns,
+                         logprobs=params.top_logprobs is not None)  # fmt: skip
 
 
 def _pull_ref(name: str) -> str:
@@ -494,11 +446,28 @@ async def delete(request: Request) -> Response:
     return Response(status_code=200)
 
 
-async def _embed(request: Request, name: str, inputs: list[str], endpoint: str) -> tuple[Embeddings, int]:
+async def _embed(
+    request: Request, name: str, inputs: list[str], endpoint: str, keep_alive_s: float | None = None
+) -> tuple[Embeddings, int]:
     started = time.monotonic_ns()
-    result, _ = await generation.embed(request, endpoint, name, inputs,
+    result, _ = await generation.embed(request, endpoint, name, inputs, keep_alive_s=keep_alive_s,
                                        check_local=lambda: _resolve(_manager(request), name))  # fmt: skip
     return result, time.monotonic_ns() - started
+
+
+def _shortened(vectors: list[list[float]], dimensions: int | None) -> list[list[float]]:
+    """Ollama's ``dimensions``: each vector cut to its first ``dimensions`` values, normalised again."""
+    if dimensions is None:
+        return vectors
+    if vectors and dimensions > len(vectors[0]):
+        raise InvalidRequest(f"dimensions {dimensions} is more than the model's {len(vectors[0])}",
+                             param="dimensions")  # fmt: skip
+    out = []
+    for vector in vectors:
+        cut = vector[:dimensions]
+        norm = math.sqrt(sum(x * x for x in cut)) or 1.0
+        out.append([x / norm for x in cut])
+    return out
 
 
 @router.post("/embed", **doc("ollama", body=OllamaEmbedRequest, ok=OllamaEmbedAnswer, errors=GENERATION))
@@ -506,9 +475,16 @@ async def embed(request: Request) -> Response:
     body = await read_body(request, OllamaEmbedRequest)
     name = body.model_name
     inputs = [body.input] if isinstance(body.input, str) else body.input
-    result, took = await _embed(request, name, inputs, "/api/embed")
-    return JSONResponse({"model": name, "embeddings": result.vectors, "total_duration": took,
-                         "load_duration": 0, "prompt_eval_count": result.prompt_tokens})  # fmt: skip
+    if body.truncate:  # Ollama's default; here an input longer than the context is refused, never cut
+        log.warning("/api/embed: truncate is not done here: an input longer than the context is a 400")
+    if body.options is not None:
+        params_of.options(body.options, _manager(request).settings_for(name), "/api/embed")  # names extras
+    keep_alive_s = params_of.keep_alive(body.keep_alive)
+    result, took = await _embed(request, name, inputs, "/api/embed", keep_alive_s)
+    load_ns = round(record_of(request.scope).load_s * 1e9)
+    return JSONResponse({"model": name, "embeddings": _shortened(result.vectors, body.dimensions),
+                         "total_duration": took, "load_duration": load_ns,
+                         "prompt_eval_count": result.prompt_tokens})  # fmt: skip
 
 
 @router.post(
@@ -519,5 +495,6 @@ async def embeddings(request: Request) -> Response:
     """Ollama's older embedding endpoint (one ``prompt``, one ``embedding``), still used by clients such
     as LangChain's OllamaEmbeddings before 0.3. The vector is normalised, as /api/embed's are."""
     body = await read_body(request, OllamaEmbeddingsRequest)
-    result, _ = await _embed(request, body.model_name, [body.prompt], "/api/embeddings")
+    keep_alive_s = params_of.keep_alive(body.keep_alive)
+    result, _ = await _embed(request, body.model_name, [body.prompt], "/api/embeddings", keep_alive_s)
     return JSONResponse({"embedding": result.vectors[0]})

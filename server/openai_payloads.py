@@ -54,6 +54,7 @@ def usage_body(usage: Usage) -> dict[str, Any]:
 
 
 def chat_logprob(lp: TokenLogprob) -> dict[str, Any]:
+    """One token's log-probability as OpenAI's chat answers (and Ollama's) write it."""
     return {
         "token": lp.token,
         "logprob": lp.logprob,

@@ -34,6 +34,9 @@ class RequestRecord:
     reason: str | None = None
     """Why it went to a remote (capability, context, load, explicit)."""
     kind: Kind = "refused"
+    load_s: float = 0.0
+    """How long it waited for its local model to be ready (a load, a reload for its context, or the wait
+    for another request's load): Ollama's load_duration."""
     first_token_s: float | None = None
     last_token_s: float | None = None
     prompt_tokens: int | None = None

@@ -1,5 +1,6 @@
-"""Several models: on-demand loads, keep-alive, least-recently-used eviction under the memory budget,
-and the load/unload API. The second model is a copy of the default one under another name in the store."""
+"""Several models: on-demand loads, keep-alive (Ollama's `keep_alive` too), least-recently-used
+eviction under the memory budget, and the load/unload API. The second model is a copy of the default
+one under another name in the store."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -135,30 +137,34 @@ def test_a_model_loaded_on_demand_unloads_after_its_keep_alive(models_daemon: Da
     assert _loaded(models_daemon) == [MODEL_ID]
 
 
+def _stream_default(
+    daemon: Daemon, max_tokens: int, first_token: concurrent.futures.Future[float]
+) -> tuple[str | None, int, float]:
+    """A story from the default model, streamed to ``max_tokens`` (end-of-text banned): its finish
+    reason, its token count and when it ended; ``first_token`` is set when its first chunk comes."""
+    body = {"model": MODEL_ID, "messages": [{"role": "user", "content": "Tell a story."}],
+            "max_tokens": max_tokens, "temperature": 0, "stream": True, "logit_bias": NO_EOS_BIAS,
+            "stream_options": {"include_usage": True}}  # fmt: skip
+    finish, tokens = None, 0
+    with web.stream("POST", f"{daemon.v1}/chat/completions", json=body, timeout=120) as r:
+        for line in r.iter_lines():
+            if not line.startswith("data: {"):
+                continue
+            chunk = json.loads(line[6:])
+            if not first_token.done():
+                first_token.set_result(time.monotonic())
+            if chunk["choices"] and chunk["choices"][0]["finish_reason"]:
+                finish = chunk["choices"][0]["finish_reason"]
+            if chunk.get("usage"):
+                tokens = chunk["usage"]["completion_tokens"]
+    return finish, tokens, time.monotonic()
+
+
 def test_a_busy_model_is_not_unloaded_the_new_one_waits_for_it(models_daemon: Daemon) -> None:
     _only_default_loaded(models_daemon)
     first_token = concurrent.futures.Future[float]()
-
-    def stream_default() -> tuple[str | None, int, float]:
-        body = {"model": MODEL_ID, "messages": [{"role": "user", "content": "Tell a story."}],
-                "max_tokens": 200, "temperature": 0, "stream": True, "logit_bias": NO_EOS_BIAS,
-                "stream_options": {"include_usage": True}}  # fmt: skip
-        finish, tokens = None, 0
-        with web.stream("POST", f"{models_daemon.v1}/chat/completions", json=body, timeout=120) as r:
-            for line in r.iter_lines():
-                if not line.startswith("data: {"):
-                    continue
-                chunk = json.loads(line[6:])
-                if not first_token.done():
-                    first_token.set_result(time.monotonic())
-                if chunk["choices"] and chunk["choices"][0]["finish_reason"]:
-                    finish = chunk["choices"][0]["finish_reason"]
-                if chunk.get("usage"):
-                    tokens = chunk["usage"]["completion_tokens"]
-        return finish, tokens, time.monotonic()
-
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
-        streaming = pool.submit(stream_default)
+        streaming = pool.submit(_stream_default, models_daemon, 200, first_token)
         first_token.result(timeout=60)
         other = pool.submit(lambda: (_chat(models_daemon, SECOND), time.monotonic()))
         finish, tokens, stream_ended = streaming.result(timeout=120)
@@ -273,3 +279,69 @@ def test_an_installed_model_too_large_for_the_budget_is_refused_before_loading(t
         assert listed["huge-model"]["loaded"] is False
     finally:
         stop_daemon(daemon)
+
+
+def _expiries(daemon: Daemon) -> dict[str, datetime]:
+    """/api/ps: when each loaded model unloads if no request comes."""
+    models = web.get(f"{daemon.url}/api/ps", timeout=10).json()["models"]
+    return {m["model"]: datetime.fromisoformat(m["expires_at"]) for m in models}
+
+
+def _ollama(daemon: Daemon, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    response = _post(daemon, path, json={"stream": False, **body})
+    assert response.status_code == 200, response.text
+    return response.json()  # type: ignore[no-any-return]
+
+
+def _said(model: str, **fields: Any) -> dict[str, Any]:
+    return {"model": model, "messages": [{"role": "user", "content": "Say hi."}],
+            "options": {"num_predict": 3, "temperature": 0}, **fields}  # fmt: skip
+
+
+def test_ollama_keep_alive_says_when_a_model_unloads(models_daemon: Daemon) -> None:
+    _only_default_loaded(models_daemon)
+    # The ollama client's preload (no messages): the model loads, nothing is generated.
+    loaded = _ollama(models_daemon, "/api/chat", {"model": SECOND, "messages": [], "keep_alive": "1h"})
+    assert (loaded["done"], loaded["done_reason"], loaded["message"]["content"]) == (True, "load", "")
+    left_s = (_expiries(models_daemon)[SECOND] - datetime.now(timezone.utc)).total_seconds()
+    assert 3500 < left_s <= 3600
+    _ollama(models_daemon, "/api/chat", _said(SECOND, keep_alive=-1))  # negative: until memory is needed
+    assert _expiries(models_daemon)[SECOND].year == 9999
+    unloaded = f'appliance_model_unloads_total{{model="{SECOND}",reason="idle"}}'
+    before = _metric(models_daemon, unloaded)
+    assert _ollama(models_daemon, "/api/chat", _said(SECOND, keep_alive=0))["done"]
+    assert wait_until(lambda: SECOND not in _expiries(models_daemon), timeout=10)  # 0: once it is done
+    assert _metric(models_daemon, unloaded) == before + 1
+    assert _ollama(models_daemon, "/api/embed", {"model": SECOND, "input": "hi", "keep_alive": "0s"})
+    assert wait_until(lambda: SECOND not in _expiries(models_daemon), timeout=10)
+    # An empty prompt with keep_alive 0 unloads before it answers; without, the default model comes back
+    # as it was: loaded until its memory is needed.
+    _post(models_daemon, f"/appliance/v1/models/{MODEL_ID}/load")
+    gone = _ollama(models_daemon, "/api/generate", {"model": MODEL_ID, "prompt": "", "keep_alive": 0})
+    assert (gone["done_reason"], gone["response"]) == ("unload", "") and _expiries(models_daemon) == {}
+    assert _ollama(models_daemon, "/api/generate", {"model": MODEL_ID})["done_reason"] == "load"
+    assert _expiries(models_daemon)[MODEL_ID].year == 9999
+    bad = _post(models_daemon, "/api/chat", json=_said(MODEL_ID, keep_alive="soon"))
+    assert bad.status_code == 400 and "keep_alive" in bad.json()["error"]
+
+
+def test_keep_alive_0_waits_for_the_requests_the_model_serves(models_daemon: Daemon) -> None:
+    _only_default_loaded(models_daemon)
+    first_token = concurrent.futures.Future[float]()
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        streaming = pool.submit(_stream_default, models_daemon, 40, first_token)
+        first_token.result(timeout=60)
+        assert _ollama(models_daemon, "/api/chat", _said(MODEL_ID, keep_alive=0))["done"]
+        assert streaming.result(timeout=120)[:2] == ("length", 40)  # not cut short by the unload
+    assert wait_until(lambda: MODEL_ID not in _expiries(models_daemon), timeout=10)
+
+
+def test_any_dialects_request_keeps_a_model_warm(models_daemon: Daemon) -> None:
+    _only_default_loaded(models_daemon)
+    _ollama(models_daemon, "/api/generate", {"model": SECOND, "keep_alive": "30s"})
+    first = _expiries(models_daemon)[SECOND]
+    time.sleep(1.2)
+    assert _chat(models_daemon, SECOND).status_code == 200  # OpenAI's: the expiry moves on
+    assert (_expiries(models_daemon)[SECOND] - first).total_seconds() >= 1
+    loaded = {m["id"]: m for m in _status(models_daemon)["models"]}
+    assert loaded[SECOND]["keep_alive_s"] == 30  # the keep-alive an Ollama request set stays

@@ -8,7 +8,7 @@ import ollama
 import pytest
 
 from tests import web
-from tests.server.conftest import MODEL_ID, Daemon
+from tests.server.conftest import MODEL_ID, Daemon, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -112,3 +112,85 @@ def test_wrong_types_are_400_in_ollamas_shape(
     response = web.post(f"{daemon.url}/api/{path}", json=body, timeout=30)
     assert response.status_code == 400, response.text
     assert set(response.json()) == {"error"} and expected in response.json()["error"]
+
+
+def test_show_gives_the_models_template_metadata_and_settings(client: ollama.Client) -> None:
+    shown = client.show(MODEL_ID)
+    assert shown.template and "<|im_start|>" in shown.template  # the GGUF's own Jinja template
+    info = shown.modelinfo or {}
+    assert info["general.parameter_count"] == 134_515_008 and info["llama.attention.head_count_kv"] == 3
+    assert info["tokenizer.ggml.eos_token_id"] == 2 and info["tokenizer.ggml.tokens"] is None  # not verbose
+    assert "tokenizer.chat_template" not in info
+    assert shown.modelfile and shown.modelfile.splitlines()[1].startswith("FROM /")
+    assert shown.details is not None and shown.details.quantization_level == "Q4_1"
+
+
+def test_replies_say_how_long_the_load_took(client: ollama.Client) -> None:
+    answer = client.chat(MODEL_ID, messages=[{"role": "user", "content": "Hi"}], options={"num_predict": 2})
+    assert answer.load_duration is not None and answer.total_duration is not None
+    assert 0 < answer.load_duration < answer.total_duration
+    parts = (answer.load_duration, answer.prompt_eval_duration or 0, answer.eval_duration or 0)
+    assert sum(parts) <= answer.total_duration
+
+
+def test_empty_messages_load_the_model_and_generate_nothing(client: ollama.Client) -> None:
+    loaded = client.chat(MODEL_ID, messages=[])
+    assert (loaded.done, loaded.done_reason, loaded.message.content) == (True, "load", "")
+    assert not loaded.eval_count
+
+
+def test_think_on_a_model_that_cannot_is_ollamas_400(client: ollama.Client) -> None:
+    hi = [{"role": "user", "content": "hi"}]
+    for think in (True, "high"):
+        with pytest.raises(ollama.ResponseError) as refused:
+            client.chat(MODEL_ID, messages=hi, think=think, options={"num_predict": 2})  # type: ignore[arg-type]
+        assert refused.value.status_code == 400
+        assert refused.value.error == f'"{MODEL_ID}" does not support thinking'
+    assert client.chat(MODEL_ID, messages=hi, think=False, options={"num_predict": 2}).done
+
+
+def test_logprobs_and_dimensions_are_honoured(client: ollama.Client) -> None:
+    hi = [{"role": "user", "content": "hi"}]
+    answer = client.chat(MODEL_ID, messages=hi, logprobs=True, top_logprobs=2, options={"num_predict": 3})
+    assert answer.logprobs is not None and len(answer.logprobs) == answer.eval_count == 3
+    assert "".join(lp.token for lp in answer.logprobs) == answer.message.content
+    assert all(len(lp.top_logprobs or []) == 2 and lp.logprob <= 0 for lp in answer.logprobs)
+    streamed = list(
+        client.generate(MODEL_ID, prompt="Hi", logprobs=True, options={"num_predict": 3}, stream=True)
+    )
+    assert sum(len(part.logprobs or []) for part in streamed) == 3
+    full = client.embed(MODEL_ID, input="a text").embeddings[0]
+    cut = client.embed(MODEL_ID, input="a text", dimensions=8).embeddings[0]
+    assert len(cut) == 8 and abs(sum(x * x for x in cut) - 1) < 1e-6
+    norm = sum(x * x for x in full[:8]) ** 0.5
+    assert max(abs(a - b / norm) for a, b in zip(cut, full[:8], strict=True)) < 1e-6
+
+
+@pytest.mark.parametrize(
+    ("path", "extra", "expected"),
+    [
+        ("generate", {"template": "{{ .Prompt }}"}, "template (a Go template) is not run here"),
+        ("generate", {"context": [1, 2, 3]}, "context (an earlier /api/generate's tokens) is not kept"),
+        ("chat", {"top_logprobs": 3}, "top_logprobs needs logprobs: true"),
+        ("chat", {"logprobs": True, "top_logprobs": 21}, "top_logprobs must be between 0 and 20"),
+    ],
+)  # fmt: skip
+def test_fields_that_cannot_be_honoured_are_400s(
+    daemon: Daemon, path: str, extra: dict[str, object], expected: str
+) -> None:
+    body = {
+        "model": MODEL_ID,
+        "messages": [{"role": "user", "content": "hi"}],
+        "prompt": "hi",
+        "stream": False,
+    }
+    response = web.post(f"{daemon.url}/api/{path}", json={**body, **extra}, timeout=30)
+    assert response.status_code == 400, response.text
+    assert expected in response.json()["error"]
+
+
+def test_options_this_engine_lacks_are_named_in_a_warning(client: ollama.Client, daemon: Daemon) -> None:
+    options = {"num_predict": 1, "mirostat": 2, "num_gpu": 1}
+    client.generate(MODEL_ID, prompt="Hi", options=options)
+    assert wait_until(lambda: "/api/generate: ignoring options num_gpu" in daemon.log())
+    assert "mirostat (not in this engine's sampler)" in daemon.log()

@@ -48,13 +48,13 @@ def test_the_served_model_comes_first_and_each_file_and_name_once(tmp_path: Path
 @pytest.mark.parametrize(
     ("text", "seconds"),
     [("30s", 30), ("5m", 300), ("1h", 3600), ("90", 90), ("0", 0), ("250ms", 0.25), ("-1", None),
-     (-1, None), (12, 12)],
+     (-1, None), (12, 12), ("1h30m", 5400), ("-5m", None), ("2m0.5s", 120.5)],
 )  # fmt: skip
 def test_durations(text: str | int, seconds: float | None) -> None:
     assert parse_duration(text) == seconds
 
 
-@pytest.mark.parametrize("text", ["soon", "5 minutes", "", "1x"])
+@pytest.mark.parametrize("text", ["soon", "5 minutes", "", "1x", "1h30", "--1"])
 def test_bad_durations_say_what_is_expected(text: str) -> None:
     with pytest.raises(ValueError, match="examples"):
         parse_duration(text)

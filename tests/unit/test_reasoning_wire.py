@@ -15,7 +15,14 @@ from appliance.backend import ChatParams, Event, Finished, Reasoning, TextDelta,
 from appliance.config import PerModelSettings, RemoteSettings
 from appliance.remotes.backend import RemoteStream, chat_body
 from appliance.remotes.pool import Remote
-from server import anthropic_stream, anthropic_translate, ollama_routes, openai_payloads, openai_routes
+from server import (
+    anthropic_stream,
+    anthropic_translate,
+    ollama_params,
+    ollama_routes,
+    openai_payloads,
+    openai_routes,
+)
 from server.anthropic_schemas import AnthropicRequest
 from server.compat_schemas import OllamaChatRequest
 from server.schemas import ChatCompletionRequest, parse_body
@@ -108,8 +115,8 @@ def test_each_dialect_s_switch_becomes_one_reasoning() -> None:
     assert openai("none") == Reasoning(enabled=False)
     assert openai("high") == Reasoning(enabled=True, effort="high")
     think = parse_body(b'{"model": "m", "think": "low"}', OllamaChatRequest).think
-    assert ollama_routes._think(think) == Reasoning(enabled=True, effort="low")
-    assert ollama_routes._think(False) == Reasoning(enabled=False)
+    assert ollama_params.think(think) == Reasoning(enabled=True, effort="low")
+    assert ollama_params.think(False) == Reasoning(enabled=False)
     anthropic = {"model": "m", "max_tokens": 2048, "messages": [{"role": "user", "content": "x"}],
                  "thinking": {"type": "enabled", "budget_tokens": 1024}}  # fmt: skip
     body = parse_body(json.dumps(anthropic).encode(), AnthropicRequest)
@@ -128,7 +135,7 @@ def test_a_previous_turn_s_thinking_goes_back_to_the_model() -> None:
     assert messages[1] == {"role": "assistant", "content": "Hello", "reasoning_content": "greet back"}
     ollama = {"model": "m", "messages": [{"role": "assistant", "content": "Hello", "thinking": "greet back"}]}
     assert (
-        ollama_routes._messages(parse_body(json.dumps(ollama).encode(), OllamaChatRequest).messages or [])[0][
+        ollama_params.messages(parse_body(json.dumps(ollama).encode(), OllamaChatRequest).messages or [])[0][
             "reasoning_content"
         ]
         == "greet back"
