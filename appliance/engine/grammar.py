@@ -29,9 +29,22 @@ __all__ = [
 _ANNOTATIONS = frozenset(("description", "title", "examples", "default", "$comment", "deprecated"))
 
 
+# A character of a JSON string: llama-cpp-python's converter lets raw control characters in ([^"\\]),
+# which JSON forbids and every parser refuses (a string with a raw newline came back from a schema-bound
+# reply); llama.cpp's own converter leaves them out, and DEL, as here.
+_JSON_CHAR = llama_grammar.BuiltinRule(
+    r'[^"\\\x7F\x00-\x1F] | "\\" (["\\/bfnrt] | "u" [0-9a-fA-F] [0-9a-fA-F] [0-9a-fA-F] [0-9a-fA-F])', []
+)
+
+
 class _SchemaConverter(llama_grammar.SchemaConverter):
-    """llama-cpp-python's converter, plus the integer bounds it leaves out, and schemas of annotations
-    only (Claude Code's tools have ``{"description": ...}`` for "any value"), which it refuses."""
+    """llama-cpp-python's converter, plus the integer bounds it leaves out, schemas of annotations
+    only (Claude Code's tools have ``{"description": ...}`` for "any value"), which it refuses, and
+    strings without raw control characters."""
+
+    def _add_primitive(self, name: str, rule: Any) -> str:
+        result: str = super()._add_primitive(name, _JSON_CHAR if name == "char" else rule)
+        return result
 
     def visit(self, schema: Any, name: str) -> str:
         if isinstance(schema, dict) and schema and _ANNOTATIONS.issuperset(schema):

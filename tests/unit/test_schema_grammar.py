@@ -61,3 +61,25 @@ def test_a_schema_of_annotations_only_is_any_value() -> None:
     grammar = json_schema_grammar({"type": "object", "properties": {"args": {"description": "anything"}}})
     assert built_by_llama_cpp([grammar]) == [True]
     assert "args-kv ::= " in grammar and '":" space value' in grammar
+
+
+def test_strings_take_no_raw_control_characters() -> None:
+    """JSON strings escape control characters: a schema's grammar must not let a model write a raw
+    newline or tab into one (llama-cpp-python's converter did; a Claude Code structured reply came back
+    as `{"name": "Paris }\\n\\nThe answer..."` that no JSON parser reads). Escaped ones are fine."""
+    from tests.grammar_text import allowed_by_llama_cpp
+
+    string = json_schema_grammar({"type": "object", "properties": {"name": {"type": "string"}},
+                                  "required": ["name"], "additionalProperties": False})  # fmt: skip
+    anything = json_schema_grammar({"type": "object"})
+    texts = ['{"name": "Paris"}', '{"name": "Paris\\nFrance"}', '{"name": "Paris\nFrance"}',
+             '{"name": "a\tb"}', '{"k": ["x\ny"]}', '{"k": ["x\\ty"]}']  # fmt: skip
+    grammars = [string] * 4 + [anything] * 2
+    assert allowed_by_llama_cpp(list(zip(grammars, texts, strict=True))) == [
+        True,
+        True,
+        False,
+        False,
+        False,
+        True,
+    ]
