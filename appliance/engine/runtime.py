@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import os
 import threading
 from collections import deque
 from collections.abc import Iterator
@@ -93,19 +94,30 @@ def system_info() -> str:
 _DEVICE_TYPES = ("cpu", "gpu", "igpu", "accel")
 
 
+def _ggml_library_dir() -> Path:
+    """Where libggml is: beside the libllama that llama_cpp loaded. llama_cpp honours
+    LLAMA_CPP_LIB_PATH (a llama.cpp built apart, docs/INSTALL.md) but its _ggml module looks only in the
+    package's lib/, which then holds no libggml (seen on the H200 build: `hw` saw no GPU backend)."""
+    import llama_cpp
+
+    override = os.environ.get("LLAMA_CPP_LIB_PATH")
+    return Path(override) if override else Path(llama_cpp.__file__).parent / "lib"
+
+
 def _ggml_function(name: str, restype: Any, *argtypes: Any) -> Any:
     """A private ctypes binding of a ggml function (argtypes set on it bind nothing of llama_cpp's).
 
-    llama_cpp._ggml loads libggml (the backend registry); the device calls live in libggml-base, which
-    libggml links, so the dynamic linker finds them through it; where it does not (Windows), load it.
+    libggml holds the backend registry; the device calls live in libggml-base, which libggml links, so
+    the dynamic linker finds them through it; where it does not (Windows), load it.
     """
-    from llama_cpp import _ctypes_extensions, _ggml
+    from llama_cpp import _ctypes_extensions
 
     prototype = ctypes.CFUNCTYPE(restype, *argtypes)
+    libggml = _ctypes_extensions.load_shared_library("ggml", _ggml_library_dir())
     try:
-        return prototype((name, _ggml.libggml))
+        return prototype((name, libggml))
     except AttributeError:
-        base = _ctypes_extensions.load_shared_library("ggml-base", Path(_ggml.libggml_base_path))
+        base = _ctypes_extensions.load_shared_library("ggml-base", _ggml_library_dir())
         return prototype((name, base))
 
 
