@@ -40,7 +40,52 @@ def long_prompt() -> str:
     return "Read these notes:\n\n" + " ".join(sentences) + "\n\nSummarize the notes above in detail."
 
 
-PROMPTS: dict[str, Callable[[], str]] = {"short": lambda: SHORT_PROMPT, "long": long_prompt}
+EDIT_CODE = '''\
+def load_settings(path, defaults=None):
+    """Read a settings file and merge it over the defaults."""
+    settings = dict(defaults or {})
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            if "=" not in line:
+                raise ValueError(f"{path}:{number}: expected key = value, got {line!r}")
+            key, value = (part.strip() for part in line.split("=", 1))
+            if value.lower() in ("true", "false"):
+                settings[key] = value.lower() == "true"
+            elif value.isdigit():
+                settings[key] = int(value)
+            else:
+                settings[key] = value.strip('"')
+    return settings
+
+
+def save_settings(path, settings):
+    """Write the settings back, one key = value per line, sorted by key."""
+    with open(path, "w", encoding="utf-8") as handle:
+        for key in sorted(settings):
+            value = settings[key]
+            if isinstance(value, bool):
+                value = "true" if value else "false"
+            handle.write(f"{key} = {value}\\n")
+'''
+
+
+def edit_prompt() -> str:
+    """A code edit whose answer mostly repeats the prompt (what speculation by prompt lookup speeds
+    up): about 300 tokens of code to be given back whole with one name changed."""
+    return (
+        "Rename the function load_settings to read_settings in this code. Reply with the whole "
+        f"code and nothing else.\n\n```python\n{EDIT_CODE}```"
+    )
+
+
+PROMPTS: dict[str, Callable[[], str]] = {
+    "short": lambda: SHORT_PROMPT,
+    "long": long_prompt,
+    "edit": edit_prompt,
+}
 
 
 @dataclass(frozen=True)

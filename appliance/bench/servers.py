@@ -56,6 +56,11 @@ def _llama_server(s: Setup, load: Load, port: int) -> list[str]:
     return [s.llama_server, "-m", str(s.model), *flags.split()]
 
 
+def _llama_server_ngram(s: Setup, load: Load, port: int) -> list[str]:
+    # llama-server's speculation by n-gram lookup in the context (its default draft lengths).
+    return [*_llama_server(s, load, port), "--spec-type", "ngram-simple"]
+
+
 def _llama_cpp_python(s: Setup, load: Load, port: int) -> list[str]:
     # Its server runs one request at a time whatever the concurrency (a new request aborts a stream).
     flags = f"--host 127.0.0.1 --port {port} --n_threads {s.threads} --n_threads_batch {s.threads}"
@@ -82,8 +87,17 @@ def _end_of_text_bias(s: Setup, load: Load) -> dict[str, Any]:
 
 SERVERS = {
     "appliance": ServerSpec("appliance", _appliance, env=lambda s, tmp: {"APPLIANCE_HOME": tmp}),
+    # The appliance without speculative decoding (model.draft_max 0), to measure what it gains.
+    "appliance-plain": ServerSpec(
+        "appliance-plain",
+        _appliance,
+        env=lambda s, tmp: {"APPLIANCE_HOME": tmp, "APPLIANCE_MODEL__DRAFT_MAX": "0"},
+    ),
     "llama-server": ServerSpec(
         "llama-server", _llama_server, extra_body=lambda s, load: {"n_predict": load.tokens}
+    ),
+    "llama-server-ngram": ServerSpec(
+        "llama-server-ngram", _llama_server_ngram, extra_body=lambda s, load: {"n_predict": load.tokens}
     ),
     "llama-cpp-python": ServerSpec(
         "llama-cpp-python", _llama_cpp_python, extra_body=_end_of_text_bias, ignore_eos=False

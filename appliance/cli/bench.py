@@ -133,7 +133,7 @@ def run(
     if unknown := [n for n in names if n not in SERVERS]:
         raise BenchError(f"unknown server {unknown[0]!r}; choose from {', '.join(SERVERS)}")
     llama_server = llama_server or shutil.which("llama-server")
-    if REFERENCE in names and not llama_server:
+    if any(n.startswith(REFERENCE) for n in names) and not llama_server:
         raise BenchError(
             "no llama-server on PATH: give its binary with --llama-server (docs/BENCHMARKS.md builds one)"
         )
@@ -206,7 +206,12 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
     bench.add_argument("--tokens", type=int, default=128, help="tokens generated per request (default 128)")
     bench.add_argument("--concurrency", type=int, default=1, help="requests in flight at once (default 1)")
     bench.add_argument("--requests", type=int, default=5, help="measured requests per server (default 5)")
-    bench.add_argument("--prompt", choices=["short", "long"], default="short", help="short, or ~2000 tokens")
+    bench.add_argument(
+        "--prompt",
+        choices=["short", "long", "edit"],
+        default="short",
+        help="short; ~2000 tokens; or a code edit whose answer repeats the prompt (speculation)",
+    )
     bench.add_argument("--json", action="store_true", help="print the results as JSON")
     bench.add_argument("--out", type=Path, metavar="FILE", help="also write the results to FILE as JSON")
     bench.add_argument("--log-dir", type=Path, help="keep each started server's log in this directory")

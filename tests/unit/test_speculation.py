@@ -58,16 +58,19 @@ def model() -> Iterator[Any]:
 
     path = embedded_model_path()
     assert path is not None, "the [default-model] extra is needed"
-    loaded = LlamaModel(path, LoadOptions(n_ctx=4096, n_seq_max=2, flash_attn="on", n_threads=1,
-                                          n_threads_batch=1))  # one thread: no spinning on a busy machine
+    loaded = LlamaModel(
+        path, LoadOptions(n_ctx=4096, n_seq_max=2, flash_attn="on", n_threads=1, n_threads_batch=1)
+    )  # one thread: no spinning on a busy machine
     yield loaded
     loaded.close()
 
 
 # A reply that repeats its prompt: the embedded 135M model copies prose faithfully (code it rewrites).
-TEXT = ("The quick brown fox jumps over the lazy dog. The dog sleeps in the sun while the fox runs into the "
-        "forest to find food for its family before the winter comes. In the spring the fox returns with "
-        "three cubs, and the dog, now old and slow, watches them play in the tall grass by the river.")
+TEXT = (
+    "The quick brown fox jumps over the lazy dog. The dog sleeps in the sun while the fox runs into the "
+    "forest to find food for its family before the winter comes. In the spring the fox returns with "
+    "three cubs, and the dog, now old and slow, watches them play in the tall grass by the river."
+)
 COPY = f"<|im_start|>user\nCopy this text exactly: {TEXT}<|im_end|>\n<|im_start|>assistant\n"
 
 
