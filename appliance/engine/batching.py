@@ -17,7 +17,7 @@ from appliance.engine.faults import Faults
 from appliance.engine.formats.reader import ReplyEvent
 from appliance.engine.jobs import DONE, GenerationJob
 from appliance.engine.params import GeneratedToken
-from appliance.engine.speculation import NgramDrafter
+from appliance.engine.speculation import NgramDrafter, StepCost
 from appliance.engine.text import StopScanner
 from appliance.errors import ApplianceError, EngineFailure
 
@@ -108,14 +108,14 @@ class Slot:
         if self.generated >= job.max_tokens:
             self.finish(model, "length")
 
-    def guess(self, model: Any, room: int) -> list[int]:
+    def guess(self, model: Any, room: int, cost: tuple[float, float] | None) -> list[int]:
         """Tokens guessed to follow ``next_token`` (none without a drafter), at most ``room``, and at
-        most as many as the request may still generate after it."""
+        most as many as the request may still generate after it; as many as pay at ``cost``."""
         if self.drafter is None or self.next_token is None or self.job is None:
             return []
         self.drafter.sync(model.cached_tokens(self.seq))
         room = min(room, self.job.max_tokens - self.generated - 1)
-        self.drafted = self.drafter.draft(self.next_token, room)
+        self.drafted = self.drafter.draft(self.next_token, room, cost)
         return self.drafted
 
     def on_outputs(self, model: Any, index: int, drafted: list[int]) -> int:
@@ -208,6 +208,7 @@ class BatchingEngine:
     ) -> None:
         self.model = model
         self.draft_max = draft_max  # tokens guessed at most per step and slot (0: no speculation)
+        self.step_cost = StepCost()  # what generation steps take here, to guess only where it pays
         self.slots = [Slot(seq) for seq in range(model.n_seq)]
         self.n_batch = model.options.n_batch
         self._on_request_done = on_request_done  # seconds a request held its slot (for Retry-After)
@@ -269,9 +270,11 @@ class BatchingEngine:
         owners: list[Slot] = []
         generating = [slot for slot in self.slots if slot.job is not None and slot.next_token is not None]
         budget = self.n_batch - len(generating)
+        fit = self.step_cost.fit() if self.draft_max and generating else None
+        cost = (fit[0] / len(generating), fit[1]) if fit else None  # the fixed part is shared
         for slot in generating:  # generating slots first: one token each keeps every stream moving
             assert slot.next_token is not None
-            guessed = slot.guess(model, budget)  # and the tokens guessed to follow it
+            guessed = slot.guess(model, budget, cost)  # and the tokens guessed to follow it
             entries.append((slot.seq, [slot.next_token, *guessed], 1 + len(guessed)))
             owners.append(slot)
             slot.next_token = None
@@ -286,10 +289,13 @@ class BatchingEngine:
                 budget -= len(chunk)
         if not entries:
             return
+        started = time.perf_counter()
         if self._faults is not None:
             for slot in owners:
                 Faults.check("step", slot.fault, slot.generated)
         self._decode_and_sample(entries, owners)
+        if self.draft_max and len(entries) == len(generating):  # generation only: a step to learn from
+            self.step_cost.add(sum(len(tokens) for _, tokens, _ in entries), time.perf_counter() - started)
 
     def _decode_and_sample(self, entries: list[tuple[int, list[int], int]], owners: list[Slot]) -> None:
         model = self.model

@@ -14,7 +14,7 @@ from appliance.backend import Finished, TextDelta
 from appliance.engine.batching import BatchingEngine
 from appliance.engine.jobs import DONE, GenerationJob, JobStream
 from appliance.engine.params import LoadOptions, SamplingParams
-from appliance.engine.speculation import NgramDrafter
+from appliance.engine.speculation import NgramDrafter, StepCost, best_length
 from models.embedded import embedded_model_path
 
 
@@ -74,13 +74,14 @@ TEXT = (
 COPY = f"<|im_start|>user\nCopy this text exactly: {TEXT}<|im_end|>\n<|im_start|>assistant\n"
 
 
-def _generate(model: Any, draft_max: int, prompts: list[str], sampling: SamplingParams,
-              max_tokens: int = 120) -> tuple[list[str], int, int]:  # fmt: skip
+def _generate(model: Any, draft_max: int, prompts: list[str], sampling: SamplingParams, max_tokens: int = 120,
+              engine: BatchingEngine | None = None) -> tuple[list[str], int, int]:  # fmt: skip
     """Each prompt's reply from one engine run (together, in two slots), the decodes it took, and the
     guessed tokens kept."""
     loop = asyncio.new_event_loop()
-    engine = BatchingEngine(model, draft_max=draft_max)
-    model.forget()
+    if engine is None:
+        engine = BatchingEngine(model, draft_max=draft_max)
+        model.forget()
     streams = []
     for prompt in prompts:
         tokens = model.tokenize(prompt, add_special=True, parse_special=True)
@@ -129,3 +130,41 @@ def test_seeded_sampling_and_a_second_slot_give_the_same_replies_with_guesses(mo
     plain, _, _ = _generate(model, 0, prompts, seeded, max_tokens=60)
     guessed, _, _ = _generate(model, 16, prompts, seeded, max_tokens=60)
     assert guessed == plain and all(plain)
+
+
+def test_step_cost_is_fitted_from_steps_of_different_sizes() -> None:
+    cost = StepCost()
+    for _ in range(5):
+        cost.add(1, 0.012)
+    assert cost.fit() is None  # one size only: fixed and per-token cannot be told apart
+    for tokens in (2, 5, 9, 17):
+        cost.add(tokens, 0.002 + tokens * 0.010)
+    fixed, per_token = cost.fit() or (0, 0)
+    assert fixed == pytest.approx(0.002, abs=1e-4) and per_token == pytest.approx(0.010, rel=0.01)
+
+
+def test_the_guess_is_as_long_as_pays() -> None:
+    # Where each token costs as much as a step (a small CPU), no guess pays, however likely.
+    assert best_length(0.95, 0.0, 0.010, 16) == 0
+    # Where the step's fixed part dominates (a GPU, or per-step work), likely guesses pay, and long.
+    assert best_length(0.95, 0.010, 0.0005, 16) == 16
+    assert best_length(0.3, 0.010, 0.0005, 16) in (1, 2, 3)
+    assert best_length(0.02, 0.010, 0.005, 16) == 0
+
+
+def test_a_request_after_a_fitted_one_reads_its_prompt() -> None:
+    """A later request's first step reads only its prompt (no slot generating) once steps are fitted."""
+    from appliance.engine.llama import LlamaModel
+
+    path = embedded_model_path()
+    assert path is not None
+    loaded = LlamaModel(path, LoadOptions(n_ctx=2048, n_seq_max=1, n_threads=1, n_threads_batch=1))
+    try:
+        engine = BatchingEngine(loaded, draft_max=16)
+        greedy = SamplingParams(temperature=0.0)
+        first, _, _ = _generate(loaded, 16, [COPY], greedy, max_tokens=40, engine=engine)
+        assert engine.step_cost.fit() is not None
+        second, _, _ = _generate(loaded, 16, [COPY], greedy, max_tokens=40, engine=engine)
+        assert second == first
+    finally:
+        loaded.close()
