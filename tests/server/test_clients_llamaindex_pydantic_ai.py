@@ -1,7 +1,7 @@
 """LlamaIndex's Ollama LLM (Ollama's /api/chat) and pydantic-ai's OpenAIChatModel (the OpenAI dialect),
 unchanged, against the session's daemon: chat, a stream, structured output. Imported in the fixtures, so
 collecting the suite does not pay for them. (LlamaIndex's OpenAILike cannot be installed beside `llm`,
-the embedded model's package: it needs openai<3; docs/CLIENTS.md says so.)"""
+the embedded model's package: tests/server/test_clients_side_installed.py runs it apart.)"""
 
 from __future__ import annotations
 
