@@ -391,10 +391,9 @@ class LocalLlamaBackend:
         if params.infill is not None:
             infill, most = params.infill, params.max_tokens
             prompt = await asyncio.to_thread(infill_prompt, model, self.model_id, infill, most)
-        elif isinstance(params.prompt, str):
-            prompt = await asyncio.to_thread(
-                model.tokenize, params.prompt, add_special=True, parse_special=False
-            )
+        elif isinstance(params.prompt, str):  # special-token texts are those tokens, as in llama-server
+            text = params.prompt
+            prompt = await asyncio.to_thread(model.tokenize, text, add_special=True, parse_special=True)
         else:
             prompt = list(params.prompt)
             check_token_ids(model.n_vocab, prompt, "prompt")

@@ -28,6 +28,15 @@ def test_completion(client: openai.OpenAI) -> None:
     assert reply.usage.prompt_tokens == 5
 
 
+def test_a_raw_prompt_written_in_the_chat_format_reads_its_special_tokens(client: openai.OpenAI) -> None:
+    """As llama-server and Ollama (raw) do: a client that writes the template itself (Continue's own FIM
+    prompt, scripts) gets `<|im_end|>` as the special token, not as seven tokens of text."""
+    prompt = "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n"
+    reply = client.completions.create(model=MODEL_ID, prompt=prompt, max_tokens=8, temperature=0)
+    assert reply.usage is not None and reply.usage.prompt_tokens == 16
+    assert "Paris" in reply.choices[0].text
+
+
 def test_completion_echo_and_logprobs(client: openai.OpenAI) -> None:
     prompt = "The capital of France is"
     reply = client.completions.create(
