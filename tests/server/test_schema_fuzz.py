@@ -35,7 +35,7 @@ CHECKS = [
     response_headers_conformance,
     response_schema_conformance,
 ]
-EXAMPLES = {GenerationMode.POSITIVE: 15, GenerationMode.NEGATIVE: 10}
+EXAMPLES = {GenerationMode.POSITIVE: 10, GenerationMode.NEGATIVE: 6}
 """At most, per operation: bodies and parameters that fit the document, and ones that break it (an
 operation with little to vary gets fewer). About two minutes in all on two cores."""
 MAX_TOKENS = 3
