@@ -43,14 +43,12 @@ class Slot:
         self._sampler: Any = None
         self.fault: str | None = None  # the injected fault this request asks for (tests only)
         self.drafter: NgramDrafter | None = None
-        self.drafted: list[int] = []
 
     def start(self, model: Any, job: GenerationJob, draft_max: int = 0) -> None:
         self._sampler = model.new_sampler(job.sampling)  # raises InvalidRequest for a bad grammar
         # Guesses from the prompt and the reply (appliance.engine.speculation), where the cache can be
         # cut back past a refused guess.
         self.drafter = NgramDrafter(draft_max) if draft_max > 0 and model.can_truncate else None
-        self.drafted = []
         self.job = job
         self.started_at = time.monotonic()
         self.reused = model.reuse_prefix(self.seq, job.prompt)
@@ -115,8 +113,7 @@ class Slot:
             return []
         self.drafter.sync(model.cached_tokens(self.seq))
         room = min(room, self.job.max_tokens - self.generated - 1)
-        self.drafted = self.drafter.draft(self.next_token, room, cost)
-        return self.drafted
+        return self.drafter.draft(self.next_token, room, cost)
 
     def on_outputs(self, model: Any, index: int, drafted: list[int]) -> int:
         """Sample at batch ``index`` (after the token just decoded) and, while each sample confirms the
@@ -321,7 +318,7 @@ class BatchingEngine:
         for slot, index, (seq, tokens, outputs) in zip(owners, indices, entries, strict=True):
             if index < 0 or slot.job is None:
                 continue
-            drafted, slot.drafted = tokens[len(tokens) - outputs + 1 :], []
+            drafted = tokens[len(tokens) - outputs + 1 :]  # the guesses decoded after its token
             kept = 0
             try:
                 if self._faults is not None:
