@@ -4,6 +4,7 @@ installed build can do (system info, GPU offload, ggml's backend devices)."""
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
 import os
 import threading
@@ -94,14 +95,16 @@ def system_info() -> str:
 _DEVICE_TYPES = ("cpu", "gpu", "igpu", "accel")
 
 
-def _ggml_library_dir() -> Path:
-    """Where libggml is: beside the libllama that llama_cpp loaded. llama_cpp honours
-    LLAMA_CPP_LIB_PATH (a llama.cpp built apart, docs/INSTALL.md) but its _ggml module looks only in the
-    package's lib/, which then holds no libggml (seen on the H200 build: `hw` saw no GPU backend)."""
-    import llama_cpp
+@functools.cache
+def _ggml_library(name: str) -> Any:
+    """libggml (or libggml-base), loaded once from beside the libllama that llama_cpp loaded. llama_cpp
+    honours LLAMA_CPP_LIB_PATH (a llama.cpp built apart, docs/INSTALL.md) but its _ggml module looks only
+    in the package's lib/, which then holds no libggml (seen on the H200 build: `hw` saw no GPU)."""
+    from llama_cpp import _ctypes_extensions
 
     override = os.environ.get("LLAMA_CPP_LIB_PATH")
-    return Path(override) if override else Path(llama_cpp.__file__).parent / "lib"
+    directory = Path(override) if override else Path(llama_cpp.__file__).parent / "lib"
+    return _ctypes_extensions.load_shared_library(name, directory)
 
 
 def _ggml_function(name: str, restype: Any, *argtypes: Any) -> Any:
@@ -110,15 +113,11 @@ def _ggml_function(name: str, restype: Any, *argtypes: Any) -> Any:
     libggml holds the backend registry; the device calls live in libggml-base, which libggml links, so
     the dynamic linker finds them through it; where it does not (Windows), load it.
     """
-    from llama_cpp import _ctypes_extensions
-
     prototype = ctypes.CFUNCTYPE(restype, *argtypes)
-    libggml = _ctypes_extensions.load_shared_library("ggml", _ggml_library_dir())
     try:
-        return prototype((name, libggml))
+        return prototype((name, _ggml_library("ggml")))
     except AttributeError:
-        base = _ctypes_extensions.load_shared_library("ggml-base", _ggml_library_dir())
-        return prototype((name, base))
+        return prototype((name, _ggml_library("ggml-base")))
 
 
 def device_handles(names: tuple[str, ...]) -> Any:
