@@ -76,6 +76,11 @@ def _llama_cpp_python(s: Setup, load: Load, port: int) -> list[str]:
     ]
 
 
+def _n_predict(s: Setup, load: Load) -> dict[str, Any]:
+    """llama-server's own length field beside max_tokens."""
+    return {"n_predict": load.tokens}
+
+
 def _end_of_text_bias(s: Setup, load: Load) -> dict[str, Any]:
     """Ban the model's end-of-text tokens through logit_bias, for a server without ignore_eos."""
     from models.gguf_header import read_gguf_file
@@ -93,12 +98,8 @@ SERVERS = {
         _appliance,
         env=lambda s, tmp: {"APPLIANCE_HOME": tmp, "APPLIANCE_MODEL__DRAFT_MAX": "0"},
     ),
-    "llama-server": ServerSpec(
-        "llama-server", _llama_server, extra_body=lambda s, load: {"n_predict": load.tokens}
-    ),
-    "llama-server-ngram": ServerSpec(
-        "llama-server-ngram", _llama_server_ngram, extra_body=lambda s, load: {"n_predict": load.tokens}
-    ),
+    "llama-server": ServerSpec("llama-server", _llama_server, extra_body=_n_predict),
+    "llama-server-ngram": ServerSpec("llama-server-ngram", _llama_server_ngram, extra_body=_n_predict),
     "llama-cpp-python": ServerSpec(
         "llama-cpp-python", _llama_cpp_python, extra_body=_end_of_text_bias, ignore_eos=False
     ),
