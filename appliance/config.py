@@ -171,6 +171,10 @@ class ModelSettings(BaseModel):
     """Speculative decoding by prompt lookup: at most this many tokens guessed from the prompt and the
     reply so far, checked in one decode (the output is the same; a reply that repeats its prompt comes
     several times faster); 0 turns it off (llama-server's --draft-max with --spec-type ngram)."""
+    cpu_repack: bool | None = None
+    """Weights on the CPU repacked into the layouts of its fastest kernels (llama.cpp's extra buffer
+    types: interleaved blocks, AMX tiles; false is llama-server's --no-repack); empty: on, except where
+    this llama.cpp build's AMX kernels would run, which crash on some CPUs (llama.cpp issue 20824)."""
     keep_alive: str = "5m"
     """How long a model loaded on demand stays loaded after its last request ("30s", "5m", "1h"; -1: until
     its memory is needed). The model `serve` starts with stays loaded unless memory is needed."""

@@ -405,7 +405,7 @@ class ModelManager:
             with contextlib.suppress(RuntimeError):  # the loop is closed: shutting down
                 loop.call_soon_threadsafe(settled.set)
 
-        options = load_options(plan, self.hardware, self.settings.model.n_threads)
+        options = load_options(plan, self.hardware, self.settings.model)
         own = self.settings.per_model(model.id, model.name)
         backend = LocalLlamaBackend(
             model.path,

@@ -6,7 +6,7 @@ import logging
 from dataclasses import replace
 from typing import Any
 
-from appliance.config import Settings
+from appliance.config import ModelSettings, Settings
 from appliance.engine.params import LoadOptions
 from appliance.hardware.profile import HardwareProfile
 from appliance.planner.model_info import ModelInfo
@@ -72,14 +72,14 @@ def largest_context(
     return low
 
 
-def load_options(plan: Plan, hardware: HardwareProfile, n_threads: int | None) -> LoadOptions:
-    """llama.cpp settings that carry out ``plan``."""
+def load_options(plan: Plan, hardware: HardwareProfile, model: ModelSettings) -> LoadOptions:
+    """llama.cpp settings that carry out ``plan``, with ``model``'s threads and repacking."""
     s = plan.settings
     cpu = hardware.cpu
     # On big.LITTLE boards (RK3588) only the big cores: llama.cpp splits each matrix evenly across its
     # threads, so a thread on a LITTLE core holds the others back.
     big_little = cpu.cores_performance is not None and cpu.cores_performance < cpu.cores_physical
-    threads = n_threads or (cpu.cores_performance if big_little else None) or cpu.cores_physical
+    threads = model.n_threads or (cpu.cores_performance if big_little else None) or cpu.cores_physical
     return LoadOptions(
         n_ctx=s.n_ctx,
         n_batch=s.n_batch,
@@ -90,6 +90,7 @@ def load_options(plan: Plan, hardware: HardwareProfile, n_threads: int | None) -
         flash_attn="on" if s.flash_attn else "off",
         n_seq_max=s.n_parallel,
         kv_type=s.kv_type,
+        repack=model.cpu_repack,
         **gpu_placement(plan, hardware),
     )
 

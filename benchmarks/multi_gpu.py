@@ -39,7 +39,7 @@ import httpx
 
 from appliance.bench.load import Load, run_load
 from appliance.bench.servers import free_port, stop, wait_healthy
-from appliance.config import Settings
+from appliance.config import ModelSettings, Settings
 from appliance.engine.dry_run import dry_run
 from appliance.engine.params import LoadOptions
 from appliance.hardware.detect import detect_hardware
@@ -206,7 +206,7 @@ def main() -> int:
     if not chosen.fits:
         print(f"the plan does not fit: {chosen.reasons[0]}", file=sys.stderr)
         return 1
-    options = load_options(chosen, detect_hardware(), args.threads)
+    options = load_options(chosen, detect_hardware(), ModelSettings(n_threads=args.threads))
     problems = []
     if sorted(chosen.settings.gpus) != sorted(gpus):
         problems.append(f"the plan uses GPUs {list(chosen.settings.gpus)}, not all of {gpus}")

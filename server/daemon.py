@@ -158,7 +158,7 @@ def _serve(settings: Settings, model_arg: str | None, load_settings: Callable[[]
         plans={first.id: chosen},
         on_default_failed=load_failed,
     )
-    options = load_options(chosen, hardware, settings.model.n_threads)
+    options = load_options(chosen, hardware, settings.model)
     app = create_app(settings, manager, hardware)
     app.state.load_settings = load_settings
     app.state.reloaders.append(set_log_level)

@@ -53,7 +53,11 @@ def _appliance(s: Setup, load: Load, port: int) -> list[str]:
 def _llama_server(s: Setup, load: Load, port: int) -> list[str]:
     assert s.llama_server is not None
     flags = f"--host 127.0.0.1 --port {port} -t {s.threads} -tb {s.threads} -c {s.ctx} -np {load.concurrency}"
-    return [s.llama_server, "-m", str(s.model), *flags.split()]
+    # Weights laid out as the appliance lays them: not repacked where AMX kernels would run (they crash).
+    from appliance.engine.runtime import repacks_by_default
+
+    repack = [] if repacks_by_default() else ["--no-repack"]
+    return [s.llama_server, "-m", str(s.model), *flags.split(), *repack]
 
 
 def _llama_server_ngram(s: Setup, load: Load, port: int) -> list[str]:

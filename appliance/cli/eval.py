@@ -98,7 +98,7 @@ def _replies(run: EvalRun, settings: Settings, hardware: HardwareProfile) -> Any
 
     chosen = _local(settings, hardware, run.model, n_parallel=1)
     run.file = Path(chosen.model.path)
-    options = load_options(chosen, hardware, settings.model.n_threads)
+    options = load_options(chosen, hardware, settings.model)
     fallbacks = fallback_ladder(options, chosen.model)
     return LocalReplies(run.file, model_id_from_path(run.file), options, fallbacks)
 
@@ -167,7 +167,7 @@ def _measure_drift(
     @contextlib.contextmanager
     def open_model(path: Path) -> Iterator[LlamaModel]:
         try:
-            model = LlamaModel(path, load_options(by_path[path], hardware, settings.model.n_threads))
+            model = LlamaModel(path, load_options(by_path[path], hardware, settings.model))
         except ModelLoadFailed as exc:
             raise EvalError(exc.message) from None
         try:

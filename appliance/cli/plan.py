@@ -105,9 +105,7 @@ def make_plan(settings: Settings, target: str, *, dry_run: bool = True) -> tuple
         from appliance.errors import ModelLoadFailed
 
         try:
-            result = llama_dry_run(
-                Path(chosen.model.path), load_options(chosen, hardware, settings.model.n_threads)
-            )
+            result = llama_dry_run(Path(chosen.model.path), load_options(chosen, hardware, settings.model))
         except ModelLoadFailed as exc:
             raise PlanError(exc.message) from None
         figures = {

@@ -49,8 +49,11 @@ def split_arguments(options: LoadOptions) -> dict[str, Any]:
 def model_params(options: LoadOptions) -> Any:
     """llama_model_params for a load with ``options``. The arrays it points to are kept on it
     (``_appliance_arrays``): keep it alive until the model is loaded."""
+    from appliance.engine.runtime import repacks_by_default
+
     mparams = llama_cpp.llama_model_default_params()
     mparams.n_gpu_layers = options.n_gpu_layers
+    mparams.use_extra_bufts = repacks_by_default() if options.repack is None else options.repack
     if options.n_gpu_layers == 0:  # a CPU plan stays off the GPU entirely
         mparams.devices = ctypes.addressof(_NO_DEVICES)
         # Mapped, never AUTO's choice (direct I/O where the device allows): the planner counts the

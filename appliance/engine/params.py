@@ -18,6 +18,9 @@ class LoadOptions:
     flash_attn: str = "auto"
     n_seq_max: int = 1
     kv_type: str = "f16"  # f16 | q8_0 | q4_0 (quantized V needs flash attention)
+    # Weights on the CPU repacked for its fastest kernels (llama.cpp's extra buffer types; llama-server's
+    # --no-repack turns it off); None: as the engine judges this build and CPU (runtime.repacks_by_default).
+    repack: bool | None = None
     # The GPUs to use, by llama.cpp's device names ("CUDA1", "CUDA0") in the order layers go to them (the
     # last holds the output layer); empty: llama.cpp's default choice. With several, ``tensor_split``
     # holds each one's share of the offloaded layers (layer counts), and ``main_gpu`` indexes the main one.

@@ -91,6 +91,22 @@ def system_info() -> str:
     return llama_cpp.llama_print_system_info().decode("utf-8", errors="replace").strip()
 
 
+@functools.cache
+def repacks_by_default() -> bool:
+    """Whether weights on the CPU are repacked into llama.cpp's extra buffer types (interleaved layouts,
+    AMX tiles) unless the settings say: yes, except where the build runs AMX kernels. Those crash in
+    ggml_backend_amx_mul_mat at the first batch of several tokens on Sapphire Rapids class machines (seen
+    here: every prompt of the default model; llama.cpp issue 20824, closed unfixed), where llama-server
+    needs --no-repack."""
+    if "AMX_INT8 = 1" not in system_info():
+        return True
+    log.warning(
+        "weights are not repacked for the CPU: this llama.cpp build's AMX kernels crash on this CPU "
+        "(llama.cpp issue 20824); set model.cpu_repack to true to use them anyway"
+    )
+    return False
+
+
 # enum ggml_backend_dev_type, in ggml-backend.h's order
 _DEVICE_TYPES = ("cpu", "gpu", "igpu", "accel")
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from appliance import cli
+from appliance.config import ModelSettings
 from appliance.hardware import storage as storage_module
 from appliance.hardware.cpu import performance_cores, read_cpu_ratings
 from appliance.hardware.storage import StorageInfo, detect_storage, storage_of_disk
@@ -37,7 +38,7 @@ def test_board_detected(
     hw = profile(board)
     assert (hw.cpu.model, hw.cpu.cores_physical, hw.cpu.cores_performance) == (cpu, cores, performance)
     assert hw.board == name and hw.gpus == () and not hw.offload.supported
-    options = load_options(plan(all_quants("1b"), hw), hw, None)
+    options = load_options(plan(all_quants("1b"), hw), hw, ModelSettings())
     assert (options.n_threads, options.n_threads_batch) == threads
     assert storage_of_disk(FIXTURES / board / "block" / "mmcblk0") == StorageInfo("mmcblk0", kind)
 
@@ -80,7 +81,7 @@ def test_mmap_stays_on() -> None:
     from appliance.engine.llama_params import model_params
 
     hw = profile("rpi4-4gb")
-    params = model_params(load_options(plan(all_quants("1b"), hw), hw, None))
+    params = model_params(load_options(plan(all_quants("1b"), hw), hw, ModelSettings()))
     assert params.load_mode == llama_cpp.LLAMA_LOAD_MODE_MMAP
 
 

@@ -17,6 +17,7 @@ import pytest
 
 import appliance.hardware.detect as detect_module
 from appliance import cli
+from appliance.config import ModelSettings
 from appliance.engine.llama_params import model_params, split_arguments
 from appliance.engine.params import LoadOptions
 from appliance.errors import ModelLoadFailed
@@ -84,7 +85,7 @@ def _check_split(chosen: Plan, machine: str) -> None:
     assert data["memory"]["vram_bytes"] == sum(d["vram_bytes"] for d in data["devices"])
     assert [d["output_layer"] for d in data["devices"]] == [False] * (len(s.gpus) - 1) + [True]
     # What the engine passes llama.cpp gives each GPU exactly the planned layers.
-    options = load_options(chosen, profile(machine), None)
+    options = load_options(chosen, profile(machine), ModelSettings())
     names = {g.index: g.device for g in profile(machine).gpus}
     assert options.devices == tuple(names[g] for g in s.gpus)
     assert options.main_gpu == len(s.gpus) - 1
@@ -227,7 +228,7 @@ def test_model_params_carry_the_devices_and_the_split_to_llama_cpp() -> None:
 def test_the_oom_ladder_keeps_the_split_until_the_cpu_rung() -> None:
     machine = profile("rtx3060-rtx3090")
     chosen = plan([llama("70b", "Q4_K_M")], machine)
-    options = load_options(chosen, machine, None)
+    options = load_options(chosen, machine, ModelSettings())
     assert options.devices == ("CUDA1", "CUDA0") and len(options.tensor_split) == 2
     ladder = fallback_ladder(options, chosen.model)
     # Fewer layers keep the devices and the shares: llama.cpp spreads the fewer layers the same way.
@@ -297,7 +298,7 @@ def test_the_benchmark_gives_llama_server_the_same_split_and_checks_each_gpu() -
     bench = load_script("multi_gpu")
     machine = profile("rtx3060-rtx3090")
     chosen = plan([llama("70b", "Q4_K_M")], machine)
-    options = load_options(chosen, machine, 8)
+    options = load_options(chosen, machine, ModelSettings(n_threads=8))
     command = bench.llama_server_command("llama-server", "m.gguf", options, 8080)
     flags = dict(zip(command[1::2], command[2::2], strict=False))
     assert flags["--device"] == "CUDA1,CUDA0" and flags["--split-mode"] == "layer"
@@ -324,7 +325,7 @@ def test_a_gpu_llama_cpp_does_not_list_gets_no_layers() -> None:
     hidden = replace(machine, gpus=(machine.gpus[0], replace(machine.gpus[1], device=None)))
     chosen = plan([llama("70b", "Q4_K_M")], hidden)
     assert chosen.settings.gpus == (0,) and [d.gpu for d in chosen.memory.devices] == [0]
-    assert load_options(chosen, hidden, None).devices == ("CUDA0",)
+    assert load_options(chosen, hidden, ModelSettings()).devices == ("CUDA0",)
 
 
 def test_model_gpus_in_config_must_be_distinct_indices(tmp_path: Path) -> None:
