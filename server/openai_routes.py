@@ -69,7 +69,8 @@ def _sampling(body: _Sampling, n_vocab: int | None, defaults: PerModelSettings) 
     names = ("temperature", "top_k", "top_p", "min_p", "presence_penalty", "frequency_penalty",
              "repeat_penalty", "seed")  # fmt: skip
     asked = {name: getattr(body, name) for name in names}
-    return model_defaults.sampling({**asked, "logit_bias": bias, "ignore_eos": body.ignore_eos}, defaults)
+    extras = {"logit_bias": bias, "ignore_eos": body.ignore_eos, "draft_max": body.speculative_n_max}
+    return model_defaults.sampling({**asked, **extras}, defaults)
 
 
 def _schema(response_format: ResponseFormat | None) -> dict[str, Any] | None:

@@ -139,6 +139,8 @@ class _Sampling(_Open):
     user: str | None = None
     grammar: str | None = None
     """llama-server's extension: a GBNF grammar the output must follow (not with ``response_format``)."""
+    speculative_n_max: int | None = Field(None, ge=0, le=64, alias="speculative.n_max")
+    """llama-server's extension: tokens guessed at most per step (prompt lookup); 0: none for this request."""
 
     @model_validator(mode="after")
     def _one_constraint(self) -> _Sampling:

@@ -58,6 +58,7 @@ class SamplingParams:
     grammar: words first, then a tool call that must be valid); the grammar starts with the trigger."""
     logit_bias: dict[int, float] = field(default_factory=dict)
     ignore_eos: bool = False  # llama.cpp's extension: never sample an end-of-generation token
+    draft_max: int | None = None  # tokens guessed at most per step by prompt lookup; None: the model's
 
 
 @dataclass(frozen=True)

@@ -75,6 +75,21 @@ def test_ignore_eos_generates_exactly_max_tokens(client: openai.OpenAI) -> None:
     assert reply.choices[0].finish_reason == "length"
 
 
+def test_a_request_sets_its_guess_length_as_llama_server_does(client: openai.OpenAI) -> None:
+    """`speculative.n_max` (0: no guessing for this request) gives the same greedy reply; out of range is a
+    400 naming it (tests/unit/test_speculation.py checks the guessing itself)."""
+    ask = {"model": MODEL_ID, "messages": [{"role": "user", "content": "Repeat: one two one two"}],
+           "max_tokens": 24, "temperature": 0}  # fmt: skip
+    replies = {
+        client.chat.completions.create(**ask, extra_body=extra).choices[0].message.content  # type: ignore[call-overload]
+        for extra in ({}, {"speculative.n_max": 0}, {"speculative.n_max": 4})
+    }
+    assert len(replies) == 1
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.chat.completions.create(**ask, extra_body={"speculative.n_max": 65})  # type: ignore[call-overload]
+    assert "speculative.n_max" in str(refused.value)
+
+
 def test_temperature_zero_is_deterministic(client: openai.OpenAI) -> None:
     texts = {
         client.chat.completions.create(model=MODEL_ID, messages=HELLO, max_tokens=16, temperature=0)

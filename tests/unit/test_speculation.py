@@ -121,6 +121,18 @@ def test_greedy_replies_are_the_same_with_guesses_and_come_in_fewer_decodes(mode
     assert kept > 30 and guessed_steps < plain_steps * 0.6, (plain_steps, guessed_steps, kept)
 
 
+def test_a_request_sets_its_own_guess_length(model: Any) -> None:
+    """llama-server's speculative.n_max: 0 turns guessing off for one request on a model that guesses,
+    and a request may guess on a model configured not to."""
+    greedy = SamplingParams(temperature=0.0)
+    plain, plain_steps, _ = _generate(model, 0, [COPY], greedy, max_tokens=60)
+    off, off_steps, off_kept = _generate(model, 16, [COPY], SamplingParams(temperature=0.0, draft_max=0), 60)
+    on, on_steps, on_kept = _generate(model, 0, [COPY], SamplingParams(temperature=0.0, draft_max=8), 60)
+    assert off == on == plain
+    assert off_kept == 0 and off_steps == plain_steps
+    assert on_kept > 10 and on_steps < plain_steps, (plain_steps, on_steps, on_kept)
+
+
 def test_seeded_sampling_and_a_second_slot_give_the_same_replies_with_guesses(model: Any) -> None:
     """At a temperature, each kept guess was sampled at its position from the same distribution, with
     the same random draws in the same order: a seed gives the same reply. A free-text request beside the
