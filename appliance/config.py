@@ -175,6 +175,10 @@ class ModelSettings(BaseModel):
     """Weights on the CPU repacked into the layouts of its fastest kernels (llama.cpp's extra buffer
     types: interleaved blocks, AMX tiles; false is llama-server's --no-repack); empty: on, except where
     this llama.cpp build's AMX kernels would run, which crash on some CPUs (llama.cpp issue 20824)."""
+    prompt_cache: str = "auto"
+    """Host memory per loaded model for the KV of conversations whose slot another request took, so
+    their next turn reads only what is new (llama-server's --cache-ram): a size ("2GiB"), "0" off;
+    auto: a sixteenth of the machine's RAM, at most 8 GiB."""
     keep_alive: str = "5m"
     """How long a model loaded on demand stays loaded after its last request ("30s", "5m", "1h"; -1: until
     its memory is needed). The model `serve` starts with stays loaded unless memory is needed."""
@@ -188,6 +192,19 @@ class ModelSettings(BaseModel):
     def _duration(cls, value: str) -> str:
         parse_duration(value)
         return value
+
+    @field_validator("prompt_cache")
+    @classmethod
+    def _cache_size(cls, value: str) -> str:
+        if value != "auto":
+            parse_size(value)
+        return value
+
+    def prompt_cache_bytes(self, ram_bytes: int) -> int:
+        """The prompt cache's bound per model on a machine with ``ram_bytes`` of RAM."""
+        if self.prompt_cache == "auto":
+            return min(8 << 30, ram_bytes // 16)
+        return parse_size(self.prompt_cache)
 
     @field_validator("gpus")
     @classmethod

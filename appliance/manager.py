@@ -416,6 +416,7 @@ class ModelManager:
             fallbacks=fallback_ladder(options, plan.model),
             template_file=own.chat_template_file,
             draft_max=self.settings.model.draft_max if own.draft_max is None else own.draft_max,
+            prompt_cache_bytes=self.settings.model.prompt_cache_bytes(self.hardware.memory.total_bytes),
         )
         entry = Loaded(model, backend, plan, keep_alive_s, settled)
         self._loaded[model.id] = entry

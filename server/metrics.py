@@ -61,19 +61,30 @@ class _ModelsCollector(Collector):
                 "appliance_kv_cache_usage_ratio", "Share of KV cache cells in use (kept prefixes too)",
                 labels=["model"],
             ),
+            "cache": GaugeMetricFamily(
+                "appliance_prompt_cache_bytes", "Host memory holding prefixes that left their slot",
+                labels=["model"],
+            ),
             "ready": GaugeMetricFamily("appliance_model_ready", "1 when the model serves", labels=["model"]),
             "load": GaugeMetricFamily("appliance_model_load_seconds", "Time the load took", labels=["model"]),
         }  # fmt: skip
+        cache_hits = CounterMetricFamily(
+            "appliance_prompt_cache_hits", "Requests that found their prefix in host memory", labels=["model"]
+        )
         for backend in self._models:
             name = [backend.model_id]
             gauges["queue"].add_metric(name, backend.queue_depth)
             gauges["busy"].add_metric(name, backend.slots_busy)
             gauges["total"].add_metric(name, backend.slots_total)
             gauges["kv"].add_metric(name, backend.kv_cache_usage)
+            held, _, hits = backend.prompt_cache
+            gauges["cache"].add_metric(name, held)
+            cache_hits.add_metric(name, hits)
             gauges["ready"].add_metric(name, 1 if backend.state.value == "ready" else 0)
             if backend.load_seconds is not None:
                 gauges["load"].add_metric(name, backend.load_seconds)
         yield from gauges.values()
+        yield cache_hits
         loaded = GaugeMetricFamily("appliance_models_loaded", "Models loaded (or loading)")
         loaded.add_metric([], len(self._models.loaded()))
         yield loaded

@@ -17,6 +17,7 @@ from appliance.engine.faults import Faults
 from appliance.engine.formats.reader import ReplyEvent
 from appliance.engine.jobs import DONE, GenerationJob
 from appliance.engine.params import GeneratedToken
+from appliance.engine.prompt_cache import PromptCache, common_prefix
 from appliance.engine.speculation import NgramDrafter, StepCost
 from appliance.engine.text import StopScanner
 from appliance.errors import ApplianceError, EngineFailure
@@ -43,9 +44,12 @@ class Slot:
         self._sampler: Any = None
         self.fault: str | None = None  # the injected fault this request asks for (tests only)
         self.drafter: NgramDrafter | None = None
+        self.last_used = 0.0  # monotonic seconds when its last request ended
 
     def start(self, model: Any, job: GenerationJob, draft_max: int = 0) -> None:
         self._sampler = model.new_sampler(job.sampling)  # raises InvalidRequest for a bad grammar
+        if job.sampling.draft_max is not None:  # the request's own bound (llama-server's speculative.n_max)
+            draft_max = job.sampling.draft_max
         # Guesses from the prompt and the reply (appliance.engine.speculation), where the cache can be
         # cut back past a refused guess.
         self.drafter = NgramDrafter(draft_max) if draft_max > 0 and model.can_truncate else None
@@ -183,6 +187,7 @@ class Slot:
             self._sampler = None
         self.job = None
         self.fault = None
+        self.last_used = time.monotonic()
 
 
 def failure(what: str, exc: Exception) -> ApplianceError:
@@ -202,8 +207,12 @@ class BatchingEngine:
         on_request_done: Callable[[float], None] = lambda _s: None,
         faults: Faults | None = None,
         draft_max: int = 0,
+        prompt_cache: PromptCache | None = None,
     ) -> None:
         self.model = model
+        # Prefixes a slot gives up, kept in host memory (appliance.engine.prompt_cache); only where the
+        # cache of a sequence can be cut at any token, as reusing a kept prefix needs.
+        self.prompt_cache = prompt_cache if model.can_truncate else None
         self.draft_max = draft_max  # tokens guessed at most per step and slot (0: no speculation)
         self.step_cost = StepCost()  # what generation steps take here, to guess only where it pays
         self.slots = [Slot(seq) for seq in range(model.n_seq)]
@@ -219,18 +228,14 @@ class BatchingEngine:
         return any(s.job is None for s in self.slots)
 
     def start(self, job: GenerationJob) -> None:
-        """Put ``job`` in the idle slot whose cached prefix it shares most (prefix reuse)."""
+        """Put ``job`` in the idle slot whose cached prefix it shares most (prefix reuse), or, where a
+        prefix kept in host memory shares more, copy that into the least recently used idle slot."""
         idle = [s for s in self.slots if s.job is None]
-
-        def shared(slot: Slot) -> int:
-            n = 0
-            for old, new in zip(self.model.cached_tokens(slot.seq), job.prompt, strict=False):
-                if old != new:
-                    break
-                n += 1
-            return n
-
-        slot = max(idle, key=shared)
+        shared = {s.seq: common_prefix(self.model.cached_tokens(s.seq), job.prompt) for s in idle}
+        slot = self._choose(idle, shared, len(job.prompt))
+        if self.prompt_cache is not None:
+            slot = self._with_kept_prefix(job.prompt, idle, shared) or slot
+            self._keep(slot, common_prefix(self.model.cached_tokens(slot.seq), job.prompt))
         try:
             slot.start(self.model, job, self.draft_max)
             if self._faults is not None:
@@ -239,6 +244,51 @@ class BatchingEngine:
             job.stream.emit(failure("starting the request", exc))
             job.stream.emit(DONE)
             slot.release(self.model)
+
+    @staticmethod
+    def _choose(idle: list[Slot], shared: dict[int, int], prompt: int) -> Slot:
+        """The idle slot sharing the most with a prompt of ``prompt`` tokens, where that is at least a
+        tenth of it (a chat template's first tokens are not worth another conversation's cache); else,
+        and among equals, the least recently used (llama-server's rule), so a new conversation does not
+        push out the one before it while other slots sit unused."""
+
+        def worth(slot: Slot) -> int:
+            n = shared[slot.seq]
+            return n if n * 10 >= prompt else 0
+
+        return max(idle, key=lambda s: (worth(s), -s.last_used))
+
+    def _with_kept_prefix(self, prompt: list[int], idle: list[Slot], shared: dict[int, int]) -> Slot | None:
+        """The slot a kept prefix of ``prompt`` was copied into, where one saves reading at least the
+        cache's ``min_tokens`` more than the best slot; None where none does (or the copy failed)."""
+        cache = self.prompt_cache
+        assert cache is not None
+        kept, n = cache.best(prompt)
+        if kept is None or n - max(shared.values()) < cache.min_tokens:
+            return None
+        slot = min(idle, key=lambda s: s.last_used)
+        self._keep(slot, 0)
+        if not self.model.restore_state(slot.seq, kept.state, kept.tokens):
+            log.warning("a kept prefix of %d tokens could not be copied back into slot %d", n, slot.seq)
+            return None
+        cache.used(kept, n)
+        log.debug("slot %d: %d prompt tokens copied back from host memory", slot.seq, n)
+        return slot
+
+    def _keep(self, slot: Slot, common: int) -> None:
+        """Before ``slot``'s cache is cut to its first ``common`` tokens: keep the whole of it in host
+        memory where what would be lost is worth keeping."""
+        cache = self.prompt_cache
+        assert cache is not None
+        tokens = self.model.cached_tokens(slot.seq)
+        if len(tokens) - common < cache.min_tokens:
+            return
+        try:
+            size = self.model.state_size(slot.seq)
+            if cache.wants(tokens, size):
+                cache.put(tokens, self.model.save_state(slot.seq))
+        except Exception as exc:  # the request goes on without: it reads its whole prompt
+            log.warning("keeping slot %d's prefix in host memory failed: %s", slot.seq, exc)
 
     def finish_all(self) -> None:
         """End every running generation now, with finish_reason "length" (a shutdown ran out of time)."""
@@ -267,7 +317,8 @@ class BatchingEngine:
         owners: list[Slot] = []
         generating = [slot for slot in self.slots if slot.job is not None and slot.next_token is not None]
         budget = self.n_batch - len(generating)
-        fit = self.step_cost.fit() if self.draft_max and generating else None
+        guessing = any(slot.drafter is not None for slot in generating)
+        fit = self.step_cost.fit() if guessing else None
         cost = (fit[0] / len(generating), fit[1]) if fit else None  # the fixed part is shared
         for slot in generating:  # generating slots first: one token each keeps every stream moving
             assert slot.next_token is not None
@@ -291,7 +342,7 @@ class BatchingEngine:
             for slot in owners:
                 Faults.check("step", slot.fault, slot.generated)
         self._decode_and_sample(entries, owners)
-        if self.draft_max and len(entries) == len(generating):  # generation only: a step to learn from
+        if guessing and len(entries) == len(generating):  # generation only: a step to learn from
             self.step_cost.add(sum(len(tokens) for _, tokens, _ in entries), time.perf_counter() - started)
 
     def _decode_and_sample(self, entries: list[tuple[int, list[int], int]], owners: list[Slot]) -> None:

@@ -39,6 +39,7 @@ from appliance.engine.jobs import ExclusiveJob, GenerationJob, Job, JobStream
 from appliance.engine.literals import Literals
 from appliance.engine.loading import load_with_fallbacks, prepare
 from appliance.engine.params import LoadOptions, RequestLimits, SamplingParams
+from appliance.engine.prompt_cache import PromptCache
 from appliance.engine.prompts import render_chat, template_variables, tokenize_prompt
 from appliance.engine.reply_grammar import client_grammar, reply_grammar, schema_grammar
 from appliance.engine.rerank import rerank_prompts
@@ -93,9 +94,11 @@ class LocalLlamaBackend:
         fallbacks: list[LoadOptions] | None = None,
         template_file: Path | None = None,
         draft_max: int = 0,
+        prompt_cache_bytes: int = 0,
     ) -> None:
         self.path = path
         self.draft_max = draft_max  # speculative decoding by prompt lookup (appliance.engine.speculation)
+        self.prompt_cache_bytes = prompt_cache_bytes  # host memory for prefixes (engine.prompt_cache)
         self._template_file = template_file  # used instead of the GGUF's chat template
         self.model_id = model_id
         self.options = options
@@ -191,7 +194,8 @@ class LocalLlamaBackend:
         self._load()
         if self._model is not None:
             self._faults = Faults.from_environment(self._model)
-            self._engine = BatchingEngine(self._model, self._job_took, self._faults, self.draft_max)
+            cache = PromptCache(self.prompt_cache_bytes) if self.prompt_cache_bytes > 0 else None
+            self._engine = BatchingEngine(self._model, self._job_took, self._faults, self.draft_max, cache)
         loop = JobLoop(self._jobs, self.model_id, left_queue=self._left_queue, job_took=self._job_took)
         loop.run(self._model, self._engine, self.error)
 
@@ -239,6 +243,13 @@ class LocalLlamaBackend:
         """Share of the KV cache's cells holding tokens (kept prefixes included), 0 to 1."""
         model = self._model
         return model.kv_cells_used / model.n_ctx if model is not None and model.n_ctx else 0.0
+
+    @property
+    def prompt_cache(self) -> tuple[int, int, int]:
+        """The host-memory prompt cache: bytes held, prefixes held, and hits so far (zeros without one)."""
+        engine = self._engine
+        cache = engine.prompt_cache if engine is not None else None
+        return (cache.size, len(cache), cache.hits) if cache is not None else (0, 0, 0)
 
     @property
     def slots_busy(self) -> int:

@@ -76,6 +76,35 @@ def test_prefix_reuse_gives_identical_output(batching_daemon: Daemon) -> None:
     assert cached == again["usage"]["prompt_tokens"] - 1  # type: ignore[index]
 
 
+def _prompt_cache_hits(daemon: Daemon) -> float:
+    for line in web.get(f"{daemon.url}/metrics").text.splitlines():
+        if line.startswith(f'appliance_prompt_cache_hits_total{{model="{MODEL_ID}"}}'):
+            return float(line.split()[-1])
+    raise AssertionError("no appliance_prompt_cache_hits_total for the model")
+
+
+def test_a_conversation_finds_its_prefix_after_others_took_every_slot(batching_daemon: Daemon) -> None:
+    """Five conversations, one after another, on four slots: the first one's slot goes to the fifth, its
+    prefix to host memory, and its next turn copies it back instead of reading it again."""
+
+    def turn(topic: str, question: str) -> dict[str, object]:
+        system = {"role": "system", "content": f"You answer questions about {topic}, in one sentence. " * 8}
+        body = {"model": MODEL_ID, "messages": [system, {"role": "user", "content": question}],
+                "max_tokens": 4, "temperature": 0}  # fmt: skip
+        response = web.post(f"{batching_daemon.v1}/chat/completions", json=body, timeout=120)
+        assert response.status_code == 200, response.text
+        return response.json()  # type: ignore[no-any-return]
+
+    hits = _prompt_cache_hits(batching_daemon)
+    turn("lighthouses", "Who keeps them?")
+    for topic in ("glaciers", "orchards", "violins", "comets"):  # each takes the least recently used slot
+        turn(topic, "Why?")
+    again = turn("lighthouses", "How tall are they?")
+    usage = again["usage"]
+    assert usage["prompt_tokens_details"]["cached_tokens"] > 100  # type: ignore[index]
+    assert _prompt_cache_hits(batching_daemon) == hits + 1
+
+
 def test_long_prompt_does_not_freeze_a_stream(batching_daemon: Daemon) -> None:
     """A 1900-token prompt read in chunks (n_batch 512: four of them) while another request generates:
     both finish correctly."""
