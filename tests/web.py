@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import httpx
 
-_client = httpx.Client(limits=httpx.Limits(max_keepalive_connections=0), trust_env=False)
+# A call that names no timeout may wait 60 s, not httpx's 5: a request on a machine busy with other work
+# (a build, another test run) can take longer than 5 s without anything being wrong (seen in a full run).
+_client = httpx.Client(limits=httpx.Limits(max_keepalive_connections=0), trust_env=False, timeout=60)
 
 get = _client.get
 post = _client.post

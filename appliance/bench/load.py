@@ -86,6 +86,8 @@ PROMPTS: dict[str, Callable[[], str]] = {
     "long": long_prompt,
     "edit": edit_prompt,
 }
+# Workloads whose requests share prefixes on purpose (appliance.bench.workloads); the others' do not.
+WORKLOADS = ("chat", "agent")
 
 
 @dataclass(frozen=True)
@@ -99,7 +101,7 @@ class Load:
     request_timeout_s: float = 600
 
     def prompt_text(self) -> str:
-        return PROMPTS[self.prompt]()
+        return PROMPTS[self.prompt]() if self.prompt in PROMPTS else ""
 
 
 @dataclass
@@ -110,14 +112,16 @@ class Result:
     chunk_times: list[float] = field(default_factory=list)
     tokens: int = 0
     prompt_tokens: int | None = None
+    text: str = ""  # the reply (a conversation goes on with it)
 
 
 async def one_request(server: client.AsyncDaemonClient, body: dict[str, Any]) -> Result:
     r = Result(start=time.perf_counter())
     try:
         async for chunk in server.chat_chunks(body):
-            if client.delta_text(chunk):
+            if text := client.delta_text(chunk):
                 r.chunk_times.append(time.perf_counter())
+                r.text += text
             if usage := chunk.get("usage"):
                 r.tokens = usage.get("completion_tokens", 0)
                 r.prompt_tokens = usage.get("prompt_tokens")
@@ -189,6 +193,14 @@ async def served_model(server: client.AsyncDaemonClient) -> str:
         raise LoadError(f"{server.url}/v1/models answered with no model") from None
 
 
+def check_warm_up(warm: Result, base: str) -> None:
+    """Raise LoadError, in one line, where the warm-up request failed."""
+    if not warm.ok:
+        if warm.error == "ConnectError":
+            raise LoadError(f"no server answers at {base}")
+        raise LoadError(f"the warm-up request failed: {warm.error}")
+
+
 async def run_load(
     base: str,
     load: Load,
@@ -218,11 +230,16 @@ async def run_load(
                 **(extra_body or {}),
             }
 
+        if load.prompt in WORKLOADS:
+            from appliance.bench.workloads import run_workload
+
+            def base_body(messages: list[dict[str, str]]) -> dict[str, Any]:
+                return {**body(0), "messages": messages}
+
+            results, wall = await run_workload(server, load, base_body)
+            return {"model": model_id, **summarize(results, wall)}
         warm = await one_request(server, body(0))
-        if not warm.ok:
-            if warm.error == "ConnectError":
-                raise LoadError(f"no server answers at {base}")
-            raise LoadError(f"the warm-up request failed: {warm.error}")
+        check_warm_up(warm, base)
         gate = asyncio.Semaphore(load.concurrency)
 
         async def limited(i: int) -> Result:

@@ -60,6 +60,11 @@ def _llama_server(s: Setup, load: Load, port: int) -> list[str]:
     return [s.llama_server, "-m", str(s.model), *flags.split(), *repack]
 
 
+def _llama_server_uncached(s: Setup, load: Load, port: int) -> list[str]:
+    # llama-server without its host-memory prompt cache: prefixes live in the slots only.
+    return [*_llama_server(s, load, port), "--cache-ram", "0"]
+
+
 def _llama_server_ngram(s: Setup, load: Load, port: int) -> list[str]:
     # llama-server's speculation by n-gram lookup in the context (its default draft lengths).
     return [*_llama_server(s, load, port), "--spec-type", "ngram-simple"]
@@ -97,12 +102,20 @@ def _end_of_text_bias(s: Setup, load: Load) -> dict[str, Any]:
 SERVERS = {
     "appliance": ServerSpec("appliance", _appliance, env=lambda s, tmp: {"APPLIANCE_HOME": tmp}),
     # The appliance without speculative decoding (model.draft_max 0), to measure what it gains.
+    "appliance-uncached": ServerSpec(
+        "appliance-uncached",
+        _appliance,
+        env=lambda s, tmp: {"APPLIANCE_HOME": tmp, "APPLIANCE_MODEL__PROMPT_CACHE": "0"},
+    ),
     "appliance-plain": ServerSpec(
         "appliance-plain",
         _appliance,
         env=lambda s, tmp: {"APPLIANCE_HOME": tmp, "APPLIANCE_MODEL__DRAFT_MAX": "0"},
     ),
     "llama-server": ServerSpec("llama-server", _llama_server, extra_body=_n_predict),
+    "llama-server-uncached": ServerSpec(
+        "llama-server-uncached", _llama_server_uncached, extra_body=_n_predict
+    ),
     "llama-server-ngram": ServerSpec("llama-server-ngram", _llama_server_ngram, extra_body=_n_predict),
     "llama-cpp-python": ServerSpec(
         "llama-cpp-python", _llama_cpp_python, extra_body=_end_of_text_bias, ignore_eos=False

@@ -208,9 +208,10 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
     bench.add_argument("--requests", type=int, default=5, help="measured requests per server (default 5)")
     bench.add_argument(
         "--prompt",
-        choices=["short", "long", "edit"],
+        choices=["short", "long", "edit", "chat", "agent"],
         default="short",
-        help="short; ~2000 tokens; or a code edit whose answer repeats the prompt (speculation)",
+        help="short; ~2000 tokens; a code edit whose answer repeats the prompt (speculation); chat: "
+        "multi-turn conversations, twice as many as slots; agent: a ~1500-token system prompt repeated",
     )
     bench.add_argument("--json", action="store_true", help="print the results as JSON")
     bench.add_argument("--out", type=Path, metavar="FILE", help="also write the results to FILE as JSON")

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -111,3 +112,34 @@ def test_errors_are_one_line_and_exit_1(
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("appliance: appliance failed: the server exited with code 1 before it was healthy")
     assert "Traceback" not in done.stderr
+
+
+def test_the_chat_and_agent_workloads_send_what_they_say(daemon: Daemon) -> None:
+    """chat: twice as many conversations as slots, turns round robin, each turn carrying its history
+    with the server's own replies; agent: one ~1,500-token system prompt with every task."""
+    import asyncio
+
+    import client
+    from appliance.bench.load import Load
+    from appliance.bench.workloads import run_workload
+
+    def body(messages: list[dict[str, str]]) -> dict[str, object]:
+        return {"model": MODEL_ID, "messages": messages, "max_tokens": 6, "temperature": 0,
+                "ignore_eos": True, "stream_options": {"include_usage": True}}  # fmt: skip
+
+    async def run(load: Load) -> list[Any]:
+        server = client.AsyncDaemonClient(daemon.url, None, timeout_s=120, stream_read_timeout_s=120)
+        try:
+            return (await run_workload(server, load, body))[0]
+        finally:
+            await server.close()
+
+    chat = asyncio.run(run(Load(tokens=6, concurrency=1, requests=5, prompt="chat")))
+    assert all(r.ok and r.tokens == 6 for r in chat)
+    first_turns, second_turns, third = chat[:2], chat[2:4], chat[4]
+    # Turn two of each conversation holds turn one and its reply: more tokens than turn one and a reply.
+    for one, two in zip(first_turns, second_turns, strict=True):
+        assert two.prompt_tokens > one.prompt_tokens + 6
+    assert third.prompt_tokens > second_turns[0].prompt_tokens
+    agent = asyncio.run(run(Load(tokens=6, concurrency=1, requests=2, prompt="agent")))
+    assert all(r.ok for r in agent) and all(r.prompt_tokens > 1000 for r in agent)
