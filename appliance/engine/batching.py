@@ -277,11 +277,13 @@ class BatchingEngine:
 
     def _keep(self, slot: Slot, common: int) -> None:
         """Before ``slot``'s cache is cut to its first ``common`` tokens: keep the whole of it in host
-        memory where what would be lost is worth keeping."""
+        memory where most of it would be lost (another conversation takes the slot), as llama-server
+        does; not where the slot goes on with most of it (the same agent's next task: copying its long
+        prefix out every time would cost each request time for a short tail of little worth)."""
         cache = self.prompt_cache
         assert cache is not None
         tokens = self.model.cached_tokens(slot.seq)
-        if len(tokens) - common < cache.min_tokens:
+        if len(tokens) - common < cache.min_tokens or common * 2 >= len(tokens):
             return
         try:
             size = self.model.state_size(slot.seq)

@@ -243,21 +243,21 @@ class LlamaModel:
         """Bytes of ``seq``'s state (its KV cells), as ``save_state`` would copy them."""
         return int(llama_cpp.llama_state_seq_get_size(self._ctx, seq))
 
-    def save_state(self, seq: int) -> bytes:
-        """A copy of ``seq``'s state in host memory (it holds ``cached_tokens(seq)``)."""
+    def save_state(self, seq: int) -> Any:
+        """A copy of ``seq``'s state in host memory (it holds ``cached_tokens(seq)``): a ctypes byte array,
+        which ``len`` measures and ``restore_state`` reads without another copy."""
         size = self.state_size(seq)
         buffer = (ctypes.c_uint8 * size)()
         written = llama_cpp.llama_state_seq_get_data(self._ctx, buffer, size, seq)
         if written != size:
             raise EngineFailure(f"llama.cpp copied {written} of {size} bytes of sequence {seq}'s state")
-        return bytes(buffer)
+        return buffer
 
-    def restore_state(self, seq: int, state: bytes, tokens: list[int]) -> bool:
+    def restore_state(self, seq: int, state: Any, tokens: list[int]) -> bool:
         """Replace ``seq``'s cache with ``state`` (from ``save_state``, holding ``tokens``); False, with the
         sequence emptied, where llama.cpp cannot (no room for it now)."""
         self.forget(seq)
-        buffer = (ctypes.c_uint8 * len(state)).from_buffer_copy(state)
-        if llama_cpp.llama_state_seq_set_data(self._ctx, buffer, len(state), seq) != len(state):
+        if llama_cpp.llama_state_seq_set_data(self._ctx, state, len(state), seq) != len(state):
             self.forget(seq)
             return False
         self._cached[seq] = list(tokens)

@@ -13,6 +13,7 @@ Bounded in bytes, least recently used first out; a prefix that another kept one 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 
 def common_prefix(a: list[int], b: list[int]) -> int:
@@ -28,7 +29,7 @@ def common_prefix(a: list[int], b: list[int]) -> int:
 @dataclass
 class Kept:
     tokens: list[int]
-    state: bytes
+    state: Any  # bytes-like: the sequence state, len() of it its size
 
 
 class PromptCache:
@@ -55,7 +56,7 @@ class PromptCache:
             for k in self._kept
         )
 
-    def put(self, tokens: list[int], state: bytes) -> None:
+    def put(self, tokens: list[int], state: Any) -> None:
         """Keep ``state``, the sequence state holding ``tokens``; what it covers, and the least recently
         used beyond the bound, leave."""
         n = len(tokens)

@@ -23,8 +23,12 @@ from __future__ import annotations
 NGRAM = 3
 FIRST_DRAFT = 4
 # A slot that stopped guessing (they did not pay) still tries one token this often: a reply may turn into
-# a copy of its prompt after some words of its own.
-PROBE_EVERY = 8
+# a copy of its prompt after some words of its own. Rarely: on a CPU a probe's step costs about two, and
+# one in 8 chances put those slow steps into the inter-token latency's 95th percentile (agent workload).
+PROBE_EVERY = 32
+# A guess is made only where it is expected to bring this much more than plain decoding: where it brings
+# about the same, it only makes tokens come in bursts (a slower step, then several at once).
+MARGIN = 1.1
 
 
 class StepCost:
@@ -59,8 +63,9 @@ class StepCost:
 def best_length(p: float, fixed: float, per_token: float, most: int) -> int:
     """The guess length (0 to ``most``) that brings the most tokens per second when each guessed token
     is kept with probability ``p`` (given the ones before it were): a step of 1 + k tokens costs
-    fixed + (1 + k) * per_token and brings 1 + p + p^2 + ... + p^k tokens."""
-    best, best_rate = 0, 1.0 / (fixed + per_token)
+    fixed + (1 + k) * per_token and brings 1 + p + p^2 + ... + p^k tokens. 0 unless some length beats
+    plain decoding by ``MARGIN``."""
+    best, best_rate = 0, MARGIN / (fixed + per_token)
     expected, term = 1.0, 1.0
     for k in range(1, most + 1):
         term *= p

@@ -125,3 +125,16 @@ def test_a_conversation_pushed_out_of_its_slot_finds_its_prefix_again(model: Any
         model, plain, AGENT + ASSISTANT + first + "<|im_end|>\n<|im_start|>user\nWhy?<|im_end|>\n"
     )
     assert again == repeat
+
+
+def test_a_slot_going_on_with_most_of_its_prefix_is_not_copied_out(model: Any) -> None:
+    """The same agent's next task keeps most of the slot: nothing is copied out (it would cost every
+    request time); another conversation taking the slot is what copies it out."""
+    model.forget()
+    cache = PromptCache(64 << 20)
+    engine = BatchingEngine(model, prompt_cache=cache)
+    _run(model, engine, AGENT + ASSISTANT)
+    _run(model, engine, AGENT.replace("Where was the first bridge?", "Who built the mill?") + ASSISTANT)
+    assert len(cache) == 0
+    _run(model, engine, OTHER + ASSISTANT)
+    assert len(cache) == 1 and cache.size > 0
