@@ -154,8 +154,9 @@ class ModelSettings(BaseModel):
     """Requests generated at once (continuous batching slots); empty: as many as memory allows, up to 4."""
     n_threads: int | None = Field(None, ge=1)
     """Threads for generation; empty means the physical core count."""
-    n_batch: int = Field(512, ge=1)
-    """Logical batch size for prompt processing."""
+    n_batch: int = Field(2048, ge=1)
+    """Tokens decoded at most in one step, all slots together (llama-server's -b, 2048): prompt chunks
+    read beside the generating slots' next tokens; llama.cpp runs them n_ubatch at a time."""
     n_ubatch: int = Field(512, ge=1)
     """Physical batch size for prompt processing."""
     n_gpu_layers: int | None = None

@@ -216,7 +216,8 @@ class BatchingEngine:
         self.draft_max = draft_max  # tokens guessed at most per step and slot (0: no speculation)
         self.step_cost = StepCost()  # what generation steps take here, to guess only where it pays
         self.slots = [Slot(seq) for seq in range(model.n_seq)]
-        self.n_batch = model.options.n_batch
+        # llama.cpp takes at most n_ctx tokens a decode in a causal model's context.
+        self.n_batch = min(model.options.n_batch, model.n_ctx)
         self._on_request_done = on_request_done  # seconds a request held its slot (for Retry-After)
         self._faults = faults
 

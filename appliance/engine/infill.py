@@ -108,7 +108,10 @@ def infill_prompt(model: Any, model_id: str, infill: Infill, max_tokens: int | N
         fim,
         infill,
         bos=model.bos_token if model.add_bos else None,
-        n_batch=min(model.options.n_batch, model.n_ctx_per_seq),
+        # llama-server's budgets, from its n_batch (2048 by default, as ours): the code around the cursor
+        # gets at most that, the repository's files what is left of the slot. At most half the slot, so a
+        # slot no larger than a batch still has room for the files.
+        n_batch=min(model.options.n_batch, model.n_ctx_per_seq // 2),
         n_ctx=model.n_ctx_per_seq,
         reply_tokens=max_tokens if max_tokens is not None else DEFAULT_REPLY_TOKENS,
     )

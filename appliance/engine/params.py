@@ -10,7 +10,7 @@ class LoadOptions:
     """How to load a model: context size, batch sizes, threads, offload."""
 
     n_ctx: int | None = None  # None: 4096, or the trained context if smaller
-    n_batch: int = 512
+    n_batch: int = 2048
     n_ubatch: int = 512
     n_threads: int = 1
     n_threads_batch: int = 1

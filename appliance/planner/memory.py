@@ -50,7 +50,7 @@ class LoadSettings:
     """The llama.cpp settings a plan chooses."""
 
     n_ctx: int
-    n_batch: int = 512
+    n_batch: int = 2048
     n_ubatch: int = 512
     n_parallel: int = 1
     n_gpu_layers: int = 0

@@ -42,7 +42,7 @@ class PlanRequest:
     # USEFUL_CTX per slot (or the trained context if smaller), reduced if needed.
     n_ctx: int | None = None
     n_parallel: int = 1
-    n_batch: int = 512
+    n_batch: int = 2048
     n_ubatch: int = 512
     flash_attn: str = "auto"  # auto | on | off
     n_gpu_layers: int | None = None  # None: the planner decides

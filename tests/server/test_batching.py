@@ -106,8 +106,8 @@ def test_a_conversation_finds_its_prefix_after_others_took_every_slot(batching_d
 
 
 def test_long_prompt_does_not_freeze_a_stream(batching_daemon: Daemon) -> None:
-    """A 1900-token prompt read in chunks (n_batch 512: four of them) while another request generates:
-    both finish correctly."""
+    """A 1900-token prompt read while another request generates (in one step with its next token: n_batch
+    2048; llama.cpp runs it 512 tokens at a time): both finish correctly."""
     long_text = "The tide comes in and the tide goes out along the quiet harbour. " * 125
     alone = _chat(batching_daemon, "Count to ten.", max_tokens=24)
     with concurrent.futures.ThreadPoolExecutor(2) as pool:

@@ -22,7 +22,7 @@ DEFAULTS = [
     ("model", "n_ctx", None),
     ("model", "n_parallel", None),
     ("model", "n_threads", None),
-    ("model", "n_batch", 512),
+    ("model", "n_batch", 2048),
     ("model", "n_ubatch", 512),
     ("model", "n_gpu_layers", None),
     ("model", "flash_attn", "auto"),
