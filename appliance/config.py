@@ -183,6 +183,9 @@ class ModelSettings(BaseModel):
     keep_alive: str = "5m"
     """How long a model loaded on demand stays loaded after its last request ("30s", "5m", "1h"; -1: until
     its memory is needed). The model `serve` starts with stays loaded unless memory is needed."""
+    preload: bool = True
+    """Load the model `serve` starts with at once; false (`serve --no-preload`): the daemon starts with no
+    model loaded and loads it on its first request, then unloads it after `keep_alive`, as Ollama does."""
     max_loaded: int = Field(3, ge=1)
     """Models loaded at once at most; the least recently used idle one makes room."""
     load_timeout_s: float = Field(300, gt=0)

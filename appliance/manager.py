@@ -239,10 +239,12 @@ class ModelManager:
     # -- lifecycle ------------------------------------------------------------------------------
 
     def start(self) -> None:
-        """On the event loop: load the default model and start unloading idle ones."""
+        """On the event loop: load the default model (unless ``model.preload`` is off) and start unloading
+        idle ones."""
         self._loop = asyncio.get_running_loop()
-        default = self._models[self.default_id]
-        self._spawn(default, self._decide(default), keep_alive_s=None, first=True)
+        if self.settings.model.preload:
+            default = self._models[self.default_id]
+            self._spawn(default, self._decide(default), keep_alive_s=None, first=True)
         self._reaper = asyncio.create_task(self._reap())
 
     def reconfigure(self, settings: Settings) -> None:
@@ -362,8 +364,9 @@ class ModelManager:
             if not plan.fits:
                 raise ModelTooLarge(f"the model {model.id} does not fit this machine: {plan.reasons[0]}")
             await self._make_room(model, plan, deadline)
-            keep_alive = None if model.id == self.default_id else self.keep_alive_s
-            return self._spawn(model, plan, keep_alive_s=keep_alive)
+            # The model serve started with stays, unless not preloaded: then it is loaded on demand too.
+            stays = model.id == self.default_id and self.settings.model.preload
+            return self._spawn(model, plan, keep_alive_s=None if stays else self.keep_alive_s)
 
     async def _make_room(self, model: LocalModel, plan: Plan, deadline: float) -> None:
         """Unload idle models, least recently used first, until ``plan`` fits beside the rest; wait for

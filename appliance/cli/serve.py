@@ -33,6 +33,13 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
     )
     serve.add_argument("--max-queue", type=int, help="requests that may wait at once (default 64)")
     serve.add_argument("--threads", type=int, help="generation threads (default: physical cores)")
+    serve.add_argument(
+        "--no-preload",
+        dest="preload",
+        action="store_false",
+        default=None,
+        help="start with no model loaded: load it on its first request, unload it after model.keep_alive",
+    )
     # After the serve-only flags, as parents would put them first and change `serve --help`.
     for action in budget_flags._actions:
         serve._add_action(action)
@@ -67,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
                 "n_parallel": args.parallel,
                 "n_threads": args.threads,
                 "gpus": gpus(args),
+                "preload": args.preload,
             },
             planner=budgets(args),
         )

@@ -345,3 +345,20 @@ def test_any_dialects_request_keeps_a_model_warm(models_daemon: Daemon) -> None:
     assert (_expiries(models_daemon)[SECOND] - first).total_seconds() >= 1
     loaded = {m["id"]: m for m in _status(models_daemon)["models"]}
     assert loaded[SECOND]["keep_alive_s"] == 30  # the keep-alive an Ollama request set stays
+
+
+def test_without_preload_the_daemon_starts_empty_and_loads_on_the_first_request(tmp_path: Path) -> None:
+    """`serve --no-preload` (Ollama's way): healthy with no model loaded, the first request loads the
+    model serve names, and it unloads after model.keep_alive like any model loaded on demand."""
+    daemon = start_daemon(tmp_path, "--no-preload", env={"APPLIANCE_MODEL__KEEP_ALIVE": f"{KEEP_ALIVE_S}s"})
+    try:
+        assert _loaded(daemon) == []
+        assert web.get(f"{daemon.url}/health").json()["status"] == "ok"
+        installed = web.get(f"{daemon.url}/appliance/v1/models").json()["models"]
+        assert [(m["id"], m["default"], m["loaded"]) for m in installed] == [(MODEL_ID, True, False)]
+        assert _chat(daemon, MODEL_ID).status_code == 200
+        assert _status(daemon)["models"][0]["keep_alive_s"] == KEEP_ALIVE_S
+        assert wait_until(lambda: _loaded(daemon) == [], 30)
+        assert "loading smollm2-135m-instruct" in daemon.log() and "(idle)" in daemon.log()
+    finally:
+        stop_daemon(daemon)
