@@ -32,6 +32,7 @@ from appliance.errors import (
     ModelTooLarge,
     ShuttingDown,
 )
+from appliance.hardware.memory import detect_memory
 from appliance.hardware.profile import HardwareProfile
 from appliance.loaded import Loaded, request_limits
 from appliance.planner.model_info import read_model_info
@@ -420,12 +421,19 @@ class ModelManager:
             template_file=own.chat_template_file,
             draft_max=self.settings.model.draft_max if own.draft_max is None else own.draft_max,
             prompt_cache_bytes=self.settings.model.prompt_cache_bytes(self.hardware.memory.total_bytes),
+            memory_room=self._memory_room,
         )
         entry = Loaded(model, backend, plan, keep_alive_s, settled)
         self._loaded[model.id] = entry
         log.info("loading %s from %s", model.id, model.path)
         backend.start()
         return entry
+
+    def _memory_room(self) -> int:
+        """Memory the prompt caches may still take: what is available now (within a container's limit)
+        less a floor kept for everything else (1 GiB, an eighth of RAM on smaller machines)."""
+        floor = min(1 << 30, self.hardware.memory.total_bytes // 8)
+        return detect_memory().available_bytes - floor
 
     async def _unload(self, entry: Loaded, reason: str) -> None:
         if entry.unloading:

@@ -95,10 +95,12 @@ class LocalLlamaBackend:
         template_file: Path | None = None,
         draft_max: int = 0,
         prompt_cache_bytes: int = 0,
+        memory_room: Callable[[], int] | None = None,
     ) -> None:
         self.path = path
         self.draft_max = draft_max  # speculative decoding by prompt lookup (appliance.engine.speculation)
         self.prompt_cache_bytes = prompt_cache_bytes  # host memory for prefixes (engine.prompt_cache)
+        self._memory_room = memory_room  # bytes the prompt cache may still take from the machine now
         self._template_file = template_file  # used instead of the GGUF's chat template
         self.model_id = model_id
         self.options = options
@@ -194,7 +196,11 @@ class LocalLlamaBackend:
         self._load()
         if self._model is not None:
             self._faults = Faults.from_environment(self._model)
-            cache = PromptCache(self.prompt_cache_bytes) if self.prompt_cache_bytes > 0 else None
+            cache = (
+                PromptCache(self.prompt_cache_bytes, room=self._memory_room)
+                if self.prompt_cache_bytes > 0
+                else None
+            )
             self._engine = BatchingEngine(self._model, self._job_took, self._faults, self.draft_max, cache)
         loop = JobLoop(self._jobs, self.model_id, left_queue=self._left_queue, job_took=self._job_took)
         loop.run(self._model, self._engine, self.error)

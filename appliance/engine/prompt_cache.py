@@ -12,6 +12,7 @@ Bounded in bytes, least recently used first out; a prefix that another kept one 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,9 +36,12 @@ class Kept:
 class PromptCache:
     """Sequence states by the tokens they hold, at most ``limit_bytes`` of them."""
 
-    def __init__(self, limit_bytes: int, min_tokens: int = 64) -> None:
+    def __init__(self, limit_bytes: int, min_tokens: int = 64, room: Callable[[], int] | None = None) -> None:
         self.limit_bytes = limit_bytes
         self.min_tokens = min_tokens  # shorter prefixes are read again faster than they are copied
+        # Bytes the machine can still give (its available memory less a floor), read before each copy:
+        # the planner does not count the cache, so it only grows into memory nothing else needs.
+        self.room = room
         self._kept: list[Kept] = []  # least recently used first
         self.size = 0  # bytes held
         self.hits = 0
@@ -50,6 +54,8 @@ class PromptCache:
         """Whether a prefix of ``tokens`` (``state_size`` bytes) is worth keeping: long enough, within the
         bound, and not held already (by a kept prefix at least as long that starts with it)."""
         if len(tokens) < self.min_tokens or state_size > self.limit_bytes:
+            return False
+        if self.room is not None and state_size > self.room():
             return False
         return not any(
             len(k.tokens) >= len(tokens) and common_prefix(k.tokens, tokens) == len(tokens)

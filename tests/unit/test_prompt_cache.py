@@ -138,3 +138,12 @@ def test_a_slot_going_on_with_most_of_its_prefix_is_not_copied_out(model: Any) -
     assert len(cache) == 0
     _run(model, engine, OTHER + ASSISTANT)
     assert len(cache) == 1 and cache.size > 0
+
+
+def test_nothing_is_kept_where_the_machine_has_no_room_for_it() -> None:
+    """The planner does not count the cache: it only takes memory the machine can still give."""
+    room = [1000]
+    cache = PromptCache(10_000, min_tokens=2, room=lambda: room[0])
+    assert cache.wants([1, 2, 3], 900)
+    room[0] = 800
+    assert not cache.wants([1, 2, 3], 900)
