@@ -287,6 +287,9 @@ class LocalLlamaBackend:
                 chat_template=self._template_origin(),
                 chat_format=self._format.name,
             )
+            held, prefixes, hits = self.prompt_cache
+            info["prompt_cache"] = {"bytes": held, "prefixes": prefixes, "hits": hits,
+                                    "limit_bytes": self.prompt_cache_bytes}  # fmt: skip
         if self.error:
             info["error"] = self.error
         return info

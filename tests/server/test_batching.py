@@ -103,6 +103,8 @@ def test_a_conversation_finds_its_prefix_after_others_took_every_slot(batching_d
     usage = again["usage"]
     assert usage["prompt_tokens_details"]["cached_tokens"] > 100  # type: ignore[index]
     assert _prompt_cache_hits(batching_daemon) == hits + 1
+    cache = web.get(f"{batching_daemon.url}/appliance/v1/status").json()["models"][0]["prompt_cache"]
+    assert cache["hits"] == hits + 1 and 0 < cache["bytes"] <= cache["limit_bytes"] and cache["prefixes"] >= 1
 
 
 def test_long_prompt_does_not_freeze_a_stream(batching_daemon: Daemon) -> None:

@@ -311,7 +311,8 @@ def test_ollama_keep_alive_says_when_a_model_unloads(models_daemon: Daemon) -> N
     before = _metric(models_daemon, unloaded)
     assert _ollama(models_daemon, "/api/chat", _said(SECOND, keep_alive=0))["done"]
     assert wait_until(lambda: SECOND not in _expiries(models_daemon), timeout=10)  # 0: once it is done
-    assert _metric(models_daemon, unloaded) == before + 1
+    # Counted once the unload is over (/api/ps stops listing it as soon as the unload starts).
+    assert wait_until(lambda: _metric(models_daemon, unloaded) == before + 1, timeout=10)
     assert _ollama(models_daemon, "/api/embed", {"model": SECOND, "input": "hi", "keep_alive": "0s"})
     assert wait_until(lambda: SECOND not in _expiries(models_daemon), timeout=10)
     # An empty prompt with keep_alive 0 unloads before it answers; without, the default model comes back
