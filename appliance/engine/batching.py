@@ -17,9 +17,10 @@ from appliance.engine.faults import Faults
 from appliance.engine.formats.reader import ReplyEvent
 from appliance.engine.jobs import DONE, GenerationJob
 from appliance.engine.params import GeneratedToken
-from appliance.engine.prompt_cache import PromptCache, common_prefix
+from appliance.engine.prompt_cache import PromptCache
 from appliance.engine.speculation import NgramDrafter, StepCost
 from appliance.engine.text import StopScanner
+from appliance.engine.tokens import common_prefix
 from appliance.errors import ApplianceError, EngineFailure
 
 log = logging.getLogger(__name__)
@@ -235,8 +236,11 @@ class BatchingEngine:
         shared = {s.seq: common_prefix(self.model.cached_tokens(s.seq), job.prompt) for s in idle}
         slot = self._choose(idle, shared, len(job.prompt))
         if self.prompt_cache is not None:
-            slot = self._with_kept_prefix(job.prompt, idle, shared) or slot
-            self._keep(slot, common_prefix(self.model.cached_tokens(slot.seq), job.prompt))
+            restored = self._with_kept_prefix(job.prompt, idle, shared)
+            if restored is not None:
+                slot = restored  # it holds a kept prefix: nothing in it to keep
+            else:
+                self._keep(slot, shared[slot.seq])
         try:
             slot.start(self.model, job, self.draft_max)
             if self._faults is not None:

@@ -19,6 +19,7 @@ from appliance.engine.llama_params import context_params, model_params
 from appliance.engine.params import GeneratedToken, LoadOptions, SamplingParams
 from appliance.engine.runtime import init_backend
 from appliance.engine.sampler import Sampler, check_grammar, new_sampler
+from appliance.engine.tokens import common_prefix
 from appliance.errors import ContextOverflow, EngineFailure, InvalidRequest, ModelLoadFailed
 
 
@@ -227,12 +228,8 @@ class LlamaModel:
             self.forget(seq)
             return 0
         cached = self._cached[seq]
-        common = 0
-        for old, new in zip(cached, prompt, strict=False):
-            if old != new:
-                break
-            common += 1
-        common = min(common, len(prompt) - 1)  # at least one token is decoded, to get fresh logits
+        # At least one token is decoded, to get fresh logits.
+        common = min(common_prefix(cached, prompt), len(prompt) - 1)
         if common <= 0 or not llama_cpp.llama_memory_seq_rm(self._memory, seq, common, -1):
             self.forget(seq)
             return 0

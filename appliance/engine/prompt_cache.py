@@ -16,15 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-
-def common_prefix(a: list[int], b: list[int]) -> int:
-    """How many tokens ``a`` and ``b`` share from their start."""
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n
+from appliance.engine.tokens import common_prefix
 
 
 @dataclass

@@ -1,11 +1,22 @@
-"""llama-server's token utilities over a model's vocabulary: /tokenize's mixed content (texts and token
-ids), /detokenize's pieces, and the check that keeps ids llama.cpp would read out of bounds from it."""
+"""Token utilities: llama-server's over a model's vocabulary (/tokenize's mixed content of texts and token
+ids, /detokenize's pieces, the check that keeps ids llama.cpp would read out of bounds from it), and the
+prefix two token sequences share (the KV cache a request can reuse)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from appliance.errors import InvalidRequest
+
+
+def common_prefix(a: list[int], b: list[int]) -> int:
+    """How many tokens ``a`` and ``b`` share from their start."""
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
 
 
 def check_token_ids(n_vocab: int, tokens: list[int], param: str) -> None:
