@@ -53,7 +53,14 @@ def model_params(options: LoadOptions) -> Any:
 
     mparams = llama_cpp.llama_model_default_params()
     mparams.n_gpu_layers = options.n_gpu_layers
-    mparams.use_extra_bufts = repacks_by_default() if options.repack is None else options.repack
+    if options.repack is not None:
+        mparams.use_extra_bufts = options.repack
+    elif options.n_gpu_layers < 0 and options.devices:
+        # Every layer on the GPUs: no weight a CPU kernel multiplies is left to repack (the token
+        # embeddings stay on the CPU, read by row); llama.cpp's default, and no warning about AMX.
+        mparams.use_extra_bufts = True
+    else:
+        mparams.use_extra_bufts = repacks_by_default()
     if options.n_gpu_layers == 0:  # a CPU plan stays off the GPU entirely
         mparams.devices = ctypes.addressof(_NO_DEVICES)
         # Mapped, never AUTO's choice (direct I/O where the device allows): the planner counts the

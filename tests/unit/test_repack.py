@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from appliance.config import ModelSettings, Settings
-from appliance.engine import runtime
+from appliance.engine import llama_params, runtime
 from appliance.engine.llama_params import model_params
 from appliance.engine.params import LoadOptions
 from appliance.planner.plan import plan
@@ -48,6 +48,21 @@ def test_not_repacked_where_amx_kernels_would_run(build: list[str], caplog: pyte
     with caplog.at_level(logging.WARNING):
         assert model_params(LoadOptions()).use_extra_bufts is False
     assert "AMX kernels crash on this CPU" in caplog.text and "model.cpu_repack" in caplog.text
+
+
+def test_no_word_about_amx_when_every_layer_is_on_a_gpu(
+    build: list[str], caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A GPU box with an AMX Xeon (the lent H200's): a full offload leaves no weight for the CPU's kernels,
+    so the plan and the load say nothing about them; a partial one still turns repacking off."""
+    build[0] = AMX_BUILD
+    monkeypatch.setattr(llama_params, "split_arguments", lambda options: {})  # no CUDA0 on this machine
+    with caplog.at_level(logging.WARNING):
+        assert model_params(LoadOptions(n_gpu_layers=-1, devices=("CUDA0",))).use_extra_bufts is True
+    assert "AMX" not in caplog.text
+    with caplog.at_level(logging.WARNING):
+        assert model_params(LoadOptions(n_gpu_layers=10, devices=("CUDA0",))).use_extra_bufts is False
+    assert "AMX kernels crash on this CPU" in caplog.text
 
 
 @pytest.mark.parametrize("info", [AVX2_BUILD, AMX_BUILD])
