@@ -183,7 +183,10 @@ def test_the_link_cut_mid_stream_ends_it_with_an_error_then_requests_stay_local(
     finally:
         standin.netns("restore")
         standin.set_peer(online=True)
-    assert wait_until(lambda: remote_state(daemon)["healthy"], 40)
+    # Healthy again, and past the breaker's cooldown (a probe passing while it cools does not close it).
+    assert wait_until(
+        lambda: remote_state(daemon)["healthy"] and remote_state(daemon)["breaker"] != "open", 60
+    )
     back = _chat(daemon, "big-model")
     assert back.status_code == 200 and back.headers["x-appliance-backend"] == "remote:gpu-box"
 
