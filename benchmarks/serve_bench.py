@@ -3,7 +3,8 @@ flags the commands recorded in docs/BENCHMARKS.md use (llama-server first, then 
 
     python benchmarks/serve_bench.py --model PATH.gguf --llama-server PATH/TO/llama-server \\
         [--servers llama-server,appliance] [--threads 2] [--ctx 4096] [--tokens 128] \\
-        [--concurrency 1] [--requests 5] [--prompt short|long] [--json OUT.json] [--log-dir DIR]
+        [--concurrency 1] [--requests 5] [--prompt short|long|edit|chat|agent] [--json OUT.json] \\
+        [--log-dir DIR]
 
 is `appliance bench PATH.gguf --servers llama-server,appliance --out OUT.json ...`; what is measured and
 how is in appliance/bench/load.py. Servers run one after the other, never at the same time. llama-server
@@ -29,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tokens", default="128", help="tokens generated per request")
     p.add_argument("--concurrency", default="1")
     p.add_argument("--requests", default="5", help="measured requests per server")
-    p.add_argument("--prompt", choices=["short", "long"], default="short")
+    p.add_argument("--prompt", choices=["short", "long", "edit", "chat", "agent"], default="short")
     p.add_argument("--json", help="also write the results to this JSON file")
     p.add_argument("--log-dir", help="keep each server's log in this directory")
     p.add_argument("--startup-timeout", default="300")

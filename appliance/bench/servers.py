@@ -101,12 +101,13 @@ def _end_of_text_bias(s: Setup, load: Load) -> dict[str, Any]:
 
 SERVERS = {
     "appliance": ServerSpec("appliance", _appliance, env=lambda s, tmp: {"APPLIANCE_HOME": tmp}),
-    # The appliance without speculative decoding (model.draft_max 0), to measure what it gains.
+    # The appliance without its host-memory prompt cache (model.prompt_cache 0): prefixes in the slots only.
     "appliance-uncached": ServerSpec(
         "appliance-uncached",
         _appliance,
         env=lambda s, tmp: {"APPLIANCE_HOME": tmp, "APPLIANCE_MODEL__PROMPT_CACHE": "0"},
     ),
+    # The appliance without speculative decoding (model.draft_max 0), to measure what it gains.
     "appliance-plain": ServerSpec(
         "appliance-plain",
         _appliance,
