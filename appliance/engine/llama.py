@@ -332,7 +332,11 @@ class LlamaModel:
     def sample(self, sampler: Sampler, index: int, top_logprobs: int | None) -> GeneratedToken:
         """Sample from the logits at batch ``index``; the sampler accepts the token."""
         if sampler.grammar is None:
-            token = int(llama_cpp.llama_sampler_sample(sampler.chain, self._ctx, index))
+            if sampler.greedy is not None:  # the same token as the chain picks, without its candidate array
+                token = sampler.greedy.pick(llama_cpp.llama_get_logits_ith(self._ctx, index))
+                llama_cpp.llama_sampler_accept(sampler.chain, token)
+            else:
+                token = int(llama_cpp.llama_sampler_sample(sampler.chain, self._ctx, index))
             if sampler.lazy is not None:
                 sampler.watch(token, self.piece(token, special=True))
         else:

@@ -29,10 +29,18 @@ class Sampler:
     speed of structured output; this way most tokens cost one check. At temperature 0 the result is the
     same token: the best token, when the grammar allows it, is also the best allowed one."""
 
-    def __init__(self, chain: Any, grammar: Any = None, n_vocab: int = 0, lazy: Lazy | None = None) -> None:
+    def __init__(
+        self,
+        chain: Any,
+        grammar: Any = None,
+        n_vocab: int = 0,
+        lazy: Lazy | None = None,
+        greedy: Greedy | None = None,
+    ) -> None:
         self.chain = chain
         self.grammar = grammar
         self.lazy = lazy  # a grammar waiting for its trigger; ``grammar`` once it appeared
+        self.greedy = greedy  # the chain is greedy decoding (and biases): picked in numpy (see Greedy)
         if grammar is None and lazy is None:
             return
         self._ids = np.arange(n_vocab, dtype=np.int32)
@@ -132,6 +140,27 @@ class Sampler:
             llama_cpp.llama_sampler_free(self.grammar)
 
 
+class Greedy:
+    """What a greedy chain (logit biases, then the best token) picks, computed on the logits in numpy.
+    llama_sampler_sample builds a candidate array of the whole vocabulary for every token (for a 49k
+    vocabulary, 590 kB allocated and filled: 150-190 us a token on this CPU, against ~20 us for argmax),
+    which on a GPU is a tenth of a small model's step. The first best token wins ties, as in llama.cpp's
+    greedy sampler; biases are added in float32, as llama.cpp adds them."""
+
+    def __init__(self, n_vocab: int, biases: dict[int, float]) -> None:
+        self.n_vocab = n_vocab
+        self._ids = np.array(list(biases), dtype=np.int64)
+        self._values = np.array(list(biases.values()), dtype=np.float32)
+
+    def pick(self, logits: Any) -> int:
+        raw = np.ctypeslib.as_array(logits, shape=(self.n_vocab,))
+        if not len(self._ids):
+            return int(raw.argmax())
+        biased = raw.copy()
+        biased[self._ids] += self._values  # the ids are distinct (a dict's keys)
+        return int(biased.argmax())
+
+
 class Lazy:
     """A grammar that holds from where one of ``triggers`` first appears in the output. The output is
     kept as bytes with where each token starts; when a trigger shows up, the grammar is built with the
@@ -180,11 +209,13 @@ def new_sampler(
 ) -> Sampler:
     """A sampler for one request over ``vocab`` (free it with ``free``); ``end_of_generation`` lists
     the tokens that ignore_eos bans."""
-    chain = _chain(n_vocab, params, end_of_generation)
+    chain, biases = _chain(n_vocab, params, end_of_generation)
+    greedy = Greedy(n_vocab, biases) if biases is not None else None
     if not params.grammar:
-        return Sampler(chain)
+        return Sampler(chain, greedy=greedy)
     if params.grammar_triggers:
-        return Sampler(chain, None, n_vocab, Lazy(vocab, params.grammar, params.grammar_triggers))
+        lazy = Lazy(vocab, params.grammar, params.grammar_triggers)
+        return Sampler(chain, None, n_vocab, lazy, greedy=greedy)
     grammar = llama_cpp.llama_sampler_init_grammar(vocab, params.grammar.encode(), b"root")
     if not grammar:
         llama_cpp.llama_sampler_free(chain)
@@ -207,8 +238,11 @@ def check_grammar(vocab: Any, grammar: str) -> None:
     raise InvalidRequest(f"invalid grammar: llama.cpp refused it ({reason})", param="grammar")
 
 
-def _chain(n_vocab: int, params: SamplingParams, end_of_generation: Callable[[], list[int]]) -> Any:
-    """The request's sampler chain, without its grammar (see Sampler)."""
+def _chain(
+    n_vocab: int, params: SamplingParams, end_of_generation: Callable[[], list[int]]
+) -> tuple[Any, dict[int, float] | None]:
+    """The request's sampler chain, without its grammar (see Sampler), and, where it only adds biases and
+    takes the best token, those biases (Greedy picks the same token faster)."""
     chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
 
     def add(sampler: ctypes.c_void_p | None) -> None:
@@ -225,7 +259,8 @@ def _chain(n_vocab: int, params: SamplingParams, end_of_generation: Callable[[],
         for i, (tok, value) in enumerate(biases.items()):
             bias[i] = llama_cpp.llama_logit_bias(tok, value)
         add(llama_cpp.llama_sampler_init_logit_bias(n_vocab, len(biases), bias))
-    if params.repeat_penalty != 1.0 or params.presence_penalty or params.frequency_penalty:
+    penalties = params.repeat_penalty != 1.0 or params.presence_penalty or params.frequency_penalty
+    if penalties:
         add(
             llama_cpp.llama_sampler_init_penalties(
                 n_vocab,
@@ -237,6 +272,7 @@ def _chain(n_vocab: int, params: SamplingParams, end_of_generation: Callable[[],
         )
     if params.temperature <= 0:
         add(llama_cpp.llama_sampler_init_greedy())
+        return chain, None if penalties else biases
     else:
         add(llama_cpp.llama_sampler_init_top_k(params.top_k))
         add(llama_cpp.llama_sampler_init_top_p(params.top_p, 1))
@@ -244,4 +280,4 @@ def _chain(n_vocab: int, params: SamplingParams, end_of_generation: Callable[[],
         add(llama_cpp.llama_sampler_init_temp(params.temperature))
         seed = llama_cpp.LLAMA_DEFAULT_SEED if params.seed is None else params.seed & 0xFFFFFFFF
         add(llama_cpp.llama_sampler_init_dist(seed))
-    return chain
+    return chain, None
