@@ -10,19 +10,14 @@ from typing import Any
 import llama_cpp
 import pytest
 
-from appliance.engine.params import LoadOptions, SamplingParams
-from models.embedded import embedded_model_path
+from appliance.engine.params import SamplingParams
+from tests.embedded_llama import embedded_llama
 
 
 @pytest.fixture(scope="module")
 def model() -> Iterator[Any]:
-    from appliance.engine.llama import LlamaModel
-
-    path = embedded_model_path()
-    assert path is not None, "the [default-model] extra is needed"
-    loaded = LlamaModel(path, LoadOptions(n_ctx=1024, n_seq_max=1, n_threads=1, n_threads_batch=1))
-    yield loaded
-    loaded.close()
+    with embedded_llama(n_ctx=1024, n_seq_max=1) as loaded:
+        yield loaded
 
 
 PROMPT = "<|im_start|>user\nWrite two sentences about the sea.<|im_end|>\n<|im_start|>assistant\n"

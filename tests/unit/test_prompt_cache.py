@@ -13,9 +13,9 @@ from appliance.backend import Finished, TextDelta, Usage
 from appliance.config import ModelSettings
 from appliance.engine.batching import BatchingEngine
 from appliance.engine.jobs import DONE, GenerationJob, JobStream
-from appliance.engine.params import LoadOptions, SamplingParams
+from appliance.engine.params import SamplingParams
 from appliance.engine.prompt_cache import PromptCache
-from models.embedded import embedded_model_path
+from tests.embedded_llama import embedded_llama
 
 
 def test_a_longer_prefix_replaces_the_kept_ones_it_starts_with() -> None:
@@ -56,13 +56,8 @@ def test_the_auto_bound_is_a_sixteenth_of_ram_at_most_8_gib() -> None:
 
 @pytest.fixture(scope="module")
 def model() -> Iterator[Any]:
-    from appliance.engine.llama import LlamaModel
-
-    path = embedded_model_path()
-    assert path is not None, "the [default-model] extra is needed"
-    loaded = LlamaModel(path, LoadOptions(n_ctx=2048, n_seq_max=1, n_threads=1, n_threads_batch=1))
-    yield loaded
-    loaded.close()
+    with embedded_llama(n_ctx=2048, n_seq_max=1) as loaded:
+        yield loaded
 
 
 SYSTEM = "You are a careful assistant who answers questions about the history of the river towns. " * 6

@@ -13,9 +13,9 @@ import pytest
 from appliance.backend import Finished, TextDelta
 from appliance.engine.batching import BatchingEngine
 from appliance.engine.jobs import DONE, GenerationJob, JobStream
-from appliance.engine.params import LoadOptions, SamplingParams
+from appliance.engine.params import SamplingParams
 from appliance.engine.speculation import NgramDrafter, StepCost, best_length
-from models.embedded import embedded_model_path
+from tests.embedded_llama import embedded_llama
 
 
 def test_the_guess_is_what_followed_the_latest_earlier_occurrence() -> None:
@@ -54,15 +54,8 @@ def test_the_index_grows_with_the_sequence_and_the_guess_length_adapts() -> None
 
 @pytest.fixture(scope="module")
 def model() -> Iterator[Any]:
-    from appliance.engine.llama import LlamaModel
-
-    path = embedded_model_path()
-    assert path is not None, "the [default-model] extra is needed"
-    loaded = LlamaModel(
-        path, LoadOptions(n_ctx=4096, n_seq_max=2, flash_attn="on", n_threads=1, n_threads_batch=1)
-    )  # one thread: no spinning on a busy machine
-    yield loaded
-    loaded.close()
+    with embedded_llama(n_ctx=4096, n_seq_max=2, flash_attn="on") as loaded:
+        yield loaded
 
 
 # A reply that repeats its prompt: the embedded 135M model copies prose faithfully (code it rewrites).
@@ -166,17 +159,10 @@ def test_the_guess_is_as_long_as_pays() -> None:
 
 def test_a_request_after_a_fitted_one_reads_its_prompt() -> None:
     """A later request's first step reads only its prompt (no slot generating) once steps are fitted."""
-    from appliance.engine.llama import LlamaModel
-
-    path = embedded_model_path()
-    assert path is not None
-    loaded = LlamaModel(path, LoadOptions(n_ctx=2048, n_seq_max=1, n_threads=1, n_threads_batch=1))
-    try:
+    with embedded_llama(n_ctx=2048, n_seq_max=1) as loaded:
         engine = BatchingEngine(loaded, draft_max=16)
         greedy = SamplingParams(temperature=0.0)
         first, _, _ = _generate(loaded, 16, [COPY], greedy, max_tokens=40, engine=engine)
         assert engine.step_cost.fit() is not None
         second, _, _ = _generate(loaded, 16, [COPY], greedy, max_tokens=40, engine=engine)
         assert second == first
-    finally:
-        loaded.close()
