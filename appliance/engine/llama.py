@@ -64,6 +64,7 @@ class LlamaModel:
         self._pieces: dict[int, bytes] = {}
         self._special_pieces: dict[int, bytes] = {}
         self._eog_tokens: list[int] | None = None
+        self._eog: dict[int, bool] = {}  # is_end_of_generation's answers: asked for every token sampled
         # Per sequence, the tokens whose KV is in the cache, in order: the prefix a next request may reuse.
         self._cached: list[list[int]] = [[] for _ in range(options.n_seq_max)]
         self._prefix_reuse = not (
@@ -158,7 +159,10 @@ class LlamaModel:
         ]
 
     def is_end_of_generation(self, token: int) -> bool:
-        return bool(llama_cpp.llama_vocab_is_eog(self._vocab, token))
+        eog = self._eog.get(token)
+        if eog is None:
+            eog = self._eog[token] = bool(llama_cpp.llama_vocab_is_eog(self._vocab, token))
+        return eog
 
     def _end_of_generation_tokens(self) -> list[int]:
         if self._eog_tokens is None:
