@@ -143,9 +143,10 @@ class Sampler:
 class Greedy:
     """What a greedy chain (logit biases, then the best token) picks, computed on the logits in numpy.
     llama_sampler_sample builds a candidate array of the whole vocabulary for every token (for a 49k
-    vocabulary, 590 kB allocated and filled: 150-190 us a token on this CPU, against ~20 us for argmax),
-    which on a GPU is a tenth of a small model's step. The first best token wins ties, as in llama.cpp's
-    greedy sampler; biases are added in float32, as llama.cpp adds them."""
+    vocabulary, 590 kB allocated and filled: 45-50 us a token on the development CPU, 150-190 us while it
+    was busy, against 12 us here; benchmarks/sampling_cost.py), a few percent of a small model's GPU
+    step. The first best token wins ties, as in llama.cpp's greedy sampler; biases are added in float32,
+    as llama.cpp adds them."""
 
     def __init__(self, n_vocab: int, biases: dict[int, float]) -> None:
         self.n_vocab = n_vocab
