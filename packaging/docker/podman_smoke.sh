@@ -4,16 +4,9 @@
 # One line per check ("ok - ..." or "FAIL - ..."); exits non-zero on any failure. It leaves the image
 # (llm-appliance) and removes its container and volume (KEEP=1 keeps them).
 #
-# Where Docker Hub cannot be reached, `python:3.11-slim-bookworm` is replaced by a stand-in made with
-# debootstrap (Debian bookworm minbase with python3, python3-venv, python3-pip, ca-certificates, and
-# /usr/local/bin/python -> /usr/bin/python3: bookworm's python3 is 3.11, as in the official image),
-# imported under the same name and labelled llm-appliance.stand-in=debootstrap. Extra CA certificates of
-# this machine (/usr/local/share/ca-certificates, e.g. a TLS-intercepting egress proxy's) go into the
-# stand-in so that apt and pip inside the build work; the real base gets none.
-#
-# Where podman's default runtime (crun) cannot start a container (cgroups v1/hybrid hosts, or a host
-# without CAP_SYS_RESOURCE that cannot raise rlimits), it retries with runc and rlimits under this
-# shell's hard limits. Settings: PODMAN, IMAGE, BASE, NAME, VOLUME, PORT, MODEL, HEALTH_TIMEOUT, KEEP.
+# The base image (or a debootstrap stand-in where Docker Hub cannot be reached) and the runtime flags this
+# host needs: podman_lib.sh says how. Settings: PODMAN, IMAGE, BASE, NAME, VOLUME, PORT, MODEL,
+# HEALTH_TIMEOUT, KEEP.
 set -uo pipefail
 
 PODMAN=${PODMAN:-podman}
@@ -28,15 +21,8 @@ KEEP=${KEEP:-0}
 URL="http://127.0.0.1:${PORT}"
 
 cd "$(dirname "$0")/../.." || exit 2
-failures=0
-ok() { echo "ok - $*"; }
-fail() { echo "FAIL - $*"; failures=$((failures + 1)); }
-die() { echo "FAIL - $*"; echo "# ${failures} earlier failure(s); stopping"; exit 1; }
-check() { # check DESCRIPTION COMMAND...: ok when COMMAND succeeds
-    local what=$1
-    shift
-    if "$@"; then ok "$what"; else fail "$what"; fi
-}
+# shellcheck source=packaging/docker/podman_lib.sh
+. packaging/docker/podman_lib.sh
 
 cleanup() {
     if [ "$KEEP" != 1 ]; then
@@ -46,55 +32,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-command -v "$PODMAN" >/dev/null || die "podman is not installed (apt-get install podman)"
-ok "$("$PODMAN" --version)"
-
-# --- the base image -------------------------------------------------------------------------------
-stand_in() {
-    command -v debootstrap >/dev/null || die "no base image and no debootstrap to make a stand-in"
-    local root
-    root=$(mktemp -d /var/tmp/llm-appliance-base.XXXXXX)
-    debootstrap --variant=minbase --include=python3,python3-venv,python3-pip,ca-certificates \
-        bookworm "$root" "${DEBIAN_MIRROR:-http://deb.debian.org/debian}" >/tmp/podman_smoke_debootstrap.log 2>&1 \
-        || { rm -rf "$root"; die "debootstrap (log: /tmp/podman_smoke_debootstrap.log)"; }
-    ln -sf /usr/bin/python3 "$root/usr/local/bin/python"
-    if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then
-        cp /usr/local/share/ca-certificates/*.crt "$root/usr/local/share/ca-certificates/"
-        chroot "$root" update-ca-certificates >/dev/null 2>&1 || die "update-ca-certificates in the stand-in"
-    fi
-    rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/*.bin
-    tar -C "$root" -c . | "$PODMAN" import \
-        --change 'ENV PATH=/usr/local/bin:/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin' \
-        --change 'ENV LANG=C.UTF-8' \
-        --change 'LABEL llm-appliance.stand-in=debootstrap' \
-        --change 'CMD ["python3"]' - "$BASE" >/dev/null 2>&1 || { rm -rf "$root"; die "podman import"; }
-    rm -rf "$root"
-}
-if ! "$PODMAN" image exists "$BASE"; then
-    if timeout 120 "$PODMAN" pull -q "$BASE" >/dev/null 2>&1; then
-        ok "pulled $BASE"
-    else
-        echo "# cannot pull $BASE: making a stand-in with debootstrap"
-        stand_in
-    fi
-fi
-
-# --- how this host runs containers ------------------------------------------------------------------
-ENGINE=()
-if ! "$PODMAN" run --rm --pull=never "$BASE" true >/dev/null 2>&1; then
-    nproc_max=$(ulimit -Hu)
-    [ "$nproc_max" = unlimited ] || [ "$nproc_max" -gt 4096 ] && nproc_max=4096
-    ENGINE=(--runtime runc --ulimit "nofile=$(ulimit -Hn):$(ulimit -Hn)" --ulimit "nproc=${nproc_max}:${nproc_max}")
-    "$PODMAN" run --rm --pull=never "${ENGINE[@]}" "$BASE" true >/dev/null 2>&1 \
-        || die "podman cannot start a container here, with crun or with ${ENGINE[*]}"
-    echo "# the default runtime cannot start a container here; using ${ENGINE[*]}"
-fi
-
-if [ "$("$PODMAN" image inspect -f '{{index .Labels "llm-appliance.stand-in"}}' "$BASE" 2>/dev/null)" = debootstrap ]; then
-    ok "base $BASE: STAND-IN (debootstrap bookworm minbase, $("$PODMAN" run --rm --pull=never "${ENGINE[@]}" "$BASE" python --version 2>/dev/null || echo '?'))"
-else
-    ok "base $BASE: the real image"
-fi
+# --- podman, the base image, and how this host runs containers -------------------------------------
+prepare
 
 # --- build --------------------------------------------------------------------------------------------
 # --format docker: the OCI image format has no HEALTHCHECK, and podman drops it there.
