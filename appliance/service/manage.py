@@ -125,9 +125,9 @@ def _run(argv: Sequence[str]) -> subprocess.CompletedProcess[str]:
 
 def _last_line(done: subprocess.CompletedProcess[str]) -> str:
     """The tool's last line of output that says something: not systemctl's closing 'See "systemctl
-    status ..." for details', which names a unit a failed install has just removed."""
+    [--user] status ..." for details', which names a unit a failed install has just removed."""
     lines = [line.strip() for line in (done.stderr or done.stdout or "").splitlines() if line.strip()]
-    said = [line for line in lines if not line.startswith('See "systemctl status')]
+    said = [line for line in lines if not line.startswith('See "systemctl ')]
     return (said or lines)[-1] if lines else f"exit status {done.returncode}"
 
 

@@ -346,7 +346,7 @@ def test_failed_start_leaves_nothing_enabled_or_failed(
     target = service_target("Linux", system=False, home=tmp_path, environ={}, uid=1000, logs_dir=tmp_path)
     message = _error(lambda: install(target, COMMAND, {}, is_root=False))
     assert "failed: Job for llm-appliance.service failed" in message
-    assert 'See "systemctl status' not in message  # that unit is gone by now
+    assert 'See "systemctl' not in message  # that unit is gone by now
     assert "(the daemon: exit-code, status 1); removed the unit again" in message
     assert "journalctl --user -u llm-appliance -n 30" in message
     assert not (_manager_units(tmp_path) / "llm-appliance.service").exists()
