@@ -6,6 +6,7 @@
 # each: installed, enabled and running, /health and a chat completion on the default model, the
 # environment carried (an API key full of characters systemd escapes), `service status`, the daemon's
 # lines in the journal, SIGKILL -> systemd restarts it, uninstall stops it and leaves nothing behind; and
+# the system unit's sandbox as the daemon sees it; a reboot of the container, after which both come back;
 # the refusals (a shell without XDG_RUNTIME_DIR, a daemon that cannot start, no service user, a Python
 # under /root). Opt-in (CI does not run it); as root, from the repository root:
 #   sudo packaging/systemd_smoke.sh
@@ -95,16 +96,24 @@ fi
 
 # --- the container: systemd as PID 1 --------------------------------------------------------------
 "$PODMAN" rm -f -t 5 "$NAME" >/dev/null 2>&1
-"$PODMAN" run -d --name "$NAME" --systemd=always --network none "${ENGINE[@]}" "$IMAGE" >/dev/null \
-    || die "podman run --systemd=always"
+# CAP_SYS_ADMIN: without it systemd in a container skips the system unit's mount namespacing
+# (ProtectSystem, ProtectHome, PrivateTmp) without a word, and the sandbox would go unchecked.
+# CAP_SYS_PTRACE: for nsenter into the daemon's namespace, to see what it sees.
+"$PODMAN" run -d --name "$NAME" --systemd=always --cap-add SYS_ADMIN,SYS_PTRACE --network none "${ENGINE[@]}" \
+    "$IMAGE" >/dev/null || die "podman run --systemd=always"
 as_root() { "$PODMAN" exec "$NAME" bash -c "$1"; }
 as_ada() { "$PODMAN" exec "$NAME" runuser -l ada -c "$1"; } # a login: pam_systemd sets XDG_RUNTIME_DIR
-start=$(date +%s)
-booted=$(as_root 'for i in $(seq 60); do [ -S /run/dbus/system_bus_socket ] && break; sleep 1; done
-    timeout 60 systemctl is-system-running --wait 2>&1')
-check "systemd booted as PID 1 in $(($(date +%s) - start)) s: $(as_root 'ps -p 1 -o comm= ; systemctl --version | head -1' | tr '\n' ' ')(${booted})" \
-    grep -qx 'running\|degraded' <<<"$booted"
-[ "$booted" = degraded ] && as_root 'systemctl --failed --no-legend' | sed 's/^/#   failed: /'
+# booted WHAT: wait for systemd to have started everything, and say so in an ok line
+booted() {
+    local start state
+    start=$(date +%s)
+    state=$(as_root 'for i in $(seq 60); do [ -S /run/dbus/system_bus_socket ] && break; sleep 1; done
+        timeout 60 systemctl is-system-running --wait 2>&1')
+    check "$1 in $(($(date +%s) - start)) s: $(as_root 'ps -p 1 -o comm= ; systemctl --version | head -1' | tr '\n' ' ')(${state})" \
+        grep -qx 'running\|degraded' <<<"$state"
+    [ "$state" = degraded ] && as_root 'systemctl --failed --no-legend' | sed 's/^/#   failed: /'
+}
+booted "systemd booted as PID 1"
 
 # wait_health PORT: seconds until /health answers 200, as far as HEALTH_TIMEOUT
 wait_health() {
@@ -206,13 +215,18 @@ check "user: no daemon left (pgrep: $(as_root "pgrep -u ada -f 'appliance serve'
 check "user: nothing left in the manager's list" \
     as_ada "! systemctl --user list-units --all --no-legend | grep -q llm-appliance"
 
-# A daemon that cannot start (its port taken): install says so and status shows the restarts.
-as_root "systemd-run --unit=port-taker python3 -m http.server $USER_PORT --bind 127.0.0.1 >/dev/null 2>&1; sleep 1"
+# A daemon that cannot start (its port taken): it exits before READY=1, the start fails, install says
+# so and takes the unit back.
+as_root "systemd-run --unit=port-taker python3 -m http.server $USER_PORT --bind 127.0.0.1 >/dev/null 2>&1
+    for i in \$(seq 30); do curl -s -o /dev/null http://127.0.0.1:$USER_PORT/ && exit 0; sleep 1; done; exit 1" \
+    || fail "the port-taker does not answer"
 out=$(as_ada ". /tmp/user_env.sh && $USER_VENV/bin/appliance service install 2>&1")
 rc=$?
-check "user: install with the port taken exits 1 naming why: ${out:0:150}..." says "$rc" 1 "does not stay up" "$out"
-as_ada "$USER_VENV/bin/appliance service status" | grep '^running' | sed 's/^/#   /'
-as_ada "$USER_VENV/bin/appliance service uninstall >/dev/null 2>&1"
+indent "$out"
+check "user: install with the port taken exits 1 with the daemon's exit status" says "$rc" 1 "exit-code, status 3" "$out"
+check "user: ... and nothing is left installed, enabled or failed" \
+    as_ada "! ls ~/.config/systemd/user/llm-appliance.service ~/.config/systemd/user/default.target.wants/llm-appliance.service 2>/dev/null \
+        && ! systemctl --user list-units --all --no-legend | grep -q llm-appliance"
 as_root 'systemctl stop port-taker' >/dev/null 2>&1
 
 # --- the system unit ----------------------------------------------------------------------------------
@@ -240,8 +254,29 @@ check "system: service status --system: installed $(field installed <<<"$json"),
 line=$(as_root "journalctl -u llm-appliance --no-pager -o cat | grep -m1 'serving $MODEL'")
 check "system: journalctl -u llm-appliance has the daemon's lines: ${line:0:90}..." [ -n "$line" ]
 if took=$(killed_restarts systemctl $SYSTEM_PORT); then ok "system: SIGKILL -> restarted by systemd, answering again after $took"; else fail "system: not restarted after SIGKILL"; fi
-memlock=$(as_root "awk '/locked memory/ {print \$4, \$5}' /proc/\$(systemctl show -p MainPID --value llm-appliance)/limits")
-echo "# LimitMEMLOCK=infinity gives the daemon: ${memlock} (a container without CAP_SYS_RESOURCE cannot raise it)"
+pid=$(as_root 'systemctl show -p MainPID --value llm-appliance')
+# The sandbox, as the daemon sees its files (its mount namespace).
+seen=$(as_root "nsenter -t $pid -m ls -A /home && echo END" 2>&1 | tr '\n' ' ')
+check "system: ProtectHome: the daemon's /home is empty (${seen% }; outside: $(as_root 'ls /home'))" [ "$seen" = "END " ]
+seen=$(as_root "nsenter -t $pid -m touch /usr/.probe /etc/.probe" 2>&1 | sed 's/^touch: //' | tr '\n' ' ')
+check "system: ProtectSystem=strict: /usr and /etc read-only to it (${seen% })" \
+    [ "$(grep -o 'Read-only file system' <<<"$seen" | wc -l)" = 2 ]
+check "system: ... its state directory writable" \
+    as_root "nsenter -t $pid -m touch /var/lib/llm-appliance/.probe && rm /var/lib/llm-appliance/.probe"
+check "system: PrivateTmp: its /tmp is not the machine's" \
+    as_root "[ -e /tmp/user_env.sh ] && nsenter -t $pid -m ls /tmp >/dev/null && ! nsenter -t $pid -m test -e /tmp/user_env.sh"
+memlock=$(as_root "awk '/locked memory/ {print \$4, \$5}' /proc/$pid/limits")
+echo "# LimitMEMLOCK=infinity gives the daemon: ${memlock} (this host grants no CAP_SYS_RESOURCE, even to root)"
+
+# --- a reboot: both services come back by themselves ---------------------------------------------------
+as_ada ". /tmp/user_env.sh && $USER_VENV/bin/appliance service install >/dev/null 2>&1" || fail "user: install again"
+"$PODMAN" restart -t 30 "$NAME" >/dev/null || die "podman restart (a reboot of the container)"
+booted "reboot (podman restart): systemd up again"
+if secs=$(wait_health $SYSTEM_PORT); then ok "reboot: the system service answers after ${secs} s (multi-user.target)"; else fail "reboot: no system service"; fi
+if secs=$(wait_health $USER_PORT); then ok "reboot: the user service answers after ${secs} s (ada lingers: no login)"; else fail "reboot: no user service"; fi
+check "reboot: no session of ada's was opened ($(as_root 'loginctl list-sessions --no-legend | wc -l') sessions)" \
+    [ "$(as_root 'loginctl list-sessions --no-legend | grep -c ada')" = 0 ]
+as_ada "$USER_VENV/bin/appliance service uninstall >/dev/null" || fail "user: uninstall after the reboot"
 out=$(as_root "$SYSTEM_VENV/bin/appliance service uninstall --system 2>&1")
 rc=$?
 check "system: service uninstall --system exits 0: $out" [ "$rc" = 0 ]
