@@ -28,6 +28,7 @@ stand_in() {
     command -v debootstrap >/dev/null || die "no base image and no debootstrap to make a stand-in"
     local root
     root=$(mktemp -d /var/tmp/llm-appliance-base.XXXXXX)
+    chmod 755 "$root" # the image's / (mktemp makes it 0700: a rootless container's non-root user could not run)
     debootstrap --variant=minbase --include=python3,python3-venv,python3-pip,ca-certificates \
         bookworm "$root" "${DEBIAN_MIRROR:-http://deb.debian.org/debian}" >/tmp/podman_smoke_debootstrap.log 2>&1 \
         || { rm -rf "$root"; die "debootstrap (log: /tmp/podman_smoke_debootstrap.log)"; }
@@ -60,12 +61,13 @@ ensure_base() {
 # ENGINE: the podman flags this host needs to start a container (empty where the defaults work).
 detect_engine() {
     ENGINE=()
-    if ! "$PODMAN" run --rm --pull=never "$BASE" true >/dev/null 2>&1; then
+    # --network none: this is about the runtime; a rootless network (slirp4netns) may fail on its own.
+    if ! "$PODMAN" run --rm --pull=never --network none "$BASE" true >/dev/null 2>&1; then
         local nproc_max
         nproc_max=$(ulimit -Hu)
         [ "$nproc_max" = unlimited ] || [ "$nproc_max" -gt 4096 ] && nproc_max=4096
         ENGINE=(--runtime runc --ulimit "nofile=$(ulimit -Hn):$(ulimit -Hn)" --ulimit "nproc=${nproc_max}:${nproc_max}")
-        "$PODMAN" run --rm --pull=never "${ENGINE[@]}" "$BASE" true >/dev/null 2>&1 \
+        "$PODMAN" run --rm --pull=never --network none "${ENGINE[@]}" "$BASE" true >/dev/null 2>&1 \
             || die "podman cannot start a container here, with crun or with ${ENGINE[*]}"
         echo "# the default runtime cannot start a container here; using ${ENGINE[*]}"
     fi
@@ -74,7 +76,7 @@ detect_engine() {
 # One line saying whether BASE is the real image or the stand-in.
 describe_base() {
     if [ "$("$PODMAN" image inspect -f '{{index .Labels "llm-appliance.stand-in"}}' "$BASE" 2>/dev/null)" = debootstrap ]; then
-        ok "base $BASE: STAND-IN (debootstrap bookworm minbase, $("$PODMAN" run --rm --pull=never "${ENGINE[@]}" "$BASE" python --version 2>/dev/null || echo '?'))"
+        ok "base $BASE: STAND-IN (debootstrap bookworm minbase, $("$PODMAN" run --rm --pull=never --network none "${ENGINE[@]}" "$BASE" python --version 2>/dev/null || echo '?'))"
     else
         ok "base $BASE: the real image"
     fi

@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Build and run the CPU image (packaging/docker/Dockerfile) with podman, end to end, and check it:
 #   sudo packaging/docker/podman_smoke.sh            # from the repository root
+#   BUILD=0 packaging/docker/podman_smoke.sh         # rootless: as a user with /etc/subuid entries
 # One line per check ("ok - ..." or "FAIL - ..."); exits non-zero on any failure. It leaves the image
-# (llm-appliance) and removes its container and volume (KEEP=1 keeps them).
+# (llm-appliance) and removes its container and volume (KEEP=1 keeps them). BUILD=0 runs the image
+# already there (`podman load`ed, say) instead of building it.
 #
-# The base image (or a debootstrap stand-in where Docker Hub cannot be reached) and the runtime flags this
-# host needs: podman_lib.sh says how. Settings: PODMAN, IMAGE, BASE, NAME, VOLUME, PORT, MODEL,
-# HEALTH_TIMEOUT, KEEP.
+# Rootless, uid 10001 in the container is a subordinate uid outside, and the volume's files are read
+# through `podman unshare`. The base image (or a debootstrap stand-in where Docker Hub cannot be reached)
+# and the runtime flags this host needs: podman_lib.sh says how. Settings: PODMAN, IMAGE, BASE, NAME,
+# VOLUME, PORT, MODEL, HEALTH_TIMEOUT, KEEP, BUILD.
 set -uo pipefail
 
 PODMAN=${PODMAN:-podman}
@@ -18,7 +21,11 @@ PORT=${PORT:-11435}
 MODEL=${MODEL:-smollm2-135m-instruct}
 HEALTH_TIMEOUT=${HEALTH_TIMEOUT:-240}
 KEEP=${KEEP:-0}
+BUILD=${BUILD:-1}
 URL="http://127.0.0.1:${PORT}"
+ROOTLESS=0
+LOGS=/tmp/podman_smoke
+[ "$(id -u)" = 0 ] || { ROOTLESS=1; LOGS="/tmp/podman_smoke-$(id -un)"; }
 
 cd "$(dirname "$0")/../.." || exit 2
 # shellcheck source=packaging/docker/podman_lib.sh
@@ -38,12 +45,15 @@ prepare
 # --- build --------------------------------------------------------------------------------------------
 # --format docker: the OCI image format has no HEALTHCHECK, and podman drops it there.
 start=$(date +%s)
-if "$PODMAN" build --pull=never --format docker --network host "${ENGINE[@]}" \
-    -f packaging/docker/Dockerfile -t "$IMAGE" . >/tmp/podman_smoke_build.log 2>&1; then
-    ok "build $IMAGE in $(($(date +%s) - start)) s (log: /tmp/podman_smoke_build.log)"
+if [ "$BUILD" = 0 ]; then
+    "$PODMAN" image exists "$IMAGE" || die "BUILD=0 and no image $IMAGE"
+    ok "image $IMAGE as it is (BUILD=0: $("$PODMAN" image inspect -f '{{.Id}}' "$IMAGE" | cut -c1-12), built $("$PODMAN" image inspect -f '{{.Created}}' "$IMAGE"))"
+elif "$PODMAN" build --pull=never --format docker --network host "${ENGINE[@]}" \
+    -f packaging/docker/Dockerfile -t "$IMAGE" . >"${LOGS}_build.log" 2>&1; then
+    ok "build $IMAGE in $(($(date +%s) - start)) s (log: ${LOGS}_build.log)"
 else
-    tail -20 /tmp/podman_smoke_build.log
-    die "build $IMAGE (log: /tmp/podman_smoke_build.log)"
+    tail -20 "${LOGS}_build.log"
+    die "build $IMAGE (log: ${LOGS}_build.log)"
 fi
 size=$("$PODMAN" image inspect -f '{{.Size}}' "$IMAGE")
 ok "image size $((size / 1000000)) MB"
@@ -56,9 +66,9 @@ check "image healthcheck defined, on /health" \
 "$PODMAN" volume rm -f "$VOLUME" >/dev/null 2>&1
 curl -s -o /dev/null --max-time 2 "$URL/health" && die "something already answers on $URL"
 if ! "$PODMAN" run -d --name "$NAME" "${ENGINE[@]}" -p "127.0.0.1:${PORT}:11435" \
-    -v "$VOLUME:/var/lib/llm-appliance" "$IMAGE" >/dev/null 2>/tmp/podman_smoke_run.err; then
+    -v "$VOLUME:/var/lib/llm-appliance" "$IMAGE" >/dev/null 2>"${LOGS}_run.err"; then
     # No working bridge network (e.g. no netavark/CNI firewall): the host's network, on loopback only.
-    echo "# -p failed ($(tail -1 /tmp/podman_smoke_run.err)); using --network host on 127.0.0.1"
+    echo "# -p failed ($(tail -1 "${LOGS}_run.err")); using --network host on 127.0.0.1"
     "$PODMAN" rm -f "$NAME" >/dev/null 2>&1
     "$PODMAN" run -d --name "$NAME" "${ENGINE[@]}" --network host -e APPLIANCE_SERVER__HOST=127.0.0.1 \
         -e "APPLIANCE_SERVER__PORT=${PORT}" -v "$VOLUME:/var/lib/llm-appliance" "$IMAGE" >/dev/null \
@@ -111,22 +121,28 @@ fi
 
 pid=$("$PODMAN" inspect -f '{{.State.Pid}}' "$NAME")
 uids=$(awk '/^Uid:/ {print $2, $3, $4, $5}' "/proc/$pid/status" 2>/dev/null)
-check "the server (pid $pid: $(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | cut -c1-60)) runs as uid 10001 ($uids)" \
-    [ "$uids" = "10001 10001 10001 10001" ]
+# Rootless, the container's uid 10001 is a subordinate uid of this user's outside.
+outside=10001
+# shellcheck disable=SC2016 # an awk program
+[ "$ROOTLESS" = 1 ] && outside=$("$PODMAN" unshare awk '$1 <= 10001 && 10001 < $1 + $3 {print $2 + 10001 - $1}' /proc/self/uid_map)
+check "the server (pid $pid: $(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | cut -c1-60)) runs as uid 10001 ($uids outside)" \
+    [ "$uids" = "$outside $outside $outside $outside" ]
 
 hc=$("$PODMAN" healthcheck run "$NAME" 2>&1)
 hc_rc=$?
 check "podman healthcheck run: ${hc:-healthy}" [ "$hc_rc" -eq 0 ]
 
 mnt=$("$PODMAN" volume inspect -f '{{.Mountpoint}}' "$VOLUME")
-check "state in the volume ($(find "$mnt" -mindepth 1 -maxdepth 1 -printf "%f " 2>/dev/null))" \
-    grep -q "$(printf %s "$key" | cut -c1-6)" "$mnt/api-keys"
-check "the volume's files belong to 10001" [ "$(stat -c %u "$mnt/api-keys" 2>/dev/null)" = 10001 ]
+# as_owner COMMAND...: with the container's uids (rootless: in podman's user namespace)
+as_owner() { if [ "$ROOTLESS" = 1 ]; then "$PODMAN" unshare "$@"; else "$@"; fi; }
+check "state in the volume ($(as_owner find "$mnt" -mindepth 1 -maxdepth 1 -printf "%f " 2>/dev/null))" \
+    as_owner grep -q "$(printf %s "$key" | cut -c1-6)" "$mnt/api-keys"
+check "the volume's files belong to 10001" [ "$(as_owner stat -c %u "$mnt/api-keys" 2>/dev/null)" = 10001 ]
 
 # --- restart: the same key, no new one ------------------------------------------------------------
 # Without systemd, podman cannot schedule the periodic healthcheck (its timers are systemd units) and
 # says so on stderr; `podman healthcheck run` above works regardless.
-"$PODMAN" restart -t 10 "$NAME" >/dev/null 2>/tmp/podman_smoke_restart.err || die "podman restart"
+"$PODMAN" restart -t 10 "$NAME" >/dev/null 2>"${LOGS}_restart.err" || die "podman restart"
 if secs=$(wait_health); then ok "after restart, /health answers 200 after ${secs} s"; else die "no /health after restart"; fi
 made=$("$PODMAN" logs "$NAME" 2>&1 | grep -c 'made an API key')
 check "after restart, no second key made (${made} in the log)" [ "$made" = 1 ]
