@@ -5,10 +5,11 @@
 #   - the system unit (--system), as root, running as its own user llm-appliance;
 # each: installed, enabled and running, /health and a chat completion on the default model, the
 # environment carried (an API key full of characters systemd escapes), `service status`, the daemon's
-# lines in the journal, SIGKILL -> systemd restarts it, uninstall stops it and leaves nothing behind; and
-# the system unit's sandbox as the daemon sees it; a reboot of the container, after which both come back;
-# the refusals (a shell without XDG_RUNTIME_DIR, a daemon that cannot start, no service user, a Python
-# under /root). Opt-in (CI does not run it); as root, from the repository root:
+# lines in the journal, `systemctl reload` (SIGHUP, same process), SIGKILL -> systemd restarts it,
+# uninstall stops it and leaves nothing behind; the system unit's sandbox as the daemon sees it; a reboot
+# of the container, after which both come back; and the refusals (a shell without XDG_RUNTIME_DIR, a
+# daemon that cannot start, no service user, a Python under /root). Opt-in (CI does not run it); as
+# root, from the repository root:
 #   sudo packaging/systemd_smoke.sh
 # One line per check ("ok - ..." or "FAIL - ..."); exits non-zero on any failure. It keeps the image
 # (llm-appliance-systemd) and always removes its container (KEEP=1 keeps that too).
@@ -87,8 +88,12 @@ STOPSIGNAL SIGRTMIN+3
 CMD ["/sbin/init"]
 EOF
 start=$(date +%s)
+previous=$("$PODMAN" image inspect -f '{{.Id}}' "$IMAGE" 2>/dev/null)
 if "$PODMAN" build --pull=never --network host "${ENGINE[@]}" -t "$IMAGE" "$WORK" >"$WORK/build.log" 2>&1; then
     ok "image $IMAGE in $(($(date +%s) - start)) s"
+    # The last run's image (1.1 GB), untagged now: each run would leave one.
+    [ -n "$previous" ] && [ "$previous" != "$("$PODMAN" image inspect -f '{{.Id}}' "$IMAGE")" ] \
+        && "$PODMAN" rmi "$previous" >/dev/null 2>&1
 else
     tail -20 "$WORK/build.log"
     die "image $IMAGE"
@@ -136,6 +141,17 @@ status_json() {
         as_root "$SYSTEM_VENV/bin/appliance service status --system --json"; fi
 }
 field() { python3 -c "import json,sys; print(json.load(sys.stdin).get('$1'))"; }
+# reloads LABEL SYSTEMCTL JOURNALCTL: `systemctl reload` (SIGHUP) re-reads the config in the same process
+reloads() {
+    local before after line
+    before=$(as_root "$2 show -p MainPID --value llm-appliance")
+    as_root "$2 reload llm-appliance" || { fail "$1: systemctl reload"; return; }
+    line=$(as_root "for i in \$(seq 30); do $3 -u llm-appliance --no-pager -o cat | grep -m1 'configuration reloaded' && exit 0; sleep 1; done")
+    after=$(as_root "$2 show -p MainPID --value llm-appliance")
+    [ -n "$line" ] || after="none"
+    check "$1: systemctl reload: ${line:-no 'configuration reloaded' line}, same pid ($before -> $after)" \
+        [ "$before" = "$after" ]
+}
 # killed_restarts SYSTEMCTL PORT (SYSTEMCTL: the command line, for the user's manager too): SIGKILL the daemon; the seconds until a new pid answers /health
 killed_restarts() {
     local pid
@@ -202,7 +218,9 @@ check "user: service status: installed $(field installed <<<"$json"), enabled $(
 as_ada "$USER_VENV/bin/appliance service status" | sed 's/^/#   /'
 line=$(as_ada "journalctl --user -u llm-appliance --no-pager -o cat | grep -m1 'serving $MODEL'")
 check "user: journalctl --user -u llm-appliance has the daemon's lines: ${line:0:90}..." [ -n "$line" ]
-if took=$(killed_restarts "runuser -u ada -- env XDG_RUNTIME_DIR=/run/user/1000 systemctl --user" $USER_PORT); then ok "user: SIGKILL -> restarted by systemd, answering again after $took"; else fail "user: not restarted after SIGKILL"; fi
+AS_ADA="runuser -u ada -- env XDG_RUNTIME_DIR=/run/user/1000"
+reloads user "$AS_ADA systemctl --user" "$AS_ADA journalctl --user"
+if took=$(killed_restarts "$AS_ADA systemctl --user" $USER_PORT); then ok "user: SIGKILL -> restarted by systemd, answering again after $took"; else fail "user: not restarted after SIGKILL"; fi
 restarts=$(status_json ada | field restarts)
 check "user: service status counts the restart ($restarts)" [ "$restarts" = 1 ]
 out=$(as_ada "$USER_VENV/bin/appliance service uninstall 2>&1")
@@ -253,6 +271,7 @@ check "system: service status --system: installed $(field installed <<<"$json"),
     [ "$(field installed <<<"$json")/$(field enabled <<<"$json")/$(field running <<<"$json")/$(field pid <<<"$json")" = "True/True/True/$pid" ]
 line=$(as_root "journalctl -u llm-appliance --no-pager -o cat | grep -m1 'serving $MODEL'")
 check "system: journalctl -u llm-appliance has the daemon's lines: ${line:0:90}..." [ -n "$line" ]
+reloads system systemctl journalctl
 if took=$(killed_restarts systemctl $SYSTEM_PORT); then ok "system: SIGKILL -> restarted by systemd, answering again after $took"; else fail "system: not restarted after SIGKILL"; fi
 pid=$(as_root 'systemctl show -p MainPID --value llm-appliance')
 # The sandbox, as the daemon sees its files (its mount namespace).
