@@ -11,6 +11,10 @@ signal, so the process dies of it. The appliance drains instead:
    waiting ones get 503), and a few seconds later whatever still runs (a proxied stream, a pull's progress)
    is cancelled and its response closed in its own framing: an error event and `[DONE]`, an error line;
 4. uvicorn closes the models and the process exits 0.
+
+Under systemd (Type=notify, packaging/systemd/) the daemon says READY=1 once it listens, so that
+`systemctl start` (and `appliance service install`) returns only then, and fails when the daemon exits
+before; STOPPING=1 when it starts to drain.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable, Generator
@@ -168,6 +173,25 @@ def _closing_tail(path: str, media_type: bytes) -> bytes:
     return b""
 
 
+def sd_notify(state: str) -> bool:
+    """Tell the service manager ``state`` (``READY=1``, ``STOPPING=1``) over $NOTIFY_SOCKET, as
+    sd_notify(3) does; False where there is no manager listening (not started by systemd, or not
+    Type=notify). Never raises: a manager that went away must not take the daemon with it."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address or not hasattr(socket, "AF_UNIX"):
+        return False
+    if address.startswith("@"):  # an abstract socket
+        address = "\0" + address[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.connect(address)
+            sock.sendall(state.encode())
+    except OSError as exc:
+        log.warning("could not tell systemd %s: %s", state, exc)
+        return False
+    return True
+
+
 class DaemonServer(uvicorn.Server):
     """uvicorn's server with the appliance's signals: SIGTERM and SIGINT drain (a second one exits at
     once), SIGHUP calls ``on_reload``. After a drain the process exits 0, where uvicorn would re-raise the
@@ -177,6 +201,11 @@ class DaemonServer(uvicorn.Server):
         super().__init__(config)
         self._app = app
         self._on_reload = on_reload
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        if self.started:  # listening: /health answers from now on
+            sd_notify("READY=1")
 
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
@@ -208,6 +237,7 @@ class DaemonServer(uvicorn.Server):
         # uvicorn's own bound comes after ours, as a backstop: by then every request has ended.
         self.config.timeout_graceful_shutdown = round(timeout_s + CUT_GRACE_S + 3)
         self.should_exit = True
+        sd_notify("STOPPING=1")
         _soon(lambda: lifecycle.start_drain(timeout_s))
 
 

@@ -77,7 +77,14 @@ def _status_lines(found: dict[str, object]) -> list[str]:
     def word(value: object) -> str:
         return "unknown" if value is None else "yes" if value else "no"
 
-    running = word(found["running"]) + (f" (pid {found['pid']})" if found["pid"] else "")
+    details = [f"pid {found['pid']}"] if found["pid"] else []
+    if found.get("state") and not found["running"]:
+        details.append(str(found["state"]))  # systemd's, e.g. "activating (auto-restart)"
+    if found.get("last_exit"):
+        details.append(f"last exit {found['last_exit']}")
+    if found.get("restarts"):
+        details.append(f"{found['restarts']} restart{'' if found['restarts'] == 1 else 's'}")
+    running = word(found["running"]) + (f" ({'; '.join(details)})" if details else "")
     lines = [
         f"installed  {word(found['installed'])} ({found['path']})",
         f"enabled    {word(found['enabled'])}",

@@ -1,19 +1,15 @@
 #!/usr/bin/env bash
 # Build and run the CPU image (packaging/docker/Dockerfile) with podman, end to end, and check it:
 #   sudo packaging/docker/podman_smoke.sh            # from the repository root
+#   BUILD=0 packaging/docker/podman_smoke.sh         # rootless: as a user with /etc/subuid entries
 # One line per check ("ok - ..." or "FAIL - ..."); exits non-zero on any failure. It leaves the image
-# (llm-appliance) and removes its container and volume (KEEP=1 keeps them).
+# (llm-appliance) and removes its container and volume (KEEP=1 keeps them). BUILD=0 runs the image
+# already there (`podman load`ed, say) instead of building it.
 #
-# Where Docker Hub cannot be reached, `python:3.11-slim-bookworm` is replaced by a stand-in made with
-# debootstrap (Debian bookworm minbase with python3, python3-venv, python3-pip, ca-certificates, and
-# /usr/local/bin/python -> /usr/bin/python3: bookworm's python3 is 3.11, as in the official image),
-# imported under the same name and labelled llm-appliance.stand-in=debootstrap. Extra CA certificates of
-# this machine (/usr/local/share/ca-certificates, e.g. a TLS-intercepting egress proxy's) go into the
-# stand-in so that apt and pip inside the build work; the real base gets none.
-#
-# Where podman's default runtime (crun) cannot start a container (cgroups v1/hybrid hosts, or a host
-# without CAP_SYS_RESOURCE that cannot raise rlimits), it retries with runc and rlimits under this
-# shell's hard limits. Settings: PODMAN, IMAGE, BASE, NAME, VOLUME, PORT, MODEL, HEALTH_TIMEOUT, KEEP.
+# Rootless, uid 10001 in the container is a subordinate uid outside, and the volume's files are read
+# through `podman unshare`. The base image (or a debootstrap stand-in where Docker Hub cannot be reached)
+# and the runtime flags this host needs: podman_lib.sh says how. Settings: PODMAN, IMAGE, BASE, NAME,
+# VOLUME, PORT, MODEL, HEALTH_TIMEOUT, KEEP, BUILD.
 set -uo pipefail
 
 PODMAN=${PODMAN:-podman}
@@ -25,18 +21,15 @@ PORT=${PORT:-11435}
 MODEL=${MODEL:-smollm2-135m-instruct}
 HEALTH_TIMEOUT=${HEALTH_TIMEOUT:-240}
 KEEP=${KEEP:-0}
+BUILD=${BUILD:-1}
 URL="http://127.0.0.1:${PORT}"
+ROOTLESS=0
+LOGS=/tmp/podman_smoke
+[ "$(id -u)" = 0 ] || { ROOTLESS=1; LOGS="/tmp/podman_smoke-$(id -un)"; }
 
 cd "$(dirname "$0")/../.." || exit 2
-failures=0
-ok() { echo "ok - $*"; }
-fail() { echo "FAIL - $*"; failures=$((failures + 1)); }
-die() { echo "FAIL - $*"; echo "# ${failures} earlier failure(s); stopping"; exit 1; }
-check() { # check DESCRIPTION COMMAND...: ok when COMMAND succeeds
-    local what=$1
-    shift
-    if "$@"; then ok "$what"; else fail "$what"; fi
-}
+# shellcheck source=packaging/docker/podman_lib.sh
+. packaging/docker/podman_lib.sh
 
 cleanup() {
     if [ "$KEEP" != 1 ]; then
@@ -46,65 +39,21 @@ cleanup() {
 }
 trap cleanup EXIT
 
-command -v "$PODMAN" >/dev/null || die "podman is not installed (apt-get install podman)"
-ok "$("$PODMAN" --version)"
-
-# --- the base image -------------------------------------------------------------------------------
-stand_in() {
-    command -v debootstrap >/dev/null || die "no base image and no debootstrap to make a stand-in"
-    local root
-    root=$(mktemp -d /var/tmp/llm-appliance-base.XXXXXX)
-    debootstrap --variant=minbase --include=python3,python3-venv,python3-pip,ca-certificates \
-        bookworm "$root" "${DEBIAN_MIRROR:-http://deb.debian.org/debian}" >/tmp/podman_smoke_debootstrap.log 2>&1 \
-        || { rm -rf "$root"; die "debootstrap (log: /tmp/podman_smoke_debootstrap.log)"; }
-    ln -sf /usr/bin/python3 "$root/usr/local/bin/python"
-    if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then
-        cp /usr/local/share/ca-certificates/*.crt "$root/usr/local/share/ca-certificates/"
-        chroot "$root" update-ca-certificates >/dev/null 2>&1 || die "update-ca-certificates in the stand-in"
-    fi
-    rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/*.bin
-    tar -C "$root" -c . | "$PODMAN" import \
-        --change 'ENV PATH=/usr/local/bin:/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin' \
-        --change 'ENV LANG=C.UTF-8' \
-        --change 'LABEL llm-appliance.stand-in=debootstrap' \
-        --change 'CMD ["python3"]' - "$BASE" >/dev/null 2>&1 || { rm -rf "$root"; die "podman import"; }
-    rm -rf "$root"
-}
-if ! "$PODMAN" image exists "$BASE"; then
-    if timeout 120 "$PODMAN" pull -q "$BASE" >/dev/null 2>&1; then
-        ok "pulled $BASE"
-    else
-        echo "# cannot pull $BASE: making a stand-in with debootstrap"
-        stand_in
-    fi
-fi
-
-# --- how this host runs containers ------------------------------------------------------------------
-ENGINE=()
-if ! "$PODMAN" run --rm --pull=never "$BASE" true >/dev/null 2>&1; then
-    nproc_max=$(ulimit -Hu)
-    [ "$nproc_max" = unlimited ] || [ "$nproc_max" -gt 4096 ] && nproc_max=4096
-    ENGINE=(--runtime runc --ulimit "nofile=$(ulimit -Hn):$(ulimit -Hn)" --ulimit "nproc=${nproc_max}:${nproc_max}")
-    "$PODMAN" run --rm --pull=never "${ENGINE[@]}" "$BASE" true >/dev/null 2>&1 \
-        || die "podman cannot start a container here, with crun or with ${ENGINE[*]}"
-    echo "# the default runtime cannot start a container here; using ${ENGINE[*]}"
-fi
-
-if [ "$("$PODMAN" image inspect -f '{{index .Labels "llm-appliance.stand-in"}}' "$BASE" 2>/dev/null)" = debootstrap ]; then
-    ok "base $BASE: STAND-IN (debootstrap bookworm minbase, $("$PODMAN" run --rm --pull=never "${ENGINE[@]}" "$BASE" python --version 2>/dev/null || echo '?'))"
-else
-    ok "base $BASE: the real image"
-fi
+# --- podman, the base image, and how this host runs containers -------------------------------------
+prepare
 
 # --- build --------------------------------------------------------------------------------------------
 # --format docker: the OCI image format has no HEALTHCHECK, and podman drops it there.
 start=$(date +%s)
-if "$PODMAN" build --pull=never --format docker --network host "${ENGINE[@]}" \
-    -f packaging/docker/Dockerfile -t "$IMAGE" . >/tmp/podman_smoke_build.log 2>&1; then
-    ok "build $IMAGE in $(($(date +%s) - start)) s (log: /tmp/podman_smoke_build.log)"
+if [ "$BUILD" = 0 ]; then
+    "$PODMAN" image exists "$IMAGE" || die "BUILD=0 and no image $IMAGE"
+    ok "image $IMAGE as it is (BUILD=0: $("$PODMAN" image inspect -f '{{.Id}}' "$IMAGE" | cut -c1-12), built $("$PODMAN" image inspect -f '{{.Created}}' "$IMAGE"))"
+elif "$PODMAN" build --pull=never --format docker --network host "${ENGINE[@]}" \
+    -f packaging/docker/Dockerfile -t "$IMAGE" . >"${LOGS}_build.log" 2>&1; then
+    ok "build $IMAGE in $(($(date +%s) - start)) s (log: ${LOGS}_build.log)"
 else
-    tail -20 /tmp/podman_smoke_build.log
-    die "build $IMAGE (log: /tmp/podman_smoke_build.log)"
+    tail -20 "${LOGS}_build.log"
+    die "build $IMAGE (log: ${LOGS}_build.log)"
 fi
 size=$("$PODMAN" image inspect -f '{{.Size}}' "$IMAGE")
 ok "image size $((size / 1000000)) MB"
@@ -117,9 +66,9 @@ check "image healthcheck defined, on /health" \
 "$PODMAN" volume rm -f "$VOLUME" >/dev/null 2>&1
 curl -s -o /dev/null --max-time 2 "$URL/health" && die "something already answers on $URL"
 if ! "$PODMAN" run -d --name "$NAME" "${ENGINE[@]}" -p "127.0.0.1:${PORT}:11435" \
-    -v "$VOLUME:/var/lib/llm-appliance" "$IMAGE" >/dev/null 2>/tmp/podman_smoke_run.err; then
+    -v "$VOLUME:/var/lib/llm-appliance" "$IMAGE" >/dev/null 2>"${LOGS}_run.err"; then
     # No working bridge network (e.g. no netavark/CNI firewall): the host's network, on loopback only.
-    echo "# -p failed ($(tail -1 /tmp/podman_smoke_run.err)); using --network host on 127.0.0.1"
+    echo "# -p failed ($(tail -1 "${LOGS}_run.err")); using --network host on 127.0.0.1"
     "$PODMAN" rm -f "$NAME" >/dev/null 2>&1
     "$PODMAN" run -d --name "$NAME" "${ENGINE[@]}" --network host -e APPLIANCE_SERVER__HOST=127.0.0.1 \
         -e "APPLIANCE_SERVER__PORT=${PORT}" -v "$VOLUME:/var/lib/llm-appliance" "$IMAGE" >/dev/null \
@@ -172,22 +121,28 @@ fi
 
 pid=$("$PODMAN" inspect -f '{{.State.Pid}}' "$NAME")
 uids=$(awk '/^Uid:/ {print $2, $3, $4, $5}' "/proc/$pid/status" 2>/dev/null)
-check "the server (pid $pid: $(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | cut -c1-60)) runs as uid 10001 ($uids)" \
-    [ "$uids" = "10001 10001 10001 10001" ]
+# Rootless, the container's uid 10001 is a subordinate uid of this user's outside.
+outside=10001
+# shellcheck disable=SC2016 # an awk program
+[ "$ROOTLESS" = 1 ] && outside=$("$PODMAN" unshare awk '$1 <= 10001 && 10001 < $1 + $3 {print $2 + 10001 - $1}' /proc/self/uid_map)
+check "the server (pid $pid: $(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | cut -c1-60)) runs as uid 10001 ($uids outside)" \
+    [ "$uids" = "$outside $outside $outside $outside" ]
 
 hc=$("$PODMAN" healthcheck run "$NAME" 2>&1)
 hc_rc=$?
 check "podman healthcheck run: ${hc:-healthy}" [ "$hc_rc" -eq 0 ]
 
 mnt=$("$PODMAN" volume inspect -f '{{.Mountpoint}}' "$VOLUME")
-check "state in the volume ($(find "$mnt" -mindepth 1 -maxdepth 1 -printf "%f " 2>/dev/null))" \
-    grep -q "$(printf %s "$key" | cut -c1-6)" "$mnt/api-keys"
-check "the volume's files belong to 10001" [ "$(stat -c %u "$mnt/api-keys" 2>/dev/null)" = 10001 ]
+# as_owner COMMAND...: with the container's uids (rootless: in podman's user namespace)
+as_owner() { if [ "$ROOTLESS" = 1 ]; then "$PODMAN" unshare "$@"; else "$@"; fi; }
+check "state in the volume ($(as_owner find "$mnt" -mindepth 1 -maxdepth 1 -printf "%f " 2>/dev/null))" \
+    as_owner grep -q "$(printf %s "$key" | cut -c1-6)" "$mnt/api-keys"
+check "the volume's files belong to 10001" [ "$(as_owner stat -c %u "$mnt/api-keys" 2>/dev/null)" = 10001 ]
 
 # --- restart: the same key, no new one ------------------------------------------------------------
 # Without systemd, podman cannot schedule the periodic healthcheck (its timers are systemd units) and
 # says so on stderr; `podman healthcheck run` above works regardless.
-"$PODMAN" restart -t 10 "$NAME" >/dev/null 2>/tmp/podman_smoke_restart.err || die "podman restart"
+"$PODMAN" restart -t 10 "$NAME" >/dev/null 2>"${LOGS}_restart.err" || die "podman restart"
 if secs=$(wait_health); then ok "after restart, /health answers 200 after ${secs} s"; else die "no /health after restart"; fi
 made=$("$PODMAN" logs "$NAME" 2>&1 | grep -c 'made an API key')
 check "after restart, no second key made (${made} in the log)" [ "$made" = 1 ]

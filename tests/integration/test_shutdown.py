@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import signal
+import socket
 import time
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from tests.integration.lifecycle import (
     model_state,
     refused_while_draining,
 )
-from tests.server.conftest import Daemon, start_daemon, wait_until
+from tests.server.conftest import Daemon, start_daemon, stop_daemon, wait_until
 
 
 def _daemon(home: Path, *args: str, shutdown_timeout_s: float | None = None) -> Daemon:
@@ -126,3 +127,21 @@ def test_a_second_signal_exits_at_once(tmp_path: Path) -> None:
     stream.join(10)
     assert not stream.is_alive()
     assert "second signal: exiting now" in daemon.log()
+
+
+def test_tells_systemd_ready_once_listening_and_stopping_at_the_signal(tmp_path: Path) -> None:
+    # As systemd's Type=notify units see it: READY=1 on $NOTIFY_SOCKET once /health answers, so that
+    # `systemctl start` (and `appliance service install`) returns then, STOPPING=1 when the drain begins.
+    manager = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    manager.bind(str(tmp_path / "notify"))
+    manager.settimeout(30)
+    with manager:
+        daemon = start_daemon(tmp_path, "--threads", "1", env={"NOTIFY_SOCKET": str(tmp_path / "notify")})
+        try:
+            assert manager.recv(256) == b"READY=1"  # sent before start_daemon saw /health answer
+            daemon.process.send_signal(signal.SIGTERM)
+            assert manager.recv(256) == b"STOPPING=1"
+            assert exit_status(daemon, within_s=60) == 0
+        finally:
+            stop_daemon(daemon)
+    assert "could not tell systemd" not in daemon.log()

@@ -120,7 +120,19 @@ def fakes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     state.mkdir()
     monkeypatch.setenv("FAKE_SERVICE_DIR", str(state))
     monkeypatch.setenv("PATH", f"{FAKES}:{Path(sys.executable).parent}:/usr/bin:/bin")
+    # The manager's own search path, elsewhere than the caller's XDG_CONFIG_HOME (as a real one is).
+    monkeypatch.setenv("FAKE_UNIT_PATH", f"{_manager_units(tmp_path)} /etc/xdg/systemd/user")
+    monkeypatch.setattr(manage, "_SETTLE_S", 0.0)
     return state
+
+
+def _manager_units(tmp_path: Path) -> Path:
+    """Where the stand-in user manager looks for units: its persistent configuration directory."""
+    return tmp_path / "home" / ".config" / "systemd" / "user"
+
+
+def _fake_state(state: Path) -> dict[str, object]:
+    return dict(json.loads((state / "systemd-state.json").read_text()))
 
 
 def _calls(state: Path) -> list[list[str]]:
@@ -147,7 +159,10 @@ def test_user_service_install_status_uninstall(
 
     assert main(["service", "install"]) == 0
     out = capsys.readouterr().out
-    unit = config_home / "systemd" / "user" / "llm-appliance.service"
+    # Where the user's manager looks (its UnitPath), not under the XDG_CONFIG_HOME of this shell: a
+    # real systemd started without it answers "Unit file llm-appliance.service does not exist" there.
+    unit = _manager_units(tmp_path) / "llm-appliance.service"
+    assert not (config_home / "systemd").exists()
     assert f"installed {unit}" in out and "journalctl --user -u llm-appliance -f" in out
     assert "loginctl enable-linger" in out
     text = unit.read_text()
@@ -157,24 +172,39 @@ def test_user_service_install_status_uninstall(
     exec_start = f"ExecStart={' '.join(appliance_command())} serve --config {appliance_home / 'config.toml'}"
     assert exec_start in text.splitlines()
     assert unit.stat().st_mode & 0o077 == 0
+    show_unit = [
+        "systemctl",
+        "--user",
+        "show",
+        "llm-appliance.service",
+        "--property=LoadState,UnitFileState,ActiveState,SubState,MainPID,NRestarts,Result,ExecMainStatus",
+    ]
     assert _calls(fakes) == [
-        ["systemctl", "--user", "show", "--property=Version"],
+        ["systemctl", "--user", "show", "--property=Version", "--property=UnitPath"],
         ["systemctl", "--user", "daemon-reload"],
         ["systemctl", "--user", "enable", "--now", "llm-appliance.service"],
+        show_unit,  # still running after the settling time
     ]
 
     assert main(["service", "status", "--json"]) == 0
     found = json.loads(capsys.readouterr().out)
     assert (found["installed"], found["enabled"], found["running"], found["pid"]) == (True, True, True, 4242)
+    assert (found["path"], found["state"], found["restarts"], found["last_exit"]) == (
+        str(unit),
+        "active (running)",
+        0,
+        None,
+    )
 
     assert main(["service", "install"]) == 1
     assert "already installed" in capsys.readouterr().err
 
     assert main(["service", "uninstall"]) == 0
     assert f"removed {unit}" in capsys.readouterr().out
-    assert _calls(fakes)[-2:] == [
+    assert _calls(fakes)[-3:] == [
         ["systemctl", "--user", "disable", "--now", "llm-appliance.service"],
         ["systemctl", "--user", "daemon-reload"],
+        ["systemctl", "--user", "reset-failed", "llm-appliance.service"],
     ]
     assert _files(tmp_path) | _files(appliance_home) == before | _files(fakes)
     assert main(["service", "status"]) == 0
@@ -217,6 +247,7 @@ def test_launchd_agent_install_status_uninstall(fakes: Path, tmp_path: Path) -> 
 def test_system_unit_install(fakes: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # The service user is not made on this machine for a test: its lookup answers as if it existed.
     monkeypatch.setattr(pwd, "getpwnam", lambda name: name)
+    monkeypatch.setenv("FAKE_UNIT_PATH", str(tmp_path / "etc"))
     target = service_target(
         "Linux",
         system=True,
@@ -229,7 +260,7 @@ def test_system_unit_install(fakes: Path, tmp_path: Path, monkeypatch: pytest.Mo
     lines = install(target, ["/opt/llm-appliance/bin/appliance", "serve"], {}, is_root=True)
     assert lines[-1] == "follow the logs: journalctl -u llm-appliance -f"
     assert "User=llm-appliance" in (tmp_path / "etc" / "llm-appliance.service").read_text()
-    assert _calls(fakes)[-1] == ["systemctl", "enable", "--now", "llm-appliance.service"]
+    assert _calls(fakes)[-2][:4] == ["systemctl", "enable", "--now", "llm-appliance.service"]
     uninstall(target, is_root=True)
     assert not (tmp_path / "etc" / "llm-appliance.service").exists()
 
@@ -253,15 +284,19 @@ def test_errors_are_one_line(fakes: Path, tmp_path: Path, monkeypatch: pytest.Mo
     assert "needs root" in _error(lambda: install(target(system=True), COMMAND, {}, is_root=False))
     hidden = ["/home/ada/venv/bin/appliance", "serve"]
     assert "ProtectHome" in _error(lambda: install(target(system=True), hidden, {}, is_root=True))
+    hidden_config = ["/opt/llm-appliance/bin/appliance", "serve", "--config", "/root/cfg/config.toml"]
+    assert "cannot read /root/cfg/config.toml" in _error(
+        lambda: install(target(system=True), hidden_config, {}, is_root=True)
+    )
     monkeypatch.setattr(pwd, "getpwnam", lambda name: (_ for _ in ()).throw(KeyError(name)))
-    assert "useradd --system" in _error(lambda: install(target(system=True), COMMAND, {}, is_root=True))
+    assert "useradd --system" in _error(lambda: install(target(system=True), COMMAND[:2], {}, is_root=True))
     assert "not installed" in _error(lambda: uninstall(target(), is_root=False))
     # A manager that refuses: the half-written unit is removed again.
     monkeypatch.setenv("FAKE_SERVICE_FAIL", "enable")
     assert "enable --now llm-appliance.service` failed: Failed to enable unit" in _error(
         lambda: install(target(), COMMAND, {}, is_root=False)
     )
-    assert not target().path.exists()
+    assert not (_manager_units(tmp_path) / "llm-appliance.service").exists()
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     assert "systemctl is not on PATH" in _error(lambda: install(target(), COMMAND, {}, is_root=False))
 
@@ -279,3 +314,90 @@ def test_no_systemd_here_is_one_line(
     assert main(["service", "install"]) == 1
     assert capsys.readouterr().err.startswith("appliance: systemd is not running for this user here")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_system_service_refuses_a_python_under_a_hidden_home(
+    fakes: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A venv in /opt made by a Python under /root (pyenv's, say): its bin/python links there, and the
+    # system unit (ProtectHome=yes) fails with status 203/EXEC. Seen under a real systemd.
+    monkeypatch.setattr(pwd, "getpwnam", lambda name: name)
+    venv = tmp_path / "opt" / "llm-appliance" / "bin"
+    venv.mkdir(parents=True)
+    (venv / "python").symlink_to("/root/.pyenv/versions/3.11.7/bin/python3.11")
+    script = venv / "appliance"
+    script.write_text(f"#!{venv / 'python'}\nimport sys\n")
+    target = service_target(
+        "Linux", system=True, home=tmp_path, environ={}, uid=0, logs_dir=tmp_path,
+        system_unit_dir=tmp_path / "etc",
+    )  # fmt: skip
+    message = _error(lambda: install(target, [str(script), "serve"], {}, is_root=True))
+    assert f"cannot run {script} (its Python is /root/.pyenv/versions/3.11.7/bin/python3.11)" in message
+    assert "/usr/bin/python3 -m venv /opt/llm-appliance" in message
+    assert not (tmp_path / "etc").exists() and _calls(fakes) == []
+
+
+def test_failed_start_leaves_nothing_enabled_or_failed(
+    fakes: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `enable --now` links the unit, then its start fails: a real systemd kept the link (dangling once
+    # the file was removed) and a failed "not-found" unit until the rollback disabled and reset it.
+    monkeypatch.setenv("FAKE_SERVICE_FAIL", "start")
+    target = service_target("Linux", system=False, home=tmp_path, environ={}, uid=1000, logs_dir=tmp_path)
+    message = _error(lambda: install(target, COMMAND, {}, is_root=False))
+    assert "failed: Job for llm-appliance.service failed" in message
+    assert 'See "systemctl' not in message  # that unit is gone by now
+    assert "(the daemon: exit-code, status 1); removed the unit again" in message
+    assert "journalctl --user -u llm-appliance -n 30" in message
+    assert not (_manager_units(tmp_path) / "llm-appliance.service").exists()
+    state = _fake_state(fakes)
+    assert (state["enabled"], state["active"]) == (False, "inactive")
+
+
+def test_install_says_when_the_daemon_does_not_stay_up(
+    fakes: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The daemon starts, then exits (a config it cannot read, a missing library): systemd restarts it
+    # every 3 s. install said "started now" regardless; now it says what systemd saw, and status too.
+    monkeypatch.setenv("FAKE_SERVICE_CRASH", "1")
+    target = service_target("Linux", system=False, home=tmp_path, environ={}, uid=1000, logs_dir=tmp_path)
+    message = _error(lambda: install(target, COMMAND, {}, is_root=False))
+    unit = _manager_units(tmp_path) / "llm-appliance.service"
+    assert f"installed {unit}, but the daemon does not stay up" in message
+    assert "activating (auto-restart), last exit exit-code, status 1, 1 restart;" in message
+    assert unit.exists()  # kept: a fixed config is picked up by the next restart
+    found = status(target)
+    assert (found["installed"], found["enabled"], found["running"], found["pid"]) == (True, True, False, None)
+    assert (found["state"], found["last_exit"]) == ("activating (auto-restart)", "exit-code, status 1")
+    monkeypatch.setattr("platform.system", lambda: "Linux")
+    monkeypatch.setenv("FAKE_UNIT_PATH", str(_manager_units(tmp_path)))
+    assert main(["service", "status"]) == 0
+    running = [line for line in capsys.readouterr().out.splitlines() if line.startswith("running")]
+    assert running == ["running    no (activating (auto-restart); last exit exit-code, status 1; 3 restarts)"]
+
+
+def test_no_user_manager_says_why(fakes: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # systemd is PID 1 but `systemctl --user` cannot reach the user's manager: run from `sudo -u` or
+    # `su` (no XDG_RUNTIME_DIR; a real one answers "Failed to connect to bus: No medium found"), or no
+    # manager runs for the user at all (not logged in, no linger).
+    monkeypatch.setattr(manage, "_SYSTEMD_BOOTED", tmp_path)
+    monkeypatch.setattr(manage, "_RUN_USER", tmp_path / "run-user")
+    monkeypatch.setenv("FAKE_SERVICE_FAIL", "show")
+
+    def target(runtime_dir: str | None) -> manage.ServiceTarget:
+        environ = {} if runtime_dir is None else {"XDG_RUNTIME_DIR": runtime_dir}
+        return service_target(
+            "Linux", system=False, home=tmp_path, environ=environ, uid=1000, logs_dir=tmp_path
+        )
+
+    no_manager = _error(lambda: install(target(None), COMMAND, {}, is_root=False))
+    assert f"no systemd user manager runs for uid 1000 (no {tmp_path}/run-user/1000/bus" in no_manager
+    assert "loginctl enable-linger USER" in no_manager
+    (tmp_path / "run-user" / "1000").mkdir(parents=True)
+    (tmp_path / "run-user" / "1000" / "bus").touch()
+    no_runtime_dir = _error(lambda: install(target(None), COMMAND, {}, is_root=False))
+    assert f"run again with XDG_RUNTIME_DIR={tmp_path}/run-user/1000" in no_runtime_dir
+    assert "systemd is not running for this user here" in _error(
+        lambda: install(target(str(tmp_path / "run-user" / "1000")), COMMAND, {}, is_root=False)
+    )
+    assert not _manager_units(tmp_path).exists()
