@@ -28,15 +28,8 @@ KEEP=${KEEP:-0}
 URL="http://127.0.0.1:${PORT}"
 
 cd "$(dirname "$0")/../.." || exit 2
-failures=0
-ok() { echo "ok - $*"; }
-fail() { echo "FAIL - $*"; failures=$((failures + 1)); }
-die() { echo "FAIL - $*"; echo "# ${failures} earlier failure(s); stopping"; exit 1; }
-check() { # check DESCRIPTION COMMAND...: ok when COMMAND succeeds
-    local what=$1
-    shift
-    if "$@"; then ok "$what"; else fail "$what"; fi
-}
+# shellcheck source=packaging/smoke_checks.sh
+. packaging/smoke_checks.sh
 
 cleanup() {
     if [ "$KEEP" != 1 ]; then
