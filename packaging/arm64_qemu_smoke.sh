@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The arm64 smoke test: install llm-appliance into an arm64 Debian and get one chat completion from it,
 # on an x86-64 Linux host under qemu-user emulation, as root:
-#   sudo packaging/arm64_qemu_smoke.sh             # from anywhere; about 15 minutes on 2 cores
+#   sudo packaging/arm64_qemu_smoke.sh             # from anywhere; 20-30 minutes on 2 shared cores
 # One line per check ("ok - ..." or "FAIL - ..."), each step timed; exits non-zero on any failure.
 #
 # What it does, from nothing:

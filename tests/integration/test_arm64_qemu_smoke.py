@@ -1,6 +1,6 @@
 """The arm64 smoke test, packaging/arm64_qemu_smoke.sh: llm-appliance installed into an arm64 Debian
 and one chat completion from it, under qemu-user emulation. Opt-in (APPLIANCE_QEMU_SMOKE=1): it takes
-about 15 minutes on 2 cores, needs root, binfmt_misc, apt and PyPI, and installs host packages.
+20-30 minutes on 2 cores, needs root, binfmt_misc, apt and PyPI, and installs host packages.
 
     sudo APPLIANCE_QEMU_SMOKE=1 pytest tests/integration/test_arm64_qemu_smoke.py -s
 
