@@ -15,6 +15,8 @@
 # NO_BUILD_ISOLATION=1 (build with the venv's scikit-build-core), PORT (11436), PULL_REF, PULL_MODEL (the
 # name the pulled model is served as), LLAMA_PIP_ARGS (pip arguments for the llama-cpp-python build only,
 # e.g. "--config-settings=build-dir=DIR" to keep its build tree), KEEP=1 (keep the venv).
+# ok and fail only print: "CHECK && ok ... || fail ..." is an if-then-else here (SC2015).
+# shellcheck disable=SC2015,SC2001,SC1091
 set -uo pipefail
 
 VENV=${VENV:-.venv-cuda}
@@ -31,10 +33,8 @@ URL="http://127.0.0.1:${PORT}"
 MODEL=smollm2-135m-instruct
 
 cd "$(dirname "$0")/.." || exit 2
-failures=0
-ok() { echo "ok - $*"; }
-fail() { echo "FAIL - $*"; failures=$((failures + 1)); }
-die() { echo "FAIL - $*"; echo "# ${failures} earlier failure(s); stopping"; exit 1; }
+# shellcheck source=packaging/smoke_checks.sh
+. packaging/smoke_checks.sh
 since() { echo "$(($(date +%s) - $1)) s"; }
 server_pid=
 work=$(mktemp -d)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import platform
 import re
+import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +17,15 @@ from appliance.hardware.sysctl import read_sysctl
 
 _X86_FEATURES = ("avx", "avx2", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "f16c", "fma", "amx_int8")
 _ARM_FEATURES = {"asimd": "neon", "asimddp": "dotprod", "sve": "sve", "i8mm": "i8mm"}
+# The same features as bits of the auxiliary vector's AT_HWCAP (16) and AT_HWCAP2 (26) on Linux arm64
+# (asm/hwcap.h): what ggml-cpu itself reads (getauxval) and what /proc/cpuinfo's "Features" line is
+# made from. Under qemu-user emulation /proc/cpuinfo describes the host's CPU; the vector, the emulated one.
+_HWCAP_FEATURES = {
+    (16, 1 << 1): "neon",
+    (16, 1 << 20): "dotprod",
+    (16, 1 << 22): "sve",
+    (26, 1 << 13): "i8mm",
+}
 # macOS names the same ARM features in sysctl keys (what ggml-cpu itself reads on Apple silicon).
 _DARWIN_ARM_FEATURES = {
     "hw.optional.neon": "neon",
@@ -73,6 +84,14 @@ def parse_cpuinfo(text: str, arch: str) -> tuple[str, tuple[str, ...]]:
     else:
         features = tuple(name for flag, name in _ARM_FEATURES.items() if flag in flags)
     return model, features
+
+
+def arm_features_from_auxv(data: bytes) -> tuple[str, ...]:
+    """The SIMD features in the bytes of a 64-bit Linux process's /proc/self/auxv (pairs of native
+    unsigned longs: type, value), in the order /proc/cpuinfo's parse gives them."""
+    entries = dict(struct.iter_unpack("=QQ", data[: len(data) // 16 * 16]))
+    found = {name for (kind, bit), name in _HWCAP_FEATURES.items() if entries.get(kind, 0) & bit}
+    return tuple(name for name in _ARM_FEATURES.values() if name in found)
 
 
 def arm_core_name(text: str) -> str:
@@ -143,8 +162,11 @@ def detect_cpu(
     cpuinfo_path: Path = Path("/proc/cpuinfo"),
     sysctl: Callable[[str], str | None] = read_sysctl,
     system: str | None = None,
+    auxv_path: Path = Path("/proc/self/auxv"),
 ) -> CpuInfo:
-    """This machine's CPU. Missing sources give empty fields, never an error."""
+    """This machine's CPU. Missing sources give empty fields, never an error. On Linux arm64 where
+    /proc/cpuinfo names no ARM features (qemu-user shows the host's), they come from the auxiliary
+    vector, as llama.cpp reads them."""
     arch = platform.machine().lower()
     if (system or platform.system()) == "Darwin":
         return cpu_from_sysctl(sysctl, arch)
@@ -155,6 +177,9 @@ def detect_cpu(
     logical = psutil.cpu_count(logical=True) or 1
     physical = psutil.cpu_count(logical=False) or logical
     cpu = cpu_from_cpuinfo(text, arch, physical, logical, performance_cores(read_cpu_ratings()))
+    if arch in ("aarch64", "arm64") and not cpu.features:
+        with contextlib.suppress(OSError):
+            cpu = dataclasses.replace(cpu, features=arm_features_from_auxv(auxv_path.read_bytes()))
     if cpu.model == arch and platform.processor():
         return dataclasses.replace(cpu, model=platform.processor())
     return cpu

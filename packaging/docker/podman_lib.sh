@@ -1,7 +1,7 @@
 # shellcheck shell=bash
 # Shared by podman_smoke.sh and ../systemd_smoke.sh (sourced, not run): their ok/FAIL lines, the base
 # image or a stand-in for it, and how this host runs containers (prepare: all three). The functions past
-# the first four expect PODMAN and BASE set.
+# the check helpers (../smoke_checks.sh) expect PODMAN and BASE set.
 #
 # Where Docker Hub cannot be reached, `python:3.11-slim-bookworm` is replaced by a stand-in made with
 # debootstrap (Debian bookworm minbase with python3, python3-venv, python3-pip, ca-certificates, and
@@ -14,15 +14,8 @@
 # without CAP_SYS_RESOURCE that cannot raise rlimits), ENGINE becomes runc with rlimits under this
 # shell's hard limits.
 
-failures=0
-ok() { echo "ok - $*"; }
-fail() { echo "FAIL - $*"; failures=$((failures + 1)); }
-die() { echo "FAIL - $*"; echo "# ${failures} earlier failure(s); stopping"; exit 1; }
-check() { # check DESCRIPTION COMMAND...: ok when COMMAND succeeds
-    local what=$1
-    shift
-    if "$@"; then ok "$what"; else fail "$what"; fi
-}
+# shellcheck source=packaging/smoke_checks.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../smoke_checks.sh"
 
 stand_in() {
     command -v debootstrap >/dev/null || die "no base image and no debootstrap to make a stand-in"

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import platform
+import struct
 from pathlib import Path
 
 import pytest
 
-from appliance.hardware.cpu import parse_cpuinfo
+from appliance.hardware.cpu import arm_features_from_auxv, detect_cpu, parse_cpuinfo
 from appliance.hardware.memory import cgroup_limit
 
 X86_CPUINFO = """\
@@ -130,6 +132,53 @@ def test_parse_cpuinfo(text: str, arch: str, model: str, features: tuple[str, ..
 def test_parse_cpuinfo_sees_avx512_vnni() -> None:
     _, features = parse_cpuinfo(AMD_CPUINFO, "x86_64")
     assert {"avx512vnni", "avx512_vnni"} & set(features)
+
+
+def auxv(*entries: tuple[int, int]) -> bytes:
+    """A 64-bit /proc/self/auxv with these (type, value) entries, AT_NULL last."""
+    return b"".join(struct.pack("=QQ", kind, value) for kind, value in (*entries, (0, 0)))
+
+
+# AT_HWCAP (16) and AT_HWCAP2 (26) as an arm64 process saw them under qemu-aarch64 7.2 (Debian
+# bookworm), with QEMU_CPU=cortex-a76 (a Raspberry Pi 5's core) and with qemu's default, "max".
+CORTEX_A76_AUXV = auxv((6, 4096), (16, 0x119FFB), (26, 0x0))
+QEMU_MAX_AUXV = auxv((6, 4096), (16, 0xECFFFFFB), (26, 0x7F877FFF))
+
+
+def test_arm_features_from_auxv() -> None:
+    assert arm_features_from_auxv(CORTEX_A76_AUXV) == ("neon", "dotprod")
+    assert arm_features_from_auxv(QEMU_MAX_AUXV) == ("neon", "dotprod", "sve", "i8mm")
+    assert arm_features_from_auxv(b"") == ()
+    assert arm_features_from_auxv(CORTEX_A76_AUXV[:-5]) == ("neon", "dotprod")  # a cut-off last entry
+
+
+def test_detect_cpu_under_qemu_user_reads_the_auxv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """qemu-user shows an arm64 process the host's x86 /proc/cpuinfo: the SIMD features come from the
+    auxiliary vector, the emulated CPU's, as llama.cpp's own come from getauxval."""
+    monkeypatch.setattr(platform, "machine", lambda: "aarch64")
+    (tmp_path / "cpuinfo").write_text(X86_CPUINFO)
+    (tmp_path / "auxv").write_bytes(CORTEX_A76_AUXV)
+    cpu = detect_cpu(tmp_path / "cpuinfo", system="Linux", auxv_path=tmp_path / "auxv")
+    assert (cpu.arch, cpu.features) == ("aarch64", ("neon", "dotprod"))
+    assert cpu.model == "Intel(R) Xeon(R) Gold 6248 CPU @ 2.50GHz"  # what /proc/cpuinfo says
+
+
+def test_detect_cpu_on_a_board_keeps_cpuinfo_features(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(platform, "machine", lambda: "aarch64")
+    (tmp_path / "cpuinfo").write_text(RASPBERRY_PI_5_CPUINFO)
+    (tmp_path / "auxv").write_bytes(QEMU_MAX_AUXV)  # not read: /proc/cpuinfo names the features
+    cpu = detect_cpu(tmp_path / "cpuinfo", system="Linux", auxv_path=tmp_path / "auxv")
+    assert cpu.features == ("neon", "dotprod")
+    missing = detect_cpu(tmp_path / "cpuinfo", system="Linux", auxv_path=tmp_path / "none")
+    assert missing.features == ("neon", "dotprod")
+
+
+def test_detect_cpu_without_any_arm_source(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(platform, "machine", lambda: "aarch64")
+    cpu = detect_cpu(tmp_path / "no-cpuinfo", system="Linux", auxv_path=tmp_path / "no-auxv")
+    assert cpu.features == ()
 
 
 def test_parse_cpuinfo_amd_other_features() -> None:
