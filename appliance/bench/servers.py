@@ -74,7 +74,16 @@ def _llama_server_ngram(s: Setup, load: Load, port: int) -> list[str]:
 def _llama_server_draft(s: Setup, load: Load, port: int) -> list[str]:
     # llama-server with a draft model, at the appliance's defaults (16 tokens at most, p_min 0.75).
     assert s.draft is not None
-    draft = ["-md", str(s.draft), "--spec-draft-n-max", "16", "--spec-draft-p-min", "0.75"]
+    draft = [
+        "--spec-type",
+        "draft-simple",
+        "-md",
+        str(s.draft),
+        "--spec-draft-n-max",
+        "16",
+        "--spec-draft-p-min",
+        "0.75",
+    ]
     return [*_llama_server(s, load, port), *draft]
 
 
