@@ -182,8 +182,10 @@ class LocalLlamaBackend:
             self._format = detect(None if self._template.is_fallback else self._template.source)
             self._preserved = single_tokens(model, self._format.markers())
             if self.draft is not None:
+                # The context and KV type the model got (a fallback may have shrunk them).
+                fitted = replace(self.draft.options, n_ctx=self.options.n_ctx, kv_type=self.options.kv_type)
                 try:
-                    self._draft_model = load_draft(model, self.draft)
+                    self._draft_model = load_draft(model, replace(self.draft, options=fitted))
                 except BaseException:
                     model.close()
                     raise
