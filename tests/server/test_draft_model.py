@@ -6,6 +6,7 @@ it, while the daemon serves the others."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -112,7 +113,9 @@ def test_a_draft_with_another_vocabulary_is_a_503_that_says_why(draft_daemon: Da
 def _appliance(home: Path, draft: str, *args: str) -> subprocess.CompletedProcess[str]:
     home.mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE_")}
-    env.update({"APPLIANCE_HOME": str(home), "HOME": str(home), "APPLIANCE_MODEL__DRAFT_MODEL": draft})
+    env.update({"APPLIANCE_HOME": str(home), "HOME": str(home)})
+    if draft:
+        env["APPLIANCE_MODEL__DRAFT_MODEL"] = draft
     return subprocess.run([sys.executable, "-m", "appliance", *args], capture_output=True, text=True,
                           env=env, timeout=120)  # fmt: skip
 
@@ -137,3 +140,25 @@ def test_serve_and_plan_refuse_a_bad_draft_in_one_line(
         lines = (done.stdout + done.stderr).strip().splitlines()
         assert done.returncode == 1 and "Traceback" not in done.stderr, (args, done.stderr)
         assert lines[-1].startswith(f"appliance: draft model {named}") and says in lines[-1], (args, lines)
+
+
+def test_plan_counts_the_draft_and_leaves_it_out_where_the_pair_does_not_fit(
+    files: dict[str, Path], tmp_path: Path
+) -> None:
+    target, draft = str(files["target"]), str(embedded())
+
+    def plan(*args: str, with_draft: bool = True) -> dict[str, Any]:
+        flags = ("--json", "--no-dry-run", "--parallel", "1", *args)
+        done = _appliance(tmp_path, draft if with_draft else "", "plan", target, *flags)
+        assert done.returncode == 0, done.stderr
+        data: dict[str, Any] = json.loads(done.stdout)
+        return data
+
+    alone = plan(with_draft=False)
+    paired = plan()
+    assert paired["draft"]["file"] == draft and paired["draft"]["kv_bytes"] > 0
+    assert paired["memory"]["ram_bytes"] == alone["memory"]["ram_bytes"] + paired["draft"]["ram_bytes"]
+    assert paired["n_ctx"] == alone["n_ctx"]
+    snug = plan("--max-ram", str(alone["memory"]["ram_bytes"] + (16 << 20)))
+    assert snug["draft"] is None and snug["n_ctx"] == alone["n_ctx"] and snug["quant"] == alone["quant"]
+    assert any(r.startswith("draft model ") and " left out: it needs " in r for r in snug["reasons"])
