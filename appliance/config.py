@@ -172,6 +172,19 @@ class ModelSettings(BaseModel):
     """Speculative decoding by prompt lookup: at most this many tokens guessed from the prompt and the
     reply so far, checked in one decode (the output is the same; a reply that repeats its prompt comes
     several times faster); 0 turns it off (llama-server's --draft-max with --spec-type ngram)."""
+    draft_model: str | None = None
+    """Speculative decoding with a draft model (llama-server's --model-draft): an installed model's name or a
+    .gguf path, a small model sharing the served model's vocabulary (SmolLM2-135M for SmolLM2-1.7B, a
+    0.5B Qwen for a 7B Qwen). Each slot's next tokens are guessed by it, greedily, up to `draft_max` a step,
+    and checked by the served model in one decode: the output is the same. It is used only while its
+    guesses pay on this machine (a GPU, a draft much smaller than the model), and replaces prompt lookup
+    where it is loaded. Its weights and KV cache are planned beside the model's; where they do not fit,
+    it is left out (`appliance plan` says so). Empty: none."""
+    draft_p_min: float = Field(0.75, ge=0, le=1)
+    """A draft model's guess stops at a token it is less sure of than this (llama-server's --draft-p-min)."""
+    draft_gpu_layers: int | None = None
+    """Layers of the draft model on the GPU (-1: all, 0: none; llama-server's -ngld); empty: all when the
+    served model is wholly on the GPU and they fit there, else none."""
     cpu_repack: bool | None = None
     """Weights on the CPU repacked into the layouts of its fastest kernels (llama.cpp's extra buffer
     types: interleaved blocks, AMX tiles; false is llama-server's --no-repack); empty: on, except where
@@ -266,6 +279,9 @@ class PerModelSettings(BaseModel):
     """KV cache type of this model (q8_0 and q4_0 need flash attention); empty: the planner picks."""
     draft_max: int | None = Field(None, ge=0, le=64)
     """Tokens guessed at most per step by prompt lookup for this model (0: off); empty: `model.draft_max`."""
+    draft_model: str | None = None
+    """The draft model of this model (an installed name or a .gguf path; "" for none); empty:
+    `model.draft_model` (needs a restart)."""
 
     @field_validator("aliases")
     @classmethod
@@ -431,9 +447,10 @@ class Settings(BaseSettings):
 
     def for_model(self, *names: str) -> Settings:
         """These settings as the planner should see them for the model ``names`` name (as `per_model`):
-        its own `n_ctx`, `n_parallel` and `kv_type` over those of `[model]`."""
+        its own `n_ctx`, `n_parallel`, `kv_type` and `draft_model` over those of `[model]`."""
         per_model = self.per_model(*names)
-        own = {k: v for k in ("n_ctx", "n_parallel", "kv_type") if (v := getattr(per_model, k)) is not None}
+        keys = ("n_ctx", "n_parallel", "kv_type", "draft_model")
+        own = {k: v for k in keys if (v := getattr(per_model, k)) is not None}
         if not own:
             return self
         return self.model_copy(update={"model": self.model.model_copy(update=own)})

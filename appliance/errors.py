@@ -102,6 +102,11 @@ class ModelLoadFailed(ApplianceError):
     code = "model_load_failed"
 
 
+class DraftModelError(ModelLoadFailed):
+    """The configured draft model is missing, unreadable, or cannot draft for its model (another
+    vocabulary): a setting to fix, said in one line (the model answers 503 with it; `serve` exits)."""
+
+
 class EngineFailure(ApplianceError):
     """llama.cpp reported an error while generating."""
 

@@ -23,8 +23,10 @@ from appliance.backend import Capabilities
 from appliance.capabilities import described_capabilities, serving_capabilities
 from appliance.config import PerModelSettings, Settings
 from appliance.derived import DerivedModel, DerivedModels, derive, merged
+from appliance.drafting import draft_spec, plan_draft
 from appliance.engine.local import LOCAL_CAPABILITIES, LocalLlamaBackend, ModelState
 from appliance.errors import (
+    DraftModelError,
     InvalidRequest,
     ModelLoadFailed,
     ModelLoading,
@@ -69,6 +71,7 @@ class ModelManager:
         self.derived = DerivedModels(settings.dirs.derived)  # served through their bases' models
         self.default_id = default_id
         self._plans: dict[Path, Plan] = {}
+        self._draft_errors: dict[Path, str] = {}  # why a model's configured draft model cannot be used
         self._best: dict[str, LocalModel] = {}  # bare name -> the installed tag chosen for it
         for model_id, plan in (plans or {}).items():
             self._plans[self._models[model_id].path] = plan
@@ -196,9 +199,21 @@ class ModelManager:
         plan = self._plans.get(model.path)
         if plan is None:
             settings = self.settings.for_model(model.id, model.name)  # its own context and slots, if any
-            plan = choose_plan([read_model_info(model.path)], self.hardware, settings)
+            plan = self._with_draft(
+                model, choose_plan([read_model_info(model.path)], self.hardware, settings)
+            )
             self._plans[model.path] = plan
         return plan
+
+    def _with_draft(self, model: LocalModel, plan: Plan) -> Plan:
+        """``plan`` with the model's draft model beside it, where one is configured and fits; a draft that
+        cannot be used is kept as the reason its model does not load (``_decide``), not raised here:
+        routing and listings plan every model."""
+        try:
+            return plan_draft(plan, self.settings.for_model(model.id, model.name))
+        except DraftModelError as exc:
+            self._draft_errors[model.path] = exc.message
+            return plan
 
     async def ensure_context(self, name: str | None, context_tokens: int | None) -> None:
         """Room for a request that wants ``context_tokens`` (Ollama's num_ctx) of ``name``'s context: when
@@ -225,15 +240,19 @@ class ModelManager:
                     f"{most} tokens ({wider.reasons[0]})",
                     param="num_ctx",
                 )
-            self._plans[model.path] = wider
+            self._plans[model.path] = wider = await asyncio.to_thread(self._with_draft, model, wider)
             log.info("reloading %s for a context of %d tokens a slot", model.id, context_tokens)
         entry = self._loaded.get(model.id)
         if entry is not None and entry.plan is not wider:
             await self._unload(entry, "context")
 
     def _decide(self, model: LocalModel) -> Plan:
-        """The plan a load goes by, counted by its verdict (`appliance list`'s fits)."""
+        """The plan a load goes by, counted by its verdict (`appliance list`'s fits). DraftModelError where
+        the model's configured draft model cannot be used."""
         plan = self.plan_for(model)
+        problem = self._draft_errors.get(model.path)
+        if problem is not None:
+            raise DraftModelError(f"model {model.id} is not loaded: {problem}")
         self.fit_decisions[(model.id, fit_label(plan))] += 1
         return plan
 
@@ -420,6 +439,7 @@ class ModelManager:
             fallbacks=fallback_ladder(options, plan.model),
             template_file=own.chat_template_file,
             draft_max=self.settings.model.draft_max if own.draft_max is None else own.draft_max,
+            draft=draft_spec(plan, options, self.settings.model.draft_p_min),
             prompt_cache_bytes=self.settings.model.prompt_cache_bytes(self.hardware.memory.total_bytes),
             memory_room=self._memory_room,
         )
@@ -528,6 +548,8 @@ class ModelManager:
         try:
             info["size_bytes"] = model.path.stat().st_size
             info["plan"] = self.plan_for(model).to_json()
+            if model.path in self._draft_errors:
+                info["error"] = self._draft_errors[model.path]
             data = self.settings.dirs.data
             info.update(described_capabilities(model.path, data, self.template_file(model)))
         except (OSError, ValueError) as exc:

@@ -10,7 +10,8 @@ from pathlib import Path
 import uvicorn
 
 from appliance.config import Settings
-from appliance.errors import UserError
+from appliance.drafting import plan_draft
+from appliance.errors import DraftModelError, UserError
 from appliance.hardware.detect import detect_hardware
 from appliance.hardware.profile import HardwareProfile
 from appliance.inventory import installed_models
@@ -98,7 +99,10 @@ def plan_model(settings: Settings, path: Path, hardware: HardwareProfile) -> Pla
     chosen = choose_plan([info], hardware, settings)
     if not chosen.fits:
         raise ServeError(f"{path.name}: {chosen.reasons[0]}")
-    return chosen
+    try:
+        return plan_draft(chosen, settings)
+    except DraftModelError as exc:
+        raise ServeError(exc.message) from None
 
 
 def set_log_level(settings: Settings) -> None:

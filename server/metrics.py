@@ -71,6 +71,14 @@ class _ModelsCollector(Collector):
         cache_hits = CounterMetricFamily(
             "appliance_prompt_cache_hits", "Requests that found their prefix in host memory", labels=["model"]
         )
+        drafted = CounterMetricFamily(
+            "appliance_draft_tokens", "Tokens guessed by speculative decoding, by source (ngram: prompt "
+            "lookup, draft: the draft model)", labels=["model", "source"],
+        )  # fmt: skip
+        accepted = CounterMetricFamily(
+            "appliance_draft_tokens_accepted", "Guessed tokens that sampling kept, by source",
+            labels=["model", "source"],
+        )  # fmt: skip
         for backend in self._models:
             name = [backend.model_id]
             gauges["queue"].add_metric(name, backend.queue_depth)
@@ -80,11 +88,16 @@ class _ModelsCollector(Collector):
             held, _, hits = backend.prompt_cache
             gauges["cache"].add_metric(name, held)
             cache_hits.add_metric(name, hits)
+            for source, (guessed, kept) in backend.speculated.items():
+                drafted.add_metric([backend.model_id, source], guessed)
+                accepted.add_metric([backend.model_id, source], kept)
             gauges["ready"].add_metric(name, 1 if backend.state.value == "ready" else 0)
             if backend.load_seconds is not None:
                 gauges["load"].add_metric(name, backend.load_seconds)
         yield from gauges.values()
         yield cache_hits
+        yield drafted
+        yield accepted
         loaded = GaugeMetricFamily("appliance_models_loaded", "Models loaded (or loading)")
         loaded.add_metric([], len(self._models.loaded()))
         yield loaded

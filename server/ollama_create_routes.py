@@ -30,7 +30,8 @@ _REFUSED = {
     "files": "models are made from installed ones here (`appliance import FILE.gguf` first)",
     "adapters": "LoRA adapters are not served",
     "adapter": "LoRA adapters are not served",
-    "draft": "draft models (speculative decoding) are not served",
+    "draft": "a derived model cannot carry a draft model; give its base one (`draft_model` in "
+             "config.toml's `[models.\"ID\"]`)",
     "renderer": "the model's own chat template renders its prompts",
     "parser": "the model family's own reader parses its replies",
     "path": "send the Modelfile's text in `modelfile`",

@@ -32,6 +32,7 @@ class Setup:
     llama_server: str | None = None
     startup_timeout_s: float = 300
     log_dir: Path | None = None
+    draft: Path | None = None  # the draft model of the *-draft servers
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,27 @@ def _llama_server_uncached(s: Setup, load: Load, port: int) -> list[str]:
 def _llama_server_ngram(s: Setup, load: Load, port: int) -> list[str]:
     # llama-server's speculation by n-gram lookup in the context (its default draft lengths).
     return [*_llama_server(s, load, port), "--spec-type", "ngram-simple"]
+
+
+def _llama_server_draft(s: Setup, load: Load, port: int) -> list[str]:
+    # llama-server with a draft model, at the appliance's defaults (16 tokens at most, p_min 0.75).
+    assert s.draft is not None
+    draft = [
+        "--spec-type",
+        "draft-simple",
+        "-md",
+        str(s.draft),
+        "--spec-draft-n-max",
+        "16",
+        "--spec-draft-p-min",
+        "0.75",
+    ]
+    return [*_llama_server(s, load, port), *draft]
+
+
+def _draft_env(s: Setup, tmp: str) -> dict[str, str]:
+    assert s.draft is not None
+    return {"APPLIANCE_HOME": tmp, "APPLIANCE_MODEL__DRAFT_MODEL": str(s.draft)}
 
 
 def _llama_cpp_python(s: Setup, load: Load, port: int) -> list[str]:
@@ -113,11 +135,14 @@ SERVERS = {
         _appliance,
         env=lambda s, tmp: {"APPLIANCE_HOME": tmp, "APPLIANCE_MODEL__DRAFT_MAX": "0"},
     ),
+    # The appliance with a draft model (bench --draft FILE).
+    "appliance-draft": ServerSpec("appliance-draft", _appliance, env=_draft_env),
     "llama-server": ServerSpec("llama-server", _llama_server, extra_body=_n_predict),
     "llama-server-uncached": ServerSpec(
         "llama-server-uncached", _llama_server_uncached, extra_body=_n_predict
     ),
     "llama-server-ngram": ServerSpec("llama-server-ngram", _llama_server_ngram, extra_body=_n_predict),
+    "llama-server-draft": ServerSpec("llama-server-draft", _llama_server_draft, extra_body=_n_predict),
     "llama-cpp-python": ServerSpec(
         "llama-cpp-python", _llama_cpp_python, extra_body=_end_of_text_bias, ignore_eos=False
     ),

@@ -111,6 +111,7 @@ def run(
     startup_timeout_s: float = 300,
     log_dir: Path | None = None,
     settings: Settings | None = None,
+    draft: str | None = None,
 ) -> dict[str, Any]:
     """The results by server name, with the configuration they ran under. ``settings`` decide which
     installed models MODEL may name (the defaults when None)."""
@@ -137,10 +138,15 @@ def run(
         raise BenchError(
             "no llama-server on PATH: give its binary with --llama-server (docs/BENCHMARKS.md builds one)"
         )
+    if any(n.endswith("-draft") for n in names) and not draft:
+        raise BenchError("the -draft servers need a draft model: give one with --draft")
     path = model_file(model, settings or Settings())
-    setup = Setup(path, threads, ctx, llama_server, startup_timeout_s, log_dir)
+    draft_path = model_file(draft, settings or Settings()) if draft else None
+    setup = Setup(path, threads, ctx, llama_server, startup_timeout_s, log_dir, draft_path)
     results = {name: asyncio.run(bench_server(SERVERS[name], setup, load)) for name in names}
     config.update(model=str(setup.model), threads=threads, ctx=ctx)
+    if draft_path is not None:
+        config.update(draft=str(draft_path))
     return {"config": config, "results": results}
 
 
@@ -200,6 +206,11 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
     )
     bench.add_argument("--llama-server", metavar="BIN", help="llama-server binary (default: on PATH)")
     bench.add_argument(
+        "--draft",
+        metavar="MODEL",
+        help="draft model (.gguf or installed name) of appliance-draft and llama-server-draft",
+    )
+    bench.add_argument(
         "--threads", type=int, help="threads every started server uses (default: physical cores)"
     )
     bench.add_argument("--ctx", type=int, default=4096, help="context of every started server (default 4096)")
@@ -245,6 +256,7 @@ def run_command(args: argparse.Namespace) -> int:
             startup_timeout_s=args.startup_timeout,
             log_dir=args.log_dir,
             settings=loaded,
+            draft=args.draft,
         )
         return main(report, as_json=args.json, out=args.out)
     except BenchError as exc:

@@ -93,12 +93,18 @@ def candidates(target: Path) -> list[ModelInfo]:
 def make_plan(settings: Settings, target: str, *, dry_run: bool = True) -> tuple[Plan, dict[str, Any] | None]:
     """The plan for ``target`` on this machine (with its own `[models."ID"]` settings), and llama.cpp's
     own figures from a dry run (only for a local file)."""
+    from appliance.drafting import plan_draft
+    from appliance.errors import DraftModelError
     from appliance.hardware.detect import detect_hardware
     from appliance.planning import choose_plan, load_options
 
     hardware = detect_hardware()
     settings = settings.for_model(target, target.partition(":")[0])  # its [models."ID"]: context, KV type
     chosen = choose_plan(candidates_for(target, settings), hardware, settings)
+    try:
+        chosen = plan_draft(chosen, settings)
+    except DraftModelError as exc:
+        raise PlanError(exc.message) from None
     figures = None
     if dry_run and chosen.fits and Path(chosen.model.path).is_file():
         from appliance.engine.dry_run import dry_run as llama_dry_run

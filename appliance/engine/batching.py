@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from appliance.backend import Finished, FinishReason, TextDelta, TokenLogprob, Usage
+from appliance.engine.draft_model import DraftModel, ModelDrafter
 from appliance.engine.faults import Faults
 from appliance.engine.formats.reader import ReplyEvent
 from appliance.engine.jobs import DONE, GenerationJob
@@ -44,16 +45,23 @@ class Slot:
         self.job: GenerationJob | None = None
         self._sampler: Any = None
         self.fault: str | None = None  # the injected fault this request asks for (tests only)
-        self.drafter: NgramDrafter | None = None
+        self.drafter: NgramDrafter | ModelDrafter | None = None
         self.last_used = 0.0  # monotonic seconds when its last request ended
 
-    def start(self, model: Any, job: GenerationJob, draft_max: int = 0) -> None:
+    def start(
+        self, model: Any, job: GenerationJob, draft_max: int = 0, draft: DraftModel | None = None
+    ) -> None:
         self._sampler = model.new_sampler(job.sampling)  # raises InvalidRequest for a bad grammar
         if job.sampling.draft_max is not None:  # the request's own bound (llama-server's speculative.n_max)
             draft_max = job.sampling.draft_max
-        # Guesses from the prompt and the reply (appliance.engine.speculation), where the cache can be
-        # cut back past a refused guess.
-        self.drafter = NgramDrafter(draft_max) if draft_max > 0 and model.can_truncate else None
+        # Guesses where the cache can be cut back past a refused guess: from the draft model where one
+        # is loaded (appliance.engine.draft_model), else from the prompt and the reply
+        # (appliance.engine.speculation). One source per slot, as llama-server has.
+        self.drafter = None
+        if draft_max > 0 and model.can_truncate:
+            self.drafter = (
+                draft.drafter(self.seq, draft_max) if draft is not None else NgramDrafter(draft_max)
+            )
         self.job = job
         self.started_at = time.monotonic()
         self.reused = model.reuse_prefix(self.seq, job.prompt)
@@ -119,6 +127,14 @@ class Slot:
         self.drafter.sync(model.cached_tokens(self.seq))
         room = min(room, self.job.max_tokens - self.generated - 1)
         return self.drafter.draft(self.next_token, room, cost)
+
+    def guess_length(self, model: Any, room: int, cost: tuple[float, float] | None) -> int:
+        """With a draft model: how many tokens to ask it for after ``next_token`` (as ``guess`` bounds
+        them); the engine asks for every slot's at once."""
+        if not isinstance(self.drafter, ModelDrafter) or self.next_token is None or self.job is None:
+            return 0
+        self.drafter.sync(model.cached_tokens(self.seq))
+        return self.drafter.length(min(room, self.job.max_tokens - self.generated - 1), cost)
 
     def on_outputs(self, model: Any, index: int, drafted: list[int]) -> int:
         """Sample at batch ``index`` (after the token just decoded) and, while each sample confirms the
@@ -209,8 +225,12 @@ class BatchingEngine:
         faults: Faults | None = None,
         draft_max: int = 0,
         prompt_cache: PromptCache | None = None,
+        draft: DraftModel | None = None,
     ) -> None:
         self.model = model
+        self.draft = draft  # the draft model's context, guessing for every slot where one is loaded
+        # Tokens guessed and kept, by source ("ngram", "draft"), over the engine's life (for metrics).
+        self.speculated: dict[str, tuple[int, int]] = {}
         # Prefixes a slot gives up, kept in host memory (appliance.engine.prompt_cache); only where the
         # cache of a sequence can be cut at any token, as reusing a kept prefix needs.
         self.prompt_cache = prompt_cache if model.can_truncate else None
@@ -242,7 +262,7 @@ class BatchingEngine:
             else:
                 self._keep(slot, shared[slot.seq])
         try:
-            slot.start(self.model, job, self.draft_max)
+            slot.start(self.model, job, self.draft_max, self.draft)
             if self._faults is not None:
                 slot.fault = self._faults.point(job.prompt)
         except Exception as exc:  # a bad grammar (InvalidRequest), or a bug: this request only
@@ -327,9 +347,10 @@ class BatchingEngine:
         guessing = any(slot.drafter is not None for slot in generating)
         fit = self.step_cost.fit() if guessing else None
         cost = (fit[0] / len(generating), fit[1]) if fit else None  # the fixed part is shared
+        guesses = self._guesses(generating, budget, cost)
         for slot in generating:  # generating slots first: one token each keeps every stream moving
             assert slot.next_token is not None
-            guessed = slot.guess(model, budget, cost)  # and the tokens guessed to follow it
+            guessed = guesses.get(slot.seq, [])  # and the tokens guessed to follow it
             entries.append((slot.seq, [slot.next_token, *guessed], 1 + len(guessed)))
             owners.append(slot)
             slot.next_token = None
@@ -351,6 +372,28 @@ class BatchingEngine:
         self._decode_and_sample(entries, owners)
         if guessing and len(entries) == len(generating):  # generation only: a step to learn from
             self.step_cost.add(sum(len(tokens) for _, tokens, _ in entries), time.perf_counter() - started)
+
+    def _guesses(
+        self, generating: list[Slot], budget: int, cost: tuple[float, float] | None
+    ) -> dict[int, list[int]]:
+        """Each generating slot's guesses, by sequence, within ``budget`` tokens in all: prompt lookup's
+        slot by slot, the draft model's for all its slots at once."""
+        out: dict[int, list[int]] = {}
+        asks: list[tuple[ModelDrafter, int, int]] = []
+        for slot in generating:
+            if isinstance(slot.drafter, ModelDrafter):
+                length = slot.guess_length(self.model, budget, cost)
+                if length > 0:
+                    assert slot.next_token is not None
+                    asks.append((slot.drafter, slot.next_token, length))
+                budget -= length
+            else:
+                out[slot.seq] = guessed = slot.guess(self.model, budget, cost)
+                budget -= len(guessed)
+        if asks and self.draft is not None:
+            for (drafter, _, _), guessed in zip(asks, self.draft.run(asks), strict=True):
+                out[drafter.seq] = guessed
+        return out
 
     def _decode_and_sample(self, entries: list[tuple[int, list[int], int]], owners: list[Slot]) -> None:
         model = self.model
@@ -382,6 +425,10 @@ class BatchingEngine:
                 if self._faults is not None:
                     Faults.check("sample", slot.fault, slot.generated)
                 kept = slot.on_outputs(model, index, drafted)
+                if drafted:
+                    source = "draft" if isinstance(slot.drafter, ModelDrafter) else "ngram"
+                    guessed, confirmed = self.speculated.get(source, (0, 0))
+                    self.speculated[source] = (guessed + len(drafted), confirmed + kept)
             except Exception as exc:  # a bug or a llama.cpp error in one request: fail that one only
                 if slot.job is not None:
                     slot.fail(model, failure("generation", exc))

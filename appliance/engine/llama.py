@@ -349,6 +349,15 @@ class LlamaModel:
             return GeneratedToken(token)
         return self._logprobs(token, top_logprobs, index)
 
+    def top_token(self, index: int) -> tuple[int, float]:
+        """The most likely token at batch ``index`` and its probability (a draft model's greedy guess,
+        and how sure it is)."""
+        ptr = llama_cpp.llama_get_logits_ith(self._ctx, index)
+        logits = np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))
+        token = int(logits.argmax())
+        peak = float(logits[token])
+        return token, float(1.0 / np.exp(logits - peak, dtype=np.float64).sum())
+
     def _logprobs(self, token: int, top_n: int, index: int = -1) -> GeneratedToken:
         ptr = llama_cpp.llama_get_logits_ith(self._ctx, index)
         logits = np.ctypeslib.as_array(ptr, shape=(self.n_vocab,)).astype(np.float64)

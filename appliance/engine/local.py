@@ -29,6 +29,7 @@ from appliance.backend import (
 from appliance.engine.batching import BatchingEngine
 from appliance.engine.budget import fitted_sampling, generation_budget
 from appliance.engine.chat_template import ChatTemplate
+from appliance.engine.draft_model import DraftModel, load_draft
 from appliance.engine.faults import Faults
 from appliance.engine.formats import ChatFormat, GenericFormat, detect
 from appliance.engine.formats.base import Grammar
@@ -38,7 +39,7 @@ from appliance.engine.infill import infill_prompt
 from appliance.engine.jobs import ExclusiveJob, GenerationJob, Job, JobStream
 from appliance.engine.literals import Literals
 from appliance.engine.loading import load_with_fallbacks, prepare
-from appliance.engine.params import LoadOptions, RequestLimits, SamplingParams
+from appliance.engine.params import DraftSpec, LoadOptions, RequestLimits, SamplingParams
 from appliance.engine.prompt_cache import PromptCache
 from appliance.engine.prompts import render_chat, template_variables, tokenize_prompt
 from appliance.engine.reply_grammar import client_grammar, reply_grammar, schema_grammar
@@ -96,9 +97,12 @@ class LocalLlamaBackend:
         draft_max: int = 0,
         prompt_cache_bytes: int = 0,
         memory_room: Callable[[], int] | None = None,
+        draft: DraftSpec | None = None,
     ) -> None:
         self.path = path
-        self.draft_max = draft_max  # speculative decoding by prompt lookup (appliance.engine.speculation)
+        self.draft_max = draft_max  # tokens guessed at most a step (appliance.engine.speculation)
+        self.draft = draft  # the draft model to guess them, if any (appliance.engine.draft_model)
+        self._draft_model: Any = None  # its LlamaModel once loaded
         self.prompt_cache_bytes = prompt_cache_bytes  # host memory for prefixes (engine.prompt_cache)
         self._memory_room = memory_room  # bytes the prompt cache may still take from the machine now
         self._template_file = template_file  # used instead of the GGUF's chat template
@@ -150,6 +154,9 @@ class LocalLlamaBackend:
         if self._model is not None:
             self._model.close()
             self._model = None
+        if self._draft_model is not None:
+            self._draft_model.close()
+            self._draft_model = None
 
     def cut(self) -> None:
         """End this model's work now, for a shutdown whose drain ran out of time: running generations
@@ -174,6 +181,14 @@ class LocalLlamaBackend:
             self._template, self._control_texts = prepare(model, source)
             self._format = detect(None if self._template.is_fallback else self._template.source)
             self._preserved = single_tokens(model, self._format.markers())
+            if self.draft is not None:
+                # The context and KV type the model got (a fallback may have shrunk them).
+                fitted = replace(self.draft.options, n_ctx=self.options.n_ctx, kv_type=self.options.kv_type)
+                try:
+                    self._draft_model = load_draft(model, replace(self.draft, options=fitted))
+                except BaseException:
+                    model.close()
+                    raise
         except (ApplianceError, ValueError) as exc:
             self.error = getattr(exc, "message", str(exc))
             self.state = ModelState.FAILED
@@ -201,7 +216,12 @@ class LocalLlamaBackend:
                 if self.prompt_cache_bytes > 0
                 else None
             )
-            self._engine = BatchingEngine(self._model, self._job_took, self._faults, self.draft_max, cache)
+            draft = (
+                DraftModel(self._draft_model, self.draft.p_min) if self._draft_model and self.draft else None
+            )
+            self._engine = BatchingEngine(
+                self._model, self._job_took, self._faults, self.draft_max, cache, draft
+            )
         loop = JobLoop(self._jobs, self.model_id, left_queue=self._left_queue, job_took=self._job_took)
         loop.run(self._model, self._engine, self.error)
 
@@ -258,6 +278,12 @@ class LocalLlamaBackend:
         return (cache.size, len(cache), cache.hits) if cache is not None else (0, 0, 0)
 
     @property
+    def speculated(self) -> dict[str, tuple[int, int]]:
+        """Tokens guessed and kept so far, by source ("ngram": prompt lookup, "draft": the draft model)."""
+        engine = self._engine
+        return dict(engine.speculated) if engine is not None else {}
+
+    @property
     def slots_busy(self) -> int:
         engine = self._engine
         return engine.active if engine is not None else 0
@@ -290,6 +316,10 @@ class LocalLlamaBackend:
             held, prefixes, hits = self.prompt_cache
             info["prompt_cache"] = {"bytes": held, "prefixes": prefixes, "hits": hits,
                                     "limit_bytes": self.prompt_cache_bytes}  # fmt: skip
+            info["speculation"] = {
+                "draft_model": str(self.draft.path) if self._draft_model is not None and self.draft else None,
+                **{source: {"drafted": n, "kept": k} for source, (n, k) in self.speculated.items()},
+            }
         if self.error:
             info["error"] = self.error
         return info

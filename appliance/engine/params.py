@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,15 @@ class LoadOptions:
     devices: tuple[str, ...] = ()
     tensor_split: tuple[float, ...] = ()
     main_gpu: int = 0
+
+
+@dataclass(frozen=True)
+class DraftSpec:
+    """A draft model to load beside the served one (appliance.engine.draft_model)."""
+
+    path: Path
+    options: LoadOptions
+    p_min: float = 0.75  # a guess stops at a token the draft is less sure of
 
 
 @dataclass(frozen=True)

@@ -60,33 +60,32 @@ class StepCost:
         return max(my - per_token * mx, 0.0), per_token
 
 
-def best_length(p: float, fixed: float, per_token: float, most: int) -> int:
+def best_length(p: float, fixed: float, per_token: float, most: int, per_guess: float = 0.0) -> int:
     """The guess length (0 to ``most``) that brings the most tokens per second when each guessed token
     is kept with probability ``p`` (given the ones before it were): a step of 1 + k tokens costs
-    fixed + (1 + k) * per_token and brings 1 + p + p^2 + ... + p^k tokens. 0 unless some length beats
-    plain decoding by ``MARGIN``."""
+    fixed + (1 + k) * per_token, plus k * ``per_guess`` for making the guesses (a draft model's decodes;
+    0 for prompt lookup), and brings 1 + p + p^2 + ... + p^k tokens. 0 unless some length beats plain
+    decoding by ``MARGIN``."""
     best, best_rate = 0, MARGIN / (fixed + per_token)
     expected, term = 1.0, 1.0
     for k in range(1, most + 1):
         term *= p
         expected += term
-        rate = expected / (fixed + (1 + k) * per_token)
+        rate = expected / (fixed + (1 + k) * per_token + k * per_guess)
         if rate > best_rate:
             best, best_rate = k, rate
     return best
 
 
-class NgramDrafter:
-    """Guesses for one sequence from the tokens it holds (``sync``), up to ``draft_max`` at a time."""
+class Acceptance:
+    """What a slot's guesses, of any source, have brought: tokens guessed and kept over the request (for
+    the log and metrics), how often a guessed token is kept (``p``), and when a guess pays (``worth``)."""
 
-    def __init__(self, draft_max: int, n: int = NGRAM) -> None:
-        self.draft_max = draft_max
-        self.n = n
-        self.limit = min(FIRST_DRAFT, draft_max)  # length of the next guess
-        self.tokens: list[int] = []
-        # Each n-gram seen, and the position of the token that followed its latest occurrence.
-        self._follows: dict[tuple[int, ...], int] = {}
-        self.drafted = 0  # tokens guessed, and kept, over the request (for the log and metrics)
+    # Where no guess pays, one token is still guessed this often (0: never), to notice when they would.
+    probe_every = PROBE_EVERY
+
+    def __init__(self) -> None:
+        self.drafted = 0
         self.kept = 0
         # How often a guessed token is kept (given those before it were): weighted counts, from an even
         # start, recent guesses counting most.
@@ -96,6 +95,42 @@ class NgramDrafter:
     @property
     def p(self) -> float:
         return self._yes / (self._yes + self._no)
+
+    def worth(self, limit: int, cost: tuple[float, float] | None, per_guess: float = 0.0) -> int:
+        """How many tokens to guess, at most ``limit``, at the step's ``cost`` (None: unknown yet, so
+        ``limit``), each guessed token costing ``per_guess`` seconds more to make; a probe of one token
+        every PROBE_EVERY chances where none pays."""
+        if limit <= 0:
+            return 0
+        if cost is not None:
+            worth = best_length(self.p, cost[0], cost[1], limit, per_guess)
+            if worth == 0:
+                self._skipped += 1
+                if not self.probe_every or self._skipped < self.probe_every:
+                    return 0
+                worth = 1
+            limit = worth
+        self._skipped = 0
+        return limit
+
+    def feedback(self, drafted: int, kept: int) -> None:
+        """``kept`` of the ``drafted`` guessed tokens were confirmed by sampling."""
+        self.drafted += drafted
+        self.kept += kept
+        self._yes, self._no = self._yes * 0.9 + kept, self._no * 0.9 + (kept < drafted)
+
+
+class NgramDrafter(Acceptance):
+    """Guesses for one sequence from the tokens it holds (``sync``), up to ``draft_max`` at a time."""
+
+    def __init__(self, draft_max: int, n: int = NGRAM) -> None:
+        super().__init__()
+        self.draft_max = draft_max
+        self.n = n
+        self.limit = min(FIRST_DRAFT, draft_max)  # length of the next guess
+        self.tokens: list[int] = []
+        # Each n-gram seen, and the position of the token that followed its latest occurrence.
+        self._follows: dict[tuple[int, ...], int] = {}
 
     def sync(self, held: list[int]) -> None:
         """Index the tokens of ``held`` (the sequence's cache, which only grows between calls, or is cut
@@ -118,22 +153,12 @@ class NgramDrafter:
         at = self._follows.get(key)
         if at is None:
             return []
-        if cost is not None:
-            worth = best_length(self.p, cost[0], cost[1], limit)
-            if worth == 0:
-                self._skipped += 1
-                if self._skipped < PROBE_EVERY:
-                    return []
-                worth = 1
-            limit = worth
-        self._skipped = 0
-        return tokens[at : at + limit]
+        return tokens[at : at + self.worth(limit, cost)]
 
     def feedback(self, drafted: int, kept: int) -> None:
-        """``kept`` of the ``drafted`` guessed tokens were confirmed by sampling."""
-        self.drafted += drafted
-        self.kept += kept
-        self._yes, self._no = self._yes * 0.9 + kept, self._no * 0.9 + (kept < drafted)
+        """``kept`` of the ``drafted`` guessed tokens were confirmed by sampling; the next guess's cap
+        doubles after a guess kept whole, and falls back to the part kept otherwise."""
+        super().feedback(drafted, kept)
         if kept == drafted:
             self.limit = min(self.draft_max, max(1, self.limit) * 2)
         else:

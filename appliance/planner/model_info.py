@@ -93,6 +93,13 @@ class ModelInfo:
     # a repeating layer's index, INPUT_GROUP (token embeddings) or OUTPUT_GROUP (the rest). llama.cpp maps
     # one range per file for the CPU's tensors, so their layout decides what stays resident.
     group_ranges: tuple[tuple[int, int, int, int], ...] = ()
+    # The tokenizer, as far as a draft model must share it (llama.cpp's common_speculative_are_compatible):
+    # its kind (tokenizer.ggml.model: gpt2, llama, ...), its pre-tokenizer, and the BOS and EOS ids
+    # (None where the file names none).
+    tokenizer: str = ""
+    tokenizer_pre: str = ""
+    bos_token: int | None = None
+    eos_token: int | None = None
 
     @property
     def weights_bytes(self) -> int:
@@ -284,7 +291,15 @@ def model_info(header: GGUFHeader, path: Path | str = "", file_bytes: int | None
         tensor_types=tuple(type_bytes.most_common()),
         repackable=tuple(repackable),
         group_ranges=tuple((part, group, a, b) for (part, group), (a, b) in sorted(ranges.items())),
+        tokenizer=str(header.metadata.get("tokenizer.ggml.model", "")),
+        tokenizer_pre=str(header.metadata.get("tokenizer.ggml.pre", "")),
+        bos_token=_token_id(header.metadata.get("tokenizer.ggml.bos_token_id")),
+        eos_token=_token_id(header.metadata.get("tokenizer.ggml.eos_token_id")),
     )
+
+
+def _token_id(value: Any) -> int | None:
+    return int(value) if isinstance(value, int) else None
 
 
 def read_model_info(path: Path) -> ModelInfo:

@@ -89,6 +89,8 @@ class Plan:
     fits: bool
     reasons: tuple[str, ...]
     alternatives: tuple[Option, ...] = field(default=())
+    # The draft model loaded beside it (appliance.planner.draft), its memory counted in ``memory``.
+    draft: Option | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The plan JSON of INTERFACES.md."""
@@ -115,6 +117,7 @@ class Plan:
             "budget": {"ram_bytes": self.budget.ram_bytes, "vram_bytes": self.budget.vram_bytes},
             "fits": self.fits,
             "reasons": list(self.reasons),
+            "draft": None if self.draft is None else self.draft_json(),
             "alternatives": [
                 {
                     "quant": o.model.quant,
@@ -128,6 +131,21 @@ class Plan:
                 }
                 for o in self.alternatives
             ],
+        }
+
+    def draft_json(self) -> dict[str, Any]:
+        """The draft model and its own share of ``memory``."""
+        assert self.draft is not None
+        d = self.draft
+        return {
+            "model": d.model.name,
+            "file": d.model.path,
+            "quant": d.model.quant,
+            "n_gpu_layers": d.settings.n_gpu_layers if d.settings.gpu_backend else 0,
+            "weights_bytes": d.memory.weights_bytes,
+            "kv_bytes": d.memory.kv_bytes,
+            "ram_bytes": d.memory.ram_bytes,
+            "vram_bytes": d.memory.vram_bytes,
         }
 
     def devices_json(self) -> list[dict[str, Any]]:

@@ -90,6 +90,8 @@ def test_errors_are_one_line_and_exit_1(
         (["no-such-model", "--url", daemon.url, "--requests", "1"], {}, "warm-up request failed: HTTP 404: "),
         (["--url", daemon.url, "--servers", "appliance"], {}, "give one of them"),
         (["--servers", "appliance,vllm"], {}, "unknown server 'vllm'"),
+        (["--servers", "appliance-draft"], {}, "the -draft servers need a draft model"),
+        (["--servers", "appliance-draft", "--draft", "no-such-draft"], {}, "no such file or installed model"),
         (["--servers", "llama-server"], {"PATH": "/nonexistent"}, "no llama-server on PATH"),
         (["no-such-model"], {}, "no such file or installed model: no-such-model"),
         (["--tokens", "0"], {}, "must be at least 1"),

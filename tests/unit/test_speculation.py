@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 
-from appliance.backend import Finished, TextDelta
 from appliance.engine.batching import BatchingEngine
-from appliance.engine.jobs import DONE, GenerationJob, JobStream
+from appliance.engine.jobs import GenerationJob, JobStream
 from appliance.engine.params import SamplingParams
 from appliance.engine.speculation import NgramDrafter, StepCost, best_length
 from tests.embedded_llama import embedded_llama
+from tests.engine_streams import replies
 
 
 def test_the_guess_is_what_followed_the_latest_earlier_occurrence() -> None:
@@ -87,20 +87,8 @@ def _generate(model: Any, draft_max: int, prompts: list[str], sampling: Sampling
         steps += 1
     kept = sum(slot.drafter.kept for slot in engine.slots if slot.drafter is not None)
 
-    async def texts() -> list[str]:
-        out = []
-        for stream in streams:
-            parts = []
-            while (item := await stream._events.get()) is not DONE:
-                if isinstance(item, TextDelta):
-                    parts.append(item.text)
-                else:
-                    assert isinstance(item, Finished), item
-            out.append("".join(parts))
-        return out
-
     try:
-        return loop.run_until_complete(texts()), steps, kept
+        return replies(loop, streams), steps, kept
     finally:
         loop.close()
 
