@@ -166,7 +166,9 @@ class LlamaModel:
 
     def _end_of_generation_tokens(self) -> list[int]:
         if self._eog_tokens is None:
-            self._eog_tokens = [t for t in range(self.n_vocab) if self.is_end_of_generation(t)]
+            # Asked of llama.cpp directly: is_end_of_generation keeps only the sampled tokens' answers.
+            vocab = self._vocab
+            self._eog_tokens = [t for t in range(self.n_vocab) if llama_cpp.llama_vocab_is_eog(vocab, t)]
         return self._eog_tokens
 
     def tokenize(self, text: str, *, add_special: bool, parse_special: bool) -> list[int]:
