@@ -9,8 +9,8 @@
 # `appliance pull PULL_REF` then a chat completion with the pulled model. One line per check ("ok - ..."
 # or "FAIL - ..."); exits non-zero on any failure.
 #
-# Settings: VENV (default .venv-cuda; "-" installs into PYTHON's own environment), PYTHON (python3), ARCH (CUDA architecture, e.g. 90; default from
-# nvidia-smi), PIP_ARGS (extra pip arguments, e.g. "--no-index --find-links DIR" on a machine without a
+# Settings: VENV (default .venv-cuda; "-" installs into PYTHON's own environment), PYTHON (python3),
+# ARCH (CUDA architecture, e.g. 90; default from nvidia-smi), PIP_ARGS (extra pip arguments, e.g. "--no-index --find-links DIR" on a machine without a
 # package index), VENV_ARGS (e.g. --system-site-packages), EXTRA_CMAKE_ARGS (added to the CUDA flags),
 # NO_BUILD_ISOLATION=1 (build with the venv's scikit-build-core), PORT (11436), PULL_REF, PULL_MODEL (the
 # name the pulled model is served as), LLAMA_PIP_ARGS (pip arguments for the llama-cpp-python build only,
