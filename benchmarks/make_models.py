@@ -86,6 +86,9 @@ SHAPES = {
     "8b": Shape(n_embd=4096, n_layer=32, n_head=32, n_head_kv=8, n_ff=14336),
     # Between the two; none of the planner's constants were fitted on it (a confirming shape).
     "mid": Shape(n_embd=2048, n_layer=20, n_head=16, n_head_kv=4, n_ff=5632),
+    # Two thin layers: a CPU decodes a token in about as long as a GPU decodes the default model's, so the
+    # per-token work around llama.cpp (sampling, Python, HTTP) shows here as it does there.
+    "tiny": Shape(n_embd=256, n_layer=2, n_head=4, n_head_kv=1, n_ff=512),
 }
 
 
