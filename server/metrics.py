@@ -241,6 +241,7 @@ class Metrics:
         names who serves it), and its log line when the stream ends."""
         record.kind = "generation"
         labels = (record.model, record.backend)
+        itl = None  # the labelled histogram, looked up once: this runs for every token
         # Only with server.log_prompts (the guard then keeps the request's text): the reply's text too.
         reply: list[str] | None = [] if record.request_text is not None else None
         try:
@@ -253,7 +254,9 @@ class Metrics:
                         record.first_token_s = now
                         self.ttft.labels(*labels).observe(now - record.started_s)
                     elif record.last_token_s is not None:
-                        self.itl.labels(*labels).observe(now - record.last_token_s)
+                        if itl is None:
+                            itl = self.itl.labels(*labels)
+                        itl.observe(now - record.last_token_s)
                     record.last_token_s = now
                 if isinstance(event, Finished):
                     if reply is not None:

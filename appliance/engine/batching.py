@@ -19,7 +19,7 @@ from appliance.engine.formats.reader import ReplyEvent
 from appliance.engine.jobs import DONE, GenerationJob
 from appliance.engine.params import GeneratedToken
 from appliance.engine.prompt_cache import PromptCache
-from appliance.engine.speculation import NgramDrafter, StepCost
+from appliance.engine.speculation import NgramDrafter, StepCost, StepPrice
 from appliance.engine.text import StopScanner
 from appliance.engine.tokens import common_prefix
 from appliance.errors import ApplianceError, EngineFailure
@@ -119,22 +119,22 @@ class Slot:
         if self.generated >= job.max_tokens:
             self.finish(model, "length")
 
-    def guess(self, model: Any, room: int, cost: tuple[float, float] | None) -> list[int]:
+    def guess(self, model: Any, room: int, price: StepPrice | None) -> list[int]:
         """Tokens guessed to follow ``next_token`` (none without a drafter), at most ``room``, and at
-        most as many as the request may still generate after it; as many as pay at ``cost``."""
+        most as many as the request may still generate after it; as many as pay at ``price``."""
         if self.drafter is None or self.next_token is None or self.job is None:
             return []
         self.drafter.sync(model.cached_tokens(self.seq))
         room = min(room, self.job.max_tokens - self.generated - 1)
-        return self.drafter.draft(self.next_token, room, cost)
+        return self.drafter.draft(self.next_token, room, price)
 
-    def guess_length(self, model: Any, room: int, cost: tuple[float, float] | None) -> int:
+    def guess_length(self, model: Any, room: int, price: StepPrice | None) -> int:
         """With a draft model: how many tokens to ask it for after ``next_token`` (as ``guess`` bounds
         them); the engine asks for every slot's at once."""
         if not isinstance(self.drafter, ModelDrafter) or self.next_token is None or self.job is None:
             return 0
         self.drafter.sync(model.cached_tokens(self.seq))
-        return self.drafter.length(min(room, self.job.max_tokens - self.generated - 1), cost)
+        return self.drafter.length(min(room, self.job.max_tokens - self.generated - 1), price)
 
     def on_outputs(self, model: Any, index: int, drafted: list[int]) -> int:
         """Sample at batch ``index`` (after the token just decoded) and, while each sample confirms the
@@ -142,14 +142,20 @@ class Slot:
         many drafted tokens were confirmed; the others must leave the cache."""
         assert self.job is not None
         kept = 0
-        while True:
-            step = model.sample(self._sampler, index + kept, self.job.top_logprobs)
-            self.on_token(model, step)
-            if self.job is None or self.next_token is None or kept == len(drafted):
-                break  # finished, thoughts ended for it, or every guess confirmed (and one token more)
-            if step.token != drafted[kept]:
-                break  # the sampled token replaces the refused guess: it is decoded next
-            kept += 1
+        stream = self.job.stream
+        if drafted:  # the tokens this step brings go out together (JobStream.hold)
+            stream.hold()
+        try:
+            while True:
+                step = model.sample(self._sampler, index + kept, self.job.top_logprobs)
+                self.on_token(model, step)
+                if self.job is None or self.next_token is None or kept == len(drafted):
+                    break  # finished, thoughts ended for it, or every guess confirmed (and one more)
+                if step.token != drafted[kept]:
+                    break  # the sampled token replaces the refused guess: it is decoded next
+                kept += 1
+        finally:
+            stream.flush()
         if self.drafter is not None and drafted:
             self.drafter.feedback(len(drafted), kept)
         return kept
@@ -313,7 +319,7 @@ class BatchingEngine:
         try:
             size = self.model.state_size(slot.seq)
             if cache.wants(tokens, size):
-                cache.put(tokens, self.model.save_state(slot.seq))
+                cache.put(tokens, self.model.save_state(slot.seq, size))
         except Exception as exc:  # the request goes on without: it reads its whole prompt
             log.warning("keeping slot %d's prefix in host memory failed: %s", slot.seq, exc)
 
@@ -345,9 +351,8 @@ class BatchingEngine:
         generating = [slot for slot in self.slots if slot.job is not None and slot.next_token is not None]
         budget = self.n_batch - len(generating)
         guessing = any(slot.drafter is not None for slot in generating)
-        fit = self.step_cost.fit() if guessing else None
-        cost = (fit[0] / len(generating), fit[1]) if fit else None  # the fixed part is shared
-        guesses = self._guesses(generating, budget, cost)
+        price = self.step_cost.price(len(generating)) if guessing else None
+        guesses = self._guesses(generating, budget, price)
         for slot in generating:  # generating slots first: one token each keeps every stream moving
             assert slot.next_token is not None
             guessed = guesses.get(slot.seq, [])  # and the tokens guessed to follow it
@@ -373,23 +378,24 @@ class BatchingEngine:
         if guessing and len(entries) == len(generating):  # generation only: a step to learn from
             self.step_cost.add(sum(len(tokens) for _, tokens, _ in entries), time.perf_counter() - started)
 
-    def _guesses(
-        self, generating: list[Slot], budget: int, cost: tuple[float, float] | None
-    ) -> dict[int, list[int]]:
+    def _guesses(self, generating: list[Slot], budget: int, price: StepPrice | None) -> dict[int, list[int]]:
         """Each generating slot's guesses, by sequence, within ``budget`` tokens in all: prompt lookup's
-        slot by slot, the draft model's for all its slots at once."""
+        slot by slot, the draft model's for all its slots at once; each slot's priced with the guesses
+        of those before it in the step."""
         out: dict[int, list[int]] = {}
         asks: list[tuple[ModelDrafter, int, int]] = []
         for slot in generating:
             if isinstance(slot.drafter, ModelDrafter):
-                length = slot.guess_length(self.model, budget, cost)
+                length = slot.guess_length(self.model, budget, price)
                 if length > 0:
                     assert slot.next_token is not None
                     asks.append((slot.drafter, slot.next_token, length))
-                budget -= length
             else:
-                out[slot.seq] = guessed = slot.guess(self.model, budget, cost)
-                budget -= len(guessed)
+                out[slot.seq] = guessed = slot.guess(self.model, budget, price)
+                length = len(guessed)
+            budget -= length
+            if price is not None:
+                price = price.plus(length)
         if asks and self.draft is not None:
             for (drafter, _, _), guessed in zip(asks, self.draft.run(asks), strict=True):
                 out[drafter.seq] = guessed

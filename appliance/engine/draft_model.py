@@ -25,7 +25,7 @@ import time
 from typing import Any
 
 from appliance.engine.params import DraftSpec
-from appliance.engine.speculation import Acceptance
+from appliance.engine.speculation import Acceptance, StepPrice
 from appliance.engine.tokens import common_prefix
 from appliance.errors import DraftModelError, ModelLoadFailed
 
@@ -60,21 +60,21 @@ class ModelDrafter(Acceptance):
         """The tokens the slot's sequence holds in the target now (read when the draft next guesses)."""
         self.held = held
 
-    def length(self, room: int, cost: tuple[float, float] | None) -> int:
-        """How many tokens to guess next, at most ``room``: as many as pay at the target's step ``cost``
+    def length(self, room: int, price: StepPrice | None) -> int:
+        """How many tokens to guess next, at most ``room``: as many as pay at the target's step ``price``
         with each guessed token costing its share of the draft's decodes."""
         limit = min(self.draft_max, room)
         if self.stopped or limit <= 0:
             return 0
-        length = self.worth(limit, cost, self.source.guess_s)
+        length = self.worth(limit, price, self.source.guess_s)
         # Stopped for good only on evidence: the early figures are a few noisy decodes.
         self.stopped = length == 0 and self.source.acceptance.drafted >= EVIDENCE
         return length
 
-    def draft(self, next_token: int, room: int, cost: tuple[float, float] | None = None) -> list[int]:
+    def draft(self, next_token: int, room: int, price: StepPrice | None = None) -> list[int]:
         """The guessed tokens after ``next_token`` (sampled, not yet in the cache), at most ``room``
         (this slot alone; the engine asks for every slot's at once through ``DraftModel.run``)."""
-        return self.source.run([(self, next_token, self.length(room, cost))])[0]
+        return self.source.run([(self, next_token, self.length(room, price))])[0]
 
     def feedback(self, drafted: int, kept: int) -> None:
         super().feedback(drafted, kept)

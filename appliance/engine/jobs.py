@@ -8,10 +8,26 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from appliance.backend import TextDelta
 from appliance.engine.formats.reader import ReplyReader
 from appliance.engine.params import SamplingParams
 
 DONE = object()
+
+
+def merged(items: list[Any]) -> list[Any]:
+    """``items`` with each run of text deltas joined into one where their order survives it (thoughts
+    then answer, not answer then thoughts): what one step brings goes out as one chunk."""
+    out: list[Any] = []
+    for item in items:
+        last = out[-1] if out else None
+        if isinstance(item, TextDelta) and isinstance(last, TextDelta) and not (last.text and item.reasoning):
+            out[-1] = TextDelta(
+                last.text + item.text, last.logprobs + item.logprobs, last.reasoning + item.reasoning
+            )
+        else:
+            out.append(item)
+    return out
 
 
 class JobStream:
@@ -23,14 +39,39 @@ class JobStream:
         self.cancelled = threading.Event()
         self._on_done = on_done  # called once, on the worker, when DONE is first emitted
         self.prompt_tokens: int | None = None  # a generation's prompt length, known when it is queued
+        self._held: list[Any] | None = None  # events kept between hold() and flush()
 
     # Worker side.
     def emit(self, item: Any) -> None:
         if item is DONE and self._on_done is not None:
             on_done, self._on_done = self._on_done, None
             on_done()
+        if self._held is not None:
+            self._held.append(item)
+        else:
+            self._send(self._events.put_nowait, item)
+
+    def hold(self) -> None:
+        """Keep the events emitted from now until ``flush``: the several tokens of one step (kept
+        guesses) then reach the event loop in one wakeup, their text in one delta. Each event's work
+        there (a chunk encoded, the middleware, a socket write) costs as much as a GPU spends on a
+        token of a small model, and holds the GIL the engine's thread needs."""
+        if self._held is None:
+            self._held = []
+
+    def flush(self) -> None:
+        """Send what was kept since ``hold``, and stop keeping."""
+        held, self._held = self._held, None
+        if held:
+            self._send(self._put_all, merged(held))
+
+    def _put_all(self, items: list[Any]) -> None:
+        for item in items:
+            self._events.put_nowait(item)
+
+    def _send(self, put: Callable[[Any], None], what: Any) -> None:
         try:
-            self._loop.call_soon_threadsafe(self._events.put_nowait, item)
+            self._loop.call_soon_threadsafe(put, what)
         except RuntimeError:  # the loop is gone (shutdown): nobody is listening any more
             self.cancelled.set()
 

@@ -246,12 +246,15 @@ class LlamaModel:
         """Bytes of ``seq``'s state (its KV cells), as ``save_state`` would copy them."""
         return int(llama_cpp.llama_state_seq_get_size(self._ctx, seq))
 
-    def save_state(self, seq: int) -> Any:
-        """A copy of ``seq``'s state in host memory (it holds ``cached_tokens(seq)``): a ctypes byte array,
-        which ``len`` measures and ``restore_state`` reads without another copy."""
-        size = self.state_size(seq)
-        buffer = (ctypes.c_uint8 * size)()
-        written = llama_cpp.llama_state_seq_get_data(self._ctx, buffer, size, seq)
+    def save_state(self, seq: int, size: int | None = None) -> Any:
+        """A copy of ``seq``'s state in host memory (it holds ``cached_tokens(seq)``): a byte array, which
+        ``len`` measures and ``restore_state`` reads without another copy. ``size``: ``state_size(seq)``
+        where the caller has it (llama.cpp walks the cache to count it)."""
+        size = self.state_size(seq) if size is None else size
+        # Not zeroed first (ctypes and bytearray are): llama.cpp writes every byte, and clearing tens of
+        # megabytes took as long as the copy itself, on the engine's thread while every stream waits.
+        buffer = np.empty(size, dtype=np.uint8)
+        written = llama_cpp.llama_state_seq_get_data(self._ctx, _bytes_pointer(buffer), size, seq)
         if written != size:
             raise EngineFailure(f"llama.cpp copied {written} of {size} bytes of sequence {seq}'s state")
         return buffer
@@ -260,7 +263,8 @@ class LlamaModel:
         """Replace ``seq``'s cache with ``state`` (from ``save_state``, holding ``tokens``); False, with the
         sequence emptied, where llama.cpp cannot (no room for it now)."""
         self.forget(seq)
-        if llama_cpp.llama_state_seq_set_data(self._ctx, state, len(state), seq) != len(state):
+        size = len(state)
+        if llama_cpp.llama_state_seq_set_data(self._ctx, _bytes_pointer(state), size, seq) != size:
             self.forget(seq)
             return False
         self._cached[seq] = list(tokens)
@@ -525,3 +529,8 @@ class LlamaModel:
             llama_cpp.llama_free(self._ctx)
             llama_cpp.llama_model_free(self._model)
             self._ctx = None
+
+
+def _bytes_pointer(array: Any) -> Any:
+    """A ``uint8_t *`` to a numpy byte array's data, as llama.cpp's state functions take it."""
+    return array.ctypes.data_as(ctypes.POINTER(ctypes.c_uint8))

@@ -7,16 +7,21 @@ position, so the output is the one plain decoding gives (at any temperature), on
 are kept: a reply that repeats its prompt (an edit of code, a quote, a summary with names) runs several
 tokens a decode.
 
-Whether a guess pays depends on the machine: a GPU reads k more tokens in one decode for about the
-price of one, while a small CPU pays for each (on a 2-core x86 VM, 17 tokens took 13 times one). So the
-engine fits what its own generation steps take, fixed + tokens x per_token (``StepCost``), each slot
+Whether a guess pays depends on the machine: a GPU reads a few more tokens in one decode for little
+more than one, while a small CPU pays for each (on a 2-core x86 VM, 17 tokens took 13 times one). Nor is
+the cost a line: on an H200 the default model's step takes 1.0 ms for 1 token, 1.6 ms for 7 and 3.1 ms
+for 9 (llama.cpp's CUDA matrix-vector kernels take at most 8 rows; past that a slower general kernel
+runs). So the engine learns what its own generation steps take at each size (``StepCost``), each slot
 keeps how often its guesses are kept (``NgramDrafter.p``), and a guess is made only as long as the
-tokens it is expected to bring per second of decoding beat one token a step; its length likewise. The
-length is also capped by how the last guesses fared: doubled while they are kept whole, back to the part
-that was kept when one is refused.
+tokens the step is expected to bring per second beat plain decoding; its length likewise. The length
+is also capped by how the last guesses fared: doubled while they are kept whole, back to the part that
+was kept when one is refused.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 
 # The n-gram whose earlier occurrence is looked up: three tokens rarely repeat by chance in free text,
 # and do in copied text (llama.cpp's prompt-lookup examples use 3 as well).
@@ -32,46 +37,73 @@ MARGIN = 1.1
 
 
 class StepCost:
-    """The seconds a generation step takes as ``fixed + tokens * per_token``, fitted by exponentially
-    weighted least squares over the engine's recent steps (only steps that read no prompt)."""
+    """The seconds a generation step takes by its size (tokens decoded), learned from the engine's own
+    steps (only steps that read no prompt): an exponentially weighted average for each size seen, and
+    between and beyond those, straight lines through the nearest two."""
 
-    def __init__(self, decay: float = 0.97) -> None:
+    def __init__(self, decay: float = 0.9) -> None:
         self.decay = decay
-        self._n = self._x = self._y = self._xx = self._xy = 0.0
+        self._seconds: dict[int, float] = {}
 
     def add(self, tokens: int, seconds: float) -> None:
-        d = self.decay
-        self._n = self._n * d + 1
-        self._x = self._x * d + tokens
-        self._y = self._y * d + seconds
-        self._xx = self._xx * d + tokens * tokens
-        self._xy = self._xy * d + tokens * seconds
+        old = self._seconds.get(tokens)
+        self._seconds[tokens] = seconds if old is None else old * self.decay + seconds * (1 - self.decay)
 
-    def fit(self) -> tuple[float, float] | None:
-        """(fixed, per_token) seconds, once steps of different sizes were seen; None before."""
-        n = self._n
-        if n < 4:
+    def seconds(self, tokens: int) -> float | None:
+        """What a step of ``tokens`` tokens takes: as measured, else read off the line through the
+        nearest measured sizes on either side (the two largest above them, the two smallest below, never
+        falling); None until two sizes were measured."""
+        known = self._seconds
+        if tokens in known:
+            return known[tokens]
+        if len(known) < 2:
             return None
-        mx, my = self._x / n, self._y / n
-        var = self._xx / n - mx * mx
-        if var < 0.25:  # all steps the same size: the split between fixed and per token is unknown
+        sizes = sorted(known)
+        below = [n for n in sizes if n < tokens]
+        above = [n for n in sizes if n > tokens]
+        if below and above:
+            a, b = below[-1], above[0]
+        elif below:
+            a, b = below[-2], below[-1]
+        else:
+            a, b = above[0], above[1]
+        slope = max((known[b] - known[a]) / (b - a), 0.0)
+        return max(known[a] + slope * (tokens - a), 0.0)
+
+    def price(self, base: int) -> StepPrice | None:
+        """What guesses cost in a step that holds ``base`` tokens without them; None while unknown."""
+        if self.seconds(base) is None or self.seconds(base + 1) is None:
             return None
-        per_token = max((self._xy / n - mx * my) / var, 1e-6)
-        return max(my - per_token * mx, 0.0), per_token
+        return StepPrice(base, lambda n: self.seconds(n) or 0.0)
 
 
-def best_length(p: float, fixed: float, per_token: float, most: int, per_guess: float = 0.0) -> int:
-    """The guess length (0 to ``most``) that brings the most tokens per second when each guessed token
-    is kept with probability ``p`` (given the ones before it were): a step of 1 + k tokens costs
-    fixed + (1 + k) * per_token, plus k * ``per_guess`` for making the guesses (a draft model's decodes;
-    0 for prompt lookup), and brings 1 + p + p^2 + ... + p^k tokens. 0 unless some length beats plain
-    decoding by ``MARGIN``."""
-    best, best_rate = 0, MARGIN / (fixed + per_token)
+@dataclass(frozen=True)
+class StepPrice:
+    """A step about to be decoded: ``base`` tokens in it already (each generating slot's next token,
+    and the guesses of the slots before), and ``seconds(n)``, what a step of n tokens takes."""
+
+    base: int
+    seconds: Callable[[int], float]
+
+    def plus(self, tokens: int) -> StepPrice:
+        """The step after ``tokens`` more were put in it."""
+        return replace(self, base=self.base + tokens)
+
+
+def best_length(p: float, price: StepPrice, most: int, per_guess: float = 0.0) -> int:
+    """The guess length (0 to ``most``) that brings the step the most tokens per second when each guessed
+    token is kept with probability ``p`` (given the ones before it were): k guesses make the step
+    ``price.seconds(base + k)`` long, plus k * ``per_guess`` for making them (a draft model's decodes; 0
+    for prompt lookup), and bring 1 + p + p^2 + ... + p^k tokens where plain decoding brings 1. 0 unless
+    some length beats plain decoding by ``MARGIN``, for this slot's part of the step (its one token of
+    the ``base``: a slot beside others need not speed the whole step up by as much alone)."""
+    base = price.base
+    best, best_rate = 0, (1 + (MARGIN - 1) / base) * base / price.seconds(base)
     expected, term = 1.0, 1.0
     for k in range(1, most + 1):
         term *= p
         expected += term
-        rate = expected / (fixed + (1 + k) * per_token + k * per_guess)
+        rate = (base - 1 + expected) / (price.seconds(base + k) + k * per_guess)
         if rate > best_rate:
             best, best_rate = k, rate
     return best
@@ -96,14 +128,14 @@ class Acceptance:
     def p(self) -> float:
         return self._yes / (self._yes + self._no)
 
-    def worth(self, limit: int, cost: tuple[float, float] | None, per_guess: float = 0.0) -> int:
-        """How many tokens to guess, at most ``limit``, at the step's ``cost`` (None: unknown yet, so
+    def worth(self, limit: int, price: StepPrice | None, per_guess: float = 0.0) -> int:
+        """How many tokens to guess, at most ``limit``, at the step's ``price`` (None: unknown yet, so
         ``limit``), each guessed token costing ``per_guess`` seconds more to make; a probe of one token
         every PROBE_EVERY chances where none pays."""
         if limit <= 0:
             return 0
-        if cost is not None:
-            worth = best_length(self.p, cost[0], cost[1], limit, per_guess)
+        if price is not None:
+            worth = best_length(self.p, price, limit, per_guess)
             if worth == 0:
                 self._skipped += 1
                 if not self.probe_every or self._skipped < self.probe_every:
@@ -141,10 +173,9 @@ class NgramDrafter(Acceptance):
                 self._follows[tuple(tokens[-n:])] = len(tokens)
             tokens.append(token)
 
-    def draft(self, next_token: int, room: int, cost: tuple[float, float] | None = None) -> list[int]:
-        """The guessed tokens after ``next_token`` (sampled, not yet in the cache), at most ``room``.
-        ``cost`` is the step's (fixed, per_token) seconds (StepCost.fit, the fixed part shared with the
-        step's other slots); without it the guess is as long as the cap allows."""
+    def draft(self, next_token: int, room: int, price: StepPrice | None = None) -> list[int]:
+        """The guessed tokens after ``next_token`` (sampled, not yet in the cache), at most ``room``, as
+        many as pay at the step's ``price`` (StepCost.price); without it as many as the cap allows."""
         tokens = self.tokens
         limit = min(self.limit, room)
         if limit <= 0 or len(tokens) < self.n - 1:
@@ -153,7 +184,7 @@ class NgramDrafter(Acceptance):
         at = self._follows.get(key)
         if at is None:
             return []
-        return tokens[at : at + self.worth(limit, cost)]
+        return tokens[at : at + self.worth(limit, price)]
 
     def feedback(self, drafted: int, kept: int) -> None:
         """``kept`` of the ``drafted`` guessed tokens were confirmed by sampling; the next guess's cap

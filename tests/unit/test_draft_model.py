@@ -15,7 +15,7 @@ from appliance.engine.batching import BatchingEngine
 from appliance.engine.draft_model import DraftModel, load_draft, vocabulary_mismatch
 from appliance.engine.jobs import GenerationJob, JobStream
 from appliance.engine.params import DraftSpec, LoadOptions, SamplingParams
-from appliance.engine.speculation import StepCost
+from appliance.engine.speculation import StepCost, StepPrice
 from appliance.errors import DraftModelError
 from tests.draft_models import embedded, renamed_token, requantized
 from tests.engine_streams import replies
@@ -35,8 +35,8 @@ class GpuLikeCost(StepCost):
     every step asks for them. Only the machine's timing is stood in for (10 s: far beyond a draft step
     here, however busy the machine); the models and their guesses are real."""
 
-    def fit(self) -> tuple[float, float] | None:
-        return 10.0, 0.001
+    def seconds(self, tokens: int) -> float | None:
+        return 10.0 + 0.001 * tokens
 
 
 @pytest.fixture(scope="module")
@@ -136,10 +136,11 @@ def test_a_slot_that_stops_guessing_does_not_start_again(models: tuple[Any, Any]
     source = DraftModel(draft)
     drafter = source.drafter(0, 16)
     assert drafter.length(16, None) == 16  # the cost unknown: as long as allowed
-    assert drafter.length(16, (0.0, 0.010)) == 0 and not drafter.stopped  # each token costs a step
+    each_a_step = StepPrice(1, lambda n: 0.010 * n)  # each token costs as much as a step
+    assert drafter.length(16, each_a_step) == 0 and not drafter.stopped
     source.acceptance.feedback(16, 16)  # evidence: even guesses always kept would not pay there
-    assert drafter.length(16, (0.0, 0.010)) == 0 and drafter.stopped
-    assert drafter.length(16, (10.0, 0.001)) == 0
+    assert drafter.length(16, each_a_step) == 0 and drafter.stopped
+    assert drafter.length(16, StepPrice(1, lambda n: 10.0 + 0.001 * n)) == 0
 
 
 def test_the_vocabularies_are_compared_token_by_token(models: tuple[Any, Any], tmp_path: Path) -> None:

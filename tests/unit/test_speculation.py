@@ -10,10 +10,11 @@ from typing import Any
 
 import pytest
 
+from appliance.backend import Finished, TextDelta
 from appliance.engine.batching import BatchingEngine
 from appliance.engine.jobs import GenerationJob, JobStream
 from appliance.engine.params import SamplingParams
-from appliance.engine.speculation import NgramDrafter, StepCost, best_length
+from appliance.engine.speculation import NgramDrafter, StepCost, StepPrice, best_length
 from tests.embedded_llama import embedded_llama
 from tests.engine_streams import replies
 
@@ -125,24 +126,53 @@ def test_seeded_sampling_and_a_second_slot_give_the_same_replies_with_guesses(mo
     assert guessed == plain and all(plain)
 
 
-def test_step_cost_is_fitted_from_steps_of_different_sizes() -> None:
+def test_step_cost_learns_each_size_and_reads_between_them() -> None:
     cost = StepCost()
     for _ in range(5):
-        cost.add(1, 0.012)
-    assert cost.fit() is None  # one size only: fixed and per-token cannot be told apart
-    for tokens in (2, 5, 9, 17):
-        cost.add(tokens, 0.002 + tokens * 0.010)
-    fixed, per_token = cost.fit() or (0, 0)
-    assert fixed == pytest.approx(0.002, abs=1e-4) and per_token == pytest.approx(0.010, rel=0.01)
+        cost.add(1, 0.0010)
+    assert cost.seconds(1) == 0.0010
+    assert cost.price(1) is None  # one size only: what more tokens cost is unknown
+    # An H200's shape (the default model): cheap up to 8 tokens, then a slower kernel.
+    for tokens, ms in ((2, 1.2), (5, 1.5), (7, 1.6), (9, 3.1), (17, 3.7)):
+        cost.add(tokens, ms / 1000)
+    assert cost.seconds(6) == pytest.approx(0.00155)  # between 5 and 7
+    assert cost.seconds(8) == pytest.approx(0.00235)  # between 7 and 9
+    assert cost.seconds(25) == pytest.approx(0.0043)  # beyond: along 9 -> 17
+    cost.add(17, 0.0047)  # a newer step counts most, the older ones still
+    assert 0.0037 < (cost.seconds(17) or 0) < 0.0047
+    price = cost.price(1)
+    assert price is not None and price.base == 1 and price.plus(3).base == 4
+
+
+def _price(seconds: Any, base: int = 1) -> StepPrice:
+    return StepPrice(base, seconds)
 
 
 def test_the_guess_is_as_long_as_pays() -> None:
     # Where each token costs as much as a step (a small CPU), no guess pays, however likely.
-    assert best_length(0.95, 0.0, 0.010, 16) == 0
-    # Where the step's fixed part dominates (a GPU, or per-step work), likely guesses pay, and long.
-    assert best_length(0.95, 0.010, 0.0005, 16) == 16
-    assert best_length(0.3, 0.010, 0.0005, 16) in (1, 2, 3)
-    assert best_length(0.02, 0.010, 0.005, 16) == 0
+    assert best_length(0.95, _price(lambda n: 0.010 * n), 16) == 0
+    # Where the step's fixed part dominates (per-step work), likely guesses pay, and long.
+    assert best_length(0.95, _price(lambda n: 0.010 + 0.0005 * n), 16) == 16
+    assert best_length(0.3, _price(lambda n: 0.010 + 0.0005 * n), 16) in (1, 2, 3)
+    assert best_length(0.02, _price(lambda n: 0.010 + 0.005 * n), 16) == 0
+
+
+def test_on_a_gpu_guesses_stay_within_the_cheap_sizes() -> None:
+    """The H200's measured steps (default model): a guess of 8 or more makes the step twice as long, so
+    even likely guesses stop at 7 where a line fitted through all sizes asked for 16."""
+    h200 = {1: 1.03, 2: 1.20, 3: 1.41, 4: 1.47, 5: 1.52, 7: 1.61, 8: 1.70, 9: 3.10, 13: 3.39, 17: 3.73}
+    cost = StepCost()
+    for tokens, ms in h200.items():
+        cost.add(tokens, ms / 1000)
+    price = cost.price(1)
+    assert price is not None
+    assert best_length(0.95, price, 16) == 7
+    assert best_length(0.6, price, 16) in (4, 5)
+    assert best_length(0.1, price, 16) == 0
+    # Eight slots generating: the step already holds 8 tokens, and one slot's guesses cannot pay for
+    # pushing it past the cheap sizes.
+    eight = cost.price(8)
+    assert eight is not None and best_length(0.95, eight, 16) == 0
 
 
 def test_a_request_after_a_fitted_one_reads_its_prompt() -> None:
@@ -151,6 +181,36 @@ def test_a_request_after_a_fitted_one_reads_its_prompt() -> None:
         engine = BatchingEngine(loaded, draft_max=16)
         greedy = SamplingParams(temperature=0.0)
         first, _, _ = _generate(loaded, 16, [COPY], greedy, max_tokens=40, engine=engine)
-        assert engine.step_cost.fit() is not None
+        assert engine.step_cost.price(1) is not None
         second, _, _ = _generate(loaded, 16, [COPY], greedy, max_tokens=40, engine=engine)
         assert second == first
+
+
+def test_the_tokens_a_step_keeps_reach_the_stream_as_one_delta(model: Any) -> None:
+    """Kept guesses go to the event loop together, their text joined (JobStream.hold): a chunk per step
+    for the client, not one per token, and the same text."""
+    greedy = SamplingParams(temperature=0.0)
+    plain, _, _ = _generate(model, 0, [COPY], greedy)
+    loop = asyncio.new_event_loop()
+    try:
+        engine = BatchingEngine(model, draft_max=16)
+        model.forget()
+        stream = JobStream(loop)
+        prompt = model.tokenize(COPY, add_special=True, parse_special=True)
+        engine.start(GenerationJob(stream, prompt, greedy, 120))
+        steps = 0
+        while engine.active:
+            engine.step()
+            steps += 1
+
+        async def read() -> list[Any]:
+            return [event async for event in stream]
+
+        events = loop.run_until_complete(read())
+    finally:
+        loop.close()
+    deltas = [e for e in events if isinstance(e, TextDelta)]
+    finished = events[-1]
+    assert isinstance(finished, Finished)
+    assert "".join(d.text for d in deltas) == plain[0]
+    assert len(deltas) <= steps < finished.usage.completion_tokens * 0.6, (len(deltas), steps)
