@@ -206,6 +206,19 @@ def stop(proc: subprocess.Popen[bytes] | None) -> None:
             proc.wait()
 
 
+async def engine_state(base: str) -> dict[str, Any]:
+    """The appliance's own account of the run (its status's speculation and prompt cache, per model):
+    what it guessed and kept, and the step times it weighed guesses with. Nothing from other servers."""
+    try:
+        async with httpx.AsyncClient(timeout=10) as client:
+            response = await client.get(f"{base}/appliance/v1/status")
+        models = response.json()["models"] if response.status_code == 200 else []
+    except (httpx.HTTPError, ValueError, KeyError, TypeError):
+        return {}
+    keys = ("speculation", "prompt_cache")
+    return {"engine": [{"id": m.get("id"), **{k: m[k] for k in keys if k in m}} for m in models]}
+
+
 async def bench_server(spec: ServerSpec, setup: Setup, load: Load) -> dict[str, Any]:
     """Start ``spec``'s server, measure ``load`` on it, stop it. A failure is a result with ``failed``
     and the tail of the server's log, so the other servers still run."""
@@ -229,7 +242,7 @@ async def bench_server(spec: ServerSpec, setup: Setup, load: Load) -> dict[str, 
                 base, load, extra_body=spec.extra_body(setup, load), ignore_eos=spec.ignore_eos
             )
             say(spec.name, f"done: {summary['generated_tokens']} tokens, {summary['errors']} errors")
-            return {"command": cmd, "cpu_busy_before": busy, **summary}
+            return {"command": cmd, "cpu_busy_before": busy, **summary, **await engine_state(base)}
         except (LoadError, OSError) as exc:
             tail = log_path.read_text(errors="replace")[-1500:] if log_path.exists() else ""
             say(spec.name, f"FAILED: {exc}\n--- server log tail ---\n{tail}")

@@ -284,6 +284,14 @@ class LocalLlamaBackend:
         return dict(engine.speculated) if engine is not None else {}
 
     @property
+    def step_ms(self) -> dict[str, float]:
+        """What a generation step of each size (tokens decoded) has taken here, in milliseconds, as the
+        engine learned it to decide whether guesses pay (appliance.engine.speculation.StepCost)."""
+        engine = self._engine
+        table = engine.step_cost.table() if engine is not None else {}
+        return {str(n): round(seconds * 1000, 3) for n, seconds in table.items()}
+
+    @property
     def slots_busy(self) -> int:
         engine = self._engine
         return engine.active if engine is not None else 0
@@ -319,6 +327,7 @@ class LocalLlamaBackend:
             info["speculation"] = {
                 "draft_model": str(self.draft.path) if self._draft_model is not None and self.draft else None,
                 **{source: {"drafted": n, "kept": k} for source, (n, k) in self.speculated.items()},
+                "step_ms": self.step_ms,
             }
         if self.error:
             info["error"] = self.error

@@ -20,6 +20,9 @@ was kept when one is refused.
 
 from __future__ import annotations
 
+import bisect
+import statistics
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -38,35 +41,42 @@ MARGIN = 1.1
 
 class StepCost:
     """The seconds a generation step takes by its size (tokens decoded), learned from the engine's own
-    steps (only steps that read no prompt): an exponentially weighted average for each size seen, and
-    between and beyond those, straight lines through the nearest two."""
+    steps (only steps that read no prompt): for each size, the median of its last few steps once there
+    are ``TRUSTED`` of them (a size's first decode may be far slower: buffers grown, kernels loaded; and
+    a one-off pause must not stop guesses of that size for good); between and beyond the sizes known,
+    straight lines through the nearest two."""
 
-    def __init__(self, decay: float = 0.9) -> None:
-        self.decay = decay
-        self._seconds: dict[int, float] = {}
+    RECENT = 5  # steps of a size remembered
+    TRUSTED = 3  # steps of a size before its time is used
+
+    def __init__(self) -> None:
+        self._steps: dict[int, deque[float]] = {}
+        self._seconds: dict[int, float] = {}  # the sizes trusted, and their median time
+        self._sizes: list[int] = []  # the same sizes, in order
 
     def add(self, tokens: int, seconds: float) -> None:
-        old = self._seconds.get(tokens)
-        self._seconds[tokens] = seconds if old is None else old * self.decay + seconds * (1 - self.decay)
+        steps = self._steps.setdefault(tokens, deque(maxlen=self.RECENT))
+        steps.append(seconds)
+        if len(steps) >= self.TRUSTED:
+            if tokens not in self._seconds:
+                bisect.insort(self._sizes, tokens)
+            self._seconds[tokens] = statistics.median(steps)
+
+    def table(self) -> dict[int, float]:
+        """Each size trusted so far and its seconds, smallest first."""
+        return dict(sorted(self._seconds.items()))
 
     def seconds(self, tokens: int) -> float | None:
         """What a step of ``tokens`` tokens takes: as measured, else read off the line through the
         nearest measured sizes on either side (the two largest above them, the two smallest below, never
-        falling); None until two sizes were measured."""
-        known = self._seconds
+        falling); None until two sizes are trusted."""
+        known, sizes = self._seconds, self._sizes
         if tokens in known:
             return known[tokens]
-        if len(known) < 2:
+        if len(sizes) < 2:
             return None
-        sizes = sorted(known)
-        below = [n for n in sizes if n < tokens]
-        above = [n for n in sizes if n > tokens]
-        if below and above:
-            a, b = below[-1], above[0]
-        elif below:
-            a, b = below[-2], below[-1]
-        else:
-            a, b = above[0], above[1]
+        i = bisect.bisect(sizes, tokens)  # sizes[:i] are below, sizes[i:] above
+        a, b = sizes[min(max(i - 1, 0), len(sizes) - 2)], sizes[min(max(i, 1), len(sizes) - 1)]
         slope = max((known[b] - known[a]) / (b - a), 0.0)
         return max(known[a] + slope * (tokens - a), 0.0)
 

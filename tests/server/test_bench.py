@@ -61,6 +61,9 @@ def test_it_starts_a_server_measures_it_and_writes_the_report(tmp_path: Path) ->
     assert report["config"]["model"] == str(embedded_model_path())
     command = report["results"]["appliance"]["command"]
     assert command[1:4] == ["-m", "appliance", "serve"] and "--parallel" in command
+    # The appliance's own account of the run: what it guessed and the step times it weighed that with.
+    (engine,) = report["results"]["appliance"]["engine"]
+    assert engine["id"] and "step_ms" in engine["speculation"] and engine["prompt_cache"]["limit_bytes"] > 0
     assert "[appliance] healthy after" in done.stderr
     # The server was stopped, and its log kept.
     (log,) = (tmp_path / "logs").iterdir()

@@ -92,6 +92,8 @@ def test_greedy_replies_with_the_draft_are_plain_decodings(draft_daemon: Daemon)
     loaded = next(m for m in status["models"] if m["id"] == "drafted")
     assert loaded["speculation"]["draft_model"] == str(embedded())
     assert loaded["speculation"]["draft"]["drafted"] == guessed
+    steps = loaded["speculation"]["step_ms"]  # what it weighed the guesses against
+    assert steps and all(int(size) > 0 and ms > 0 for size, ms in steps.items()), steps
     assert "draft model SmolLM2-135M-Instruct.Q4_1.gguf loaded" in draft_daemon.log()
 
 
