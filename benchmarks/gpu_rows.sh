@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# The GPU rows of docs/BENCHMARKS.md in one go, on a machine where the appliance and a CUDA build of
+# llama-cpp-python are installed (packaging/cuda_smoke.sh, or docs/INSTALL.md) and llama-server was built
+# from the same llama.cpp: the step by size for both models, then single stream, chat at 4 and 8 streams,
+# and speculation (edit, free text) against llama-server, each report kept with the appliance's own
+# account of the run (`engine`: what it guessed and kept, the step times it learned).
+#
+#   LS=/path/to/llama-server OUT=/tmp/rows bash benchmarks/gpu_rows.sh [THREADS]
+#
+# MID (default: synthetic-mid Q4_K_M, made by benchmarks/make_models.py into $OUT/models when missing)
+# is the larger model. About 6 minutes on an H200 after the build.
+set -euo pipefail
+: "${LS:?set LS to the llama-server binary}" "${OUT:?set OUT to a directory for the reports}"
+threads=${1:-8}
+mkdir -p "$OUT"
+M=$(python3 -c 'from models.embedded import embedded_model_path as e; print(e() or "")')
+[ -n "$M" ] || { echo "the [default-model] extra is needed" >&2; exit 1; }
+MID=${MID:-$OUT/models/synthetic-mid.Q4_K_M.gguf}
+[ -f "$MID" ] || python3 benchmarks/make_models.py --out "$OUT/models" --sizes mid --quants Q4_K_M --threads "$threads" \
+    --no-verify
+B=(python3 -m appliance bench --llama-server "$LS" --threads "$threads" --startup-timeout 120 --request-timeout 120)
+rows() { grep -E '^\| (metric|decode|aggregate|TTFT p50|ITL)' || true; }
+
+python3 benchmarks/step_cost.py "$M" --threads "$threads" | tee "$OUT/step-cost-default.md"
+python3 benchmarks/step_cost.py "$MID" --threads "$threads" | tee "$OUT/step-cost-mid.md"
+for run in 1 2; do
+    "${B[@]}" "$MID" --servers llama-server,appliance --tokens 256 --requests 8 --out "$OUT/single-mid-$run.json" | rows
+done
+for c in 4 8; do
+    "${B[@]}" "$M" --servers llama-server,llama-server-uncached,appliance,appliance-uncached --tokens 64 \
+        --prompt chat --concurrency "$c" --requests $((8 * c)) --ctx $((4096 * c)) --out "$OUT/chat-c$c.json" | rows
+done
+"${B[@]}" "$M" --servers llama-server,llama-server-ngram,appliance-plain,appliance --tokens 256 --requests 5 \
+    --prompt edit --out "$OUT/edit.json" | rows
+"${B[@]}" "$MID" --servers llama-server-ngram,appliance-plain,appliance --tokens 256 --requests 5 --prompt edit \
+    --out "$OUT/edit-mid.json" | rows
+"${B[@]}" "$M" --servers appliance-plain,appliance --tokens 256 --requests 8 --out "$OUT/free.json" | rows
+python3 - "$OUT" <<'EOF'
+import json, pathlib, sys
+for report in sorted(pathlib.Path(sys.argv[1]).glob("*.json")):
+    for name, result in json.loads(report.read_text())["results"].items():
+        for model in result.get("engine", []):
+            print(f"{report.name} {name}: {json.dumps(model.get('speculation'))}")
+EOF
