@@ -78,7 +78,10 @@ class StepCost:
         i = bisect.bisect(sizes, tokens)  # sizes[:i] are below, sizes[i:] above
         a, b = sizes[min(max(i - 1, 0), len(sizes) - 2)], sizes[min(max(i, 1), len(sizes) - 1)]
         slope = max((known[b] - known[a]) / (b - a), 0.0)
-        return max(known[a] + slope * (tokens - a), 0.0)
+        # Below the smallest size the line may reach zero; a step's time per token only falls with its
+        # size, so a smaller step takes at least its share of the smallest one's.
+        line = known[a] + slope * (tokens - a)
+        return max(line, known[sizes[0]] * tokens / sizes[0]) if tokens < sizes[0] else line
 
     def price(self, base: int) -> StepPrice | None:
         """What guesses cost in a step that holds ``base`` tokens without them; None while unknown."""

@@ -146,6 +146,18 @@ def test_step_cost_learns_each_size_and_reads_between_them() -> None:
     assert price is not None and price.base == 1 and price.plus(3).base == 4
 
 
+def test_below_the_sizes_seen_a_step_never_costs_nothing() -> None:
+    """Only guessing steps seen (5 and 9 tokens, steeply apart): the line through them reaches zero
+    before 1 token, and a plain step priced at zero would divide by it."""
+    cost = StepCost()
+    for _ in range(StepCost.TRUSTED):
+        cost.add(5, 0.002)
+        cost.add(9, 0.010)
+    assert cost.seconds(1) == pytest.approx(0.002 / 5)  # its share of the 5-token step
+    price = cost.price(1)
+    assert price is not None and best_length(0.9, price, 16) >= 0
+
+
 def test_a_slow_step_does_not_make_its_size_look_slow() -> None:
     """The first decode of a size (buffers grown) or one caught by a pause is one of the last few: the
     median of them stands, so guesses of that size are not given up for good after one bad step."""
