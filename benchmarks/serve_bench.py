@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from appliance.bench.load import PROMPTS, WORKLOADS
 from appliance.cli import main as appliance
 
 
@@ -30,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tokens", default="128", help="tokens generated per request")
     p.add_argument("--concurrency", default="1")
     p.add_argument("--requests", default="5", help="measured requests per server")
-    p.add_argument("--prompt", choices=["short", "long", "edit", "chat", "agent"], default="short")
+    p.add_argument("--prompt", choices=[*PROMPTS, *WORKLOADS], default="short")
     p.add_argument("--json", help="also write the results to this JSON file")
     p.add_argument("--log-dir", help="keep each server's log in this directory")
     p.add_argument("--startup-timeout", default="300")

@@ -64,7 +64,7 @@ class StepCost:
 
     def table(self) -> dict[int, float]:
         """Each size trusted so far and its seconds, smallest first."""
-        return dict(sorted(self._seconds.items()))
+        return {n: self._seconds[n] for n in self._sizes}
 
     def seconds(self, tokens: int) -> float | None:
         """What a step of ``tokens`` tokens takes: as measured, else read off the line through the
@@ -111,7 +111,7 @@ def best_length(p: float, price: StepPrice, most: int, per_guess: float = 0.0) -
     some length beats plain decoding by ``MARGIN``, for this slot's part of the step (its one token of
     the ``base``: a slot beside others need not speed the whole step up by as much alone)."""
     base = price.base
-    best, best_rate = 0, (1 + (MARGIN - 1) / base) * base / price.seconds(base)
+    best, best_rate = 0, (base - 1 + MARGIN) / price.seconds(base)
     expected, term = 1.0, 1.0
     for k in range(1, most + 1):
         term *= p
