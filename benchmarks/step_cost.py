@@ -1,15 +1,17 @@
 """What one generation step costs by its size on this machine: a decode of n tokens with outputs for all
 (a step with n - 1 guesses), waited for until its logits are there. Twice: with every step the same size
-(llama.cpp reuses the graph it built for the step before, and CUDA can replay a captured graph), and with
-each step of n between two single-token steps (the shape speculation gives: a guess now and then between
-plain steps, so each size change builds the graph anew).
+(llama.cpp reuses the graph it built for the step before, and CUDA replays a captured graph), and each
+step of n between runs of single-token steps (the shape speculation gives: a guess now and then between
+plain steps). A size change makes llama.cpp build its graph anew, and its CUDA backend runs a changed
+graph's kernels one by one: the first step of a new size runs without a captured graph, the second
+captures one, the third replays it. So the single-token steps after a step of n are timed too.
 
     python benchmarks/step_cost.py [MODEL] [--gpu-layers -1] [--threads 8] [--repeats 40]
 
-Prints the median milliseconds per size, for the same-size steps and the alternating ones (each of
-those is the step of n plus the single-token step after it, less a single-token step's median). The
-engine learns these times itself (appliance.engine.speculation.StepCost; `speculation.step_ms` in the
-status); docs/BENCHMARKS.md has an H200's.
+Prints, per size, the median milliseconds of steps of that size in a row, of one after single-token
+steps, and of the 1st, 2nd and 3rd single-token step after it. The engine learns these times itself
+(appliance.engine.speculation.StepCost; `speculation.step_ms` in the status); docs/BENCHMARKS.md has an
+H200's.
 """
 
 from __future__ import annotations
@@ -56,17 +58,21 @@ def main() -> None:
                                 parse_special=False)  # fmt: skip
         model.decode([(0, prompt[:512], 1)])
         tokens = prompt[5 : 5 + max(SIZES)]
-        same, alternating = {}, {}
-        single = statistics.median(step_ms(model, tokens, 1) for _ in range(a.repeats))
+        for _ in range(a.repeats):  # settle: the single-token step's graph built, captured, replayed
+            step_ms(model, tokens, 1)
+        name = path.name if isinstance(path, Path) else path
+        print(f"{name}: ms per step of n tokens (median of {a.repeats})")
+        print("| n | same size | after single steps | then 1st single | 2nd single | 3rd single |")
+        print("|---|---|---|---|---|---|")
         for n in SIZES:
-            same[n] = statistics.median(step_ms(model, tokens, n) for _ in range(a.repeats))
-            pairs = [step_ms(model, tokens, n) + step_ms(model, tokens, 1) for _ in range(a.repeats)]
-            alternating[n] = statistics.median(pairs) - single
-        print(f"{path.name if isinstance(path, Path) else path}: ms per step of n tokens")
-        print("| n | " + " | ".join(str(n) for n in SIZES) + " |")
-        print("|---" * (len(SIZES) + 1) + "|")
-        print("| same size | " + " | ".join(f"{same[n]:.2f}" for n in SIZES) + " |")
-        print("| between single steps | " + " | ".join(f"{alternating[n]:.2f}" for n in SIZES) + " |")
+            same = statistics.median(step_ms(model, tokens, n) for _ in range(a.repeats))
+            runs = []
+            for _ in range(a.repeats):
+                for _ in range(3):
+                    step_ms(model, tokens, 1)
+                runs.append([step_ms(model, tokens, size) for size in (n, 1, 1, 1)])
+            cells = [f"{statistics.median(column):.2f}" for column in zip(*runs, strict=True)]
+            print(f"| {n} | {same:.2f} | " + " | ".join(cells) + " |", flush=True)
     finally:
         model.close()
 

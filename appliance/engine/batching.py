@@ -242,6 +242,7 @@ class BatchingEngine:
         self.prompt_cache = prompt_cache if model.can_truncate else None
         self.draft_max = draft_max  # tokens guessed at most per step and slot (0: no speculation)
         self.step_cost = StepCost()  # what generation steps take here, to guess only where it pays
+        self._last_size = 0  # tokens in the last decode (a size change costs time of its own)
         self.slots = [Slot(seq) for seq in range(model.n_seq)]
         # llama.cpp takes at most n_ctx tokens a decode in a causal model's context.
         self.n_batch = min(model.options.n_batch, model.n_ctx)
@@ -351,7 +352,7 @@ class BatchingEngine:
         generating = [slot for slot in self.slots if slot.job is not None and slot.next_token is not None]
         budget = self.n_batch - len(generating)
         guessing = any(slot.drafter is not None for slot in generating)
-        price = self.step_cost.price(len(generating)) if guessing else None
+        price = self.step_cost.price(len(generating), self._last_size) if guessing else None
         guesses = self._guesses(generating, budget, price)
         for slot in generating:  # generating slots first: one token each keeps every stream moving
             assert slot.next_token is not None
@@ -375,8 +376,10 @@ class BatchingEngine:
             for slot in owners:
                 Faults.check("step", slot.fault, slot.generated)
         self._decode_and_sample(entries, owners)
+        size = sum(len(tokens) for _, tokens, _ in entries)
+        changed, self._last_size = size != self._last_size, size
         if guessing and len(entries) == len(generating):  # generation only: a step to learn from
-            self.step_cost.add(sum(len(tokens) for _, tokens, _ in entries), time.perf_counter() - started)
+            self.step_cost.add(size, time.perf_counter() - started, changed)
 
     def _guesses(self, generating: list[Slot], budget: int, price: StepPrice | None) -> dict[int, list[int]]:
         """Each generating slot's guesses, by sequence, within ``budget`` tokens in all: prompt lookup's

@@ -292,6 +292,14 @@ class LocalLlamaBackend:
         return {str(n): round(seconds * 1000, 3) for n, seconds in table.items()}
 
     @property
+    def step_ms_after_change(self) -> dict[str, float]:
+        """The same, for steps right after one of another size (on a GPU far longer: the engine then
+        holds its guess length from step to step)."""
+        engine = self._engine
+        table = engine.step_cost.changed_table() if engine is not None else {}
+        return {str(n): round(seconds * 1000, 3) for n, seconds in table.items()}
+
+    @property
     def slots_busy(self) -> int:
         engine = self._engine
         return engine.active if engine is not None else 0
@@ -328,6 +336,7 @@ class LocalLlamaBackend:
                 "draft_model": str(self.draft.path) if self._draft_model is not None and self.draft else None,
                 **{source: {"drafted": n, "kept": k} for source, (n, k) in self.speculated.items()},
                 "step_ms": self.step_ms,
+                "step_ms_after_change": self.step_ms_after_change,
             }
         if self.error:
             info["error"] = self.error

@@ -16,6 +16,17 @@ keeps how often its guesses are kept (``NgramDrafter.p``), and a guess is made o
 tokens the step is expected to bring per second beat plain decoding; its length likewise. The length
 is also capped by how the last guesses fared: doubled while they are kept whole, back to the part that
 was kept when one is refused.
+
+A change of the step's size has its own cost. llama.cpp builds its graph anew, and its CUDA backend runs
+a new graph's kernels one by one and captures a CUDA graph only when the next step has the same size
+again: on the H200 the default model's step takes 1.1-1.6 ms at a size held, 4.5-6 ms right after a
+change, 3.6 ms the step after (the capture). A guess now and then between plain steps costs there about
+ten plain steps. So the engine learns what steps take right after a size change too, and where that is
+far more than a step at a held size (``StepPrice.holds_size``), a slot chooses a guess length to hold
+(``held_length``): the same number of tokens step after step, padded where the lookup has fewer, from
+how many tokens its lookup would have had right at each recent step (checked against what was generated,
+guessed or not, so no probe steps are needed to know it), a change's cost spread over the steps it is
+expected to hold.
 """
 
 from __future__ import annotations
@@ -23,8 +34,9 @@ from __future__ import annotations
 import bisect
 import statistics
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 # The n-gram whose earlier occurrence is looked up: three tokens rarely repeat by chance in free text,
 # and do in copied text (llama.cpp's prompt-lookup examples use 3 as well).
@@ -37,14 +49,24 @@ PROBE_EVERY = 32
 # A guess is made only where it is expected to bring this much more than plain decoding: where it brings
 # about the same, it only makes tokens come in bursts (a slower step, then several at once).
 MARGIN = 1.1
+# Where a step right after a size change costs more than this share of a step again (CUDA graphs), slots
+# hold their guess length from step to step (held_length).
+SWITCH_SHARE = 0.5
+# The steps a held guess length is expected to last: a change's extra time is spread over them.
+HORIZON = 16
+# The recent lookups whose outcome (tokens right) a slot weighs when choosing the length to hold.
+OUTCOMES = 16
+# Each lookup weighs this much less than the next one: a reply goes from copying to writing its own
+# words and back within a few steps.
+RECENCY = 0.8
 
 
-class StepCost:
-    """The seconds a generation step takes by its size (tokens decoded), learned from the engine's own
-    steps (only steps that read no prompt): for each size, the median of its last few steps once there
-    are ``TRUSTED`` of them (a size's first decode may be far slower: buffers grown, kernels loaded; and
-    a one-off pause must not stop guesses of that size for good); between and beyond the sizes known,
-    straight lines through the nearest two."""
+class SizeTimes:
+    """The seconds generation steps of each size (tokens decoded) took, as the engine timed them: for
+    each size, the median of its last few steps once there are ``TRUSTED`` of them (a size's first
+    decode may be far slower: buffers grown, kernels loaded; and a one-off pause must not stop guesses
+    of that size for good); between and beyond the sizes known, straight lines through the nearest
+    two."""
 
     RECENT = 5  # steps of a size remembered
     TRUSTED = 3  # steps of a size before its time is used
@@ -83,11 +105,74 @@ class StepCost:
         line = known[a] + slope * (tokens - a)
         return max(line, known[sizes[0]] * tokens / sizes[0]) if tokens < sizes[0] else line
 
-    def price(self, base: int) -> StepPrice | None:
-        """What guesses cost in a step that holds ``base`` tokens without them; None while unknown."""
+    def exact(self, tokens: int) -> float | None:
+        """The time of ``tokens`` where that size is trusted, else None."""
+        return self._seconds.get(tokens)
+
+    def brackets(self, tokens: int) -> bool:
+        """Whether sizes are trusted on both sides of ``tokens``."""
+        return bool(self._sizes) and self._sizes[0] < tokens < self._sizes[-1]
+
+
+class StepCost:
+    """What a generation step takes by its size, learned from the engine's own steps (only steps that read
+    no prompt), in two tables (``SizeTimes``): steps of the size of the step before, and steps right after
+    a size change."""
+
+    RECENT = SizeTimes.RECENT
+    TRUSTED = SizeTimes.TRUSTED
+
+    def __init__(self) -> None:
+        self._held = SizeTimes()
+        self._changed = SizeTimes()
+        self._all = SizeTimes()  # both: where neither knows a size yet (guesses of every length at first)
+
+    def add(self, tokens: int, seconds: float, changed: bool = False) -> None:
+        """A step of ``tokens`` took ``seconds``; ``changed``: the step before had another size."""
+        (self._changed if changed else self._held).add(tokens, seconds)
+        self._all.add(tokens, seconds)
+
+    def table(self) -> dict[int, float]:
+        """Each size trusted so far at a held size, and its seconds, smallest first."""
+        return self._held.table()
+
+    def changed_table(self) -> dict[int, float]:
+        """The same, for steps right after a size change."""
+        return self._changed.table()
+
+    def seconds(self, tokens: int) -> float | None:
+        """What a step of ``tokens`` takes after one of the same size: as measured, or read between the
+        sizes measured on either side; else, where the steps after a size change know it and a size
+        measured both ways, scaled from that one (a size not yet held twice in a row: on a GPU a guess
+        length is first seen right after a change); else from all steps alike; None while unknown."""
+        held = self._held
+        known = held.exact(tokens)
+        if known is not None:
+            return known
+        if held.brackets(tokens):
+            return held.seconds(tokens)
+        scaled = self._scaled(tokens)
+        return scaled if scaled is not None else self._all.seconds(tokens)
+
+    def _scaled(self, tokens: int) -> float | None:
+        changed = self._changed.seconds(tokens)
+        sizes = list(self._held.table())
+        if changed is None or not sizes:
+            return None
+        near = min(sizes, key=lambda n: abs(n - tokens))
+        after = self._changed.seconds(near)
+        return self._held.exact(near) * changed / after if after else None  # type: ignore[operator]
+
+    def after_change(self, tokens: int) -> float | None:
+        """What a step of ``tokens`` takes right after a step of another size; None while unknown."""
+        return self._changed.seconds(tokens)
+
+    def price(self, base: int, last: int = 0) -> StepPrice | None:
+        """What guesses cost in a step that holds ``base`` tokens without them, after a step of ``last``
+        tokens; None while unknown."""
         if self.seconds(base) is None or self.seconds(base + 1) is None:
             return None
-        return StepPrice(base, lambda n: self.seconds(n) or 0.0)
+        return StepPrice(base, lambda n: self.seconds(n) or 0.0, last, self.after_change)
 
 
 @dataclass(frozen=True)
@@ -97,10 +182,24 @@ class StepPrice:
 
     base: int
     seconds: Callable[[int], float]
+    last: int = 0  # tokens in the step before (0: none known)
+    # What a step of n tokens takes right after one of another size; None where unknown.
+    after_change: Callable[[int], float | None] = lambda _n: None
 
     def plus(self, tokens: int) -> StepPrice:
         """The step after ``tokens`` more were put in it."""
         return replace(self, base=self.base + tokens)
+
+    def switch(self, tokens: int) -> float:
+        """The seconds a step of ``tokens`` takes more right after a size change (0 where unknown)."""
+        after = self.after_change(tokens)
+        return max(after - self.seconds(tokens), 0.0) if after is not None else 0.0
+
+    @property
+    def holds_size(self) -> bool:
+        """Whether a size change costs here much more than the step itself (CUDA graphs): then guess
+        lengths are held from step to step (``held_length``)."""
+        return self.switch(self.base) > SWITCH_SHARE * self.seconds(self.base)
 
 
 def best_length(p: float, price: StepPrice, most: int, per_guess: float = 0.0) -> int:
@@ -120,6 +219,35 @@ def best_length(p: float, price: StepPrice, most: int, per_guess: float = 0.0) -
         if rate > best_rate:
             best, best_rate = k, rate
     return best
+
+
+def held_length(outcomes: Sequence[int], price: StepPrice, most: int, current: int) -> int:
+    """Where a size change costs much (``price.holds_size``): the guess length (0 to ``most``) a slot holds
+    from step to step, given how many guessed tokens would have been right at each of its recent steps
+    (``outcomes``, oldest first, each weighing ``RECENCY`` times the next; a guess of k then brings
+    1 + min(right, k) tokens a step). The ``current`` length unless another brings ``MARGIN`` times more
+    tokens per second, a size change's extra time (``price.switch``) spread over the ``HORIZON`` steps
+    the new length is expected to hold."""
+    current = min(current, most)
+    if not outcomes:
+        return current
+    at_least = [0.0] * (most + 2)  # at_least[k]: the weight of outcomes with k or more tokens right
+    weight = 1.0
+    for right in reversed(outcomes):
+        at_least[min(right, most + 1)] += weight
+        weight *= RECENCY
+    total = sum(at_least)
+    for k in range(most, -1, -1):
+        at_least[k] += at_least[k + 1]
+    rates, expected = [], 1.0
+    for k in range(most + 1):
+        if k:
+            expected += at_least[k] / total
+        n = price.base + k
+        seconds = price.seconds(n) + (price.switch(n) / HORIZON if n != price.last else 0.0)
+        rates.append((price.base - 1 + expected) / seconds)
+    best = max(range(most + 1), key=rates.__getitem__)
+    return best if rates[best] > rates[current] * MARGIN else current
 
 
 class Acceptance:
@@ -142,12 +270,16 @@ class Acceptance:
         return self._yes / (self._yes + self._no)
 
     def worth(self, limit: int, price: StepPrice | None, per_guess: float = 0.0) -> int:
-        """How many tokens to guess, at most ``limit``, at the step's ``price`` (None: unknown yet, so
-        ``limit``), each guessed token costing ``per_guess`` seconds more to make; a probe of one token
-        every PROBE_EVERY chances where none pays."""
+        """How many tokens to guess, at most ``limit``, at the step's ``price``, each guessed token costing
+        ``per_guess`` seconds more to make; a probe of one token every PROBE_EVERY chances where none
+        pays. While the price is unknown (None), ``FIRST_DRAFT`` at most: guesses of one length make
+        steps of one size, whose time is known after a few of them (StepCost.TRUSTED); lengths doubling
+        from step to step would each be a new size to learn, and on a GPU each size change is slow."""
         if limit <= 0:
             return 0
-        if price is not None:
+        if price is None:
+            limit = min(limit, FIRST_DRAFT)
+        else:
             worth = best_length(self.p, price, limit, per_guess)
             if worth == 0:
                 self._skipped += 1
@@ -176,28 +308,65 @@ class NgramDrafter(Acceptance):
         self.tokens: list[int] = []
         # Each n-gram seen, and the position of the token that followed its latest occurrence.
         self._follows: dict[tuple[int, ...], int] = {}
+        # Where size changes are costly (StepPrice.holds_size): the guess length held, and how many tokens
+        # each recent lookup had right.
+        self.held = 0
+        self.outcomes: deque[int] = deque(maxlen=OUTCOMES)
+        self._open: list[list[Any]] = []  # lookups being checked: [position, tokens, right so far]
 
     def sync(self, held: list[int]) -> None:
         """Index the tokens of ``held`` (the sequence's cache, which only grows between calls, or is cut
-        back to what was indexed) that are new since the last call."""
+        back to what was indexed) that are new since the last call, and check the open lookups
+        against them."""
         tokens, n = self.tokens, self.n
         for token in held[len(tokens) :]:
             if len(tokens) >= n:
                 self._follows[tuple(tokens[-n:])] = len(tokens)
             tokens.append(token)
+        still = []
+        for lookup in self._open:
+            at, guess, right = lookup
+            while right < len(guess) and at + right < len(tokens) and tokens[at + right] == guess[right]:
+                right += 1
+            if right == len(guess) or at + right < len(tokens):  # all right, or a wrong one reached
+                self.outcomes.append(right)
+            else:
+                lookup[2] = right
+                still.append(lookup)
+        self._open = still
+
+    def lookup(self, next_token: int) -> list[int]:
+        """What followed the latest earlier occurrence of the n-gram ending in ``next_token`` (up to
+        ``draft_max`` tokens; none where it never occurred), remembered to be checked against what is
+        generated next (``outcomes``)."""
+        tokens = self.tokens
+        at = None
+        if len(tokens) >= self.n - 1:
+            at = self._follows.get((*tokens[len(tokens) - self.n + 1 :], next_token))
+        if at is None:
+            self.outcomes.append(0)
+            return []
+        found = tokens[at : at + self.draft_max]
+        self._open.append([len(tokens) + 1, found, 0])  # next_token goes at len(tokens)
+        return found
 
     def draft(self, next_token: int, room: int, price: StepPrice | None = None) -> list[int]:
         """The guessed tokens after ``next_token`` (sampled, not yet in the cache), at most ``room``, as
-        many as pay at the step's ``price`` (StepCost.price); without it as many as the cap allows."""
-        tokens = self.tokens
+        many as pay at the step's ``price`` (StepCost.price); without it as many as the cap allows.
+        Where size changes are costly, the length held (``held_length``), padded with the lookup's last
+        token (or ``next_token``) where it found fewer."""
+        found = self.lookup(next_token)
+        if price is not None and price.holds_size:
+            most = min(self.draft_max, room)
+            if most > 0:  # the open lookups count with what they have had right so far
+                seen = [*self.outcomes, *(right for _, _, right in self._open)]
+                self.held = held_length(seen, price, most, self.held)
+            k = min(self.held, most)
+            return found[:k] + [found[-1] if found else next_token] * (k - len(found[:k])) if k > 0 else []
         limit = min(self.limit, room)
-        if limit <= 0 or len(tokens) < self.n - 1:
+        if limit <= 0 or not found:
             return []
-        key = (*tokens[len(tokens) - self.n + 1 :], next_token)
-        at = self._follows.get(key)
-        if at is None:
-            return []
-        return tokens[at : at + self.worth(limit, price)]
+        return found[: self.worth(limit, price)]
 
     def feedback(self, drafted: int, kept: int) -> None:
         """``kept`` of the ``drafted`` guessed tokens were confirmed by sampling; the next guess's cap

@@ -15,7 +15,7 @@ from appliance.engine.batching import BatchingEngine
 from appliance.engine.draft_model import DraftModel, load_draft, vocabulary_mismatch
 from appliance.engine.jobs import GenerationJob, JobStream
 from appliance.engine.params import DraftSpec, LoadOptions, SamplingParams
-from appliance.engine.speculation import StepCost, StepPrice
+from appliance.engine.speculation import FIRST_DRAFT, StepCost, StepPrice
 from appliance.errors import DraftModelError
 from tests.draft_models import embedded, renamed_token, requantized
 from tests.engine_streams import replies
@@ -135,7 +135,7 @@ def test_a_slot_that_stops_guessing_does_not_start_again(models: tuple[Any, Any]
     _, draft = models
     source = DraftModel(draft)
     drafter = source.drafter(0, 16)
-    assert drafter.length(16, None) == 16  # the cost unknown: as long as allowed
+    assert drafter.length(16, None) == FIRST_DRAFT  # the cost unknown: one length, its step time learned
     each_a_step = StepPrice(1, lambda n: 0.010 * n)  # each token costs as much as a step
     assert drafter.length(16, each_a_step) == 0 and not drafter.stopped
     source.acceptance.feedback(16, 16)  # evidence: even guesses always kept would not pay there

@@ -5,6 +5,7 @@ its prompt."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,7 +15,7 @@ from appliance.backend import Finished, TextDelta
 from appliance.engine.batching import BatchingEngine
 from appliance.engine.jobs import GenerationJob, JobStream
 from appliance.engine.params import SamplingParams
-from appliance.engine.speculation import NgramDrafter, StepCost, StepPrice, best_length
+from appliance.engine.speculation import NgramDrafter, StepCost, StepPrice, best_length, held_length
 from tests.embedded_llama import embedded_llama
 from tests.engine_streams import replies
 
@@ -24,7 +25,9 @@ def test_the_guess_is_what_followed_the_latest_earlier_occurrence() -> None:
     drafter.limit = 8
     drafter.sync([1, 2, 3, 4, 5, 1, 2, 3, 9, 9, 7, 1, 2])
     # (1, 2, 3) was followed by 4 once and by 9 later: the latest wins.
-    assert drafter.draft(3, room=8) == [9, 9, 7, 1, 2]
+    assert drafter.lookup(3) == [9, 9, 7, 1, 2]
+    # While the steps' costs are unknown (no price), guesses of FIRST_DRAFT at most: one step size to learn.
+    assert drafter.draft(3, room=8) == [9, 9, 7, 1]
     assert drafter.draft(3, room=2) == [9, 9]
     assert drafter.draft(8, room=8) == []  # (1, 2, 8) never seen
     # The n-gram that ends at the newest token is not its own earlier occurrence.
@@ -204,6 +207,130 @@ def test_on_a_gpu_guesses_stay_within_the_cheap_sizes() -> None:
     assert eight is not None and best_length(0.95, eight, 16) == 0
 
 
+def test_each_lookup_is_checked_against_what_was_generated_guessed_or_not() -> None:
+    drafter = NgramDrafter(draft_max=4)
+    drafter.sync([1, 2, 3, 4, 5, 6, 7, 1, 2])
+    assert drafter.lookup(3) == [4, 5, 6, 7]  # (1, 2, 3) was followed by 4, 5, 6, 7
+    assert drafter.lookup(9) == [] and list(drafter.outcomes) == [0]  # never seen: none right
+    drafter.sync([1, 2, 3, 4, 5, 6, 7, 1, 2, 3, 4, 5])  # 3 sampled, then 4 and 5 as looked up
+    assert list(drafter.outcomes) == [0]  # 6 and 7 not generated yet
+    drafter.sync([1, 2, 3, 4, 5, 6, 7, 1, 2, 3, 4, 5, 8])
+    assert list(drafter.outcomes) == [0, 2]  # 4 and 5 right, then 8 where 6 was looked up
+
+
+# The H200's steps for the default model (benchmarks/step_cost.py, docs/BENCHMARKS.md): at a size held
+# (CUDA replays the graph it captured) and right after a size change (kernels launched one by one).
+H200_HELD = {1: 1.11, 2: 1.29, 3: 1.39, 4: 1.42, 5: 1.48, 7: 1.59, 8: 1.65, 9: 3.19, 13: 3.33, 17: 3.59}
+H200_CHANGED = {1: 4.6, 2: 6.37, 3: 5.67, 4: 5.74, 5: 5.90, 7: 5.66, 8: 5.56, 9: 7.56, 13: 7.31, 17: 7.32}
+
+
+def _h200(base: int, last: int) -> StepPrice:
+    cost = StepCost()
+    for _ in range(StepCost.TRUSTED):
+        for tokens, ms in H200_HELD.items():
+            cost.add(tokens, ms / 1000)
+        for tokens, ms in H200_CHANGED.items():
+            cost.add(tokens, ms / 1000, changed=True)
+    price = cost.price(base, last)
+    assert price is not None
+    return price
+
+
+def test_where_a_size_change_costs_several_steps_the_guess_length_is_held() -> None:
+    plain, guessing = _h200(1, last=1), _h200(1, last=8)
+    assert plain.holds_size and guessing.holds_size
+    # Every recent lookup had all 16 right: 17 tokens in a 3.6 ms step beat 8 in a 1.65 ms one, though
+    # not by enough to leave a length held for it.
+    assert held_length([16] * 16, plain, 16, current=0) == 16
+    assert held_length([16] * 16, guessing, 16, current=7) == 7
+    copying = [7] * 12 + [16] * 4  # mostly 7 right: the longest length within the cheap sizes
+    assert held_length(copying, plain, 16, current=0) == 7
+    assert held_length(copying, guessing, 16, current=7) == 7
+    assert held_length([0] * 12 + [7] * 4, plain, 16, current=0) == 7  # the newest steps count most
+    none = [0] * 16
+    assert held_length(none, plain, 16, current=0) == 0
+    assert held_length(none, guessing, 16, current=7) == 0  # 8 tokens a step for 1: back to plain
+    assert held_length([3, 2] + [0] * 14, guessing, 16, current=7) == 0  # old matches fade
+    # Between the two the current length stands: a change is not made for a small gain.
+    little = [0] * 14 + [1, 1]
+    assert held_length(little, plain, 16, current=0) == 0
+    assert held_length(little, guessing, 16, current=7) == 7
+    assert held_length([], plain, 16, current=3) == 3  # nothing known yet
+    # On a CPU a change costs little beside the step: each step decides for itself (best_length).
+    cpu = StepCost()
+    for _ in range(StepCost.TRUSTED):
+        for tokens in (1, 2, 5):
+            cpu.add(tokens, 0.016 * tokens)
+            cpu.add(tokens, 0.017 * tokens, changed=True)
+    price = cpu.price(1, 1)
+    assert price is not None and not price.holds_size
+
+
+def test_a_length_only_seen_right_after_changes_is_priced_from_them() -> None:
+    """On a GPU a guess length is first stepped at right after a size change: its time at a held size
+    is read from the single-token step's, scaled as the two compare after a change."""
+    cost = StepCost()
+    for _ in range(StepCost.TRUSTED):
+        cost.add(1, 0.0011)
+        cost.add(1, 0.0046, changed=True)
+        cost.add(5, 0.0059, changed=True)
+    assert cost.seconds(5) == pytest.approx(0.0011 * 5.9 / 4.6)
+    assert cost.after_change(5) == pytest.approx(0.0059)
+    assert cost.changed_table() == {1: 0.0046, 5: 0.0059}
+
+
+def _ms_line(table: dict[int, float], tokens: int) -> float:
+    """Seconds off a table of milliseconds by size: as given, or on the line between the sizes around."""
+    sizes = sorted(table)
+    below = max((n for n in sizes if n <= tokens), default=sizes[0])
+    above = min((n for n in sizes if n >= tokens), default=sizes[-1])
+    if below == above:
+        return table[below] / 1000
+    return (table[below] + (table[above] - table[below]) * (tokens - below) / (above - below)) / 1000
+
+
+class H200Graphs(StepCost):
+    """The H200's steps at a held size and right after a change, in place of this machine's."""
+
+    def seconds(self, tokens: int) -> float | None:
+        return _ms_line(H200_HELD, tokens)
+
+    def after_change(self, tokens: int) -> float | None:
+        return _ms_line(H200_CHANGED, tokens)
+
+
+def _copy_with(model: Any, cost: StepCost) -> tuple[bool, int, int, int, list[int]]:
+    """The COPY reply, guessed with ``cost`` standing in for this machine's step times: whether it is
+    plain decoding's, plain decoding's steps, the steps with guesses, the guessed tokens kept, and each
+    step's size."""
+    greedy = SamplingParams(temperature=0.0)
+    plain, plain_steps, _ = _generate(model, 0, [COPY], greedy)
+    engine = BatchingEngine(model, draft_max=16)
+    engine.step_cost = cost
+    sizes: list[int] = []
+    decode = model.decode
+
+    def counted(entries: list[tuple[int, list[int], int]], **kw: Any) -> list[int]:
+        sizes.append(sum(len(tokens) for _, tokens, _ in entries))
+        return decode(entries, **kw)
+
+    model.decode = counted
+    try:
+        guessed, steps, kept = _generate(model, 16, [COPY], greedy, engine=engine)
+    finally:
+        del model.decode
+    return guessed == plain, plain_steps, steps, kept, sizes
+
+
+def test_with_a_gpus_size_changes_the_guessing_steps_keep_one_size(model: Any) -> None:
+    """With the H200's costs a reply that copies its prompt settles on one step size (7 guesses and the
+    sampled token) instead of changing it at nearly every step; the reply is plain decoding's."""
+    same, plain_steps, steps, _, sizes = _copy_with(model, H200Graphs())
+    assert same
+    changes = sum(1 for a, b in itertools.pairwise(sizes[1:]) if a != b)
+    assert changes <= 3 and steps < plain_steps * 0.6 and max(sizes[1:]) == 8, sizes
+
+
 def test_a_request_after_a_fitted_one_reads_its_prompt() -> None:
     """A later request's first step reads only its prompt (no slot generating) once steps are fitted."""
     with embedded_llama(n_ctx=2048, n_seq_max=1) as loaded:
@@ -252,32 +379,11 @@ class H200Steps(StepCost):
     MS = {1: 1.03, 2: 1.20, 3: 1.41, 4: 1.47, 5: 1.52, 7: 1.61, 8: 1.70, 9: 3.10, 13: 3.39, 17: 3.73}
 
     def seconds(self, tokens: int) -> float | None:
-        sizes = sorted(self.MS)
-        below = max((n for n in sizes if n <= tokens), default=1)
-        above = min((n for n in sizes if n >= tokens), default=17)
-        if below == above:
-            return self.MS[below] / 1000
-        ms = self.MS[below] + (self.MS[above] - self.MS[below]) * (tokens - below) / (above - below)
-        return ms / 1000
+        return _ms_line(self.MS, tokens)
 
 
 def test_with_a_gpus_step_times_guesses_stay_under_the_slow_size_and_halve_the_steps(model: Any) -> None:
-    greedy = SamplingParams(temperature=0.0)
-    plain, plain_steps, _ = _generate(model, 0, [COPY], greedy)
-    engine = BatchingEngine(model, draft_max=16)
-    engine.step_cost = H200Steps()
-    sizes: list[int] = []
-    decode = model.decode
-
-    def counted(entries: list[tuple[int, list[int], int]], **kw: Any) -> list[int]:
-        sizes.append(sum(len(tokens) for _, tokens, _ in entries))
-        return decode(entries, **kw)
-
-    model.decode = counted
-    try:
-        guessed, steps, kept = _generate(model, 16, [COPY], greedy, engine=engine)
-    finally:
-        del model.decode
-    assert guessed == plain
+    same, plain_steps, steps, kept, sizes = _copy_with(model, H200Steps())
+    assert same
     assert steps < plain_steps * 0.6 and kept > 30, (plain_steps, steps, kept)
     assert max(sizes[1:]) <= 8, sizes  # past the prompt, no step of 9 or more (twice as long there)

