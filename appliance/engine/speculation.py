@@ -172,7 +172,8 @@ class StepCost:
         tokens; None while unknown."""
         if self.seconds(base) is None or self.seconds(base + 1) is None:
             return None
-        return StepPrice(base, lambda n: self.seconds(n) or 0.0, last, self.after_change)
+        held_up_to = max(self._held.table(), default=0)
+        return StepPrice(base, lambda n: self.seconds(n) or 0.0, last, held_up_to, self.after_change)
 
 
 @dataclass(frozen=True)
@@ -183,6 +184,7 @@ class StepPrice:
     base: int
     seconds: Callable[[int], float]
     last: int = 0  # tokens in the step before (0: none known)
+    held_up_to: int = 0  # the largest size whose time at a held size is measured (0: none)
     # What a step of n tokens takes right after one of another size; None where unknown.
     after_change: Callable[[int], float | None] = lambda _n: None
 
@@ -227,7 +229,8 @@ def held_length(outcomes: Sequence[int], price: StepPrice, most: int, current: i
     (``outcomes``, oldest first, each weighing ``RECENCY`` times the next; a guess of k then brings
     1 + min(right, k) tokens a step). The ``current`` length unless another brings ``MARGIN`` times more
     tokens per second, a size change's extra time (``price.switch``) spread over the ``HORIZON`` steps
-    the new length is expected to hold."""
+    the new length is expected to hold. A size larger than any measured held is taken to cost what the
+    largest did (the caller bounds how far past it ``most`` reaches): its step is then measured."""
     current = min(current, most)
     if not outcomes:
         return current
@@ -244,7 +247,8 @@ def held_length(outcomes: Sequence[int], price: StepPrice, most: int, current: i
         if k:
             expected += at_least[k] / total
         n = price.base + k
-        seconds = price.seconds(n) + (price.switch(n) / HORIZON if n != price.last else 0.0)
+        seconds = price.seconds(min(n, price.held_up_to) if price.held_up_to else n)
+        seconds += price.switch(n) / HORIZON if n != price.last else 0.0
         rates.append((price.base - 1 + expected) / seconds)
     best = max(range(most + 1), key=rates.__getitem__)
     return best if rates[best] > rates[current] * MARGIN else current
@@ -354,15 +358,18 @@ class NgramDrafter(Acceptance):
         """The guessed tokens after ``next_token`` (sampled, not yet in the cache), at most ``room``, as
         many as pay at the step's ``price`` (StepCost.price); without it as many as the cap allows.
         Where size changes are costly, the length held (``held_length``), padded with the lookup's last
-        token (or ``next_token``) where it found fewer."""
+        token (or ``next_token``) where it found fewer; none where ``room`` is shorter (the reply's last
+        tokens: one change back to plain steps costs less than a change at each step). Lengths are tried
+        up to twice the largest size measured held (a size not yet measured is estimated, and past 8 rows
+        a GPU's step doubles)."""
         found = self.lookup(next_token)
         if price is not None and price.holds_size:
-            most = min(self.draft_max, room)
-            if most > 0:  # the open lookups count with what they have had right so far
-                seen = [*self.outcomes, *(right for _, _, right in self._open)]
-                self.held = held_length(seen, price, most, self.held)
-            k = min(self.held, most)
-            return found[:k] + [found[-1] if found else next_token] * (k - len(found[:k])) if k > 0 else []
+            if room < max(self.held, 1):
+                return []
+            most = min(self.draft_max, room, max(2 * price.held_up_to - price.base, 1))
+            seen = [*self.outcomes, *(right for _, _, right in self._open)]  # open: right so far
+            k = self.held = held_length(seen, price, most, self.held)
+            return found[:k] + [found[-1] if found else next_token] * (k - len(found[:k]))
         limit = min(self.limit, room)
         if limit <= 0 or not found:
             return []

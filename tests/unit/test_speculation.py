@@ -290,13 +290,11 @@ def _ms_line(table: dict[int, float], tokens: int) -> float:
 
 
 class H200Graphs(StepCost):
-    """The H200's steps at a held size and right after a change, in place of this machine's."""
+    """The engine learns the H200's steps (at a held size, right after a change) in place of this
+    machine's: its decisions there, learning included, with the real model and guesses here."""
 
-    def seconds(self, tokens: int) -> float | None:
-        return _ms_line(H200_HELD, tokens)
-
-    def after_change(self, tokens: int) -> float | None:
-        return _ms_line(H200_CHANGED, tokens)
+    def add(self, tokens: int, seconds: float, changed: bool = False) -> None:
+        super().add(tokens, _ms_line(H200_CHANGED if changed else H200_HELD, tokens), changed)
 
 
 def _copy_with(model: Any, cost: StepCost) -> tuple[bool, int, int, int, list[int]]:
@@ -322,13 +320,28 @@ def _copy_with(model: Any, cost: StepCost) -> tuple[bool, int, int, int, list[in
     return guessed == plain, plain_steps, steps, kept, sizes
 
 
+def _h200_ms(sizes: list[int]) -> float:
+    """What the H200 takes for steps of these sizes: right after a size change, capturing the CUDA graph
+    (the second step of a size: 3.6 ms), or replaying it."""
+    total, before = 0.0, [0, 0]
+    for size in sizes:
+        if size != before[-1]:
+            total += _ms_line(H200_CHANGED, size) * 1000
+        else:
+            total += 3.6 if before[-1] != before[-2] else _ms_line(H200_HELD, size) * 1000
+        before = [before[-1], size]
+    return total
+
+
 def test_with_a_gpus_size_changes_the_guessing_steps_keep_one_size(model: Any) -> None:
-    """With the H200's costs a reply that copies its prompt settles on one step size (7 guesses and the
-    sampled token) instead of changing it at nearly every step; the reply is plain decoding's."""
+    """With the H200's costs a reply that copies its prompt settles on one step size after trying a few
+    (each tried is then measured) instead of changing it at nearly every step, and takes the H200 well
+    under plain decoding's time; the reply is plain decoding's."""
     same, plain_steps, steps, _, sizes = _copy_with(model, H200Graphs())
     assert same
     changes = sum(1 for a, b in itertools.pairwise(sizes[1:]) if a != b)
-    assert changes <= 3 and steps < plain_steps * 0.6 and max(sizes[1:]) == 8, sizes
+    assert changes <= 4 and steps < plain_steps * 0.6, sizes
+    assert _h200_ms(sizes[1:]) < 0.6 * _h200_ms([1] * plain_steps), sizes
 
 
 def test_a_request_after_a_fitted_one_reads_its_prompt() -> None:
