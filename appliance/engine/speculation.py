@@ -32,6 +32,7 @@ expected to hold.
 from __future__ import annotations
 
 import bisect
+import functools
 import statistics
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -105,6 +106,11 @@ class SizeTimes:
         line = known[a] + slope * (tokens - a)
         return max(line, known[sizes[0]] * tokens / sizes[0]) if tokens < sizes[0] else line
 
+    @property
+    def largest(self) -> int:
+        """The largest size trusted (0: none)."""
+        return self._sizes[-1] if self._sizes else 0
+
     def exact(self, tokens: int) -> float | None:
         """The time of ``tokens`` where that size is trusted, else None."""
         return self._seconds.get(tokens)
@@ -156,12 +162,12 @@ class StepCost:
 
     def _scaled(self, tokens: int) -> float | None:
         changed = self._changed.seconds(tokens)
-        sizes = list(self._held.table())
-        if changed is None or not sizes:
+        held = self._held.table()
+        if changed is None or not held:
             return None
-        near = min(sizes, key=lambda n: abs(n - tokens))
+        near = min(held, key=lambda n: abs(n - tokens))
         after = self._changed.seconds(near)
-        return self._held.exact(near) * changed / after if after else None  # type: ignore[operator]
+        return held[near] * changed / after if after else None
 
     def after_change(self, tokens: int) -> float | None:
         """What a step of ``tokens`` takes right after a step of another size; None while unknown."""
@@ -172,8 +178,9 @@ class StepCost:
         tokens; None while unknown."""
         if self.seconds(base) is None or self.seconds(base + 1) is None:
             return None
-        held_up_to = max(self._held.table(), default=0)
-        return StepPrice(base, lambda n: self.seconds(n) or 0.0, last, held_up_to, self.after_change)
+        # Each size read once a step, whatever the slots and lengths weighed (tables change between steps).
+        seconds = functools.cache(lambda n: self.seconds(n) or 0.0)
+        return StepPrice(base, seconds, last, self._held.largest, functools.cache(self.after_change))
 
 
 @dataclass(frozen=True)
@@ -232,8 +239,8 @@ def held_length(outcomes: Sequence[int], price: StepPrice, most: int, current: i
     the new length is expected to hold. A size larger than any measured held is taken to cost what the
     largest did (the caller bounds how far past it ``most`` reaches): its step is then measured."""
     current = min(current, most)
-    if not outcomes:
-        return current
+    if not outcomes or not (current or any(outcomes)):
+        return current  # nothing known, or no lookup right of late while plain (free text: every step)
     at_least = [0.0] * (most + 2)  # at_least[k]: the weight of outcomes with k or more tokens right
     weight = 1.0
     for right in reversed(outcomes):
