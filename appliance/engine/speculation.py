@@ -180,7 +180,16 @@ class StepCost:
             return None
         # Each size read once a step, whatever the slots and lengths weighed (tables change between steps).
         seconds = functools.cache(lambda n: self.seconds(n) or 0.0)
-        return StepPrice(base, seconds, last, self._held.largest, functools.cache(self.after_change))
+        after = functools.cache(self.after_change)
+        return StepPrice(base, seconds, last, self._held.largest, after, self.changes_cost())
+
+    def changes_cost(self) -> bool:
+        """Whether a step right after a size change takes more than ``SWITCH_SHARE`` of a step longer than
+        one at a held size, by the median over the sizes measured both ways (CUDA graphs; on a CPU the
+        graph built again costs a few percent, and one size caught by a pause does not decide)."""
+        held, changed = self._held.table(), self._changed.table()
+        shares = [changed[n] / held[n] - 1 for n in held.keys() & changed.keys()]
+        return bool(shares) and statistics.median(shares) > SWITCH_SHARE
 
 
 @dataclass(frozen=True)
@@ -194,6 +203,9 @@ class StepPrice:
     held_up_to: int = 0  # the largest size whose time at a held size is measured (0: none)
     # What a step of n tokens takes right after one of another size; None where unknown.
     after_change: Callable[[int], float | None] = lambda _n: None
+    # Whether a size change costs here much more than the step itself (StepCost.changes_cost): then
+    # guess lengths are held from step to step (held_length).
+    holds_size: bool = False
 
     def plus(self, tokens: int) -> StepPrice:
         """The step after ``tokens`` more were put in it."""
@@ -203,12 +215,6 @@ class StepPrice:
         """The seconds a step of ``tokens`` takes more right after a size change (0 where unknown)."""
         after = self.after_change(tokens)
         return max(after - self.seconds(tokens), 0.0) if after is not None else 0.0
-
-    @property
-    def holds_size(self) -> bool:
-        """Whether a size change costs here much more than the step itself (CUDA graphs): then guess
-        lengths are held from step to step (``held_length``)."""
-        return self.switch(self.base) > SWITCH_SHARE * self.seconds(self.base)
 
 
 def best_length(p: float, price: StepPrice, most: int, per_guess: float = 0.0) -> int:

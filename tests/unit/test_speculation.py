@@ -264,6 +264,10 @@ def test_where_a_size_change_costs_several_steps_the_guess_length_is_held() -> N
             cpu.add(tokens, 0.017 * tokens, changed=True)
     price = cpu.price(1, 1)
     assert price is not None and not price.holds_size
+    for _ in range(StepCost.TRUSTED):  # one size's steps after changes caught by pauses: not decisive
+        cpu.add(3, 0.048)
+        cpu.add(3, 0.150, changed=True)
+    assert not cpu.changes_cost()
 
 
 def test_a_length_only_seen_right_after_changes_is_priced_from_them() -> None:
@@ -342,6 +346,21 @@ def test_with_a_gpus_size_changes_the_guessing_steps_keep_one_size(model: Any) -
     changes = sum(1 for a, b in itertools.pairwise(sizes[1:]) if a != b)
     assert changes <= 4 and steps < plain_steps * 0.6, sizes
     assert _h200_ms(sizes[1:]) < 0.6 * _h200_ms([1] * plain_steps), sizes
+
+
+def test_two_slots_holding_guess_lengths_give_plain_decodings_replies(model: Any) -> None:
+    """With the H200's costs, a copying reply and a free one side by side: their guesses (padded to the
+    lengths held, once the steps after size changes are seen to cost) change neither reply, greedy or
+    seeded."""
+    other = "<|im_start|>user\nWrite a short poem about the sea.<|im_end|>\n<|im_start|>assistant\n"
+    for sampling in (SamplingParams(temperature=0.0), SamplingParams(temperature=0.8, seed=7)):
+        plain, _, _ = _generate(model, 0, [COPY, other], sampling, max_tokens=100)
+        engine = BatchingEngine(model, draft_max=16)
+        engine.step_cost = H200Graphs()
+        model.forget()
+        guessed, _, kept = _generate(model, 16, [COPY, other], sampling, max_tokens=100, engine=engine)
+        assert guessed == plain and kept > 10
+        assert engine.step_cost.changes_cost()
 
 
 def test_a_request_after_a_fitted_one_reads_its_prompt() -> None:
