@@ -23,6 +23,8 @@ import json
 import statistics
 import time
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +48,9 @@ class StepTimes:
         self.capture_ms = float(data["capture_ms"])
 
     @staticmethod
-    def _line(table: dict[int, float], tokens: int) -> float:
+    def line(table: dict[int, float], tokens: int) -> float:
+        """The milliseconds of ``tokens`` in ``table``: as given, or on the line between the sizes around
+        (the nearest size's beyond them)."""
         sizes = sorted(table)
         below = max((n for n in sizes if n <= tokens), default=sizes[0])
         above = min((n for n in sizes if n >= tokens), default=sizes[-1])
@@ -54,11 +58,17 @@ class StepTimes:
             return table[below]
         return table[below] + (table[above] - table[below]) * (tokens - below) / (above - below)
 
-    def ms(self, size: int, before: int, before_that: int) -> float:
-        """A step of ``size`` after steps of ``before`` and, before it, ``before_that`` tokens."""
-        if size != before:
-            return self._line(self.changed, size)
-        return self.capture_ms if before != before_that else self._line(self.held, size)
+    def each_ms(self, sizes: list[int]) -> list[float]:
+        """What steps of these sizes, one after the other, take there: right after a size change,
+        capturing the CUDA graph (the second step of a size), or replaying it."""
+        out, before, before_that = [], 0, 0
+        for size in sizes:
+            if size != before:
+                out.append(self.line(self.changed, size))
+            else:
+                out.append(self.capture_ms if before != before_that else self.line(self.held, size))
+            before, before_that = size, before
+        return out
 
 
 class Charged(StepCost):
@@ -70,7 +80,24 @@ class Charged(StepCost):
 
     def add(self, tokens: int, seconds: float, changed: bool = False) -> None:
         table = self.times.changed if changed else self.times.held
-        super().add(tokens, self.times._line(table, tokens) / 1000, changed)
+        super().add(tokens, self.times.line(table, tokens) / 1000, changed)
+
+
+@contextmanager
+def step_sizes(model: Any) -> Iterator[list[int]]:
+    """The size (tokens) of each decode ``model`` makes inside the block, in order."""
+    sizes: list[int] = []
+    decode = model.decode
+
+    def counted(entries: list[tuple[int, list[int], int]], **kw: Any) -> list[int]:
+        sizes.append(sum(len(t) for _, t, _ in entries))
+        return decode(entries, **kw)
+
+    model.decode = counted
+    try:
+        yield sizes
+    finally:
+        del model.decode
 
 
 def generate(
@@ -81,31 +108,22 @@ def generate(
     step: decode, sampling, the guesses' checks; with ``times``, that machine's time for the step)."""
     loop = asyncio.new_event_loop()
     model.forget()
-    sizes: list[int] = []
-    decode = model.decode
-
-    def counted(entries: list[tuple[int, list[int], int]], **kw: Any) -> list[int]:
-        sizes.append(sum(len(t) for _, t, _ in entries))
-        return decode(entries, **kw)
-
-    model.decode = counted
     steps: list[tuple[int, float]] = []
     before_guessed, before_kept = engine.speculated.get("ngram", (0, 0))
     try:
-        sampling = SamplingParams(temperature=0.0, ignore_eos=True)
-        engine.start(GenerationJob(JobStream(loop), prompt, sampling, tokens))
-        started = time.perf_counter()
-        while engine.active:
-            before = time.perf_counter()
-            engine.step()
-            ms = (time.perf_counter() - before) * 1000
-            if times is not None:
-                before_sizes = [0, 0, *sizes]
-                ms = times.ms(sizes[-1], before_sizes[-2], before_sizes[-3])
-            steps.append((sizes[-1], ms))
-        seconds = time.perf_counter() - started if times is None else sum(ms for _, ms in steps[1:]) / 1000
+        with step_sizes(model) as sizes:
+            sampling = SamplingParams(temperature=0.0, ignore_eos=True)
+            engine.start(GenerationJob(JobStream(loop), prompt, sampling, tokens))
+            started = time.perf_counter()
+            while engine.active:
+                before = time.perf_counter()
+                engine.step()
+                steps.append((sizes[-1], (time.perf_counter() - before) * 1000))
+            seconds = time.perf_counter() - started
+        if times is not None:  # that machine's times in place of this one's
+            steps = list(zip(sizes, times.each_ms(sizes), strict=True))
+            seconds = sum(ms for _, ms in steps[1:]) / 1000
     finally:
-        del model.decode
         loop.close()
     guessed, kept = engine.speculated.get("ngram", (0, 0))
     learned = {n: round(s * 1000, 3) for n, s in engine.step_cost.table().items()}

@@ -283,20 +283,15 @@ class LocalLlamaBackend:
         engine = self._engine
         return dict(engine.speculated) if engine is not None else {}
 
-    @property
-    def step_ms(self) -> dict[str, float]:
+    def step_ms(self, after_change: bool = False) -> dict[str, float]:
         """What a generation step of each size (tokens decoded) has taken here, in milliseconds, as the
-        engine learned it to decide whether guesses pay (appliance.engine.speculation.StepCost)."""
-        engine = self._engine
-        table = engine.step_cost.table() if engine is not None else {}
-        return {str(n): round(seconds * 1000, 3) for n, seconds in table.items()}
-
-    @property
-    def step_ms_after_change(self) -> dict[str, float]:
-        """The same, for steps right after one of another size (on a GPU far longer: the engine then
+        engine learned it to decide whether guesses pay (appliance.engine.speculation.StepCost): after a
+        step of the same size, or right after one of another size (on a GPU far longer: the engine then
         holds its guess length from step to step)."""
         engine = self._engine
-        table = engine.step_cost.changed_table() if engine is not None else {}
+        if engine is None:
+            return {}
+        table = engine.step_cost.changed_table() if after_change else engine.step_cost.table()
         return {str(n): round(seconds * 1000, 3) for n, seconds in table.items()}
 
     @property
@@ -335,8 +330,8 @@ class LocalLlamaBackend:
             info["speculation"] = {
                 "draft_model": str(self.draft.path) if self._draft_model is not None and self.draft else None,
                 **{source: {"drafted": n, "kept": k} for source, (n, k) in self.speculated.items()},
-                "step_ms": self.step_ms,
-                "step_ms_after_change": self.step_ms_after_change,
+                "step_ms": self.step_ms(),
+                "step_ms_after_change": self.step_ms(after_change=True),
             }
         if self.error:
             info["error"] = self.error

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,6 +17,7 @@ from appliance.engine.batching import BatchingEngine
 from appliance.engine.jobs import GenerationJob, JobStream
 from appliance.engine.params import SamplingParams
 from appliance.engine.speculation import NgramDrafter, StepCost, StepPrice, best_length, held_length
+from benchmarks.engine_steps import Charged, StepTimes, step_sizes
 from tests.embedded_llama import embedded_llama
 from tests.engine_streams import replies
 
@@ -220,16 +222,15 @@ def test_each_lookup_is_checked_against_what_was_generated_guessed_or_not() -> N
 
 # The H200's steps for the default model (benchmarks/step_cost.py, docs/BENCHMARKS.md): at a size held
 # (CUDA replays the graph it captured) and right after a size change (kernels launched one by one).
-H200_HELD = {1: 1.11, 2: 1.29, 3: 1.39, 4: 1.42, 5: 1.48, 7: 1.59, 8: 1.65, 9: 3.19, 13: 3.33, 17: 3.59}
-H200_CHANGED = {1: 4.6, 2: 6.37, 3: 5.67, 4: 5.74, 5: 5.90, 7: 5.66, 8: 5.56, 9: 7.56, 13: 7.31, 17: 7.32}
+H200 = StepTimes(Path(__file__).parents[2] / "benchmarks" / "steps" / "h200-smollm2-135m-q4_1.json")
 
 
 def _h200(base: int, last: int) -> StepPrice:
     cost = StepCost()
     for _ in range(StepCost.TRUSTED):
-        for tokens, ms in H200_HELD.items():
+        for tokens, ms in H200.held.items():
             cost.add(tokens, ms / 1000)
-        for tokens, ms in H200_CHANGED.items():
+        for tokens, ms in H200.changed.items():
             cost.add(tokens, ms / 1000, changed=True)
     price = cost.price(base, last)
     assert price is not None
@@ -283,24 +284,6 @@ def test_a_length_only_seen_right_after_changes_is_priced_from_them() -> None:
     assert cost.changed_table() == {1: 0.0046, 5: 0.0059}
 
 
-def _ms_line(table: dict[int, float], tokens: int) -> float:
-    """Seconds off a table of milliseconds by size: as given, or on the line between the sizes around."""
-    sizes = sorted(table)
-    below = max((n for n in sizes if n <= tokens), default=sizes[0])
-    above = min((n for n in sizes if n >= tokens), default=sizes[-1])
-    if below == above:
-        return table[below] / 1000
-    return (table[below] + (table[above] - table[below]) * (tokens - below) / (above - below)) / 1000
-
-
-class H200Graphs(StepCost):
-    """The engine learns the H200's steps (at a held size, right after a change) in place of this
-    machine's: its decisions there, learning included, with the real model and guesses here."""
-
-    def add(self, tokens: int, seconds: float, changed: bool = False) -> None:
-        super().add(tokens, _ms_line(H200_CHANGED if changed else H200_HELD, tokens), changed)
-
-
 def _copy_with(model: Any, cost: StepCost) -> tuple[bool, int, int, int, list[int]]:
     """The COPY reply, guessed with ``cost`` standing in for this machine's step times: whether it is
     plain decoding's, plain decoding's steps, the steps with guesses, the guessed tokens kept, and each
@@ -309,43 +292,20 @@ def _copy_with(model: Any, cost: StepCost) -> tuple[bool, int, int, int, list[in
     plain, plain_steps, _ = _generate(model, 0, [COPY], greedy)
     engine = BatchingEngine(model, draft_max=16)
     engine.step_cost = cost
-    sizes: list[int] = []
-    decode = model.decode
-
-    def counted(entries: list[tuple[int, list[int], int]], **kw: Any) -> list[int]:
-        sizes.append(sum(len(tokens) for _, tokens, _ in entries))
-        return decode(entries, **kw)
-
-    model.decode = counted
-    try:
+    with step_sizes(model) as sizes:
         guessed, steps, kept = _generate(model, 16, [COPY], greedy, engine=engine)
-    finally:
-        del model.decode
     return guessed == plain, plain_steps, steps, kept, sizes
-
-
-def _h200_ms(sizes: list[int]) -> float:
-    """What the H200 takes for steps of these sizes: right after a size change, capturing the CUDA graph
-    (the second step of a size: 3.6 ms), or replaying it."""
-    total, before = 0.0, [0, 0]
-    for size in sizes:
-        if size != before[-1]:
-            total += _ms_line(H200_CHANGED, size) * 1000
-        else:
-            total += 3.6 if before[-1] != before[-2] else _ms_line(H200_HELD, size) * 1000
-        before = [before[-1], size]
-    return total
 
 
 def test_with_a_gpus_size_changes_the_guessing_steps_keep_one_size(model: Any) -> None:
     """With the H200's costs a reply that copies its prompt settles on one step size after trying a few
     (each tried is then measured) instead of changing it at nearly every step, and takes the H200 well
     under plain decoding's time; the reply is plain decoding's."""
-    same, plain_steps, steps, _, sizes = _copy_with(model, H200Graphs())
+    same, plain_steps, steps, _, sizes = _copy_with(model, Charged(H200))
     assert same
     changes = sum(1 for a, b in itertools.pairwise(sizes[1:]) if a != b)
     assert changes <= 4 and steps < plain_steps * 0.6, sizes
-    assert _h200_ms(sizes[1:]) < 0.6 * _h200_ms([1] * plain_steps), sizes
+    assert sum(H200.each_ms(sizes[1:])) < 0.6 * sum(H200.each_ms([1] * plain_steps)), sizes
 
 
 def test_two_slots_holding_guess_lengths_give_plain_decodings_replies(model: Any) -> None:
@@ -356,7 +316,7 @@ def test_two_slots_holding_guess_lengths_give_plain_decodings_replies(model: Any
     for sampling in (SamplingParams(temperature=0.0), SamplingParams(temperature=0.8, seed=7)):
         plain, _, _ = _generate(model, 0, [COPY, other], sampling, max_tokens=100)
         engine = BatchingEngine(model, draft_max=16)
-        engine.step_cost = H200Graphs()
+        engine.step_cost = Charged(H200)
         model.forget()
         guessed, _, kept = _generate(model, 16, [COPY, other], sampling, max_tokens=100, engine=engine)
         assert guessed == plain and kept > 10
@@ -411,7 +371,7 @@ class H200Steps(StepCost):
     MS = {1: 1.03, 2: 1.20, 3: 1.41, 4: 1.47, 5: 1.52, 7: 1.61, 8: 1.70, 9: 3.10, 13: 3.39, 17: 3.73}
 
     def seconds(self, tokens: int) -> float | None:
-        return _ms_line(self.MS, tokens)
+        return StepTimes.line(self.MS, tokens) / 1000
 
 
 def test_with_a_gpus_step_times_guesses_stay_under_the_slow_size_and_halve_the_steps(model: Any) -> None:
