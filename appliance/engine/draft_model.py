@@ -16,6 +16,13 @@ does not start again, nor probe: the draft would first read every token generate
 which on a CPU is a long decode in the middle of the reply (a burst of latency). How often the
 draft's guesses are kept is a property of the pair of models more than of a request, so a slot starts
 from what the slots before it learnt.
+
+Where a change of the step's size costs several steps (llama.cpp's CUDA backend: a graph of a new shape
+runs uncaptured; ``StepPrice.holds_size``), a slot holds one guess length from step to step, as prompt
+lookup does (``length_to_hold``, a guess's first k tokens kept with chance p^k), and the draft guesses
+it whole, past ``p_min``: the model's steps keep one size. The draft's own steps keep one too: a slot's
+next token is its only token besides the guesses, and the last of a guess kept whole, which the draft
+has not read, is read in a decode of its own of the same size.
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ import time
 from typing import Any
 
 from appliance.engine.params import DraftSpec
-from appliance.engine.speculation import Acceptance, StepPrice
+from appliance.engine.speculation import Acceptance, StepPrice, hold_most, length_to_hold
 from appliance.engine.tokens import common_prefix
 from appliance.errors import DraftModelError, ModelLoadFailed
 
@@ -55,6 +62,9 @@ class ModelDrafter(Acceptance):
         self.draft_max = draft_max
         self.held: list[int] = []  # the slot's cached tokens in the target, as of the last sync
         self.stopped = False  # guesses stopped paying: none for the rest of the request
+        # Where size changes are costly: the length held, guessed whole (not stopped at p_min).
+        self.length_held = 0
+        self.holding = False
 
     def sync(self, held: list[int]) -> None:
         """The tokens the slot's sequence holds in the target now (read when the draft next guesses)."""
@@ -62,11 +72,22 @@ class ModelDrafter(Acceptance):
 
     def length(self, room: int, price: StepPrice | None) -> int:
         """How many tokens to guess next, at most ``room``: as many as pay at the target's step ``price``
-        with each guessed token costing its share of the draft's decodes."""
+        with each guessed token costing its share of the draft's decodes. Where a size change costs much
+        (``StepPrice.holds_size``: CUDA graphs), one length held from step to step (``length_to_hold``,
+        a guess's first k tokens kept with chance p^k), which the draft then guesses whole."""
         limit = min(self.draft_max, room)
         if self.stopped or limit <= 0:
             return 0
-        length = self.worth(limit, price, self.source.guess_s)
+        self.holding = price is not None and price.holds_size
+        if price is not None and self.holding:
+            most = hold_most(price, limit, self.draft_max, self.length_held)
+            if most == 0:
+                return 0
+            reach = [self.p**k for k in range(most + 1)]
+            current = min(self.length_held, most)
+            length = self.length_held = length_to_hold(reach, price, current, self.source.guess_s)
+        else:
+            length = self.worth(limit, price, self.source.guess_s)
         # Stopped for good only on evidence: the early figures are a few noisy decodes.
         self.stopped = length == 0 and self.source.acceptance.drafted >= EVIDENCE
         return length
@@ -128,12 +149,17 @@ class DraftModel:
         prompt before them: that is paid once a request, as the model's own reading of it)."""
         model = self.model
         share = max(1, model.options.n_batch // len(wanted))  # the first decode's tokens per slot
-        entries = []
+        entries, singly = [], {}
         for i in wanted:
             drafter, next_token, _ = asks[i]
-            missing = self._catch_up(drafter, min(share - 1, CATCH_UP))
+            if drafter.holding:  # the last one (a guess kept whole) read apart, one token a decode
+                singly[drafter.seq], missing = self._catch_up(drafter, 1), []
+            else:
+                missing = self._catch_up(drafter, min(share - 1, CATCH_UP))
             entries.append((drafter.seq, [*missing, next_token], 1))
         started = time.perf_counter()
+        for at in range(max(map(len, singly.values()), default=0)):
+            model.decode([(seq, [rest[at]], 1) for seq, rest in singly.items() if at < len(rest)])
         live = wanted
         while live:
             indices = model.decode(entries)
@@ -141,7 +167,7 @@ class DraftModel:
             for i, index in zip(live, indices, strict=True):
                 drafter, _, length = asks[i]
                 token, p = model.top_token(index)
-                if p < self.p_min:
+                if p < self.p_min and not drafter.holding:
                     continue
                 out[i].append(token)
                 if len(out[i]) < length:

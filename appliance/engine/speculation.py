@@ -240,10 +240,7 @@ def held_length(outcomes: Sequence[int], price: StepPrice, most: int, current: i
     """Where a size change costs much (``price.holds_size``): the guess length (0 to ``most``) a slot holds
     from step to step, given how many guessed tokens would have been right at each of its recent steps
     (``outcomes``, oldest first, each weighing ``RECENCY`` times the next; a guess of k then brings
-    1 + min(right, k) tokens a step). The ``current`` length unless another brings ``MARGIN`` times more
-    tokens per second, a size change's extra time (``price.switch``) spread over the ``HORIZON`` steps
-    the new length is expected to hold. A size larger than any measured held is taken to cost what the
-    largest did (the caller bounds how far past it ``most`` reaches): its step is then measured."""
+    1 + min(right, k) tokens a step), as ``length_to_hold`` chooses it."""
     current = min(current, most)
     if not outcomes or not (current or any(outcomes)):
         return current  # nothing known, or no lookup right of late while plain (free text: every step)
@@ -255,16 +252,38 @@ def held_length(outcomes: Sequence[int], price: StepPrice, most: int, current: i
     total = sum(at_least)
     for k in range(most, -1, -1):
         at_least[k] += at_least[k + 1]
+    return length_to_hold([w / total for w in at_least[: most + 1]], price, current)
+
+
+def length_to_hold(reach: Sequence[float], price: StepPrice, current: int, per_guess: float = 0.0) -> int:
+    """The guess length (0 to ``len(reach) - 1``) to hold from step to step, where ``reach[k]`` is the
+    chance that a guess's first k tokens are all kept (``reach[0]`` is 1): a guess of k brings
+    1 + reach[1] + ... + reach[k] tokens a step, which is ``price.seconds`` of its size long, plus k *
+    ``per_guess`` for making them (a draft model's decodes). The ``current`` length unless another brings
+    ``MARGIN`` times more tokens per second, a size change's extra time (``price.switch``) spread over the
+    ``HORIZON`` steps the new length is expected to hold. A size larger than any measured held is taken
+    to cost what the largest did (the caller bounds how far past it a length reaches): its step is then
+    measured."""
     rates, expected = [], 1.0
-    for k in range(most + 1):
+    for k, chance in enumerate(reach):
         if k:
-            expected += at_least[k] / total
+            expected += chance
         n = price.base + k
-        seconds = price.seconds(min(n, price.held_up_to) if price.held_up_to else n)
+        seconds = price.seconds(min(n, price.held_up_to) if price.held_up_to else n) + k * per_guess
         seconds += price.switch(n) / HORIZON if n != price.last else 0.0
         rates.append((price.base - 1 + expected) / seconds)
-    best = max(range(most + 1), key=rates.__getitem__)
+    best = max(range(len(rates)), key=rates.__getitem__)
     return best if rates[best] > rates[current] * MARGIN else current
+
+
+def hold_most(price: StepPrice, room: int, draft_max: int, held: int) -> int:
+    """The longest guess a slot that holds its length (``held``) may choose now, at most ``room`` and
+    ``draft_max``: up to twice the largest size measured held (a size not yet measured is estimated, and
+    past 8 rows a GPU's step doubles). 0 where ``room`` is shorter than the length held: the reply's last
+    tokens go plain (one change back to plain steps costs less than a change at each step)."""
+    if room < max(held, 1):
+        return 0
+    return min(draft_max, room, max(2 * price.held_up_to - price.base, 1))
 
 
 class Acceptance:
@@ -371,15 +390,12 @@ class NgramDrafter(Acceptance):
         """The guessed tokens after ``next_token`` (sampled, not yet in the cache), at most ``room``, as
         many as pay at the step's ``price`` (StepCost.price); without it as many as the cap allows.
         Where size changes are costly, the length held (``held_length``), padded with the lookup's last
-        token (or ``next_token``) where it found fewer; none where ``room`` is shorter (the reply's last
-        tokens: one change back to plain steps costs less than a change at each step). Lengths are tried
-        up to twice the largest size measured held (a size not yet measured is estimated, and past 8 rows
-        a GPU's step doubles)."""
+        token (or ``next_token``) where it found fewer, within ``hold_most``."""
         found = self.lookup(next_token)
         if price is not None and price.holds_size:
-            if room < max(self.held, 1):
+            most = hold_most(price, room, self.draft_max, self.held)
+            if most == 0:
                 return []
-            most = min(self.draft_max, room, max(2 * price.held_up_to - price.base, 1))
             seen = [*self.outcomes, *(right for _, _, right in self._open)]  # open: right so far
             k = self.held = held_length(seen, price, most, self.held)
             return found[:k] + [found[-1] if found else next_token] * (k - len(found[:k]))

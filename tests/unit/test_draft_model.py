@@ -5,6 +5,7 @@ seeded; the guesses are counted by source; a draft whose tokens read otherwise i
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,8 +18,10 @@ from appliance.engine.jobs import GenerationJob, JobStream
 from appliance.engine.params import DraftSpec, LoadOptions, SamplingParams
 from appliance.engine.speculation import FIRST_DRAFT, StepCost, StepPrice
 from appliance.errors import DraftModelError
+from benchmarks.engine_steps import Charged, StepTimes, step_sizes
 from tests.draft_models import embedded, renamed_token, requantized
 from tests.engine_streams import replies
+from tests.gpu_steps import H200, h200_price
 
 # One thread each: no spinning on a busy machine.
 OPTIONS = LoadOptions(n_ctx=4096, n_seq_max=2, flash_attn="on", n_threads=1, n_threads_batch=1)
@@ -51,13 +54,20 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Any]
 
 
 def _generate(
-    target: Any, draft: Any | None, sampling: SamplingParams, *, gpu_like: bool = False, max_tokens: int = 80
+    target: Any,
+    draft: Any | None,
+    sampling: SamplingParams,
+    *,
+    gpu_like: bool = False,
+    max_tokens: int = 80,
+    prompts: list[str] = PROMPTS,
+    engine: BatchingEngine | None = None,
 ) -> tuple[list[str], int, BatchingEngine]:
     """Every prompt's reply from one engine (two slots: the third waits for one), the steps it took."""
     loop = asyncio.new_event_loop()
-    if draft is None:  # plain decoding: no guesses at all
+    if engine is None and draft is None:  # plain decoding: no guesses at all
         engine = BatchingEngine(target, draft_max=0)
-    else:
+    elif engine is None:
         engine = BatchingEngine(target, draft_max=16, draft=DraftModel(draft))
     if gpu_like:
         engine.step_cost = GpuLikeCost()
@@ -65,7 +75,7 @@ def _generate(
     if draft is not None:
         draft.forget()
     streams = []
-    for prompt in PROMPTS:
+    for prompt in prompts:
         stream = JobStream(loop)
         tokens = target.tokenize(prompt, add_special=True, parse_special=True)
         streams.append((stream, GenerationJob(stream, tokens, sampling, max_tokens)))
@@ -151,3 +161,58 @@ def test_the_vocabularies_are_compared_token_by_token(models: tuple[Any, Any], t
     with pytest.raises(DraftModelError) as refused:
         load_draft(target, spec)
     assert "token 1000" in refused.value.message and repr(text) in refused.value.message
+
+
+def test_where_size_changes_cost_a_slot_holds_one_length_and_the_draft_guesses_it_whole(
+    models: tuple[Any, Any],
+) -> None:
+    """With the H200's costs (a size change costs ten steps), a slot's guess length is chosen once and
+    held from step to step, and the draft guesses all of it, sure or not: the model's steps keep one
+    size."""
+    target, draft = models
+    source = DraftModel(draft, p_min=1.01)  # no token is sure enough to go on from, but for a length held
+    drafter = source.drafter(0, 16)
+    drafter._yes, drafter._no = 9.0, 1.0  # nine guessed tokens in ten kept
+    held = drafter.length(64, h200_price(1, last=1))
+    assert held > 1 and drafter.holding
+    assert drafter.length(64, h200_price(1, last=1 + held)) == held
+    assert drafter.length(held - 1, h200_price(1, last=1 + held)) == 0  # the reply's last tokens: plain
+    prompt = target.tokenize(PROMPTS[0], add_special=True, parse_special=True)
+    draft.forget()
+    drafter.sync(prompt[:-1])
+    assert len(source.run([(drafter, prompt[-1], held)])[0]) == held
+    drafter.holding = False  # deciding step by step, a guess stops at the first unsure token
+    assert source.run([(drafter, prompt[-1], held)])[0] == []
+    # Where each guessed token costs the draft a step of the model's, no length pays.
+    dear = source.drafter(1, 16)
+    source._spent_s, source._made = 0.005, 1.0
+    assert dear.length(64, h200_price(1, last=1)) == 0
+
+
+class ScaledTimes(StepTimes):
+    """The H200's step times a thousand times longer: beside them a draft's decode on this CPU costs as
+    little as a small draft's does beside a large model's step on a GPU."""
+
+    def __init__(self) -> None:
+        self.held = {n: ms * 1000 for n, ms in H200.held.items()}
+        self.changed = {n: ms * 1000 for n, ms in H200.changed.items()}
+        self.capture_ms = H200.capture_ms * 1000
+
+
+def test_with_a_gpus_size_changes_the_model_and_the_draft_keep_one_step_size(models: tuple[Any, Any]) -> None:
+    """With the H200's costs (scaled so that the draft's decodes here count as little as on a GPU), a
+    request after the engine learnt them is checked in steps of one size, the draft guessing one token
+    a decode; the reply is plain decoding's."""
+    target, draft = models
+    greedy = SamplingParams(temperature=0.0)
+    plain, plain_steps, _ = _generate(target, None, greedy, max_tokens=80, prompts=PROMPTS[:1])
+    engine = BatchingEngine(target, draft_max=16, draft=DraftModel(draft))
+    engine.step_cost = Charged(ScaledTimes())
+    _generate(target, draft, greedy, max_tokens=80, prompts=PROMPTS[1:2], engine=engine)  # learns the costs
+    with step_sizes(target) as sizes, step_sizes(draft) as draft_sizes:
+        drafted, steps, _ = _generate(target, draft, greedy, prompts=PROMPTS[:1], engine=engine)
+    assert drafted == plain
+    assert engine.step_cost.changes_cost()
+    changes = sum(1 for a, b in itertools.pairwise(sizes[1:]) if a != b)
+    assert changes <= 3 and steps < plain_steps * 0.6, sizes
+    assert set(draft_sizes[1:]) == {1}, draft_sizes  # after the prompt's read

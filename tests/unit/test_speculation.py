@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,6 +19,7 @@ from appliance.engine.speculation import NgramDrafter, StepCost, StepPrice, best
 from benchmarks.engine_steps import Charged, StepTimes, step_sizes
 from tests.embedded_llama import embedded_llama
 from tests.engine_streams import replies
+from tests.gpu_steps import H200, h200_price
 
 
 def test_the_guess_is_what_followed_the_latest_earlier_occurrence() -> None:
@@ -220,25 +220,8 @@ def test_each_lookup_is_checked_against_what_was_generated_guessed_or_not() -> N
     assert list(drafter.outcomes) == [0, 2]  # 4 and 5 right, then 8 where 6 was looked up
 
 
-# The H200's steps for the default model (benchmarks/step_cost.py, docs/BENCHMARKS.md): at a size held
-# (CUDA replays the graph it captured) and right after a size change (kernels launched one by one).
-H200 = StepTimes(Path(__file__).parents[2] / "benchmarks" / "steps" / "h200-smollm2-135m-q4_1.json")
-
-
-def _h200(base: int, last: int) -> StepPrice:
-    cost = StepCost()
-    for _ in range(StepCost.TRUSTED):
-        for tokens, ms in H200.held.items():
-            cost.add(tokens, ms / 1000)
-        for tokens, ms in H200.changed.items():
-            cost.add(tokens, ms / 1000, changed=True)
-    price = cost.price(base, last)
-    assert price is not None
-    return price
-
-
 def test_where_a_size_change_costs_several_steps_the_guess_length_is_held() -> None:
-    plain, guessing = _h200(1, last=1), _h200(1, last=8)
+    plain, guessing = h200_price(1, last=1), h200_price(1, last=8)
     assert plain.holds_size and guessing.holds_size
     # Every recent lookup had all 16 right: 17 tokens in a 3.6 ms step beat 8 in a 1.65 ms one, though
     # not by enough to leave a length held for it.
