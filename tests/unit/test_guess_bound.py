@@ -1,0 +1,37 @@
+"""benchmarks/guess_bound.py's replay of a reply under guessing rules: the steps each rule takes."""
+
+from __future__ import annotations
+
+from benchmarks.guess_bound import RULES, Measured, match_length, replay, replay_engine
+
+PROMPT = list(range(100, 140))  # 40 tokens, none repeated
+REPLY = PROMPT + PROMPT[:30] + [7, 8, 9, 10]  # the reply copies 30 of them, then writes its own
+
+
+def test_each_rule_replays_the_reply_in_its_steps() -> None:
+    start = len(PROMPT)
+    plain = replay(REPLY, start, RULES["plain"])
+    assert plain == [1] * (len(REPLY) - 1 - start)
+    # The third token sampled completes the first repeated 3-gram: all 27 tokens that follow it in the
+    # prompt and in the reply are guessed in one step by the oracle; the reply's own tokens go plain.
+    assert replay(REPLY, start, RULES["oracle"]) == [1, 1, 28, 1, 1, 1]
+    # Guesses of 4: the last one has 2 right (then the reply's own 7); of 8: the reply's last 4 tokens.
+    assert replay(REPLY, start, RULES["every match, 4"]) == [1, 1] + [5] * 6 + [1, 1, 1]
+    assert replay(REPLY, start, RULES["every match, 8"]) == [1, 1, 9, 9, 9, 5, 1, 1, 1]
+    # The match grows a token a step: 8 long five steps after the first 3-gram repeated, 12 long after nine.
+    assert replay(REPLY, start, RULES["match of 8+, 8"]) == [1] * 7 + [9, 9, 9, 1, 1, 1]
+    assert replay(REPLY, start, RULES["match of 12+, 8"]) == [1] * 11 + [9, 9, 5, 1, 1, 1]
+
+
+def test_the_match_length_counts_the_tokens_before_the_ngram_that_repeat_too() -> None:
+    seen = [1, 2, 3, 4, 5, 9, 2, 3, 4]  # ... 2, 3, 4 again, and 5 sampled after them
+    assert match_length(seen, 5, 3) == 4  # 2, 3, 4, 5 repeated: 4 tokens; the 1 before them did not
+    assert match_length([1, 2, 3, 4, 5, 1, 2, 3, 4], 5, 3) == 5
+
+
+def test_the_engines_rules_guess_where_guesses_are_nearly_free_and_not_where_each_costs_a_step() -> None:
+    start = len(PROMPT)
+    cheap = Measured({1: 10.0, 2: 10.1, 4: 10.2, 8: 10.4, 16: 10.8, 32: 11.6, 64: 13.2})
+    assert len(replay_engine(REPLY, start, cheap)) < len(REPLY) - 1 - start
+    dear = Measured({1: 10.0, 2: 20.0, 4: 40.0, 8: 80.0, 16: 160.0, 32: 320.0, 64: 640.0})
+    assert replay_engine(REPLY, start, dear) == [1] * (len(REPLY) - 1 - start)
