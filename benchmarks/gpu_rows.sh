@@ -3,7 +3,9 @@
 # llama-cpp-python are installed (packaging/cuda_smoke.sh, or docs/INSTALL.md) and llama-server was built
 # from the same llama.cpp: the step by size for both models, then single stream, chat at 4 and 8 streams,
 # and speculation (edit, free text) against llama-server, each report kept with the appliance's own
-# account of the run (`engine`: what it guessed and kept, the step times it learned).
+# account of the run (`engine`: what it guessed and kept, the step times it learned). Before those, the
+# best guessing could do on each reply with these step times (guess_bound.py) and the engine in process
+# (engine_steps.py).
 #
 #   LS=/path/to/llama-server OUT=/tmp/rows bash benchmarks/gpu_rows.sh [THREADS]
 #
@@ -12,7 +14,7 @@
 set -euo pipefail
 : "${LS:?set LS to the llama-server binary}" "${OUT:?set OUT to a directory for the reports}"
 threads=${1:-8}
-mkdir -p "$OUT"
+mkdir -p "$OUT/steps"  # step tables and in-process runs: apart from the bench reports
 M=$(python3 -c 'from models.embedded import embedded_model_path as e; print(e() or "")')
 [ -n "$M" ] || { echo "the [default-model] extra is needed" >&2; exit 1; }
 MID=${MID:-$OUT/models/synthetic-mid.Q4_K_M.gguf}
@@ -21,8 +23,16 @@ MID=${MID:-$OUT/models/synthetic-mid.Q4_K_M.gguf}
 B=(python3 -m appliance bench --llama-server "$LS" --threads "$threads" --startup-timeout 120 --request-timeout 120)
 rows() { grep -E '^\| (metric|decode|aggregate|TTFT p50|ITL)' || true; }
 
-python3 benchmarks/step_cost.py "$M" --threads "$threads" | tee "$OUT/step-cost-default.md"
-python3 benchmarks/step_cost.py "$MID" --threads "$threads" | tee "$OUT/step-cost-mid.md"
+python3 benchmarks/step_cost.py "$M" --threads "$threads" --json "$OUT/steps/default.json" | tee "$OUT/step-cost-default.md"
+python3 benchmarks/step_cost.py "$MID" --threads "$threads" --json "$OUT/steps/mid.json" | tee "$OUT/step-cost-mid.md"
+for prompt in edit short; do  # the best guessing could do there, and the engine's rules, on plain's reply
+    python3 benchmarks/guess_bound.py "$M" --prompt "$prompt" --gpu-layers -1 --threads "$threads" \
+        --step-times "$OUT/steps/default.json" | tee "$OUT/bound-$prompt.md"
+done
+for prompt in edit short; do  # the engine in process, on the real clock
+    python3 benchmarks/engine_steps.py "$M" --prompt "$prompt" --threads "$threads" --json "$OUT/steps/engine-$prompt.json" \
+        | tee "$OUT/engine-steps-$prompt.md"
+done
 for run in 1 2; do
     "${B[@]}" "$MID" --servers llama-server,appliance --tokens 256 --requests 8 --out "$OUT/single-mid-$run.json" | rows
 done

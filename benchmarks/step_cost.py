@@ -6,17 +6,21 @@ plain steps). A size change makes llama.cpp build its graph anew, and its CUDA b
 graph's kernels one by one: the first step of a new size runs without a captured graph, the second
 captures one, the third replays it. So the single-token steps after a step of n are timed too.
 
-    python benchmarks/step_cost.py [MODEL] [--gpu-layers -1] [--threads 8] [--repeats 40]
+    python benchmarks/step_cost.py [MODEL] [--gpu-layers -1] [--threads 8] [--repeats 40] [--json OUT]
 
 Prints, per size, the median milliseconds of steps of that size in a row, of one after single-token
 steps, and of the 1st, 2nd and 3rd single-token step after it. The engine learns these times itself
 (appliance.engine.speculation.StepCost; `speculation.step_ms` in the status); docs/BENCHMARKS.md has an
-H200's.
+H200's. --json writes them as benchmarks/steps/*.json are written (held_ms: in a row; changed_ms: after
+single steps, and for 1 the first single step after another size; capture_ms: the second single step),
+for engine_steps.py and guess_bound.py --step-times.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import platform
 import statistics
 import time
 from pathlib import Path
@@ -46,6 +50,7 @@ def main() -> None:
     p.add_argument("--gpu-layers", type=int, default=-1, help="layers on the GPU (-1: all; 0 on a CPU)")
     p.add_argument("--threads", type=int, default=8)
     p.add_argument("--repeats", type=int, default=40)
+    p.add_argument("--json", type=Path, help="write the tables here (benchmarks/steps/*.json's form)")
     a = p.parse_args()
     path = a.model or embedded_model_path()
     if path is None:
@@ -64,6 +69,7 @@ def main() -> None:
         print(f"{name}: ms per step of n tokens (median of {a.repeats})")
         print("| n | same size | after single steps | then 1st single | 2nd single | 3rd single |")
         print("|---|---|---|---|---|---|")
+        held, changed, back, capture = {}, {}, [], []
         for n in SIZES:
             same = statistics.median(step_ms(model, tokens, n) for _ in range(a.repeats))
             runs = []
@@ -71,10 +77,26 @@ def main() -> None:
                 for _ in range(3):
                     step_ms(model, tokens, 1)
                 runs.append([step_ms(model, tokens, size) for size in (n, 1, 1, 1)])
-            cells = [f"{statistics.median(column):.2f}" for column in zip(*runs, strict=True)]
-            print(f"| {n} | {same:.2f} | " + " | ".join(cells) + " |", flush=True)
+            medians = [statistics.median(column) for column in zip(*runs, strict=True)]
+            print(f"| {n} | {same:.2f} | " + " | ".join(f"{ms:.2f}" for ms in medians) + " |", flush=True)
+            held[n] = same
+            if n > 1:
+                changed[n] = medians[0]
+                back.append(medians[1])
+                capture.append(medians[2])
     finally:
         model.close()
+    if a.json:
+        changed[1] = statistics.median(back)
+        tables = {
+            "machine": f"{platform.node()}, {a.threads} threads, {a.gpu_layers} GPU layers",
+            "model": Path(path).name,
+            "source": f"python benchmarks/step_cost.py --repeats {a.repeats}; medians, in ms",
+            "held_ms": {str(n): round(ms, 3) for n, ms in held.items()},
+            "changed_ms": {str(n): round(changed[n], 3) for n in sorted(changed)},
+            "capture_ms": round(statistics.median(capture), 3),
+        }
+        a.json.write_text(json.dumps(tables, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,16 @@
-"""benchmarks/guess_bound.py's replay of a reply under guessing rules: the steps each rule takes."""
+"""benchmarks/guess_bound.py's replay of a reply under guessing rules (the steps each rule takes), and the
+step tables benchmarks/step_cost.py writes for it."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
+from benchmarks.engine_steps import StepTimes
 from benchmarks.guess_bound import RULES, Measured, match_length, replay, replay_engine
+from benchmarks.step_cost import SIZES
+from tests.benchmark_scripts import BENCHMARKS
 
 PROMPT = list(range(100, 140))  # 40 tokens, none repeated
 REPLY = PROMPT + PROMPT[:30] + [7, 8, 9, 10]  # the reply copies 30 of them, then writes its own
@@ -35,3 +43,15 @@ def test_the_engines_rules_guess_where_guesses_are_nearly_free_and_not_where_eac
     assert len(replay_engine(REPLY, start, cheap)) < len(REPLY) - 1 - start
     dear = Measured({1: 10.0, 2: 20.0, 4: 40.0, 8: 80.0, 16: 160.0, 32: 320.0, 64: 640.0})
     assert replay_engine(REPLY, start, dear) == [1] * (len(REPLY) - 1 - start)
+
+
+def test_step_costs_tables_are_what_the_replays_read(tmp_path: Path) -> None:
+    """benchmarks/step_cost.py --json, on the embedded model here, writes the tables that --step-times
+    reads (engine_steps.StepTimes): every size, both ways, and the capture."""
+    out = tmp_path / "steps.json"
+    args = ["--gpu-layers", "0", "--threads", "1", "--repeats", "1", "--json", str(out)]
+    subprocess.run([sys.executable, str(BENCHMARKS / "step_cost.py"), *args], check=True, capture_output=True)
+    times = StepTimes(out)
+    assert sorted(times.held) == sorted(times.changed) == sorted(SIZES)
+    assert all(ms > 0 for ms in [*times.held.values(), *times.changed.values(), times.capture_ms])
+    assert times.each_ms([1, 2, 2, 2])[3] == times.held[2]
