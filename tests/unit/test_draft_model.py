@@ -216,3 +216,17 @@ def test_with_a_gpus_size_changes_the_model_and_the_draft_keep_one_step_size(mod
     changes = sum(1 for a, b in itertools.pairwise(sizes[1:]) if a != b)
     assert changes <= 3 and steps < plain_steps * 0.6, sizes
     assert set(draft_sizes[1:]) == {1}, draft_sizes  # after the prompt's read
+
+
+def test_slots_holding_lengths_side_by_side_give_plain_decodings_replies(models: tuple[Any, Any]) -> None:
+    """Two slots and a waiting request, each holding its guess length with the H200's costs, the draft
+    reading each slot's kept guess apart: greedy and seeded replies are plain decoding's."""
+    target, draft = models
+    for sampling in (SamplingParams(temperature=0.0), SamplingParams(temperature=0.7, seed=42)):
+        plain, _, _ = _generate(target, None, sampling, max_tokens=50)
+        engine = BatchingEngine(target, draft_max=16, draft=DraftModel(draft))
+        engine.step_cost = Charged(ScaledTimes())
+        _generate(target, draft, sampling, max_tokens=50, prompts=PROMPTS[1:2], engine=engine)
+        drafted, _, _ = _generate(target, draft, sampling, max_tokens=50, engine=engine)
+        assert drafted == plain
+        assert engine.step_cost.changes_cost() and engine.speculated["draft"][1] > 30
