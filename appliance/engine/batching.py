@@ -54,6 +54,10 @@ class Slot:
         self._sampler = model.new_sampler(job.sampling)  # raises InvalidRequest for a bad grammar
         if job.sampling.draft_max is not None:  # the request's own bound (llama-server's speculative.n_max)
             draft_max = job.sampling.draft_max
+        elif job.sampling.repeatable:
+            # A seed asks for the same output each time. Guesses change the shape of the steps, with it
+            # llama.cpp's logits slightly (docs/API.md), and their lengths follow measured step times.
+            draft_max = 0
         # Guesses where the cache can be cut back past a refused guess: from the draft model where one
         # is loaded (appliance.engine.draft_model), else from the prompt and the reply
         # (appliance.engine.speculation). One source per slot, as llama-server has.

@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+# llama.cpp's LLAMA_DEFAULT_SEED: a seed drawn at random.
+RANDOM_SEED = 0xFFFFFFFF
+
 
 @dataclass(frozen=True)
 class LoadOptions:
@@ -69,6 +72,12 @@ class SamplingParams:
     logit_bias: dict[int, float] = field(default_factory=dict)
     ignore_eos: bool = False  # llama.cpp's extension: never sample an end-of-generation token
     draft_max: int | None = None  # tokens guessed at most per step by prompt lookup; None: the model's
+
+    @property
+    def repeatable(self) -> bool:
+        """Whether the request asks for the same output each time: a seed other than llama.cpp's
+        "random" (LLAMA_DEFAULT_SEED, 0xFFFFFFFF; -1 in llama-server's API)."""
+        return self.seed is not None and self.seed & 0xFFFFFFFF != RANDOM_SEED
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -112,7 +113,8 @@ def test_seeded_sampling_gives_the_same_replies_with_the_draft(models: tuple[Any
     target, draft = models
     seeded = SamplingParams(temperature=0.7, seed=42)
     plain, _, _ = _generate(target, None, seeded, max_tokens=50)
-    drafted, _, engine = _generate(target, draft, seeded, gpu_like=True, max_tokens=50)
+    # A seeded request guesses only when it asks to itself (speculative.n_max).
+    drafted, _, engine = _generate(target, draft, replace(seeded, draft_max=16), gpu_like=True, max_tokens=50)
     assert drafted == plain and engine.speculated["draft"][0] > 0
 
 
@@ -226,7 +228,8 @@ def test_slots_holding_lengths_side_by_side_give_plain_decodings_replies(models:
         plain, _, _ = _generate(target, None, sampling, max_tokens=50)
         engine = BatchingEngine(target, draft_max=16, draft=DraftModel(draft))
         engine.step_cost = Charged(ScaledTimes())
-        _generate(target, draft, sampling, max_tokens=50, prompts=PROMPTS[1:2], engine=engine)
-        drafted, _, _ = _generate(target, draft, sampling, max_tokens=50, engine=engine)
+        guessing = replace(sampling, draft_max=16)  # a seeded request's own bound (else it runs plain)
+        _generate(target, draft, guessing, max_tokens=50, prompts=PROMPTS[1:2], engine=engine)
+        drafted, _, _ = _generate(target, draft, guessing, max_tokens=50, engine=engine)
         assert drafted == plain
         assert engine.step_cost.changes_cost() and engine.speculated["draft"][1] > 30

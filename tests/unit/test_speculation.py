@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -127,8 +128,33 @@ def test_seeded_sampling_and_a_second_slot_give_the_same_replies_with_guesses(mo
     seeded = SamplingParams(temperature=0.7, seed=42)
     prompts = [COPY, "<|im_start|>user\nWrite about the sea.<|im_end|>\n<|im_start|>assistant\n"]
     plain, _, _ = _generate(model, 0, prompts, seeded, max_tokens=60)
-    guessed, _, _ = _generate(model, 16, prompts, seeded, max_tokens=60)
-    assert guessed == plain and all(plain)
+    # A seeded request guesses only when it asks to itself (speculative.n_max).
+    guessed, _, kept = _generate(model, 16, prompts, replace(seeded, draft_max=16), max_tokens=60)
+    assert guessed == plain and all(plain) and kept > 0
+
+
+def test_a_seeded_request_guesses_only_when_it_asks_to() -> None:
+    """A seed asks for the same output each time; guesses change the steps' shapes, so llama.cpp's logits
+    slightly, and their lengths follow measured step times: a seeded request runs plain unless it sets
+    its own bound. llama.cpp's "random" seed (-1) asks for nothing."""
+    with embedded_llama(n_ctx=2048, n_seq_max=1) as loaded:
+        engine = BatchingEngine(loaded, draft_max=16)
+        prompt = loaded.tokenize(COPY, add_special=True, parse_special=True)
+        loop = asyncio.new_event_loop()
+        try:
+            for sampling, guesses in [
+                (SamplingParams(temperature=0.7), True),
+                (SamplingParams(temperature=0.7, seed=42), False),
+                (SamplingParams(temperature=0.0, seed=0), False),
+                (SamplingParams(temperature=0.7, seed=42, draft_max=8), True),
+                (SamplingParams(temperature=0.7, seed=-1), True),
+            ]:
+                engine.start(GenerationJob(JobStream(loop), prompt, sampling, 4))
+                assert (engine.slots[0].drafter is not None) == guesses, sampling
+                while engine.active:
+                    engine.step()
+        finally:
+            loop.close()
 
 
 def test_step_cost_learns_each_size_and_reads_between_them() -> None:
@@ -301,7 +327,8 @@ def test_two_slots_holding_guess_lengths_give_plain_decodings_replies(model: Any
         engine = BatchingEngine(model, draft_max=16)
         engine.step_cost = Charged(H200)
         model.forget()
-        guessed, _, kept = _generate(model, 16, [COPY, other], sampling, max_tokens=100, engine=engine)
+        guessing = replace(sampling, draft_max=16)  # a seeded request's own bound (else it runs plain)
+        guessed, _, kept = _generate(model, 16, [COPY, other], guessing, max_tokens=100, engine=engine)
         assert guessed == plain and kept > 10
         assert engine.step_cost.changes_cost()
 
