@@ -55,8 +55,9 @@ class Slot:
         if job.sampling.draft_max is not None:  # the request's own bound (llama-server's speculative.n_max)
             draft_max = job.sampling.draft_max
         elif job.sampling.repeatable:
-            # A seed asks for the same output each time. Guesses change the shape of the steps, with it
-            # llama.cpp's logits slightly (docs/API.md), and their lengths follow measured step times.
+            # A seed asks for the same output each time. llama.cpp's logits change slightly with the
+            # shape of the step a token is decoded in (docs/API.md): guesses, whose lengths follow
+            # measured step times, and a prefix reused from an earlier request would change them.
             draft_max = 0
         # Guesses where the cache can be cut back past a refused guess: from the draft model where one
         # is loaded (appliance.engine.draft_model), else from the prompt and the reply
@@ -68,7 +69,11 @@ class Slot:
             )
         self.job = job
         self.started_at = time.monotonic()
-        self.reused = model.reuse_prefix(self.seq, job.prompt)
+        if job.sampling.repeatable:  # read whole, in the steps of the first time (see draft_max above)
+            model.forget(self.seq)
+            self.reused = 0
+        else:
+            self.reused = model.reuse_prefix(self.seq, job.prompt)
         self.pending = job.prompt[self.reused :]
         self.next_token: int | None = None
         self.generated = 0
@@ -262,12 +267,15 @@ class BatchingEngine:
 
     def start(self, job: GenerationJob) -> None:
         """Put ``job`` in the idle slot whose cached prefix it shares most (prefix reuse), or, where a
-        prefix kept in host memory shares more, copy that into the least recently used idle slot."""
+        prefix kept in host memory shares more, copy that into the least recently used idle slot. A
+        seeded job (``SamplingParams.repeatable``) reads its whole prompt: the least recently used slot."""
         idle = [s for s in self.slots if s.job is None]
         shared = {s.seq: common_prefix(self.model.cached_tokens(s.seq), job.prompt) for s in idle}
+        if job.sampling.repeatable:  # it reads its whole prompt (Slot.start): the least recently used slot
+            shared = dict.fromkeys(shared, 0)
         slot = self._choose(idle, shared, len(job.prompt))
         if self.prompt_cache is not None:
-            restored = self._with_kept_prefix(job.prompt, idle, shared)
+            restored = None if job.sampling.repeatable else self._with_kept_prefix(job.prompt, idle, shared)
             if restored is not None:
                 slot = restored  # it holds a kept prefix: nothing in it to keep
             else:

@@ -133,24 +133,27 @@ def test_seeded_sampling_and_a_second_slot_give_the_same_replies_with_guesses(mo
     assert guessed == plain and all(plain) and kept > 0
 
 
-def test_a_seeded_request_guesses_only_when_it_asks_to() -> None:
-    """A seed asks for the same output each time; guesses change the steps' shapes, so llama.cpp's logits
-    slightly, and their lengths follow measured step times: a seeded request runs plain unless it sets
-    its own bound. llama.cpp's "random" seed (-1) asks for nothing."""
+def test_a_seeded_request_reads_its_whole_prompt_and_guesses_only_when_it_asks_to() -> None:
+    """A seed asks for the same output each time, and llama.cpp's logits change slightly with the shape of
+    the step a token is decoded in: a seeded request reads its whole prompt (a prefix reused from the
+    request before was decoded otherwise) and runs without guesses (their lengths follow measured step
+    times) unless it sets its own bound. llama.cpp's "random" seed (-1) asks for nothing."""
     with embedded_llama(n_ctx=2048, n_seq_max=1) as loaded:
         engine = BatchingEngine(loaded, draft_max=16)
         prompt = loaded.tokenize(COPY, add_special=True, parse_special=True)
         loop = asyncio.new_event_loop()
         try:
-            for sampling, guesses in [
-                (SamplingParams(temperature=0.7), True),
-                (SamplingParams(temperature=0.7, seed=42), False),
-                (SamplingParams(temperature=0.0, seed=0), False),
-                (SamplingParams(temperature=0.7, seed=42, draft_max=8), True),
-                (SamplingParams(temperature=0.7, seed=-1), True),
+            for sampling, guesses, reused in [
+                (SamplingParams(temperature=0.7), True, False),  # the first: nothing to reuse
+                (SamplingParams(temperature=0.7), True, True),
+                (SamplingParams(temperature=0.7, seed=42), False, False),
+                (SamplingParams(temperature=0.0, seed=0), False, False),
+                (SamplingParams(temperature=0.7, seed=42, draft_max=8), True, False),
+                (SamplingParams(temperature=0.7, seed=-1), True, True),
             ]:
                 engine.start(GenerationJob(JobStream(loop), prompt, sampling, 4))
-                assert (engine.slots[0].drafter is not None) == guesses, sampling
+                slot = engine.slots[0]
+                assert (slot.drafter is not None, slot.reused > 0) == (guesses, reused), sampling
                 while engine.active:
                     engine.step()
         finally:
