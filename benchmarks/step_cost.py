@@ -7,6 +7,7 @@ graph's kernels one by one: the first step of a new size runs without a captured
 captures one, the third replays it. So the single-token steps after a step of n are timed too.
 
     python benchmarks/step_cost.py [MODEL] [--gpu-layers -1] [--threads 8] [--repeats 40] [--json OUT]
+        [--sizes 1,2,4]
 
 Prints, per size, the median milliseconds of steps of that size in a row, of one after single-token
 steps, and of the 1st, 2nd and 3rd single-token step after it. The engine learns these times itself
@@ -51,6 +52,8 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=8)
     p.add_argument("--repeats", type=int, default=40)
     p.add_argument("--json", type=Path, help="write the tables here (benchmarks/steps/*.json's form)")
+    p.add_argument("--sizes", type=lambda v: tuple(int(n) for n in v.split(",")), default=SIZES,
+                   help="step sizes to time, comma-separated (default: %(default)s)")  # fmt: skip
     a = p.parse_args()
     path = a.model or embedded_model_path()
     if path is None:
@@ -62,7 +65,7 @@ def main() -> None:
         prompt = model.tokenize("The quick brown fox jumps over the lazy dog. " * 40, add_special=True,
                                 parse_special=False)  # fmt: skip
         model.decode([(0, prompt[:512], 1)])
-        tokens = prompt[5 : 5 + max(SIZES)]
+        tokens = prompt[5 : 5 + max(a.sizes)]
         for _ in range(a.repeats):  # settle: the single-token step's graph built, captured, replayed
             step_ms(model, tokens, 1)
         name = path.name if isinstance(path, Path) else path
@@ -70,7 +73,7 @@ def main() -> None:
         print("| n | same size | after single steps | then 1st single | 2nd single | 3rd single |")
         print("|---|---|---|---|---|---|")
         held, changed, back, capture = {}, {}, [], []
-        for n in SIZES:
+        for n in a.sizes:
             same = statistics.median(step_ms(model, tokens, n) for _ in range(a.repeats))
             runs = []
             for _ in range(a.repeats):

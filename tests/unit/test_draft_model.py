@@ -225,11 +225,11 @@ def test_slots_holding_lengths_side_by_side_give_plain_decodings_replies(models:
     reading each slot's kept guess apart: greedy and seeded replies are plain decoding's."""
     target, draft = models
     for sampling in (SamplingParams(temperature=0.0), SamplingParams(temperature=0.7, seed=42)):
-        plain, _, _ = _generate(target, None, sampling, max_tokens=50)
+        plain, _, _ = _generate(target, None, sampling, max_tokens=32)
         engine = BatchingEngine(target, draft_max=16, draft=DraftModel(draft))
         engine.step_cost = Charged(ScaledTimes())
         guessing = replace(sampling, draft_max=16)  # a seeded request's own bound (else it runs plain)
-        _generate(target, draft, guessing, max_tokens=50, prompts=PROMPTS[1:2], engine=engine)
-        drafted, _, _ = _generate(target, draft, guessing, max_tokens=50, engine=engine)
+        _generate(target, draft, guessing, max_tokens=32, prompts=PROMPTS[1:2], engine=engine)
+        drafted, _, _ = _generate(target, draft, guessing, max_tokens=32, engine=engine)
         assert drafted == plain
-        assert engine.step_cost.changes_cost() and engine.speculated["draft"][1] > 30
+        assert engine.step_cost.changes_cost() and engine.speculated["draft"][1] > 20
