@@ -83,6 +83,18 @@ class Charged(StepCost):
         super().add(tokens, self.times.line(table, tokens) / 1000, changed)
 
 
+def learned(times: StepTimes) -> StepCost:
+    """A StepCost that has learnt every size of ``times`` both ways (at a held size, after a change), as
+    an engine has after enough steps there."""
+    cost = StepCost()
+    for _ in range(StepCost.TRUSTED):
+        for tokens, ms in times.held.items():
+            cost.add(tokens, ms / 1000)
+        for tokens, ms in times.changed.items():
+            cost.add(tokens, ms / 1000, changed=True)
+    return cost
+
+
 @contextmanager
 def step_sizes(model: Any) -> Iterator[list[int]]:
     """The size (tokens) of each decode ``model`` makes inside the block, in order."""

@@ -17,7 +17,6 @@ steps right after a size change and capturing a CUDA graph charged apart).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import statistics
 import sys
 from collections.abc import Callable
@@ -25,13 +24,12 @@ from pathlib import Path
 
 from appliance.bench.load import PROMPTS
 from appliance.engine.batching import BatchingEngine
-from appliance.engine.jobs import GenerationJob, JobStream
 from appliance.engine.llama import LlamaModel
-from appliance.engine.params import SamplingParams
-from appliance.engine.speculation import NgramDrafter, StepCost
+from appliance.engine.speculation import NgramDrafter
+from appliance.engine.tokens import common_prefix
 
 sys.path.insert(0, str(Path(__file__).parent))
-from engine_steps import StepTimes, chat_prompt, load_model
+from engine_steps import StepTimes, chat_prompt, generate, learned, load_model
 from step_cost import SIZES, step_ms
 
 # A rule: (tokens the lookup found, how many of them are right, the match's length) -> tokens to guess.
@@ -50,21 +48,10 @@ class Measured(StepTimes):
 
 
 def plain_reply(model: LlamaModel, prompt: list[int], tokens: int) -> list[int]:
-    """The prompt and its greedy reply of ``tokens`` tokens, plain decoding."""
-    loop = asyncio.new_event_loop()
-    model.forget()
-    engine = BatchingEngine(model)
-    try:
-        engine.start(
-            GenerationJob(JobStream(loop), prompt, SamplingParams(temperature=0.0, ignore_eos=True), tokens)
-        )
-        held: list[int] = []
-        while engine.active:
-            held = model.cached_tokens(0)
-            engine.step()
-    finally:
-        loop.close()
-    return held  # the last token sampled is never decoded: the reply's last but one is the last held
+    """The prompt and its greedy reply of ``tokens`` tokens, plain decoding (as the cache holds them: the
+    last token sampled is never decoded)."""
+    generate(model, BatchingEngine(model), prompt, tokens)
+    return model.cached_tokens(0)
 
 
 def match_length(seen: list[int], at: int, n: int) -> int:
@@ -84,12 +71,10 @@ def replay(reply: list[int], start: int, rule: Rule) -> list[int]:
     sizes, at = [], start  # reply[at] is the token sampled last, about to be decoded
     while at < len(reply) - 1:
         drafter.sync(reply[:at])
+        follows = drafter.occurrence(reply[at])
         found = drafter.lookup(reply[at])
-        right = 0
-        while right < len(found) and at + 1 + right < len(reply) and found[right] == reply[at + 1 + right]:
-            right += 1
-        follows = drafter._follows.get((*reply[at - drafter.n + 1 : at], reply[at]))
-        length = match_length(reply[:at], follows, drafter.n) if found and follows else 0
+        right = common_prefix(found, reply[at + 1 :])
+        length = match_length(reply[:at], follows, drafter.n) if follows is not None else 0
         k = min(rule(found, right, length), len(found), len(reply) - 1 - at) if found else 0
         sizes.append(1 + k)
         at += 1 + min(k, right)
@@ -99,20 +84,14 @@ def replay(reply: list[int], start: int, rule: Rule) -> list[int]:
 def replay_engine(reply: list[int], start: int, times: StepTimes, draft_max: int = 16) -> list[int]:
     """The step sizes of generating ``reply[start:]`` with the engine's own guesses (one slot, its
     ``NgramDrafter`` deciding from ``times``, learnt beforehand as the engine learns its steps)."""
-    cost = StepCost()
-    for _ in range(StepCost.TRUSTED):
-        for n in SIZES:
-            cost.add(n, times.line(times.held, n) / 1000)
-            cost.add(n, times.line(times.changed, n) / 1000, changed=True)
+    cost = learned(times)
     drafter = NgramDrafter(draft_max)
     sizes: list[int] = []
     at = start
     while at < len(reply) - 1:
         drafter.sync(reply[:at])
         guess = drafter.draft(reply[at], len(reply) - 1 - at, cost.price(1, sizes[-1] if sizes else 1))
-        right = 0
-        while right < len(guess) and guess[right] == reply[at + 1 + right]:
-            right += 1
+        right = common_prefix(guess, reply[at + 1 :])
         if guess:
             drafter.feedback(len(guess), right)
         sizes.append(1 + len(guess))

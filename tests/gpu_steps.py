@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from appliance.engine.speculation import StepCost, StepPrice
-from benchmarks.engine_steps import StepTimes
+from appliance.engine.speculation import StepPrice
+from benchmarks.engine_steps import StepTimes, learned
 
 H200 = StepTimes(Path(__file__).parents[1] / "benchmarks" / "steps" / "h200-smollm2-135m-q4_1.json")
 
@@ -15,12 +15,6 @@ H200 = StepTimes(Path(__file__).parents[1] / "benchmarks" / "steps" / "h200-smol
 def h200_price(base: int, last: int) -> StepPrice:
     """The price of a step of ``base`` tokens after one of ``last``, every size of the H200's tables
     measured both ways."""
-    cost = StepCost()
-    for _ in range(StepCost.TRUSTED):
-        for tokens, ms in H200.held.items():
-            cost.add(tokens, ms / 1000)
-        for tokens, ms in H200.changed.items():
-            cost.add(tokens, ms / 1000, changed=True)
-    price = cost.price(base, last)
+    price = learned(H200).price(base, last)
     assert price is not None
     return price

@@ -371,14 +371,19 @@ class NgramDrafter(Acceptance):
                 still.append(lookup)
         self._open = still
 
+    def occurrence(self, next_token: int) -> int | None:
+        """Where the token after the latest earlier occurrence of the n-gram ending in ``next_token`` is
+        (None: it never occurred)."""
+        tokens = self.tokens
+        if len(tokens) < self.n - 1:
+            return None
+        return self._follows.get((*tokens[len(tokens) - self.n + 1 :], next_token))
+
     def lookup(self, next_token: int) -> list[int]:
         """What followed the latest earlier occurrence of the n-gram ending in ``next_token`` (up to
         ``draft_max`` tokens; none where it never occurred), remembered to be checked against what is
         generated next (``outcomes``)."""
-        tokens = self.tokens
-        at = None
-        if len(tokens) >= self.n - 1:
-            at = self._follows.get((*tokens[len(tokens) - self.n + 1 :], next_token))
+        tokens, at = self.tokens, self.occurrence(next_token)
         if at is None:
             self.outcomes.append(0)
             return []
