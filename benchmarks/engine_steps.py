@@ -58,16 +58,20 @@ class StepTimes:
             return table[below]
         return table[below] + (table[above] - table[below]) * (tokens - below) / (above - below)
 
+    def ms(self, tokens: int, run: int) -> float:
+        """What a step of ``tokens`` takes there as the ``run``-th of that size in a row: right after a
+        size change (1), capturing the CUDA graph (2), or replaying it."""
+        if run <= 1:
+            return self.line(self.changed, tokens)
+        return self.capture_ms if run == 2 else self.line(self.held, tokens)
+
     def each_ms(self, sizes: list[int]) -> list[float]:
-        """What steps of these sizes, one after the other, take there: right after a size change,
-        capturing the CUDA graph (the second step of a size), or replaying it."""
-        out, before, before_that = [], 0, 0
+        """What steps of these sizes, one after the other, take there."""
+        out, before, run = [], 0, 0
         for size in sizes:
-            if size != before:
-                out.append(self.line(self.changed, size))
-            else:
-                out.append(self.capture_ms if before != before_that else self.line(self.held, size))
-            before, before_that = size, before
+            run = run + 1 if size == before else 1
+            out.append(self.ms(size, run))
+            before = size
         return out
 
 
@@ -78,20 +82,18 @@ class Charged(StepCost):
         super().__init__()
         self.times = times
 
-    def add(self, tokens: int, seconds: float, changed: bool = False) -> None:
-        table = self.times.changed if changed else self.times.held
-        super().add(tokens, self.times.line(table, tokens) / 1000, changed)
+    def add(self, tokens: int, seconds: float, run: int = StepCost.HELD) -> None:
+        super().add(tokens, self.times.ms(tokens, run) / 1000, run)
 
 
 def learned(times: StepTimes) -> StepCost:
-    """A StepCost that has learnt every size of ``times`` both ways (at a held size, after a change), as
-    an engine has after enough steps there."""
+    """A StepCost that has learnt every size of ``times`` at each place in a run (right after a change,
+    capturing, held), as an engine has after enough steps there."""
     cost = StepCost()
     for _ in range(StepCost.TRUSTED):
-        for tokens, ms in times.held.items():
-            cost.add(tokens, ms / 1000)
-        for tokens, ms in times.changed.items():
-            cost.add(tokens, ms / 1000, changed=True)
+        for run in (1, 2, StepCost.HELD):
+            for tokens in times.held.keys() | times.changed.keys():
+                cost.add(tokens, times.ms(tokens, run) / 1000, run)
     return cost
 
 

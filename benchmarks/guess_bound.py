@@ -43,8 +43,8 @@ class Measured(StepTimes):
         self.held = self.changed = held
         self.capture_ms = 0.0
 
-    def each_ms(self, sizes: list[int]) -> list[float]:
-        return [self.line(self.held, size) for size in sizes]
+    def ms(self, tokens: int, run: int) -> float:
+        return self.line(self.held, tokens)
 
 
 def plain_reply(model: LlamaModel, prompt: list[int], tokens: int) -> list[int]:

@@ -252,6 +252,7 @@ class BatchingEngine:
         self.draft_max = draft_max  # tokens guessed at most per step and slot (0: no speculation)
         self.step_cost = StepCost()  # what generation steps take here, to guess only where it pays
         self._last_size = 0  # tokens in the last decode (a size change costs time of its own)
+        self._run = 0  # decodes of that size in a row (on a GPU the first two are slow: StepCost)
         self.slots = [Slot(seq) for seq in range(model.n_seq)]
         # llama.cpp takes at most n_ctx tokens a decode in a causal model's context.
         self.n_batch = min(model.options.n_batch, model.n_ctx)
@@ -389,9 +390,10 @@ class BatchingEngine:
                 Faults.check("step", slot.fault, slot.generated)
         self._decode_and_sample(entries, owners)
         size = sum(len(tokens) for _, tokens, _ in entries)
-        changed, self._last_size = size != self._last_size, size
+        self._run = self._run + 1 if size == self._last_size else 1
+        self._last_size = size
         if guessing and len(entries) == len(generating):  # generation only: a step to learn from
-            self.step_cost.add(size, time.perf_counter() - started, changed)
+            self.step_cost.add(size, time.perf_counter() - started, self._run)
 
     def _guesses(self, generating: list[Slot], budget: int, price: StepPrice | None) -> dict[int, list[int]]:
         """Each generating slot's guesses, by sequence, within ``budget`` tokens in all: prompt lookup's

@@ -50,6 +50,9 @@ PROBE_EVERY = 32
 # A guess is made only where it is expected to bring this much more than plain decoding: where it brings
 # about the same, it only makes tokens come in bursts (a slower step, then several at once).
 MARGIN = 1.1
+# Where lengths are held, the gain a change must bring: its own cost, spread over the steps it is
+# expected to hold (HORIZON), already stands against it.
+HOLD_MARGIN = 1.02
 # Where a step right after a size change costs more than this share of a step again (CUDA graphs), slots
 # hold their guess length from step to step (held_length).
 SWITCH_SHARE = 0.5
@@ -64,15 +67,16 @@ RECENCY = 0.8
 
 class SizeTimes:
     """The seconds generation steps of each size (tokens decoded) took, as the engine timed them: for
-    each size, the median of its last few steps once there are ``TRUSTED`` of them (a size's first
-    decode may be far slower: buffers grown, kernels loaded; and a one-off pause must not stop guesses
-    of that size for good); between and beyond the sizes known, straight lines through the nearest
-    two."""
+    each size, the median (or another ``pick``) of its last few steps once there are ``TRUSTED`` of them
+    (a size's first decode may be far slower: buffers grown, kernels loaded; and a one-off pause must not
+    stop guesses of that size for good); between and beyond the sizes known, straight lines through the
+    nearest two."""
 
     RECENT = 5  # steps of a size remembered
     TRUSTED = 3  # steps of a size before its time is used
 
-    def __init__(self) -> None:
+    def __init__(self, pick: Callable[[Sequence[float]], float] = statistics.median) -> None:
+        self._pick = pick  # of a size's last few steps, the time that stands for it
         self._steps: dict[int, deque[float]] = {}
         self._seconds: dict[int, float] = {}  # the sizes trusted, and their median time
         self._sizes: list[int] = []  # the same sizes, in order
@@ -83,7 +87,7 @@ class SizeTimes:
         if len(steps) >= self.TRUSTED:
             if tokens not in self._seconds:
                 bisect.insort(self._sizes, tokens)
-            self._seconds[tokens] = statistics.median(steps)
+            self._seconds[tokens] = self._pick(steps)
 
     def table(self) -> dict[int, float]:
         """Each size trusted so far and its seconds, smallest first."""
@@ -122,21 +126,32 @@ class SizeTimes:
 
 class StepCost:
     """What a generation step takes by its size, learned from the engine's own steps (only steps that read
-    no prompt), in two tables (``SizeTimes``): steps of the size of the step before, and steps right after
-    a size change."""
+    no prompt), in three tables (``SizeTimes``) by the step's place in its run of steps of one size: right
+    after a size change (``run`` 1), the step after that (2: llama.cpp's CUDA backend runs a new shape's
+    kernels one by one and captures its CUDA graph only at the second step of that shape, which is slow
+    too), and the steps after those (a size held: the graph replayed)."""
 
     RECENT = SizeTimes.RECENT
     TRUSTED = SizeTimes.TRUSTED
+    HELD = 3  # a step's place in its run from which its size counts as held
 
     def __init__(self) -> None:
         self._held = SizeTimes()
         self._changed = SizeTimes()
-        self._all = SizeTimes()  # both: where neither knows a size yet (guesses of every length at first)
+        self._second = SizeTimes()
+        # All three, each size's fastest step: where none knows a size yet (guesses of every length at
+        # first). Hopeful, so that a length is tried long enough for its held steps to be measured.
+        self._all = SizeTimes(pick=min)
+        self._adds = 0
+        self._costly = (-1, False)  # changes_cost() and the adds it was read at: read again every 8
 
-    def add(self, tokens: int, seconds: float, changed: bool = False) -> None:
-        """A step of ``tokens`` took ``seconds``; ``changed``: the step before had another size."""
-        (self._changed if changed else self._held).add(tokens, seconds)
+    def add(self, tokens: int, seconds: float, run: int = HELD) -> None:
+        """A step of ``tokens`` took ``seconds``; ``run``: the steps of that size in a row, this one
+        included (1: the step before had another size)."""
+        table = self._changed if run <= 1 else self._second if run == 2 else self._held
+        table.add(tokens, seconds)
         self._all.add(tokens, seconds)
+        self._adds += 1
 
     def table(self) -> dict[int, float]:
         """Each size trusted so far at a held size, and its seconds, smallest first."""
@@ -147,9 +162,9 @@ class StepCost:
         return self._changed.table()
 
     def seconds(self, tokens: int) -> float | None:
-        """What a step of ``tokens`` takes after one of the same size: as measured, or read between the
-        sizes measured on either side; else, where the steps after a size change know it and a size
-        measured both ways, scaled from that one (a size not yet held twice in a row: on a GPU a guess
+        """What a step of ``tokens`` takes at a held size: as measured, or read between the sizes measured
+        on either side; else, where the second steps of a run or the steps right after a change know it
+        and a size measured both ways, scaled from that one (a size seldom held long: on a GPU a guess
         length is first seen right after a change); else from all steps alike; None while unknown."""
         held = self._held
         known = held.exact(tokens)
@@ -157,21 +172,40 @@ class StepCost:
             return known
         if held.brackets(tokens):
             return held.seconds(tokens)
-        scaled = self._scaled(tokens)
-        return scaled if scaled is not None else self._all.seconds(tokens)
+        for table in (self._second, self._changed):
+            scaled = self._scaled(table, tokens)
+            if scaled is not None:
+                return scaled
+        return self._all.seconds(tokens)
 
-    def _scaled(self, tokens: int) -> float | None:
-        changed = self._changed.seconds(tokens)
+    def _scaled(self, table: SizeTimes, tokens: int) -> float | None:
+        other = table.seconds(tokens)
         held = self._held.table()
-        if changed is None or not held:
+        if other is None or not held:
             return None
         near = min(held, key=lambda n: abs(n - tokens))
-        after = self._changed.seconds(near)
-        return held[near] * changed / after if after else None
+        after = table.seconds(near)
+        return held[near] * other / after if after else None
 
     def after_change(self, tokens: int) -> float | None:
-        """What a step of ``tokens`` takes right after a step of another size; None while unknown."""
-        return self._changed.seconds(tokens)
+        """What a step of ``tokens`` takes right after a step of another size, with what the step after it
+        takes more than at a held size (the CUDA graph's capture; where the second steps know no size
+        near, the extra of the one they know); None while unknown."""
+        first = self._changed.seconds(tokens)
+        held = self.seconds(tokens)
+        if first is None or held is None:
+            return None
+        return first + self._capture(tokens, held)
+
+    def _capture(self, tokens: int, held: float) -> float:
+        second = self._second.seconds(tokens)
+        if second is not None:
+            return max(second - held, 0.0)
+        both = self._second.table().keys() & self._held.table().keys()
+        if not both:
+            return 0.0
+        near = min(both, key=lambda n: abs(n - tokens))
+        return max(self._second.table()[near] - self._held.table()[near], 0.0)
 
     def price(self, base: int, last: int = 0) -> StepPrice | None:
         """What guesses cost in a step that holds ``base`` tokens without them, after a step of ``last``
@@ -181,14 +215,20 @@ class StepCost:
         # Each size read once a step, whatever the slots and lengths weighed (tables change between steps).
         seconds = functools.cache(lambda n: self.seconds(n) or 0.0)
         after = functools.cache(self.after_change)
-        return StepPrice(base, seconds, last, self._held.largest, after, self.changes_cost())
+        if self._adds - self._costly[0] >= 8:  # a step's few microseconds count beside a GPU's 1 ms
+            self._costly = (self._adds, self.changes_cost())
+        return StepPrice(base, seconds, last, self._held.largest, after, self._costly[1])
 
     def changes_cost(self) -> bool:
-        """Whether a step right after a size change takes more than ``SWITCH_SHARE`` of a step longer than
-        one at a held size, by the median over the sizes measured both ways (CUDA graphs; on a CPU the
-        graph built again costs a few percent, and one size caught by a pause does not decide)."""
-        held, changed = self._held.table(), self._changed.table()
-        shares = [changed[n] / held[n] - 1 for n in held.keys() & changed.keys()]
+        """Whether a size change (its first step and the second's extra) takes more than ``SWITCH_SHARE``
+        of a step longer than one at a held size, by the median over the sizes measured after changes (CUDA
+        graphs; on a CPU the graph built again costs a few percent, and one size caught by a pause does
+        not decide)."""
+        shares = []
+        for n in self._changed.table():
+            held, after = self.seconds(n), self.after_change(n)
+            if held and after:
+                shares.append(after / held - 1)
         return bool(shares) and statistics.median(shares) > SWITCH_SHARE
 
 
@@ -260,7 +300,7 @@ def length_to_hold(reach: Sequence[float], price: StepPrice, current: int, per_g
     chance that a guess's first k tokens are all kept (``reach[0]`` is 1): a guess of k brings
     1 + reach[1] + ... + reach[k] tokens a step, which is ``price.seconds`` of its size long, plus k *
     ``per_guess`` for making them (a draft model's decodes). The ``current`` length unless another brings
-    ``MARGIN`` times more tokens per second, a size change's extra time (``price.switch``) spread over the
+    more tokens per second (``HOLD_MARGIN``), a size change's extra time (``price.switch``) spread over the
     ``HORIZON`` steps the new length is expected to hold. A size larger than any measured held is taken
     to cost what the largest did (the caller bounds how far past it a length reaches): its step is then
     measured."""
@@ -273,7 +313,7 @@ def length_to_hold(reach: Sequence[float], price: StepPrice, current: int, per_g
         seconds += price.switch(n) / HORIZON if n != price.last else 0.0
         rates.append((price.base - 1 + expected) / seconds)
     best = max(range(len(rates)), key=rates.__getitem__)
-    return best if rates[best] > rates[current] * MARGIN else current
+    return best if rates[best] > rates[current] * HOLD_MARGIN else current
 
 
 def hold_most(price: StepPrice, room: int, draft_max: int, held: int) -> int:
