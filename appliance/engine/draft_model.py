@@ -19,7 +19,7 @@ from what the slots before it learnt.
 
 Where a change of the step's size costs several steps (llama.cpp's CUDA backend: a graph of a new shape
 runs uncaptured; ``StepPrice.holds_size``), a slot holds one guess length from step to step, as prompt
-lookup does (``length_to_hold``, a guess's first k tokens kept with chance p^k), and the draft guesses
+lookup does (``HeldLength``, a guess's first k tokens kept with chance p^k), and the draft guesses
 it whole, past ``p_min``: the model's steps keep one size. The draft's own steps keep one too: a slot's
 next token is its only token besides the guesses, and the last of a guess kept whole, which the draft
 has not read, is read in a decode of its own of the same size.
@@ -32,7 +32,7 @@ import time
 from typing import Any
 
 from appliance.engine.params import DraftSpec
-from appliance.engine.speculation import Acceptance, StepPrice, hold_most, length_to_hold
+from appliance.engine.speculation import Acceptance, HeldLength, StepPrice, hold_most
 from appliance.engine.tokens import common_prefix
 from appliance.errors import DraftModelError, ModelLoadFailed
 
@@ -63,7 +63,7 @@ class ModelDrafter(Acceptance):
         self.held: list[int] = []  # the slot's cached tokens in the target, as of the last sync
         self.stopped = False  # guesses stopped paying: none for the rest of the request
         # Where size changes are costly: the length held, guessed whole (not stopped at p_min).
-        self.length_held = 0
+        self.hold = HeldLength()
         self.holding = False
 
     def sync(self, held: list[int]) -> None:
@@ -73,19 +73,17 @@ class ModelDrafter(Acceptance):
     def length(self, room: int, price: StepPrice | None) -> int:
         """How many tokens to guess next, at most ``room``: as many as pay at the target's step ``price``
         with each guessed token costing its share of the draft's decodes. Where a size change costs much
-        (``StepPrice.holds_size``: CUDA graphs), one length held from step to step (``length_to_hold``,
+        (``StepPrice.holds_size``: CUDA graphs), one length held from step to step (``HeldLength``,
         a guess's first k tokens kept with chance p^k), which the draft then guesses whole."""
         limit = min(self.draft_max, room)
         if self.stopped or limit <= 0:
             return 0
         self.holding = price is not None and price.holds_size
         if price is not None and self.holding:
-            most = hold_most(price, limit, self.draft_max, self.length_held)
+            most = hold_most(price, limit, self.draft_max, self.hold.length)
             if most == 0:
                 return 0
-            reach = [self.p**k for k in range(most + 1)]
-            current = min(self.length_held, most)
-            length = self.length_held = length_to_hold(reach, price, current, self.source.guess_s)
+            length = self.hold.choose([self.p**k for k in range(most + 1)], price, self.source.guess_s)
         else:
             length = self.worth(limit, price, self.source.guess_s)
         # Stopped for good only on evidence: the early figures are a few noisy decodes.

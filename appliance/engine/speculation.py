@@ -18,15 +18,15 @@ is also capped by how the last guesses fared: doubled while they are kept whole,
 was kept when one is refused.
 
 A change of the step's size has its own cost. llama.cpp builds its graph anew, and its CUDA backend runs
-a new graph's kernels one by one and captures a CUDA graph only when the next step has the same size
-again: on the H200 the default model's step takes 1.1-1.6 ms at a size held, 4.5-6 ms right after a
-change, 3.6 ms the step after (the capture). A guess now and then between plain steps costs there about
-ten plain steps. So the engine learns what steps take right after a size change too, and where that is
-far more than a step at a held size (``StepPrice.holds_size``), a slot chooses a guess length to hold
-(``held_length``): the same number of tokens step after step, padded where the lookup has fewer, from
-how many tokens its lookup would have had right at each recent step (checked against what was generated,
-guessed or not, so no probe steps are needed to know it), a change's cost spread over the steps it is
-expected to hold.
+a new graph's kernels one by one and captures a CUDA graph only at the second step of the same size: on
+the H200 the default model's step takes 1.1-1.6 ms at a size held, 4.5-6 ms right after a change, 3.6 ms
+the step after (the capture). A guess now and then between plain steps costs there about eight plain
+steps. So the engine learns what steps take by their place in a run of one size (``StepCost``), and
+where a change costs far more than a step at a held size (``StepPrice.holds_size``), a slot holds a
+guess length (``HeldLength``): the same number of tokens step after step, padded where the lookup has
+fewer, chosen from how many tokens its lookup would have had right at each recent step (checked against
+what was generated, guessed or not, so no probe steps are needed to know it), and changed only once
+holding it has lost as much time as the change costs.
 """
 
 from __future__ import annotations
@@ -50,13 +50,15 @@ PROBE_EVERY = 32
 # A guess is made only where it is expected to bring this much more than plain decoding: where it brings
 # about the same, it only makes tokens come in bursts (a slower step, then several at once).
 MARGIN = 1.1
-# Where lengths are held, the gain a change must bring: its own cost, spread over the steps it is
-# expected to hold (HORIZON), already stands against it.
+# Where lengths are held, the gain from which a better length counts as better: the loss of not changing
+# to it must still add up to the change's cost (HeldLength).
 HOLD_MARGIN = 1.02
 # Where a step right after a size change costs more than this share of a step again (CUDA graphs), slots
-# hold their guess length from step to step (held_length).
+# hold their guess length from step to step (HeldLength).
 SWITCH_SHARE = 0.5
-# The steps a held guess length is expected to last: a change's extra time is spread over them.
+# The steps a length is expected to be held once changed to: a change whose cost, spread over them, still
+# leaves a gain is made at once (a reply that starts to copy its prompt); others wait for the loss to
+# add up (HeldLength).
 HORIZON = 16
 # The recent lookups whose outcome (tokens right) a slot weighs when choosing the length to hold.
 OUTCOMES = 16
@@ -244,7 +246,7 @@ class StepPrice:
     # What a step of n tokens takes right after one of another size; None where unknown.
     after_change: Callable[[int], float | None] = lambda _n: None
     # Whether a size change costs here much more than the step itself (StepCost.changes_cost): then
-    # guess lengths are held from step to step (held_length).
+    # guess lengths are held from step to step (HeldLength).
     holds_size: bool = False
 
     def plus(self, tokens: int) -> StepPrice:
@@ -276,14 +278,12 @@ def best_length(p: float, price: StepPrice, most: int, per_guess: float = 0.0) -
     return best
 
 
-def held_length(outcomes: Sequence[int], price: StepPrice, most: int, current: int) -> int:
-    """Where a size change costs much (``price.holds_size``): the guess length (0 to ``most``) a slot holds
-    from step to step, given how many guessed tokens would have been right at each of its recent steps
-    (``outcomes``, oldest first, each weighing ``RECENCY`` times the next; a guess of k then brings
-    1 + min(right, k) tokens a step), as ``length_to_hold`` chooses it."""
-    current = min(current, most)
-    if not outcomes or not (current or any(outcomes)):
-        return current  # nothing known, or no lookup right of late while plain (free text: every step)
+def reach_of(outcomes: Sequence[int], most: int) -> list[float] | None:
+    """From how many guessed tokens would have been right at each of a slot's recent steps (``outcomes``,
+    oldest first, each weighing ``RECENCY`` times the next), the chance that a guess's first k tokens
+    are all right, for k from 0 to ``most``; None where nothing is known yet."""
+    if not outcomes:
+        return None
     at_least = [0.0] * (most + 2)  # at_least[k]: the weight of outcomes with k or more tokens right
     weight = 1.0
     for right in reversed(outcomes):
@@ -292,28 +292,57 @@ def held_length(outcomes: Sequence[int], price: StepPrice, most: int, current: i
     total = sum(at_least)
     for k in range(most, -1, -1):
         at_least[k] += at_least[k + 1]
-    return length_to_hold([w / total for w in at_least[: most + 1]], price, current)
+    return [w / total for w in at_least[: most + 1]]
 
 
-def length_to_hold(reach: Sequence[float], price: StepPrice, current: int, per_guess: float = 0.0) -> int:
-    """The guess length (0 to ``len(reach) - 1``) to hold from step to step, where ``reach[k]`` is the
-    chance that a guess's first k tokens are all kept (``reach[0]`` is 1): a guess of k brings
-    1 + reach[1] + ... + reach[k] tokens a step, which is ``price.seconds`` of its size long, plus k *
-    ``per_guess`` for making them (a draft model's decodes). The ``current`` length unless another brings
-    more tokens per second (``HOLD_MARGIN``), a size change's extra time (``price.switch``) spread over the
-    ``HORIZON`` steps the new length is expected to hold. A size larger than any measured held is taken
-    to cost what the largest did (the caller bounds how far past it a length reaches): its step is then
-    measured."""
-    rates, expected = [], 1.0
+def held_steps(reach: Sequence[float], price: StepPrice, per_guess: float = 0.0) -> list[tuple[float, float]]:
+    """For each guess length k (0 to ``len(reach) - 1``), where ``reach[k]`` is the chance that a guess's
+    first k tokens are all kept (``reach[0]`` is 1), the tokens a step at that length held brings (this
+    slot's 1 + reach[1] + ... + reach[k], and one for each other token of the ``base``) and its seconds
+    (``price.seconds`` of its size, plus k * ``per_guess`` for making the guesses: a draft model's
+    decodes). A size larger than any measured held is taken to cost what the largest did (the caller
+    bounds how far past it a length reaches): its step is then measured."""
+    steps, expected = [], 1.0
     for k, chance in enumerate(reach):
         if k:
             expected += chance
         n = price.base + k
         seconds = price.seconds(min(n, price.held_up_to) if price.held_up_to else n) + k * per_guess
-        seconds += price.switch(n) / HORIZON if n != price.last else 0.0
-        rates.append((price.base - 1 + expected) / seconds)
-    best = max(range(len(rates)), key=rates.__getitem__)
-    return best if rates[best] > rates[current] * HOLD_MARGIN else current
+        steps.append((price.base - 1 + expected, seconds))
+    return steps
+
+
+class HeldLength:
+    """The guess length a slot holds from step to step where a size change costs much
+    (``StepPrice.holds_size``), changed as in ski rental: while another length would bring more tokens
+    a second (by ``HOLD_MARGIN``), the time the held one loses against it adds up step by step, and the
+    change is made once that loss reaches what the change costs (``StepPrice.switch``: its first step
+    and the CUDA graph's capture). A change made for a gain that lasts a step or two is paid for twice
+    (there and back), and a length held through a loss that lasts pays at every step; this way neither
+    costs more than about twice what the lengths best in hindsight would have."""
+
+    def __init__(self) -> None:
+        self.length = 0
+        self.lost = 0.0  # seconds lost to a better length since the one held stopped being the best
+
+    def choose(self, reach: Sequence[float], price: StepPrice, per_guess: float = 0.0) -> int:
+        """The length to guess now, 0 to ``len(reach) - 1`` (which bounds the one held too): the one held
+        unless the loss against a better one has reached a change's cost (``held_steps`` prices each)."""
+        steps = held_steps(reach, price, per_guess)
+        rate = [tokens / seconds for tokens, seconds in steps]
+        current = min(self.length, len(steps) - 1)
+        best = max(range(len(steps)), key=rate.__getitem__)
+        if rate[best] <= rate[current] * HOLD_MARGIN:
+            self.lost = 0.0
+        else:
+            tokens, seconds = steps[current]
+            self.lost += seconds - tokens / rate[best]
+            switch = price.switch(price.base + best)
+            gained, taken = steps[best]
+            if self.lost >= switch or gained / (taken + switch / HORIZON) > rate[current] * HOLD_MARGIN:
+                current, self.lost = best, 0.0
+        self.length = current
+        return current
 
 
 def hold_most(price: StepPrice, room: int, draft_max: int, held: int) -> int:
@@ -386,7 +415,7 @@ class NgramDrafter(Acceptance):
         self._follows: dict[tuple[int, ...], int] = {}
         # Where size changes are costly (StepPrice.holds_size): the guess length held, and how many tokens
         # each recent lookup had right.
-        self.held = 0
+        self.hold = HeldLength()
         self.outcomes: deque[int] = deque(maxlen=OUTCOMES)
         self._open: list[list[Any]] = []  # lookups being checked: [position, tokens, right so far]
 
@@ -434,15 +463,17 @@ class NgramDrafter(Acceptance):
     def draft(self, next_token: int, room: int, price: StepPrice | None = None) -> list[int]:
         """The guessed tokens after ``next_token`` (sampled, not yet in the cache), at most ``room``, as
         many as pay at the step's ``price`` (StepCost.price); without it as many as the cap allows.
-        Where size changes are costly, the length held (``held_length``), padded with the lookup's last
+        Where size changes are costly, the length held (``HeldLength``), padded with the lookup's last
         token (or ``next_token``) where it found fewer, within ``hold_most``."""
         found = self.lookup(next_token)
         if price is not None and price.holds_size:
-            most = hold_most(price, room, self.draft_max, self.held)
+            most = hold_most(price, room, self.draft_max, self.hold.length)
             if most == 0:
                 return []
             seen = [*self.outcomes, *(right for _, _, right in self._open)]  # open: right so far
-            k = self.held = held_length(seen, price, most, self.held)
+            reach = reach_of(seen, most) if self.hold.length or any(seen) else None
+            # Nothing known yet, or no lookup right of late while plain (free text: every step).
+            k = self.hold.choose(reach, price) if reach is not None else min(self.hold.length, most)
             return found[:k] + [found[-1] if found else next_token] * (k - len(found[:k]))
         limit = min(self.limit, room)
         if limit <= 0 or not found:

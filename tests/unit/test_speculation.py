@@ -16,7 +16,14 @@ from appliance.backend import Finished, TextDelta
 from appliance.engine.batching import BatchingEngine
 from appliance.engine.jobs import GenerationJob, JobStream
 from appliance.engine.params import SamplingParams
-from appliance.engine.speculation import NgramDrafter, StepCost, StepPrice, best_length, held_length
+from appliance.engine.speculation import (
+    HeldLength,
+    NgramDrafter,
+    StepCost,
+    StepPrice,
+    best_length,
+    reach_of,
+)
 from benchmarks.engine_steps import Charged, StepTimes, step_sizes
 from tests.embedded_llama import embedded_llama
 from tests.engine_streams import replies
@@ -249,27 +256,45 @@ def test_each_lookup_is_checked_against_what_was_generated_guessed_or_not() -> N
     assert list(drafter.outcomes) == [0, 2]  # 4 and 5 right, then 8 where 6 was looked up
 
 
+def _held(outcomes: list[int], length: int, steps: int = 48) -> list[int]:
+    """The lengths a slot holding ``length`` chooses step after step while its lookups keep having
+    ``outcomes`` right, with the H200's costs."""
+    hold = HeldLength()
+    hold.length = length
+    out = []
+    for _ in range(steps):
+        price = h200_price(1, last=1 + hold.length)
+        reach = reach_of(outcomes, 16)
+        assert reach is not None
+        out.append(hold.choose(reach, price))
+    return out
+
+
 def test_where_a_size_change_costs_several_steps_the_guess_length_is_held() -> None:
-    plain, guessing = h200_price(1, last=1), h200_price(1, last=8)
-    assert plain.holds_size and guessing.holds_size
-    # Every recent lookup had all 16 right: 17 tokens in a 3.6 ms step beat 8 in a 1.65 ms one, though
-    # not by enough to leave a length held for it.
-    assert held_length([16] * 16, plain, 16, current=0) == 16
-    assert held_length([16] * 16, guessing, 16, current=7) == 7
+    assert h200_price(1, last=1).holds_size
+    # A change that pays even spread over the steps it is expected to hold is made at once: the reply
+    # copies its prompt (every lookup had 16 right), or has stopped (none right).
+    assert _held([16] * 16, 0)[0] in (7, 16)  # 8 tokens in 1.65 ms or 17 in 3.6
+    assert set(_held([0] * 16, 7)) == {0}  # 8 tokens a step for 1: back to plain
     copying = [7] * 12 + [16] * 4  # mostly 7 right: the longest length within the cheap sizes
-    assert held_length(copying, plain, 16, current=0) == 7
-    assert held_length(copying, guessing, 16, current=7) == 7
-    assert held_length([0] * 12 + [7] * 4, plain, 16, current=0) == 7  # the newest steps count most
-    none = [0] * 16
-    assert held_length(none, plain, 16, current=0) == 0
-    assert held_length(none, guessing, 16, current=7) == 0  # 8 tokens a step for 1: back to plain
-    assert held_length([3, 2] + [0] * 14, guessing, 16, current=7) == 0  # old matches fade
-    # Between the two the current length stands: a change is not made for a small gain.
-    little = [0] * 14 + [1, 1]
-    assert held_length(little, plain, 16, current=0) == 0
-    assert held_length(little, guessing, 16, current=7) == 7
-    assert held_length([], plain, 16, current=3) == 3  # nothing known yet
-    # On a CPU a change costs little beside the step: each step decides for itself (best_length).
+    assert set(_held(copying, 7)) == {7}
+    assert _held(copying, 0)[0] == 7
+    assert _held([0] * 12 + [7] * 4, 0)[0] == 7  # the newest steps count most
+    assert set(_held([0] * 16, 0)) == {0}
+    # A small gain (a token right at the newest two steps only) is not worth a change until it lasts.
+    assert _held([0] * 14 + [1, 1], 0)[:32] == [0] * 32
+    # A small loss that lasts: one token guessed where none is right makes each step 0.18 ms longer for
+    # nothing, and a change back costs 6 ms. Held until the loss adds up to that (before, the length was
+    # held for good: 70 steps of free text in a simulated edit reply).
+    lengths = _held([0] * 16, 1)
+    assert lengths[:20] == [1] * 20 and lengths[-1] == 0, lengths
+    # Old matches fade, and a length no longer right is left once its loss pays for the change.
+    assert _held([3, 2] + [0] * 14, 7)[-1] == 0
+    assert _held([0] * 14 + [1, 1], 7)[-1] < 7
+
+
+def test_on_a_cpu_a_size_change_is_cheap_and_each_step_decides_alone() -> None:
+    """On a CPU a change costs little beside the step: each step decides for itself (best_length)."""
     cpu = StepCost()
     for _ in range(StepCost.TRUSTED):
         for tokens in (1, 2, 5):
