@@ -2,7 +2,7 @@
 # The GPU rows of docs/BENCHMARKS.md in one go, on a machine where the appliance and a CUDA build of
 # llama-cpp-python are installed (packaging/cuda_smoke.sh, or docs/INSTALL.md) and llama-server was built
 # from the same llama.cpp: the step by size for both models, then single stream, chat at 4 and 8 streams,
-# and speculation (edit, free text) against llama-server, each report kept with the appliance's own
+# speculation (edit, free text) against llama-server, and a draft pair, each report kept with the appliance's own
 # account of the run (`engine`: what it guessed and kept, the step times it learned). Before those, the
 # best guessing could do on each reply with these step times (guess_bound.py) and the engine in process
 # (engine_steps.py).
@@ -44,7 +44,20 @@ done
     --prompt edit --out "$OUT/edit.json" | rows
 "${B[@]}" "$MID" --servers llama-server-ngram,appliance-plain,appliance --tokens 256 --requests 5 --prompt edit \
     --out "$OUT/edit-mid.json" | rows
-"${B[@]}" "$M" --servers appliance-plain,appliance --tokens 256 --requests 8 --out "$OUT/free.json" | rows
+"${B[@]}" "$M" --servers appliance-plain,appliance,llama-server --tokens 256 --requests 8 --out "$OUT/free.json" | rows
+# A draft pair: the default model's weights at F16 checked by the model, guessed by its Q4_1 (no larger
+# model of its family is at hand; on a GPU both steps cost about the same, so this shows what the engine
+# does where a draft cannot pay).
+mkdir -p "$OUT/models"
+[ -f "$OUT/models/default-f16.gguf" ] || python3 - "$M" "$OUT/models/default-f16.gguf" <<'EOF2'
+import ctypes, sys
+import llama_cpp
+params = llama_cpp.llama_model_quantize_default_params()
+params.ftype, params.allow_requantize = llama_cpp.LLAMA_FTYPE_MOSTLY_F16, True
+sys.exit(llama_cpp.llama_model_quantize(sys.argv[1].encode(), sys.argv[2].encode(), ctypes.byref(params)))
+EOF2
+"${B[@]}" "$OUT/models/default-f16.gguf" --draft "$M" --servers appliance-plain,appliance-draft,llama-server,llama-server-draft \
+    --tokens 256 --requests 5 --out "$OUT/draft.json" | rows
 python3 - "$OUT" <<'EOF'
 import json, pathlib, sys
 for report in sorted(pathlib.Path(sys.argv[1]).glob("*.json")):
