@@ -80,7 +80,7 @@ class SizeTimes:
     def __init__(self, pick: Callable[[Sequence[float]], float] = statistics.median) -> None:
         self._pick = pick  # of a size's last few steps, the time that stands for it
         self._steps: dict[int, deque[float]] = {}
-        self._seconds: dict[int, float] = {}  # the sizes trusted, and their median time
+        self._seconds: dict[int, float] = {}  # the sizes trusted, and their time (``pick`` of the last few)
         self._sizes: list[int] = []  # the same sizes, in order
 
     def add(self, tokens: int, seconds: float) -> None:
@@ -203,11 +203,12 @@ class StepCost:
         second = self._second.seconds(tokens)
         if second is not None:
             return max(second - held, 0.0)
-        both = self._second.table().keys() & self._held.table().keys()
+        seconds, held_times = self._second.table(), self._held.table()
+        both = seconds.keys() & held_times.keys()
         if not both:
             return 0.0
         near = min(both, key=lambda n: abs(n - tokens))
-        return max(self._second.table()[near] - self._held.table()[near], 0.0)
+        return max(seconds[near] - held_times[near], 0.0)
 
     def price(self, base: int, last: int = 0) -> StepPrice | None:
         """What guesses cost in a step that holds ``base`` tokens without them, after a step of ``last``
@@ -243,7 +244,8 @@ class StepPrice:
     seconds: Callable[[int], float]
     last: int = 0  # tokens in the step before (0: none known)
     held_up_to: int = 0  # the largest size whose time at a held size is measured (0: none)
-    # What a step of n tokens takes right after one of another size; None where unknown.
+    # What a step of n tokens takes right after one of another size, with the capture's extra at the step
+    # after (StepCost.after_change); None where unknown.
     after_change: Callable[[int], float | None] = lambda _n: None
     # Whether a size change costs here much more than the step itself (StepCost.changes_cost): then
     # guess lengths are held from step to step (HeldLength).
@@ -254,7 +256,8 @@ class StepPrice:
         return replace(self, base=self.base + tokens)
 
     def switch(self, tokens: int) -> float:
-        """The seconds a step of ``tokens`` takes more right after a size change (0 where unknown)."""
+        """The seconds a change to a step of ``tokens`` costs more than a step held (its first step and
+        the capture's extra; 0 where unknown)."""
         after = self.after_change(tokens)
         return max(after - self.seconds(tokens), 0.0) if after is not None else 0.0
 
