@@ -38,6 +38,9 @@ class AlwaysGuess(StepCost):
     def seconds(self, tokens: int) -> float | None:
         return 10.0 + 0.001 * tokens
 
+    def clock(self, tokens: int, seconds: float, run: int = StepCost.HELD) -> float:
+        return 10.0 + 0.001 * tokens
+
 
 def decode_ms(model: Any, sizes: tuple[int, ...], repeats: int = 5) -> dict[int, float]:
     """Median milliseconds of one decode of n tokens after a short prompt, for each n of ``sizes``."""

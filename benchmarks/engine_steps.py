@@ -6,7 +6,7 @@ that alone). One engine each, kept from reply to reply as the daemon keeps it, a
 not counted; runs alternate and repeat; the median run is printed with its steps by size.
 
     python benchmarks/engine_steps.py [MODEL] [--prompt edit|short|long] [--tokens 256] [--repeats 3]
-        [--gpu-layers -1] [--threads 8] [--step-times FILE.json] [--json OUT.json]
+        [--gpu-layers -1] [--threads 8] [--step-times FILE.json] [--no-payoff] [--json OUT.json]
 
 With --step-times (benchmarks/steps/*.json: another machine's step times from step_cost.py), each step
 is charged that machine's time for its size instead of this one's (at a held size, right after a size
@@ -76,14 +76,15 @@ class StepTimes:
 
 
 class Charged(StepCost):
-    """The engine's step costs learned from ``times`` in place of this machine's."""
+    """The engine's step costs learned from ``times`` in place of this machine's (and counted so in its
+    books of whether guesses pay: appliance.engine.payoff)."""
 
     def __init__(self, times: StepTimes) -> None:
         super().__init__()
         self.times = times
 
-    def add(self, tokens: int, seconds: float, run: int = StepCost.HELD) -> None:
-        super().add(tokens, self.times.ms(tokens, run) / 1000, run)
+    def clock(self, tokens: int, seconds: float, run: int = StepCost.HELD) -> float:
+        return self.times.ms(tokens, run) / 1000
 
 
 def learned(times: StepTimes) -> StepCost:
@@ -188,6 +189,7 @@ def main() -> None:
     p.add_argument("--gpu-layers", type=int, default=-1, help="layers on the GPU (-1: all; 0 on a CPU)")
     p.add_argument("--threads", type=int, default=8)
     p.add_argument("--step-times", type=Path, help="another machine's step times (benchmarks/steps/*.json)")
+    p.add_argument("--no-payoff", action="store_true", help="guess wherever priced to pay, without the books")
     p.add_argument("--json", type=Path)
     a = p.parse_args()
     times = StepTimes(a.step_times) if a.step_times else None
@@ -195,9 +197,11 @@ def main() -> None:
     try:
         prompt = chat_prompt(model, a.prompt)
         engines = {"plain": BatchingEngine(model), "guesses": BatchingEngine(model, draft_max=a.draft_max)}
-        if times is not None:
-            for engine in engines.values():
+        for engine in engines.values():
+            if times is not None:
                 engine.step_cost = Charged(times)
+            if a.no_payoff:
+                engine.payoff = None
         warm = chat_prompt(model, "short")
         for engine in engines.values():  # a first reply, not counted (the engine learns its steps)
             generate(model, engine, warm, 64, times)

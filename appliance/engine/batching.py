@@ -18,6 +18,7 @@ from appliance.engine.faults import Faults
 from appliance.engine.formats.reader import ReplyEvent
 from appliance.engine.jobs import DONE, GenerationJob
 from appliance.engine.params import GeneratedToken
+from appliance.engine.payoff import CALM, Payoff
 from appliance.engine.prompt_cache import PromptCache
 from appliance.engine.speculation import NgramDrafter, StepCost, StepPrice
 from appliance.engine.text import StopScanner
@@ -253,6 +254,10 @@ class BatchingEngine:
         self.step_cost = StepCost()  # what generation steps take here, to guess only where it pays
         self._last_size = 0  # tokens in the last decode (a size change costs time of its own)
         self._run = 0  # decodes of that size in a row (on a GPU the first two are slow: StepCost)
+        # Whether guesses paid, measured (None: guess wherever the drafters' pricing says they pay).
+        self.payoff: Payoff | None = Payoff()
+        self._generating = 0  # sequences the last step generated for
+        self._calm = 0  # steps in a row generating for as many sequences and reading no prompt
         self.slots = [Slot(seq) for seq in range(model.n_seq)]
         # llama.cpp takes at most n_ctx tokens a decode in a causal model's context.
         self.n_batch = min(model.options.n_batch, model.n_ctx)
@@ -365,8 +370,13 @@ class BatchingEngine:
         generating = [slot for slot in self.slots if slot.job is not None and slot.next_token is not None]
         budget = self.n_batch - len(generating)
         guessing = any(slot.drafter is not None for slot in generating)
-        price = self.step_cost.price(len(generating), self._last_size) if guessing else None
-        guesses = self._guesses(generating, budget, price)
+        allowed = guessing and self._may_guess(len(generating))
+        began = time.perf_counter()
+        brought = -sum(slot.generated for slot in generating) if guessing else 0
+        guesses: dict[int, list[int]] = {}
+        if allowed:
+            price = self.step_cost.price(len(generating), self._last_size)
+            guesses = self._guesses(generating, budget, price)
         for slot in generating:  # generating slots first: one token each keeps every stream moving
             assert slot.next_token is not None
             guessed = guesses.get(slot.seq, [])  # and the tokens guessed to follow it
@@ -389,11 +399,35 @@ class BatchingEngine:
             for slot in owners:
                 Faults.check("step", slot.fault, slot.generated)
         self._decode_and_sample(entries, owners)
+        ended = time.perf_counter()
         size = sum(len(tokens) for _, tokens, _ in entries)
         self._run = self._run + 1 if size == self._last_size else 1
         self._last_size = size
-        if guessing and len(entries) == len(generating):  # generation only: a step to learn from
-            self.step_cost.add(size, time.perf_counter() - started, self._run)
+        generation_only = len(entries) == len(generating)
+        calm = generation_only and len(generating) == self._generating
+        self._calm = self._calm + 1 if calm else int(generation_only)
+        self._generating = len(generating)
+        if guessing and generation_only:  # a step to learn from
+            seconds = self.step_cost.clock(size, ended - started, self._run)
+            self.step_cost.add(size, seconds, self._run)
+            if self.payoff is not None:
+                brought += sum(slot.generated for slot in generating)
+                self.payoff.add(
+                    len(generating), brought, seconds + (started - began), seconds,
+                    guessed=size > len(generating), allowed=allowed, calm=self._calm >= CALM,
+                    held=self._run >= StepCost.HELD,
+                )  # fmt: skip
+
+    def _may_guess(self, sequences: int) -> bool:
+        """Whether a step generating for ``sequences`` may guess. Not with several sequences where a size
+        change costs far more than a step (``StepCost.costly``: CUDA graphs): each slot's guess changes
+        the size of a step that holds every stream, and the drafters price those steps from tables that
+        mix one sequence's guesses with many sequences' tokens (on the H200, default model: chat at 4
+        and 8 streams ran at 0.89x and 0.83x of plain decoding, an edit at 4 streams 0.88x; docs/
+        BENCHMARKS.md). Elsewhere as the books say (appliance.engine.payoff)."""
+        if sequences > 1 and self.step_cost.costly():
+            return False
+        return self.payoff is None or self.payoff.allows(sequences)
 
     def _guesses(self, generating: list[Slot], budget: int, price: StepPrice | None) -> dict[int, list[int]]:
         """Each generating slot's guesses, by sequence, within ``budget`` tokens in all: prompt lookup's

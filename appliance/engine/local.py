@@ -294,6 +294,15 @@ class LocalLlamaBackend:
         table = engine.step_cost.changed_table() if after_change else engine.step_cost.table()
         return {str(n): round(seconds * 1000, 3) for n, seconds in table.items()}
 
+    def payoff(self) -> dict[str, dict[str, float | bool | None]]:
+        """By the number of sequences a step generates for (two or more): what a plain step takes here
+        (ms), the last window of steps that might guess against plain decoding's speed, and whether
+        guesses are paused (appliance.engine.payoff)."""
+        engine = self._engine
+        if engine is None or engine.payoff is None:
+            return {}
+        return {str(n): row for n, row in engine.payoff.table().items()}
+
     @property
     def slots_busy(self) -> int:
         engine = self._engine
@@ -332,6 +341,7 @@ class LocalLlamaBackend:
                 **{source: {"drafted": n, "kept": k} for source, (n, k) in self.speculated.items()},
                 "step_ms": self.step_ms(),
                 "step_ms_after_change": self.step_ms(after_change=True),
+                "payoff": self.payoff(),
             }
         if self.error:
             info["error"] = self.error

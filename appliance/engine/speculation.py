@@ -147,6 +147,11 @@ class StepCost:
         self._adds = 0
         self._costly = (-1, False)  # changes_cost() and the adds it was read at: read again every 8
 
+    def clock(self, tokens: int, seconds: float, run: int = HELD) -> float:
+        """The seconds to count for a step of ``tokens`` that took ``seconds`` here as the ``run``-th of
+        its size in a row: those (a benchmark that replays another machine's times charges its own)."""
+        return seconds
+
     def add(self, tokens: int, seconds: float, run: int = HELD) -> None:
         """A step of ``tokens`` took ``seconds``; ``run``: the steps of that size in a row, this one
         included (1: the step before had another size)."""
@@ -218,9 +223,14 @@ class StepCost:
         # Each size read once a step, whatever the slots and lengths weighed (tables change between steps).
         seconds = functools.cache(lambda n: self.seconds(n) or 0.0)
         after = functools.cache(self.after_change)
-        if self._adds - self._costly[0] >= 8:  # a step's few microseconds count beside a GPU's 1 ms
+        return StepPrice(base, seconds, last, self._held.largest, after, self.costly())
+
+    def costly(self) -> bool:
+        """``changes_cost()``, read again every 8 steps learned (a step's few microseconds count beside a
+        GPU's 1 ms)."""
+        if self._adds - self._costly[0] >= 8:
             self._costly = (self._adds, self.changes_cost())
-        return StepPrice(base, seconds, last, self._held.largest, after, self._costly[1])
+        return self._costly[1]
 
     def changes_cost(self) -> bool:
         """Whether a size change (its first step and the second's extra) takes more than ``SWITCH_SHARE``

@@ -64,7 +64,7 @@ def test_it_starts_a_server_measures_it_and_writes_the_report(tmp_path: Path) ->
     # The appliance's own account of the run: what it guessed and the step times it weighed that with.
     (engine,) = report["results"]["appliance"]["engine"]
     assert engine["id"] and "step_ms" in engine["speculation"] and engine["prompt_cache"]["limit_bytes"] > 0
-    assert "step_ms_after_change" in engine["speculation"]
+    assert "step_ms_after_change" in engine["speculation"] and "payoff" in engine["speculation"]
     assert "[appliance] healthy after" in done.stderr
     # The server was stopped, and its log kept.
     (log,) = (tmp_path / "logs").iterdir()

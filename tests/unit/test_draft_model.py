@@ -42,6 +42,9 @@ class GpuLikeCost(StepCost):
     def seconds(self, tokens: int) -> float | None:
         return 10.0 + 0.001 * tokens
 
+    def clock(self, tokens: int, seconds: float, run: int = StepCost.HELD) -> float:
+        return 10.0 + 0.001 * tokens
+
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Any]]:
