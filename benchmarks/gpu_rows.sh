@@ -2,7 +2,7 @@
 # The GPU rows of docs/BENCHMARKS.md in one go, on a machine where the appliance and a CUDA build of
 # llama-cpp-python are installed (packaging/cuda_smoke.sh, or docs/INSTALL.md) and llama-server was built
 # from the same llama.cpp: the step by size for both models, then single stream, chat at 4 and 8 streams,
-# speculation (edit, free text) against llama-server, and a draft pair, each report kept with the appliance's own
+# speculation (edit at 1 and 4 streams, free text) against llama-server, and a draft pair, each report kept with the appliance's own
 # account of the run (`engine`: what it guessed and kept, the step times it learned). Before those, the
 # best guessing could do on each reply with these step times (guess_bound.py) and the engine in process
 # (engine_steps.py).
@@ -42,6 +42,8 @@ for c in 4 8; do
 done
 "${B[@]}" "$M" --servers llama-server,llama-server-ngram,appliance-plain,appliance --tokens 256 --requests 5 \
     --prompt edit --out "$OUT/edit.json" | rows
+"${B[@]}" "$M" --servers llama-server-ngram,appliance-plain,appliance --tokens 256 --prompt edit --concurrency 4 \
+    --requests 12 --ctx 16384 --out "$OUT/edit-c4.json" | rows
 "${B[@]}" "$MID" --servers llama-server-ngram,appliance-plain,appliance --tokens 256 --requests 5 --prompt edit \
     --out "$OUT/edit-mid.json" | rows
 "${B[@]}" "$M" --servers appliance-plain,appliance,llama-server --tokens 256 --requests 8 --out "$OUT/free.json" | rows
