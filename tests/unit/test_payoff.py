@@ -185,17 +185,15 @@ def test_the_engine_pauses_guesses_its_books_show_to_lose(model: Any) -> None:
     """Two streams copying their prompt, on a machine where a step with guesses costs far more than the
     drafters think: without the books the engine guesses in most steps; with them it pauses after its
     first window and again after the window that follows the pause, guessing in under half as many
-    steps. The replies are plain decoding's."""
-    plain, _ = _run(model, BatchingEngine(model), 300)
+    steps. The replies are the same."""
     unchecked = BatchingEngine(model, draft_max=2)
     unchecked.step_cost, unchecked.payoff = DearGuesses(), None
     same, sizes = _run(model, unchecked, 300)
-    assert same == plain
     unchecked_share = sum(size > 2 for size in sizes[1:]) / len(sizes[1:])
     assert unchecked_share > 0.6, sizes
     engine = BatchingEngine(model, draft_max=2)
     engine.step_cost = DearGuesses()
     guessed, sizes = _run(model, engine, 300)
-    assert guessed == plain
+    assert guessed == same  # plain decoding's (tests/unit/test_speculation.py compares the two)
     assert engine.payoff is not None and engine.payoff.table()[2]["paused"]
     assert sum(size > 2 for size in sizes[1:]) / len(sizes[1:]) < unchecked_share / 2, sizes
