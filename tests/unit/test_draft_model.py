@@ -224,8 +224,10 @@ def test_with_a_gpus_size_changes_the_model_and_the_draft_keep_one_step_size(mod
 
 
 def test_slots_holding_lengths_side_by_side_give_plain_decodings_replies(models: tuple[Any, Any]) -> None:
-    """Two slots and a waiting request, each holding its guess length with the H200's costs, the draft
-    reading each slot's kept guess apart: greedy and seeded replies are plain decoding's."""
+    """Two slots and a waiting request with the H200's costs: guesses while the costs are learned, then
+    a held length in each slot left alone (steps of two streams guess nothing once a size change is
+    seen to cost), the draft reading each slot's kept guess apart: greedy and seeded replies are plain
+    decoding's."""
     target, draft = models
     for sampling in (SamplingParams(temperature=0.0), SamplingParams(temperature=0.7, seed=42)):
         plain, _, _ = _generate(target, None, sampling, max_tokens=32)

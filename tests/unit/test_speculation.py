@@ -364,9 +364,9 @@ def test_with_a_gpus_size_changes_the_guessing_steps_keep_one_size(model: Any) -
 
 
 def test_two_slots_holding_guess_lengths_give_plain_decodings_replies(model: Any) -> None:
-    """With the H200's costs, a copying reply and a free one side by side: their guesses (padded to the
-    lengths held, once the steps after size changes are seen to cost) change neither reply, greedy or
-    seeded."""
+    """With the H200's costs, a copying reply and a free one side by side: the guesses made while the
+    engine learns those costs, and those of the reply left alone (padded to the length it holds, once
+    the steps after size changes are seen to cost), change neither reply, greedy or seeded."""
     other = "<|im_start|>user\nWrite a short poem about the sea.<|im_end|>\n<|im_start|>assistant\n"
     for sampling in (SamplingParams(temperature=0.0), SamplingParams(temperature=0.8, seed=7)):
         plain, _, _ = _generate(model, 0, [COPY, other], sampling, max_tokens=100)
