@@ -87,10 +87,10 @@ class Charged(StepCost):
         return self.times.ms(tokens, run) / 1000
 
 
-def learned(times: StepTimes) -> StepCost:
-    """A StepCost that has learnt every size of ``times`` at each place in a run (right after a change,
-    capturing, held), as an engine has after enough steps there."""
-    cost = StepCost()
+def learned(times: StepTimes, cost: StepCost | None = None) -> StepCost:
+    """``cost`` (default: a new StepCost) once it has learnt every size of ``times`` at each place in a
+    run (right after a change, capturing, held), as an engine has after enough steps there."""
+    cost = cost if cost is not None else StepCost()
     for _ in range(StepCost.TRUSTED):
         for run in (1, 2, StepCost.HELD):
             for tokens in times.held.keys() | times.changed.keys():

@@ -151,9 +151,6 @@ class DearGuesses(StepCost):
         return False  # a size change costs no more than its step: steps of two sequences may guess
 
 
-FREE = "<|im_start|>user\nWrite a short poem about the sea.<|im_end|>\n<|im_start|>assistant\n"
-
-
 @pytest.fixture(scope="module")
 def model() -> Iterator[Any]:
     with embedded_llama(n_ctx=4096, n_seq_max=2, flash_attn="on") as loaded:

@@ -24,7 +24,7 @@ from appliance.engine.speculation import (
     best_length,
     reach_of,
 )
-from benchmarks.engine_steps import Charged, StepTimes, step_sizes
+from benchmarks.engine_steps import Charged, StepTimes, learned, step_sizes
 from tests.embedded_llama import embedded_llama
 from tests.engine_streams import replies
 from tests.gpu_steps import H200, h200_price
@@ -79,6 +79,7 @@ TEXT = (
     "three cubs, and the dog, now old and slow, watches them play in the tall grass by the river."
 )
 COPY = f"<|im_start|>user\nCopy this text exactly: {TEXT}<|im_end|>\n<|im_start|>assistant\n"
+POEM = "<|im_start|>user\nWrite a short poem about the sea.<|im_end|>\n<|im_start|>assistant\n"
 
 
 def _generate(model: Any, draft_max: int, prompts: list[str], sampling: SamplingParams, max_tokens: int = 120,
@@ -367,45 +368,29 @@ def test_two_slots_holding_guess_lengths_give_plain_decodings_replies(model: Any
     """With the H200's costs, a copying reply and a free one side by side: the guesses made while the
     engine learns those costs, and those of the reply left alone (padded to the length it holds, once
     the steps after size changes are seen to cost), change neither reply, greedy or seeded."""
-    other = "<|im_start|>user\nWrite a short poem about the sea.<|im_end|>\n<|im_start|>assistant\n"
     for sampling in (SamplingParams(temperature=0.0), SamplingParams(temperature=0.8, seed=7)):
-        plain, _, _ = _generate(model, 0, [COPY, other], sampling, max_tokens=100)
+        plain, _, _ = _generate(model, 0, [COPY, POEM], sampling, max_tokens=100)
         engine = BatchingEngine(model, draft_max=16)
         engine.step_cost = Charged(H200)
-        # Guesses wherever the drafters price them to pay: the books (appliance.engine.payoff) would pause
-        # the free reply's, this machine's Python being slow beside the H200's steps.
-        engine.payoff = None
         model.forget()
         guessing = replace(sampling, draft_max=16)  # a seeded request's own bound (else it runs plain)
-        guessed, _, kept = _generate(model, 16, [COPY, other], guessing, max_tokens=100, engine=engine)
+        guessed, _, kept = _generate(model, 16, [COPY, POEM], guessing, max_tokens=100, engine=engine)
         assert guessed == plain and kept > 10
         assert engine.step_cost.changes_cost()
-
-
-class LearnedH200(Charged):
-    """The H200's step costs, charged and already learned at every size and place in a run."""
-
-    def __init__(self) -> None:
-        super().__init__(H200)
-        for _ in range(StepCost.TRUSTED):
-            for run in (1, 2, StepCost.HELD):
-                for tokens in H200.held.keys() | H200.changed.keys():
-                    self.add(tokens, H200.ms(tokens, run) / 1000, run)
 
 
 def test_with_a_gpus_size_changes_two_streams_do_not_guess(model: Any) -> None:
     """Where a size change costs several steps, steps of several streams make no guesses (each slot's
     would change the size of a step that holds them all); the stream left alone guesses again. The
     replies are plain decoding's."""
-    other = "<|im_start|>user\nWrite a short poem about the sea.<|im_end|>\n<|im_start|>assistant\n"
     greedy = SamplingParams(temperature=0.0)
-    plain, _, _ = _generate(model, 0, [other, COPY], greedy, max_tokens=150)
+    plain, _, _ = _generate(model, 0, [POEM, COPY], greedy, max_tokens=150)
     engine = BatchingEngine(model, draft_max=16)
-    engine.step_cost = LearnedH200()
+    engine.step_cost = learned(H200, Charged(H200))  # charged and already learned
     assert engine.step_cost.costly()
     model.forget()
     with step_sizes(model) as sizes:
-        guessed, _, kept = _generate(model, 16, [other, COPY], greedy, max_tokens=150, engine=engine)
+        guessed, _, kept = _generate(model, 16, [POEM, COPY], greedy, max_tokens=150, engine=engine)
     assert guessed == plain
     alone = sizes.index(1) if 1 in sizes else len(sizes)  # the first step of one stream
     assert alone > 20 and set(sizes[1:alone]) == {2}, sizes
