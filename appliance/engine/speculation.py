@@ -12,10 +12,11 @@ more than one, while a small CPU pays for each (on a 2-core x86 VM, 17 tokens to
 the cost a line: on an H200 the default model's step takes 1.0 ms for 1 token, 1.6 ms for 7 and 3.1 ms
 for 9 (llama.cpp's CUDA matrix-vector kernels take at most 8 rows; past that a slower general kernel
 runs). So the engine learns what its own generation steps take at each size (``StepCost``), each slot
-keeps how often its guesses are kept (``NgramDrafter.p``), and a guess is made only as long as the
-tokens the step is expected to bring per second beat plain decoding; its length likewise. The length
-is also capped by how the last guesses fared: doubled while they are kept whole, back to the part that
-was kept when one is refused.
+keeps how far its recent lookups were right, whether it guessed them or not (``NgramDrafter.matched``,
+``censored_reach``: a reply that starts to copy its prompt is seen at once, without probing), and a
+guess is made only as long as the tokens the step is expected to bring per second beat plain decoding;
+its length likewise. The length is also capped by how the last guesses fared: doubled while they are
+kept whole, back to the part that was kept when one is refused.
 
 A change of the step's size has its own cost. llama.cpp builds its graph anew, and its CUDA backend runs
 a new graph's kernels one by one and captures a CUDA graph only at the second step of the same size: on
@@ -274,17 +275,23 @@ class StepPrice:
 
 def best_length(p: float, price: StepPrice, most: int, per_guess: float = 0.0) -> int:
     """The guess length (0 to ``most``) that brings the step the most tokens per second when each guessed
-    token is kept with probability ``p`` (given the ones before it were): k guesses make the step
+    token is kept with probability ``p`` (given the ones before it were): ``best_reach`` where the first
+    k are all kept with chance p^k."""
+    return best_reach([p**k for k in range(most + 1)], price, per_guess)
+
+
+def best_reach(reach: Sequence[float], price: StepPrice, per_guess: float = 0.0) -> int:
+    """The guess length (0 to ``len(reach) - 1``) that brings the step the most tokens per second, where
+    ``reach[k]`` is the chance that a guess's first k tokens are all kept: k guesses make the step
     ``price.seconds(base + k)`` long, plus k * ``per_guess`` for making them (a draft model's decodes; 0
-    for prompt lookup), and bring 1 + p + p^2 + ... + p^k tokens where plain decoding brings 1. 0 unless
-    some length beats plain decoding by ``MARGIN``, for this slot's part of the step (its one token of
-    the ``base``: a slot beside others need not speed the whole step up by as much alone)."""
+    for prompt lookup), and bring 1 + reach[1] + ... + reach[k] tokens where plain decoding brings 1. 0
+    unless some length beats plain decoding by ``MARGIN``, for this slot's part of the step (its one token
+    of the ``base``: a slot beside others need not speed the whole step up by as much alone)."""
     base = price.base
     best, best_rate = 0, (base - 1 + MARGIN) / price.seconds(base)
-    expected, term = 1.0, 1.0
-    for k in range(1, most + 1):
-        term *= p
-        expected += term
+    expected = 1.0
+    for k in range(1, len(reach)):
+        expected += reach[k]
         rate = (base - 1 + expected) / (price.seconds(base + k) + k * per_guess)
         if rate > best_rate:
             best, best_rate = k, rate
@@ -306,6 +313,31 @@ def reach_of(outcomes: Sequence[int], most: int) -> list[float] | None:
     for k in range(most, -1, -1):
         at_least[k] += at_least[k + 1]
     return [w / total for w in at_least[: most + 1]]
+
+
+def censored_reach(lookups: Sequence[tuple[int, bool]], most: int) -> list[float] | None:
+    """The chance that a guess's first k tokens are all right, for k from 0 to ``most``, from recent
+    lookups that found tokens (``lookups``, oldest first, each weighing ``RECENCY`` times the next): how
+    many of a lookup's tokens were right, and whether that is only a lower bound (a lookup still being
+    checked, or one whose tokens were all right). The product-limit (Kaplan-Meier) estimate: the chance
+    that token k is right where the k - 1 before it were, among the lookups that reached k - 1 and whose
+    k-th token is known. Counting a lookup still checked as right only so far would take every reply
+    that copies its prompt to stop copying soon (its newest lookup always 0 right so far); beyond what
+    any lookup shows, the chance stays that of the last token known (the guess's cap bounds how far that
+    reaches). None where nothing is known yet."""
+    if not lookups:
+        return None
+    weighted: list[tuple[int, bool, float]] = []
+    weight = 1.0
+    for right, bound in reversed(lookups):
+        weighted.append((right, bound, weight))
+        weight *= RECENCY
+    reach = [1.0]
+    for k in range(1, most + 1):
+        kept = sum(w for n, _, w in weighted if n >= k)
+        known = kept + sum(w for n, bound, w in weighted if n == k - 1 and not bound)
+        reach.append(reach[-1] * kept / known if known else reach[-1])
+    return reach
 
 
 def held_steps(reach: Sequence[float], price: StepPrice, per_guess: float = 0.0) -> list[tuple[float, float]]:
@@ -387,16 +419,27 @@ class Acceptance:
     def p(self) -> float:
         return self._yes / (self._yes + self._no)
 
-    def worth(self, limit: int, price: StepPrice | None, per_guess: float = 0.0) -> int:
+    def worth(
+        self,
+        limit: int,
+        price: StepPrice | None,
+        per_guess: float = 0.0,
+        reach: Sequence[float] | None = None,
+    ) -> int:
         """How many tokens to guess, at most ``limit``, at the step's ``price``, each guessed token costing
         ``per_guess`` seconds more to make; a probe of one token every PROBE_EVERY chances where none
         pays. While the price is unknown (None), ``FIRST_DRAFT`` at most: guesses of one length make
         steps of one size, whose time is known after a few of them (StepCost.TRUSTED); lengths doubling
-        from step to step would each be a new size to learn, and on a GPU each size change is slow."""
+        from step to step would each be a new size to learn, and on a GPU each size change is slow.
+        Where ``reach`` is given (``reach[k]``: the chance that a guess's first k tokens are all kept, as
+        ``censored_reach`` reads it from what recent lookups had right, guessed or not), it decides in place
+        of ``p``, and no probe is made: a lookup's outcome is known without guessing it."""
         if limit <= 0:
             return 0
         if price is None:
             limit = min(limit, FIRST_DRAFT)
+        elif reach is not None:
+            limit = best_reach(reach[: limit + 1], price, per_guess)
         else:
             worth = best_length(self.p, price, limit, per_guess)
             if worth == 0:
@@ -430,6 +473,10 @@ class NgramDrafter(Acceptance):
         # each recent lookup had right.
         self.hold = HeldLength()
         self.outcomes: deque[int] = deque(maxlen=OUTCOMES)
+        # The recent lookups that found tokens, checked: how many were right, and whether they all were
+        # (then more might have been: censored_reach). Where size changes cost little, each step's guess
+        # length is chosen from them.
+        self.matched: deque[tuple[int, bool]] = deque(maxlen=OUTCOMES)
         self._open: list[list[Any]] = []  # lookups being checked: [position, tokens, right so far]
 
     def sync(self, held: list[int]) -> None:
@@ -448,6 +495,7 @@ class NgramDrafter(Acceptance):
                 right += 1
             if right == len(guess) or at + right < len(tokens):  # all right, or a wrong one reached
                 self.outcomes.append(right)
+                self.matched.append((right, right == len(guess)))
             else:
                 lookup[2] = right
                 still.append(lookup)
@@ -475,9 +523,12 @@ class NgramDrafter(Acceptance):
 
     def draft(self, next_token: int, room: int, price: StepPrice | None = None) -> list[int]:
         """The guessed tokens after ``next_token`` (sampled, not yet in the cache), at most ``room``, as
-        many as pay at the step's ``price`` (StepCost.price); without it as many as the cap allows.
-        Where size changes are costly, the length held (``HeldLength``), padded with the lookup's last
-        token (or ``next_token``) where it found fewer, within ``hold_most``."""
+        many as pay at the step's ``price`` (StepCost.price), judged by how far recent lookups that found
+        tokens were right (``matched``, and those still being checked: ``censored_reach``); without a
+        price as many as the cap allows. Where size changes are costly, the length held (``HeldLength``),
+        padded with the lookup's last token (or ``next_token``) where it found fewer, within
+        ``hold_most``."""
+        matched = [*self.matched, *((right, True) for _, _, right in self._open)]
         found = self.lookup(next_token)
         if price is not None and price.holds_size:
             most = hold_most(price, room, self.draft_max, self.hold.length)
@@ -488,10 +539,10 @@ class NgramDrafter(Acceptance):
             # Nothing known yet, or no lookup right of late while plain (free text: every step).
             k = self.hold.choose(reach, price) if reach is not None else min(self.hold.length, most)
             return found[:k] + [found[-1] if found else next_token] * (k - len(found[:k]))
-        limit = min(self.limit, room)
-        if limit <= 0 or not found:
+        limit = min(self.limit, room, len(found))
+        if limit <= 0:
             return []
-        return found[: self.worth(limit, price)]
+        return found[: self.worth(limit, price, reach=censored_reach(matched, limit))]
 
     def feedback(self, drafted: int, kept: int) -> None:
         """``kept`` of the ``drafted`` guessed tokens were confirmed by sampling; the next guess's cap

@@ -22,8 +22,10 @@ from appliance.engine.speculation import (
     StepCost,
     StepPrice,
     best_length,
+    censored_reach,
     reach_of,
 )
+from appliance.engine.tokens import common_prefix
 from benchmarks.engine_steps import Charged, StepTimes, learned, step_sizes
 from tests.embedded_llama import embedded_llama
 from tests.engine_streams import replies
@@ -292,6 +294,59 @@ def test_where_a_size_change_costs_several_steps_the_guess_length_is_held() -> N
     # Old matches fade, and a length no longer right is left once its loss pays for the change.
     assert _held([3, 2] + [0] * 14, 7)[-1] == 0
     assert _held([0] * 14 + [1, 1], 7)[-1] < 7
+
+
+# This CPU's steps with the default model (benchmarks/step_cost.py): 16.4 ms for one token, 8.4 ms more
+# for each token beside it. A guessed token costs half a step: only likely guesses pay.
+CPU = _price(lambda n: 0.008 + 0.0084 * n)
+
+
+def _replayed(prompt: list[int], reply: list[int], price: StepPrice = CPU) -> list[int]:
+    """The guess lengths one slot's drafter chooses, step by step, generating ``reply`` to ``prompt``
+    (sampling keeps the guessed tokens that ``reply`` has next)."""
+    drafter, held, at, lengths = NgramDrafter(draft_max=16), list(prompt), 0, []
+    while at < len(reply) - 1:
+        drafter.sync(held)
+        guess = drafter.draft(reply[at], room=16, price=price)
+        kept = common_prefix(guess, reply[at + 1 :])
+        if guess:
+            drafter.feedback(len(guess), kept)
+        lengths.append(len(guess))
+        held += [reply[at], *guess[:kept]]
+        at += 1 + kept
+    return lengths
+
+
+def test_on_a_cpu_a_reply_that_copies_its_prompt_is_guessed_from_its_first_lookups() -> None:
+    """Where a guessed token costs half a step, guesses kept one time in two do not pay
+    (``best_length``). How far each lookup was right is known whether it was guessed or not, so a slot
+    guesses as soon as its lookups show that the reply copies. Priced by the guesses' own record alone,
+    it made none until a probe 32 lookups in: a 100-token copy went mostly plain."""
+    assert best_length(0.5, CPU, 16) == 0
+    prompt = list(range(100, 200))
+    lengths = _replayed(prompt, prompt)
+    assert lengths[:6] == [0, 0, 0, 4, 8, 16], lengths  # the cap doubles from FIRST_DRAFT
+    assert len(lengths) <= 12
+    # Lookups that find tokens but are wrong from the first: nothing guessed, and no probes.
+    phrase = [7, 8, 9]
+    prompt = [token for n in range(40) for token in (*phrase, 300 + n)]
+    reply = [token for n in range(40) for token in (*phrase, 400 + n)]
+    assert set(_replayed(prompt, reply)) == {0}
+
+
+def test_a_lookup_still_being_checked_counts_as_right_as_far_as_it_is_known() -> None:
+    # Three lookups still being checked, right so far (the oldest furthest): a copy under way.
+    assert censored_reach([(2, True), (1, True), (0, True)], 4) == [1.0] * 5
+    # Counted as outcomes, the same lookups read as a copy about to end: the newest had none right, and
+    # none had a third token right.
+    reach = reach_of([2, 1, 0], 4)
+    assert reach is not None and reach[1] < 0.6 and reach[3] == 0
+    # Two lookups wrong at their third token, and the newest still right after five: the third token is
+    # right about four times in ten (the newest weighs most), and the chance holds past what is known.
+    reach = censored_reach([(2, False), (2, False), (5, True)], 6)
+    assert reach is not None
+    assert reach[:3] == [1.0, 1.0, 1.0] and reach[3] == pytest.approx(1 / 2.44) and reach[6] == reach[3]
+    assert censored_reach([], 4) is None
 
 
 def test_on_a_cpu_a_size_change_is_cheap_and_each_step_decides_alone() -> None:
