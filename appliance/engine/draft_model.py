@@ -52,8 +52,6 @@ CATCH_UP = 32
 class ModelDrafter(Acceptance):
     """One slot's guesses from the shared draft model, up to ``draft_max`` at a time."""
 
-    probe_every = 0
-
     def __init__(self, source: DraftModel, seq: int, draft_max: int) -> None:
         super().__init__()
         self._yes, self._no = source.acceptance._yes, source.acceptance._no

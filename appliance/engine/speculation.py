@@ -44,10 +44,6 @@ from typing import Any
 # and do in copied text (llama.cpp's prompt-lookup examples use 3 as well).
 NGRAM = 3
 FIRST_DRAFT = 4
-# A slot that stopped guessing (they did not pay) still tries one token this often: a reply may turn into
-# a copy of its prompt after some words of its own. Rarely: on a CPU a probe's step costs about two, and
-# one in 8 chances put those slow steps into the inter-token latency's 95th percentile (agent workload).
-PROBE_EVERY = 32
 # A guess is made only where the step is expected to bring this much more than plain decoding: where it
 # brings about the same, it only makes tokens come in bursts (a slower step, then several at once).
 MARGIN = 1.1
@@ -261,10 +257,12 @@ class StepPrice:
     # Whether a size change costs here much more than the step itself (StepCost.changes_cost): then
     # guess lengths are held from step to step (HeldLength).
     holds_size: bool = False
+    # The streams the step generates for (0: ``base``, a step with no guesses in it yet).
+    streams: int = 0
 
     def plus(self, tokens: int) -> StepPrice:
-        """The step after ``tokens`` more were put in it."""
-        return replace(self, base=self.base + tokens)
+        """The step after ``tokens`` more (guesses) were put in it."""
+        return replace(self, base=self.base + tokens, streams=self.streams or self.base)
 
     def switch(self, tokens: int) -> float:
         """The seconds a change to a step of ``tokens`` costs more than a step held (its first step and
@@ -285,12 +283,13 @@ def best_reach(reach: Sequence[float], price: StepPrice, per_guess: float = 0.0)
     ``reach[k]`` is the chance that a guess's first k tokens are all kept: k guesses make the step
     ``price.seconds(base + k)`` long, plus k * ``per_guess`` for making them (a draft model's decodes; 0
     for prompt lookup), and bring 1 + reach[1] + ... + reach[k] tokens where plain decoding brings 1. 0
-    unless some length makes the whole step beat plain decoding by ``MARGIN``: a slot's guesses make the
-    step of every stream beside it longer. (Asking that only of this slot's one token of the ``base``
-    let each of 4 streams on this CPU guess where together they brought less: an edit at 4 streams ran
-    at 0.93x of plain decoding with the books pausing it, 0.95x with this.)"""
+    unless some length beats the step without it by ``MARGIN`` of a token for each stream the step
+    generates for: a slot's guesses make the step of every stream beside it longer. (Asking that margin
+    of this slot's one token only let each of 4 streams on this CPU guess where together they brought
+    less: in an edit at 4 streams the books judged the guesses at 0.73x of plain decoding, 0.91x with
+    this.) Guesses of slots before this one in the step are in ``base``, counted as kept."""
     base = price.base
-    best, best_rate = 0, base * MARGIN / price.seconds(base)
+    best, best_rate = 0, (base + (MARGIN - 1) * (price.streams or base)) / price.seconds(base)
     expected = 1.0
     for k in range(1, len(reach)):
         expected += reach[k]
@@ -406,16 +405,12 @@ class Acceptance:
     """What a slot's guesses, of any source, have brought: tokens guessed and kept over the request (for
     the log and metrics), how often a guessed token is kept (``p``), and when a guess pays (``worth``)."""
 
-    # Where no guess pays, one token is still guessed this often (0: never), to notice when they would.
-    probe_every = PROBE_EVERY
-
     def __init__(self) -> None:
         self.drafted = 0
         self.kept = 0
         # How often a guessed token is kept (given those before it were): weighted counts, from an even
         # start, recent guesses counting most.
         self._yes, self._no = 1.0, 1.0
-        self._skipped = 0  # guesses not made since the last one (see PROBE_EVERY)
 
     @property
     def p(self) -> float:
@@ -429,29 +424,20 @@ class Acceptance:
         reach: Sequence[float] | None = None,
     ) -> int:
         """How many tokens to guess, at most ``limit``, at the step's ``price``, each guessed token costing
-        ``per_guess`` seconds more to make; a probe of one token every PROBE_EVERY chances where none
-        pays. While the price is unknown (None), ``FIRST_DRAFT`` at most: guesses of one length make
-        steps of one size, whose time is known after a few of them (StepCost.TRUSTED); lengths doubling
-        from step to step would each be a new size to learn, and on a GPU each size change is slow.
-        Where ``reach`` is given (``reach[k]``: the chance that a guess's first k tokens are all kept, as
-        ``censored_reach`` reads it from what recent lookups had right, guessed or not), it decides in place
-        of ``p``, and no probe is made: a lookup's outcome is known without guessing it."""
+        ``per_guess`` seconds more to make, each kept with chance ``p`` (given those before it were), or
+        as ``reach`` says where it is given (``reach[k]``: the chance that a guess's first k tokens are
+        all kept; prompt lookup reads it from what its recent lookups had right, guessed or not, so it
+        needs no probe guesses to see a reply start to copy its prompt). While the price is unknown
+        (None), ``FIRST_DRAFT`` at most: guesses of one length make steps of one size, whose time is
+        known after a few of them (StepCost.TRUSTED); lengths doubling from step to step would each be
+        a new size to learn, and on a GPU each size change is slow."""
         if limit <= 0:
             return 0
         if price is None:
-            limit = min(limit, FIRST_DRAFT)
-        elif reach is not None:
-            limit = best_reach(reach[: limit + 1], price, per_guess)
-        else:
-            worth = best_length(self.p, price, limit, per_guess)
-            if worth == 0:
-                self._skipped += 1
-                if not self.probe_every or self._skipped < self.probe_every:
-                    return 0
-                worth = 1
-            limit = worth
-        self._skipped = 0
-        return limit
+            return min(limit, FIRST_DRAFT)
+        if reach is not None:
+            return best_reach(reach[: limit + 1], price, per_guess)
+        return best_length(self.p, price, limit, per_guess)
 
     def feedback(self, drafted: int, kept: int) -> None:
         """``kept`` of the ``drafted`` guessed tokens were confirmed by sampling."""
@@ -530,7 +516,6 @@ class NgramDrafter(Acceptance):
         price as many as the cap allows. Where size changes are costly, the length held (``HeldLength``),
         padded with the lookup's last token (or ``next_token``) where it found fewer, within
         ``hold_most``."""
-        matched = [*self.matched, *((right, True) for _, _, right in self._open)]
         found = self.lookup(next_token)
         if price is not None and price.holds_size:
             most = hold_most(price, room, self.draft_max, self.hold.length)
@@ -544,7 +529,9 @@ class NgramDrafter(Acceptance):
         limit = min(self.limit, room, len(found))
         if limit <= 0:
             return []
-        return found[: self.worth(limit, price, reach=censored_reach(matched, limit))]
+        # The lookups being checked, but not this one (the last opened): none of it is known yet.
+        checked = [*self.matched, *((right, True) for _, _, right in self._open[:-1])]
+        return found[: self.worth(limit, price, reach=censored_reach(checked, limit))]
 
     def feedback(self, drafted: int, kept: int) -> None:
         """``kept`` of the ``drafted`` guessed tokens were confirmed by sampling; the next guess's cap
