@@ -7,6 +7,11 @@ not counted; runs alternate and repeat; the median run is printed with its steps
 
     python benchmarks/engine_steps.py [MODEL] [--prompt edit|short|long] [--tokens 256] [--repeats 3]
         [--gpu-layers -1] [--threads 8] [--step-times FILE.json] [--no-payoff] [--json OUT.json]
+    python benchmarks/engine_steps.py --requests 10 --tokens 192 --gpu-layers 0 --threads 2
+
+With --requests N, the prompts ``appliance bench`` sends instead ("Request 1." to "Request N." before
+the workload's prompt: each has its own reply), each generated once plain and once with guesses, timed
+without the prompt's step.
 
 With --step-times (benchmarks/steps/*.json: another machine's step times from step_cost.py), each step
 is charged that machine's time for its size instead of this one's (at a held size, right after a size
@@ -173,10 +178,43 @@ def load_model(path: Path | None, gpu_layers: int, threads: int) -> tuple[Path, 
     return Path(path), LlamaModel(Path(path), options)
 
 
-def chat_prompt(model: LlamaModel, name: str) -> list[int]:
-    """The tokens of the workload prompt ``name`` as a user's chat turn (the default model's template)."""
-    text = f"<|im_start|>user\n{PROMPTS[name]()}<|im_end|>\n<|im_start|>assistant\n"
+def chat_prompt(model: LlamaModel, name: str, number: int | None = None) -> list[int]:
+    """The tokens of the workload prompt ``name`` as a user's chat turn (the default model's template);
+    with ``number``, "Request {number}." before it, as ``appliance bench`` sends it."""
+    content = PROMPTS[name]() if number is None else f"Request {number}. {PROMPTS[name]()}"
+    text = f"<|im_start|>user\n{content}<|im_end|>\n<|im_start|>assistant\n"
     return model.tokenize(text, add_special=True, parse_special=True)
+
+
+def decode_ms(result: dict[str, Any]) -> float:
+    """A reply's milliseconds without its first step (the prompt's)."""
+    return sum(ms for _, ms in result["steps"][1:])
+
+
+def by_request(model: Any, engines: dict[str, BatchingEngine], a: argparse.Namespace, times: Any) -> None:
+    """Each of the bench's prompts 1 to ``a.requests``, plain and with guesses, one after the other."""
+    print(f"prompt {a.prompt!r} after 'Request N.', {a.tokens} tokens a reply, decode time (no prompt step)")
+    print("| request | plain ms | guesses ms | guesses / plain speed | steps | guessed | kept |")
+    print("|---|---|---|---|---|---|---|")
+    ratios, guessed, kept = [], 0, 0
+    for number in range(1, a.requests + 1):
+        prompt = chat_prompt(model, a.prompt, number)
+        plain = generate(model, engines["plain"], prompt, a.tokens, times)
+        guesses = generate(model, engines["guesses"], prompt, a.tokens, times)
+        ratio = decode_ms(plain) / decode_ms(guesses)
+        ratios.append(ratio)
+        guessed, kept = guessed + guesses["guessed"], kept + guesses["kept"]
+        cells = [
+            f"{decode_ms(plain):.0f}",
+            f"{decode_ms(guesses):.0f}",
+            f"{ratio:.2f}x",
+            len(guesses["steps"]),
+        ]
+        print(f"| {number} | " + " | ".join(map(str, [*cells, guesses["guessed"], guesses["kept"]])) + " |")
+    print(
+        f"median {statistics.median(ratios):.2f}x, range {min(ratios):.2f}x-{max(ratios):.2f}x; "
+        f"{guessed} tokens guessed, {kept} kept"
+    )
 
 
 def main() -> None:
@@ -190,6 +228,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=8)
     p.add_argument("--step-times", type=Path, help="another machine's step times (benchmarks/steps/*.json)")
     p.add_argument("--no-payoff", action="store_true", help="guess wherever priced to pay, without the books")
+    p.add_argument("--requests", type=int, help="the bench's prompts 1 to N, each once (see above)")
     p.add_argument("--json", type=Path)
     a = p.parse_args()
     times = StepTimes(a.step_times) if a.step_times else None
@@ -205,6 +244,9 @@ def main() -> None:
         warm = chat_prompt(model, "short")
         for engine in engines.values():  # a first reply, not counted (the engine learns its steps)
             generate(model, engine, warm, 64, times)
+        if a.requests:
+            by_request(model, engines, a, times)
+            return
         runs: dict[str, list[dict[str, Any]]] = {"plain": [], "guesses": []}
         for _ in range(a.repeats):
             for name, engine in engines.items():

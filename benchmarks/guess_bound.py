@@ -7,7 +7,10 @@ match; ``match of L+, k`` only where the tokens before the lookup's n-gram also 
 is only up to llama.cpp's numerics (its logits differ by batch size).
 
     python benchmarks/guess_bound.py [MODEL] [--prompt edit] [--tokens 256] [--threads 2]
-        [--gpu-layers 0] [--step-times benchmarks/steps/h200-smollm2-135m-q4_1.json]
+        [--gpu-layers 0] [--step-times benchmarks/steps/h200-smollm2-135m-q4_1.json] [--requests N]
+
+With --requests N, the prompts ``appliance bench`` sends ("Request 1." to "Request N." before the
+workload's prompt), one row each: the oracle, two fixed rules and the engine's, against plain.
 
 Without --step-times the steps are measured here (a decode of each size, outputs for all, median of
 --repeats), a size change costing nothing; with it, that machine's (benchmarks/engine_steps.StepTimes:
@@ -115,6 +118,23 @@ RULES: dict[str, Rule] = {
 }
 
 
+def by_request(replies: list[tuple[int, int, list[int]]], times: StepTimes, title: str) -> None:
+    """For each (number, prompt length, prompt and reply): the oracle's, two fixed rules' and the engine's
+    speed against plain decoding, replayed on that reply; then their means."""
+    names = ["oracle", "every match, 4", "match of 12+, 16"]
+    print(title)
+    print("| request | " + " | ".join([*names, "the engine's rules"]) + " |")
+    print("|---" * (len(names) + 2) + "|")
+    columns: list[list[float]] = [[] for _ in range(len(names) + 1)]
+    for number, start, reply in replies:
+        plain = sum(times.each_ms(replay(reply, start, RULES["plain"])))
+        runs = [replay(reply, start, RULES[name]) for name in names] + [replay_engine(reply, start, times)]
+        for column, sizes in zip(columns, runs, strict=True):
+            column.append(plain / sum(times.each_ms(sizes)))
+        print(f"| {number} | " + " | ".join(f"{c[-1]:.2f}x" for c in columns) + " |")
+    print("| mean | " + " | ".join(f"{statistics.mean(c):.2f}x" for c in columns) + " |")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("model", nargs="?", type=Path, help="a .gguf (default: the embedded model)")
@@ -124,10 +144,15 @@ def main() -> None:
     p.add_argument("--gpu-layers", type=int, default=0, help="layers on the GPU (-1: all)")
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--step-times", type=Path, help="another machine's step times (benchmarks/steps/*.json)")
+    p.add_argument("--requests", type=int, help="the bench's prompts 1 to N, a row each")
     a = p.parse_args()
     path, model = load_model(a.model, a.gpu_layers, a.threads)
     try:
         prompt = chat_prompt(model, a.prompt)
+        replies = []  # with --requests: each prompt's number, length, and tokens with the reply
+        for number in range(1, (a.requests or 0) + 1):
+            asked = chat_prompt(model, a.prompt, number)
+            replies.append((number, len(asked), plain_reply(model, asked, a.tokens + 1)))
         reply = plain_reply(model, prompt, a.tokens + 1)
         if a.step_times:
             times: StepTimes = StepTimes(a.step_times)
@@ -141,6 +166,11 @@ def main() -> None:
     finally:
         model.close()
     where = a.step_times or "this machine"
+    if a.requests:
+        by_request(
+            replies, times, f"{Path(path).name}, prompt {a.prompt!r} after 'Request N.', steps of {where}"
+        )
+        return
     replayed = len(reply) - len(prompt)
     print(f"{Path(path).name}, prompt {a.prompt!r}: {replayed} tokens replayed, steps of {where}")
     print("step ms by size:", {n: round(ms, 2) for n, ms in times.held.items()})

@@ -7,8 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from benchmarks.engine_steps import StepTimes
-from benchmarks.guess_bound import RULES, Measured, match_length, replay, replay_engine
+from benchmarks.guess_bound import RULES, Measured, by_request, match_length, replay, replay_engine
 from tests.benchmark_scripts import BENCHMARKS
 
 PROMPT = list(range(100, 140))  # 40 tokens, none repeated
@@ -28,6 +30,22 @@ def test_each_rule_replays_the_reply_in_its_steps() -> None:
     # The match grows a token a step: 8 long five steps after the first 3-gram repeated, 12 long after nine.
     assert replay(REPLY, start, RULES["match of 8+, 8"]) == [1] * 7 + [9, 9, 9, 1, 1, 1]
     assert replay(REPLY, start, RULES["match of 12+, 8"]) == [1] * 11 + [9, 9, 5, 1, 1, 1]
+
+
+def test_each_request_gets_a_row_against_plain_decoding_and_the_rows_a_mean(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    times = Measured({1: 10.0, 2: 12.0, 4: 16.0, 8: 24.0, 16: 40.0, 32: 72.0})
+    own = PROMPT + list(range(300, 320))  # a reply that repeats nothing: no rule guesses
+    by_request([(1, len(PROMPT), REPLY), (2, len(PROMPT), own)], times, "edit, 2 requests")
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "edit, 2 requests" and len(lines) == 6
+    assert lines[1] == "| request | oracle | every match, 4 | match of 12+, 16 | the engine's rules |"
+    first = [float(cell.strip().rstrip("x")) for cell in lines[3].strip("|").split("|")[1:]]
+    assert first[0] > max(first[1:]) >= min(first[1:]) > 1  # the oracle bounds every rule
+    assert lines[4] == "| 2 | 1.00x | 1.00x | 1.00x | 1.00x |"
+    mean = [float(cell.strip().rstrip("x")) for cell in lines[5].strip("|").split("|")[1:]]
+    assert mean[0] == pytest.approx((first[0] + 1) / 2, abs=0.01)
 
 
 def test_the_match_length_counts_the_tokens_before_the_ngram_that_repeat_too() -> None:
