@@ -201,15 +201,10 @@ def by_request(model: Any, engines: dict[str, BatchingEngine], a: argparse.Names
         prompt = chat_prompt(model, a.prompt, number)
         plain = generate(model, engines["plain"], prompt, a.tokens, times)
         guesses = generate(model, engines["guesses"], prompt, a.tokens, times)
-        ratio = decode_ms(plain) / decode_ms(guesses)
-        ratios.append(ratio)
+        plain_ms, guesses_ms = decode_ms(plain), decode_ms(guesses)
+        ratios.append(plain_ms / guesses_ms)
         guessed, kept = guessed + guesses["guessed"], kept + guesses["kept"]
-        cells = [
-            f"{decode_ms(plain):.0f}",
-            f"{decode_ms(guesses):.0f}",
-            f"{ratio:.2f}x",
-            len(guesses["steps"]),
-        ]
+        cells = [f"{plain_ms:.0f}", f"{guesses_ms:.0f}", f"{ratios[-1]:.2f}x", len(guesses["steps"])]
         print(f"| {number} | " + " | ".join(map(str, [*cells, guesses["guessed"], guesses["kept"]])) + " |")
     print(
         f"median {statistics.median(ratios):.2f}x, range {min(ratios):.2f}x-{max(ratios):.2f}x; "

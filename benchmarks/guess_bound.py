@@ -153,7 +153,7 @@ def main() -> None:
         for number in range(1, (a.requests or 0) + 1):
             asked = chat_prompt(model, a.prompt, number)
             replies.append((number, len(asked), plain_reply(model, asked, a.tokens + 1)))
-        reply = plain_reply(model, prompt, a.tokens + 1)
+        reply = [] if a.requests else plain_reply(model, prompt, a.tokens + 1)
         if a.step_times:
             times: StepTimes = StepTimes(a.step_times)
         else:

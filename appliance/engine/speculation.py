@@ -328,16 +328,23 @@ def censored_reach(lookups: Sequence[tuple[int, bool]], most: int) -> list[float
     reaches). None where nothing is known yet."""
     if not lookups:
         return None
-    weighted: list[tuple[int, bool, float]] = []
+    # One pass (this runs for every guessing slot at every step): by the tokens right (past ``most``
+    # counted as ``most`` + 1), the weight of the lookups, and of those known wrong at the next token.
+    right_at = [0.0] * (most + 2)
+    wrong_after = [0.0] * (most + 1)
     weight = 1.0
     for right, bound in reversed(lookups):
-        weighted.append((right, bound, weight))
+        right_at[min(right, most + 1)] += weight
+        if not bound and right <= most:
+            wrong_after[right] += weight
         weight *= RECENCY
+    at_least = right_at[:]  # at_least[k]: the weight of lookups with k or more tokens right
+    for k in range(most, -1, -1):
+        at_least[k] += at_least[k + 1]
     reach = [1.0]
     for k in range(1, most + 1):
-        kept = sum(w for n, _, w in weighted if n >= k)
-        known = kept + sum(w for n, bound, w in weighted if n == k - 1 and not bound)
-        reach.append(reach[-1] * kept / known if known else reach[-1])
+        known = at_least[k] + wrong_after[k - 1]
+        reach.append(reach[-1] * at_least[k] / known if known else reach[-1])
     return reach
 
 
