@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -315,13 +315,16 @@ def test_where_a_size_change_costs_several_steps_the_guess_length_is_held() -> N
     assert _held([0] * 14 + [1, 1], 7)[-1] < 7
 
 
-def _replayed_held(prompt: list[int], reply: list[int]) -> list[int]:
-    """The guess lengths one slot's drafter holds, step by step, generating ``reply`` to ``prompt`` with
-    the H200's costs (each step priced after the step before's size)."""
+def _replayed(
+    prompt: list[int], reply: list[int], price: Callable[[int], StepPrice] = lambda _last: CPU
+) -> list[int]:
+    """The guess lengths one slot's drafter chooses, step by step, generating ``reply`` to ``prompt``
+    (sampling keeps the guessed tokens that ``reply`` has next); ``price(n)``: a step's, after one of
+    n tokens."""
     drafter, held, at, lengths = NgramDrafter(draft_max=16), list(prompt), 0, [0]
     while at < len(reply) - 1:
         drafter.sync(held)
-        guess = drafter.draft(reply[at], room=16, price=h200_price(1, last=1 + lengths[-1]))
+        guess = drafter.draft(reply[at], room=16, price=price(1 + lengths[-1]))
         kept = common_prefix(guess, reply[at + 1 :])
         if guess:
             drafter.feedback(len(guess), kept)
@@ -336,27 +339,11 @@ def test_where_lengths_are_held_a_lookup_still_being_checked_counts_as_right_as_
     lookups (the newest always none right yet) made the copy look about to end: 3 tokens held for two
     steps first, a step later, and a size change more."""
     prompt = list(range(100, 300))
-    lengths = _replayed_held(prompt, prompt)
+    lengths = _replayed(prompt, prompt, lambda last: h200_price(1, last))
     # The first two lookups find nothing (the n-gram spans the prompt's end); from the sixth step the
     # lookups being checked outweigh them.
     assert lengths[:7] == [0, 0, 0, 0, 0, 7, 7], lengths
     assert set(lengths[5:]) == {7}
-
-
-def _replayed(prompt: list[int], reply: list[int], price: StepPrice = CPU) -> list[int]:
-    """The guess lengths one slot's drafter chooses, step by step, generating ``reply`` to ``prompt``
-    (sampling keeps the guessed tokens that ``reply`` has next)."""
-    drafter, held, at, lengths = NgramDrafter(draft_max=16), list(prompt), 0, []
-    while at < len(reply) - 1:
-        drafter.sync(held)
-        guess = drafter.draft(reply[at], room=16, price=price)
-        kept = common_prefix(guess, reply[at + 1 :])
-        if guess:
-            drafter.feedback(len(guess), kept)
-        lengths.append(len(guess))
-        held += [reply[at], *guess[:kept]]
-        at += 1 + kept
-    return lengths
 
 
 def test_on_a_cpu_a_reply_that_copies_its_prompt_is_guessed_from_its_first_lookups() -> None:
