@@ -519,9 +519,7 @@ class NgramDrafter(Acceptance):
             most = hold_most(price, room, self.draft_max, self.hold.length)
             if most == 0:
                 return []
-            # Open lookups count as right as far as known, but not this step's (none of it is known yet).
-            opened = self._open[:-1] if found else self._open
-            seen = [*self.outcomes, *((right, True) for _, _, right in opened)]
+            seen = [*self.outcomes, *self._being_checked(found)]
             known = self.hold.length or any(right for right, _ in seen)
             reach = censored_reach(seen, most) if known else None
             # Nothing known yet, or no lookup right of late while plain (free text: every step).
@@ -530,9 +528,14 @@ class NgramDrafter(Acceptance):
         limit = min(self.limit, room, len(found))
         if limit <= 0:
             return []
-        # The lookups being checked, but not this one (the last opened): none of it is known yet.
-        checked = [*self.matched, *((right, True) for _, _, right in self._open[:-1])]
+        checked = [*self.matched, *self._being_checked(found)]
         return found[: self.worth(limit, price, reach=censored_reach(checked, limit))]
+
+    def _being_checked(self, found: list[int]) -> list[tuple[int, bool]]:
+        """The lookups still being checked, as right as far as known (a lower bound: censored_reach), but
+        not this step's, opened where it ``found`` tokens: none of it is known yet."""
+        opened = self._open[:-1] if found else self._open
+        return [(right, True) for _, _, right in opened]
 
     def feedback(self, drafted: int, kept: int) -> None:
         """``kept`` of the ``drafted`` guessed tokens were confirmed by sampling; the next guess's cap
