@@ -26,9 +26,8 @@ steps. So the engine learns what steps take by their place in a run of one size 
 where a change costs far more than a step at a held size (``StepPrice.holds_size``), a slot holds a
 guess length (``HeldLength``): the same number of tokens step after step, padded where the lookup has
 fewer, chosen from how many tokens its lookup would have had right at each recent step (checked against
-what was generated, guessed or not, so no probe steps are needed to know it; a lookup still being
-checked counts as right as far as known: ``censored_reach``), and changed only once holding it has lost
-as much time as the change costs.
+what was generated, guessed or not, so no probe steps are needed to know it), and changed only once
+holding it has lost as much time as the change costs.
 """
 
 from __future__ import annotations
@@ -300,18 +299,33 @@ def best_reach(reach: Sequence[float], price: StepPrice, per_guess: float = 0.0)
     return best
 
 
+def reach_of(outcomes: Sequence[int], most: int) -> list[float] | None:
+    """From how many guessed tokens would have been right at each of a slot's recent steps (``outcomes``,
+    oldest first, each weighing ``RECENCY`` times the next), the chance that a guess's first k tokens
+    are all right, for k from 0 to ``most``; None where nothing is known yet."""
+    if not outcomes:
+        return None
+    at_least = [0.0] * (most + 2)  # at_least[k]: the weight of outcomes with k or more tokens right
+    weight = 1.0
+    for right in reversed(outcomes):
+        at_least[min(right, most + 1)] += weight
+        weight *= RECENCY
+    total = sum(at_least)
+    for k in range(most, -1, -1):
+        at_least[k] += at_least[k + 1]
+    return [w / total for w in at_least[: most + 1]]
+
+
 def censored_reach(lookups: Sequence[tuple[int, bool]], most: int) -> list[float] | None:
     """The chance that a guess's first k tokens are all right, for k from 0 to ``most``, from recent
-    lookups (``lookups``, oldest first, each weighing ``RECENCY`` times the next): how many of a lookup's
-    tokens were right, and whether that is only a lower bound (a lookup still being checked, or one
-    whose tokens were all right). The product-limit (Kaplan-Meier) estimate: the chance that token k is
-    right where the k - 1 before it were, among the lookups that reached k - 1 and whose k-th token is
-    known. Counting a lookup still checked as right only so far would take every reply that copies its
-    prompt to stop copying soon (its newest lookup always 0 right so far). Beyond what any lookup shows,
-    each token is right with the chance the last one known had: a copy under way (every token known
-    right) goes on, and a few lookups right so far in free text do not promise a long guess (where
-    lengths are held, carrying the last chance itself made false starts: 5% slower free text). None
-    where nothing is known yet."""
+    lookups that found tokens (``lookups``, oldest first, each weighing ``RECENCY`` times the next): how
+    many of a lookup's tokens were right, and whether that is only a lower bound (a lookup still being
+    checked, or one whose tokens were all right). The product-limit (Kaplan-Meier) estimate: the chance
+    that token k is right where the k - 1 before it were, among the lookups that reached k - 1 and whose
+    k-th token is known. Counting a lookup still checked as right only so far would take every reply
+    that copies its prompt to stop copying soon (its newest lookup always 0 right so far); beyond what
+    any lookup shows, the chance stays that of the last token known (the guess's cap bounds how far that
+    reaches). None where nothing is known yet."""
     if not lookups:
         return None
     # One pass (this runs for every guessing slot at every step): by the tokens right (past ``most``
@@ -327,12 +341,10 @@ def censored_reach(lookups: Sequence[tuple[int, bool]], most: int) -> list[float
     at_least = right_at[:]  # at_least[k]: the weight of lookups with k or more tokens right
     for k in range(most, -1, -1):
         at_least[k] += at_least[k + 1]
-    reach, ratio = [1.0], 1.0
+    reach = [1.0]
     for k in range(1, most + 1):
         known = at_least[k] + wrong_after[k - 1]
-        if known:
-            ratio = at_least[k] / known
-        reach.append(reach[-1] * ratio)
+        reach.append(reach[-1] * at_least[k] / known if known else reach[-1])
     return reach
 
 
@@ -452,11 +464,10 @@ class NgramDrafter(Acceptance):
         self.tokens: list[int] = []
         # Each n-gram seen, and the position of the token that followed its latest occurrence.
         self._follows: dict[tuple[int, ...], int] = {}
-        # Where size changes are costly (StepPrice.holds_size): the guess length held, and each recent
-        # step's lookup, checked: how many tokens it had right (0 where it found none), and whether that is
-        # only a lower bound (it found ``draft_max``, all right).
+        # Where size changes are costly (StepPrice.holds_size): the guess length held, and how many tokens
+        # each recent lookup had right.
         self.hold = HeldLength()
-        self.outcomes: deque[tuple[int, bool]] = deque(maxlen=OUTCOMES)
+        self.outcomes: deque[int] = deque(maxlen=OUTCOMES)
         # The recent lookups that found tokens, checked: how many were right, and whether they all were
         # (then more might have been: censored_reach). Where size changes cost little, each step's guess
         # length is chosen from them.
@@ -478,9 +489,7 @@ class NgramDrafter(Acceptance):
             while right < len(guess) and at + right < len(tokens) and tokens[at + right] == guess[right]:
                 right += 1
             if right == len(guess) or at + right < len(tokens):  # all right, or a wrong one reached
-                # A held length past what a lookup found is padding (rarely right): more might have been
-                # right only where it found as many as may be guessed.
-                self.outcomes.append((right, right == len(guess) == self.draft_max))
+                self.outcomes.append(right)
                 self.matched.append((right, right == len(guess)))
             else:
                 lookup[2] = right
@@ -501,7 +510,7 @@ class NgramDrafter(Acceptance):
         generated next (``outcomes``)."""
         tokens, at = self.tokens, self.occurrence(next_token)
         if at is None:
-            self.outcomes.append((0, False))
+            self.outcomes.append(0)
             return []
         found = tokens[at : at + self.draft_max]
         self._open.append([len(tokens) + 1, found, 0])  # next_token goes at len(tokens)
@@ -519,23 +528,17 @@ class NgramDrafter(Acceptance):
             most = hold_most(price, room, self.draft_max, self.hold.length)
             if most == 0:
                 return []
-            seen = [*self.outcomes, *self._being_checked(found)]
-            known = self.hold.length or any(right for right, _ in seen)
-            reach = censored_reach(seen, most) if known else None
+            seen = [*self.outcomes, *(right for _, _, right in self._open)]  # open: right so far
+            reach = reach_of(seen, most) if self.hold.length or any(seen) else None
             # Nothing known yet, or no lookup right of late while plain (free text: every step).
             k = self.hold.choose(reach, price) if reach is not None else min(self.hold.length, most)
             return found[:k] + [found[-1] if found else next_token] * (k - len(found[:k]))
         limit = min(self.limit, room, len(found))
         if limit <= 0:
             return []
-        checked = [*self.matched, *self._being_checked(found)]
+        # The lookups being checked, but not this one (the last opened): none of it is known yet.
+        checked = [*self.matched, *((right, True) for _, _, right in self._open[:-1])]
         return found[: self.worth(limit, price, reach=censored_reach(checked, limit))]
-
-    def _being_checked(self, found: list[int]) -> list[tuple[int, bool]]:
-        """The lookups still being checked, as right as far as known (a lower bound: censored_reach), but
-        not this step's, opened where it ``found`` tokens: none of it is known yet."""
-        opened = self._open[:-1] if found else self._open
-        return [(right, True) for _, _, right in opened]
 
     def feedback(self, drafted: int, kept: int) -> None:
         """``kept`` of the ``drafted`` guessed tokens were confirmed by sampling; the next guess's cap

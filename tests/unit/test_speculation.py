@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -23,6 +23,7 @@ from appliance.engine.speculation import (
     StepPrice,
     best_length,
     censored_reach,
+    reach_of,
 )
 from appliance.engine.tokens import common_prefix
 from benchmarks.engine_steps import Charged, StepTimes, learned, step_sizes
@@ -271,11 +272,11 @@ def test_each_lookup_is_checked_against_what_was_generated_guessed_or_not() -> N
     drafter = NgramDrafter(draft_max=4)
     drafter.sync([1, 2, 3, 4, 5, 6, 7, 1, 2])
     assert drafter.lookup(3) == [4, 5, 6, 7]  # (1, 2, 3) was followed by 4, 5, 6, 7
-    assert drafter.lookup(9) == [] and list(drafter.outcomes) == [(0, False)]  # never seen: none right
+    assert drafter.lookup(9) == [] and list(drafter.outcomes) == [0]  # never seen: none right
     drafter.sync([1, 2, 3, 4, 5, 6, 7, 1, 2, 3, 4, 5])  # 3 sampled, then 4 and 5 as looked up
-    assert list(drafter.outcomes) == [(0, False)]  # 6 and 7 not generated yet
+    assert list(drafter.outcomes) == [0]  # 6 and 7 not generated yet
     drafter.sync([1, 2, 3, 4, 5, 6, 7, 1, 2, 3, 4, 5, 8])
-    assert list(drafter.outcomes) == [(0, False), (2, False)]  # 4 and 5 right, then 8 where 6 was
+    assert list(drafter.outcomes) == [0, 2]  # 4 and 5 right, then 8 where 6 was looked up
 
 
 def _held(outcomes: list[int], length: int, steps: int = 48) -> list[int]:
@@ -286,7 +287,7 @@ def _held(outcomes: list[int], length: int, steps: int = 48) -> list[int]:
     out = []
     for _ in range(steps):
         price = h200_price(1, last=1 + hold.length)
-        reach = censored_reach([(right, False) for right in outcomes], 16)
+        reach = reach_of(outcomes, 16)
         assert reach is not None
         out.append(hold.choose(reach, price))
     return out
@@ -315,35 +316,20 @@ def test_where_a_size_change_costs_several_steps_the_guess_length_is_held() -> N
     assert _held([0] * 14 + [1, 1], 7)[-1] < 7
 
 
-def _replayed(
-    prompt: list[int], reply: list[int], price: Callable[[int], StepPrice] = lambda _last: CPU
-) -> list[int]:
+def _replayed(prompt: list[int], reply: list[int], price: StepPrice = CPU) -> list[int]:
     """The guess lengths one slot's drafter chooses, step by step, generating ``reply`` to ``prompt``
-    (sampling keeps the guessed tokens that ``reply`` has next); ``price(n)``: a step's, after one of
-    n tokens."""
-    drafter, held, at, lengths = NgramDrafter(draft_max=16), list(prompt), 0, [0]
+    (sampling keeps the guessed tokens that ``reply`` has next)."""
+    drafter, held, at, lengths = NgramDrafter(draft_max=16), list(prompt), 0, []
     while at < len(reply) - 1:
         drafter.sync(held)
-        guess = drafter.draft(reply[at], room=16, price=price(1 + lengths[-1]))
+        guess = drafter.draft(reply[at], room=16, price=price)
         kept = common_prefix(guess, reply[at + 1 :])
         if guess:
             drafter.feedback(len(guess), kept)
         lengths.append(len(guess))
         held += [reply[at], *guess[:kept]]
         at += 1 + kept
-    return lengths[1:]
-
-
-def test_where_lengths_are_held_a_lookup_still_being_checked_counts_as_right_as_far_as_it_is_known() -> None:
-    """A copy is seen from its first lookup that is right so far. Counted as finished, each step's open
-    lookups (the newest always none right yet) made the copy look about to end: 3 tokens held for two
-    steps first, a step later, and a size change more."""
-    prompt = list(range(100, 300))
-    lengths = _replayed(prompt, prompt, lambda last: h200_price(1, last))
-    # The first two lookups find nothing (the n-gram spans the prompt's end); from the sixth step the
-    # lookups being checked outweigh them.
-    assert lengths[:7] == [0, 0, 0, 0, 0, 7, 7], lengths
-    assert set(lengths[5:]) == {7}
+    return lengths
 
 
 def test_on_a_cpu_a_reply_that_copies_its_prompt_is_guessed_from_its_first_lookups() -> None:
@@ -366,21 +352,15 @@ def test_on_a_cpu_a_reply_that_copies_its_prompt_is_guessed_from_its_first_looku
 def test_a_lookup_still_being_checked_counts_as_right_as_far_as_it_is_known() -> None:
     # Three lookups still being checked, right so far (the oldest furthest): a copy under way.
     assert censored_reach([(2, True), (1, True), (0, True)], 4) == [1.0] * 5
-    # Counted as finished, the same lookups read as a copy about to end: the newest had none right, and
+    # Counted as outcomes, the same lookups read as a copy about to end: the newest had none right, and
     # none had a third token right.
-    reach = censored_reach([(2, False), (1, False), (0, False)], 4)
+    reach = reach_of([2, 1, 0], 4)
     assert reach is not None and reach[1] < 0.6 and reach[3] == 0
     # Two lookups wrong at their third token, and the newest still right after five: the third token is
     # right about four times in ten (the newest weighs most), and the chance holds past what is known.
     reach = censored_reach([(2, False), (2, False), (5, True)], 6)
     assert reach is not None
     assert reach[:3] == [1.0, 1.0, 1.0] and reach[3] == pytest.approx(1 / 2.44) and reach[6] == reach[3]
-    # One lookup right so far after a token, two that found none: past the token known, each is right
-    # with the chance the last known one had (carried flat, free text made false starts where lengths
-    # are held).
-    reach = censored_reach([(0, False), (0, False), (1, True)], 3)
-    assert reach is not None and reach[1] == pytest.approx(1 / 2.44)
-    assert reach[3] == pytest.approx(reach[1] ** 3)
     assert censored_reach([], 4) is None
 
 
