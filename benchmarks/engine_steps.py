@@ -11,7 +11,9 @@ not counted; runs alternate and repeat; the median run is printed with its steps
 
 With --requests N, the prompts ``appliance bench`` sends instead ("Request 1." to "Request N." before
 the workload's prompt: each has its own reply), each generated once plain and once with guesses, timed
-without the prompt's step.
+without the prompt's step; with the token where the guessed reply first differs from plain decoding's
+(llama.cpp's batch numerics at a near tie: on a GPU a step of several tokens runs other kernels), and
+the guessed steps' times by size and place in their run of one size.
 
 With --step-times (benchmarks/steps/*.json: another machine's step times from step_cost.py), each step
 is charged that machine's time for its size instead of this one's (at a held size, right after a size
@@ -145,12 +147,14 @@ def generate(
             seconds = sum(ms for _, ms in steps[1:]) / 1000
     finally:
         loop.close()
+    reply = model.cached_tokens(0)[len(prompt) :]  # what was generated (the last token may be undecoded)
     guessed, kept = engine.speculated.get("ngram", (0, 0))
     learned = {n: round(s * 1000, 3) for n, s in engine.step_cost.table().items()}
     changed = {n: round(s * 1000, 3) for n, s in engine.step_cost.changed_table().items()}
     return {
         "seconds": seconds,
         "steps": steps,
+        "reply": reply,
         "guessed": guessed - before_guessed,
         "kept": kept - before_kept,
         "learned_ms": learned,
@@ -186,6 +190,26 @@ def chat_prompt(model: LlamaModel, name: str, number: int | None = None) -> list
     return model.tokenize(text, add_special=True, parse_special=True)
 
 
+def by_place(steps: list[tuple[int, float]]) -> dict[int, list[list[float]]]:
+    """Each size's step times by the step's place in its run of one size: right after a change, the step
+    after (where llama.cpp's CUDA backend captures its graph), and held (the first step, the prompt's,
+    left out)."""
+    out: dict[int, list[list[float]]] = defaultdict(lambda: [[], [], []])
+    run, before = 0, None
+    for size, ms in steps[1:]:
+        run = run + 1 if size == before else 1
+        before = size
+        out[size][min(run, 3) - 1].append(ms)
+    return dict(sorted(out.items()))
+
+
+def differs_at(plain: list[int], other: list[int]) -> int:
+    """The first token where ``other`` leaves ``plain`` (their common length where it never does)."""
+    return next(
+        (i for i, (a, b) in enumerate(zip(plain, other, strict=False)) if a != b), min(len(plain), len(other))
+    )
+
+
 def decode_ms(result: dict[str, Any]) -> float:
     """A reply's milliseconds without its first step (the prompt's)."""
     return sum(ms for _, ms in result["steps"][1:])
@@ -194,9 +218,11 @@ def decode_ms(result: dict[str, Any]) -> float:
 def by_request(model: Any, engines: dict[str, BatchingEngine], a: argparse.Namespace, times: Any) -> None:
     """Each of the bench's prompts 1 to ``a.requests``, plain and with guesses, one after the other."""
     print(f"prompt {a.prompt!r} after 'Request N.', {a.tokens} tokens a reply, decode time (no prompt step)")
-    print("| request | plain ms | guesses ms | guesses / plain speed | steps | guessed | kept |")
-    print("|---|---|---|---|---|---|---|")
+    head = ["plain ms", "guesses ms", "guesses / plain speed", "steps", "size changes", "guessed", "kept"]
+    print("| request | " + " | ".join(head) + " | differs from plain at |")
+    print("|---|---|---|---|---|---|---|---|---|")
     ratios, guessed, kept = [], 0, 0
+    steps: list[tuple[int, float]] = []
     for number in range(1, a.requests + 1):
         prompt = chat_prompt(model, a.prompt, number)
         plain = generate(model, engines["plain"], prompt, a.tokens, times)
@@ -204,12 +230,26 @@ def by_request(model: Any, engines: dict[str, BatchingEngine], a: argparse.Names
         plain_ms, guesses_ms = decode_ms(plain), decode_ms(guesses)
         ratios.append(plain_ms / guesses_ms)
         guessed, kept = guessed + guesses["guessed"], kept + guesses["kept"]
-        cells = [f"{plain_ms:.0f}", f"{guesses_ms:.0f}", f"{ratios[-1]:.2f}x", len(guesses["steps"])]
-        print(f"| {number} | " + " | ".join(map(str, [*cells, guesses["guessed"], guesses["kept"]])) + " |")
+        changes = sum(1 for (a, _), (b, _) in itertools.pairwise(guesses["steps"][1:]) if a != b)
+        steps += guesses["steps"] if not steps else guesses["steps"][1:]
+        # Batch numerics: a step of several tokens may pick another token at a near tie (docs/CONFIG.md).
+        differs = differs_at(plain["reply"], guesses["reply"])
+        cells = [f"{plain_ms:.0f}", f"{guesses_ms:.0f}", f"{ratios[-1]:.2f}x", len(guesses["steps"]), changes]
+        cells += [guesses["guessed"], guesses["kept"], f"{differs} of {len(plain['reply'])}"]
+        print(f"| {number} | " + " | ".join(map(str, cells)) + " |")
     print(
         f"median {statistics.median(ratios):.2f}x, range {min(ratios):.2f}x-{max(ratios):.2f}x; "
         f"{guessed} tokens guessed, {kept} kept"
     )
+    print("\nwith guesses, steps by size (median ms; count) by their place in a run of one size")
+    print("| size | right after a change | second (CUDA graph capture) | held |")
+    print("|---|---|---|---|")
+    for size, places in by_place(steps).items():
+        print(
+            f"| {size} | "
+            + " | ".join(f"{statistics.median(t):.2f} ({len(t)})" if t else "" for t in places)
+            + " |"
+        )
 
 
 def main() -> None:
