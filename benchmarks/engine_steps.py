@@ -41,6 +41,7 @@ from appliance.engine.jobs import GenerationJob, JobStream
 from appliance.engine.llama import LlamaModel
 from appliance.engine.params import LoadOptions, SamplingParams
 from appliance.engine.speculation import StepCost
+from appliance.engine.tokens import common_prefix
 from models.embedded import embedded_model_path
 
 
@@ -203,13 +204,6 @@ def by_place(steps: list[tuple[int, float]]) -> dict[int, list[list[float]]]:
     return dict(sorted(out.items()))
 
 
-def differs_at(plain: list[int], other: list[int]) -> int:
-    """The first token where ``other`` leaves ``plain`` (their common length where it never does)."""
-    return next(
-        (i for i, (a, b) in enumerate(zip(plain, other, strict=False)) if a != b), min(len(plain), len(other))
-    )
-
-
 def decode_ms(result: dict[str, Any]) -> float:
     """A reply's milliseconds without its first step (the prompt's)."""
     return sum(ms for _, ms in result["steps"][1:])
@@ -222,7 +216,7 @@ def by_request(model: Any, engines: dict[str, BatchingEngine], a: argparse.Names
     print("| request | " + " | ".join(head) + " | differs from plain at |")
     print("|---|---|---|---|---|---|---|---|---|")
     ratios, guessed, kept = [], 0, 0
-    steps: list[tuple[int, float]] = []
+    places: dict[int, list[list[float]]] = defaultdict(lambda: [[], [], []])  # over all guessed replies
     for number in range(1, a.requests + 1):
         prompt = chat_prompt(model, a.prompt, number)
         plain = generate(model, engines["plain"], prompt, a.tokens, times)
@@ -231,9 +225,11 @@ def by_request(model: Any, engines: dict[str, BatchingEngine], a: argparse.Names
         ratios.append(plain_ms / guesses_ms)
         guessed, kept = guessed + guesses["guessed"], kept + guesses["kept"]
         changes = sum(1 for (a, _), (b, _) in itertools.pairwise(guesses["steps"][1:]) if a != b)
-        steps += guesses["steps"] if not steps else guesses["steps"][1:]
+        for size, times_by_place in by_place(guesses["steps"]).items():  # each reply's runs apart
+            for into, times_at in zip(places[size], times_by_place, strict=True):
+                into += times_at
         # Batch numerics: a step of several tokens may pick another token at a near tie (docs/CONFIG.md).
-        differs = differs_at(plain["reply"], guesses["reply"])
+        differs = common_prefix(plain["reply"], guesses["reply"])
         cells = [f"{plain_ms:.0f}", f"{guesses_ms:.0f}", f"{ratios[-1]:.2f}x", len(guesses["steps"]), changes]
         cells += [guesses["guessed"], guesses["kept"], f"{differs} of {len(plain['reply'])}"]
         print(f"| {number} | " + " | ".join(map(str, cells)) + " |")
@@ -244,10 +240,10 @@ def by_request(model: Any, engines: dict[str, BatchingEngine], a: argparse.Names
     print("\nwith guesses, steps by size (median ms; count) by their place in a run of one size")
     print("| size | right after a change | second (CUDA graph capture) | held |")
     print("|---|---|---|---|")
-    for size, places in by_place(steps).items():
+    for size, at in sorted(places.items()):
         print(
             f"| {size} | "
-            + " | ".join(f"{statistics.median(t):.2f} ({len(t)})" if t else "" for t in places)
+            + " | ".join(f"{statistics.median(t):.2f} ({len(t)})" if t else "" for t in at)
             + " |"
         )
 

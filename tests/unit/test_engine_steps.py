@@ -3,13 +3,14 @@ each step by its place in a run of one size (what a GPU's CUDA graphs make of a 
 
 from __future__ import annotations
 
-from benchmarks.engine_steps import by_place, differs_at
+from appliance.engine.tokens import common_prefix
+from benchmarks.engine_steps import by_place
 
 
 def test_a_guessed_reply_differs_from_plain_at_its_first_other_token() -> None:
-    assert differs_at([1, 2, 3, 4], [1, 2, 9, 4]) == 2
-    assert differs_at([1, 2, 3], [1, 2, 3]) == 3
-    assert differs_at([1, 2, 3], [1, 2]) == 2  # never differs: the common length
+    assert common_prefix([1, 2, 3, 4], [1, 2, 9, 4]) == 2
+    assert common_prefix([1, 2, 3], [1, 2, 3]) == 3
+    assert common_prefix([1, 2, 3], [1, 2]) == 2  # never differs: the common length
 
 
 def test_steps_are_told_apart_by_their_place_in_a_run_of_one_size() -> None:
